@@ -1,0 +1,6 @@
+"""Run the api: ``python -m ktrdr_api``."""
+
+from ktrdr_api.app import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+"""ktrdr trainer: PyTorch training on stored bars, artifacts in the object store."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,200 @@
+"""A durable pull-consumer loop that survives server restarts and bad messages.
+
+The handler decides each message's fate by how it returns:
+
+* returns normally         -> ``ack`` (unless it already acked the message);
+* raises ``RetryableError`` -> ``nak`` with the error's delay (IB down, pacing);
+* raises ``PermanentError`` -> ``term`` and ``on_permanent`` is told (it
+  publishes the ``*_failed`` event), so a malformed command is reported once
+  and never redelivered;
+* raises anything else     -> ``nak`` with a delay, and after
+  ``max_unexpected`` deliveries it is treated as permanent (a poison message
+  must not loop forever).
+
+Long work keeps its message with ``in_progress`` (see ``keep_alive``). Fetches
+use server heartbeats and short expiries, so a restarted nats-server is
+noticed quickly and the loop re-binds to the durable consumer, re-declaring it
+if the server lost it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import nats.errors
+import nats.js.errors
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from ktrdr_shared.errors import KtrdrError, PermanentError, RetryableError
+from ktrdr_shared.streams import ConsumerSpec, ensure_consumer
+
+log = logging.getLogger(__name__)
+
+MessageHandler = Callable[[Msg], Awaitable[None]]
+BatchHandler = Callable[[list[Msg]], Awaitable[None]]
+PermanentHandler = Callable[[Msg, KtrdrError], Awaitable[None]]
+
+
+@dataclass
+class PullConsumer:
+    """Fetch from one durable consumer and hand each message to a handler.
+
+    Attributes:
+        js: the JetStream context.
+        spec: the durable consumer (declared if missing).
+        handler: called per message (see the module docstring for its contract).
+        on_permanent: told of each message terminated for a permanent error.
+        batch: how many messages one fetch asks for.
+        fetch_timeout_s: expiry of one fetch; also bounds how long stop waits.
+        heartbeat_s: server idle heartbeat during a fetch.
+        retry_delay_s: nak delay after an unexpected error.
+        max_unexpected: deliveries after which an unexpected error is permanent.
+    """
+
+    js: JetStreamContext
+    spec: ConsumerSpec
+    handler: MessageHandler
+    on_permanent: PermanentHandler | None = None
+    batch: int = 16
+    fetch_timeout_s: float = 2.0
+    heartbeat_s: float = 0.5
+    retry_delay_s: float = 2.0
+    max_unexpected: int = 5
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Consume until ``stopping`` is set; finish the batch in hand, then return."""
+        async for messages in fetch_batches(
+            self.js, self.spec, stopping, self.batch, self.fetch_timeout_s, self.heartbeat_s
+        ):
+            for msg in messages:
+                await self.dispatch(msg)
+
+    async def dispatch(self, msg: Msg) -> None:
+        """Run the handler on one message and settle it (ack / nak / term)."""
+        try:
+            await self.handler(msg)
+        except RetryableError as e:
+            log.info("%s: retry in %.1fs: %s", msg.subject, e.delay_s, e.message)
+            await _settle(msg.nak(delay=e.delay_s))
+            return
+        except PermanentError as e:
+            await self._terminate(msg, e)
+            return
+        except Exception as e:
+            deliveries = _deliveries(msg)
+            if deliveries >= self.max_unexpected:
+                log.exception("%s: giving up after %d deliveries", msg.subject, deliveries)
+                await self._terminate(msg, PermanentError(f"failed {deliveries} times: {e!r}"))
+            else:
+                log.exception("%s: unexpected error (delivery %d)", msg.subject, deliveries)
+                await _settle(msg.nak(delay=self.retry_delay_s))
+            return
+        if not _acked(msg):
+            await _settle(msg.ack())
+
+    async def _terminate(self, msg: Msg, error: KtrdrError) -> None:
+        log.warning("%s: rejected (%s): %s", msg.subject, error.code, error.message)
+        await _settle(msg.term())
+        if self.on_permanent is not None:
+            await self.on_permanent(msg, error)
+
+
+async def fetch_batches(
+    js: JetStreamContext,
+    spec: ConsumerSpec,
+    stopping: asyncio.Event,
+    batch: int = 16,
+    fetch_timeout_s: float = 2.0,
+    heartbeat_s: float = 0.5,
+) -> AsyncIterator[list[Msg]]:
+    """Yield batches from a durable consumer until ``stopping`` is set.
+
+    Survives disconnects and server restarts: fetch errors back off and
+    retry, and a consumer the server no longer knows is declared again.
+    Messages are the caller's to ack (for micro-batching writers).
+    """
+    sub: JetStreamContext.PullSubscription | None = None
+    backoff = _Backoff()
+    while not stopping.is_set():
+        try:
+            if sub is None:
+                await ensure_consumer(js, spec)
+                sub = await js.pull_subscribe_bind(spec.durable, stream=spec.stream)
+            messages = await sub.fetch(batch, timeout=fetch_timeout_s, heartbeat=heartbeat_s)
+        except (TimeoutError, nats.errors.TimeoutError):
+            backoff.reset()
+            continue
+        except nats.js.errors.NotFoundError:
+            log.warning("%s: consumer or stream missing; declaring it again", spec.durable)
+            await _drop(sub)
+            sub = None
+            await backoff.wait(stopping)
+            continue
+        except (nats.errors.Error, OSError) as e:
+            log.warning("%s: fetch failed (%s); retrying", spec.durable, e or type(e).__name__)
+            if isinstance(e, nats.errors.ConnectionClosedError):
+                return
+            await backoff.wait(stopping)
+            continue
+        backoff.reset()
+        if messages:
+            yield messages
+    await _drop(sub)
+
+
+async def keep_alive(msg: Msg, every_s: float) -> asyncio.Task[None]:
+    """Start a task that marks ``msg`` in progress every ``every_s`` until cancelled."""
+
+    async def beat() -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            await _settle(msg.in_progress())
+
+    return asyncio.create_task(beat())
+
+
+class _Backoff:
+    """Capped exponential backoff that a stop request interrupts."""
+
+    def __init__(self, first_s: float = 0.1, cap_s: float = 5.0) -> None:
+        self.first_s, self.cap_s, self.next_s = first_s, cap_s, first_s
+
+    def reset(self) -> None:
+        self.next_s = self.first_s
+
+    async def wait(self, stopping: asyncio.Event) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stopping.wait(), timeout=self.next_s)
+        self.next_s = min(self.cap_s, self.next_s * 2)
+
+
+async def _drop(sub: JetStreamContext.PullSubscription | None) -> None:
+    if sub is not None:
+        with contextlib.suppress(nats.errors.Error, OSError):
+            await sub.unsubscribe()
+
+
+async def _settle(action: Awaitable[None]) -> None:
+    """Ack/nak/term; a lost connection only means the server redelivers later."""
+    try:
+        await action
+    except nats.errors.MsgAlreadyAckdError:
+        pass
+    except (nats.errors.Error, OSError) as e:
+        log.warning("could not settle message (%s); the server will redeliver it", e)
+
+
+def _acked(msg: Msg) -> bool:
+    return bool(getattr(msg, "_ackd", False))
+
+
+def _deliveries(msg: Msg) -> int:
+    try:
+        return int(msg.metadata.num_delivered)
+    except (nats.errors.NotJSMessageError, TypeError, ValueError):
+        return 1

@@ -1,0 +1,147 @@
+"""The data-store's family: the load command, queries, coverage, datasets, stored events."""
+
+from __future__ import annotations
+
+import enum
+
+import msgspec
+
+from ktrdr_shared.messages.base import Event, Message, check_range, upper_symbols
+from ktrdr_shared.messages.common import TimeRange
+from ktrdr_shared.types import (
+    InstrumentType,
+    JobId,
+    LoadMode,
+    NonNegativeInt,
+    Symbol,
+    Timeframe,
+    UnixNanos,
+    UtcDatetime,
+    WhatToShow,
+)
+
+
+class LoadData(Message, frozen=True, kw_only=True):
+    """Command on ``ktrdr.cmd.data.load``: make the store hold this symbol's bars.
+
+    Published by hand without ``job_id``, the data-store assigns one and
+    announces it in ``JobAccepted``. ``mode`` picks the range unless
+    ``start``/``end`` override it.
+    """
+
+    job_id: JobId | None = None
+    symbol: Symbol
+    timeframe: Timeframe
+    mode: LoadMode = LoadMode.TAIL
+    start: UtcDatetime | None = None
+    end: UtcDatetime | None = None
+    instrument_type: InstrumentType | None = None
+    what_to_show: WhatToShow | None = None
+
+    def __post_init__(self) -> None:
+        upper_symbols(self, "symbol")
+        check_range(self.start, self.end)
+
+
+class QueryFormat(enum.StrEnum):
+    """How ``ktrdr.store.query`` returns a page: JSON columns or an Arrow IPC stream."""
+
+    JSON = "json"
+    ARROW = "arrow"
+
+
+class QueryBars(Message, frozen=True, kw_only=True):
+    """Request on ``ktrdr.store.query``: a page of stored bars in ``[start, end)``."""
+
+    symbol: Symbol
+    timeframe: Timeframe
+    start: UtcDatetime | None = None
+    end: UtcDatetime | None = None
+    limit: int = msgspec.field(default=10_000)
+    cursor: str | None = None
+    format: QueryFormat = QueryFormat.JSON
+
+    def __post_init__(self) -> None:
+        upper_symbols(self, "symbol")
+        check_range(self.start, self.end)
+        if not 1 <= self.limit <= 100_000:
+            raise ValueError(f"'limit' must be between 1 and 100000, got {self.limit}")
+
+
+class BarsPage(Message, frozen=True, kw_only=True):
+    """Reply to ``QueryBars`` in JSON form: columns plus the cursor of the next page."""
+
+    symbol: Symbol
+    timeframe: Timeframe
+    ts: list[UnixNanos]
+    open: list[float]
+    high: list[float]
+    low: list[float]
+    close: list[float]
+    volume: list[float]
+    wap: list[float | None] | None = None
+    count: list[int | None] | None = None
+    next_cursor: str | None = None
+
+
+class CoverageRequest(Message, frozen=True, kw_only=True):
+    """Request on ``ktrdr.store.coverage``."""
+
+    symbol: Symbol
+    timeframe: Timeframe
+    start: UtcDatetime | None = None
+    end: UtcDatetime | None = None
+
+    def __post_init__(self) -> None:
+        upper_symbols(self, "symbol")
+        check_range(self.start, self.end)
+
+
+class Coverage(Message, frozen=True, kw_only=True):
+    """What is stored, what is missing, and what IB already answered empty."""
+
+    symbol: Symbol
+    timeframe: Timeframe
+    rows: NonNegativeInt
+    first: UtcDatetime | None = None
+    last: UtcDatetime | None = None
+    stored: list[TimeRange] = msgspec.field(default_factory=list)
+    gaps: list[TimeRange] = msgspec.field(default_factory=list)
+    answered_empty: list[TimeRange] = msgspec.field(default_factory=list)
+
+
+class DatasetInfo(Message, frozen=True, kw_only=True):
+    """One stored (symbol, timeframe) dataset."""
+
+    symbol: Symbol
+    timeframe: Timeframe
+    rows: NonNegativeInt
+    first: UtcDatetime | None = None
+    last: UtcDatetime | None = None
+
+
+class DatasetList(Message, frozen=True, kw_only=True):
+    """Reply on ``ktrdr.store.datasets``."""
+
+    datasets: list[DatasetInfo]
+
+
+class BarsStored(Event, frozen=True, kw_only=True, tag="bars_stored"):
+    """Event on ``ktrdr.evt.store.bars_stored``: bars became durable in the store.
+
+    The hook for users' own services: follow it to react to new data.
+    """
+
+    symbol: Symbol
+    timeframe: Timeframe
+    first: UtcDatetime
+    last: UtcDatetime
+    bars_written: NonNegativeInt
+    job_id: JobId | None = None
+    ts: UtcDatetime
+
+    def __post_init__(self) -> None:
+        upper_symbols(self, "symbol")
+
+
+StoreEvent = BarsStored

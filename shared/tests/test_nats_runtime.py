@@ -1,0 +1,205 @@
+"""The NATS runtime against a real nats-server: streams, dedup, micro errors, consumers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import nats
+import pytest
+from ktrdr_shared import codec, streams, subjects
+from ktrdr_shared.config import Settings
+from ktrdr_shared.consumer import PullConsumer
+from ktrdr_shared.errors import KtrdrError, NotFound, PermanentError, RetryableError
+from ktrdr_shared.messages import ErrorReply, IbStatus, LoadData, StatusRequest, ValidateSymbol
+from ktrdr_shared.runtime import ServiceApp, connect
+from ktrdr_shared.testing.examples import JOB
+from ktrdr_shared.testing.nats_server import NatsServer
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import RetentionPolicy
+
+pytestmark = pytest.mark.integration
+
+
+async def test_ensure_all_twice_leaves_one_correct_set(js: JetStreamContext) -> None:
+    await streams.ensure_all(js)
+    await streams.ensure_all(js)
+    names = sorted([info.config.name async for info in _streams(js)])
+    assert names == sorted(
+        ["KTRDR_COMMANDS", "KTRDR_BARS", "KTRDR_EVENTS", "KV_ktrdr_symbols", "OBJ_ktrdr_models"]
+    )
+    commands = await js.stream_info("KTRDR_COMMANDS")
+    assert commands.config.retention == RetentionPolicy.WORK_QUEUE
+    assert commands.config.duplicate_window == 600
+    assert commands.config.subjects == ["ktrdr.cmd.>"]
+    events = await js.stream_info("KTRDR_EVENTS")
+    assert events.config.max_age == 30 * 86_400
+    consumers = sorted(c.name for c in await js.consumers_info("KTRDR_COMMANDS"))
+    assert consumers == ["data-store-commands", "ib-connector-commands", "trainer-commands"]
+    assert [c.name for c in await js.consumers_info("KTRDR_BARS")] == ["data-store-bars"]
+
+
+async def test_ensure_streams_repairs_a_drifted_stream(js: JetStreamContext) -> None:
+    await streams.ensure_streams(js)
+    await js.update_stream(name="KTRDR_EVENTS", subjects=["ktrdr.evt.>"], max_age=60.0)
+    await streams.ensure_streams(js)
+    assert (await js.stream_info("KTRDR_EVENTS")).config.max_age == 30 * 86_400
+
+
+async def test_duplicate_command_inside_dedup_window_is_dropped(js: JetStreamContext) -> None:
+    await streams.ensure_streams(js)
+    command = LoadData(job_id=JOB, symbol="AAPL", timeframe="1h")  # type: ignore[arg-type]
+    headers = {"Nats-Msg-Id": JOB}
+    first = await js.publish(subjects.CMD_DATA_LOAD, codec.encode(command), headers=headers)
+    second = await js.publish(subjects.CMD_DATA_LOAD, codec.encode(command), headers=headers)
+    assert not first.duplicate
+    assert second.duplicate
+    assert (await js.stream_info("KTRDR_COMMANDS")).state.messages == 1
+
+
+def _status_app(nats_url: str) -> ServiceApp:
+    app = ServiceApp(
+        name="probe", version="1.0.0", description="test service",
+        settings=Settings.from_env({"KTRDR_NATS_URL": nats_url}),
+    )  # fmt: skip
+
+    @app.endpoint("status", "ktrdr.test.status", StatusRequest)
+    async def status(_: StatusRequest) -> IbStatus:
+        return IbStatus(connected=True, host="h", port=1, client_id=7)
+
+    @app.endpoint("validate", "ktrdr.test.validate", ValidateSymbol)
+    async def validate(request: ValidateSymbol) -> IbStatus:
+        if request.symbol == "NOPE":
+            raise NotFound(f"no such symbol {request.symbol}", details={"symbol": request.symbol})
+        raise ZeroDivisionError("bug")
+
+    return app
+
+
+async def test_micro_endpoint_answers_garbage_with_400_and_keeps_serving(
+    nc: NATS, nats_url: str
+) -> None:
+    app = _status_app(nats_url)
+    await app.start()
+    try:
+        bad = await nc.request("ktrdr.test.validate", b"\x00\xff{{not json", timeout=2)
+        assert bad.headers is not None
+        assert bad.headers["Nats-Service-Error-Code"] == "400"
+        body = codec.decode(bad.data, ErrorReply)
+        assert body.code == "invalid_request"
+        assert "ktrdr.test.validate" in body.message and "not valid JSON" in body.message
+
+        wrong_shape = await nc.request("ktrdr.test.validate", b'{"symbol": 5}', timeout=2)
+        assert codec.decode(wrong_shape.data, ErrorReply).details["field"] == "symbol"
+
+        not_found = await nc.request("ktrdr.test.validate", b'{"symbol": "nope"}', timeout=2)
+        assert not_found.headers is not None
+        assert not_found.headers["Nats-Service-Error-Code"] == "404"
+        assert codec.decode(not_found.data, ErrorReply).details == {"symbol": "NOPE"}
+
+        crash = await nc.request("ktrdr.test.validate", b'{"symbol": "AAPL"}', timeout=2)
+        assert crash.headers is not None
+        assert crash.headers["Nats-Service-Error-Code"] == "500"
+        assert "ZeroDivisionError" in codec.decode(crash.data, ErrorReply).message
+
+        good = await nc.request("ktrdr.test.status", b"", timeout=2)
+        assert good.headers is None or "Nats-Service-Error-Code" not in good.headers
+        assert codec.decode(good.data, IbStatus).client_id == 7
+
+        ping = await nc.request("$SRV.PING.probe", b"", timeout=2)
+        assert json.loads(ping.data)["name"] == "probe"
+    finally:
+        await app.stop()
+
+
+async def test_connect_retries_until_the_server_comes(nats_server: NatsServer) -> None:
+    nats_server.stop()
+    settings = Settings.from_env({"KTRDR_NATS_URL": nats_server.url})
+    pending = asyncio.create_task(connect(settings, name="late", reconnect_time_wait=0.05))
+    await asyncio.sleep(0.3)
+    assert not pending.done()  # still trying, not given up
+    nats_server.start()
+    client = await asyncio.wait_for(pending, timeout=10)
+    assert client.is_connected
+    assert client.options["max_reconnect_attempts"] == -1
+    await client.close()
+
+
+class _Collector:
+    def __init__(self) -> None:
+        self.seen: asyncio.Queue[bytes] = asyncio.Queue()
+        self.terminated: list[tuple[bytes, str]] = []
+
+    async def handle(self, msg: Msg) -> None:
+        if msg.data == b"permanent":
+            raise PermanentError("cannot ever work")
+        if msg.data == b"retry" and msg.metadata.num_delivered < 3:
+            raise RetryableError("not yet", delay_s=0.05)
+        await self.seen.put(msg.data)
+
+    async def on_permanent(self, msg: Msg, error: KtrdrError) -> None:
+        self.terminated.append((msg.data, error.code))
+
+
+def _consumer(js: JetStreamContext, collector: _Collector) -> PullConsumer:
+    return PullConsumer(
+        js=js, spec=streams.DATA_COMMANDS, handler=collector.handle,
+        on_permanent=collector.on_permanent, fetch_timeout_s=0.5, heartbeat_s=0.1,
+    )  # fmt: skip
+
+
+async def test_pull_consumer_acks_naks_and_terminates(js: JetStreamContext) -> None:
+    await streams.ensure_streams(js)
+    collector = _Collector()
+    stopping = asyncio.Event()
+    task = asyncio.create_task(_consumer(js, collector).run(stopping))
+    for payload in (b"permanent", b"retry", b"ok"):
+        await js.publish(subjects.CMD_DATA_LOAD, payload)
+    received = {await asyncio.wait_for(collector.seen.get(), 10) for _ in range(2)}
+    stopping.set()
+    await asyncio.wait_for(task, 10)
+    assert received == {b"retry", b"ok"}
+    assert collector.terminated == [(b"permanent", "failed")]
+    info = await js.consumer_info("KTRDR_COMMANDS", "data-store-commands")
+    assert info.num_pending == 0 and info.num_ack_pending == 0
+
+
+async def test_pull_consumer_survives_a_server_restart(
+    nats_server: NatsServer, nc: NATS, js: JetStreamContext
+) -> None:
+    await streams.ensure_streams(js)
+    worker_nc = await nats.connect(nats_server.url, max_reconnect_attempts=-1,
+                                   reconnect_time_wait=0.1)  # fmt: skip
+    collector = _Collector()
+    stopping = asyncio.Event()
+    task = asyncio.create_task(_consumer(worker_nc.jetstream(), collector).run(stopping))
+    try:
+        await js.publish(subjects.CMD_DATA_LOAD, b"before")
+        assert await asyncio.wait_for(collector.seen.get(), 10) == b"before"
+
+        nats_server.restart()  # same port, same store
+
+        await _publish_when_back(js, b"after")
+        assert await asyncio.wait_for(collector.seen.get(), 30) == b"after"
+    finally:
+        stopping.set()
+        await asyncio.wait_for(task, 10)
+        await worker_nc.close()
+
+
+async def _publish_when_back(js: JetStreamContext, payload: bytes) -> None:
+    """Publish once JetStream answers again after a restart."""
+    for _ in range(200):
+        try:
+            await js.publish(subjects.CMD_DATA_LOAD, payload, timeout=0.5)
+            return
+        except (TimeoutError, nats.errors.Error):
+            await asyncio.sleep(0.05)
+    raise AssertionError("JetStream did not come back after the restart")
+
+
+async def _streams(js: JetStreamContext):  # type: ignore[no-untyped-def]
+    for info in await js.streams_info():
+        yield info
