@@ -31,7 +31,7 @@ _ensure-venv:
     set -euo pipefail
     want=$(cat {{setup_inputs}} | sha256sum)
     if [ ! -x {{py}} ] || [ "$(cat {{venv}}/.ktrdr-setup 2>/dev/null)" != "$want" ]; then
-        just setup
+        {{just_executable()}} setup
     fi
 
 # Run the full default test suite (unit, integration, e2e, slow). Extra args go to pytest.

@@ -60,13 +60,33 @@ def _msgpack_decoder(message_type: Any) -> msgspec.msgpack.Decoder[Any]:
     return msgspec.msgpack.Decoder(message_type)
 
 
+@typing.overload
 def decode(
     data: bytes,
     message_type: type[T],
     *,
     subject: str = "",
     headers: Mapping[str, str] | None = None,
-) -> T:
+) -> T: ...
+
+
+@typing.overload
+def decode(
+    data: bytes,
+    message_type: Any,
+    *,
+    subject: str = "",
+    headers: Mapping[str, str] | None = None,
+) -> Any: ...
+
+
+def decode(
+    data: bytes,
+    message_type: Any,
+    *,
+    subject: str = "",
+    headers: Mapping[str, str] | None = None,
+) -> Any:
     """Decode ``data`` into ``message_type``, by the content type its headers name.
 
     An empty payload decodes as ``{}``, so ``nats req ktrdr.ib.status ''``
@@ -79,11 +99,10 @@ def decode(
     msgpack = content_type_of(headers) == MSGPACK
     if not data or data.isspace():
         data = b"\x80" if msgpack else b"{}"
-    key: Any = message_type  # unions are hashable too; type[T] just reads better
     try:
         if msgpack:
-            return typing.cast(T, _msgpack_decoder(key).decode(data))
-        return typing.cast(T, _json_decoder(key).decode(data))
+            return _msgpack_decoder(message_type).decode(data)
+        return _json_decoder(message_type).decode(data)
     except msgspec.ValidationError as e:
         raise _describe(e, message_type, subject) from e
     except msgspec.DecodeError as e:

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +30,7 @@ from nats.micro.service import EndpointConfig, Service, ServiceConfig
 
 from ktrdr_shared import codec
 from ktrdr_shared.config import Settings
-from ktrdr_shared.errors import KtrdrError
+from ktrdr_shared.errors import ConfigError, KtrdrError
 from ktrdr_shared.messages.common import ErrorReply
 
 log = logging.getLogger(__name__)
@@ -236,7 +237,16 @@ def configure_logging(level: str, service: str) -> None:
     )
 
 
-def run_service(app: ServiceApp) -> None:
-    """Run ``app`` to completion in a fresh event loop (the body of ``main``)."""
+def run_main(service: str, build: Callable[[], ServiceApp]) -> None:
+    """Build the service from the environment and run it until SIGTERM (a ``main``).
+
+    A configuration error exits with status 2 and one clear line on stderr,
+    not a traceback.
+    """
+    try:
+        app = build()
+    except ConfigError as e:
+        print(f"{service}: configuration error: {e.message}", file=sys.stderr)
+        raise SystemExit(2) from None
     configure_logging(app.settings.log_level, app.name)
     asyncio.run(app.run())

@@ -48,7 +48,6 @@ BARS = StreamConfig(
     discard=DiscardPolicy.OLD,
     duplicate_window=600.0,  # batch ids derive from content, so a re-fetch is deduplicated
     max_age=7 * DAY_S,
-    max_msg_size=8 * 1024 * 1024,
 )
 
 EVENTS = StreamConfig(

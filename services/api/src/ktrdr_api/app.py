@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ktrdr_shared import streams
-from ktrdr_shared.runtime import ServiceApp, run_service
+from ktrdr_shared.runtime import ServiceApp, run_main
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
@@ -30,4 +30,4 @@ def build_app(settings: ApiSettings) -> ServiceApp:
 
 def main() -> None:
     """Load settings from the environment and run until SIGTERM."""
-    run_service(build_app(ApiSettings.from_env()))
+    run_main(SERVICE_NAME, lambda: build_app(ApiSettings.from_env()))

@@ -26,7 +26,13 @@ def _examples() -> list[Any]:
         failed_segments=[m.FailedSegment(segment_id="s2", start=T0, end=T1,
                                          code="unknown_symbol", message="IB error 200")],
     )  # fmt: skip
-    conn = {"host": "127.0.0.1", "port": 4002, "client_id": 1, "server_version": 178, "ts": T0}
+    conn: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": 4002,
+        "client_id": 1,
+        "server_version": 178,
+        "ts": T0,
+    }
     return [
         m.BarBatch(
             symbol="AAPL",

@@ -1,0 +1,113 @@
+"""The client SDK against a real nats-server: commands, requests, errors, job events."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from ktrdr_shared import codec, streams, subjects
+from ktrdr_shared.client import KtrdrClient
+from ktrdr_shared.config import Settings
+from ktrdr_shared.errors import RetryableError, ServiceTimeout, UnknownSymbol
+from ktrdr_shared.messages import (
+    JobAccepted,
+    JobCompleted,
+    JobKind,
+    JobProgress,
+    LoadData,
+    LoadResult,
+    SymbolInfo,
+    ValidateSymbol,
+)
+from ktrdr_shared.runtime import ServiceApp
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+
+pytestmark = pytest.mark.integration
+
+
+async def test_load_data_publishes_a_deduplicated_command(nc: NATS, js: JetStreamContext) -> None:
+    await streams.ensure_streams(js)
+    client = KtrdrClient(nc)
+    job_id = await client.load_data("aapl", "1h", mode="backfill")
+    assert len(job_id) == 32
+    sub = await js.pull_subscribe(subjects.CMD_DATA_LOAD, durable="peek", stream="KTRDR_COMMANDS")
+    [msg] = await sub.fetch(1, timeout=2)
+    command = codec.decode(msg.data, LoadData)
+    assert command.job_id == job_id
+    assert command.symbol == "AAPL"
+    assert command.mode == "backfill"
+    assert msg.headers is not None
+    assert msg.headers["Nats-Msg-Id"] == job_id
+
+
+async def test_request_rebuilds_the_services_error(nc: NATS, nats_url: str) -> None:
+    app = ServiceApp(name="fake-ib", version="0.0.1", description="test",
+                     settings=Settings.from_env({"KTRDR_NATS_URL": nats_url}))  # fmt: skip
+
+    @app.endpoint("validate", subjects.IB_VALIDATE, ValidateSymbol)
+    async def validate(request: ValidateSymbol) -> SymbolInfo:
+        if request.symbol != "AAPL":
+            raise UnknownSymbol(f"IB knows no {request.symbol}", details={"ib_code": 200})
+        return SymbolInfo(symbol="AAPL", instrument_type="STK", exchange="SMART",  # type: ignore[arg-type]
+                          currency="USD", time_zone="US/Eastern")  # fmt: skip
+
+    await app.start()
+    client = KtrdrClient(nc, timeout_s=2)
+    try:
+        info = await client.request(subjects.IB_VALIDATE, ValidateSymbol(symbol="AAPL"), SymbolInfo)
+        assert info.exchange == "SMART"
+        with pytest.raises(UnknownSymbol, match="IB knows no XYZZY") as caught:
+            await client.request(subjects.IB_VALIDATE, ValidateSymbol(symbol="XYZZY"), SymbolInfo)
+        assert caught.value.details == {"ib_code": 200}
+    finally:
+        await app.stop()
+
+
+async def test_no_responders_and_timeouts_are_retryable(nc: NATS) -> None:
+    client = KtrdrClient(nc, timeout_s=0.3)
+    with pytest.raises(RetryableError, match=r"no service is answering ktrdr\.ib\.status"):
+        await client.request(subjects.IB_STATUS, {}, SymbolInfo)
+    silent = await nc.subscribe("ktrdr.silent")  # subscribed, never answers
+    with pytest.raises(ServiceTimeout):
+        await client.request("ktrdr.silent", {}, SymbolInfo)
+    await silent.unsubscribe()
+
+
+async def test_job_events_replays_history_then_follows_to_the_end(
+    nc: NATS, js: JetStreamContext
+) -> None:
+    await streams.ensure_streams(js)
+    client = KtrdrClient(nc)
+    job = "feedfacefeedfacefeedfacefeedface"
+    accepted = JobAccepted(job_id=job, kind=JobKind.DATA_LOAD)
+    await js.publish(subjects.event_subject(accepted), codec.encode(accepted))
+
+    seen: list[str] = []
+
+    async def follow() -> None:
+        async for event in client.job_events(job):
+            seen.append(type(event).__name__)
+
+    follower = asyncio.create_task(follow())
+    await asyncio.sleep(0.2)  # the follower is now live, past the history
+    later = [
+        JobProgress(job_id=job, done=1, total=2, unit="segments"),
+        JobCompleted(
+            job_id=job,
+            result=LoadResult(
+                fetched_bars=1,
+                cached_before=0,
+                gaps_analyzed=1,
+                segments_fetched=1,
+                ib_requests_made=1,
+            ),
+        ),
+    ]
+    for event in later:
+        await js.publish(subjects.event_subject(event), codec.encode(event))
+    await asyncio.wait_for(follower, timeout=10)
+    assert seen == ["JobAccepted", "JobProgress", "JobCompleted"]
+
+    history = [type(e).__name__ async for e in client.job_events(job, follow=False)]
+    assert history == seen
