@@ -71,5 +71,5 @@ demo:
     @echo "ktrdr: 'just demo' is not yet available (it arrives with the whole-system issue)."
 
 # Run every benchmark and print machine-readable results.
-bench: _ensure-venv
-    {{py}} -m ktrdr_shared.bench
+bench *ARGS: _ensure-venv
+    {{py}} bench/run.py {{ARGS}}
