@@ -9,7 +9,7 @@ import nats
 import pytest
 from ktrdr_shared import codec, streams, subjects
 from ktrdr_shared.config import Settings
-from ktrdr_shared.consumer import PullConsumer
+from ktrdr_shared.consumer import PullConsumer, keep_alive
 from ktrdr_shared.errors import KtrdrError, NotFound, PermanentError, RetryableError
 from ktrdr_shared.messages import ErrorReply, IbStatus, LoadData, StatusRequest, ValidateSymbol
 from ktrdr_shared.runtime import ServiceApp, connect
@@ -18,7 +18,7 @@ from ktrdr_shared.testing.nats_server import NatsServer
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import RetentionPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy
 
 pytestmark = pytest.mark.integration
 
@@ -203,3 +203,38 @@ async def _publish_when_back(js: JetStreamContext, payload: bytes) -> None:
 async def _streams(js: JetStreamContext):  # type: ignore[no-untyped-def]
     for info in await js.streams_info():
         yield info
+
+
+async def test_keep_alive_holds_a_message_past_its_ack_wait(js: JetStreamContext) -> None:
+    await streams.ensure_streams(js)
+    spec = streams.ConsumerSpec(
+        stream="KTRDR_COMMANDS",
+        config=ConsumerConfig(
+            durable_name="slow-worker", name="slow-worker", filter_subject="ktrdr.cmd.test.>",
+            ack_policy=AckPolicy.EXPLICIT, ack_wait=0.5, max_deliver=-1,
+        ),
+    )  # fmt: skip
+    calls: list[int] = []
+
+    async def slow(msg: Msg) -> None:
+        calls.append(msg.metadata.num_delivered)
+        beat = await keep_alive(msg, every_s=0.15)
+        try:
+            await asyncio.sleep(1.5)  # three times the ack wait: work, not waiting on a result
+        finally:
+            beat.cancel()
+
+    stopping = asyncio.Event()
+    consumer = PullConsumer(js=js, spec=spec, handler=slow, fetch_timeout_s=0.5, heartbeat_s=0.1)
+    task = asyncio.create_task(consumer.run(stopping))
+    await js.publish("ktrdr.cmd.test.slow", b"work")
+    for _ in range(100):
+        info = await js.consumer_info("KTRDR_COMMANDS", "slow-worker")
+        if info.ack_floor.stream_seq >= 1:
+            break
+        await asyncio.sleep(0.05)
+    stopping.set()
+    await asyncio.wait_for(task, 10)
+    assert calls == [1]  # never redelivered while in progress
+    assert info.num_redelivered == 0
+    assert info.num_ack_pending == 0
