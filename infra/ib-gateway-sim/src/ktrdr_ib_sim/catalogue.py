@@ -1,0 +1,246 @@
+"""The contracts the simulator knows: US stocks, forex pairs, the ES front month and SPX.
+
+Each instrument carries what contract details report (exchange, currency, zone, hours) and the
+parameters of its deterministic price model (base price, volatility, volume, spread).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from ktrdr_ib_sim.sessions import MarketKind
+
+ALL_WHAT_TO_SHOW = frozenset({"TRADES", "MIDPOINT", "BID", "ASK", "BID_ASK"})
+QUOTES_ONLY = frozenset({"MIDPOINT", "BID", "ASK", "BID_ASK"})
+
+#: IB names zones the legacy way; calendars and pandas want IANA names.
+IANA_ZONES = {"US/Eastern": "America/New_York", "US/Central": "America/Chicago"}
+
+_STOCK_ORDER_TYPES = "ACTIVETIM,AD,ADJUST,ALERT,ALGO,ALLOC,AVGCOST,BASKET,DAY,GTC,LIT,LMT,MKT,MOC"
+_FX_ORDER_TYPES = "ACTIVETIM,AD,ADJUST,ALERT,ALLOC,AVGCOST,BASKET,DAY,GTC,LMT,MKT,STP,TRAIL"
+_FUT_ORDER_TYPES = "ACTIVETIM,AD,ADJUST,ALERT,ALLOC,DAY,GTC,LIT,LMT,MIT,MKT,STP,TRAIL"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Instrument:
+    """One contract: its contract-details fields and its price-model parameters."""
+
+    con_id: int
+    symbol: str
+    sec_type: str
+    exchange: str
+    primary_exchange: str
+    currency: str
+    local_symbol: str
+    trading_class: str
+    market_name: str
+    long_name: str
+    time_zone_id: str
+    market: MarketKind
+    ticks_per_unit: int  # 1 / minTick; prices are integer ticks / ticks_per_unit
+    valid_exchanges: str
+    order_types: str
+    head_dates: dict[str, dt.date] = field(hash=False)
+    what_to_show: frozenset[str] = ALL_WHAT_TO_SHOW
+    multiplier: str = ""
+    last_trade_date: str = ""
+    contract_month: str = ""
+    industry: str = ""
+    category: str = ""
+    subcategory: str = ""
+    stock_type: str = ""
+    isin: str = ""
+    market_rule_ids: str = "26"
+    agg_group: int = 1
+    under_symbol: str = ""
+    under_sec_type: str = ""
+    base_price: float = 100.0
+    annual_vol: float = 0.25
+    minute_volume: int = 10_000  # typical 1-min volume in RTH; 0: the contract has no volume
+    trade_size: int = 100
+    half_spread_ticks: int = 1
+
+    @property
+    def zone(self) -> str:
+        """Return the IANA name of the instrument's time zone."""
+        return IANA_ZONES.get(self.time_zone_id, self.time_zone_id)
+
+    @property
+    def min_tick(self) -> float:
+        """Return the price increment."""
+        return 1.0 / self.ticks_per_unit
+
+    @property
+    def price_decimals(self) -> int:
+        """Return the decimals needed to print any multiple of the tick exactly."""
+        decimals = 0
+        while 10**decimals % self.ticks_per_unit:
+            decimals += 1
+        return decimals
+
+    def head_date(self, what_to_show: str) -> dt.date | None:
+        """Return the first date with data for ``what_to_show``; None when IB has none."""
+        if what_to_show not in self.what_to_show:
+            return None
+        return self.head_dates.get(what_to_show, min(self.head_dates.values()))
+
+
+def _stock(con_id: int, symbol: str, primary: str, nasdaq: bool, **model: object) -> Instrument:
+    """Build a US stock; ``model`` holds descriptive fields and price-model parameters."""
+    heads = {"TRADES": dt.date(2000, 1, 3)} | {w: dt.date(2004, 1, 2) for w in QUOTES_ONLY}
+    return Instrument(
+        con_id=con_id,
+        symbol=symbol,
+        sec_type="STK",
+        exchange="SMART",
+        primary_exchange=primary,
+        currency="USD",
+        local_symbol=symbol,
+        trading_class="NMS" if nasdaq else symbol,
+        market_name="NMS" if nasdaq else symbol,
+        time_zone_id="US/Eastern",
+        market=MarketKind.US_EQUITY,
+        ticks_per_unit=100,
+        valid_exchanges=f"SMART,AMEX,NYSE,CBOE,PHLX,ISE,CHX,ARCA,NASDAQ,BATS,IEX,{primary}",
+        order_types=_STOCK_ORDER_TYPES,
+        head_dates=heads,
+        **model,  # type: ignore[arg-type]
+    )
+
+
+def _forex(con_id: int, base: str, quote: str, ticks: int, price: float) -> Instrument:
+    pair = f"{base}.{quote}"
+    return Instrument(
+        con_id=con_id,
+        symbol=base,
+        sec_type="CASH",
+        exchange="IDEALPRO",
+        primary_exchange="",
+        currency=quote,
+        local_symbol=pair,
+        trading_class=pair,
+        market_name=pair,
+        long_name=f"{base} {quote} spot",
+        time_zone_id="US/Eastern",
+        market=MarketKind.FX_24X5,
+        ticks_per_unit=ticks,
+        valid_exchanges="IDEALPRO",
+        order_types=_FX_ORDER_TYPES,
+        what_to_show=QUOTES_ONLY,
+        head_dates={w: dt.date(2005, 3, 1) for w in QUOTES_ONLY},
+        market_rule_ids="239",
+        agg_group=4,
+        base_price=price,
+        annual_vol=0.08,
+        minute_volume=0,
+    )
+
+
+def es_front_month(today: dt.date) -> dt.date:
+    """Return the expiry of the front ES contract: the next quarterly third Friday.
+
+    The contract that expires today is still the front month until its expiry day has passed.
+    """
+    year, month = today.year, today.month
+    while True:
+        if month % 3 == 0:
+            expiry = _third_friday(year, month)
+            if expiry >= today:
+                return expiry
+        month += 1
+        if month > 12:
+            year, month = year + 1, 1
+
+
+def _third_friday(year: int, month: int) -> dt.date:
+    first = dt.date(year, month, 1)
+    first_friday = first + dt.timedelta(days=(4 - first.weekday()) % 7)
+    return first_friday + dt.timedelta(days=14)
+
+
+def _es(today: dt.date) -> Instrument:
+    expiry = es_front_month(today)
+    code = "HMUZ"[expiry.month // 3 - 1]
+    return Instrument(
+        con_id=600_000_000 + expiry.year * 100 + expiry.month,
+        symbol="ES",
+        sec_type="FUT",
+        exchange="CME",
+        primary_exchange="",
+        currency="USD",
+        local_symbol=f"ES{code}{expiry.year % 10}",
+        trading_class="ES",
+        market_name="ES",
+        long_name="E-mini S&P 500",
+        time_zone_id="US/Central",
+        market=MarketKind.CME_EQUITY,
+        ticks_per_unit=4,
+        valid_exchanges="CME,QBALGO",
+        order_types=_FUT_ORDER_TYPES,
+        multiplier="50",
+        last_trade_date=expiry.strftime("%Y%m%d"),
+        contract_month=expiry.strftime("%Y%m"),
+        under_symbol="ES",
+        under_sec_type="IND",
+        market_rule_ids="67",
+        agg_group=2147483647,
+        head_dates={w: expiry - dt.timedelta(days=400) for w in ALL_WHAT_TO_SHOW},
+        base_price=5600.0,
+        annual_vol=0.18,
+        minute_volume=1_500,
+        trade_size=2,
+    )
+
+
+def _spx() -> Instrument:
+    return Instrument(
+        con_id=416904,
+        symbol="SPX",
+        sec_type="IND",
+        exchange="CBOE",
+        primary_exchange="",
+        currency="USD",
+        local_symbol="SPX",
+        trading_class="SPX",
+        market_name="SPX",
+        long_name="S&P 500 Stock Index",
+        time_zone_id="US/Central",
+        market=MarketKind.US_INDEX,
+        ticks_per_unit=100,
+        valid_exchanges="CBOE",
+        order_types="",
+        what_to_show=frozenset({"TRADES"}),
+        head_dates={"TRADES": dt.date(2000, 1, 3)},
+        market_rule_ids="110",
+        agg_group=0,
+        base_price=5600.0,
+        annual_vol=0.16,
+        minute_volume=0,
+    )
+
+
+def build_catalogue(today: dt.date) -> tuple[Instrument, ...]:
+    """Return every instrument, with the ES front month chosen for ``today``."""
+    return (
+        _stock(265598, "AAPL", "NASDAQ", True, long_name="APPLE INC", industry="Technology",
+               category="Computers", subcategory="Computers", isin="US0378331005",
+               stock_type="COMMON", base_price=190.0, annual_vol=0.28, minute_volume=120_000),
+        _stock(272093, "MSFT", "NASDAQ", True, long_name="MICROSOFT CORP",
+               industry="Technology", category="Software", subcategory="Applications Software",
+               isin="US5949181045", stock_type="COMMON", base_price=420.0, annual_vol=0.24,
+               minute_volume=50_000),
+        _stock(756733, "SPY", "ARCA", False, long_name="SPDR S&P 500 ETF TRUST",
+               industry="Funds", category="Equity Fund", subcategory="Growth&Income-Large Cap",
+               isin="US78462F1030", stock_type="ETF", base_price=560.0, annual_vol=0.16,
+               minute_volume=150_000),
+        _stock(72063691, "BRK B", "NYSE", False, long_name="BERKSHIRE HATHAWAY INC-CL B",
+               industry="Financial", category="Insurance", subcategory="Property/Casualty Ins",
+               isin="US0846707026", stock_type="COMMON", base_price=450.0, annual_vol=0.18,
+               minute_volume=8_000),
+        _forex(12087792, "EUR", "USD", 20_000, 1.0850),
+        _forex(12087797, "GBP", "USD", 20_000, 1.2700),
+        _forex(15016059, "USD", "JPY", 200, 150.00),
+        _es(today),
+        _spx(),
+    )

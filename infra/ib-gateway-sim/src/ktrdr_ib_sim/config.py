@@ -1,0 +1,76 @@
+"""Settings of one simulator instance: where it listens, how fast time runs, how slow IB is."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+#: The highest server version the simulator speaks; ib_async 2.1.0 asks for at most 178.
+SERVER_VERSION = 178
+#: The lowest client version the simulator accepts (ib_async's ``MinClientVersion``).
+MIN_CLIENT_VERSION = 157
+
+
+@dataclass(frozen=True, kw_only=True)
+class SimulatorConfig:
+    """Everything that shapes one simulator's behaviour.
+
+    Attributes:
+        host: Interface the TWS socket listens on.
+        port: TWS socket port; 0 picks a free one (read it back from ``sim.port``).
+        control_port: HTTP control port on ``host``; ``None`` runs without one, 0 picks a free one.
+        time_scale: Factor applied to every IB window and delay (pacing windows, soft delay,
+            latency, keepUpToDate period). 0.01 turns IB's 10-minute window into 6 seconds.
+        latency_ms: Fixed answer delay of every historical and head-timestamp request (IB time).
+        per_bar_us: Additional answer delay per bar returned (IB time).
+        soft_delay_ms: Delay added, instead of an error, when a request for bars of 1 min or
+            more would have broken a pacing rule (IB's "soft" throttling).
+        seed: Seed of the deterministic price model; the same seed always gives the same bars.
+        bar_tz: Zone of intraday ``formatDate=1`` dates: ``"instrument"`` (the contract's
+            ``timeZoneId``), ``"utc"`` (IB's ``yyyyMMdd-HH:mm:ss`` UTC format) or an IANA zone.
+        login_tz: Zone IB assumes for end times written without a zone (with warning 2174).
+        accounts: Managed accounts announced at connect; must not be empty.
+        next_valid_id: First order id announced at connect (``nextValidId``).
+        max_open_requests: Open historical requests one client may have before 322.
+        max_bars: Bars one request may return before 162 "Time length exceed max.".
+        empty_as_error: Answer an empty result with 162 "HMDS query returned no data" as IB
+            does, instead of an empty ``historicalData`` message.
+        now_utc: Freeze the data clock at this instant (tz-aware); ``None`` follows the wall
+            clock. Bars exist only up to "now".
+        ledger_size: Per-request records kept (oldest dropped first); counters are never dropped.
+        max_frame_bytes: Largest incoming message accepted before the connection is closed.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 4002
+    control_port: int | None = None
+    time_scale: float = 1.0
+    latency_ms: float = 0.0
+    per_bar_us: float = 0.0
+    soft_delay_ms: float = 1000.0
+    seed: int = 0
+    bar_tz: str = "instrument"
+    login_tz: str = "US/Eastern"
+    accounts: tuple[str, ...] = field(default=("DU1234567",))
+    next_valid_id: int = 1
+    max_open_requests: int = 50
+    max_bars: int = 200_000
+    empty_as_error: bool = True
+    now_utc: dt.datetime | None = None
+    ledger_size: int = 100_000
+    max_frame_bytes: int = 0xFFFFFF
+
+    def __post_init__(self) -> None:
+        if self.time_scale <= 0:
+            raise ValueError(f"time_scale must be > 0, got {self.time_scale}")
+        if not self.accounts or not all(self.accounts):
+            raise ValueError("accounts must name at least one account; ib_async waits forever")
+        if self.now_utc is not None and self.now_utc.tzinfo is None:
+            raise ValueError(f"now_utc must be timezone-aware, got {self.now_utc!r}")
+        for name in ("latency_ms", "per_bar_us", "soft_delay_ms"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+    def scaled_s(self, ib_seconds: float) -> float:
+        """Return how many real seconds ``ib_seconds`` of IB time take at this time scale."""
+        return ib_seconds * self.time_scale

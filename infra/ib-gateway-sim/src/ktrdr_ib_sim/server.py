@@ -1,0 +1,242 @@
+"""The simulator: a TWS socket server with IB's rules, a ledger, and faults on demand.
+
+Typical in-process use::
+
+    sim = IBGatewaySimulator(SimulatorConfig(port=0, time_scale=0.01))
+    await sim.start()
+    ...  # IB().connectAsync("127.0.0.1", sim.port, clientId=1)
+    await sim.stop()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from typing import Any
+
+from ktrdr_ib_sim import codes
+from ktrdr_ib_sim.bars import sessions_for
+from ktrdr_ib_sim.catalogue import Instrument, build_catalogue
+from ktrdr_ib_sim.config import SimulatorConfig
+from ktrdr_ib_sim.connection import ClientConnection
+from ktrdr_ib_sim.ledger import RequestLedger
+from ktrdr_ib_sim.pacing import PacingLedger
+
+logger = logging.getLogger(__name__)
+
+
+class IBGatewaySimulator:
+    """An offline IB Gateway that the unmodified ib_async client can talk to."""
+
+    def __init__(self, config: SimulatorConfig | None = None) -> None:
+        self.config = config or SimulatorConfig()
+        self.ledger = RequestLedger(self.config.ledger_size)
+        self.pacing = PacingLedger(time.monotonic, self.config.time_scale)
+        self.soft_pacing = PacingLedger(time.monotonic, self.config.time_scale)
+        self.catalogue: tuple[Instrument, ...] = build_catalogue(self._now().date())
+        self.farm_down = False
+        self._stalls_armed = 0
+        self._server: asyncio.Server | None = None
+        self._connections: set[ClientConnection] = set()
+        self._handlers: set[asyncio.Task[Any]] = set()
+        self._client_ids: dict[int, ClientConnection] = {}
+        self._port = self.config.port
+        self._control: Any = None
+        self._restarting: asyncio.Task[None] | None = None
+
+    # -- clock -----------------------------------------------------------------------------
+
+    def _now(self) -> dt.datetime:
+        return self.config.now_utc or dt.datetime.now(dt.UTC)
+
+    def now_s(self) -> int:
+        """Return the data clock: bars that end after this instant do not exist yet."""
+        if self.config.now_utc is not None:
+            return int(self.config.now_utc.timestamp())
+        return int(time.time())
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        """Return the TWS socket port (the real one when the config asked for port 0)."""
+        return self._port
+
+    @property
+    def control_port(self) -> int | None:
+        """Return the HTTP control port, or None when the simulator runs without one."""
+        return None if self._control is None else int(self._control.port)
+
+    @property
+    def listening(self) -> bool:
+        """Return whether the TWS socket accepts connections right now."""
+        return self._server is not None
+
+    async def start(self) -> None:
+        """Load the calendars, then listen on the TWS port (and the control port if set)."""
+        await asyncio.to_thread(self._warm_calendars)
+        await self._listen()
+        if self.config.control_port is not None:
+            from ktrdr_ib_sim.control import ControlServer
+
+            self._control = ControlServer(self)
+            await self._control.start(self.config.host, self.config.control_port)
+        logger.info("IB gateway simulator listening on %s:%d", self.config.host, self.port)
+
+    def _warm_calendars(self) -> None:
+        for inst in self.catalogue:
+            sessions_for(inst, use_rth=True)
+            sessions_for(inst, use_rth=False)
+
+    async def _listen(self) -> None:
+        self._server = await asyncio.start_server(
+            self._accept, self.config.host, self._port, reuse_address=True
+        )
+        self._port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        """Close every connection and stop listening."""
+        if self._restarting is not None:
+            self._restarting.cancel()
+        await self._stop_listening()
+        self._drop_connections()
+        await self._wait_for_handlers()
+        if self._control is not None:
+            await self._control.stop()
+            self._control = None
+
+    async def __aenter__(self) -> IBGatewaySimulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def _stop_listening(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+            self._drop_connections()
+            await self._wait_for_handlers()
+            await server.wait_closed()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = ClientConnection(self, reader, writer)
+        self._connections.add(conn)
+        handler = asyncio.current_task()
+        if handler is not None:
+            self._handlers.add(handler)
+        self.ledger.totals.connections_accepted += 1
+        try:
+            await conn.serve()
+        except Exception:
+            # The boundary of one connection: whatever broke, only this client pays for it.
+            logger.exception("connection %s failed; closing it", conn.peer)
+            conn.abort()
+        finally:
+            self._connections.discard(conn)
+            if handler is not None:
+                self._handlers.discard(handler)
+
+    async def _wait_for_handlers(self) -> None:
+        """Let the handlers of aborted connections run to their end (none is left dangling)."""
+        if self._handlers:
+            await asyncio.wait(list(self._handlers), timeout=5.0)
+
+    # -- client ids ------------------------------------------------------------------------
+
+    def claim_client_id(self, client_id: int, conn: ClientConnection) -> bool:
+        """Reserve ``client_id`` for ``conn``; False when another live connection holds it."""
+        holder = self._client_ids.get(client_id)
+        if holder is not None and holder is not conn:
+            return False
+        self._client_ids[client_id] = conn
+        return True
+
+    def release_client_id(self, client_id: int, conn: ClientConnection) -> None:
+        """Free ``client_id`` if ``conn`` holds it."""
+        if self._client_ids.get(client_id) is conn:
+            del self._client_ids[client_id]
+
+    # -- faults ----------------------------------------------------------------------------
+
+    def _drop_connections(self) -> int:
+        dropped = list(self._connections)
+        for conn in dropped:
+            conn.abort()
+        self._connections.clear()
+        return len(dropped)
+
+    async def drop_all_connections(self) -> int:
+        """Close every client socket now (the listener stays up); return how many."""
+        self.ledger.totals.drops += 1
+        count = self._drop_connections()
+        await self._wait_for_handlers()
+        logger.info("fault: dropped %d connections", count)
+        return count
+
+    async def restart(self, down_s: float) -> None:
+        """Go away like the daily restart: stop listening, drop everyone, return after ``down_s``.
+
+        ``down_s`` is real seconds (not scaled). Returns once the port accepts connections again.
+        """
+        self.ledger.totals.restarts += 1
+        logger.info("fault: restarting, down for %.2f s", down_s)
+        await self._stop_listening()
+        await asyncio.sleep(down_s)
+        await self._listen()
+        logger.info("fault: back on port %d", self.port)
+
+    def begin_restart(self, down_s: float) -> asyncio.Task[None]:
+        """Start :meth:`restart` in the background and return its task."""
+        self._restarting = asyncio.get_running_loop().create_task(self.restart(down_s))
+        return self._restarting
+
+    def set_farm_down(self, down: bool) -> None:
+        """Take the HMDS farm down (2105; historical requests get 162 no data) or up (2106)."""
+        if down == self.farm_down:
+            return
+        self.farm_down = down
+        self.ledger.totals.farm_changes += 1
+        notice = codes.HMDS_FARM_BROKEN if down else codes.HMDS_FARM_OK
+        for conn in list(self._connections):
+            if conn.client_id >= 0:
+                conn.send_error(-1, notice)
+        logger.info("fault: HMDS farm %s", "down" if down else "up")
+
+    def stall_next_historical(self, count: int = 1) -> None:
+        """Hold the next ``count`` accepted historical requests unanswered until cancelled."""
+        self._stalls_armed += count
+
+    def take_stall(self) -> bool:
+        """Consume one armed stall; return whether the current request must stall."""
+        if self._stalls_armed <= 0:
+            return False
+        self._stalls_armed -= 1
+        self.ledger.totals.stalled_requests += 1
+        return True
+
+    # -- observation -----------------------------------------------------------------------
+
+    def open_requests(self) -> int:
+        """Return the open historical and head-timestamp requests across all clients."""
+        return sum(len(c.open_requests) for c in self._connections)
+
+    def counters(self) -> dict[str, Any]:
+        """Return every counter plus the live state, as a JSON-ready dict."""
+        return {
+            **self.ledger.snapshot(),
+            "open_requests": self.open_requests(),
+            "connections": len(self._connections),
+            "client_ids": sorted(self._client_ids),
+            "farm_down": self.farm_down,
+            "stalls_armed": self._stalls_armed,
+            "listening": self.listening,
+            "pacing_window_requests": self.pacing.in_window(),
+        }
+
+    def records(self, since_seq: int = 0) -> list[dict[str, Any]]:
+        """Return the per-request log (see :class:`~ktrdr_ib_sim.ledger.RequestRecord`)."""
+        return self.ledger.records(since_seq)
