@@ -23,8 +23,8 @@ def violations(schedule: list[tuple[float, HistoricalRequest]], rules: PacingRul
         earlier = [(u, q) for u, q in schedule[: i + 1] if q.hard]
         if any(q == req and t - u < rules.identical_window_s - eps for u, q in earlier[:-1]):
             found.append(f"identical request {i} within {rules.identical_window_s}s")
-        burst = sum(q.weight for u, q in earlier
-                    if q.burst_key == req.burst_key and u > t - rules.burst_window_s + eps)  # fmt: skip
+        same = [(u, q) for u, q in earlier if q.burst_key == req.burst_key]
+        burst = sum(q.weight for u, q in same if u > t - rules.burst_window_s + eps)
         if burst > rules.burst_max:
             found.append(f"request {i}: {burst} for one contract within {rules.burst_window_s}s")
         total = sum(q.weight for u, q in earlier if u > t - rules.window_s + eps)
