@@ -1,0 +1,137 @@
+"""Classify IB's answers by official code and text into retry-or-fail decisions (pure).
+
+ib_async returns an empty list both for "IB has no data here" and for "the
+request timed out", so the connector listens to the error events ib_async
+emits for each request id and to its own timer, and asks ``classify`` what
+the combination means.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Failure(enum.StrEnum):
+    """What went wrong, in the words the events carry (``SegmentFailed.code``)."""
+
+    PACING = "pacing"
+    NO_DATA = "no_data"
+    UNKNOWN_CONTRACT = "unknown_symbol"
+    NOT_SUBSCRIBED = "not_subscribed"
+    EXPIRED_CONTRACT = "expired_contract"
+    FARM_DOWN = "farm_down"
+    TIMEOUT = "timeout"
+    CONNECTION_LOST = "ib_unavailable"
+    TOO_MANY_OPEN = "too_many_requests"
+    INVALID_REQUEST = "invalid_request"
+    CANCELLED = "cancelled"
+    COMPETING_SESSION = "competing_session"
+    UNKNOWN = "ib_error"
+
+
+@dataclass(frozen=True)
+class Classified:
+    """IB's answer, classified.
+
+    Attributes:
+        failure: what went wrong.
+        retryable: whether the same request can succeed later.
+        delay_s: how long to wait before that retry (unscaled seconds).
+        ib_code: IB's own error code, when IB sent one.
+        message: IB's text (or ours, for timeouts and lost connections).
+    """
+
+    failure: Failure
+    retryable: bool
+    delay_s: float
+    ib_code: int | None
+    message: str
+
+    @property
+    def is_empty_answer(self) -> bool:
+        """Return True when IB answered, and the answer is "no bars here" (not an error)."""
+        return self.failure is Failure.NO_DATA
+
+
+# Codes ib_async treats as warnings: they do not end a request (spec 4.4).
+WARNING_CODES = frozenset({105, 110, 165, 321, 329, 399, 404, 434, 492, 10167, *range(2100, 2200)})
+
+_BY_CODE: dict[int, tuple[Failure, bool, float]] = {
+    166: (Failure.EXPIRED_CONTRACT, False, 0.0),
+    200: (Failure.UNKNOWN_CONTRACT, False, 0.0),
+    321: (Failure.INVALID_REQUEST, False, 0.0),
+    322: (Failure.TOO_MANY_OPEN, True, 2.0),
+    354: (Failure.NOT_SUBSCRIBED, False, 0.0),
+    366: (Failure.CANCELLED, False, 0.0),
+    502: (Failure.CONNECTION_LOST, True, 5.0),
+    504: (Failure.CONNECTION_LOST, True, 5.0),
+    1100: (Failure.CONNECTION_LOST, True, 5.0),
+    2105: (Failure.FARM_DOWN, True, 30.0),
+    2107: (Failure.FARM_DOWN, True, 30.0),
+    10089: (Failure.NOT_SUBSCRIBED, False, 0.0),
+    10168: (Failure.NOT_SUBSCRIBED, False, 0.0),
+    10182: (Failure.CONNECTION_LOST, True, 5.0),
+    10197: (Failure.COMPETING_SESSION, True, 60.0),
+    10314: (Failure.INVALID_REQUEST, False, 0.0),
+}
+
+# Code 162 carries many meanings; its text tells them apart (spec 4.5).
+_BY_162_TEXT: list[tuple[str, tuple[Failure, bool, float]]] = [
+    ("pacing violation", (Failure.PACING, True, 15.0)),
+    ("returned no data", (Failure.NO_DATA, False, 0.0)),
+    ("query cancelled", (Failure.CANCELLED, False, 0.0)),
+    ("no market data permissions", (Failure.NOT_SUBSCRIBED, False, 0.0)),
+    ("time length exceed", (Failure.INVALID_REQUEST, False, 0.0)),
+    ("invalid step", (Failure.INVALID_REQUEST, False, 0.0)),
+    ("different ip", (Failure.COMPETING_SESSION, True, 60.0)),
+    ("farm", (Failure.FARM_DOWN, True, 30.0)),
+]
+
+
+def classify(code: int, message: str) -> Classified:
+    """Return what IB error ``code`` with ``message`` means for the request that got it."""
+    if code == 162:
+        lowered = message.lower()
+        for needle, (failure, retryable, delay) in _BY_162_TEXT:
+            if needle in lowered:
+                return Classified(failure, retryable, delay, code, message)
+        return Classified(Failure.UNKNOWN, True, 10.0, code, message)
+    failure, retryable, delay = _BY_CODE.get(code, (Failure.UNKNOWN, True, 10.0))
+    return Classified(failure, retryable, delay, code, message)
+
+
+def timed_out(after_s: float) -> Classified:
+    """Return the classification of a request IB never answered."""
+    return Classified(Failure.TIMEOUT, True, 5.0, None, f"no answer from IB within {after_s:g}s")
+
+
+def connection_lost(reason: str) -> Classified:
+    """Return the classification of a request cut off by a lost connection."""
+    return Classified(Failure.CONNECTION_LOST, True, 5.0, None, f"IB connection lost: {reason}")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded exponential backoff for retryable failures.
+
+    Pacing and lost connections are not the request's fault: they wait (for
+    the pacing window, for the reconnect) without using up attempts.
+    Everything else retryable gets ``max_attempts`` tries, waiting
+    ``base_s * factor**n`` (capped) or the failure's own delay if longer.
+    """
+
+    max_attempts: int = 5
+    base_s: float = 1.0
+    factor: float = 2.0
+    cap_s: float = 60.0
+
+    def next_delay(self, failure: Classified, attempt: int) -> float | None:
+        """Return the delay before the next try after ``attempt`` failures, or None to give up."""
+        if not failure.retryable:
+            return None
+        free = failure.failure in (Failure.PACING, Failure.CONNECTION_LOST, Failure.FARM_DOWN)
+        if not free and attempt >= self.max_attempts:
+            return None
+        backoff = min(self.cap_s, self.base_s * self.factor ** max(0, attempt - 1))
+        return max(backoff, failure.delay_s)

@@ -1,0 +1,59 @@
+"""IB error classification, by code and text, from the texts IB really sends."""
+
+from __future__ import annotations
+
+import pytest
+from ktrdr_ib_connector.errors import Failure, RetryPolicy, classify, timed_out
+
+pytestmark = pytest.mark.unit
+
+HMDS = "Historical Market Data Service error message:"
+
+
+@pytest.mark.parametrize(
+    ("code", "text", "failure", "retryable"),
+    [
+        (162, HMDS + "Historical data request pacing violation", Failure.PACING, True),
+        (162, HMDS + "HMDS query returned no data: AAPL@SMART Trades", Failure.NO_DATA, False),
+        (162, HMDS + "API historical data query cancelled: 12", Failure.CANCELLED, False),
+        (162, HMDS + "Time length exceed max.", Failure.INVALID_REQUEST, False),
+        (162, HMDS + "invalid step: 3", Failure.INVALID_REQUEST, False),
+        (162, HMDS + "No market data permissions for NYSE STK", Failure.NOT_SUBSCRIBED, False),
+        (162, HMDS + "Trading TWS session is connected from a different IP address",
+         Failure.COMPETING_SESSION, True),
+        (200, "No security definition has been found for the request",
+         Failure.UNKNOWN_CONTRACT, False),
+        (166, "HMDS Expired Contract Violation", Failure.EXPIRED_CONTRACT, False),
+        (322, "Error processing request:-'bS' : cause - Only 50 simultaneous API historical "
+              "data requests allowed.", Failure.TOO_MANY_OPEN, True),
+        (321, "Error validating request.-'bM' : cause - Historical data requested duration is "
+              "invalid.", Failure.INVALID_REQUEST, False),
+        (10314, "End Date/Time: The date, time, or time-zone entered is invalid.",
+         Failure.INVALID_REQUEST, False),
+        (1100, "Connectivity between IB and TWS has been lost.", Failure.CONNECTION_LOST, True),
+        (2105, "HMDS data farm connection is broken:ushmds", Failure.FARM_DOWN, True),
+        (99999, "something new", Failure.UNKNOWN, True),
+    ],
+)  # fmt: skip
+def test_classify(code: int, text: str, failure: Failure, retryable: bool) -> None:
+    result = classify(code, text)
+    assert result.failure is failure
+    assert result.retryable is retryable
+    assert result.ib_code == code
+
+
+def test_no_data_is_an_answer_and_timeout_is_not() -> None:
+    assert classify(162, HMDS + "HMDS query returned no data: x").is_empty_answer
+    assert not timed_out(60).is_empty_answer
+    assert timed_out(60).failure is Failure.TIMEOUT
+
+
+def test_retry_policy_bounds_attempts_but_not_pacing_or_disconnects() -> None:
+    policy = RetryPolicy(max_attempts=3, base_s=1, factor=2, cap_s=10)
+    timeout = timed_out(5)
+    assert [policy.next_delay(timeout, n) for n in (1, 2, 3)] == [5.0, 5.0, None]
+    unknown = classify(99999, "x")
+    assert [policy.next_delay(unknown, n) for n in (1, 2)] == [10.0, 10.0]
+    pacing = classify(162, HMDS + "Historical data request pacing violation")
+    assert policy.next_delay(pacing, 50) == 15.0
+    assert policy.next_delay(classify(200, "No security definition"), 1) is None
