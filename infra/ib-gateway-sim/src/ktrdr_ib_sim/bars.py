@@ -68,6 +68,8 @@ def open_seconds(sessions: Sessions, start_s: int, end_s: int) -> int:
 
 def aggregate(base: BaseBars, first: np.ndarray) -> BaseBars:
     """Aggregate consecutive base bars; ``first`` holds the index where each group starts."""
+    if len(first) == 0:
+        return base  # nothing to aggregate: the (empty) input is its own aggregate
     last = np.append(first[1:], len(base)) - 1
     return BaseBars(
         start=base.start[first],
@@ -181,11 +183,12 @@ def _concat(parts: list[Grouped]) -> Grouped:
     if not parts:
         return empty_grouped()
     base_fields = BaseBars.__dataclass_fields__
-    base = BaseBars(
-        **{k: np.concatenate([getattr(p.base, k) for p in parts]) for k in base_fields}
-    )
+    base = BaseBars(**{k: np.concatenate([getattr(p.base, k) for p in parts]) for k in base_fields})
     return Grouped(
-        *(np.concatenate([getattr(p, k) for p in parts]) for k in ("stamp", "end", "day", "offset")),
+        *(
+            np.concatenate([getattr(p, k) for p in parts])
+            for k in ("stamp", "end", "day", "offset")
+        ),
         base,
     )
 
@@ -216,7 +219,7 @@ def period_bars(
     days = daily_bars(
         instrument, seed, use_rth, start_s - _LOOKAROUND_S, end_s + _LOOKAROUND_S, data_start_s
     )
-    if bar.kind is BarKind.DAY:
+    if bar.kind is BarKind.DAY or len(days) == 0:
         grouped = days
     else:
         calendar_day = days.day.astype("datetime64[D]")
@@ -227,7 +230,10 @@ def period_bars(
         first = _group_starts(key)
         last = np.append(first[1:], len(days)) - 1
         grouped = Grouped(
-            days.stamp[first], days.end[last], days.day[first], days.offset[first],
+            days.stamp[first],
+            days.end[last],
+            days.day[first],
+            days.offset[first],
             aggregate(days.base, first),
         )
     return grouped.take((grouped.stamp >= start_s) & (grouped.stamp < end_s))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
 
 #: The highest server version the simulator speaks; ib_async 2.1.0 asks for at most 178.
 SERVER_VERSION = 178
@@ -67,6 +68,9 @@ class SimulatorConfig:
             raise ValueError("accounts must name at least one account; ib_async waits forever")
         if self.now_utc is not None and self.now_utc.tzinfo is None:
             raise ValueError(f"now_utc must be timezone-aware, got {self.now_utc!r}")
+        _check_zone("login_tz", self.login_tz)
+        if self.bar_tz not in ("instrument", "utc"):
+            _check_zone("bar_tz", self.bar_tz)
         for name in ("latency_ms", "per_bar_us", "soft_delay_ms"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -74,3 +78,10 @@ class SimulatorConfig:
     def scaled_s(self, ib_seconds: float) -> float:
         """Return how many real seconds ``ib_seconds`` of IB time take at this time scale."""
         return ib_seconds * self.time_scale
+
+
+def _check_zone(name: str, zone: str) -> None:
+    try:
+        ZoneInfo(zone)
+    except (ValueError, KeyError, OSError) as e:  # unknown or malformed zone key
+        raise ValueError(f"{name}: unknown time zone {zone!r}; use an IANA name") from e

@@ -121,8 +121,19 @@ def _plan(sim: IBGatewaySimulator, inst: Instrument, req: HistoricalRequest,
     if estimate > sim.config.max_bars:
         raise codes.TIME_LENGTH_EXCEEDED
     style = DateStyle(inst, req.format_date, sim.config.bar_tz)
-    return BarPlan(req.req_id, inst, params.bar, req.what_to_show, req.use_rth, (start, end),
-                   data_start, now, sim.config.seed, style, sim.config.empty_as_error)
+    return BarPlan(
+        req.req_id,
+        inst,
+        params.bar,
+        req.what_to_show,
+        req.use_rth,
+        (start, end),
+        data_start,
+        now,
+        sim.config.seed,
+        style,
+        sim.config.empty_as_error,
+    )
 
 
 def _pace(sim: IBGatewaySimulator, inst: Instrument, req: HistoricalRequest, bar: BarSize) -> float:

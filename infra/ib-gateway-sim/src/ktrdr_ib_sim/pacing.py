@@ -48,8 +48,9 @@ class PacedRequest:
     weight: int = 1
 
     @classmethod
-    def of(cls, identity: tuple[Hashable, ...], series: tuple[Hashable, ...], what_to_show: str
-           ) -> PacedRequest:
+    def of(
+        cls, identity: tuple[Hashable, ...], series: tuple[Hashable, ...], what_to_show: str
+    ) -> PacedRequest:
         """Build a request, weighting BID_ASK as two."""
         return cls(identity, series, 2 if what_to_show == "BID_ASK" else 1)
 

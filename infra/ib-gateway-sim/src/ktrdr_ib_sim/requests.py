@@ -34,7 +34,14 @@ class HistoricalRequest:
         if contract.sec_type == "BAG":
             msg.skip(4 * msg.integer(default=0))  # (conId, ratio, action, exchange) per leg
         return cls(
-            req_id, contract, end, bar_size, duration, use_rth, what_to_show, format_date,
+            req_id,
+            contract,
+            end,
+            bar_size,
+            duration,
+            use_rth,
+            what_to_show,
+            format_date,
             keep_up_to_date=msg.flag(),
         )
 

@@ -28,9 +28,22 @@ from ktrdr_ib_sim.timeframes import (
 #: whatToShow values IB knows. The simulator models the first five; others get "no data".
 KNOWN_WHAT_TO_SHOW = frozenset(
     {
-        "TRADES", "MIDPOINT", "BID", "ASK", "BID_ASK", "ADJUSTED_LAST", "HISTORICAL_VOLATILITY",
-        "OPTION_IMPLIED_VOLATILITY", "REBATE_RATE", "FEE_RATE", "YIELD_BID", "YIELD_ASK",
-        "YIELD_BID_ASK", "YIELD_LAST", "SCHEDULE", "AGGTRADES",
+        "TRADES",
+        "MIDPOINT",
+        "BID",
+        "ASK",
+        "BID_ASK",
+        "ADJUSTED_LAST",
+        "HISTORICAL_VOLATILITY",
+        "OPTION_IMPLIED_VOLATILITY",
+        "REBATE_RATE",
+        "FEE_RATE",
+        "YIELD_BID",
+        "YIELD_ASK",
+        "YIELD_BID_ASK",
+        "YIELD_LAST",
+        "SCHEDULE",
+        "AGGTRADES",
     }
 )
 LIVE_UPDATE_WHAT_TO_SHOW = frozenset({"TRADES", "MIDPOINT", "BID", "ASK"})
@@ -44,14 +57,22 @@ _UTC_END = re.compile(r"^(\d{8})-(\d{2}):(\d{2}):(\d{2})$")
 _ZONED_END = re.compile(r"^(\d{8}) (\d{2}):(\d{2}):(\d{2})(?: (\S+))?$")
 _DURATION = re.compile(r"^(-?\d+) ([SDWMY])$")
 _UNIT_LIMITS = {
-    DurationUnit.SECONDS: (86_400, "Historical data request for greater than 86400 seconds "
-                                   "rejected."),
-    DurationUnit.DAYS: (365, "Historical data requests for durations longer than 365 days must "
-                             "be made in years."),
-    DurationUnit.WEEKS: (52, "Historical data request for durations longer than 52 weeks must "
-                             "be made in years."),
-    DurationUnit.MONTHS: (12, "Historical data request for durations longer than 12 months "
-                              "must be made in years."),
+    DurationUnit.SECONDS: (
+        86_400,
+        "Historical data request for greater than 86400 seconds rejected.",
+    ),
+    DurationUnit.DAYS: (
+        365,
+        "Historical data requests for durations longer than 365 days must be made in years.",
+    ),
+    DurationUnit.WEEKS: (
+        52,
+        "Historical data request for durations longer than 52 weeks must be made in years.",
+    ),
+    DurationUnit.MONTHS: (
+        12,
+        "Historical data request for durations longer than 12 months must be made in years.",
+    ),
     DurationUnit.YEARS: (68, "Historical data requested duration is invalid."),
 }
 
@@ -105,8 +126,8 @@ def parse_duration(text: str) -> Duration:
             "integer{SPACE}unit (S|D|W|M|Y)."
         )
     duration = Duration(int(match.group(1)), DurationUnit(match.group(2)))
-    too_short = duration.count < 1 or (duration.unit is DurationUnit.SECONDS and duration.count < 30)
-    if too_short:
+    seconds = duration.unit is DurationUnit.SECONDS
+    if duration.count < 1 or (seconds and duration.count < 30):
         raise codes.validation("Historical data requested duration is invalid.")
     limit, text_if_over = _UNIT_LIMITS[duration.unit]
     if duration.count > limit:

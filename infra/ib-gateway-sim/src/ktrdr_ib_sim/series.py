@@ -100,8 +100,11 @@ def _volumes(grouped: Grouped, instrument: Instrument, what_to_show: str) -> dic
         return {"volume": minus_one, "wap": minus_one, "count": np.full(n, -1, dtype=np.int64)}
     traded = b.volume > 0
     centi_wap = np.rint(b.turnover * 100.0 / (3 * np.maximum(b.volume, 1)))
-    wap = np.where(traded, centi_wap / (instrument.ticks_per_unit * 100), b.close / float(
-        instrument.ticks_per_unit))
+    wap = np.where(
+        traded,
+        centi_wap / (instrument.ticks_per_unit * 100),
+        b.close / float(instrument.ticks_per_unit),
+    )
     return {"volume": b.volume.astype(np.float64), "wap": wap, "count": b.count}
 
 

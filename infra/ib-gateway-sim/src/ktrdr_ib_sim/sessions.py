@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import threading
+import warnings
 from dataclasses import dataclass
 from enum import Enum
 
@@ -66,7 +67,9 @@ class Sessions:
 def _exchange_calendar(name: str) -> pd.DataFrame:
     import exchange_calendars as xcals
 
-    with _calendar_lock:  # calendar construction is not documented as thread-safe
+    with _calendar_lock, warnings.catch_warnings():  # construction is not documented thread-safe
+        # exchange_calendars reads Series.values, which pandas 3.1 deprecates; not ours to fix.
+        warnings.filterwarnings("ignore", message="Series.values returning an ndarray")
         return xcals.get_calendar(name, start=CALENDAR_START).schedule
 
 
@@ -143,7 +146,9 @@ def schedule(kind: MarketKind, use_rth: bool, zone: str) -> Sessions:
     else:
         dates, opens, closes = _us_equity(use_rth, kind is MarketKind.US_INDEX)
     keep = closes > opens
-    return Sessions(_days(dates)[keep], opens[keep], closes[keep], utc_offsets_at(opens[keep], zone))
+    return Sessions(
+        _days(dates)[keep], opens[keep], closes[keep], utc_offsets_at(opens[keep], zone)
+    )
 
 
 def format_hours(sessions: Sessions, zone: str, first_day: int, last_day: int) -> str:
