@@ -1,0 +1,124 @@
+"""Split a range ``[start, end)`` into the fewest IB-legal historical requests (pure).
+
+Each request is an ``endDateTime`` plus a duration counted back from it. The
+duration is always **rounded up** (never down), so the union of the requests
+covers the range; each chunk then keeps only the bars whose open time falls
+in its own ``[start, end)``, so adjacent chunks share no bar and lose none.
+
+Units are chosen for unambiguous, clock-time windows: seconds (``S``) and
+weeks (``W``) count back in clock time, and years (``Y``) in calendar years,
+which are never shorter than 365 days. IB's ``D`` counts trading sessions and
+``M`` calendar months, so they are avoided. Per-request sizes follow IB's
+step-size tables, kept to a few thousand bars a request.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from ktrdr_shared.types import InstrumentType, Timeframe, WhatToShow
+
+NANOS = 1_000_000_000
+
+# Timeframe -> IB barSizeSetting.
+BAR_SIZE: dict[Timeframe, str] = {
+    Timeframe.S1: "1 secs", Timeframe.S5: "5 secs", Timeframe.S15: "15 secs",
+    Timeframe.S30: "30 secs", Timeframe.M1: "1 min", Timeframe.M5: "5 mins",
+    Timeframe.M15: "15 mins", Timeframe.M30: "30 mins", Timeframe.H1: "1 hour",
+    Timeframe.H4: "4 hours", Timeframe.D1: "1 day", Timeframe.W1: "1 week",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ChunkRule:
+    """How requests for one bar size are cut.
+
+    Attributes:
+        unit: IB duration unit letter (S, W or Y).
+        unit_s: the shortest clock length of one unit, in seconds.
+        max_units: most units per request.
+        min_units: fewest units IB accepts (30 for seconds).
+        lead_s: extra look-back so a bar stamped at its session date (daily,
+            weekly) but opening the evening before is not cut off at an edge.
+    """
+
+    unit: str
+    unit_s: int
+    max_units: int
+    min_units: int = 1
+    lead_s: int = 0
+
+
+_WEEK = 7 * 86_400
+_YEAR = 365 * 86_400
+CHUNK_RULES: dict[Timeframe, ChunkRule] = {
+    Timeframe.S1: ChunkRule("S", 1, 1_800, min_units=30),
+    Timeframe.S5: ChunkRule("S", 1, 3_600, min_units=30),
+    Timeframe.S15: ChunkRule("S", 1, 14_400, min_units=30),
+    Timeframe.S30: ChunkRule("S", 1, 28_800, min_units=30),
+    Timeframe.M1: ChunkRule("W", _WEEK, 1),
+    Timeframe.M5: ChunkRule("W", _WEEK, 4),
+    Timeframe.M15: ChunkRule("W", _WEEK, 13),
+    Timeframe.M30: ChunkRule("W", _WEEK, 26),
+    Timeframe.H1: ChunkRule("W", _WEEK, 52),
+    Timeframe.H4: ChunkRule("W", _WEEK, 52),
+    Timeframe.D1: ChunkRule("Y", _YEAR, 10, lead_s=3 * 86_400),
+    Timeframe.W1: ChunkRule("Y", _YEAR, 20, lead_s=10 * 86_400),
+}
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One IB request and the slice of the range it is responsible for.
+
+    Attributes:
+        start: first instant (ns) whose bars this chunk keeps.
+        end: the request's ``endDateTime`` (ns); bars opening before it are kept.
+        duration: IB ``durationStr`` (e.g. ``"1800 S"``, ``"1 W"``, ``"2 Y"``).
+        bar_size: IB ``barSizeSetting``.
+    """
+
+    start: int
+    end: int
+    duration: str
+    bar_size: str
+
+    @property
+    def end_text(self) -> str:
+        """Return ``endDateTime`` as IB's explicit-UTC form ``yyyyMMdd-HH:mm:ss``."""
+        moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=math.ceil(self.end / NANOS))
+        return moment.strftime("%Y%m%d-%H:%M:%S")
+
+
+def plan_chunks(timeframe: Timeframe, start: int, end: int) -> list[Chunk]:
+    """Return the fewest IB-legal requests covering ``[start, end)`` (ns), oldest first.
+
+    Raises:
+        ValueError: for an empty or inverted range.
+    """
+    if not start < end:
+        raise ValueError(f"empty range: start {start} is not before end {end}")
+    rule, bar_size = CHUNK_RULES[timeframe], BAR_SIZE[timeframe]
+    max_span = rule.max_units * rule.unit_s * NANOS
+    chunks: list[Chunk] = []
+    chunk_end = end
+    while chunk_end > start:
+        chunk_start = max(start, chunk_end - max_span)
+        reach_s = math.ceil((chunk_end - chunk_start) / NANOS) + rule.lead_s
+        units = max(rule.min_units, math.ceil(reach_s / rule.unit_s))
+        chunks.append(Chunk(chunk_start, chunk_end, f"{units} {rule.unit}", bar_size))
+        chunk_end = chunk_start
+    chunks.reverse()
+    return chunks
+
+
+def default_what_to_show(instrument_type: InstrumentType) -> WhatToShow:
+    """Return IB's sensible whatToShow: MIDPOINT for forex (no trades), TRADES otherwise."""
+    return WhatToShow.MIDPOINT if instrument_type is InstrumentType.CASH else WhatToShow.TRADES
+
+
+def is_hard_paced(timeframe: Timeframe) -> bool:
+    """Return whether IB's hard pacing rules apply (bars of 30 seconds or less)."""
+    return timeframe.seconds <= 30
