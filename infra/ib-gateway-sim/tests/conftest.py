@@ -1,57 +1,85 @@
-"""Fixtures: a simulator on a free loopback port with a frozen clock, and ib_async clients."""
+"""Fixtures: simulators on free loopback ports with a frozen clock, and ib_async clients."""
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from ib_async import IB
+from ktrdr_ib_sim import IBGatewaySimulator, RawTwsClient, SimulatorConfig
+from ktrdr_ib_sim.testing import ErrorRecorder
 
-from ktrdr_ib_sim import IBGatewaySimulator, SimulatorConfig
-
-#: The frozen "now" of most tests: Monday 2024-07-01 16:00 UTC, mid-session in New York.
+#: The frozen "now" of the simulators here: Monday 2024-07-01 16:00 UTC, mid-session in New York.
 NOW = dt.datetime(2024, 7, 1, 16, 0, tzinfo=dt.UTC)
 HOST = "127.0.0.1"
 
-ErrorLog = list[tuple[int, int, str]]
-ConnectIB = Callable[..., Awaitable[IB]]
+
+@dataclass
+class Client:
+    """An ib_async client connected to a simulator, with the errors it received."""
+
+    ib: IB
+    errors: ErrorRecorder
 
 
-def make_config(**overrides: object) -> SimulatorConfig:
-    """Return a test configuration: free port, frozen clock, no latency."""
-    settings: dict[str, object] = {"port": 0, "now_utc": NOW}
-    settings.update(overrides)
-    return SimulatorConfig(**settings)  # type: ignore[arg-type]
+StartSim = Callable[..., Awaitable[IBGatewaySimulator]]
+ConnectIB = Callable[..., Awaitable[Client]]
 
 
 @pytest.fixture
-async def sim() -> AsyncIterator[IBGatewaySimulator]:
+async def start_sim() -> AsyncIterator[StartSim]:
+    """Start simulators with test defaults (free port, frozen clock); stopped at teardown."""
+    started: list[IBGatewaySimulator] = []
+
+    async def start(**overrides: Any) -> IBGatewaySimulator:
+        settings: dict[str, Any] = {"port": 0, "now_utc": NOW, **overrides}
+        simulator = IBGatewaySimulator(SimulatorConfig(**settings))
+        await simulator.start()
+        started.append(simulator)
+        return simulator
+
+    yield start
+    for simulator in started:
+        await simulator.stop()
+
+
+@pytest.fixture
+async def sim(start_sim: StartSim) -> IBGatewaySimulator:
     """A running simulator with the default rules and real-time windows."""
-    async with IBGatewaySimulator(make_config()) as simulator:
-        yield simulator
+    return await start_sim()
 
 
 @pytest.fixture
 async def connect_ib() -> AsyncIterator[ConnectIB]:
-    """Connect ib_async clients (disconnected at teardown); errors go to ``ib.errors_seen``."""
+    """Connect ib_async clients (disconnected at teardown)."""
     clients: list[IB] = []
 
-    async def connect(port: int, client_id: int = 1, **kwargs: object) -> IB:
+    async def connect(port: int, client_id: int = 1, **kwargs: Any) -> Client:
         ib = IB()
-        errors: ErrorLog = []
-        ib.errorEvent += lambda req_id, code, text, contract: errors.append((req_id, code, text))
-        ib.errors_seen = errors  # type: ignore[attr-defined]
         clients.append(ib)
+        errors = ErrorRecorder.attach(ib)
         kwargs.setdefault("timeout", 5)
         await ib.connectAsync(HOST, port, clientId=client_id, **kwargs)
-        return ib
+        return Client(ib, errors)
 
     yield connect
     for ib in clients:
         ib.disconnect()
 
 
-def codes_seen(ib: IB) -> list[int]:
-    """Return the error codes an ib_async client has received so far."""
-    return [code for _, code, _ in ib.errors_seen]  # type: ignore[attr-defined]
+@pytest.fixture
+async def connect_raw() -> AsyncIterator[Callable[..., Awaitable[RawTwsClient]]]:
+    """Open raw wire clients (closed at teardown)."""
+    clients: list[RawTwsClient] = []
+
+    async def connect(port: int, client_id: int = 1, **kwargs: Any) -> RawTwsClient:
+        client = await RawTwsClient.connect(HOST, port, client_id, **kwargs)
+        clients.append(client)
+        return client
+
+    yield connect
+    for client in clients:
+        await client.close()

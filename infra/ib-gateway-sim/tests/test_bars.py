@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from ktrdr_ib_sim import Bars, build_catalogue, expected_bars, generate_bars
 from ktrdr_ib_sim.bars import open_seconds, sessions_for
 from ktrdr_ib_sim.catalogue import Instrument
@@ -48,6 +47,10 @@ def test_same_seed_same_bars_other_seed_other_bars() -> None:
     assert not np.array_equal(first.close, other.close)
 
 
+UNION_SPANS = {"5 secs": 6 * 3600, "1 min": 5 * 86_400, "15 mins": 9 * 86_400,
+               "1 hour": 20 * 86_400, "1 day": 200 * 86_400, "1 week": 400 * 86_400}  # fmt: skip
+
+
 @settings(max_examples=25, deadline=None)
 @given(
     size=st.sampled_from(["5 secs", "1 min", "15 mins", "1 hour", "1 day", "1 week"]),
@@ -55,8 +58,7 @@ def test_same_seed_same_bars_other_seed_other_bars() -> None:
     split=st.floats(min_value=0.01, max_value=0.99),
 )
 def test_a_window_is_the_union_of_its_two_halves(size: str, inst: Instrument, split: float) -> None:
-    long_span = {"5 secs": 6 * 3600, "1 min": 5 * 86_400, "15 mins": 9 * 86_400,
-                 "1 hour": 20 * 86_400, "1 day": 200 * 86_400, "1 week": 400 * 86_400}[size]  # fmt: skip
+    long_span = UNION_SPANS[size]
     end = utc(2024, 6, 28, 20)
     start = end - long_span
     middle = start + int(long_span * split)

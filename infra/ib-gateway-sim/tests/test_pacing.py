@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from ktrdr_ib_sim.pacing import PacedRequest, PacingLedger, PacingRule
 
 pytestmark = pytest.mark.unit

@@ -3,7 +3,6 @@
 import datetime as dt
 
 import pytest
-
 from ktrdr_ib_sim.catalogue import build_catalogue
 from ktrdr_ib_sim.codes import IBError
 from ktrdr_ib_sim.rules import (

@@ -3,7 +3,6 @@
 import ib_async
 import pytest
 from ib_async.client import Client
-
 from ktrdr_ib_sim.config import MIN_CLIENT_VERSION, SERVER_VERSION
 
 pytestmark = pytest.mark.unit

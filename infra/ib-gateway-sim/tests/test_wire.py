@@ -4,7 +4,6 @@ import asyncio
 import struct
 
 import pytest
-
 from ktrdr_ib_sim.wire import (
     FieldError,
     Fields,

@@ -71,6 +71,7 @@ class ClientConnection:
         """Write framed bytes unless the connection is closing."""
         if not self._closed and not self._writer.is_closing():
             self._writer.write(data)
+            self.sim.notify_changed()
 
     def send(self, fields: Sequence[WireValue]) -> None:
         """Frame and write one message."""
@@ -102,6 +103,7 @@ class ClientConnection:
         """Forget an open historical request once it has ended (unless replaced meanwhile)."""
         if self.open_requests.get(req_id) is open_request and open_request.kind == "historical":
             del self.open_requests[req_id]
+            self.sim.notify_changed()
 
     def abort(self) -> None:
         """Drop the connection at once, as a gateway that dies would."""
@@ -123,6 +125,7 @@ class ClientConnection:
         for task in list(self._tasks):
             task.cancel()
         self.sim.release_client_id(self.client_id, self)
+        self.sim.notify_changed()
 
     # -- reading -------------------------------------------------------------------------
 
@@ -158,6 +161,7 @@ class ClientConnection:
     def _dispatch(self, fields: list[str]) -> None:
         name, handler = _HANDLERS.get(fields[0] if fields else "", ("unknown", None))
         self.sim.ledger.message(name)
+        self.sim.notify_changed()
         if handler is None:
             self.sim.ledger.totals.unknown_messages += 1
             logger.warning("ignoring unknown message id %r from %s", fields[:1], self.peer)

@@ -30,7 +30,11 @@ class RawTwsClient:
     async def connect(
         cls, host: str, port: int, client_id: int = 1, *, start_api: bool = True
     ) -> RawTwsClient:
-        """Open a connection, do the handshake and (by default) startApi up to nextValidId."""
+        """Open a connection, do the handshake and (by default) startApi.
+
+        With ``start_api`` it returns after the startup notices, which end with the sec-def farm
+        notice (2158), so the next message read is an answer to the caller's own requests.
+        """
         reader, writer = await asyncio.open_connection(host, port)
         client = cls(reader, writer)
         hello = f"v{MIN_CLIENT_VERSION}..{SERVER_VERSION}".encode()
@@ -39,7 +43,9 @@ class RawTwsClient:
         client.server_version = int(version)
         if start_api:
             client.send(71, 2, client_id, "")
-            await client.recv_until(lambda m: m[0] == "9")
+            first = await client.recv()
+            if error_code(first) != 326:
+                await client.recv_until(lambda m: error_code(m) == 2158)
         return client
 
     def send(self, *fields: WireValue) -> None:

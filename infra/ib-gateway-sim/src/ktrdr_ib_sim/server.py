@@ -14,6 +14,7 @@ import asyncio
 import datetime as dt
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ktrdr_ib_sim import codes
@@ -45,6 +46,7 @@ class IBGatewaySimulator:
         self._port = self.config.port
         self._control: Any = None
         self._restarting: asyncio.Task[None] | None = None
+        self._changed = asyncio.Event()
 
     # -- clock -----------------------------------------------------------------------------
 
@@ -139,6 +141,7 @@ class IBGatewaySimulator:
             self._connections.discard(conn)
             if handler is not None:
                 self._handlers.discard(handler)
+            self.notify_changed()
 
     async def _wait_for_handlers(self) -> None:
         """Let the handlers of aborted connections run to their end (none is left dangling)."""
@@ -236,6 +239,24 @@ class IBGatewaySimulator:
             "listening": self.listening,
             "pacing_window_requests": self.pacing.in_window(),
         }
+
+    def notify_changed(self) -> None:
+        """Wake :meth:`wait_until` callers: a message, answer, or connection changed state."""
+        self._changed.set()
+
+    async def wait_until(
+        self, predicate: Callable[[dict[str, Any]], bool], wait_s: float = 10.0
+    ) -> dict[str, Any]:
+        """Wait until ``predicate(self.counters())`` holds and return those counters.
+
+        Raises:
+            TimeoutError: It did not hold within ``wait_s`` seconds.
+        """
+        async with asyncio.timeout(wait_s):
+            while not predicate(counters := self.counters()):
+                self._changed.clear()
+                await self._changed.wait()
+        return counters
 
     def records(self, since_seq: int = 0) -> list[dict[str, Any]]:
         """Return the per-request log (see :class:`~ktrdr_ib_sim.ledger.RequestRecord`)."""
