@@ -44,6 +44,7 @@ BARS_ALL = "ktrdr.bars.>"
 # Events (stream KTRDR_EVENTS).
 EVENTS_ALL = "ktrdr.evt.>"
 JOB_EVENTS_ALL = "ktrdr.evt.job.>"
+JOB_CANCEL_REQUESTS = "ktrdr.evt.job.*.cancel_requested"
 IB_CONNECTION_EVENTS = "ktrdr.evt.ib.connection.>"
 STORE_EVENTS = "ktrdr.evt.store.>"
 STORE_BARS_STORED = "ktrdr.evt.store.bars_stored"

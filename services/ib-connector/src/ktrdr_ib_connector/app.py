@@ -1,33 +1,102 @@
-"""The ib-connector's lifecycle: connect, declare, serve, drain on SIGTERM."""
+"""The ib-connector's lifecycle: connect to NATS and IB, declare, serve, drain on SIGTERM."""
 
 from __future__ import annotations
 
-from ktrdr_shared import streams
+import asyncio
+import logging
+
+from ktrdr_shared import codec, streams, subjects
+from ktrdr_shared.consumer import PullConsumer
+from ktrdr_shared.errors import MessageDecodeError
+from ktrdr_shared.messages import (
+    CancelRequested,
+    HeadTimestampRequest,
+    StatusRequest,
+    ValidateSymbol,
+)
 from ktrdr_shared.runtime import ServiceApp, run_main
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from ktrdr_ib_connector import __version__
+from ktrdr_ib_connector.client import ConnectionOptions, IbConnection
 from ktrdr_ib_connector.config import IbConnectorSettings
+from ktrdr_ib_connector.errors import RetryPolicy
+from ktrdr_ib_connector.fetcher import Fetcher
+from ktrdr_ib_connector.handlers import Connector
+from ktrdr_ib_connector.pacing import PacingGate, PacingRules
 
 SERVICE_NAME = "ib-connector"
+
+log = logging.getLogger(__name__)
+
+
+def build_connector(settings: IbConnectorSettings, js: JetStreamContext) -> Connector:
+    """Return the connector's core (IB connection, gate, fetcher) bound to ``js``."""
+    scale = settings.ib_time_scale
+
+    async def publish(event: object) -> None:
+        await js.publish(subjects.event_subject(event), codec.encode(event))  # type: ignore[arg-type]
+
+    connection = IbConnection(
+        ConnectionOptions(host=settings.ib_host, port=settings.ib_port,
+                          client_id=settings.ib_client_id,
+                          connect_timeout_s=settings.ib_connect_timeout_s),
+        publish,
+    )  # fmt: skip
+    gate = PacingGate(PacingRules(time_scale=scale, soft_max_open=settings.ib_soft_concurrency))
+    fetcher = Fetcher(connection, gate, RetryPolicy(),
+                      request_timeout_s=settings.ib_request_timeout_s, time_scale=scale,
+                      reconnect_wait_s=settings.ib_retry_delay_s)  # fmt: skip
+    return Connector(
+        connection=connection,
+        fetcher=fetcher,
+        js=js,
+        keep_alive_s=max(1.0, streams.IB_COMMANDS.config.ack_wait / 4),
+    )  # type: ignore[operator]
 
 
 def build_app(settings: IbConnectorSettings) -> ServiceApp:
     """Return the ib-connector service, ready to start."""
+    app = ServiceApp(
+        name=SERVICE_NAME, version=__version__, settings=settings,
+        description="the one IB connection: pacing, chunking, bar batches and connection events",
+    )  # fmt: skip
 
     async def setup(nc: NATS, js: JetStreamContext) -> None:
         await streams.ensure_streams(js)
         await streams.ensure_consumers(js, streams.IB_COMMANDS)
         await streams.ensure_buckets(js)
+        connector = build_connector(settings, js)
+        connector.symbols = await js.key_value(streams.SYMBOLS_BUCKET)
+        app.endpoint("status", subjects.IB_STATUS, StatusRequest)(connector.status)
+        app.endpoint("validate", subjects.IB_VALIDATE, ValidateSymbol)(connector.validate)
+        app.endpoint("head_timestamp", subjects.IB_HEAD_TIMESTAMP, HeadTimestampRequest)(
+            connector.head_timestamp
+        )
+        consumer = PullConsumer(js=js, spec=streams.IB_COMMANDS, handler=connector.handle_fetch,
+                                on_permanent=connector.on_rejected, batch=1)  # fmt: skip
 
-    return ServiceApp(
-        name=SERVICE_NAME,
-        version=__version__,
-        description="the one IB connection: pacing, chunking, bar batches and connection events",
-        settings=settings,
-        setup=setup,
-    )
+        async def follow_cancels(stopping: asyncio.Event) -> None:
+            async def on_cancel(msg: Msg) -> None:
+                try:
+                    event = codec.decode(msg.data, CancelRequested, subject=msg.subject)
+                except MessageDecodeError as e:
+                    log.warning("ignoring a malformed cancel request: %s", e.message)
+                    return
+                connector.note_cancel(event.job_id)
+
+            sub = await nc.subscribe(subjects.JOB_CANCEL_REQUESTS, cb=on_cancel)
+            await stopping.wait()
+            await sub.unsubscribe()
+
+        app.background(connector.connection.run)
+        app.background(consumer.run)
+        app.background(follow_cancels)
+
+    app.setup = setup
+    return app
 
 
 def main() -> None:

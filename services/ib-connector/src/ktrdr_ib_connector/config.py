@@ -2,12 +2,34 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from ktrdr_shared.config import Settings
+from msgspec import Meta
 
 
 class IbConnectorSettings(Settings, frozen=True, kw_only=True):
-    """Settings of the ib-connector (NATS settings come from ``Settings``)."""
+    """Settings of the ib-connector (NATS settings come from ``Settings``).
+
+    Attributes:
+        ib_host: the gateway's host.
+        ib_port: 4002 paper / 4001 live gateway, 7497 / 7496 TWS.
+        ib_client_id: the first client id to use; the next is tried on a conflict.
+        ib_request_timeout_s: how long one historical request may take before it is
+            cancelled and retried.
+        ib_connect_timeout_s: how long one connect attempt may take.
+        ib_soft_concurrency: open requests at once for bars of 1 minute or more (IB
+            throttles those softly; bars of 30 s or less follow IB's hard rules).
+        ib_time_scale: multiplies IB's pacing windows and retry delays; 1 for a real
+            gateway, smaller only against a simulator running compressed time.
+        ib_retry_delay_s: how long a segment waits in the queue while IB is unreachable.
+    """
 
     ib_host: str = "127.0.0.1"
     ib_port: int = 4002
-    ib_client_id: int = 1
+    ib_client_id: Annotated[int, Meta(ge=0)] = 1
+    ib_request_timeout_s: Annotated[float, Meta(gt=0)] = 60.0
+    ib_connect_timeout_s: Annotated[float, Meta(gt=0)] = 5.0
+    ib_soft_concurrency: Annotated[int, Meta(ge=1, le=50)] = 4
+    ib_time_scale: Annotated[float, Meta(gt=0, le=1)] = 1.0
+    ib_retry_delay_s: Annotated[float, Meta(gt=0)] = 5.0
