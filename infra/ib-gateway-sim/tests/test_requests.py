@@ -97,11 +97,14 @@ async def test_daily_bars_are_dated_yyyymmdd_in_both_formats(client) -> None:
         assert [b.date for b in bars] == [dt.date(2024, 6, d) for d in (24, 25, 26, 27, 28)]
 
 
+DURATION_FOR = {"1 secs": "1800 S", "5 secs": "3600 S", "10 secs": "3600 S", "15 secs": "3600 S",
+                "30 secs": "1 D", "1 week": "6 M", "1 month": "1 Y"}  # fmt: skip
+
+
 @pytest.mark.parametrize("bar_size", [s for s in BAR_SIZES if s not in ("1W", "1M")])
 async def test_every_bar_size_returns_bars(client, bar_size: str) -> None:
     [es] = await client.ib.qualifyContractsAsync(Future("ES", exchange="CME"))
-    duration = {"1 secs": "1800 S", "5 secs": "3600 S", "10 secs": "3600 S", "15 secs": "3600 S",
-                "30 secs": "1 D", "1 week": "6 M", "1 month": "1 Y"}.get(bar_size, "5 D")  # fmt: skip
+    duration = DURATION_FOR.get(bar_size, "5 D")
     bars = await client.ib.reqHistoricalDataAsync(
         es, "20240628 15:00:00 US/Central", duration, bar_size, "TRADES", False, 2
     )

@@ -200,8 +200,9 @@ async def _answer_historical(
             await asyncio.Event().wait()  # held until the client cancels or disconnects
         message, count = await asyncio.to_thread(plan.render)
         cfg = sim.config
-        await asyncio.sleep(cfg.scaled_s(cfg.latency_ms / 1e3 + cfg.per_bar_us * count / 1e6
-                                         + soft_delay_s))  # fmt: skip
+        ib_delay_s = cfg.latency_ms / 1e3 + cfg.per_bar_us * count / 1e6 + soft_delay_s
+        record.delay_s = cfg.scaled_s(ib_delay_s)
+        await asyncio.sleep(record.delay_s)
         conn.send_bytes(message)
         sim.ledger.answer(record, count)
         await conn.drain()

@@ -44,6 +44,7 @@ class RequestRecord:
     bars: int = 0
     answered_at: float | None = None
     stalled: bool = False
+    delay_s: float = 0.0  # modelled answer delay applied (latency, per-bar cost, soft delay)
 
 
 @dataclass

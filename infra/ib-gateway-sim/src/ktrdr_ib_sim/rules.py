@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 
 from ktrdr_ib_sim import codes
-from ktrdr_ib_sim.codes import IBError
 from ktrdr_ib_sim.sessions import Sessions
 from ktrdr_ib_sim.timeframes import (
     BAR_SIZES,
@@ -227,9 +226,3 @@ def window_start(end_s: int, duration: Duration, sessions: Sessions) -> int:
         return int(sessions.opens[max(started - n, 0)]) if started else end_s
     offset = pd.DateOffset(months=n) if unit is DurationUnit.MONTHS else pd.DateOffset(years=n)
     return int((pd.Timestamp(end_s, unit="s", tz="UTC") - offset).timestamp())
-
-
-def raise_if(condition: bool, error: IBError) -> None:
-    """Raise ``error`` when ``condition`` holds (keeps guard clauses to one line)."""
-    if condition:
-        raise error

@@ -188,8 +188,10 @@ class IBGatewaySimulator:
         self.ledger.totals.restarts += 1
         logger.info("fault: restarting, down for %.2f s", down_s)
         await self._stop_listening()
+        self.notify_changed()
         await asyncio.sleep(down_s)
         await self._listen()
+        self.notify_changed()
         logger.info("fault: back on port %d", self.port)
 
     def begin_restart(self, down_s: float) -> asyncio.Task[None]:
