@@ -169,3 +169,15 @@ async def test_a_contract_by_con_id_only(client) -> None:
         "TRADES", True,
     )  # fmt: skip
     assert [b.date for b in bars] == [dt.date(2024, 6, 27), dt.date(2024, 6, 28)]
+
+
+async def test_an_operator_zone_setting_renders_dates_in_that_zone(start_sim, connect_ib) -> None:
+    sim = await start_sim(bar_tz="Europe/London")
+    client = await connect_ib(sim.port, 1)
+    [es] = await client.ib.qualifyContractsAsync(Future("ES", exchange="CME"))
+    bars = await client.ib.reqHistoricalDataAsync(es, "20240628-20:00:00", "3600 S", "30 mins",
+                                                  "TRADES", True, 1)  # fmt: skip
+    assert [b.date for b in bars] == [
+        dt.datetime(2024, 6, 28, 20, 0, tzinfo=ZoneInfo("Europe/London")),  # 14:00 Chicago
+        dt.datetime(2024, 6, 28, 20, 30, tzinfo=ZoneInfo("Europe/London")),
+    ]

@@ -184,13 +184,10 @@ def _concat(parts: list[Grouped]) -> Grouped:
         return empty_grouped()
     base_fields = BaseBars.__dataclass_fields__
     base = BaseBars(**{k: np.concatenate([getattr(p.base, k) for p in parts]) for k in base_fields})
-    return Grouped(
-        *(
-            np.concatenate([getattr(p, k) for p in parts])
-            for k in ("stamp", "end", "day", "offset")
-        ),
-        base,
+    stamp, end, day, offset = (
+        np.concatenate([getattr(p, k) for p in parts]) for k in ("stamp", "end", "day", "offset")
     )
+    return Grouped(stamp, end, day, offset, base)
 
 
 def _year_of(epoch_s: int) -> int:

@@ -10,14 +10,13 @@ import asyncio
 import datetime as dt
 import logging
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from ktrdr_ib_sim import codes, historical
 from ktrdr_ib_sim.codes import IBError
 from ktrdr_ib_sim.config import MIN_CLIENT_VERSION, SERVER_VERSION
-from ktrdr_ib_sim.ledger import RequestRecord
+from ktrdr_ib_sim.requests import OpenRequest
 from ktrdr_ib_sim.wire import (
     FieldError,
     Fields,
@@ -36,15 +35,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Handler = Callable[["ClientConnection", Fields], None]
-
-
-@dataclass
-class OpenRequest:
-    """A request that counts towards the client's 50 open historical requests."""
-
-    kind: str  # "historical" or "head_timestamp"
-    record: RequestRecord
-    task: asyncio.Task[None] | None = None
 
 
 class ClientConnection:

@@ -27,7 +27,12 @@ from ktrdr_ib_sim.formatting import (
 )
 from ktrdr_ib_sim.ledger import RequestRecord
 from ktrdr_ib_sim.pacing import PacedRequest
-from ktrdr_ib_sim.requests import ContractDetailsRequest, HeadTimestampRequest, HistoricalRequest
+from ktrdr_ib_sim.requests import (
+    ContractDetailsRequest,
+    HeadTimestampRequest,
+    HistoricalRequest,
+    OpenRequest,
+)
 from ktrdr_ib_sim.rules import (
     SMALL_BAR_HISTORY_S,
     HistoricalParams,
@@ -41,7 +46,7 @@ from ktrdr_ib_sim.timeframes import BarSize
 from ktrdr_ib_sim.wire import Fields
 
 if TYPE_CHECKING:
-    from ktrdr_ib_sim.connection import ClientConnection, OpenRequest
+    from ktrdr_ib_sim.connection import ClientConnection
     from ktrdr_ib_sim.server import IBGatewaySimulator
 
 logger = logging.getLogger(__name__)
@@ -158,8 +163,6 @@ def _pace(sim: IBGatewaySimulator, inst: Instrument, req: HistoricalRequest, bar
 
 def begin_historical(conn: ClientConnection, msg: Fields) -> None:
     """Judge a reqHistoricalData now and, if accepted, answer it in the background."""
-    from ktrdr_ib_sim.connection import OpenRequest
-
     sim, req = conn.sim, HistoricalRequest.read(msg)
     record = sim.ledger.open(conn.client_id, req.req_id, "historical", **req.ledger_details())
     try:
@@ -247,8 +250,6 @@ def cancel_historical(conn: ClientConnection, msg: Fields) -> None:
 
 def begin_head_timestamp(conn: ClientConnection, msg: Fields) -> None:
     """Judge a reqHeadTimeStamp; it stays open (and counts) until cancelHeadTimeStamp."""
-    from ktrdr_ib_sim.connection import OpenRequest
-
     sim, req = conn.sim, HeadTimestampRequest.read(msg)
     record = sim.ledger.open(conn.client_id, req.req_id, "head_timestamp", **req.ledger_details())
     try:

@@ -42,7 +42,7 @@ def _mix(x: np.ndarray) -> np.ndarray:
     x = x * _M1
     x = x ^ (x >> np.uint64(27))
     x = x * _M2
-    return x ^ (x >> np.uint64(31))
+    return np.asarray(x ^ (x >> np.uint64(31)), dtype=np.uint64)
 
 
 def uniforms(key: int, stream: int, counters: np.ndarray) -> np.ndarray:
@@ -56,7 +56,7 @@ def normals(key: int, stream: int, counters: np.ndarray) -> np.ndarray:
     """Return one standard normal per counter (Box-Muller over two uniform streams)."""
     u1 = uniforms(key, stream, counters)
     u2 = uniforms(key, stream + 1, counters)
-    return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
+    return np.asarray(np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2), dtype=np.float64)
 
 
 def contract_key(seed: int, con_id: int) -> int:
@@ -95,7 +95,8 @@ def _day_levels(key: int, annual_vol: float, base_price: float) -> np.ndarray:
     days = np.arange(_FIRST_DAY, _LAST_DAY + 1, dtype=np.int64)
     steps = normals(key, _S_DAY, days) * (annual_vol / np.sqrt(365.0))
     walk = np.concatenate(([0.0], np.cumsum(steps[:-1])))
-    return walk - walk[_ANCHOR_DAY - _FIRST_DAY] + np.log(base_price)
+    levels = walk - walk[_ANCHOR_DAY - _FIRST_DAY] + np.log(base_price)
+    return np.asarray(levels, dtype=np.float64)
 
 
 class PricePath:
@@ -117,11 +118,12 @@ class PricePath:
         frac = np.arange(_DAY_MINUTES + 1) / _DAY_MINUTES
         start = self._levels[days - _FIRST_DAY]
         drift = self._levels[days + 1 - _FIRST_DAY] - start
-        return start[:, None] + walk - frac * (walk[:, -1:] - drift[:, None])
+        points = start[:, None] + walk - frac * (walk[:, -1:] - drift[:, None])
+        return np.asarray(points, dtype=np.float64)
 
     def _ticks(self, log_price: np.ndarray) -> np.ndarray:
         scaled = np.exp(log_price) * self.instrument.ticks_per_unit
-        return np.maximum(np.rint(scaled), 1).astype(np.int64)
+        return np.asarray(np.maximum(np.rint(scaled), 1), dtype=np.int64)
 
     def open_close(self, minutes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Return open and close ticks of each minute (minutes since the epoch, sorted)."""
@@ -212,7 +214,7 @@ class PricePath:
         line = minute.open[:, None] + frac * (minute.close - minute.open)[:, None]
         path = np.rint(line + walk - frac * walk[:, -1:]).astype(np.int64)
         path[:, 0], path[:, -1] = minute.open, minute.close
-        return np.clip(path, minute.low[:, None], minute.high[:, None])
+        return np.asarray(np.clip(path, minute.low[:, None], minute.high[:, None]), dtype=np.int64)
 
 
 def _split_integer(totals: np.ndarray, weights: np.ndarray) -> np.ndarray:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
 from ktrdr_ib_sim.contracts import ContractQuery
+from ktrdr_ib_sim.ledger import RequestRecord
 from ktrdr_ib_sim.wire import Fields
 
 
@@ -105,3 +107,12 @@ class ContractDetailsRequest:
         """Read the fields after the message id (version, reqId, contract, ...)."""
         msg.skip(1)  # version
         return cls(msg.integer(), ContractQuery.read(msg))
+
+
+@dataclass
+class OpenRequest:
+    """A request that counts towards the client's 50 open historical requests."""
+
+    kind: str  # "historical" or "head_timestamp"
+    record: RequestRecord
+    task: asyncio.Task[None] | None = None
