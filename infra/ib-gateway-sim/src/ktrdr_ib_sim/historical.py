@@ -42,6 +42,7 @@ from ktrdr_ib_sim.rules import (
     window_start,
 )
 from ktrdr_ib_sim.series import Bars, generate_bars
+from ktrdr_ib_sim.sessions import Sessions
 from ktrdr_ib_sim.timeframes import BarSize
 from ktrdr_ib_sim.wire import Fields
 
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 LIVE_UPDATE_PERIOD_S = 5.0
+_NEVER = 2**62  # the data start of a whatToShow the contract does not have: no bar is that late
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,7 @@ class BarPlan:
         return generate_bars(
             self.instrument, self.bar, self.what_to_show, self.use_rth, window or self.window,
             seed=self.seed, now_s=now_s or self.now_s,
-            data_start_s=self.data_start_s if self.data_start_s is not None else 2**62,
+            data_start_s=_NEVER if self.data_start_s is None else self.data_start_s,
         )  # fmt: skip
 
     def render(self) -> tuple[bytes, int]:
@@ -109,36 +111,38 @@ def _reject(conn: ClientConnection, record: RequestRecord, req_id: int, error: I
     conn.send_error(req_id, error)
 
 
-def _plan(sim: IBGatewaySimulator, inst: Instrument, req: HistoricalRequest,
-          params: HistoricalParams) -> BarPlan:  # fmt: skip
+def _data_start(inst: Instrument, req: HistoricalRequest, bar: BarSize, now: int) -> int | None:
+    """Return the first instant with data: the head timestamp, six months back for small bars."""
+    head = head_timestamp_s(inst, req.what_to_show, req.use_rth)
+    if head is not None and bar.is_small:
+        return max(head, now - SMALL_BAR_HISTORY_S)
+    return head
+
+
+def _estimated_bars(sessions: Sessions, bar: BarSize, window: tuple[int, int]) -> int:
+    """Return about how many bars a window holds, without cutting them."""
+    start, end = window
+    if not bar.is_intraday:
+        return len(sessions.overlapping(start, end))
+    return open_seconds(sessions, start, end) // bar.seconds if end > start else 0
+
+
+def _plan(
+    sim: IBGatewaySimulator, inst: Instrument, req: HistoricalRequest, params: HistoricalParams
+) -> BarPlan:
+    """Work out the request's window and refuse it (162) if it would hold too many bars."""
     now = sim.now_s()
     end = params.end.epoch_s if params.end.epoch_s is not None else now
     sessions = sessions_for(inst, req.use_rth)
     start = window_start(end, params.duration, sessions)
-    data_start = head_timestamp_s(inst, req.what_to_show, req.use_rth)
-    if data_start is not None and params.bar.is_small:
-        data_start = max(data_start, now - SMALL_BAR_HISTORY_S)
-    if params.bar.is_intraday:
-        lo, hi = max(start, data_start or start), min(end, now)
-        estimate = open_seconds(sessions, lo, hi) // params.bar.seconds if hi > lo else 0
-    else:
-        estimate = len(sessions.overlapping(start, end))
-    if estimate > sim.config.max_bars:
+    data_start = _data_start(inst, req, params.bar, now)
+    served = (max(start, data_start or start), min(end, now))
+    if _estimated_bars(sessions, params.bar, served) > sim.config.max_bars:
         raise codes.TIME_LENGTH_EXCEEDED
     style = DateStyle(inst, req.format_date, sim.config.bar_tz)
-    return BarPlan(
-        req.req_id,
-        inst,
-        params.bar,
-        req.what_to_show,
-        req.use_rth,
-        (start, end),
-        data_start,
-        now,
-        sim.config.seed,
-        style,
-        sim.config.empty_as_error,
-    )
+    cfg = sim.config
+    return BarPlan(req.req_id, inst, params.bar, req.what_to_show, req.use_rth, (start, end),
+                   data_start, now, cfg.seed, style, cfg.empty_as_error)  # fmt: skip
 
 
 def _pace(sim: IBGatewaySimulator, inst: Instrument, req: HistoricalRequest, bar: BarSize) -> float:
