@@ -58,6 +58,14 @@ nats: _ensure-venv
     mkdir -p data/nats
     {{venv}}/bin/nats-server -c infra/nats/nats.conf
 
+# Run the IB Gateway simulator on 127.0.0.1:4002 (control port 4003). Extra args go to it.
+sim *ARGS: _ensure-venv
+    {{venv}}/bin/ktrdr-ib-sim --port 4002 --control-port 4003 {{ARGS}}
+
+# Run the ib-connector against KTRDR_IB_HOST/PORT (default: the simulator on 4002).
+connector: _ensure-venv
+    {{py}} -m ktrdr_ib_connector
+
 # Start the whole stack for interactive use (filled in by the demo issue).
 up:
     @echo "ktrdr: 'just up' is not yet available (it arrives with the whole-system issue)."

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from ktrdr_ib_connector.app import build_app
@@ -42,6 +42,24 @@ def connector_settings(nats_url: str, port: int, **extra: str) -> IbConnectorSet
            "KTRDR_IB_TIME_SCALE": str(TIME_SCALE), "KTRDR_IB_REQUEST_TIMEOUT_S": "5",
            "KTRDR_IB_RETRY_DELAY_S": "0.2", "KTRDR_IB_CONNECT_TIMEOUT_S": "3", **extra}  # fmt: skip
     return IbConnectorSettings.from_env(env)
+
+
+@pytest.fixture
+async def start_connector(
+    nats_url: str, sim: IBGatewaySimulator
+) -> AsyncIterator[Callable[..., Awaitable[ServiceApp]]]:
+    """Return a starter for extra connectors (settings overrides as KTRDR_* keywords)."""
+    started: list[ServiceApp] = []
+
+    async def start(**extra: str) -> ServiceApp:
+        app = build_app(connector_settings(nats_url, sim.port, **extra))
+        await app.start()
+        started.append(app)
+        return app
+
+    yield start
+    for app in started:
+        await app.stop()
 
 
 @pytest.fixture

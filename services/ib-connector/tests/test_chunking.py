@@ -6,7 +6,7 @@ import itertools
 import math
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from ktrdr_ib_connector.chunking import BAR_SIZE, CHUNK_RULES, plan_chunks
 from ktrdr_shared.types import Timeframe
@@ -52,6 +52,7 @@ def test_empty_range_is_refused() -> None:
         plan_chunks(Timeframe.M1, T0, T0)
 
 
+@settings(deadline=None)
 @given(
     st.sampled_from(list(Timeframe)),
     st.integers(min_value=0, max_value=10 * 365 * 86_400),

@@ -140,3 +140,16 @@ async def test_async_gate_limits_open_requests_and_keeps_order() -> None:
     assert peak_soft == 2
     assert order == list(range(10))
     assert gate.state()["open_requests"] == 0
+
+
+async def test_soft_delay_spaces_requests_instead_of_blocking_them() -> None:
+    # Regression: the soft delay was measured from "now", so once it was above
+    # zero no soft request could ever leave the gate.
+    gate = PacingGate(PacingRules(margin_s=0.0))
+    gate.slow_down(floor_s=0.02)
+    big = HistoricalRequest("AAPL", "SMART", "TRADES", "5 mins", "1 W", "e", hard=False)
+    for _ in range(3):
+        async with asyncio.timeout(5):
+            async with gate.slot(big):
+                pass
+    assert gate.requests_sent == 3

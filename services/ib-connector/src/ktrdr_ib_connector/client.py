@@ -49,7 +49,8 @@ class ConnectionOptions:
         connect_timeout_s: how long one connect (with ib_async's startup sync) may take.
         probe_timeout_s: how long the readiness probe may take.
         backoff_first_s: the first reconnect delay.
-        backoff_cap_s: the longest reconnect delay.
+        backoff_cap_s: the longest reconnect delay (short: a refused connect costs nothing,
+            and the gateway must be used again within seconds of its return).
         watch_interval_s: how often the watchdog looks at the connection and the clocks.
         clock_jump_s: a wall-clock jump beyond the monotonic clock this large means sleep/wake.
     """
@@ -60,7 +61,7 @@ class ConnectionOptions:
     connect_timeout_s: float = 5.0
     probe_timeout_s: float = 5.0
     backoff_first_s: float = 0.5
-    backoff_cap_s: float = 10.0
+    backoff_cap_s: float = 2.0
     watch_interval_s: float = 1.0
     clock_jump_s: float = 5.0
 
@@ -75,8 +76,10 @@ class ConnectionState:
     server_version: int | None = None
     last_error: str | None = None
     hmds_ok: bool = True
+    hmds_outages: int = 0
     reconnects: int = 0
-    request_errors: dict[int, tuple[int, str]] = field(default_factory=dict)
+    # reqId -> was the HMDS farm up when IB's error for that request arrived?
+    farm_ok_at_error: dict[int, bool] = field(default_factory=dict)
 
 
 class IbConnection:
@@ -183,10 +186,15 @@ class IbConnection:
             self._conflict = True
         elif code == HMDS_BROKEN:
             self.state.hmds_ok = False
+            self.state.hmds_outages += 1
         elif code == HMDS_OK:
             self.state.hmds_ok = True
         if req_id >= 0:
-            self.state.request_errors[req_id] = (code, message)
+            # Several messages can be handled before the requester resumes (an error,
+            # then "farm OK"), so the farm's state is captured with the error itself.
+            self.state.farm_ok_at_error[req_id] = self.state.hmds_ok
+            while len(self.state.farm_ok_at_error) > 1000:
+                del self.state.farm_ok_at_error[next(iter(self.state.farm_ok_at_error))]
         elif code < 2100 or code >= 2200:
             self.state.last_error = f"IB {code}: {message}"
 

@@ -137,7 +137,9 @@ class Fetcher:
         if not await self.connection.wait_ready(self.ready_timeout_s):
             return errors.connection_lost("not connected to IB")
         ib = self.connection.ib
-        started = time.monotonic()
+        state = self.connection.state
+        started, outages = time.monotonic(), state.hmds_outages
+        req_id = -1
         try:
             async with self.gate.slot(key):
                 self.requests_made += 1
@@ -154,7 +156,8 @@ class Fetcher:
                     raise
         except RequestError as e:
             classified = errors.classify(e.code, e.message)
-            if classified.is_empty_answer and not self.connection.state.hmds_ok:
+            farm_ok = state.farm_ok_at_error.pop(req_id, state.hmds_ok)
+            if classified.is_empty_answer and (not farm_ok or state.hmds_outages != outages):
                 # While the HMDS farm is down IB answers "no data" for data it has:
                 # that is an outage, not an empty range, and must be asked again.
                 return Classified(Failure.FARM_DOWN, True, 30.0, e.code, e.message)

@@ -129,6 +129,7 @@ class PacingGate:
         self._open_soft = 0
         self._freed = asyncio.Condition()
         self.soft_delay_s = 0.0
+        self._last_soft_sent = float("-inf")
         self.requests_sent = 0
         self.waited_s = 0.0
 
@@ -136,8 +137,8 @@ class PacingGate:
 
     def earliest(self, request: HistoricalRequest, now: float) -> float:
         """Return the first instant >= ``now`` at which ``request`` keeps every rule."""
-        if not request.hard:
-            return now + self.soft_delay_s
+        if not request.hard:  # spaced from the last soft request, not from now
+            return max(now, self._last_soft_sent + self.soft_delay_s)
         r, h = self.rules, self._history
         margin = r.scaled(r.margin_s)
         at = now
@@ -155,6 +156,7 @@ class PacingGate:
         """Remember that ``request`` was sent at ``at`` (forget what no rule can see)."""
         self.requests_sent += 1
         if not request.hard:
+            self._last_soft_sent = max(self._last_soft_sent, at)
             return
         r, h = self.rules, self._history
         h.sent.append((at, request.weight))

@@ -1,0 +1,191 @@
+"""The connector against the simulator's faults: drops, restarts, farm outages, stalls,
+client-id conflicts, unknown symbols and malformed commands."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+import pytest
+from ib_async import IB
+from ktrdr_ib_sim import IBGatewaySimulator
+from ktrdr_shared import codec, streams, subjects
+from ktrdr_shared.messages import (
+    FetchBars,
+    IbConnectionEvent,
+    SegmentFailed,
+    SegmentFetched,
+)
+from ktrdr_shared.runtime import ServiceApp
+from ktrdr_shared.testing.events import read_all, wait_for_job_event
+from ktrdr_shared.types import InstrumentType, Timeframe, WhatToShow
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig, DeliverPolicy
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+Starter = Callable[..., Awaitable[ServiceApp]]
+
+END = dt.datetime(2024, 6, 26, tzinfo=dt.UTC)
+
+
+def _command(symbol: str = "AAPL", tf: Timeframe = Timeframe.M5,
+             span: dt.timedelta = dt.timedelta(days=3)) -> FetchBars:  # fmt: skip
+    return FetchBars(job_id=uuid.uuid4().hex, segment_id="s1", symbol=symbol, timeframe=tf,
+                     start=END - span, end=END, instrument_type=InstrumentType.STK,
+                     what_to_show=WhatToShow.TRADES)  # fmt: skip
+
+
+async def _send(js: JetStreamContext, command: FetchBars) -> None:
+    await js.publish(subjects.CMD_IB_FETCH, codec.encode(command))
+
+
+async def _outcome(js: JetStreamContext, command: FetchBars, timeout_s: float = 60) -> object:
+    return await wait_for_job_event(js, command.job_id, {"segment_fetched", "segment_failed"},
+                                    timeout_s)  # fmt: skip
+
+
+class ConnectionLog:
+    """Collect IB connection events with the time each arrived."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[float, object]] = []
+        self.changed = asyncio.Event()
+
+    async def start(self, js: JetStreamContext) -> None:
+        async def on_event(msg: object) -> None:
+            event = codec.decode(msg.data, IbConnectionEvent, subject=msg.subject)  # type: ignore[attr-defined]
+            self.events.append((time.monotonic(), event))
+            self.changed.set()
+
+        await js.subscribe(subjects.IB_CONNECTION_EVENTS, cb=on_event, ordered_consumer=True,
+                           config=ConsumerConfig(deliver_policy=DeliverPolicy.NEW))  # fmt: skip
+
+    def names(self) -> list[str]:
+        return [type(e).__name__ for _, e in self.events]
+
+    async def wait_for(self, name: str, after: float = 0.0, timeout_s: float = 30) -> float:
+        async with asyncio.timeout(timeout_s):
+            while True:
+                for at, event in self.events:
+                    if at >= after and type(event).__name__ == name:
+                        return at
+                self.changed.clear()
+                await self.changed.wait()
+
+
+async def test_dropped_connection_comes_back_and_work_completes(
+    ready: ServiceApp, js: JetStreamContext, sim: IBGatewaySimulator
+) -> None:
+    log = ConnectionLog()
+    await log.start(js)
+    dropped_at = time.monotonic()
+    await sim.drop_all_connections()
+    await log.wait_for("IbDisconnected", after=dropped_at)
+    back = await log.wait_for("IbConnected", after=dropped_at)
+    assert back - dropped_at < 5.0  # the listener never went away: reconnect at once
+    command = _command()
+    await _send(js, command)
+    assert isinstance(await _outcome(js, command), SegmentFetched)
+
+
+async def test_gateway_restart_queues_work_and_reconnects_within_5s(
+    ready: ServiceApp, js: JetStreamContext, sim: IBGatewaySimulator
+) -> None:
+    log = ConnectionLog()
+    await log.start(js)
+    restart = sim.begin_restart(down_s=4.0)
+    await log.wait_for("IbDisconnected")
+    queued = [_command(span=dt.timedelta(days=d)) for d in (1, 2, 3)]
+    for command in queued:  # sent while the gateway is away: they must wait, not fail
+        await _send(js, command)
+    await restart
+    back_at = time.monotonic()
+    reconnected = await log.wait_for("IbConnected", after=back_at - 0.01)
+    assert reconnected - back_at < 5.0
+    assert "IbReconnecting" in log.names()
+    outcomes = [await _outcome(js, c) for c in queued]
+    assert all(isinstance(o, SegmentFetched) and o.bars > 0 for o in outcomes), outcomes
+
+
+async def test_farm_outage_is_not_mistaken_for_an_empty_range(
+    ready: ServiceApp, js: JetStreamContext, sim: IBGatewaySimulator
+) -> None:
+    sim.set_farm_down(True)
+    command = _command(tf=Timeframe.M15)
+    await _send(js, command)
+    await sim.wait_until(lambda c: c["errors_by_code"].get("162", 0) >= 1, wait_s=30)
+    sim.set_farm_down(False)
+    outcome = await _outcome(js, command)
+    assert isinstance(outcome, SegmentFetched)
+    assert outcome.bars > 0
+    stored = await read_all(js, subjects.bars("AAPL", Timeframe.M15))
+    assert sum(len(b) for b in stored) == outcome.bars
+
+
+async def test_stalled_request_times_out_is_cancelled_and_retried(
+    start_connector: Starter, js: JetStreamContext, sim: IBGatewaySimulator
+) -> None:
+    await start_connector(KTRDR_IB_REQUEST_TIMEOUT_S="1")
+    sim.stall_next_historical(1)
+    command = _command(span=dt.timedelta(days=1))
+    await _send(js, command)
+    outcome = await _outcome(js, command)
+    assert isinstance(outcome, SegmentFetched)
+    assert outcome.ib_requests >= 2  # the stalled one, then the retry
+    counters = sim.counters()
+    assert counters["stalled_requests"] == 1
+    assert counters["messages_by_type"].get("cancel_historical", 0) >= 1
+
+
+async def test_client_id_conflict_moves_to_the_next_id(
+    start_connector: Starter, js: JetStreamContext, sim: IBGatewaySimulator
+) -> None:
+    squatter = IB()
+    await squatter.connectAsync("127.0.0.1", sim.port, clientId=1, timeout=5)
+    await streams.ensure_streams(js)
+    log = ConnectionLog()
+    await log.start(js)
+    await start_connector()
+    try:
+        await log.wait_for("IbConnected", timeout_s=30)
+        conflict = next(e for _, e in log.events if type(e).__name__ == "ClientIdConflict")
+        assert conflict.client_id == 1  # type: ignore[attr-defined]
+        assert conflict.next_client_id == 2  # type: ignore[attr-defined]
+        connected = next(e for _, e in log.events if type(e).__name__ == "IbConnected")
+        assert connected.client_id == 2  # type: ignore[attr-defined]
+    finally:
+        squatter.disconnect()
+
+
+async def test_unknown_symbol_fails_the_segment_with_code_200(
+    ready: ServiceApp, js: JetStreamContext
+) -> None:
+    command = _command(symbol="ZZZZQ")
+    await _send(js, command)
+    outcome = await _outcome(js, command)
+    assert isinstance(outcome, SegmentFailed)
+    assert outcome.code == "unknown_symbol"
+    assert outcome.ib_code == 200
+    assert "ZZZZQ" in outcome.message
+
+
+async def test_malformed_fetch_by_hand_is_reported_and_service_keeps_serving(
+    ready: ServiceApp, js: JetStreamContext
+) -> None:
+    job = uuid.uuid4().hex
+    by_hand = (f'{{"job_id": "{job}", "segment_id": "s9", "symbol": "AAPL", "timeframe": "2h",'
+               ' "start": "2024-06-20T00:00:00Z", "end": "2024-06-21T00:00:00Z",'
+               ' "instrument_type": "STK", "what_to_show": "TRADES"}')  # fmt: skip
+    await js.publish(subjects.CMD_IB_FETCH, by_hand.encode())
+    await js.publish(subjects.CMD_IB_FETCH, b"\x00 not even json")
+    failed = await wait_for_job_event(js, job, {"segment_failed"})
+    assert failed.code == "invalid_request"
+    assert "timeframe" in failed.message
+    assert "2h" in failed.message
+    good = _command(span=dt.timedelta(days=1))
+    await _send(js, good)
+    assert isinstance(await _outcome(js, good), SegmentFetched)
