@@ -153,3 +153,24 @@ async def test_soft_delay_spaces_requests_instead_of_blocking_them() -> None:
             async with gate.slot(big):
                 pass
     assert gate.requests_sent == 3
+
+
+def test_finished_requests_count_from_their_answer() -> None:
+    # The gateway stamps a request on arrival, somewhere between our send and
+    # its answer; counting from the answer keeps a delayed arrival legal.
+    gate = PacingGate(EXACT, clock=lambda: 0.0)
+    reqs = [HistoricalRequest(f"C{i}", "SMART", "TRADES", "1 secs", "30 S", "e")
+            for i in range(60)]  # fmt: skip
+    entries = [gate.record(r, 0.0) for r in reqs]
+    late = entries[0]
+    assert late is not None
+    gate.settle(late, 0.5)  # answered half a second after it was sent
+    for entry in entries[1:]:
+        assert entry is not None
+        gate.settle(entry, 0.01)
+    nxt = HistoricalRequest("NEW", "SMART", "TRADES", "1 secs", "30 S", "e")
+    assert gate.earliest(nxt, 1.0) == pytest.approx(600.01)  # the oldest leaves at 600.01
+    for entry in entries[1:]:
+        assert entry is not None
+        gate.settle(entry, 0.6)  # now every other one was answered after the late one
+    assert gate.earliest(nxt, 1.0) == pytest.approx(600.5)  # the oldest is the late one

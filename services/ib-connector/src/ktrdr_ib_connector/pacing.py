@@ -23,7 +23,6 @@ fixed sleep.
 from __future__ import annotations
 
 import asyncio
-import collections
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -44,8 +43,11 @@ class PacingRules:
         window_max: most requests in the long window.
         max_open: most unanswered requests at once (all bar sizes).
         soft_max_open: most unanswered requests at once for bars >= 1 min.
-        margin_s: safety added to every wait, for the trip to the gateway.
-        time_scale: factor applied to every window and margin.
+        margin_s: safety added to every wait, in real seconds (not scaled): the
+            gateway stamps a request when it arrives, so the gap between two
+            arrivals can be shorter than between their sends by the jitter of
+            the trip; this margin absorbs it.
+        time_scale: factor applied to every window (not to the margin).
     """
 
     identical_window_s: float = 15.0
@@ -55,7 +57,7 @@ class PacingRules:
     window_max: int = 60
     max_open: int = 50
     soft_max_open: int = 4
-    margin_s: float = 0.05
+    margin_s: float = 0.1
     time_scale: float = 1.0
 
     def scaled(self, seconds: float) -> float:
@@ -98,15 +100,22 @@ class HistoricalRequest:
         return (self.contract, self.exchange, self.what_to_show)
 
 
+class _Sent:
+    """One hard-rule request: when it counts from, and its weight."""
+
+    __slots__ = ("at", "weight")
+
+    def __init__(self, at: float, weight: int) -> None:
+        self.at, self.weight = at, weight
+
+
 @dataclass
 class _History:
-    """Send times of hard-rule requests, kept only as long as a rule can see them."""
+    """Hard-rule requests, kept only as long as a rule can see them (oldest first)."""
 
-    sent: collections.deque[tuple[float, int]] = field(default_factory=collections.deque)
-    by_key: dict[tuple[str, str, str], collections.deque[tuple[float, int]]] = field(
-        default_factory=dict
-    )
-    identical: dict[HistoricalRequest, float] = field(default_factory=dict)
+    sent: list[_Sent] = field(default_factory=list)
+    by_key: dict[tuple[str, str, str], list[_Sent]] = field(default_factory=dict)
+    identical: dict[HistoricalRequest, _Sent] = field(default_factory=dict)
 
 
 class PacingGate:
@@ -140,37 +149,56 @@ class PacingGate:
         if not request.hard:  # spaced from the last soft request, not from now
             return max(now, self._last_soft_sent + self.soft_delay_s)
         r, h = self.rules, self._history
-        margin = r.scaled(r.margin_s)
+        margin = r.margin_s
         at = now
         last_identical = h.identical.get(request)
         if last_identical is not None:
-            at = max(at, last_identical + r.scaled(r.identical_window_s) + margin)
+            at = max(at, last_identical.at + r.scaled(r.identical_window_s) + margin)
         at = max(at, _window_opens(h.sent, r.scaled(r.window_s), r.window_max - request.weight)
                  + margin)  # fmt: skip
-        burst = h.by_key.get(request.burst_key, collections.deque())
+        burst = h.by_key.get(request.burst_key, [])
         at = max(at, _window_opens(burst, r.scaled(r.burst_window_s),
                                    r.burst_max - request.weight) + margin)  # fmt: skip
         return at
 
-    def record(self, request: HistoricalRequest, at: float) -> None:
-        """Remember that ``request`` was sent at ``at`` (forget what no rule can see)."""
+    def record(self, request: HistoricalRequest, at: float) -> _Sent | None:
+        """Remember that ``request`` was sent at ``at`` (forget what no rule can see).
+
+        Returns the entry to ``settle`` once IB has answered (None for soft requests).
+        """
         self.requests_sent += 1
         if not request.hard:
             self._last_soft_sent = max(self._last_soft_sent, at)
-            return
+            return None
         r, h = self.rules, self._history
-        h.sent.append((at, request.weight))
-        h.by_key.setdefault(request.burst_key, collections.deque()).append((at, request.weight))
-        h.identical[request] = at
+        entry = _Sent(at, request.weight)
+        h.sent.append(entry)
+        h.by_key.setdefault(request.burst_key, []).append(entry)
+        h.identical[request] = entry
         self._forget(at - max(r.scaled(r.window_s), r.scaled(r.identical_window_s)) - 1.0)
+        return entry
+
+    def settle(self, entry: _Sent, answered_at: float) -> None:
+        """Count a request from when its answer arrived.
+
+        The gateway stamps a request when it receives it, which can be any time
+        between our send and its answer (a busy host can hold it for a while).
+        Counting finished requests from the answer is the safe upper bound.
+        """
+        if answered_at <= entry.at:
+            return
+        entry.at = answered_at
+        h = self._history
+        h.sent.sort(key=_at)
+        for entries in h.by_key.values():
+            entries.sort(key=_at)
 
     def _forget(self, before: float) -> None:
         h = self._history
-        while h.sent and h.sent[0][0] < before:
-            h.sent.popleft()
-        for key in [k for k, q in h.by_key.items() if not q or q[-1][0] < before]:
+        h.sent = [e for e in h.sent if e.at >= before]
+        for key in [k for k, q in h.by_key.items() if not q or q[-1].at < before]:
             del h.by_key[key]
-        for req in [q for q, t in h.identical.items() if t < before]:
+        for req in [q for q, e in h.identical.items() if e.at < before]:
             del h.identical[req]
 
     # -- the async gate --------------------------------------------------------------
@@ -179,7 +207,7 @@ class PacingGate:
         """Return a context manager that holds a legal, open slot for ``request``."""
         return _Slot(self, request)
 
-    async def _acquire(self, request: HistoricalRequest) -> None:
+    async def _acquire(self, request: HistoricalRequest) -> _Sent | None:
         async with self._order:  # FIFO: requests leave the gate in the order they came
             await self._wait_for_open_slot(request.hard)
             while True:
@@ -189,10 +217,11 @@ class PacingGate:
                     break
                 self.waited_s += at - now
                 await self._sleep(at - now)
-            self.record(request, self._clock())
+            entry = self.record(request, self._clock())
             self._open += 1
             if not request.hard:
                 self._open_soft += 1
+            return entry
 
     async def _wait_for_open_slot(self, hard: bool) -> None:
         async with self._freed:
@@ -203,7 +232,9 @@ class PacingGate:
                 )
             )
 
-    async def _release(self, request: HistoricalRequest) -> None:
+    async def _release(self, request: HistoricalRequest, entry: _Sent | None) -> None:
+        if entry is not None:
+            self.settle(entry, self._clock())
         async with self._freed:
             self._open -= 1
             if not request.hard:
@@ -223,7 +254,7 @@ class PacingGate:
         """Return counters for ``ktrdr.ib.status``."""
         now = self._clock() if now is None else now
         window = self.rules.scaled(self.rules.window_s)
-        in_window = sum(w for t, w in self._history.sent if t > now - window)
+        in_window = sum(e.weight for e in self._history.sent if e.at > now - window)
         return {"open_requests": float(self._open), "hard_requests_in_window": float(in_window),
                 "window_max": float(self.rules.window_max), "soft_delay_s": self.soft_delay_s,
                 "requests_sent": float(self.requests_sent), "waited_s": self.waited_s}  # fmt: skip
@@ -232,15 +263,20 @@ class PacingGate:
 class _Slot:
     def __init__(self, gate: PacingGate, request: HistoricalRequest) -> None:
         self.gate, self.request = gate, request
+        self.entry: _Sent | None = None
 
     async def __aenter__(self) -> None:
-        await self.gate._acquire(self.request)
+        self.entry = await self.gate._acquire(self.request)
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.gate._release(self.request)
+        await self.gate._release(self.request, self.entry)
 
 
-def _window_opens(sent: collections.deque[tuple[float, int]], window: float, room: int) -> float:
+def _at(entry: _Sent) -> float:
+    return entry.at
+
+
+def _window_opens(sent: list[_Sent], window: float, room: int) -> float:
     """Return the first instant at which the weight sent within ``window`` is <= ``room``.
 
     A request sent at ``t`` is inside the window at instant ``x`` while
@@ -250,10 +286,10 @@ def _window_opens(sent: collections.deque[tuple[float, int]], window: float, roo
     if room < 0:
         raise ValueError("a single request outweighs the whole window")
     total = 0
-    for t, weight in reversed(sent):
-        total += weight
+    for entry in reversed(sent):
+        total += entry.weight
         if total > room:
-            return t + window
+            return entry.at + window
     return float("-inf")
 
 
