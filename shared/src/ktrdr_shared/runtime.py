@@ -190,6 +190,7 @@ class ServiceApp:
                     metadata={"description": ep.description} if ep.description else None,
                 )
             )
+        await self.nc.flush()  # endpoints are subscribed at the server before start returns
         self._running = [asyncio.create_task(t(self.stopping)) for t in self.tasks]
         log.info("%s %s serving %d endpoints", self.name, self.version, len(self.endpoints))
 
