@@ -108,7 +108,8 @@ async def _utilisation(nats_url: str, windows: int) -> list[dict[str, Any]]:
     return [{"name": "connector.pacing_utilisation_30s_bars", "value": len(within),
              "baseline": ceiling, "ratio": len(within) / ceiling, "unit": "requests",
              "baseline_name": f"IB ceiling: 60 per 10 min x {windows} windows",
-             "target": ">= 0.95", "pacing_violations": violations, "time_scale": scale}]  # fmt: skip
+             "target": ">= 0.95", "pacing_violations": violations,
+             "time_scale": scale}]  # fmt: skip
 
 
 async def _year_of_minutes(nats_url: str) -> list[dict[str, Any]]:
@@ -156,8 +157,10 @@ async def _sequential_baseline(port: int, start: dt.datetime, end: dt.datetime,
         chunks = plan_chunks(Timeframe.M1, to_unix_nanos(start), to_unix_nanos(end))
         started, bars = time.perf_counter(), 0
         for chunk in chunks:
-            got = await ib.reqHistoricalDataAsync(contract, chunk.end_text, chunk.duration,
-                                                  chunk.bar_size, "TRADES", False, formatDate=2)  # fmt: skip
+            got = await ib.reqHistoricalDataAsync(
+                contract, chunk.end_text, chunk.duration, chunk.bar_size, "TRADES", False,
+                formatDate=2,
+            )
             bars += len(got)
             await asyncio.sleep(gap_s)
         return time.perf_counter() - started, bars
