@@ -158,7 +158,12 @@ async def _sequential_baseline(port: int, start: dt.datetime, end: dt.datetime,
         started, bars = time.perf_counter(), 0
         for chunk in chunks:
             got = await ib.reqHistoricalDataAsync(
-                contract, chunk.end_text, chunk.duration, chunk.bar_size, "TRADES", False,
+                contract,
+                chunk.end_text,
+                chunk.duration,
+                chunk.bar_size,
+                "TRADES",
+                False,
                 formatDate=2,
             )
             bars += len(got)

@@ -33,7 +33,7 @@ async def read_all(js: JetStreamContext, subject: str, message_type: Any = BarBa
     """Return every message stored on ``subject`` (stops after ``idle_s`` of silence)."""
     sub = await js.subscribe(subject, ordered_consumer=True,
                              config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL))  # fmt: skip
-    found = []
+    found: list[Any] = []
     try:
         while True:
             try:
