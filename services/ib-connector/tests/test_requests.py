@@ -1,0 +1,95 @@
+"""The connector's request/reply endpoints and job cancellation, against the simulator."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+import pytest
+from ktrdr_ib_sim import IBGatewaySimulator
+from ktrdr_shared import codec, subjects
+from ktrdr_shared.client import KtrdrClient
+from ktrdr_shared.errors import UnknownSymbol
+from ktrdr_shared.messages import (
+    CancelRequested,
+    FetchBars,
+    HeadTimestamp,
+    HeadTimestampRequest,
+    IbStatus,
+    SegmentFailed,
+    StatusRequest,
+    SymbolInfo,
+    ValidateSymbol,
+)
+from ktrdr_shared.runtime import ServiceApp
+from ktrdr_shared.testing.events import wait_for_job_event
+from ktrdr_shared.types import InstrumentType, Timeframe, WhatToShow
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+
+pytestmark = pytest.mark.integration
+
+
+async def test_status_reports_the_real_connection(ready: ServiceApp, nc: NATS) -> None:
+    status = await KtrdrClient(nc).request(subjects.IB_STATUS, StatusRequest(), IbStatus)
+    assert status.connected
+    assert status.server_version == 178
+    assert status.client_id == 1
+    assert status.since is not None
+    assert "open_requests" in status.pacing
+
+
+@pytest.mark.parametrize(
+    ("symbol", "kind", "exchange", "currency"),
+    [("EURUSD", InstrumentType.CASH, "IDEALPRO", "USD"), ("AAPL", InstrumentType.STK, "SMART",
+     "USD"), ("ES", InstrumentType.FUT, "CME", "USD"), ("SPX", InstrumentType.IND, "CBOE", "USD")],
+)  # fmt: skip
+async def test_validate_discovers_the_instrument_type(
+    ready: ServiceApp, nc: NATS, sim: IBGatewaySimulator, symbol: str, kind: InstrumentType,
+    exchange: str, currency: str,
+) -> None:  # fmt: skip
+    client = KtrdrClient(nc, timeout_s=10)
+    info = await client.request(subjects.IB_VALIDATE, ValidateSymbol(symbol=symbol), SymbolInfo)
+    assert info.instrument_type is kind
+    assert info.exchange == exchange
+    assert info.currency == currency
+    assert info.trading_hours
+    asked = sim.counters()["messages_by_type"].get("contract_details", 0)
+    again = await client.request(subjects.IB_VALIDATE, ValidateSymbol(symbol=symbol), SymbolInfo)
+    assert again == info
+    assert sim.counters()["messages_by_type"].get("contract_details", 0) == asked  # KV cache
+
+
+async def test_validate_unknown_symbol_is_a_404_with_what_was_tried(
+    ready: ServiceApp, nc: NATS
+) -> None:
+    with pytest.raises(UnknownSymbol, match="tried CASH / STK / FUT / IND"):
+        await KtrdrClient(nc, timeout_s=10).request(
+            subjects.IB_VALIDATE, ValidateSymbol(symbol="NOSUCH"), SymbolInfo
+        )
+
+
+async def test_head_timestamp(ready: ServiceApp, nc: NATS) -> None:
+    head = await KtrdrClient(nc, timeout_s=10).request(
+        subjects.IB_HEAD_TIMESTAMP, HeadTimestampRequest(symbol="AAPL"), HeadTimestamp
+    )
+    assert head.what_to_show is WhatToShow.TRADES
+    assert head.head_timestamp.tzinfo is not None
+    assert head.head_timestamp < dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+
+
+async def test_cancel_requested_stops_a_jobs_segments(
+    ready: ServiceApp, js: JetStreamContext
+) -> None:
+    job = uuid.uuid4().hex
+    cancel = CancelRequested(job_id=job, reason="user")
+    await js.publish(subjects.event_subject(cancel), codec.encode(cancel))
+    end = dt.datetime(2024, 6, 26, tzinfo=dt.UTC)
+    command = FetchBars(job_id=job, segment_id="s1", symbol="AAPL", timeframe=Timeframe.M1,
+                        start=end - dt.timedelta(days=30), end=end,
+                        instrument_type=InstrumentType.STK,
+                        what_to_show=WhatToShow.TRADES)  # fmt: skip
+    await js.publish(subjects.CMD_IB_FETCH, codec.encode(command))
+    outcome = await wait_for_job_event(js, job, {"segment_fetched", "segment_failed"})
+    assert isinstance(outcome, SegmentFailed)
+    assert outcome.code == "cancelled"
