@@ -113,7 +113,7 @@ async def _utilisation(nats_url: str, windows: int) -> list[dict[str, Any]]:
 
 
 async def _year_of_minutes(nats_url: str) -> list[dict[str, Any]]:
-    scale = 0.1
+    scale = 0.25  # IB latencies and the 2 s gap at a quarter: CPU (parsing) is not scaled
     latency = ("--latency-ms", "400", "--per-bar-us", "40", "--soft-delay-ms", "1000")
     end = dt.datetime(2024, 6, 1, tzinfo=dt.UTC)
     start = end - dt.timedelta(days=365)
