@@ -19,7 +19,8 @@ MESSAGE_CLASSES = sorted(
         for obj in vars(messages).values()
         if inspect.isclass(obj)
         and issubclass(obj, msgspec.Struct)
-        and obj not in (messages.Message, messages.Event, messages.JobEventBase)
+        and obj
+        not in (messages.Message, messages.Event, messages.JobEventBase, messages.StoreEventBase)
     ),
     key=lambda cls: cls.__name__,
 )

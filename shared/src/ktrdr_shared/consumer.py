@@ -120,6 +120,7 @@ async def fetch_batches(
     """
     sub: JetStreamContext.PullSubscription | None = None
     backoff = _Backoff()
+    heartbeat_s = min(heartbeat_s, fetch_timeout_s / 4)  # the server wants it well below expiry
     while not stopping.is_set():
         try:
             if sub is None:

@@ -24,7 +24,7 @@ from typing import NamedTuple
 from ktrdr_shared.messages.base import Event, event_type
 from ktrdr_shared.messages.ib import _ConnectionEvent
 from ktrdr_shared.messages.jobs import JobEventBase
-from ktrdr_shared.messages.store import BarsStored
+from ktrdr_shared.messages.store import StoreEventBase
 from ktrdr_shared.types import Timeframe, symbol_key
 
 ROOT = "ktrdr"
@@ -144,7 +144,7 @@ def event_subject(event: Event) -> str:
         return job_event(event.job_id, tag)
     if isinstance(event, _ConnectionEvent):
         return ib_connection_event(tag)
-    if isinstance(event, BarsStored):
+    if isinstance(event, StoreEventBase):
         return store_event(tag)
     raise TypeError(f"no subject is defined for event {type(event).__name__}")
 

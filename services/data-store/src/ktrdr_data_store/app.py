@@ -1,4 +1,4 @@
-"""The data-store's lifecycle: connect, declare, serve, drain on SIGTERM."""
+"""The data-store's lifecycle: connect, declare, ingest and serve, drain on SIGTERM."""
 
 from __future__ import annotations
 
@@ -9,24 +9,29 @@ from nats.js import JetStreamContext
 
 from ktrdr_data_store import __version__
 from ktrdr_data_store.config import DataStoreSettings
+from ktrdr_data_store.ingest import Ingestor
+from ktrdr_data_store.ledger import AnsweredLedger
+from ktrdr_data_store.store import ParquetBarStore
 
 SERVICE_NAME = "data-store"
 
 
 def build_app(settings: DataStoreSettings) -> ServiceApp:
     """Return the data-store service, ready to start."""
+    app = ServiceApp(
+        name=SERVICE_NAME, version=__version__, settings=settings,
+        description="the Parquet bar store: ingest, gap planning, load jobs, queries",
+    )  # fmt: skip
 
     async def setup(nc: NATS, js: JetStreamContext) -> None:
         await streams.ensure_streams(js)
         await streams.ensure_consumers(js, streams.DATA_COMMANDS, streams.STORE_BARS)
+        store = ParquetBarStore(settings.data_dir)
+        ingestor = Ingestor(js=js, store=store, ledger=AnsweredLedger(settings.data_dir))
+        app.background(ingestor.run)
 
-    return ServiceApp(
-        name=SERVICE_NAME,
-        version=__version__,
-        description="the Parquet bar store: ingest, gap planning, load jobs, queries",
-        settings=settings,
-        setup=setup,
-    )
+    app.setup = setup
+    return app
 
 
 def main() -> None:

@@ -42,6 +42,7 @@ from ktrdr_shared.messages.jobs import (
 from ktrdr_shared.messages.store import (
     BarsPage,
     BarsStored,
+    BatchRejected,
     Coverage,
     CoverageRequest,
     DatasetInfo,
@@ -50,6 +51,7 @@ from ktrdr_shared.messages.store import (
     QueryBars,
     QueryFormat,
     StoreEvent,
+    StoreEventBase,
 )
 from ktrdr_shared.messages.training import (
     Device,
@@ -70,6 +72,7 @@ __all__ = [
     "BarBatch",
     "BarsPage",
     "BarsStored",
+    "BatchRejected",
     "CancelRequested",
     "ClientIdConflict",
     "Coverage",
@@ -116,6 +119,7 @@ __all__ = [
     "StartTraining",
     "StatusRequest",
     "StoreEvent",
+    "StoreEventBase",
     "SymbolInfo",
     "TimeRange",
     "TrainerStatus",

@@ -18,6 +18,7 @@ from ktrdr_shared.types import (
     UnixNanos,
     UtcDatetime,
     WhatToShow,
+    utc_now,
 )
 
 
@@ -126,7 +127,11 @@ class DatasetList(Message, frozen=True, kw_only=True):
     datasets: list[DatasetInfo]
 
 
-class BarsStored(Event, frozen=True, kw_only=True, tag="bars_stored"):
+class StoreEventBase(Event, frozen=True, kw_only=True):
+    """Events of the store family (``ktrdr.evt.store.<type>``)."""
+
+
+class BarsStored(StoreEventBase, frozen=True, kw_only=True, tag="bars_stored"):
     """Event on ``ktrdr.evt.store.bars_stored``: bars became durable in the store.
 
     The hook for users' own services: follow it to react to new data.
@@ -138,10 +143,23 @@ class BarsStored(Event, frozen=True, kw_only=True, tag="bars_stored"):
     last: UtcDatetime
     bars_written: NonNegativeInt
     job_id: JobId | None = None
-    ts: UtcDatetime
+    ts: UtcDatetime = msgspec.field(default_factory=utc_now)
 
     def __post_init__(self) -> None:
         upper_symbols(self, "symbol")
 
 
-StoreEvent = BarsStored
+class BatchRejected(StoreEventBase, frozen=True, kw_only=True, tag="batch_rejected"):
+    """Event on ``ktrdr.evt.store.batch_rejected``: a bar batch that can never be stored.
+
+    The message was terminated (not retried); ``message`` names the problem.
+    """
+
+    subject: str
+    code: str
+    message: str
+    job_id: JobId | None = None
+    ts: UtcDatetime = msgspec.field(default_factory=utc_now)
+
+
+StoreEvent = BarsStored | BatchRejected

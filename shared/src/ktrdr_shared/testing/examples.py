@@ -97,6 +97,9 @@ def _examples() -> list[Any]:
             job_id=JOB,
             ts=T1,
         ),
+        m.BatchRejected(
+            subject="ktrdr.bars.AAPL.1m", code="invalid_request", message="bad", job_id=JOB, ts=T1
+        ),
         m.FetchBars(
             job_id=JOB,
             segment_id="s1",

@@ -1,0 +1,52 @@
+"""What IB already answered, per dataset: half-open ns ranges, merged, stored atomically.
+
+A range is "answered" once a bar batch for it is durable, bars or not (an
+empty batch for a holiday still says "IB has nothing here"), so gap planning
+never asks IB twice for the same range.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ktrdr_shared.types import Timeframe, symbol_key
+
+Range = tuple[int, int]
+
+
+def merge_ranges(ranges: list[Range]) -> list[Range]:
+    """Return the union of half-open ranges as sorted, disjoint, non-touching ranges."""
+    merged: list[Range] = []
+    for start, end in sorted(r for r in ranges if r[0] < r[1]):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+class AnsweredLedger:
+    """The answered ranges of every dataset, one small JSON file each."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root) / "answered"
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, symbol: str, timeframe: Timeframe) -> Path:
+        return self.root / f"{symbol_key(symbol)}.{Timeframe(timeframe).value}.json"
+
+    def ranges(self, symbol: str, timeframe: Timeframe) -> list[Range]:
+        """Return the answered ranges of one dataset."""
+        path = self._path(symbol, timeframe)
+        if not path.exists():
+            return []
+        return [(int(a), int(b)) for a, b in json.loads(path.read_text())]
+
+    def add(self, symbol: str, timeframe: Timeframe, ranges: list[Range]) -> None:
+        """Record more answered ranges (merged with what is there), atomically."""
+        path = self._path(symbol, timeframe)
+        merged = merge_ranges(self.ranges(symbol, timeframe) + ranges)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(merged))
+        tmp.replace(path)
