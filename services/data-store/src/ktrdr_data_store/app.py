@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from ktrdr_shared import streams
-from ktrdr_shared.runtime import ServiceApp, run_main
+import asyncio
+
+from ktrdr_shared import streams, subjects
+from ktrdr_shared.messages import BarsPage, DatasetList, QueryBars, QueryFormat, StatusRequest
+from ktrdr_shared.runtime import RawReply, ServiceApp, run_main
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
-from ktrdr_data_store import __version__
+from ktrdr_data_store import __version__, queries
 from ktrdr_data_store.config import DataStoreSettings
 from ktrdr_data_store.ingest import Ingestor
 from ktrdr_data_store.ledger import AnsweredLedger
@@ -29,6 +32,18 @@ def build_app(settings: DataStoreSettings) -> ServiceApp:
         store = ParquetBarStore(settings.data_dir)
         ingestor = Ingestor(js=js, store=store, ledger=AnsweredLedger(settings.data_dir))
         app.background(ingestor.run)
+
+        @app.endpoint("query", subjects.STORE_QUERY, QueryBars, "a page of stored bars")
+        async def query(request: QueryBars) -> BarsPage | RawReply:
+            table, cursor = await asyncio.to_thread(queries.query_page, store, request,
+                                                    nc.max_payload)  # fmt: skip
+            if request.format is QueryFormat.ARROW:
+                return RawReply(queries.arrow_page(table, cursor), queries.ARROW_STREAM)
+            return queries.json_page(request, table, cursor)
+
+        @app.endpoint("datasets", subjects.STORE_DATASETS, StatusRequest, "every stored dataset")
+        async def datasets(_: StatusRequest) -> DatasetList:
+            return await asyncio.to_thread(queries.dataset_list, store)
 
     app.setup = setup
     return app
