@@ -23,9 +23,9 @@ STK, IND, FUT, CASH = (InstrumentType.STK, InstrumentType.IND, InstrumentType.FU
                        InstrumentType.CASH)  # fmt: skip
 
 
-def utc(*parts: int) -> int:
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> int:
     """Return ns since the epoch of a UTC wall-clock time."""
-    return to_unix_nanos(dt.datetime(*parts, tzinfo=dt.UTC))
+    return to_unix_nanos(dt.datetime(year, month, day, hour, minute, tzinfo=dt.UTC))
 
 
 def day(year: int, month: int, date: int) -> tuple[int, int]:
