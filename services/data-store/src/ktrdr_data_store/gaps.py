@@ -132,7 +132,7 @@ def resolve_range(
         head = _instant(head_timestamp, "head_timestamp")
         if head is not None and timeframe is not None and not timeframe.is_intraday:
             head = head // DAY_NS * DAY_NS
-        lookback_start = now_ns - to_nanos(default_lookback)
+        lookback_start = now_ns - _to_nanos(default_lookback)
         start = _mode_start(mode, _instant(last_stored, "last_stored"), head, lookback_start)
     if end is None:
         first = _instant(first_stored, "first_stored")
@@ -182,7 +182,7 @@ def _instant(value: datetime | int | None, name: str) -> int | None:
         raise ValueError(f"{name}: {e}") from e
 
 
-def to_nanos(span: timedelta) -> int:
+def _to_nanos(span: timedelta) -> int:
     """Return a duration in nanoseconds, exactly."""
     return (span.days * 86_400 + span.seconds) * 1_000_000_000 + span.microseconds * 1_000
 
