@@ -19,7 +19,7 @@ from ktrdr_shared.messages import (
     SymbolInfo,
     ValidateSymbol,
 )
-from ktrdr_shared.runtime import ServiceApp
+from ktrdr_shared.runtime import ServiceApp, publish_event
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
@@ -81,7 +81,7 @@ async def test_job_events_replays_history_then_follows_to_the_end(
     client = KtrdrClient(nc)
     job = "feedfacefeedfacefeedfacefeedface"
     accepted = JobAccepted(job_id=job, kind=JobKind.DATA_LOAD)
-    await js.publish(subjects.event_subject(accepted), codec.encode(accepted))
+    await publish_event(js, accepted)
 
     seen: list[str] = []
 
@@ -105,7 +105,7 @@ async def test_job_events_replays_history_then_follows_to_the_end(
         ),
     ]
     for event in later:
-        await js.publish(subjects.event_subject(event), codec.encode(event))
+        await publish_event(js, event)
     await asyncio.wait_for(follower, timeout=10)
     assert seen == ["JobAccepted", "JobProgress", "JobCompleted"]
 

@@ -21,7 +21,7 @@ from ktrdr_shared.messages import (
     SymbolInfo,
     ValidateSymbol,
 )
-from ktrdr_shared.runtime import ServiceApp
+from ktrdr_shared.runtime import ServiceApp, publish_event
 from ktrdr_shared.testing.events import wait_for_job_event
 from ktrdr_shared.types import InstrumentType, Timeframe, WhatToShow
 from nats.aio.client import Client as NATS
@@ -83,7 +83,7 @@ async def test_cancel_requested_stops_a_jobs_segments(
 ) -> None:
     job = uuid.uuid4().hex
     cancel = CancelRequested(job_id=job, reason="user")
-    await js.publish(subjects.event_subject(cancel), codec.encode(cancel))
+    await publish_event(js, cancel)
     end = dt.datetime(2024, 6, 26, tzinfo=dt.UTC)
     command = FetchBars(job_id=job, segment_id="s1", symbol="AAPL", timeframe=Timeframe.M1,
                         start=end - dt.timedelta(days=30), end=end,

@@ -28,9 +28,10 @@ from nats.js import JetStreamContext
 from nats.micro.request import Request
 from nats.micro.service import EndpointConfig, Service, ServiceConfig
 
-from ktrdr_shared import codec
+from ktrdr_shared import codec, subjects
 from ktrdr_shared.config import Settings
 from ktrdr_shared.errors import ConfigError, KtrdrError
+from ktrdr_shared.messages.base import Event
 from ktrdr_shared.messages.common import ErrorReply
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,11 @@ async def connect(settings: Settings, *, name: str, **options: Any) -> NATS:
         params["password"] = settings.nats_password.reveal() if settings.nats_password else ""
     params.update(options)
     return await nats.connect(**params)
+
+
+async def publish_event(js: JetStreamContext, event: Event) -> None:
+    """Append an event to the event log, on the subject its family and tag name."""
+    await js.publish(subjects.event_subject(event), codec.encode(event))
 
 
 @dataclass(frozen=True)

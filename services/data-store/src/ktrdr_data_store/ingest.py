@@ -17,10 +17,11 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import nats.errors
-from ktrdr_shared import codec, streams, subjects
+from ktrdr_shared import codec, streams
 from ktrdr_shared.consumer import fetch_batches
 from ktrdr_shared.errors import MessageDecodeError
 from ktrdr_shared.messages import BarBatch, BarsStored, BatchRejected
+from ktrdr_shared.runtime import publish_event
 from ktrdr_shared.types import Timeframe, from_unix_nanos, symbol_key
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -99,4 +100,4 @@ class Ingestor:
             ))  # fmt: skip
 
     async def _publish(self, event: BarsStored | BatchRejected) -> None:
-        await self.js.publish(subjects.event_subject(event), codec.encode(event))
+        await publish_event(self.js, event)

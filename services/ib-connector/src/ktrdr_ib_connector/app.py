@@ -14,7 +14,8 @@ from ktrdr_shared.messages import (
     StatusRequest,
     ValidateSymbol,
 )
-from ktrdr_shared.runtime import ServiceApp, run_main
+from ktrdr_shared.messages.base import Event
+from ktrdr_shared.runtime import ServiceApp, publish_event, run_main
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -36,8 +37,8 @@ def build_connector(settings: IbConnectorSettings, js: JetStreamContext) -> Conn
     """Return the connector's core (IB connection, gate, fetcher) bound to ``js``."""
     scale = settings.ib_time_scale
 
-    async def publish(event: object) -> None:
-        await js.publish(subjects.event_subject(event), codec.encode(event))  # type: ignore[arg-type]
+    async def publish(event: Event) -> None:
+        await publish_event(js, event)
 
     connection = IbConnection(
         ConnectionOptions(host=settings.ib_host, port=settings.ib_port,

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 import nats.errors
 from ib_async import Contract, ContractDetails
 from ib_async.wrapper import RequestError
-from ktrdr_shared import codec, subjects
+from ktrdr_shared import codec
 from ktrdr_shared.consumer import keep_alive
 from ktrdr_shared.errors import IbUnavailable, KtrdrError, UnknownSymbol
 from ktrdr_shared.messages import (
@@ -27,6 +27,7 @@ from ktrdr_shared.messages import (
     ValidateSymbol,
 )
 from ktrdr_shared.messages.base import Event
+from ktrdr_shared.runtime import publish_event
 from ktrdr_shared.types import InstrumentType, symbol_key
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -69,7 +70,7 @@ class Connector:
 
     async def publish_event(self, event: Event) -> None:
         """Append an event to the event log."""
-        await self.js.publish(subjects.event_subject(event), codec.encode(event))
+        await publish_event(self.js, event)
 
     async def publish_batch(self, subject: str, payload: bytes, headers: dict[str, str]) -> None:
         """Append a bar batch; returns once JetStream has stored it."""
