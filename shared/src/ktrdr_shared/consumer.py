@@ -36,7 +36,6 @@ from ktrdr_shared.streams import ConsumerSpec, ensure_consumer
 log = logging.getLogger(__name__)
 
 MessageHandler = Callable[[Msg], Awaitable[None]]
-BatchHandler = Callable[[list[Msg]], Awaitable[None]]
 PermanentHandler = Callable[[Msg, KtrdrError], Awaitable[None]]
 
 

@@ -139,8 +139,6 @@ def error_from_code(code: str, message: str, details: dict[str, Any] | None = No
     keeps the code, so nothing is lost.
     """
     cls = _BY_CODE.get(code, KtrdrError)
-    if cls is MessageDecodeError:  # pragma: no cover - not registered by code
-        cls = InvalidRequest
     err = cls(message, details=details)
     if cls is KtrdrError and code != KtrdrError.code:
         err.code = code  # type: ignore[misc]

@@ -42,7 +42,6 @@ class Ingestor:
     batch: int = 500
     fetch_timeout_s: float = 0.25
     retry_delay_s: float = 2.0
-    stored_bars: int = 0
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Ingest until ``stopping`` is set; the batch in hand is finished first."""
@@ -90,7 +89,6 @@ class Ingestor:
             return
         for msg, _ in items:
             await msg.ack()
-        self.stored_bars += result.new_rows
         if result.first_ns is not None and result.last_ns is not None:
             jobs = {b.job_id for b in batches}
             await self._publish(BarsStored(

@@ -77,7 +77,6 @@ class ConnectionState:
     last_error: str | None = None
     hmds_ok: bool = True
     hmds_outages: int = 0
-    reconnects: int = 0
     # reqId -> was the HMDS farm up when IB's error for that request arrived?
     farm_ok_at_error: dict[int, bool] = field(default_factory=dict)
 
@@ -108,7 +107,6 @@ class IbConnection:
                     break
                 await self._emit(IbDisconnected, reason=reason)
             attempt += 1
-            self.state.reconnects += 1
             delay = min(
                 self.options.backoff_cap_s, self.options.backoff_first_s * 2 ** (attempt - 1)
             )

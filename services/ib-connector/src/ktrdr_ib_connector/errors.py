@@ -54,9 +54,6 @@ class Classified:
         return self.failure is Failure.NO_DATA
 
 
-# Codes ib_async treats as warnings: they do not end a request (spec 4.4).
-WARNING_CODES = frozenset({105, 110, 165, 321, 329, 399, 404, 434, 492, 10167, *range(2100, 2200)})
-
 _BY_CODE: dict[int, tuple[Failure, bool, float]] = {
     166: (Failure.EXPIRED_CONTRACT, False, 0.0),
     200: (Failure.UNKNOWN_CONTRACT, False, 0.0),

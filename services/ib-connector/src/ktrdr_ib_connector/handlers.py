@@ -102,7 +102,7 @@ class Connector:
             return
         finally:
             beat.cancel()
-        await self.publish_event(outcome.event)
+        await self.publish_event(outcome)
 
     async def on_rejected(self, msg: Msg, error: KtrdrError) -> None:
         """Report a command that can never succeed (malformed, or failing every time)."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 from ib_async import Contract
 from ktrdr_shared import codec, subjects
@@ -27,13 +26,6 @@ BatchSink = Callable[[str, bytes, dict[str, str]], Awaitable[None]]
 
 class SegmentCancelled(Exception):
     """The segment's job was cancelled while it ran."""
-
-
-@dataclass(frozen=True)
-class SegmentOutcome:
-    """What a finished segment reports: ``segment_fetched`` or ``segment_failed``."""
-
-    event: SegmentFetched | SegmentFailed
 
 
 def encode_batch(command: FetchBars, chunk: Chunk, index: int, count: int,
@@ -53,8 +45,8 @@ def encode_batch(command: FetchBars, chunk: Chunk, index: int, count: int,
 
 async def run_segment(command: FetchBars, contract: Contract, fetcher: Fetcher,
                       publish_batch: BatchSink,
-                      cancelled: Callable[[], bool]) -> SegmentOutcome:  # fmt: skip
-    """Fetch and publish every chunk of a segment.
+                      cancelled: Callable[[], bool]) -> SegmentFetched | SegmentFailed:  # fmt: skip
+    """Fetch and publish every chunk of a segment; return the event that reports it.
 
     Raises:
         IbUnavailable: the connection dropped; the caller naks the command.
@@ -80,15 +72,20 @@ async def run_segment(command: FetchBars, contract: Contract, fetcher: Fetcher,
     try:
         await asyncio.gather(*tasks)
     except ChunkFailed as e:
-        return SegmentOutcome(_failed(command, e.failure.failure.value, e.failure.message,
-                                      e.failure.retryable, e.failure.ib_code))  # fmt: skip
+        return _failed(
+            command,
+            e.failure.failure.value,
+            e.failure.message,
+            e.failure.retryable,
+            e.failure.ib_code,
+        )
     finally:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-    return SegmentOutcome(SegmentFetched(job_id=command.job_id, segment_id=command.segment_id,
-                                         chunks=len(chunks), bars=totals["bars"],
-                                         ib_requests=totals["requests"]))  # fmt: skip
+    return SegmentFetched(job_id=command.job_id, segment_id=command.segment_id,
+                          chunks=len(chunks), bars=totals["bars"],
+                          ib_requests=totals["requests"])  # fmt: skip
 
 
 def _failed(command: FetchBars, code: str, message: str, retryable: bool,
