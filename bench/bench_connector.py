@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import os
+import json
 import re
 import subprocess
 import sys
@@ -30,7 +30,8 @@ from ktrdr_ib_connector.chunking import plan_chunks
 from ktrdr_ib_connector.config import IbConnectorSettings
 from ktrdr_ib_connector.contracts import query_contract
 from ktrdr_shared import codec, streams, subjects
-from ktrdr_shared.messages import FetchBars
+from ktrdr_shared.client import KtrdrClient
+from ktrdr_shared.messages import FetchBars, IbStatus, StatusRequest
 from ktrdr_shared.testing.events import wait_for_job_event
 from ktrdr_shared.testing.nats_server import NatsServer
 from ktrdr_shared.types import InstrumentType, Timeframe, WhatToShow, to_unix_nanos
@@ -71,8 +72,6 @@ async def _ledger(control_port: int) -> dict[str, Any]:
     writer.write(b"GET /ledger HTTP/1.0\r\nHost: x\r\n\r\n")
     raw = await reader.read()
     writer.close()
-    import json
-
     return dict(json.loads(raw.split(b"\r\n\r\n", 1)[1]))
 
 
@@ -132,8 +131,7 @@ async def _year_of_minutes(nats_url: str) -> list[dict[str, Any]]:
                 what_to_show=WhatToShow.TRADES)))  # fmt: skip
             done = await wait_for_job_event(js, job, {"segment_fetched", "segment_failed"}, 600)
             ours_s = time.perf_counter() - started
-            status = codec.decode((await nc.request(subjects.IB_STATUS, b"", timeout=5)).data,
-                                  dict)  # fmt: skip
+            status = await KtrdrClient(nc).request(subjects.IB_STATUS, StatusRequest(), IbStatus)
         finally:
             await app.stop()
             await nc.close()
@@ -145,7 +143,7 @@ async def _year_of_minutes(nats_url: str) -> list[dict[str, Any]]:
              "bars": getattr(done, "bars", None), "baseline_bars": baseline_bars,
              "outcome": type(done).__name__, "ib_requests": getattr(done, "ib_requests", None),
              "time_scale": scale, "sim_latency": " ".join(latency),
-             "pacing": status.get("pacing")}]  # fmt: skip
+             "pacing": status.pacing}]  # fmt: skip
 
 
 async def _sequential_baseline(port: int, start: dt.datetime, end: dt.datetime,
@@ -194,6 +192,5 @@ async def _all(url: str, quick: bool) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
     for row in run(quick="--quick" in sys.argv):
         print(row)
