@@ -17,7 +17,8 @@ from ktrdr_shared.types import from_unix_nanos, to_unix_nanos
 
 from ktrdr_data_store.store import BarStore
 
-# Worst-case encoded size of one bar, with headroom (measured: ~95 B JSON, ~60 B Arrow).
+# Encoded size of one bar with headroom: a page of 5,000 bars with wap and count
+# measured 85 B/bar as JSON and 64 B/bar as Arrow; test_queries checks pages fit.
 BYTES_PER_ROW = {QueryFormat.JSON: 160, QueryFormat.ARROW: 72}
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 
