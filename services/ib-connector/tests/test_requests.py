@@ -30,13 +30,18 @@ from nats.js import JetStreamContext
 pytestmark = pytest.mark.integration
 
 
-async def test_status_reports_the_real_connection(ready: ServiceApp, nc: NATS) -> None:
+async def test_status_reports_the_real_connection(
+    ready: ServiceApp, nc: NATS, sim_now: dt.datetime
+) -> None:
     status = await KtrdrClient(nc).request(subjects.IB_STATUS, StatusRequest(), IbStatus)
     assert status.connected
     assert status.server_version == 178
     assert status.client_id == 1
     assert status.since is not None
     assert "open_requests" in status.pacing
+    # IB's clock, not ours: the simulator runs at its configured "now", years before today
+    assert status.server_time is not None
+    assert abs((status.server_time - sim_now).total_seconds()) < 600
 
 
 @pytest.mark.parametrize(

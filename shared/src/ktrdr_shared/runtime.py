@@ -83,9 +83,14 @@ async def connect(settings: Settings, *, name: str, **options: Any) -> NATS:
     return await nats.connect(**params)
 
 
-async def publish_event(js: JetStreamContext, event: Event) -> None:
-    """Append an event to the event log, on the subject its family and tag name."""
-    await js.publish(subjects.event_subject(event), codec.encode(event))
+async def publish_event(js: JetStreamContext, event: Event, msg_id: str | None = None) -> None:
+    """Append an event to the event log, on the subject its family and tag name.
+
+    With ``msg_id`` (sent as ``Nats-Msg-Id``) a repeat inside the stream's duplicate
+    window is dropped, so a service that retries after a crash announces a step once.
+    """
+    headers = {"Nats-Msg-Id": msg_id} if msg_id else None
+    await js.publish(subjects.event_subject(event), codec.encode(event), headers=headers)
 
 
 @dataclass(frozen=True)

@@ -125,10 +125,20 @@ class Connector:
     async def status(self, _: StatusRequest) -> IbStatus:
         """Answer ``ktrdr.ib.status`` with the real state of the connection."""
         s, o = self.connection.state, self.connection.options
-        return IbStatus(connected=self.connection.ready.is_set(), host=o.host, port=o.port,
+        connected = self.connection.ready.is_set()
+        return IbStatus(connected=connected, host=o.host, port=o.port,
                         client_id=s.client_id, server_version=s.server_version, since=s.since,
                         requests_made=self.fetcher.requests_made,
-                        pacing=self.fetcher.gate.state(), last_error=s.last_error)  # fmt: skip
+                        pacing=self.fetcher.gate.state(), last_error=s.last_error,
+                        server_time=await self._server_time() if connected else None)  # fmt: skip
+
+    async def _server_time(self) -> datetime | None:
+        """Return IB's clock (reqCurrentTime is not a historical request: no pacing)."""
+        try:
+            now = await asyncio.wait_for(self.connection.ib.reqCurrentTimeAsync(), 2.0)
+        except (TimeoutError, ConnectionError, RequestError):
+            return None
+        return now if now.tzinfo else now.replace(tzinfo=UTC)
 
     async def validate(self, request: ValidateSymbol) -> SymbolInfo:
         """Answer ``ktrdr.ib.validate`` (KV cache first, then IB)."""

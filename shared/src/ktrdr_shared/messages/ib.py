@@ -85,6 +85,8 @@ class IbStatus(Message, frozen=True, kw_only=True):
     requests_made: NonNegativeInt = 0
     pacing: dict[str, float] = msgspec.field(default_factory=dict)
     last_error: str | None = None
+    # IB's own clock (reqCurrentTime) when connected: which bars are complete is IB's call.
+    server_time: UtcDatetime | None = None
 
 
 class ValidateSymbol(Message, frozen=True, kw_only=True):
