@@ -57,6 +57,8 @@ KNOWN_VARIABLES: set[str] = {
     # ib-connector tuning (see services/ib-connector/README.md).
     "KTRDR_IB_REQUEST_TIMEOUT_S", "KTRDR_IB_CONNECT_TIMEOUT_S", "KTRDR_IB_SOFT_CONCURRENCY",
     "KTRDR_IB_TIME_SCALE", "KTRDR_IB_RETRY_DELAY_S",
+    # trainer (see services/trainer/README.md).
+    "KTRDR_TRAINER_STORE_DIR", "KTRDR_TRAINER_QUERY_TIMEOUT_S", "KTRDR_TRAINER_THREADS",
     # Test and tooling switches (read by the test harness and scripts, not services).
     "KTRDR_TEST_NATS",
 }  # fmt: skip

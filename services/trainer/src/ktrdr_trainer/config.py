@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from ktrdr_shared.config import Settings
+from msgspec import Meta
 
 
 class TrainerSettings(Settings, frozen=True, kw_only=True):
-    """Settings of the trainer (NATS settings come from ``Settings``)."""
+    """Settings of the trainer (NATS settings come from ``Settings``).
 
-    # Where the trainer writes scratch files (reports) before they go to the object store.
+    Attributes:
+        data_dir: scratch directory (kept for the common ``KTRDR_DATA_DIR``; the
+            trainer writes nothing there today: reports are built in memory).
+        trainer_store_dir: the data-store's data directory when it is on this
+            machine's disk: bars are then read from its Parquet files directly
+            instead of paged over ``ktrdr.store.query``.
+        trainer_query_timeout_s: how long one page request to the data-store may take.
+        trainer_threads: CPU threads torch may use (0: torch's default, all cores).
+    """
+
     data_dir: str = "./data"
+    trainer_store_dir: str | None = None
+    trainer_query_timeout_s: Annotated[float, Meta(gt=0)] = 30.0
+    trainer_threads: Annotated[int, Meta(ge=0, le=1024)] = 0
