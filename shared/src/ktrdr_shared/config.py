@@ -57,6 +57,12 @@ KNOWN_VARIABLES: set[str] = {
     # ib-connector tuning (see services/ib-connector/README.md).
     "KTRDR_IB_REQUEST_TIMEOUT_S", "KTRDR_IB_CONNECT_TIMEOUT_S", "KTRDR_IB_SOFT_CONCURRENCY",
     "KTRDR_IB_TIME_SCALE", "KTRDR_IB_RETRY_DELAY_S",
+    # api tuning, and the ktrdr CLI's base URL (see services/api/README.md).
+    "KTRDR_API_WORKERS", "KTRDR_API_REQUEST_TIMEOUT_S", "KTRDR_API_WAIT_MAX_S",
+    "KTRDR_API_JOB_START_WAIT_S", "KTRDR_API_URL",
+    # data-store loads and gap filler (see services/data-store/README.md).
+    "KTRDR_LOAD_PLAN_TIMEOUT_S", "KTRDR_LOAD_STALL_TIMEOUT_S", "KTRDR_LOAD_PROGRESS_INTERVAL_S",
+    "KTRDR_GAP_FILL_INTERVAL_S",
     # trainer (see services/trainer/README.md).
     "KTRDR_TRAINER_STORE_DIR", "KTRDR_TRAINER_QUERY_TIMEOUT_S", "KTRDR_TRAINER_THREADS",
     # Test and tooling switches (read by the test harness and scripts, not services).
