@@ -5,15 +5,26 @@ from __future__ import annotations
 import asyncio
 
 from ktrdr_shared import streams, subjects
-from ktrdr_shared.messages import BarsPage, DatasetList, QueryBars, QueryFormat, StatusRequest
+from ktrdr_shared.consumer import PullConsumer
+from ktrdr_shared.messages import (
+    BarsPage,
+    Coverage,
+    CoverageRequest,
+    DatasetList,
+    QueryBars,
+    QueryFormat,
+    StatusRequest,
+)
 from ktrdr_shared.runtime import RawReply, ServiceApp, run_main
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from ktrdr_data_store import __version__, queries
 from ktrdr_data_store.config import DataStoreSettings
+from ktrdr_data_store.coverage import coverage_of
 from ktrdr_data_store.ingest import Ingestor
 from ktrdr_data_store.ledger import AnsweredLedger
+from ktrdr_data_store.loads import LoadRunner
 from ktrdr_data_store.store import ParquetBarStore
 
 SERVICE_NAME = "data-store"
@@ -30,8 +41,13 @@ def build_app(settings: DataStoreSettings) -> ServiceApp:
         await streams.ensure_streams(js)
         await streams.ensure_consumers(js, streams.DATA_COMMANDS, streams.STORE_BARS)
         store = ParquetBarStore(settings.data_dir)
-        ingestor = Ingestor(js=js, store=store, ledger=AnsweredLedger(settings.data_dir))
-        app.background(ingestor.run)
+        ledger = AnsweredLedger(settings.data_dir)
+        app.background(Ingestor(js=js, store=store, ledger=ledger).run)
+        runner = LoadRunner(nc, store, ledger, settings)
+        app.background(runner.follow)
+        app.background(PullConsumer(js=js, spec=streams.DATA_COMMANDS,
+                                    handler=runner.handle_command,
+                                    on_permanent=runner.on_rejected).run)  # fmt: skip
 
         @app.endpoint("query", subjects.STORE_QUERY, QueryBars, "a page of stored bars")
         async def query(request: QueryBars) -> BarsPage | RawReply:
@@ -40,6 +56,11 @@ def build_app(settings: DataStoreSettings) -> ServiceApp:
             if request.format is QueryFormat.ARROW:
                 return RawReply(queries.arrow_page(table, cursor), queries.ARROW_STREAM)
             return queries.json_page(request, table, cursor)
+
+        @app.endpoint("coverage", subjects.STORE_COVERAGE, CoverageRequest,
+                      "stored ranges, gaps and answered-empty ranges of one dataset")  # fmt: skip
+        async def coverage(request: CoverageRequest) -> Coverage:
+            return await asyncio.to_thread(coverage_of, store, ledger, request)
 
         @app.endpoint("datasets", subjects.STORE_DATASETS, StatusRequest, "every stored dataset")
         async def datasets(_: StatusRequest) -> DatasetList:

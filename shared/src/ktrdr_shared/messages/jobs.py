@@ -13,6 +13,7 @@ import msgspec
 
 from ktrdr_shared.messages.base import Event, Message
 from ktrdr_shared.types import (
+    InstrumentType,
     JobId,
     ModelId,
     NonNegativeFloat,
@@ -20,6 +21,7 @@ from ktrdr_shared.types import (
     PositiveInt,
     SegmentId,
     UtcDatetime,
+    WhatToShow,
     utc_now,
 )
 
@@ -54,11 +56,20 @@ class PlannedSegment(Message, frozen=True, kw_only=True):
 
 
 class JobPlanned(JobEventBase, frozen=True, kw_only=True, tag="planned"):
-    """Gaps analysed: the segments to fetch (empty when nothing is missing)."""
+    """Gaps analysed: the segments to fetch (empty when nothing is missing).
+
+    For a data load it also records what the plan rests on, so a restarted data-store
+    resumes the job from its events alone: the load's range and the instrument it fetches.
+    """
 
     gaps_analyzed: NonNegativeInt
     cached_before: NonNegativeInt
     segments: list[PlannedSegment] = msgspec.field(default_factory=list)
+    start: UtcDatetime | None = None
+    end: UtcDatetime | None = None
+    instrument_type: InstrumentType | None = None
+    exchange: str = ""
+    what_to_show: WhatToShow | None = None
 
 
 class SegmentFetched(JobEventBase, frozen=True, kw_only=True, tag="segment_fetched"):

@@ -143,6 +143,11 @@ def _examples() -> list[Any]:
             gaps_analyzed=1,
             cached_before=0,
             segments=[m.PlannedSegment(segment_id="s1", start=T0, end=T1)],
+            start=T0,
+            end=T1,
+            instrument_type=InstrumentType.STK,
+            exchange="SMART",
+            what_to_show=WhatToShow.TRADES,
         ),
         m.SegmentFetched(job_id=JOB, ts=T0, segment_id="s1", chunks=2, bars=780, ib_requests=2),
         m.SegmentFailed(

@@ -1,0 +1,204 @@
+"""Load orchestration end to end: LoadData -> plan -> FetchBars -> connector -> bars -> completed.
+
+A real nats-server, the TWS-protocol simulator behind the unmodified ib_async client in the
+connector, and the data-store writing real Parquet files. The bars the store ends up with are
+compared with exactly what the simulator serves (``expected_bars``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from ktrdr_data_store.store import ParquetBarStore
+from ktrdr_ib_connector.testing import NOW
+from ktrdr_ib_sim import expected_bars
+from ktrdr_shared import subjects
+from ktrdr_shared.client import KtrdrClient, new_job_id
+from ktrdr_shared.messages import (
+    CancelRequested,
+    JobCancelled,
+    JobCompleted,
+    JobEvent,
+    JobFailed,
+    JobPlanned,
+    LoadResult,
+)
+from ktrdr_shared.messages.base import event_type
+from ktrdr_shared.runtime import ServiceApp, publish_event
+from ktrdr_shared.testing.events import read_all, wait_for_job_event
+from ktrdr_shared.types import Timeframe
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+
+pytestmark = pytest.mark.integration
+
+StartStore = Callable[..., Awaitable[ServiceApp]]
+DONE = {"completed", "failed", "cancelled"}
+UTC = dt.UTC
+
+
+def stored_ts(data_dir: Path, symbol: str, timeframe: Timeframe) -> np.ndarray:
+    table = ParquetBarStore(data_dir).read(symbol, timeframe)
+    return table.column("ts").cast("int64").to_numpy()
+
+
+def sim_ts(symbol: str, sec_type: str, bar_size: str, start: dt.datetime,
+           end: dt.datetime = NOW, what: str = "TRADES") -> np.ndarray:  # fmt: skip
+    """Return the stamps of the bars the simulator serves that the store keeps in [start, end).
+
+    The store stamps a daily bar 00:00 UTC of its session date, which for forex and futures
+    is after the session opened (the evening before), so ask the simulator from earlier on.
+    """
+    frame = expected_bars(symbol, sec_type, bar_size, what, False, start - dt.timedelta(days=3),
+                          end, now_utc=NOW)  # fmt: skip
+    if not len(frame):
+        return np.zeros(0, np.int64)
+    stamps = pd.to_datetime(frame["date"], utc=True).dt.as_unit("ns").astype("int64").to_numpy()
+    lo, hi = int(pd.Timestamp(start).value), int(pd.Timestamp(end).value)
+    return stamps[(stamps >= lo) & (stamps < hi)]
+
+
+async def finished(js: JetStreamContext, job_id: str, timeout_s: float = 90) -> Any:
+    return await wait_for_job_event(js, job_id, DONE, timeout_s=timeout_s)
+
+
+async def test_a_hand_published_json_load_runs_to_completed(
+    connector: ServiceApp, start_store: StartStore, nc: NATS, js: JetStreamContext,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    await start_store()
+    accepted = await nc.subscribe("ktrdr.evt.job.*.accepted")
+    # what `nats pub ktrdr.cmd.data.load '{...}'` sends: JSON, no job id, a lower-case symbol
+    start = dt.datetime(2024, 6, 17, tzinfo=UTC)
+    payload = {"symbol": "aapl", "timeframe": "1h", "start": "2024-06-17T00:00:00Z"}
+    await js.publish(subjects.CMD_DATA_LOAD, json.dumps(payload).encode())
+    msg = await accepted.next_msg(timeout=10)
+    job_id = subjects.parse_job_event(msg.subject).job_id
+
+    done = await finished(js, job_id)
+    assert isinstance(done, JobCompleted), done
+    result = done.result
+    assert isinstance(result, LoadResult)
+    want = sim_ts("AAPL", "STK", "1 hour", start)
+    got = stored_ts(tmp_path / "data", "AAPL", Timeframe.H1)
+    np.testing.assert_array_equal(got, want)  # Juneteenth (19th) skipped, nothing twice
+    assert result.fetched_bars == len(want)
+    assert result.cached_before == 0
+    assert result.segments_fetched == result.gaps_analyzed >= 1
+    assert result.ib_requests_made >= 1
+    assert not result.failed_segments
+
+    # a tail load now finds nothing missing: the bar still forming at IB's "now" is not asked
+    again = await KtrdrClient(nc).load_data("AAPL", "1h")
+    repeat = await finished(js, again)
+    assert isinstance(repeat, JobCompleted)
+    assert isinstance(repeat.result, LoadResult)
+    assert repeat.result.ib_requests_made == 0
+    assert repeat.result.gaps_analyzed == 0
+    assert repeat.result.cached_before == 1  # the last stored bar, where a tail starts
+
+
+async def test_a_load_fetches_only_what_is_missing(
+    connector: ServiceApp, start_store: StartStore, js: JetStreamContext, nc: NATS,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    await start_store()
+    client = KtrdrClient(nc)
+    may20, may24, may31 = (dt.datetime(2024, 5, d, tzinfo=UTC) for d in (20, 24, 31))
+    first = await client.load_data("AAPL", "1h", start=may20, end=may24)
+    assert isinstance(await finished(js, first), JobCompleted)
+
+    second = await client.load_data("AAPL", "1h", start=may20, end=may31)
+    planned = await wait_for_job_event(js, second, {"planned"})
+    done = await finished(js, second)
+    assert isinstance(planned, JobPlanned) and isinstance(done, JobCompleted)
+    # one segment: from the 24th on, across the weekend and Memorial Day (the 27th)
+    assert [s.start for s in planned.segments] == [may24.replace(hour=8)]
+    assert isinstance(done.result, LoadResult)
+    assert done.result.cached_before == len(sim_ts("AAPL", "STK", "1 hour", may20, may24))
+    assert done.result.fetched_bars == len(sim_ts("AAPL", "STK", "1 hour", may24, may31))
+    got = stored_ts(tmp_path / "data", "AAPL", Timeframe.H1)
+    np.testing.assert_array_equal(got, sim_ts("AAPL", "STK", "1 hour", may20, may31))
+
+
+async def test_an_unknown_symbol_fails_with_ibs_answer(
+    connector: ServiceApp, start_store: StartStore, js: JetStreamContext, nc: NATS
+) -> None:
+    await start_store()
+    job_id = await KtrdrClient(nc).load_data("NOSUCHSYM", "1d")
+    done = await finished(js, job_id)
+    assert isinstance(done, JobFailed)
+    assert done.code == "unknown_symbol"
+    assert "NOSUCHSYM" in done.message
+
+
+async def test_bad_commands_fail_by_name_and_the_next_one_runs(
+    connector: ServiceApp, start_store: StartStore, js: JetStreamContext, nc: NATS,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    await start_store()
+    bad = new_job_id()
+    wrong = {"job_id": bad, "symbol": "AAPL", "timeframe": "2h"}
+    await js.publish(subjects.CMD_DATA_LOAD, json.dumps(wrong).encode())
+    await js.publish(subjects.CMD_DATA_LOAD, b"\x00 not json at all")
+    rejected = await finished(js, bad)
+    assert isinstance(rejected, JobFailed)
+    assert rejected.code == "invalid_request"
+    assert "timeframe" in rejected.message and "1h" in rejected.message  # the allowed values
+
+    future = await KtrdrClient(nc).load_data("AAPL", "1d", end=dt.datetime(2030, 1, 1, tzinfo=UTC))
+    refused = await finished(js, future)
+    assert isinstance(refused, JobFailed)
+    assert refused.code == "invalid_request"
+    assert "end" in refused.message and "future" in refused.message
+
+    good = await KtrdrClient(nc).load_data(
+        "EURUSD", "1d", start=dt.datetime(2024, 6, 3, tzinfo=UTC)
+    )
+    done = await finished(js, good)
+    assert isinstance(done, JobCompleted)
+    got = stored_ts(tmp_path / "data", "EURUSD", Timeframe.D1)
+    want = sim_ts("EURUSD", "CASH", "1 day", dt.datetime(2024, 6, 3, tzinfo=UTC), what="MIDPOINT")
+    np.testing.assert_array_equal(got, want)
+
+
+async def test_a_cancelled_load_ends_cancelled(
+    connector: ServiceApp, start_store: StartStore, js: JetStreamContext, nc: NATS
+) -> None:
+    await start_store()
+    job_id = await KtrdrClient(nc).load_data(
+        "AAPL", "1m", start=dt.datetime(2024, 1, 2, tzinfo=UTC)
+    )
+    await wait_for_job_event(js, job_id, {"planned"})
+    await publish_event(js, CancelRequested(job_id=job_id, reason="test"))
+    done = await finished(js, job_id)
+    assert isinstance(done, JobCancelled)
+    assert done.reason == "test"
+
+
+async def test_a_restarted_store_resumes_the_job_from_its_events(
+    connector: ServiceApp, start_store: StartStore, js: JetStreamContext, nc: NATS,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    first = await start_store()
+    start = dt.datetime(2024, 6, 3, tzinfo=UTC)
+    job_id = await KtrdrClient(nc).load_data("ES", "5m", start=start)
+    await wait_for_job_event(js, job_id, {"planned"})
+    await first.stop()  # mid-job: nothing about the job is kept but its events
+    await asyncio.sleep(0.5)
+    await start_store()
+    done = await finished(js, job_id)
+    assert isinstance(done, JobCompleted), done
+    got = stored_ts(tmp_path / "data", "ES", Timeframe.M5)
+    np.testing.assert_array_equal(got, sim_ts("ES", "FUT", "5 mins", start))
+    kinds = [event_type(e) for e in await read_all(js, subjects.job_events(job_id), JobEvent)]
+    assert kinds.count("planned") == 1  # planned once, not again on resume
+    assert kinds.count("completed") == 1
