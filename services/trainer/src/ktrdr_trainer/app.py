@@ -1,33 +1,89 @@
-"""The trainer's lifecycle: connect, declare, serve, drain on SIGTERM."""
+"""The trainer's lifecycle: connect, declare, take training commands, serve, drain on SIGTERM."""
 
 from __future__ import annotations
 
-from ktrdr_shared import streams
+import asyncio
+import logging
+
+import torch
+from ktrdr_shared import codec, streams, subjects
+from ktrdr_shared.consumer import PullConsumer
+from ktrdr_shared.errors import MessageDecodeError
+from ktrdr_shared.messages import CancelRequested, StatusRequest
 from ktrdr_shared.runtime import ServiceApp, run_main
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from ktrdr_trainer import __version__
 from ktrdr_trainer.config import TrainerSettings
+from ktrdr_trainer.handlers import Trainer
+from ktrdr_trainer.repository import ModelRepository
+from ktrdr_trainer.training import available_device, describe_device
 
 SERVICE_NAME = "trainer"
+
+log = logging.getLogger(__name__)
 
 
 def build_app(settings: TrainerSettings) -> ServiceApp:
     """Return the trainer service, ready to start."""
+    app = ServiceApp(
+        name=SERVICE_NAME,
+        version=__version__,
+        settings=settings,
+        description="PyTorch training on stored bars, artifacts in the object store",
+    )
 
     async def setup(nc: NATS, js: JetStreamContext) -> None:
         await streams.ensure_streams(js)
         await streams.ensure_consumers(js, streams.TRAIN_COMMANDS)
         await streams.ensure_buckets(js)
+        if settings.trainer_threads:
+            torch.set_num_threads(settings.trainer_threads)
+        trainer = Trainer(
+            nc=nc,
+            js=js,
+            settings=settings,
+            models=ModelRepository(await js.object_store(streams.MODELS_BUCKET)),
+            device=available_device(),
+            keep_alive_s=max(1.0, streams.TRAIN_COMMANDS.config.ack_wait / 4),
+        )  # type: ignore[operator]
+        log.info("trainer: training on %s", describe_device(trainer.device))
+        app.endpoint(
+            "status", subjects.TRAIN_STATUS, StatusRequest, "device, busy or idle, current job"
+        )(trainer.status)
+        app.endpoint("models", subjects.TRAIN_MODELS, StatusRequest, "every stored model")(
+            trainer.list_models
+        )
+        # One job at a time per trainer: more trainers (GPU hosts) share the consumer.
+        consumer = PullConsumer(
+            js=js,
+            spec=streams.TRAIN_COMMANDS,
+            handler=trainer.handle_start,
+            on_permanent=trainer.on_rejected,
+            batch=1,
+        )
 
-    return ServiceApp(
-        name=SERVICE_NAME,
-        version=__version__,
-        description="PyTorch training on stored bars, artifacts in the object store",
-        settings=settings,
-        setup=setup,
-    )
+        async def follow_cancels(stopping: asyncio.Event) -> None:
+            async def on_cancel(msg: Msg) -> None:
+                try:
+                    event = codec.decode(msg.data, CancelRequested, subject=msg.subject)
+                except MessageDecodeError as e:
+                    log.warning("ignoring a malformed cancel request: %s", e.message)
+                    return
+                trainer.note_cancel(event.job_id, event.reason)
+
+            sub = await nc.subscribe(subjects.JOB_CANCEL_REQUESTS, cb=on_cancel)
+            await stopping.wait()
+            trainer.interrupt()  # the job in hand stops at its next batch and is redelivered
+            await sub.unsubscribe()
+
+        app.background(consumer.run)
+        app.background(follow_cancels)
+
+    app.setup = setup
+    return app
 
 
 def main() -> None:
