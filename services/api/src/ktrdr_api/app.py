@@ -1,33 +1,141 @@
-"""The api's lifecycle: connect, declare, serve, drain on SIGTERM."""
+"""The Litestar app: REST in, subjects out.
+
+``create_app(settings)`` builds the app; its lifespan opens the NATS
+connection (reconnecting forever, like every ktrdr service), declares the
+streams, registers the ``api`` micro service (so ``nats micro ls`` and
+``$SRV.PING`` see the gateway) and drains the connection on shutdown. The
+controllers get the connection injected as a ``Gateway`` (request/reply and
+commands) and an ``EventLog`` (job events); the gateway holds no state of
+its own.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import nats.errors
 from ktrdr_shared import streams
-from ktrdr_shared.runtime import ServiceApp, run_main
-from nats.aio.client import Client as NATS
-from nats.js import JetStreamContext
+from ktrdr_shared.runtime import connect
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin, YamlRenderPlugin
+from litestar.openapi.spec import Components, Tag
+from nats import micro
+from nats.micro.service import ServiceConfig
 
 from ktrdr_api import __version__
-from ktrdr_api.config import ApiSettings
+from ktrdr_api.config import ApiSettings, check_exposure
+from ktrdr_api.controllers import CONTROLLERS
+from ktrdr_api.errors import EXCEPTION_HANDLERS
+from ktrdr_api.event_log import EventLog
+from ktrdr_api.gateway import Gateway
+from ktrdr_api.security import COMPONENTS, REQUIREMENTS, ApiKeyMiddleware
 
 SERVICE_NAME = "api"
 
+log = logging.getLogger(__name__)
 
-def build_app(settings: ApiSettings) -> ServiceApp:
-    """Return the api service, ready to start."""
+DESCRIPTION = """\
+The ktrdr REST gateway: every answer comes from a service over NATS or from the
+event log. Errors are RFC 9457 problem details (`application/problem+json`)
+that name the field, the service, and what to do. Timestamps in and out are
+RFC 3339; a timestamp without an offset is refused. When the gateway has a
+key (`KTRDR_API_KEY`), every route but `/health` requires it.
+"""
 
-    async def setup(nc: NATS, js: JetStreamContext) -> None:
-        await streams.ensure_streams(js)
+TAGS = [
+    Tag(name="health", description="The gateway, NATS and every service."),
+    Tag(name="ib", description="The IB connection and symbol discovery (ib-connector)."),
+    Tag(name="data", description="Load jobs, stored datasets and bars (data-store)."),
+    Tag(name="jobs", description="Data loads and training runs, folded from the event log."),
+    Tag(name="training", description="Training runs (trainer)."),
+    Tag(name="models", description="Trained models (trainer, object store ktrdr_models)."),
+]
 
-    return ServiceApp(
-        name=SERVICE_NAME,
+
+def create_app(settings: ApiSettings, **nats_options: Any) -> Litestar:
+    """Return the gateway's Litestar app for ``settings``.
+
+    Args:
+        settings: where NATS is, the bind address, the key, timeouts.
+        **nats_options: overrides for ``nats.connect`` (tests shorten timeouts).
+
+    Raises:
+        ConfigError: the bind address is off loopback and no key is set.
+    """
+    check_exposure(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        nc = await connect(settings, name=SERVICE_NAME, **nats_options)
+        await streams.ensure_streams(nc.jetstream())
+        service = await micro.add_service(nc, ServiceConfig(
+            name=SERVICE_NAME, version=__version__,
+            description="the REST gateway: REST in, subjects out"))  # fmt: skip
+        app.state.gateway = Gateway(nc, timeout_s=settings.api_request_timeout_s)
+        app.state.events = EventLog(nc.jetstream(), timeout_s=settings.api_request_timeout_s)
+        log.info("api %s connected to NATS", __version__)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(nats.errors.Error, TimeoutError):
+                await service.stop()
+                await nc.drain()
+            log.info("api stopped")
+
+    key = settings.api_key.reveal() if settings.api_key else None
+    return Litestar(
+        route_handlers=CONTROLLERS,
+        lifespan=[lifespan],
+        dependencies={
+            "gateway": Provide(_gateway, sync_to_thread=False),
+            "events": Provide(_events, sync_to_thread=False),
+            "settings": Provide(lambda: settings, sync_to_thread=False),
+        },
+        exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[DefineMiddleware(ApiKeyMiddleware, key)] if key else [],
+        openapi_config=_openapi(secured=key is not None),
+        debug=False,
+        logging_config=None,
+    )
+
+
+def _gateway(state: State) -> Gateway:
+    gateway: Gateway = state.gateway
+    return gateway
+
+
+def _events(state: State) -> EventLog:
+    events: EventLog = state.events
+    return events
+
+
+def _openapi(*, secured: bool) -> OpenAPIConfig:
+    return OpenAPIConfig(
+        title="ktrdr api",
         version=__version__,
-        description="the REST gateway: REST in, subjects out",
-        settings=settings,
-        setup=setup,
+        description=DESCRIPTION,
+        path="/schema",
+        render_plugins=[
+            SwaggerRenderPlugin(path="/"),
+            JsonRenderPlugin(),
+            YamlRenderPlugin(),
+        ],
+        tags=TAGS,
+        components=COMPONENTS if secured else Components(),
+        security=REQUIREMENTS if secured else None,
+        use_handler_docstrings=True,
     )
 
 
 def main() -> None:
-    """Load settings from the environment and run until SIGTERM."""
-    run_main(SERVICE_NAME, lambda: build_app(ApiSettings.from_env()))
+    """Run the gateway under its production ASGI server (see ``serve``)."""
+    from ktrdr_api.serve import main as serve_main
+
+    serve_main()

@@ -2,12 +2,62 @@
 
 from __future__ import annotations
 
+import ipaddress
+from typing import Annotated
+
 from ktrdr_shared.config import Secret, Settings
+from ktrdr_shared.errors import ConfigError
+from msgspec import Meta
 
 
 class ApiSettings(Settings, frozen=True, kw_only=True):
-    """Settings of the api (NATS settings come from ``Settings``)."""
+    """Settings of the api (NATS settings come from ``Settings``).
+
+    Attributes:
+        api_host: the address to bind; anything but loopback requires ``api_key``.
+        api_port: the TCP port to bind.
+        api_key: when set, every route but ``/health`` requires it
+            (``X-API-Key: <key>`` or ``Authorization: Bearer <key>``).
+        api_workers: server worker processes (each holds its own NATS connection).
+        api_request_timeout_s: how long a request to a service may take before the
+            gateway answers 504 naming the service.
+        api_wait_max_s: the longest a ``?wait=true`` load may wait for its job to end.
+        api_job_start_wait_s: how long the event stream of a job that has no event
+            yet waits for its first one (a job just submitted) before answering 404.
+    """
 
     api_host: str = "127.0.0.1"
-    api_port: int = 8000
+    api_port: Annotated[int, Meta(ge=0, le=65535)] = 8000
     api_key: Secret | None = None
+    api_workers: Annotated[int, Meta(ge=1, le=64)] = 1
+    api_request_timeout_s: Annotated[float, Meta(gt=0)] = 5.0
+    api_wait_max_s: Annotated[float, Meta(gt=0)] = 300.0
+    api_job_start_wait_s: Annotated[float, Meta(ge=0)] = 10.0
+
+
+def is_loopback(host: str) -> bool:
+    """Return True for an address only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: assume it is reachable from elsewhere
+
+
+def check_exposure(settings: ApiSettings) -> None:
+    """Refuse to serve off loopback without a key.
+
+    Raises:
+        ConfigError: ``api_host`` is not a loopback address and ``api_key`` is unset.
+    """
+    if settings.api_key is None and not is_loopback(settings.api_host):
+        raise ConfigError(
+            f"KTRDR_API_HOST={settings.api_host} is reachable from other machines: set "
+            "KTRDR_API_KEY (or KTRDR_API_KEY_FILE) so that every route but /health requires "
+            "it, or bind 127.0.0.1",
+            details={"variable": "KTRDR_API_KEY"},
+        )
+    if settings.api_key is not None and not settings.api_key.reveal():
+        raise ConfigError("KTRDR_API_KEY is empty: give it a value or unset it",
+                          details={"variable": "KTRDR_API_KEY"})  # fmt: skip

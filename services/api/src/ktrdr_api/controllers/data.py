@@ -1,0 +1,278 @@
+"""``/api/v1/data``: load jobs, stored datasets with coverage, and bar pages."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import enum
+import io
+from datetime import UTC, datetime
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from ktrdr_shared import subjects
+from ktrdr_shared.client import new_job_id
+from ktrdr_shared.messages import (
+    BarsPage,
+    Coverage,
+    CoverageRequest,
+    DatasetList,
+    LoadData,
+    QueryBars,
+    QueryFormat,
+    StatusRequest,
+)
+from ktrdr_shared.types import Timeframe
+from litestar import Controller, Request, Response, get, post
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import Example, OpenAPIMediaType, Operation, Schema
+from litestar.params import Body, Parameter
+
+from ktrdr_api.config import ApiSettings
+from ktrdr_api.errors import ApiError, invalid, problem_responses
+from ktrdr_api.event_log import EventLog
+from ktrdr_api.gateway import Gateway
+from ktrdr_api.jobs import JobState, apply
+from ktrdr_api.schemas import BarsOut, CoverageOut, DatasetsOut, LoadIn, LoadOut
+from ktrdr_api.views import (
+    bars_from_columns,
+    coverage_out,
+    dataset_out,
+    job_links,
+    load_out,
+    require_utc,
+)
+
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
+CSV = "text/csv"
+JSON = "application/json"
+CSV_COLUMNS = ("ts", "open", "high", "low", "close", "volume", "wap", "count")
+
+PathSymbol = Annotated[str, Parameter(
+    description="Symbol as stored (AAPL, EURUSD; a space may be written %20).",
+    min_length=1, max_length=32, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._&-]*$",
+    examples=[Example(value="AAPL")])]  # fmt: skip
+PathTimeframe = Annotated[Timeframe, Parameter(description="Bar size.")]
+Start = Annotated[datetime | None, Parameter(
+    description="First bar (inclusive), RFC 3339 with an offset.")]  # fmt: skip
+End = Annotated[datetime | None, Parameter(
+    description="End (exclusive), RFC 3339 with an offset.")]  # fmt: skip
+
+
+class BarFormat(enum.StrEnum):
+    """A bar page's representation (overrides ``Accept``)."""
+
+    JSON = "json"
+    CSV = "csv"
+    ARROW = "arrow"
+
+
+_BY_FORMAT = {BarFormat.JSON: JSON, BarFormat.CSV: CSV, BarFormat.ARROW: ARROW_STREAM}
+
+
+class BarsOperation(Operation):
+    """The bar page's OpenAPI operation: JSON, CSV or an Arrow IPC stream."""
+
+    def __post_init__(self) -> None:
+        ok = self.responses.get("200") if self.responses else None
+        content = getattr(ok, "content", None)
+        if content is not None:
+            content[CSV] = OpenAPIMediaType(schema=Schema(type="string"))  # type: ignore[arg-type]
+            content[ARROW_STREAM] = OpenAPIMediaType(schema=Schema(type="string",  # type: ignore[arg-type]
+                                                            format="binary"))  # fmt: skip
+
+
+class DataController(Controller):
+    """Data loads and stored bars."""
+
+    path = "/api/v1/data"
+    tags = ["data"]
+
+    @post("/load", status_code=202, operation_id="loadData",
+          summary="Load bars into the store (a job); ?wait=true waits for its end",
+          description="Answers 202 with the job's id and links at once. With ``wait=true`` it "
+          "waits up to ``timeout_s`` (bounded by the server) and answers 200 with the old "
+          "response shape (status, fetched_bars, cached_before, gaps_analyzed, "
+          "segments_fetched, ib_requests_made, execution_time_s) once the job has ended, or "
+          "202 with the counts so far when the wait ran out.",
+          responses={200: ResponseSpec(LoadOut, description="waited: the job ended",
+                                       generate_examples=False),
+                     **problem_responses(400, 401, 503, 504)})  # fmt: skip
+    async def load(
+        self,
+        gateway: Gateway,
+        events: EventLog,
+        settings: ApiSettings,
+        data: Annotated[LoadIn, Body(examples=[
+            Example(summary="the tail of AAPL hourly bars", value={"symbol": "AAPL",
+                                                                  "timeframe": "1h"}),
+            Example(summary="a range", value={"symbol": "EURUSD", "timeframe": "5m",
+                                              "mode": "full", "start": "2024-01-02T00:00:00Z",
+                                              "end": "2024-02-01T00:00:00Z"}),
+        ])],
+        wait: Annotated[bool, Parameter(description="Wait for the job to end.")] = False,
+        timeout_s: Annotated[float | None, Parameter(
+            gt=0, le=3600, description="Seconds to wait (at most KTRDR_API_WAIT_MAX_S).")] = None,
+    ) -> Response[LoadOut]:  # fmt: skip
+        """Publish ``LoadData``; answer the job's links, or wait for its result."""
+        job_id = new_job_id()
+        command = LoadData(job_id=job_id, symbol=data.symbol.upper(), timeframe=data.timeframe,
+                           mode=data.mode, start=_utc(data.start), end=_utc(data.end),
+                           instrument_type=data.instrument_type,
+                           what_to_show=data.what_to_show)  # fmt: skip
+        headers = {"Location": job_links(job_id).self}
+        if not wait:
+            await gateway.send_command(subjects.CMD_DATA_LOAD, command)
+            return Response(load_out(JobState(job_id=job_id)), status_code=202, headers=headers)
+        bound = min(timeout_s or settings.api_wait_max_s, settings.api_wait_max_s)
+        state = JobState(job_id=job_id)
+        async with events.follow(job_id) as follower:  # subscribed before the command goes out
+            await gateway.send_command(subjects.CMD_DATA_LOAD, command)
+            deadline = asyncio.get_running_loop().time() + bound
+            while not state.status.is_terminal:
+                left = deadline - asyncio.get_running_loop().time()
+                logged = await follower.next(left) if left > 0 else None
+                if logged is None:
+                    break
+                apply(state, logged.event)
+        status = 200 if state.status.is_terminal else 202
+        return Response(load_out(state), status_code=status, headers=headers)
+
+    @get(operation_id="listDatasets", summary="Every stored dataset (with coverage on request)",
+         responses=problem_responses(400, 401, 502, 503, 504))  # fmt: skip
+    async def datasets(
+        self,
+        gateway: Gateway,
+        coverage: Annotated[bool, Parameter(
+            description="Add stored ranges and gaps per dataset (one more request each).")] = False,
+    ) -> DatasetsOut:  # fmt: skip
+        """Ask the data-store for its datasets (and each one's coverage)."""
+        found = await gateway.request(subjects.STORE_DATASETS, StatusRequest(), DatasetList)
+        if not coverage:
+            return DatasetsOut(datasets=[dataset_out(d) for d in found.datasets])
+        limit = asyncio.Semaphore(8)
+
+        async def with_coverage(d: Any) -> Any:
+            async with limit:
+                request = CoverageRequest(symbol=d.symbol, timeframe=d.timeframe)
+                return dataset_out(d, await gateway.request(subjects.STORE_COVERAGE, request,
+                                                            Coverage))  # fmt: skip
+
+        return DatasetsOut(datasets=list(await asyncio.gather(*map(with_coverage,
+                                                                   found.datasets))))  # fmt: skip
+
+    @get("/{symbol:str}/{timeframe:str}/coverage", operation_id="getCoverage",
+         summary="What is stored, what is missing, and what IB already answered empty",
+         responses=problem_responses(400, 401, 502, 503, 504))  # fmt: skip
+    async def coverage(self, gateway: Gateway, symbol: PathSymbol, timeframe: PathTimeframe,
+                       start: Start = None, end: End = None) -> CoverageOut:  # fmt: skip
+        """Ask the data-store for one dataset's coverage."""
+        first, last = _range(start, end)
+        request = CoverageRequest(symbol=symbol.upper(), timeframe=timeframe, start=first, end=last)
+        return coverage_out(await gateway.request(subjects.STORE_COVERAGE, request, Coverage))
+
+    @get("/{symbol:str}/{timeframe:str}", operation_id="getBars",
+         summary="One page of stored bars: JSON, CSV or an Arrow IPC stream (by Accept)",
+         description="``Accept: text/csv`` answers CSV and ``Accept: "
+         "application/vnd.apache.arrow.stream`` an Arrow IPC stream (``format`` overrides "
+         "Accept). A page holds at most ``limit`` bars and fewer when the page would not fit "
+         "one NATS message; the next page is at ``links.next`` (JSON) or in the ``Link`` "
+         "header (``rel=next``) and ``X-Next-Cursor``.",
+         operation_class=BarsOperation,
+         responses=problem_responses(400, 401, 502, 503, 504))  # fmt: skip
+    async def bars(
+        self,
+        request: Request[Any, Any, Any],
+        gateway: Gateway,
+        symbol: PathSymbol,
+        timeframe: PathTimeframe,
+        start: Start = None,
+        end: End = None,
+        limit: Annotated[int, Parameter(ge=1, le=100_000, description="Bars per page.")] = 10_000,
+        cursor: Annotated[str | None, Parameter(
+            max_length=256, description="``next_cursor`` of the previous page.")] = None,
+        format: Annotated[BarFormat | None, Parameter(
+            description="json, csv or arrow (overrides Accept).")] = None,
+    ) -> Response[BarsOut]:  # fmt: skip
+        """Ask the data-store for one page and answer it in the representation asked for."""
+        media = _media_type(request, format)
+        first, last = _range(start, end)
+        query = QueryBars(
+            symbol=symbol.upper(),
+            timeframe=timeframe,
+            start=first,
+            end=last,
+            limit=limit,
+            cursor=cursor,
+            format=QueryFormat.ARROW if media == ARROW_STREAM else QueryFormat.JSON,
+        )
+        if media == ARROW_STREAM:
+            answer = await gateway.request_raw(subjects.STORE_QUERY, query)
+            next_cursor = _arrow_cursor(answer.data)
+            return Response(answer.data, media_type=ARROW_STREAM,  # type: ignore[arg-type]
+                            headers=_next_headers(request, next_cursor))  # fmt: skip
+        page = await gateway.request(subjects.STORE_QUERY, query, BarsPage)
+        rows = bars_from_columns(page)
+        headers = _next_headers(request, page.next_cursor)
+        if media == CSV:
+            return Response(_csv(rows), media_type=CSV, headers=headers)  # type: ignore[arg-type]
+        links = {"next": _next_url(request, page.next_cursor)} if page.next_cursor else {}
+        body = BarsOut(symbol=page.symbol, timeframe=page.timeframe, bars=rows,
+                       next_cursor=page.next_cursor, links=links)  # fmt: skip
+        return Response(body, headers=headers)
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    return None if moment is None else moment.astimezone(UTC)
+
+
+def _range(start: datetime | None, end: datetime | None) -> tuple[datetime | None, datetime | None]:
+    first, last = require_utc(start, "start"), require_utc(end, "end")
+    if first is not None and last is not None and not first < last:
+        raise invalid("end", "query", f"'end' ({last.isoformat()}) must be after 'start' "
+                      f"({first.isoformat()})")  # fmt: skip
+    return first, last
+
+
+def _media_type(request: Request[Any, Any, Any], format: BarFormat | None) -> str:
+    if format is not None:
+        return _BY_FORMAT[format]
+    if "accept" not in request.headers:
+        return JSON
+    best = request.accept.best_match([JSON, CSV, ARROW_STREAM])
+    if best is None:
+        raise ApiError(406, "not_acceptable", f"cannot answer Accept: "
+                       f"{request.headers.get('accept')}; use {JSON}, {CSV} or {ARROW_STREAM} "
+                       "(or ?format=json|csv|arrow)")  # fmt: skip
+    return best
+
+
+def _arrow_cursor(data: bytes) -> str | None:
+    import pyarrow as pa  # only this representation needs it
+
+    metadata = pa.ipc.open_stream(data).schema.metadata or {}
+    cursor = metadata.get(b"next_cursor", b"").decode()
+    return cursor or None
+
+
+def _next_url(request: Request[Any, Any, Any], cursor: str) -> str:
+    params = {k: v for k, v in request.query_params.items() if k != "cursor"}
+    params["cursor"] = cursor
+    return f"{request.url.path}?{urlencode(params)}"
+
+
+def _next_headers(request: Request[Any, Any, Any], cursor: str | None) -> dict[str, str]:
+    if not cursor:
+        return {}
+    return {"Link": f'<{_next_url(request, cursor)}>; rel="next"', "X-Next-Cursor": cursor}
+
+
+def _csv(rows: list[Any]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for bar in rows:
+        writer.writerow([bar.ts.isoformat().replace("+00:00", "Z"), bar.open, bar.high, bar.low,
+                         bar.close, bar.volume, "" if bar.wap is None else bar.wap,
+                         "" if bar.count is None else bar.count])  # fmt: skip
+    return out.getvalue()

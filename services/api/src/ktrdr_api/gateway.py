@@ -1,0 +1,155 @@
+"""Request/reply and commands over NATS, with every failure turned into an ``ApiError``.
+
+``Gateway`` is what the controllers get injected: it knows which service owns
+a subject, so "nobody answers" becomes 503 "no ib-connector is running",
+"too slow" becomes 504 naming it, and a micro error reply (status header plus
+a JSON ``ErrorReply``) becomes the fitting 4xx with the service's own message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import msgspec
+import nats.errors
+import nats.js.errors
+from ktrdr_shared import codec
+from ktrdr_shared.client import ERROR_CODE_HEADER, new_job_id
+from ktrdr_shared.errors import MessageDecodeError
+from ktrdr_shared.messages import ErrorReply
+from ktrdr_shared.messages.base import Event
+from ktrdr_shared.runtime import publish_event
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+
+from ktrdr_api.errors import ApiError, from_service, service_timeout, service_unavailable
+
+R = TypeVar("R")
+
+# The service that owns each request/reply subject prefix, and how to start it.
+SERVICES: dict[str, tuple[str, str]] = {
+    "ktrdr.ib.": ("ib-connector", "start it with `python -m ktrdr_ib_connector`"),
+    "ktrdr.store.": ("data-store", "start it with `python -m ktrdr_data_store`"),
+    "ktrdr.train.": ("trainer", "start it on the GPU host with `python -m ktrdr_trainer`"),
+    "$SRV.PING.": ("service", "start it"),
+}
+
+
+def service_of(subject: str) -> tuple[str, str]:
+    """Return the name of the service that answers ``subject`` and how to start it."""
+    for prefix, owner in SERVICES.items():
+        if subject.startswith(prefix):
+            return owner
+    return ("service", "start the service that serves it")
+
+
+@dataclass(frozen=True)
+class RawAnswer:
+    """A reply kept as bytes (an Arrow IPC stream), with its headers."""
+
+    data: bytes
+    headers: dict[str, str]
+
+
+class Gateway:
+    """One NATS connection, shared by every request the gateway serves."""
+
+    def __init__(self, nc: NATS, *, timeout_s: float) -> None:
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream()
+        self.timeout_s = timeout_s
+
+    async def request(self, subject: str, message: Any, reply_type: type[R], *,
+                      timeout_s: float | None = None) -> R:  # fmt: skip
+        """Send a request and decode its reply.
+
+        Raises:
+            ApiError: 503 when nobody answers, 504 when nobody answers in time,
+                the mapped status of a service's error reply, 502 for a reply
+                that does not decode.
+        """
+        answer = await self.request_raw(subject, message, timeout_s=timeout_s)
+        try:
+            return codec.decode(answer.data, reply_type, subject=subject, headers=answer.headers)
+        except MessageDecodeError as e:
+            service, _ = service_of(subject)
+            raise ApiError(502, "bad_reply", f"the {service} answered {subject} with a reply "
+                           f"this gateway cannot read ({e.message}); are their versions in "
+                           "step?", service=service) from e  # fmt: skip
+
+    async def request_raw(self, subject: str, message: Any, *,
+                          timeout_s: float | None = None) -> RawAnswer:  # fmt: skip
+        """Send a request; return the reply's bytes and headers (error replies raise)."""
+        service, hint = service_of(subject)
+        timeout = timeout_s or self.timeout_s
+        payload = message if isinstance(message, bytes) else codec.encode(message)
+        try:
+            reply = await self.nc.request(subject, payload, timeout=timeout)
+        except nats.errors.NoRespondersError as e:
+            raise service_unavailable(service, subject, hint) from e
+        except (TimeoutError, nats.errors.TimeoutError) as e:
+            raise service_timeout(service, subject, timeout) from e
+        except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError,
+                nats.errors.OutboundBufferLimitError) as e:  # fmt: skip
+            raise nats_unreachable() from e
+        headers = dict(reply.headers or {})
+        if ERROR_CODE_HEADER in headers:
+            raise _error_reply(service, subject, reply.data, headers)
+        return RawAnswer(reply.data, headers)
+
+    async def send_command(self, subject: str, command: Any) -> str:
+        """Publish a command to JetStream with its job id as ``Nats-Msg-Id``; return the id."""
+        if getattr(command, "job_id", None) is None:
+            command = msgspec.structs.replace(command, job_id=new_job_id())
+        try:
+            await self.js.publish(subject, codec.encode(command),
+                                  headers={"Nats-Msg-Id": command.job_id},
+                                  timeout=self.timeout_s)  # fmt: skip
+        except (nats.errors.NoRespondersError, nats.js.errors.NoStreamResponseError) as e:
+            raise ApiError(503, "stream_missing", f"no JetStream stream takes {subject}; start "
+                           "any ktrdr service once to declare the streams") from e  # fmt: skip
+        except nats.errors.TimeoutError as e:
+            raise ApiError(504, "nats_timeout", f"JetStream did not confirm {subject} within "
+                           f"{self.timeout_s:g} s; try again") from e  # fmt: skip
+        except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError) as e:
+            raise nats_unreachable() from e
+        return str(command.job_id)
+
+    async def publish_event(self, event: Event) -> None:
+        """Append an event to the event log (e.g. a ``CancelRequested``)."""
+        try:
+            await publish_event(self.js, event)
+        except (nats.errors.TimeoutError, nats.js.errors.NoStreamResponseError) as e:
+            raise ApiError(504, "nats_timeout", "JetStream did not store the event in time; "
+                           "try again") from e  # fmt: skip
+        except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError) as e:
+            raise nats_unreachable() from e
+
+    async def ping(self, service: str, *, timeout_s: float = 1.0) -> dict[str, Any] | None:
+        """Return a ``$SRV.PING`` answer of one instance of ``service``, or None if none answers."""
+        try:
+            reply = await self.nc.request(f"$SRV.PING.{service}", b"", timeout=timeout_s)
+        except (TimeoutError, nats.errors.NoRespondersError, nats.errors.TimeoutError):
+            return None
+        try:
+            return dict(msgspec.json.decode(reply.data))
+        except (msgspec.DecodeError, TypeError, ValueError):
+            return None
+
+
+def nats_unreachable() -> ApiError:
+    """Return the 503 of a gateway that has lost its NATS connection."""
+    return ApiError(503, "nats_unavailable", "the gateway is not connected to NATS right now; "
+                    "it reconnects on its own: try again shortly", retry_after_s=2.0)  # fmt: skip
+
+
+def _error_reply(service: str, subject: str, data: bytes, headers: dict[str, str]) -> ApiError:
+    try:
+        body = codec.decode(data, ErrorReply, subject=subject)
+    except MessageDecodeError:
+        status = headers.get(ERROR_CODE_HEADER, "500")
+        message = headers.get("Nats-Service-Error", "") or data.decode(errors="replace")
+        code = {"400": "invalid_request", "404": "not_found"}.get(status, "internal")
+        return from_service(service, code, message)
+    return from_service(service, body.code, body.message)

@@ -1,0 +1,447 @@
+"""The HTTP contract: request and response bodies of the REST API.
+
+These are the gateway's own shapes, never the wire messages: the wire may
+grow fields (evolution is additive) without the REST contract changing, and
+the REST contract can say things in REST terms (links, RFC 3339 everywhere,
+rows instead of columns). Every timestamp in and out is RFC 3339; a naive one
+is refused with a 400 naming the field. Converters to and from the wire live
+in the controllers.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+from ktrdr_shared.messages.base import check_range
+from ktrdr_shared.messages.training import FeatureName
+from ktrdr_shared.types import (
+    InstrumentType,
+    JobId,
+    LoadMode,
+    ModelId,
+    Symbol,
+    Timeframe,
+    WhatToShow,
+)
+from msgspec import Meta
+
+from ktrdr_api.jobs import JobStatus
+
+# RFC 3339 with an offset; the gateway always answers in UTC ("Z").
+Timestamp = Annotated[
+    datetime,
+    Meta(tz=True, description="RFC 3339 timestamp with an offset (answers are UTC, 'Z').",
+         examples=["2024-01-02T14:30:00Z"]),
+]  # fmt: skip
+Count = Annotated[int, Meta(ge=0)]
+JOB_ID_EXAMPLE = "0123456789abcdef0123456789abcdef"
+
+
+class Struct(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A request or response body: unknown fields in a request are an error, not ignored."""
+
+
+# ---------------------------------------------------------------- health
+
+
+class ComponentState(enum.StrEnum):
+    """How one part of the system answered the health check."""
+
+    UP = "up"
+    DOWN = "down"
+    DEGRADED = "degraded"
+
+
+class OverallState(enum.StrEnum):
+    """The system's health: ok (all up), degraded (some service missing or IB down), down."""
+
+    OK = "ok"
+    DEGRADED = "degraded"
+    DOWN = "down"
+
+
+class ServiceHealth(Struct, frozen=True, kw_only=True):
+    """One service as ``$SRV.PING`` (and its status endpoint) sees it."""
+
+    name: str
+    status: ComponentState
+    version: str | None = None
+    detail: str = ""
+
+
+class NatsHealth(Struct, frozen=True, kw_only=True):
+    """The gateway's NATS connection."""
+
+    status: ComponentState
+    server: str | None = None
+    rtt_ms: float | None = None
+
+
+class Health(Struct, frozen=True, kw_only=True):
+    """The gateway, NATS and each service, with an overall status."""
+
+    status: OverallState
+    version: str
+    nats: NatsHealth
+    services: list[ServiceHealth]
+
+
+# ---------------------------------------------------------------- ib
+
+
+class IbStatusOut(Struct, frozen=True, kw_only=True):
+    """The IB connection as the ib-connector holds it."""
+
+    connected: bool
+    host: str
+    port: int
+    client_id: int
+    server_version: int | None = None
+    since: Timestamp | None = None
+    server_time: Timestamp | None = None
+    requests_made: Count = 0
+    pacing: dict[str, float] = msgspec.field(default_factory=dict)
+    last_error: str | None = None
+
+
+class IbHealthOut(Struct, frozen=True, kw_only=True):
+    """Whether the ib-connector can fetch from IB now."""
+
+    healthy: bool
+    connected: bool
+    detail: str
+    last_error: str | None = None
+
+
+class ValidateSymbolIn(Struct, frozen=True, kw_only=True):
+    """A symbol to look up at IB; without a type CASH, then STK, then FUT are tried."""
+
+    symbol: Symbol
+    instrument_type: InstrumentType | None = None
+
+
+class SymbolOut(Struct, frozen=True, kw_only=True):
+    """What IB knows of an instrument."""
+
+    symbol: str
+    instrument_type: InstrumentType
+    exchange: str
+    currency: str
+    time_zone: str
+    trading_hours: str = ""
+    liquid_hours: str = ""
+    con_id: int | None = None
+    description: str = ""
+    head_timestamp: Timestamp | None = None
+
+
+class HeadTimestampOut(Struct, frozen=True, kw_only=True):
+    """The earliest bar IB has for a symbol (the same for every bar size)."""
+
+    symbol: str
+    what_to_show: WhatToShow
+    head_timestamp: Timestamp
+    timeframe: Timeframe | None = None
+
+
+# ---------------------------------------------------------------- data
+
+
+class LoadIn(Struct, frozen=True, kw_only=True):
+    """What to load: ``mode`` picks the range unless ``start``/``end`` override it."""
+
+    symbol: Symbol
+    timeframe: Timeframe
+    mode: LoadMode = LoadMode.TAIL
+    start: Timestamp | None = None
+    end: Timestamp | None = None
+    instrument_type: InstrumentType | None = None
+    what_to_show: WhatToShow | None = None
+
+    def __post_init__(self) -> None:
+        check_range(self.start, self.end)
+
+
+class JobLinks(Struct, frozen=True, kw_only=True):
+    """Where to follow a job."""
+
+    self: str
+    events: str
+    cancel: str
+
+
+class FailedSegmentOut(Struct, frozen=True, kw_only=True):
+    """A range a partial load could not fetch."""
+
+    segment_id: str
+    start: Timestamp
+    end: Timestamp
+    code: str
+    message: str
+
+
+class JobError(Struct, frozen=True, kw_only=True):
+    """Why a job failed."""
+
+    code: str
+    message: str
+
+
+class LoadOut(Struct, frozen=True, kw_only=True):
+    """A load job: the old ``/data/load`` answer, plus the job's id and links.
+
+    Without ``wait`` only ``job_id``, ``status`` (``queued``) and ``links`` are
+    filled; with ``wait`` the counts are filled as far as the job has got.
+    """
+
+    job_id: JobId
+    status: JobStatus
+    links: JobLinks
+    fetched_bars: Count | None = None
+    cached_before: Count | None = None
+    gaps_analyzed: Count | None = None
+    segments_fetched: Count | None = None
+    ib_requests_made: Count | None = None
+    execution_time_s: float | None = None
+    failed_segments: list[FailedSegmentOut] = msgspec.field(default_factory=list)
+    error: JobError | None = None
+
+
+class RangeOut(Struct, frozen=True, kw_only=True):
+    """A half-open range ``[start, end)``."""
+
+    start: Timestamp
+    end: Timestamp
+
+
+class CoverageOut(Struct, frozen=True, kw_only=True):
+    """What is stored, what is missing, and what IB already answered empty."""
+
+    symbol: str
+    timeframe: Timeframe
+    rows: Count
+    first: Timestamp | None = None
+    last: Timestamp | None = None
+    stored: list[RangeOut] = msgspec.field(default_factory=list)
+    gaps: list[RangeOut] = msgspec.field(default_factory=list)
+    answered_empty: list[RangeOut] = msgspec.field(default_factory=list)
+
+
+class DatasetOut(Struct, frozen=True, kw_only=True):
+    """One stored (symbol, timeframe) dataset; ``coverage`` when asked for."""
+
+    symbol: str
+    timeframe: Timeframe
+    rows: Count
+    first: Timestamp | None = None
+    last: Timestamp | None = None
+    links: dict[str, str] = msgspec.field(default_factory=dict)
+    coverage: CoverageOut | None = None
+
+
+class DatasetsOut(Struct, frozen=True, kw_only=True):
+    """Every stored dataset."""
+
+    datasets: list[DatasetOut]
+
+
+class Bar(Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One bar, stamped with its open."""
+
+    ts: Timestamp
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    wap: float | None = None
+    count: int | None = None
+
+
+class BarsOut(Struct, frozen=True, kw_only=True):
+    """One page of bars in ``[start, end)``; ``links.next`` fetches the next page."""
+
+    symbol: str
+    timeframe: Timeframe
+    bars: list[Bar]
+    next_cursor: str | None = None
+    links: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- jobs
+
+
+class Progress(Struct, frozen=True, kw_only=True):
+    """How far a job has got, in its own unit (segments, chunks, bars, epochs)."""
+
+    done: float | None = None
+    total: float | None = None
+    unit: str | None = None
+    percent: float | None = None
+    message: str = ""
+
+
+class JobOut(Struct, frozen=True, kw_only=True):
+    """A job's state, folded from its events."""
+
+    job_id: JobId
+    kind: str | None
+    status: JobStatus
+    params: dict[str, Any]
+    created: Timestamp | None
+    updated: Timestamp | None
+    events: Count
+    progress: Progress
+    links: JobLinks
+    execution_time_s: float | None = None
+    segments_planned: Count | None = None
+    segments_fetched: Count = 0
+    segments_failed: Count = 0
+    bars_fetched: Count = 0
+    ib_requests: Count = 0
+    last_epoch: dict[str, Any] | None = None
+    result: dict[str, Any] | None = None
+    error: JobError | None = None
+    cancel_reason: str | None = None
+
+
+class JobSummary(Struct, frozen=True, kw_only=True):
+    """A job in a list (counters need the job's full history: see the job itself)."""
+
+    job_id: JobId
+    kind: str | None
+    status: JobStatus
+    symbol: str | None
+    timeframe: str | None
+    created: Timestamp | None
+    updated: Timestamp | None
+    progress: Progress
+    links: JobLinks
+
+
+class JobsOut(Struct, frozen=True, kw_only=True):
+    """Jobs, newest first."""
+
+    jobs: list[JobSummary]
+
+
+class CancelIn(Struct, frozen=True, kw_only=True):
+    """Why the job should stop (recorded in its events)."""
+
+    reason: Annotated[str, Meta(max_length=500)] = "cancelled through the REST API"
+
+
+# ---------------------------------------------------------------- training
+
+
+class FeatureIn(Struct, frozen=True, kw_only=True):
+    """One feature with its parameters."""
+
+    name: FeatureName
+    params: dict[str, float] = msgspec.field(default_factory=dict)
+    fuzzy_sets: Annotated[int, Meta(ge=0, le=9)] = 0
+
+
+Fraction = Annotated[float, Meta(gt=0, lt=1)]
+Positive = Annotated[float, Meta(gt=0)]
+PositiveInt = Annotated[int, Meta(ge=1)]
+
+
+class ZigZagLabelIn(Struct, frozen=True, kw_only=True, tag_field="kind", tag="zigzag"):
+    """Buy/hold/sell from zigzag swings larger than ``threshold`` (a fraction)."""
+
+    threshold: Fraction = 0.02
+
+
+class ForwardReturnLabelIn(Struct, frozen=True, kw_only=True, tag_field="kind",
+                           tag="forward_return"):  # fmt: skip
+    """Buy/hold/sell from the return ``horizon`` bars ahead against two thresholds."""
+
+    horizon: PositiveInt = 5
+    up_threshold: Positive = 0.002
+    down_threshold: Positive = 0.002
+
+
+class MlpModelIn(Struct, frozen=True, kw_only=True, tag_field="kind", tag="mlp"):
+    """A multilayer perceptron."""
+
+    hidden_sizes: Annotated[list[PositiveInt], Meta(max_length=16)] = msgspec.field(
+        default_factory=lambda: [64, 32])  # fmt: skip
+    dropout: Annotated[float, Meta(ge=0, lt=1)] = 0.1
+
+
+class LstmModelIn(Struct, frozen=True, kw_only=True, tag_field="kind", tag="lstm"):
+    """An LSTM over a window of ``seq_len`` bars."""
+
+    seq_len: PositiveInt = 32
+    hidden_size: PositiveInt = 64
+    layers: Annotated[int, Meta(ge=1, le=8)] = 1
+    dropout: Annotated[float, Meta(ge=0, lt=1)] = 0.0
+
+
+class Device(enum.StrEnum):
+    """Where to train; ``auto`` picks CUDA, then MPS, then CPU."""
+
+    AUTO = "auto"
+    CUDA = "cuda"
+    MPS = "mps"
+    CPU = "cpu"
+
+
+class TrainingRunIn(Struct, frozen=True, kw_only=True):
+    """A training run: which bars, which features and label, which model, how long."""
+
+    symbols: Annotated[list[Symbol], Meta(min_length=1, max_length=64)]
+    timeframe: Timeframe
+    start: Timestamp | None = None
+    end: Timestamp | None = None
+    features: list[FeatureIn] | None = None
+    label: ZigZagLabelIn | ForwardReturnLabelIn = msgspec.field(
+        default_factory=ForwardReturnLabelIn)  # fmt: skip
+    model: MlpModelIn | LstmModelIn = msgspec.field(default_factory=MlpModelIn)
+    epochs: Annotated[int, Meta(ge=1, le=10_000)] = 20
+    batch_size: Annotated[int, Meta(ge=1, le=1_000_000)] = 256
+    learning_rate: Positive = 1e-3
+    early_stopping_patience: Annotated[int, Meta(ge=0)] = 5
+    train_fraction: Fraction = 0.70
+    validation_fraction: Fraction = 0.15
+    seed: int = 42
+    device: Device = Device.AUTO
+
+    def __post_init__(self) -> None:
+        check_range(self.start, self.end)
+        if self.train_fraction + self.validation_fraction >= 1:
+            raise ValueError(
+                "'train_fraction' + 'validation_fraction' must leave room for a test split"
+            )
+
+
+class TrainingRunOut(Struct, frozen=True, kw_only=True):
+    """A submitted training run: its job id and where to follow it."""
+
+    job_id: JobId
+    status: JobStatus
+    links: JobLinks
+
+
+class ModelOut(Struct, frozen=True, kw_only=True):
+    """A stored model's metadata."""
+
+    model_id: ModelId
+    job_id: str
+    created: Timestamp
+    symbols: list[str]
+    timeframe: Timeframe
+    device: str
+    metrics: dict[str, Any] = msgspec.field(default_factory=dict)
+    size_bytes: Count = 0
+    links: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class ModelsOut(Struct, frozen=True, kw_only=True):
+    """Every stored model."""
+
+    models: list[ModelOut]

@@ -1,0 +1,62 @@
+"""Run the gateway under granian: ``python -m ktrdr_api`` (or ``ktrdr-api``).
+
+Granian (a Rust HTTP server with an ASGI interface) was chosen over uvicorn
+by measurement: ``just bench`` runs the same Litestar app under both on the
+same machine in the same run (``bench/bench_api.py``; README has the figures).
+Each worker process builds its own app (and NATS connection) from the
+environment through ``app_from_env``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from ktrdr_shared.errors import ConfigError
+from ktrdr_shared.runtime import configure_logging
+from litestar import Litestar
+
+from ktrdr_api.app import SERVICE_NAME, create_app
+from ktrdr_api.config import ApiSettings, check_exposure
+
+
+def app_from_env() -> Litestar:
+    """Build the app from ``KTRDR_*`` variables (granian calls this in each worker)."""
+    settings = ApiSettings.from_env()
+    configure_logging(settings.log_level, SERVICE_NAME)
+    return create_app(settings)
+
+
+def load_settings() -> ApiSettings:
+    """Return the settings, or exit 2 with one clear line on a configuration error."""
+    try:
+        settings = ApiSettings.from_env()
+        check_exposure(settings)
+    except ConfigError as e:
+        print(f"{SERVICE_NAME}: configuration error: {e.message}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return settings
+
+
+def main() -> None:
+    """Serve until SIGTERM/SIGINT: granian stops taking connections and the lifespan drains NATS."""
+    from granian.constants import Interfaces
+    from granian.log import LogLevels
+    from granian.server import Server
+
+    settings = load_settings()
+    level = settings.log_level.lower()
+    Server(
+        "ktrdr_api.serve:app_from_env",
+        factory=True,
+        address=settings.api_host,
+        port=settings.api_port,
+        interface=Interfaces.ASGI,
+        workers=settings.api_workers,
+        websockets=False,
+        log_level=LogLevels(level if level in LogLevels.__members__ else "info"),
+        process_name=None,
+    ).serve()
+
+
+if __name__ == "__main__":
+    main()

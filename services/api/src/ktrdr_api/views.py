@@ -1,0 +1,199 @@
+"""Converters between the wire (messages, folded job state) and the HTTP schemas.
+
+Every timestamp leaves the gateway in UTC; every job carries its links.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import msgspec
+from ktrdr_shared.messages import (
+    Coverage,
+    DatasetInfo,
+    IbStatus,
+    LoadResult,
+    ModelInfo,
+    SymbolInfo,
+    TimeRange,
+)
+from ktrdr_shared.types import from_unix_nanos
+
+from ktrdr_api.errors import invalid
+from ktrdr_api.jobs import JobState
+from ktrdr_api.schemas import (
+    Bar,
+    CoverageOut,
+    DatasetOut,
+    FailedSegmentOut,
+    IbStatusOut,
+    JobError,
+    JobLinks,
+    JobOut,
+    JobSummary,
+    LoadOut,
+    ModelOut,
+    Progress,
+    RangeOut,
+    SymbolOut,
+)
+
+API = "/api/v1"
+T = TypeVar("T")
+
+
+def utc(moment: datetime | None) -> datetime | None:
+    """Return ``moment`` in UTC (None stays None)."""
+    return None if moment is None else moment.astimezone(UTC)
+
+
+def require_utc(moment: datetime | None, field: str) -> datetime | None:
+    """Return an aware query timestamp in UTC.
+
+    Raises:
+        ApiError: 400 naming ``field`` for a naive timestamp.
+    """
+    if moment is None:
+        return None
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise invalid(field, "query", f"timestamp {moment.isoformat()} has no offset; give it "
+                      "one, e.g. 2024-01-02T14:30:00Z")  # fmt: skip
+    return moment.astimezone(UTC)
+
+
+def job_links(job_id: str) -> JobLinks:
+    """Return where to follow a job."""
+    base = f"{API}/jobs/{job_id}"
+    return JobLinks(self=base, events=f"{base}/events", cancel=f"{base}/cancel")
+
+
+def progress(state: JobState) -> Progress:
+    """Return a job's progress."""
+    return Progress(done=state.progress_done, total=state.progress_total,
+                    unit=state.progress_unit, percent=state.percent,
+                    message=state.progress_message)  # fmt: skip
+
+
+def job_out(state: JobState) -> JobOut:
+    """Return the full view of a folded job."""
+    error = None
+    if state.error_code is not None:
+        error = JobError(code=state.error_code, message=state.error_message or "")
+    result = None
+    if state.result is not None:
+        result = msgspec.to_builtins(state.result)
+    return JobOut(
+        job_id=state.job_id, kind=state.kind, status=state.status, params=state.params,
+        created=utc(state.created), updated=utc(state.updated), events=state.events,
+        progress=progress(state), links=job_links(state.job_id),
+        execution_time_s=state.execution_time_s, segments_planned=state.segments_planned,
+        segments_fetched=state.segments_fetched, segments_failed=state.segments_failed,
+        bars_fetched=state.bars_fetched, ib_requests=state.ib_requests,
+        last_epoch=msgspec.to_builtins(state.last_epoch) if state.last_epoch else None,
+        result=result, error=error, cancel_reason=state.cancel_reason,
+    )  # fmt: skip
+
+
+def job_summary(state: JobState) -> JobSummary:
+    """Return the list view of a folded job."""
+    symbol = state.params.get("symbol")
+    symbols = state.params.get("symbols")
+    if symbol is None and isinstance(symbols, list):
+        symbol = ",".join(str(s) for s in symbols)
+    timeframe = state.params.get("timeframe")
+    return JobSummary(
+        job_id=state.job_id, kind=state.kind, status=state.status,
+        symbol=None if symbol is None else str(symbol),
+        timeframe=None if timeframe is None else str(timeframe),
+        created=utc(state.created), updated=utc(state.updated), progress=progress(state),
+        links=job_links(state.job_id),
+    )  # fmt: skip
+
+
+def load_out(state: JobState) -> LoadOut:
+    """Return the old ``/data/load`` answer for a load job as far as it has got."""
+    result = state.result if isinstance(state.result, LoadResult) else None
+    error = None
+    if state.error_code is not None:
+        error = JobError(code=state.error_code, message=state.error_message or "")
+    started = state.status.value != "queued"
+    return LoadOut(
+        job_id=state.job_id, status=state.status, links=job_links(state.job_id),
+        fetched_bars=result.fetched_bars if result else (state.bars_fetched if started else None),
+        cached_before=result.cached_before if result else state.cached_before,
+        gaps_analyzed=result.gaps_analyzed if result else state.gaps_analyzed,
+        segments_fetched=(result.segments_fetched if result
+                          else (state.segments_fetched if started else None)),
+        ib_requests_made=result.ib_requests_made if result else (
+            state.ib_requests if started else None),
+        execution_time_s=state.execution_time_s,
+        failed_segments=[FailedSegmentOut(segment_id=f.segment_id, start=_utc(f.start),
+                                          end=_utc(f.end), code=f.code, message=f.message)
+                         for f in (result.failed_segments if result else [])],
+        error=error,
+    )  # fmt: skip
+
+
+def ib_status_out(status: IbStatus) -> IbStatusOut:
+    """Return the REST view of the connector's status."""
+    return IbStatusOut(
+        connected=status.connected, host=status.host, port=status.port,
+        client_id=status.client_id, server_version=status.server_version,
+        since=utc(status.since), server_time=utc(getattr(status, "server_time", None)),
+        requests_made=status.requests_made, pacing=dict(status.pacing),
+        last_error=status.last_error,
+    )  # fmt: skip
+
+
+def symbol_out(info: SymbolInfo) -> SymbolOut:
+    """Return the REST view of what IB knows of a symbol."""
+    return SymbolOut(
+        symbol=info.symbol, instrument_type=info.instrument_type, exchange=info.exchange,
+        currency=info.currency, time_zone=info.time_zone, trading_hours=info.trading_hours,
+        liquid_hours=info.liquid_hours, con_id=info.con_id, description=info.description,
+        head_timestamp=utc(info.head_timestamp),
+    )  # fmt: skip
+
+
+def ranges(items: list[TimeRange]) -> list[RangeOut]:
+    """Return wire ranges as REST ranges."""
+    return [RangeOut(start=_utc(r.start), end=_utc(r.end)) for r in items]
+
+
+def coverage_out(c: Coverage) -> CoverageOut:
+    """Return the REST view of a dataset's coverage."""
+    return CoverageOut(symbol=c.symbol, timeframe=c.timeframe, rows=c.rows, first=utc(c.first),
+                       last=utc(c.last), stored=ranges(c.stored), gaps=ranges(c.gaps),
+                       answered_empty=ranges(c.answered_empty))  # fmt: skip
+
+
+def dataset_out(d: DatasetInfo, coverage: Coverage | None = None) -> DatasetOut:
+    """Return the REST view of one stored dataset."""
+    base = f"{API}/data/{d.symbol}/{d.timeframe.value}"
+    return DatasetOut(symbol=d.symbol, timeframe=d.timeframe, rows=d.rows, first=utc(d.first),
+                      last=utc(d.last), links={"bars": base, "coverage": f"{base}/coverage"},
+                      coverage=coverage_out(coverage) if coverage else None)  # fmt: skip
+
+
+def bars_from_columns(page: Any) -> list[Bar]:
+    """Return a columnar page (``BarsPage``) as rows stamped in RFC 3339."""
+    wap = page.wap or [None] * len(page.ts)
+    count = page.count or [None] * len(page.ts)
+    return [Bar(ts=from_unix_nanos(ts), open=o, high=h, low=lo, close=c, volume=v, wap=w, count=n)
+            for ts, o, h, lo, c, v, w, n in zip(page.ts, page.open, page.high, page.low,
+                                                page.close, page.volume, wap, count,
+                                                strict=True)]  # fmt: skip
+
+
+def model_out(m: ModelInfo) -> ModelOut:
+    """Return the REST view of a stored model."""
+    return ModelOut(model_id=m.model_id, job_id=m.job_id, created=_utc(m.created),
+                    symbols=list(m.symbols), timeframe=m.timeframe, device=m.device,
+                    metrics=dict(m.metrics), size_bytes=m.size_bytes,
+                    links={"self": f"{API}/models/{m.model_id}",
+                           "download": f"{API}/models/{m.model_id}/download"})  # fmt: skip
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.astimezone(UTC)
