@@ -54,6 +54,8 @@ KNOWN_VARIABLES: set[str] = {
     "KTRDR_NATS_URL", "KTRDR_NATS_CREDS", "KTRDR_NATS_USER", "KTRDR_NATS_PASSWORD",
     "KTRDR_LOG_LEVEL", "KTRDR_IB_HOST", "KTRDR_IB_PORT", "KTRDR_IB_CLIENT_ID",
     "KTRDR_DATA_DIR", "KTRDR_API_HOST", "KTRDR_API_PORT", "KTRDR_API_KEY",
+    # Copies of each stream and bucket (streams.configured_replicas): 3 on a 3-node cluster.
+    "KTRDR_NATS_REPLICAS",
     # ib-connector tuning (see services/ib-connector/README.md).
     "KTRDR_IB_REQUEST_TIMEOUT_S", "KTRDR_IB_CONNECT_TIMEOUT_S", "KTRDR_IB_SOFT_CONCURRENCY",
     "KTRDR_IB_TIME_SCALE", "KTRDR_IB_RETRY_DELAY_S",

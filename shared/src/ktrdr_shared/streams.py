@@ -8,6 +8,8 @@ often it runs.
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from nats.js import JetStreamContext
@@ -23,6 +25,7 @@ from nats.js.api import (
 from nats.js.errors import BucketNotFoundError, NotFoundError
 
 from ktrdr_shared import subjects
+from ktrdr_shared.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +122,30 @@ CONSUMERS: tuple[ConsumerSpec, ...] = (DATA_COMMANDS, IB_COMMANDS, TRAIN_COMMAND
 SYMBOLS_BUCKET = "ktrdr_symbols"
 MODELS_BUCKET = "ktrdr_models"
 
+REPLICAS_VARIABLE = "KTRDR_NATS_REPLICAS"
+MAX_REPLICAS = 5  # JetStream's limit
+
+
+def configured_replicas(environ: Mapping[str, str] | None = None) -> int:
+    """Return how many copies of each stream and bucket to keep (``KTRDR_NATS_REPLICAS``).
+
+    1 (the default) for a single nats-server; 3 on a 3-node cluster, so a node
+    can die without losing a message. Every process that declares streams
+    should see the same value; the last one to declare wins.
+
+    Raises:
+        ConfigError: the value is not a whole number from 1 to 5.
+    """
+    env = os.environ if environ is None else environ
+    raw = env.get(REPLICAS_VARIABLE, "1").strip()
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_REPLICAS:
+        raise ConfigError(
+            f"{REPLICAS_VARIABLE}={raw!r}: must be a whole number from 1 to {MAX_REPLICAS} "
+            "(1 on a single nats-server, 3 on a 3-node cluster)",
+            details={"variable": REPLICAS_VARIABLE},
+        )
+    return int(raw)
+
 
 async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
     """Create a stream, or update it to ``config`` when it exists."""
@@ -131,10 +158,16 @@ async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
     await js.update_stream(config)
 
 
-async def ensure_streams(js: JetStreamContext) -> None:
-    """Create or update every ktrdr stream."""
+async def ensure_streams(js: JetStreamContext, replicas: int | None = None) -> None:
+    """Create or update every ktrdr stream, kept on ``replicas`` servers.
+
+    Args:
+        js: the JetStream context.
+        replicas: copies of each stream; default ``configured_replicas()``.
+    """
+    copies = replicas or configured_replicas()
     for config in STREAMS:
-        await ensure_stream(js, config)
+        await ensure_stream(js, config.evolve(num_replicas=copies))
 
 
 async def ensure_consumer(js: JetStreamContext, spec: ConsumerSpec) -> None:
@@ -152,8 +185,14 @@ async def ensure_consumers(js: JetStreamContext, *specs: ConsumerSpec) -> None:
         await ensure_consumer(js, spec)
 
 
-async def ensure_buckets(js: JetStreamContext) -> None:
-    """Create the symbol KV bucket and the model object store when missing."""
+async def ensure_buckets(js: JetStreamContext, replicas: int | None = None) -> None:
+    """Create the symbol KV bucket and the model object store when missing.
+
+    Args:
+        js: the JetStream context.
+        replicas: copies of each bucket; default ``configured_replicas()``.
+    """
+    copies = replicas or configured_replicas()
     try:
         await js.key_value(SYMBOLS_BUCKET)
     except BucketNotFoundError:
@@ -162,15 +201,18 @@ async def ensure_buckets(js: JetStreamContext) -> None:
             description="IB symbol discovery cache (contract details, head timestamps)",
             history=1,
             ttl=7 * DAY_S,
+            replicas=copies,
         )
     try:
         await js.object_store(MODELS_BUCKET)
     except (BucketNotFoundError, NotFoundError):
-        await js.create_object_store(bucket=MODELS_BUCKET, description="trained model artifacts")
+        await js.create_object_store(
+            bucket=MODELS_BUCKET, description="trained model artifacts", replicas=copies
+        )
 
 
-async def ensure_all(js: JetStreamContext) -> None:
+async def ensure_all(js: JetStreamContext, replicas: int | None = None) -> None:
     """Declare every stream, durable consumer and bucket ktrdr uses."""
-    await ensure_streams(js)
+    await ensure_streams(js, replicas)
     await ensure_consumers(js)
-    await ensure_buckets(js)
+    await ensure_buckets(js, replicas)
