@@ -98,8 +98,10 @@ def _work_consumer(durable: str, filter_subject: str, *, ack_wait_s: float) -> C
     )
 
 
-DATA_COMMANDS = _work_consumer("data-store-commands", subjects.CMD_DATA_FILTER, ack_wait_s=60.0)
-IB_COMMANDS = _work_consumer("ib-connector-commands", subjects.CMD_IB_FILTER, ack_wait_s=120.0)
+# Ack waits bound how long a command held by a killed process waits for redelivery; long
+# work keeps its message with in_progress (the connector every ack_wait / 4).
+DATA_COMMANDS = _work_consumer("data-store-commands", subjects.CMD_DATA_FILTER, ack_wait_s=30.0)
+IB_COMMANDS = _work_consumer("ib-connector-commands", subjects.CMD_IB_FILTER, ack_wait_s=30.0)
 TRAIN_COMMANDS = _work_consumer("trainer-commands", subjects.CMD_TRAIN_FILTER, ack_wait_s=300.0)
 
 STORE_BARS = ConsumerSpec(
@@ -111,7 +113,9 @@ STORE_BARS = ConsumerSpec(
         filter_subject=subjects.BARS_ALL,
         ack_policy=AckPolicy.EXPLICIT,
         deliver_policy=DeliverPolicy.ALL,
-        ack_wait=60.0,
+        # a micro-batch is merged in well under a second; a killed store's batches come
+        # back this soon (a slow merge repeated is harmless: merges are idempotent)
+        ack_wait=15.0,
         max_deliver=-1,
         max_ack_pending=20_000,
     ),
