@@ -194,6 +194,10 @@ def handle_validation(
 ) -> Response[Problem]:
     """Answer Litestar's validation failures naming each field and its allowed values."""
     errors = [_field_error(request, item) for item in (exc.extra or []) if isinstance(item, dict)]
+    missing = _MISSING.search(exc.detail or "")
+    if not errors and missing:
+        source, name = missing.group(1), missing.group(2)
+        errors = [FieldError(field=name, source=source, message="missing; this field is required")]
     if errors:
         detail = "; ".join(f"{e.source} field '{e.field}': {e.message}" for e in errors)
     else:
@@ -244,12 +248,14 @@ EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
 # ---------------------------------------------------------------- field names and allowed values
 
 _BACKTICKED = re.compile(r"`([^`]+)`")
+_MISSING = re.compile(r"Missing required (\w+) parameter '([^']+)'")
 _PATH = re.compile(r" - at `\$\.?([^`]*)`$")
 
 
 def _field_error(request: Request[Any, Any, Any], item: dict[str, Any]) -> FieldError:
     """Turn one Litestar validation item into a field error with the field's real name."""
-    message = _clean(str(item.get("message", "invalid value")))
+    raw = str(item.get("message", "invalid value"))
+    message = _clean(raw)
     key = str(item.get("key") or "")
     raw_source = item.get("source") or "request"
     source = str(getattr(raw_source, "value", raw_source))
@@ -258,7 +264,7 @@ def _field_error(request: Request[Any, Any, Any], item: dict[str, Any]) -> Field
         message = message[: match.start()]
         key = f"{key}.{match.group(1)}" if key and key != "data" else match.group(1)
     if key in ("", "data"):  # a whole-body error: the field is named inside the message
-        named = _BACKTICKED.search(message)
+        named = _BACKTICKED.search(raw)
         key = named.group(1) if named else "body"
     allowed = _allowed_values(request, key, source) if "nvalid enum" in message else None
     if allowed:

@@ -4,7 +4,9 @@
 port, as a task of the running loop, so a test can drive it over TCP while
 the services it talks to (in-process ``ServiceApp``s, small micro responders)
 run in the same loop. ``Responder`` is such a small micro service: scripted
-handlers on a few subjects, for services that do not exist yet.
+handlers on a few subjects, for services that do not exist yet; ``take_command``
+and ``load_events`` stand in for a service's side of a job (take its command
+off the queue, publish a scripted event sequence).
 """
 
 from __future__ import annotations
@@ -12,14 +14,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
 
+from ktrdr_shared import codec, streams
 from ktrdr_shared.config import Settings
-from ktrdr_shared.runtime import ServiceApp
+from ktrdr_shared.messages import (
+    JobAccepted,
+    JobCompleted,
+    JobEvent,
+    JobKind,
+    JobPlanned,
+    JobProgress,
+    LoadResult,
+    PlannedSegment,
+    SegmentFetched,
+)
+from ktrdr_shared.runtime import ServiceApp, publish_event
+from ktrdr_shared.streams import ConsumerSpec
 from ktrdr_shared.testing.nats_server import free_port
+from nats.js import JetStreamContext
 
 from ktrdr_api.app import create_app
 from ktrdr_api.config import ApiSettings
+
+C = TypeVar("C")
 
 
 def api_settings(nats_url: str, **extra: str) -> ApiSettings:
@@ -78,3 +97,47 @@ class Responder:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.app.stop()
+
+
+async def take_command(js: JetStreamContext, spec: ConsumerSpec, message_type: type[C],
+                       timeout_s: float = 10.0) -> C:  # fmt: skip
+    """Take one command off its work queue (as the service would), ack it and return it."""
+    await streams.ensure_consumer(js, spec)
+    sub = await js.pull_subscribe_bind(spec.durable, stream=spec.stream)
+    try:
+        [msg] = await sub.fetch(1, timeout=timeout_s)
+        await msg.ack()
+        return codec.decode(msg.data, message_type, subject=msg.subject)
+    finally:
+        await sub.unsubscribe()
+
+
+def load_events(job_id: str, *, segments: int = 2, bars: int = 100,
+                ts: datetime | None = None) -> list[JobEvent]:  # fmt: skip
+    """Return a data load's events from ``accepted`` to ``completed``, as the data-store emits."""
+    t = ts or datetime(2024, 6, 28, 22, 0, tzinfo=UTC)
+    planned = [PlannedSegment(segment_id=f"s{i}", start=t - timedelta(days=i + 1),
+                              end=t - timedelta(days=i)) for i in range(segments)]  # fmt: skip
+    events: list[JobEvent] = [
+        JobAccepted(job_id=job_id, ts=t, kind=JobKind.DATA_LOAD,
+                    params={"symbol": "AAPL", "timeframe": "1h"}),
+        JobPlanned(job_id=job_id, ts=t, gaps_analyzed=segments, cached_before=7,
+                   segments=planned),
+    ]  # fmt: skip
+    for i, segment in enumerate(planned):
+        events.append(SegmentFetched(job_id=job_id, ts=t + timedelta(seconds=i + 1),
+                                     segment_id=segment.segment_id, chunks=1, bars=bars,
+                                     ib_requests=1))  # fmt: skip
+        events.append(JobProgress(job_id=job_id, ts=t + timedelta(seconds=i + 1), done=i + 1,
+                                  total=segments, unit="segments"))  # fmt: skip
+    result = LoadResult(fetched_bars=bars * segments, cached_before=7, gaps_analyzed=segments,
+                        segments_fetched=segments, ib_requests_made=segments)  # fmt: skip
+    events.append(JobCompleted(job_id=job_id, ts=t + timedelta(seconds=segments + 1),
+                               result=result))  # fmt: skip
+    return events
+
+
+async def publish_all(js: JetStreamContext, events: list[JobEvent]) -> None:
+    """Append ``events`` to the event log in order."""
+    for event in events:
+        await publish_event(js, event)

@@ -28,10 +28,8 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example, OpenAPIMediaType, Operation, Schema
 from litestar.params import Body, Parameter
 
-from ktrdr_api.config import ApiSettings
+from ktrdr_api.deps import EventsDep, GatewayDep, SettingsDep
 from ktrdr_api.errors import ApiError, invalid, problem_responses
-from ktrdr_api.event_log import EventLog
-from ktrdr_api.gateway import Gateway
 from ktrdr_api.jobs import JobState, apply
 from ktrdr_api.schemas import BarsOut, CoverageOut, DatasetsOut, LoadIn, LoadOut
 from ktrdr_api.views import (
@@ -100,9 +98,9 @@ class DataController(Controller):
                      **problem_responses(400, 401, 503, 504)})  # fmt: skip
     async def load(
         self,
-        gateway: Gateway,
-        events: EventLog,
-        settings: ApiSettings,
+        gateway: GatewayDep,
+        events: EventsDep,
+        settings: SettingsDep,
         data: Annotated[LoadIn, Body(examples=[
             Example(summary="the tail of AAPL hourly bars", value={"symbol": "AAPL",
                                                                   "timeframe": "1h"}),
@@ -142,7 +140,7 @@ class DataController(Controller):
          responses=problem_responses(400, 401, 502, 503, 504))  # fmt: skip
     async def datasets(
         self,
-        gateway: Gateway,
+        gateway: GatewayDep,
         coverage: Annotated[bool, Parameter(
             description="Add stored ranges and gaps per dataset (one more request each).")] = False,
     ) -> DatasetsOut:  # fmt: skip
@@ -164,7 +162,7 @@ class DataController(Controller):
     @get("/{symbol:str}/{timeframe:str}/coverage", operation_id="getCoverage",
          summary="What is stored, what is missing, and what IB already answered empty",
          responses=problem_responses(400, 401, 502, 503, 504))  # fmt: skip
-    async def coverage(self, gateway: Gateway, symbol: PathSymbol, timeframe: PathTimeframe,
+    async def coverage(self, gateway: GatewayDep, symbol: PathSymbol, timeframe: PathTimeframe,
                        start: Start = None, end: End = None) -> CoverageOut:  # fmt: skip
         """Ask the data-store for one dataset's coverage."""
         first, last = _range(start, end)
@@ -183,7 +181,7 @@ class DataController(Controller):
     async def bars(
         self,
         request: Request[Any, Any, Any],
-        gateway: Gateway,
+        gateway: GatewayDep,
         symbol: PathSymbol,
         timeframe: PathTimeframe,
         start: Start = None,

@@ -11,6 +11,7 @@ from litestar import Controller, Response, get
 from litestar.openapi.datastructures import ResponseSpec
 
 from ktrdr_api import __version__
+from ktrdr_api.deps import GatewayDep
 from ktrdr_api.errors import ApiError
 from ktrdr_api.gateway import Gateway
 from ktrdr_api.schemas import (
@@ -36,7 +37,7 @@ class HealthController(Controller):
          "when NATS is unreachable. Services are found with ``$SRV.PING``.",
          responses={503: ResponseSpec(Health, description="NATS is unreachable: status down",
                                       generate_examples=False)})  # fmt: skip
-    async def health(self, gateway: Gateway) -> Response[Health]:
+    async def health(self, gateway: GatewayDep) -> Response[Health]:
         """Ping NATS and every service at once and report what answered."""
         nc = gateway.nc
         if not nc.is_connected:

@@ -19,9 +19,8 @@ from litestar import Controller, get, post
 from litestar.openapi.spec import Example
 from litestar.params import Body, Parameter
 
-from ktrdr_api.config import ApiSettings
+from ktrdr_api.deps import GatewayDep, SettingsDep
 from ktrdr_api.errors import problem_responses
-from ktrdr_api.gateway import Gateway
 from ktrdr_api.schemas import (
     HeadTimestampOut,
     IbHealthOut,
@@ -34,7 +33,7 @@ from ktrdr_api.views import ib_status_out, symbol_out
 SYMBOL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 ._/&-]*$"
 SymbolQuery = Annotated[
     str,
-    Parameter(query="symbol", description="Instrument symbol as IB knows it (AAPL, EURUSD, ES).",
+    Parameter(description="Instrument symbol as IB knows it (AAPL, EURUSD, ES).",
               min_length=1, max_length=32, pattern=SYMBOL_PATTERN,
               examples=[Example(value="AAPL")]),
 ]  # fmt: skip
@@ -48,14 +47,14 @@ class IbController(Controller):
 
     @get("/status", operation_id="getIbStatus", summary="The IB connection state",
          responses=problem_responses(401, 502, 503, 504))  # fmt: skip
-    async def status(self, gateway: Gateway) -> IbStatusOut:
+    async def status(self, gateway: GatewayDep) -> IbStatusOut:
         """Ask the ib-connector for its connection state (one NATS round trip)."""
         reply = await gateway.request(subjects.IB_STATUS, StatusRequest(), IbStatus)
         return ib_status_out(reply)
 
     @get("/health", operation_id="getIbHealth", summary="Whether the connector can fetch from IB",
          responses=problem_responses(401, 502, 503, 504))  # fmt: skip
-    async def health(self, gateway: Gateway) -> IbHealthOut:
+    async def health(self, gateway: GatewayDep) -> IbHealthOut:
         """Return ``healthy`` when the connector answers and IB is connected."""
         reply = await gateway.request(subjects.IB_STATUS, StatusRequest(), IbStatus)
         detail = (f"connected to IB at {reply.host}:{reply.port} as client {reply.client_id}"
@@ -70,8 +69,8 @@ class IbController(Controller):
           responses=problem_responses(400, 401, 404, 429, 502, 503, 504))  # fmt: skip
     async def validate(
         self,
-        gateway: Gateway,
-        settings: ApiSettings,
+        gateway: GatewayDep,
+        settings: SettingsDep,
         data: Annotated[ValidateSymbolIn, Body(examples=[
             Example(summary="any type (CASH, then STK, then FUT)", value={"symbol": "AAPL"}),
             Example(summary="a future", value={"symbol": "ES", "instrument_type": "FUT"}),
@@ -89,8 +88,8 @@ class IbController(Controller):
          responses=problem_responses(400, 401, 404, 429, 502, 503, 504))  # fmt: skip
     async def head_timestamp(
         self,
-        gateway: Gateway,
-        settings: ApiSettings,
+        gateway: GatewayDep,
+        settings: SettingsDep,
         symbol: SymbolQuery,
         timeframe: Annotated[Timeframe | None, Parameter(
             description="Echoed back; IB's earliest bar is the same for every bar size.")] = None,

@@ -15,10 +15,9 @@ from litestar.openapi.spec import OpenAPIMediaType as OpenApiMediaType
 from litestar.params import Body, Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
-from ktrdr_api.config import ApiSettings
+from ktrdr_api.deps import EventsDep, GatewayDep, SettingsDep
 from ktrdr_api.errors import ApiError, not_found, problem_responses
 from ktrdr_api.event_log import EventLog, LoggedEvent
-from ktrdr_api.gateway import Gateway
 from ktrdr_api.jobs import JobState, JobStatus, apply, fold
 from ktrdr_api.schemas import CancelIn, JobOut, JobsOut
 from ktrdr_api.views import job_out, job_summary
@@ -67,7 +66,7 @@ class JobsController(Controller):
          responses=problem_responses(400, 401, 503, 504))  # fmt: skip
     async def list_jobs(
         self,
-        events: EventLog,
+        events: EventsDep,
         kind: Annotated[JobKind | None, Parameter(description="Only this kind.")] = None,
         status: Annotated[JobStatus | None, Parameter(description="Only this status.")] = None,
         limit: Annotated[int, Parameter(ge=1, le=10_000, description="At most this many.")] = 100,
@@ -88,7 +87,7 @@ class JobsController(Controller):
 
     @get("/{job_id:str}", operation_id="getJob", summary="A job's status, folded from its events",
          responses=problem_responses(400, 401, 404, 503, 504))  # fmt: skip
-    async def get_job(self, events: EventLog, job_id: JobIdPath) -> JobOut:
+    async def get_job(self, events: EventsDep, job_id: JobIdPath) -> JobOut:
         """Replay the job's events and fold them."""
         state, _ = await job_state(events, job_id)
         return job_out(state)
@@ -104,8 +103,8 @@ class JobsController(Controller):
     async def stream_events(
         self,
         request: Request[Any, Any, Any],
-        events: EventLog,
-        settings: ApiSettings,
+        events: EventsDep,
+        settings: SettingsDep,
         job_id: JobIdPath,
     ) -> ServerSentEvent:
         """Answer the job's history, then its live events, until it ends."""
@@ -134,9 +133,9 @@ class JobsController(Controller):
           responses=problem_responses(400, 401, 404, 409, 503, 504))  # fmt: skip
     async def cancel(
         self,
-        events: EventLog,
+        events: EventsDep,
         job_id: JobIdPath,
-        gateway: Gateway,
+        gateway: GatewayDep,
         data: Annotated[CancelIn | None, Body(description="Why (optional).")] = None,
     ) -> Response[JobOut]:  # fmt: skip
         """Publish ``CancelRequested`` for a job that has not ended."""

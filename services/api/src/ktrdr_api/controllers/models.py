@@ -13,6 +13,7 @@ from litestar.openapi.spec import Example, Operation, Schema
 from litestar.openapi.spec import OpenAPIMediaType as OpenApiMediaType
 from litestar.params import Parameter
 
+from ktrdr_api.deps import GatewayDep
 from ktrdr_api.errors import ApiError, not_found, problem_responses
 from ktrdr_api.gateway import Gateway
 from ktrdr_api.schemas import ModelOut, ModelsOut
@@ -56,14 +57,14 @@ class ModelsController(Controller):
 
     @get(operation_id="listModels", summary="Every stored model; 503 until a trainer runs",
          responses=problem_responses(401, 502, 503, 504))  # fmt: skip
-    async def list_models(self, gateway: Gateway) -> ModelsOut:
+    async def list_models(self, gateway: GatewayDep) -> ModelsOut:
         """Ask the trainer for its models."""
         found = await gateway.request(subjects.TRAIN_MODELS, StatusRequest(), ModelList)
         return ModelsOut(models=[model_out(m) for m in found.models])
 
     @get("/{model_id:str}", operation_id="getModel", summary="A stored model's metadata",
          responses=problem_responses(400, 401, 404, 502, 503, 504))  # fmt: skip
-    async def get_model(self, gateway: Gateway, model_id: ModelIdPath) -> ModelOut:
+    async def get_model(self, gateway: GatewayDep, model_id: ModelIdPath) -> ModelOut:
         """Find the model in the trainer's list."""
         return model_out(await find_model(gateway, model_id))
 
@@ -71,7 +72,7 @@ class ModelsController(Controller):
          summary="A stored model's artifact (weights, feature and normalisation config)",
          operation_class=DownloadOperation,
          responses=problem_responses(400, 401, 404, 502, 503, 504))  # fmt: skip
-    async def download(self, gateway: Gateway, model_id: ModelIdPath) -> Response[bytes]:
+    async def download(self, gateway: GatewayDep, model_id: ModelIdPath) -> Response[bytes]:
         """Read the artifact named ``model_id`` from the ``ktrdr_models`` object store."""
         await find_model(gateway, model_id)
         try:

@@ -14,9 +14,8 @@ from litestar.openapi.spec import Example
 from litestar.params import Body
 
 from ktrdr_api.controllers.jobs import JobIdPath, job_state
+from ktrdr_api.deps import EventsDep, GatewayDep
 from ktrdr_api.errors import not_found, problem_responses
-from ktrdr_api.event_log import EventLog
-from ktrdr_api.gateway import Gateway
 from ktrdr_api.jobs import JobStatus
 from ktrdr_api.schemas import JobOut, TrainingRunIn, TrainingRunOut
 from ktrdr_api.views import job_links, job_out, utc
@@ -43,7 +42,7 @@ class TrainingController(Controller):
           responses=problem_responses(400, 401, 502, 503, 504))  # fmt: skip
     async def start(
         self,
-        gateway: Gateway,
+        gateway: GatewayDep,
         data: Annotated[TrainingRunIn, Body(examples=[
             Example(summary="an MLP on AAPL hourly bars",
                     value={"symbols": ["AAPL"], "timeframe": "1h", "epochs": 10}),
@@ -64,7 +63,7 @@ class TrainingController(Controller):
     @get("/{job_id:str}", operation_id="getTrainingRun",
          summary="A training run's state (epochs, metrics, model id), from its events",
          responses=problem_responses(400, 401, 404, 503, 504))  # fmt: skip
-    async def get_run(self, events: EventLog, job_id: JobIdPath) -> JobOut:
+    async def get_run(self, events: EventsDep, job_id: JobIdPath) -> JobOut:
         """Fold the run's events; 404 when it is not a training job."""
         state, _ = await job_state(events, job_id)
         if state.kind not in (None, "training"):
