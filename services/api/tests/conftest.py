@@ -1,13 +1,26 @@
-"""Fixtures: the gateway over real HTTP on a real nats-server, and an HTTP client for it."""
+"""Fixtures: the gateway over real HTTP on a real nats-server, and the real services behind it.
+
+``connector`` is the real ib-connector against the TWS-protocol simulator (compressed time,
+frozen "now"); ``data_store`` is the real data-store on a temporary directory (gap filler
+off). Services that do not exist in a test answer nothing, as in production.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
 from ktrdr_api.testing import api_settings, serve_api
+from ktrdr_data_store.app import build_app as build_store
+from ktrdr_data_store.config import DataStoreSettings
+from ktrdr_ib_connector.app import build_app as build_connector
+from ktrdr_ib_connector.testing import connector_settings, sim_config, wait_connected
+from ktrdr_ib_sim import IBGatewaySimulator
 from ktrdr_shared import streams
+from ktrdr_shared.runtime import ServiceApp
+from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 
@@ -22,5 +35,48 @@ async def api_url(nats_url: str, js: JetStreamContext) -> AsyncIterator[str]:
 @pytest.fixture
 async def http(api_url: str) -> AsyncIterator[httpx.AsyncClient]:
     """Yield an HTTP client of the running gateway."""
-    async with httpx.AsyncClient(base_url=api_url, timeout=10) as client:
+    async with httpx.AsyncClient(base_url=api_url, timeout=30) as client:
         yield client
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[IBGatewaySimulator]:
+    """Start a TWS-protocol simulator on a free port, frozen at its "now", in compressed time."""
+    server = IBGatewaySimulator(sim_config())
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@pytest.fixture
+async def connector(nats_url: str, sim: IBGatewaySimulator, nc: NATS) -> AsyncIterator[ServiceApp]:
+    """Run the real ib-connector against the simulator; return once it is connected."""
+    app = build_connector(connector_settings(nats_url, sim.port))
+    await app.start()
+    try:
+        await wait_connected(nc)
+        yield app
+    finally:
+        await app.stop()
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    """Return the data-store's directory for this test."""
+    return tmp_path / "data"
+
+
+@pytest.fixture
+async def data_store(nats_url: str, data_dir: Path) -> AsyncIterator[ServiceApp]:
+    """Run the real data-store on ``data_dir`` (gap filler off)."""
+    settings = DataStoreSettings.from_env({
+        "KTRDR_NATS_URL": nats_url, "KTRDR_DATA_DIR": str(data_dir),
+        "KTRDR_GAP_FILL_INTERVAL_S": "0", "KTRDR_LOAD_PROGRESS_INTERVAL_S": "0.2"})  # fmt: skip
+    app = build_store(settings)
+    await app.start()
+    try:
+        yield app
+    finally:
+        await app.stop()

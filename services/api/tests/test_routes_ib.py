@@ -9,39 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 from ktrdr_api.testing import Responder
-from ktrdr_ib_connector.app import build_app
-from ktrdr_ib_connector.config import IbConnectorSettings
-from ktrdr_ib_sim import IBGatewaySimulator, SimulatorConfig
+from ktrdr_ib_connector.testing import NOW
 from ktrdr_shared import subjects
 from ktrdr_shared.messages import IbStatus, StatusRequest
 from ktrdr_shared.runtime import ServiceApp
 
 pytestmark = pytest.mark.integration
-
-NOW = dt.datetime(2024, 6, 28, 22, 0, tzinfo=dt.UTC)
-
-
-@pytest.fixture
-async def connector(nats_url: str) -> AsyncIterator[ServiceApp]:
-    """The real ib-connector against a simulator in compressed time, connected."""
-    sim = IBGatewaySimulator(SimulatorConfig(port=0, time_scale=0.01, now_utc=NOW,
-                                             soft_delay_ms=0))  # fmt: skip
-    await sim.start()
-    settings = IbConnectorSettings.from_env({
-        "KTRDR_NATS_URL": nats_url, "KTRDR_IB_PORT": str(sim.port), "KTRDR_IB_TIME_SCALE": "0.01",
-        "KTRDR_IB_REQUEST_TIMEOUT_S": "5", "KTRDR_IB_CONNECT_TIMEOUT_S": "3"})  # fmt: skip
-    app = build_app(settings)
-    await app.start()
-    try:
-        yield app
-    finally:
-        await app.stop()
-        await sim.stop()
 
 
 async def wait_connected(http: httpx.AsyncClient) -> dict[str, object]:

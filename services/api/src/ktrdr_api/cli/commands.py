@@ -397,13 +397,16 @@ def models_show(ctx: click.Context, model_id: str, as_json: bool) -> int:
 
 @models.command("download")
 @click.argument("model_id")
+@click.option("--part", help="One object (weights.pt, manifest.json, ...); default: a zip of all.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path))
 @json_option
 @click.pass_context
-def models_download(ctx: click.Context, model_id: str, output: Path | None, as_json: bool) -> int:
-    """Save a model's artifact (default: <model_id>.pt)."""
-    response = client_of(ctx).call("GET", f"/api/v1/models/{model_id}/download")
-    target = output or Path(f"{model_id}.pt")
+def models_download(ctx: click.Context, model_id: str, part: str | None, output: Path | None,
+                    as_json: bool) -> int:  # fmt: skip
+    """Save a model's artifact (default: <model_id>.zip)."""
+    response = client_of(ctx).call("GET", f"/api/v1/models/{model_id}/download",
+                                   params={"part": part})  # fmt: skip
+    target = output or Path(f"{model_id}-{part}" if part else f"{model_id}.zip")
     target.write_bytes(response.content)
     summary = {"model_id": model_id, "path": str(target), "bytes": len(response.content)}
     render.print_json(summary) if as_json else render.err.print(f"saved {target}")

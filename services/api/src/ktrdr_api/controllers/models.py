@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import zipfile
 from typing import Annotated
 
 import nats.errors
@@ -20,6 +22,7 @@ from ktrdr_api.schemas import ModelOut, ModelsOut
 from ktrdr_api.views import model_out
 
 OCTETS = "application/octet-stream"
+ZIP = "application/zip"
 
 ModelIdPath = Annotated[str, Parameter(
     description="The model's id.", pattern=r"^[0-9A-Za-z_-]{1,64}$", min_length=1, max_length=64,
@@ -32,8 +35,8 @@ class DownloadOperation(Operation):
     def __post_init__(self) -> None:
         ok = self.responses.get("200") if self.responses else None
         if ok is not None and hasattr(ok, "content"):
-            ok.content = {OCTETS: OpenApiMediaType(schema=Schema(
-                type="string", format="binary"))}  # type: ignore[arg-type]  # fmt: skip
+            binary = OpenApiMediaType(schema=Schema(type="string", format="binary"))  # type: ignore[arg-type]
+            ok.content = {ZIP: binary, OCTETS: binary}
 
 
 async def find_model(gateway: Gateway, model_id: str) -> ModelInfo:
@@ -69,22 +72,54 @@ class ModelsController(Controller):
         return model_out(await find_model(gateway, model_id))
 
     @get("/{model_id:str}/download", operation_id="downloadModel",
-         summary="A stored model's artifact (weights, feature and normalisation config)",
+         summary="A stored model's artifact: every object as a zip, or one part",
+         description="Without ``part``: a zip of every object the trainer stored for the model "
+         "(``info.json``, ``manifest.json`` with the feature and normalisation config and "
+         "metrics, ``weights.pt``, ``report.png``). With ``part``: that object alone.",
          operation_class=DownloadOperation,
          responses=problem_responses(400, 401, 404, 502, 503, 504))  # fmt: skip
-    async def download(self, gateway: GatewayDep, model_id: ModelIdPath) -> Response[bytes]:
-        """Read the artifact named ``model_id`` from the ``ktrdr_models`` object store."""
+    async def download(
+        self,
+        gateway: GatewayDep,
+        model_id: ModelIdPath,
+        part: Annotated[str | None, Parameter(
+            description="One object of the model, e.g. weights.pt or manifest.json.",
+            pattern=r"^[0-9A-Za-z_.-]{1,64}$")] = None,
+    ) -> Response[bytes]:  # fmt: skip
+        """Read the model's objects (``<model_id>/<part>``) from the ``ktrdr_models`` store."""
         await find_model(gateway, model_id)
-        try:
-            store = await gateway.js.object_store(streams.MODELS_BUCKET)
-            result = await store.get(model_id)
-        except (nats.js.errors.ObjectNotFoundError, nats.js.errors.NotFoundError,
-                nats.js.errors.BucketNotFoundError) as e:  # fmt: skip
-            raise not_found(f"model {model_id} is listed but its artifact is not in the "
-                            f"object store {streams.MODELS_BUCKET}") from e  # fmt: skip
-        except nats.errors.TimeoutError as e:
-            raise ApiError(504, "nats_timeout", "the object store did not answer in time; "
-                           "try again") from e  # fmt: skip
-        data = result.data or b""
-        return Response(data, media_type=OCTETS, headers={
-            "Content-Disposition": f'attachment; filename="{model_id}.pt"'})  # fmt: skip
+        objects = await _model_objects(gateway, model_id, part)
+        if part is not None:
+            return Response(objects[part], media_type=OCTETS, headers={
+                "Content-Disposition": f'attachment; filename="{model_id}-{part}"'})  # fmt: skip
+        archive = io.BytesIO()
+        with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
+            for name, data in sorted(objects.items()):
+                z.writestr(f"{model_id}/{name}", data)
+        return Response(archive.getvalue(), media_type=ZIP, headers={
+            "Content-Disposition": f'attachment; filename="{model_id}.zip"'})  # fmt: skip
+
+
+async def _model_objects(gateway: Gateway, model_id: str, part: str | None) -> dict[str, bytes]:
+    """Return ``{part: bytes}`` of a model's objects (only ``part`` when given)."""
+    prefix = f"{model_id}/"
+    try:
+        store = await gateway.js.object_store(streams.MODELS_BUCKET)
+        if part is None:
+            listed = await store.list(ignore_deletes=True)
+            names = [o.name for o in listed if o.name and o.name.startswith(prefix)]
+        else:
+            names = [prefix + part]
+        found = {name.removeprefix(prefix): bytes((await store.get(name)).data or b"")
+                 for name in names}  # fmt: skip
+    except (nats.js.errors.ObjectNotFoundError, nats.js.errors.NotFoundError,
+            nats.js.errors.BucketNotFoundError) as e:  # fmt: skip
+        what = f"object {part!r} of model {model_id}" if part else f"model {model_id}'s objects"
+        raise not_found(f"no {what} in the object store {streams.MODELS_BUCKET}") from e
+    except nats.errors.TimeoutError as e:
+        raise ApiError(504, "nats_timeout", "the object store did not answer in time; "
+                       "try again") from e  # fmt: skip
+    if not found:
+        raise not_found(f"model {model_id} is listed but has no objects in "
+                        f"{streams.MODELS_BUCKET}")  # fmt: skip
+    return found
