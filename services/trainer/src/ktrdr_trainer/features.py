@@ -233,12 +233,13 @@ def _compute(values: torch.Tensor, spec: FeatureSpec) -> torch.Tensor:
 
 
 def _resolve(feature: Feature, field: str) -> FeatureSpec:
-    defaults = DEFAULT_PARAMS[feature.name]
+    name = FeatureName(feature.name)
+    defaults = DEFAULT_PARAMS[name]
     unknown = sorted(set(feature.params) - set(defaults))
     if unknown:
         raise _invalid(
             f"{field}.params.{unknown[0]}",
-            f"unknown parameter for {feature.name.value}; use {' '.join(sorted(defaults))}",
+            f"unknown parameter for {name.value}; use {' '.join(sorted(defaults))}",
         )
     params = {**defaults, **feature.params}
     for key, value in feature.params.items():
@@ -250,12 +251,12 @@ def _resolve(feature: Feature, field: str) -> FeatureSpec:
             raise _invalid(
                 where, f"must be a whole number of bars from 1 to {MAX_PERIOD}, got {value:g}"
             )
-    if feature.name is FeatureName.MACD and params["fast"] >= params["slow"]:
+    if name is FeatureName.MACD and params["fast"] >= params["slow"]:
         raise _invalid(
             f"{field}.params.fast",
             f"must be below slow ({params['slow']:g}), got {params['fast']:g}",
         )
-    return FeatureSpec(feature.name, params, feature.fuzzy_sets)
+    return FeatureSpec(name, params, feature.fuzzy_sets)
 
 
 def _horizons(params: dict[str, float]) -> tuple[int, ...]:
