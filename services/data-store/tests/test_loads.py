@@ -17,6 +17,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from ktrdr_data_store.config import DataStoreSettings
+from ktrdr_data_store.gapfill import fill_once
+from ktrdr_data_store.ledger import AnsweredLedger
+from ktrdr_data_store.loads import LoadRunner
 from ktrdr_data_store.store import ParquetBarStore
 from ktrdr_ib_connector.testing import NOW
 from ktrdr_ib_sim import expected_bars
@@ -202,3 +206,27 @@ async def test_a_restarted_store_resumes_the_job_from_its_events(
     kinds = [event_type(e) for e in await read_all(js, subjects.job_events(job_id), JobEvent)]
     assert kinds.count("planned") == 1  # planned once, not again on resume
     assert kinds.count("completed") == 1
+
+
+async def test_the_gap_filler_tops_up_a_dataset_whose_market_traded(
+    connector: ServiceApp, start_store: StartStore, js: JetStreamContext, nc: NATS,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    await start_store()
+    data_dir = tmp_path / "data"
+    start = dt.datetime(2024, 6, 24, tzinfo=UTC)
+    job_id = await KtrdrClient(nc).load_data("AAPL", "1h", start=start,
+                                             end=dt.datetime(2024, 6, 26, tzinfo=UTC))  # fmt: skip
+    assert isinstance(await finished(js, job_id), JobCompleted)
+
+    store = ParquetBarStore(data_dir)
+    settings = DataStoreSettings(data_dir=str(data_dir))
+    runner = LoadRunner(nc, store, AnsweredLedger(data_dir), settings)
+    completions = await nc.subscribe("ktrdr.evt.job.*.completed")
+    sent = await fill_once(runner, store)
+    assert [(c.symbol, c.timeframe, c.mode) for c in sent] == [("AAPL", Timeframe.H1, "tail")]
+    await completions.next_msg(timeout=30)  # the gap filler's load, run like any other
+    want = sim_ts("AAPL", "STK", "1 hour", start)
+    np.testing.assert_array_equal(stored_ts(data_dir, "AAPL", Timeframe.H1), want)
+    # up to date now: IB's "now" is 22:00 on Friday and the 21:00 bar is stored
+    assert await fill_once(runner, store) == []

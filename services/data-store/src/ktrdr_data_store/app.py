@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 
 from ktrdr_shared import streams, subjects
 from ktrdr_shared.consumer import PullConsumer
@@ -22,6 +23,7 @@ from nats.js import JetStreamContext
 from ktrdr_data_store import __version__, queries
 from ktrdr_data_store.config import DataStoreSettings
 from ktrdr_data_store.coverage import coverage_of
+from ktrdr_data_store.gapfill import run_gap_filler
 from ktrdr_data_store.ingest import Ingestor
 from ktrdr_data_store.ledger import AnsweredLedger
 from ktrdr_data_store.loads import LoadRunner
@@ -45,6 +47,8 @@ def build_app(settings: DataStoreSettings) -> ServiceApp:
         app.background(Ingestor(js=js, store=store, ledger=ledger).run)
         runner = LoadRunner(nc, store, ledger, settings)
         app.background(runner.follow)
+        app.background(functools.partial(run_gap_filler, runner, store,
+                                         settings.gap_fill_interval_s))  # fmt: skip
         app.background(PullConsumer(js=js, spec=streams.DATA_COMMANDS,
                                     handler=runner.handle_command,
                                     on_permanent=runner.on_rejected).run)  # fmt: skip

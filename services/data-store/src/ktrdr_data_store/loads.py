@@ -324,19 +324,19 @@ class LoadRunner:
         command = state.command
         instrument_type, exchange = command.instrument_type, ""
         if instrument_type is None:
-            info = await self._ask(subjects.IB_VALIDATE, ValidateSymbol(symbol=command.symbol),
+            info = await self.ask(subjects.IB_VALIDATE, ValidateSymbol(symbol=command.symbol),
                                    SymbolInfo)  # fmt: skip
             instrument_type, exchange = info.instrument_type, info.exchange
         what = command.what_to_show or default_what_to_show(instrument_type)
         calendar = market_calendar(instrument_type, exchange)
-        now_ns = await self._ib_now()
+        now_ns = await self.ib_now()
         key, timeframe = symbol_key(command.symbol), command.timeframe
         stats = await asyncio.to_thread(self.store.stats, key, timeframe)
         head_ns = None
         if command.mode is not LoadMode.TAIL and command.start is None:
             request = HeadTimestampRequest(symbol=command.symbol, instrument_type=instrument_type,
                                            what_to_show=what)  # fmt: skip
-            head = await self._ask(subjects.IB_HEAD_TIMESTAMP, request, HeadTimestamp)
+            head = await self.ask(subjects.IB_HEAD_TIMESTAMP, request, HeadTimestamp)
             head_ns = to_unix_nanos(head.head_timestamp)
         span = load_range(command, now_ns=now_ns, calendar=calendar, head_ns=head_ns,
                           first_stored=stats.first_ns, last_stored=stats.last_ns)  # fmt: skip
@@ -357,7 +357,7 @@ class LoadRunner:
             instrument_type=instrument_type, exchange=exchange, what_to_show=what,
         )  # fmt: skip
 
-    async def _ib_now(self) -> int:
+    async def ib_now(self) -> int:
         """Return IB's clock in ns: which bars are complete is the gateway's call, not ours."""
 
         async def ask() -> int:
@@ -368,7 +368,8 @@ class LoadRunner:
 
         return await self._retrying(ask, "IB's clock (ktrdr.ib.status)")
 
-    async def _ask(self, subject: str, request: Any, reply_type: type[R]) -> R:
+    async def ask(self, subject: str, request: Any, reply_type: type[R]) -> R:
+        """Request from the connector, retrying while it is away (see ``_retrying``)."""
         return await self._retrying(
             lambda: self.client.request(subject, request, reply_type), subject
         )

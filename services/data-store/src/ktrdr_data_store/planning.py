@@ -14,7 +14,7 @@ from datetime import timedelta
 
 import numpy as np
 from ktrdr_shared.messages import LoadData
-from ktrdr_shared.types import InstrumentType, Timeframe, to_unix_nanos
+from ktrdr_shared.types import InstrumentType, Timeframe
 
 from ktrdr_data_store.calendar import DAY_NS, MarketCalendar, calendar_for
 from ktrdr_data_store.gaps import plan_missing_segments, resolve_range
@@ -127,28 +127,17 @@ def read_margin_ns(timeframe: Timeframe) -> int:
 
 
 def traded_since(calendar: MarketCalendar, timeframe: Timeframe, last_ns: int, now_ns: int) -> bool:
-    """Return whether a bar after ``last_ns`` has completed by ``now_ns`` (gap filler's test).
+    """Return whether a bar stamped after ``last_ns`` has completed by ``now_ns``.
 
-    A weekend, a holiday or a night adds no complete bar, so no load is issued for them.
+    The gap filler's test: a weekend, a holiday or a night adds no complete bar, so no
+    load is issued for them.
     """
-    until = calendar.complete_until(timeframe, now_ns)
-    if until <= last_ns:
-        return False
+    until = min(calendar.complete_until(timeframe, now_ns), calendar.last_ns)
     after = last_ns + 1
-    return bool(calendar.bar_windows(timeframe, after, until)) and _has_stamp(
-        calendar, timeframe, after, until
-    )
-
-
-def _has_stamp(calendar: MarketCalendar, timeframe: Timeframe, start: int, end: int) -> bool:
-    """Return whether some bar could be stamped in ``[start, end)``."""
-    sessions = calendar.bar_windows(timeframe, start, end)
-    segments = plan_missing_segments(timeframe=timeframe, start_ns=start, end_ns=end,
-                                     stored_ts=np.zeros(0, dtype=np.int64), answered=[],
-                                     sessions=sessions, zone=calendar.zone)  # fmt: skip
+    if until <= after:
+        return False
+    segments = plan_missing_segments(
+        timeframe=timeframe, start_ns=after, end_ns=until, stored_ts=np.zeros(0, np.int64),
+        answered=[], sessions=calendar.bar_windows(timeframe, after, until), zone=calendar.zone,
+    )  # fmt: skip
     return bool(segments)
-
-
-def instant_ns(value: object) -> int | None:
-    """Return an aware datetime as ns (None stays None)."""
-    return None if value is None else to_unix_nanos(value)  # type: ignore[arg-type]
