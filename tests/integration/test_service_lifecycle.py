@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from ktrdr_shared.testing.nats_server import free_port
 from nats.aio.client import Client as NATS
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
@@ -25,7 +26,11 @@ SERVICES = [
 
 def _service_env(nats_url: str, tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KTRDR_")}
-    env.update(KTRDR_NATS_URL=nats_url, KTRDR_DATA_DIR=str(tmp_path / "data"))
+    env.update(
+        KTRDR_NATS_URL=nats_url,
+        KTRDR_DATA_DIR=str(tmp_path / "data"),
+        KTRDR_API_PORT=str(free_port()),
+    )  # the api binds; never on a shared port
     return env
 
 

@@ -22,7 +22,6 @@ from ktrdr_shared.runtime import connect
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin, YamlRenderPlugin
 from litestar.openapi.spec import Components, Tag
@@ -99,7 +98,7 @@ def create_app(settings: ApiSettings, **nats_options: Any) -> Litestar:
             "settings": Provide(lambda: settings, sync_to_thread=False),
         },
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[DefineMiddleware(ApiKeyMiddleware, key)] if key else [],
+        middleware=[ApiKeyMiddleware(key)] if key else [],
         openapi_config=_openapi(secured=key is not None),
         debug=False,
         logging_config=None,

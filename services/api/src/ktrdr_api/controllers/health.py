@@ -35,6 +35,7 @@ class HealthController(Controller):
          description="200 while the gateway reaches NATS (``status`` is ``ok`` when every "
          "service answers and IB is connected, else ``degraded``); 503 with the same body "
          "when NATS is unreachable. Services are found with ``$SRV.PING``.",
+         security=[{}],  # never requires the key: monitors must see it
          responses={503: ResponseSpec(Health, description="NATS is unreachable: status down",
                                       generate_examples=False)})  # fmt: skip
     async def health(self, gateway: GatewayDep) -> Response[Health]:

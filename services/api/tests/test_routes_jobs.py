@@ -1,0 +1,194 @@
+"""/api/v1/jobs from the event log: status folded from a job's events, the list, cancel, and
+server-sent events that replay the history, then go live, and end with the job.
+
+The job's events are published here as the data-store would publish them (a scripted
+sequence on the real event log), so every step of a job can be taken at the test's pace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from ktrdr_api.cli.api_client import SseEvent, parse_sse
+from ktrdr_api.testing import load_events, publish_all
+from ktrdr_shared import streams
+from ktrdr_shared.client import new_job_id
+from ktrdr_shared.messages import (
+    CancelRequested,
+    EpochCompleted,
+    JobAccepted,
+    JobCancelled,
+    JobKind,
+)
+from ktrdr_shared.messages.base import event_type
+from ktrdr_shared.testing.events import wait_for_job_event
+from nats.js import JetStreamContext
+
+pytestmark = pytest.mark.integration
+
+
+async def sse(http: httpx.AsyncClient, path: str, **headers: str) -> AsyncIterator[SseEvent]:
+    """Yield the events of an SSE response until the server ends the stream."""
+    async with http.stream("GET", path, headers={"Accept": "text/event-stream", **headers}) as r:
+        assert r.status_code == 200, await r.aread()
+        assert r.headers["content-type"].startswith("text/event-stream")
+        lines: list[str] = []
+        async for line in r.aiter_lines():
+            lines.append(line)
+            if line == "":
+                for event in parse_sse(iter(lines)):
+                    yield event
+                lines = []
+
+
+async def test_a_jobs_status_is_the_fold_of_its_events(
+    http: httpx.AsyncClient, js: JetStreamContext
+) -> None:
+    job = new_job_id()
+    events = load_events(job, segments=3, bars=40)
+    await publish_all(js, events[:4])  # accepted, planned, one segment and its progress
+    running = (await http.get(f"/api/v1/jobs/{job}")).json()
+    assert running["status"] == "running"
+    assert (running["segments_planned"], running["segments_fetched"]) == (3, 1)
+    assert running["progress"] == {"done": 1.0, "total": 3.0, "unit": "segments",
+                                   "percent": 33.3, "message": ""}  # fmt: skip
+    assert running["result"] is None
+
+    await publish_all(js, events[4:])
+    done = (await http.get(f"/api/v1/jobs/{job}")).json()
+    assert done["status"] == "completed"
+    assert done["kind"] == "data_load"
+    assert done["result"]["fetched_bars"] == 120
+    assert done["bars_fetched"] == 120 and done["ib_requests"] == 3
+    assert done["execution_time_s"] == 4.0
+    assert done["created"] == "2024-06-28T22:00:00Z"
+    assert done["events"] == len(events)
+
+
+async def test_an_unknown_job_is_a_404(http: httpx.AsyncClient) -> None:
+    response = await http.get(f"/api/v1/jobs/{new_job_id()}")
+    assert response.status_code == 404
+    assert "the event log holds none of its events" in response.json()["detail"]
+
+
+async def test_the_list_filters_by_kind_and_status(
+    http: httpx.AsyncClient, js: JetStreamContext
+) -> None:
+    load, training = new_job_id(), new_job_id()
+    await publish_all(js, load_events(load))
+    await publish_all(js, [
+        JobAccepted(job_id=training, kind=JobKind.TRAINING, params={"symbols": ["AAPL", "MSFT"],
+                                                                    "timeframe": "1h"}),
+        EpochCompleted(job_id=training, epoch=1, epochs=4, train_loss=1.0, val_loss=1.0,
+                       val_accuracy=0.4, samples_per_s=1e4, device="cpu")])  # fmt: skip
+    everything = (await http.get("/api/v1/jobs")).json()["jobs"]
+    assert {j["job_id"]: j["status"] for j in everything} == {load: "completed",
+                                                              training: "running"}  # fmt: skip
+    trainings = (await http.get("/api/v1/jobs", params={"kind": "training"})).json()["jobs"]
+    assert [(j["job_id"], j["symbol"], j["progress"]["percent"]) for j in trainings] == [
+        (training, "AAPL,MSFT", 25.0)]  # fmt: skip
+    completed = (await http.get("/api/v1/jobs", params={"status": "completed"})).json()["jobs"]
+    assert [j["job_id"] for j in completed] == [load]
+    assert (await http.get("/api/v1/jobs", params={"limit": 1})).json()["jobs"][0]["job_id"] in (
+        load, training)  # fmt: skip
+
+
+async def test_cancel_publishes_cancel_requested_and_refuses_an_ended_job(
+    http: httpx.AsyncClient, js: JetStreamContext
+) -> None:
+    job = new_job_id()
+    await publish_all(js, load_events(job)[:2])
+    response = await http.post(f"/api/v1/jobs/{job}/cancel", json={"reason": "wrong symbol"})
+    assert response.status_code == 202
+    assert response.json()["status"] == "cancelling"
+    logged = await wait_for_job_event(js, job, {"cancel_requested"}, timeout_s=5)
+    assert isinstance(logged, CancelRequested) and logged.reason == "wrong symbol"
+
+    await publish_all(js, [JobCancelled(job_id=job, reason="wrong symbol")])
+    again = await http.post(f"/api/v1/jobs/{job}/cancel")
+    assert again.status_code == 409
+    assert "already cancelled" in again.json()["detail"]
+    assert (await http.post(f"/api/v1/jobs/{new_job_id()}/cancel")).status_code == 404
+
+
+async def test_sse_mid_job_replays_the_history_then_goes_live_and_ends_with_the_job(
+    http: httpx.AsyncClient, js: JetStreamContext
+) -> None:
+    job = new_job_id()
+    events = load_events(job, segments=2)
+    await publish_all(js, events[:3])  # the client connects mid-job
+    seen: list[SseEvent] = []
+    stream = sse(http, f"/api/v1/jobs/{job}/events")
+    async for event in stream:
+        seen.append(event)
+        if len(seen) == 3:  # the history, and nothing more exists yet
+            await publish_all(js, events[3:])
+    assert [e.event for e in seen] == [event_type(e) for e in events]
+    assert seen[-1].event == "completed"  # ...and the stream ended after it
+    ids = [e.id for e in seen]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert seen[2].data["segment_id"] == "s0"
+    assert seen[-1].data["result"]["fetched_bars"] == 200
+
+
+async def test_sse_resumes_after_last_event_id(
+    http: httpx.AsyncClient, js: JetStreamContext
+) -> None:
+    job = new_job_id()
+    events = load_events(job, segments=1)
+    await publish_all(js, events)
+    first = [e async for e in sse(http, f"/api/v1/jobs/{job}/events")]
+    assert len(first) == len(events)
+    resumed = [e async for e in sse(http, f"/api/v1/jobs/{job}/events",
+                                    **{"Last-Event-ID": str(first[1].id)})]  # fmt: skip
+    assert [e.id for e in resumed] == [e.id for e in first[2:]]
+
+
+async def test_sse_waits_for_a_just_submitted_jobs_first_event(
+    http: httpx.AsyncClient, js: JetStreamContext
+) -> None:
+    job = new_job_id()
+    events = load_events(job, segments=1)
+
+    async def publish_soon() -> None:
+        await asyncio.sleep(0.2)  # the job is accepted after the client connected
+        await publish_all(js, events)
+
+    publisher = asyncio.create_task(publish_soon())
+    seen = [e.event async for e in sse(http, f"/api/v1/jobs/{job}/events")]
+    await publisher
+    assert seen == [event_type(e) for e in events]
+
+
+async def test_sse_for_a_job_that_never_starts_is_a_404(http: httpx.AsyncClient) -> None:
+    response = await http.get(f"/api/v1/jobs/{new_job_id()}/events")  # the gateway waits 1 s
+    assert response.status_code == 404
+    assert "no event of it arrived within 1 s" in response.json()["detail"]
+
+
+async def test_a_malformed_event_in_the_log_is_skipped_not_fatal(
+    http: httpx.AsyncClient, js: JetStreamContext
+) -> None:
+    job = new_job_id()
+    events = load_events(job, segments=1)
+    await publish_all(js, events[:2])
+    await js.publish(f"ktrdr.evt.job.{job}.progress", b'{"type": "progress", "done": "x"}')
+    await publish_all(js, events[2:])
+    body: dict[str, Any] = (await http.get(f"/api/v1/jobs/{job}")).json()
+    assert body["status"] == "completed"
+    assert body["events"] == len(events)
+    streamed = [e.event async for e in sse(http, f"/api/v1/jobs/{job}/events")]
+    assert streamed == [event_type(e) for e in events]
+
+
+async def test_without_the_event_stream_declared_jobs_are_a_503(
+    http: httpx.AsyncClient, js: JetStreamContext
+) -> None:
+    await js.delete_stream(streams.EVENTS.name or "")
+    response = await http.get(f"/api/v1/jobs/{new_job_id()}")
+    assert response.status_code == 503
+    assert "KTRDR_EVENTS does not exist" in response.json()["detail"]

@@ -1,0 +1,131 @@
+"""The API key: the gateway refuses to start off loopback without one; with one, every route
+but /health requires it (X-API-Key or a bearer token). Also ``python -m ktrdr_api`` under its
+production server (granian): it serves, enforces the key and exits 0 on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from ktrdr_api.config import ApiSettings, check_exposure, is_loopback
+from ktrdr_api.testing import api_settings, serve_api
+from ktrdr_shared.errors import ConfigError
+from ktrdr_shared.testing.nats_server import free_port
+
+KEY = "s3cret-key"
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [("127.0.0.1", True), ("127.1.2.3", True), ("::1", True), ("[::1]", True),
+     ("localhost", True), ("0.0.0.0", False), ("::", False), ("10.0.0.5", False),
+     ("gateway.example", False)],
+)  # fmt: skip
+def test_what_counts_as_loopback(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
+
+
+@pytest.mark.unit
+def test_off_loopback_without_a_key_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigError, match=r"KTRDR_API_HOST=0\.0\.0\.0 is reachable from other"):
+        check_exposure(ApiSettings.from_env({"KTRDR_API_HOST": "0.0.0.0"}))
+    check_exposure(ApiSettings.from_env({"KTRDR_API_HOST": "0.0.0.0", "KTRDR_API_KEY": KEY}))
+    check_exposure(ApiSettings.from_env({}))  # loopback needs no key
+    with pytest.raises(ConfigError, match="KTRDR_API_KEY is empty"):
+        check_exposure(ApiSettings.from_env({"KTRDR_API_KEY": ""}))
+
+
+@pytest.fixture
+async def exposed(nats_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """A gateway configured for 0.0.0.0 with a key (served here on loopback only)."""
+    settings = api_settings(nats_url, KTRDR_API_HOST="0.0.0.0", KTRDR_API_KEY=KEY)
+    async with serve_api(settings) as url, httpx.AsyncClient(base_url=url) as client:
+        yield client
+
+
+@pytest.mark.integration
+async def test_off_loopback_every_route_but_health_requires_the_key(
+    exposed: httpx.AsyncClient,
+) -> None:
+    refused = await exposed.get("/api/v1/jobs")
+    assert refused.status_code == 401
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert refused.headers["www-authenticate"].startswith("Bearer")
+    assert "X-API-Key" in refused.json()["detail"]
+    wrong = await exposed.get("/api/v1/jobs", headers={"X-API-Key": "guess"})
+    assert wrong.status_code == 401
+    assert "does not match" in wrong.json()["detail"]
+    assert (await exposed.post("/api/v1/data/load", json={})).status_code == 401
+    assert (await exposed.get("/schema/openapi.json")).status_code == 401
+
+    assert (await exposed.get("/health")).status_code == 200
+    by_header = await exposed.get("/api/v1/jobs", headers={"X-API-Key": KEY})
+    assert by_header.status_code == 200
+    by_bearer = await exposed.get("/api/v1/jobs", headers={"Authorization": f"Bearer {KEY}"})
+    assert by_bearer.status_code == 200
+    schema = (await exposed.get("/schema/openapi.json", headers={"X-API-Key": KEY})).json()
+    assert schema["components"]["securitySchemes"]["apiKey"]["name"] == "X-API-Key"
+    assert {"apiKey": []} in schema["security"]
+
+
+def _env(nats_url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KTRDR_")}
+    return env | {"KTRDR_NATS_URL": nats_url, "KTRDR_LOG_LEVEL": "WARNING", **extra}
+
+
+@pytest.mark.integration
+async def test_python_m_ktrdr_api_refuses_off_loopback_without_a_key(nats_url: str) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ktrdr_api", env=_env(nats_url, KTRDR_API_HOST="0.0.0.0"),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)  # fmt: skip
+    _, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 2
+    assert err.decode().strip().splitlines() == [
+        "api: configuration error: KTRDR_API_HOST=0.0.0.0 is reachable from other machines: set "
+        "KTRDR_API_KEY (or KTRDR_API_KEY_FILE) so that every route but /health requires it, or "
+        "bind 127.0.0.1"]  # fmt: skip
+
+
+@pytest.mark.integration
+@pytest.mark.e2e
+async def test_python_m_ktrdr_api_serves_under_granian_and_stops_on_sigterm(
+    nats_url: str,
+) -> None:
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ktrdr_api",
+        env=_env(nats_url, KTRDR_API_PORT=str(port), KTRDR_API_KEY=KEY),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)  # fmt: skip
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
+            health = await _when_up(http)
+            assert health["nats"]["status"] == "up"
+            assert (await http.get("/api/v1/jobs")).status_code == 401
+            ok = await http.get("/api/v1/jobs", headers={"Authorization": f"Bearer {KEY}"})
+            assert ok.status_code == 200 and ok.json() == {"jobs": []}
+        process.send_signal(signal.SIGTERM)
+        output, _ = await asyncio.wait_for(process.communicate(), timeout=30)
+        assert process.returncode == 0, output.decode()
+        assert b"Traceback" not in output
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def _when_up(http: httpx.AsyncClient) -> dict[str, object]:
+    async with asyncio.timeout(60):
+        while True:
+            try:
+                response = await http.get("/health")
+                if response.status_code == 200:
+                    return dict(response.json())
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.1)
