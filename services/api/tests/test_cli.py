@@ -1,0 +1,164 @@
+"""The ``ktrdr`` CLI end to end: a real process talking HTTP to the running gateway.
+
+A load with its progress to completion (the real simulator, connector and data-store),
+Ctrl-C asking to cancel, ``--json`` output, and the exit codes that say how it ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from dataclasses import dataclass
+
+import pytest
+from ktrdr_api.cli.api_client import ExitCode
+from ktrdr_api.testing import api_settings, load_events, publish_all, serve_api, take_command
+from ktrdr_shared import streams
+from ktrdr_shared.messages import JobCancelled, JobFailed, LoadData
+from ktrdr_shared.runtime import ServiceApp
+from ktrdr_shared.testing.events import wait_for_job_event
+from ktrdr_shared.testing.nats_server import free_port
+from nats.js import JetStreamContext
+
+pytestmark = [pytest.mark.integration, pytest.mark.e2e]
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+
+
+def cli_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KTRDR_")}
+    return env | {"COLUMNS": "200"}
+
+
+async def ktrdr(api_url: str | None, *args: str, env: dict[str, str] | None = None) -> Run:
+    """Run ``ktrdr [--url <api>] ARGS`` to its end."""
+    url = ["--url", api_url] if api_url else []
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ktrdr_api.cli", *url, *args, env=env or cli_env(),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), timeout=120)
+    assert process.returncode is not None
+    return Run(process.returncode, out.decode(), err.decode())
+
+
+async def test_load_follows_progress_to_completion_then_ls_and_show(
+    connector: ServiceApp, data_store: ServiceApp, api_url: str
+) -> None:
+    run = await ktrdr(api_url, "data", "load", "AAPL", "1h", "--start", "2024-06-17")
+    assert run.code == ExitCode.OK, run.err
+    assert "submitted" in run.err and "planned:" in run.err and "job completed" in run.err
+    assert "status: completed" in run.out
+
+    listed = await ktrdr(api_url, "data", "ls", "--json")
+    [dataset] = json.loads(listed.out)["datasets"]
+    assert (dataset["symbol"], dataset["timeframe"]) == ("AAPL", "1h") and dataset["rows"] > 0
+
+    shown = await ktrdr(api_url, "data", "show", "AAPL", "1h", "--limit", "5", "--format", "csv")
+    lines = shown.out.splitlines()
+    assert lines[0] == "ts,open,high,low,close,volume,wap,count"
+    assert len(lines) == 6 and lines[1].startswith("2024-06-17T")
+
+    as_json = await ktrdr(api_url, "data", "show", "AAPL", "1h", "--limit", "3", "--json")
+    assert len(json.loads(as_json.out)["bars"]) == 3
+
+    jobs = json.loads((await ktrdr(api_url, "jobs", "ls", "--json")).out)["jobs"]
+    assert [j["status"] for j in jobs] == ["completed"]
+
+
+async def test_load_with_json_prints_the_final_job(
+    connector: ServiceApp, data_store: ServiceApp, api_url: str
+) -> None:
+    run = await ktrdr(api_url, "data", "load", "EURUSD", "1d", "--start", "2024-06-03", "--json")
+    assert run.code == ExitCode.OK, run.err
+    job = json.loads(run.out)
+    assert job["status"] == "completed"
+    assert job["result"]["fetched_bars"] > 0
+    assert run.err == ""  # no progress bar, no notes: stdout is the whole answer
+
+
+async def test_ctrl_c_asks_to_cancel_and_the_exit_code_says_cancelled(
+    api_url: str, js: JetStreamContext
+) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ktrdr_api.cli", "--url", api_url, "data", "load", "AAPL", "1m",
+        env=cli_env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)  # fmt: skip
+    try:
+        # stand in for the data-store: take the command, start the job
+        command = await take_command(js, streams.DATA_COMMANDS, LoadData)
+        assert command.job_id is not None
+        events = load_events(command.job_id, segments=3)
+        await publish_all(js, events[:3])
+        assert process.stderr is not None
+        async with asyncio.timeout(30):
+            while b"planned:" not in await process.stderr.readline():
+                pass
+        process.send_signal(signal.SIGINT)
+        requested = await wait_for_job_event(js, command.job_id, {"cancel_requested"}, 30)
+        assert requested.reason == "interrupted from the ktrdr CLI"
+        await publish_all(js, [JobCancelled(job_id=command.job_id, reason=requested.reason)])
+        out, err = await asyncio.wait_for(process.communicate(), timeout=30)
+        assert process.returncode == ExitCode.JOB_CANCELLED, err.decode()
+        assert "status: cancelled" in out.decode()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def test_a_failed_job_exits_1(api_url: str, js: JetStreamContext) -> None:
+    job = "f" * 32
+    await publish_all(
+        js,
+        [
+            *load_events(job)[:2],
+            JobFailed(job_id=job, code="unknown_symbol", message="IB: no AAPLX"),
+        ],
+    )
+    run = await ktrdr(api_url, "jobs", "follow", job)
+    assert run.code == ExitCode.JOB_FAILED
+    assert "job failed: IB: no AAPLX" in run.err
+    shown = json.loads((await ktrdr(api_url, "jobs", "show", job, "--json")).out)
+    assert shown["error"] == {"code": "unknown_symbol", "message": "IB: no AAPLX"}
+
+
+async def test_errors_become_exit_codes_and_json_problems(api_url: str) -> None:
+    status = await ktrdr(api_url, "status", "--json")
+    assert status.code == ExitCode.OK
+    assert json.loads(status.out)["nats"]["status"] == "up"
+
+    no_connector = await ktrdr(api_url, "ib", "validate", "AAPL", "--json")
+    assert no_connector.code == ExitCode.UNAVAILABLE
+    assert json.loads(no_connector.out)["service"] == "ib-connector"
+    assert "no ib-connector is running" in no_connector.err
+
+    unknown = await ktrdr(api_url, "jobs", "show", "0" * 32)
+    assert unknown.code == ExitCode.REFUSED
+    assert "404" in unknown.err
+
+    usage = await ktrdr(api_url, "data", "load", "AAPL", "2h")
+    assert usage.code == ExitCode.USAGE
+    assert "'2h' is not one of" in usage.err
+
+    nobody = await ktrdr(f"http://127.0.0.1:{free_port()}", "status")
+    assert nobody.code == ExitCode.UNAVAILABLE
+    assert "cannot reach the ktrdr API" in nobody.err
+
+
+async def test_url_and_key_come_from_the_environment(nats_url: str, js: JetStreamContext) -> None:
+    await streams.ensure_streams(js)
+    settings = api_settings(nats_url, KTRDR_API_KEY="k3y")
+    async with serve_api(settings) as url:
+        refused = await ktrdr(url, "jobs", "ls")
+        assert refused.code == ExitCode.UNAUTHORIZED
+        env = cli_env() | {"KTRDR_API_URL": url, "KTRDR_API_KEY": "k3y"}
+        keyed = await ktrdr(None, "jobs", "ls", "--json", env=env)
+        assert keyed.code == ExitCode.OK, keyed.err
+        assert json.loads(keyed.out) == {"jobs": []}
