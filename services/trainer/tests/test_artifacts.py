@@ -44,7 +44,7 @@ def test_a_model_round_trips_and_replays_its_metrics() -> None:
     }
     assert artifact.report.startswith(b"\x89PNG\r\n\x1a\n")
     manifest = decode_manifest(artifact.manifest)
-    assert manifest.spec == spec
+    assert manifest.spec == msgspec.structs.replace(spec, job_id=JOB)
     assert manifest.data == fingerprint(bars, None, None)
     assert manifest.device == "cpu"
     assert {"python", "torch", "numpy", "pyarrow", "ktrdr-shared", "ktrdr-trainer"} <= set(

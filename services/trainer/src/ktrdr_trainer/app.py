@@ -63,6 +63,7 @@ def build_app(settings: TrainerSettings) -> ServiceApp:
             handler=trainer.handle_start,
             on_permanent=trainer.on_rejected,
             batch=1,
+            fetch_timeout_s=0.5,  # commands are rare; a short fetch keeps shutdown quick
         )
 
         async def follow_cancels(stopping: asyncio.Event) -> None:

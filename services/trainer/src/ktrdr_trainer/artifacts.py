@@ -128,7 +128,7 @@ def package_versions() -> dict[str, str]:
 
 def build_artifact(run: TrainingRun, job_id: str, bars: list[Bars], device_name: str) -> Artifact:
     """Encode a finished run as its four objects."""
-    spec, data = run.plan.spec, run.dataset
+    spec, data = msgspec.structs.replace(run.plan.spec, job_id=job_id), run.dataset
     model_id = model_id_for(spec, job_id)
     created = utc_now()
     manifest = ModelManifest(

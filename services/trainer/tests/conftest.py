@@ -1,0 +1,87 @@
+"""Fixtures: a data-store, trainers, the simulator and a connector, on the test's nats-server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from ktrdr_data_store.app import build_app as build_store
+from ktrdr_data_store.config import DataStoreSettings
+from ktrdr_ib_connector.app import build_app as build_connector
+from ktrdr_ib_connector.testing import connector_settings, sim_config, wait_connected
+from ktrdr_ib_sim import IBGatewaySimulator
+from ktrdr_shared.runtime import ServiceApp
+from ktrdr_trainer.app import build_app as build_trainer
+from ktrdr_trainer.config import TrainerSettings
+from nats.aio.client import Client as NATS
+
+Starter = Callable[..., Awaitable[ServiceApp]]
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    """Return the data-store's data directory for this test."""
+    return tmp_path / "data"
+
+
+@pytest.fixture
+async def start_store(nats_url: str, data_dir: Path) -> AsyncIterator[Starter]:
+    """Return a starter of data-store apps on ``data_dir`` (gap filler off)."""
+    started: list[ServiceApp] = []
+
+    async def start(**extra: str) -> ServiceApp:
+        env = {
+            "KTRDR_NATS_URL": nats_url,
+            "KTRDR_DATA_DIR": str(data_dir),
+            "KTRDR_GAP_FILL_INTERVAL_S": "0",
+            **extra,
+        }
+        app = build_store(DataStoreSettings.from_env(env))
+        await app.start()
+        started.append(app)
+        return app
+
+    yield start
+    for app in started:
+        await app.stop()
+
+
+@pytest.fixture
+async def start_trainer(nats_url: str, tmp_path: Path) -> AsyncIterator[Starter]:
+    """Return a starter of trainer apps (settings as ``KTRDR_*`` keywords)."""
+    started: list[ServiceApp] = []
+
+    async def start(**extra: str) -> ServiceApp:
+        env = {"KTRDR_NATS_URL": nats_url, "KTRDR_DATA_DIR": str(tmp_path / "scratch"), **extra}
+        app = build_trainer(TrainerSettings.from_env(env))
+        await app.start()
+        started.append(app)
+        return app
+
+    yield start
+    for app in started:
+        await app.stop()
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[IBGatewaySimulator]:
+    """Start the TWS-protocol simulator on a free loopback port, in compressed time."""
+    server = IBGatewaySimulator(sim_config())
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@pytest.fixture
+async def connector(nats_url: str, sim: IBGatewaySimulator, nc: NATS) -> AsyncIterator[ServiceApp]:
+    """Run an ib-connector against the simulator; return once it is connected."""
+    app = build_connector(connector_settings(nats_url, sim.port))
+    await app.start()
+    try:
+        await wait_connected(nc)
+        yield app
+    finally:
+        await app.stop()

@@ -1,0 +1,213 @@
+"""The trainer over a real nats-server, paging bars out of a real data-store."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ktrdr_data_store.store import ParquetBarStore
+from ktrdr_shared import streams, subjects
+from ktrdr_shared.client import KtrdrClient, new_job_id
+from ktrdr_shared.messages import (
+    CancelRequested,
+    Device,
+    EpochCompleted,
+    JobAccepted,
+    JobCancelled,
+    JobCompleted,
+    JobEvent,
+    JobFailed,
+    JobProgress,
+    MlpModel,
+    ModelList,
+    StartTraining,
+    StatusRequest,
+    TrainerStatus,
+    TrainingResult,
+)
+from ktrdr_shared.messages.base import event_type
+from ktrdr_shared.runtime import ServiceApp, publish_event
+from ktrdr_shared.testing.events import read_all, wait_for_job_event
+from ktrdr_shared.types import Timeframe
+from ktrdr_trainer.repository import ModelRepository
+from ktrdr_trainer.testing import bars_table, synthetic_bars
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+
+pytestmark = pytest.mark.integration
+
+Starter = Callable[..., Awaitable[ServiceApp]]
+DONE = {"completed", "failed", "cancelled"}
+
+
+def store_bars(data_dir: Path, symbol: str = "AAPL", n: int = 1500) -> None:
+    bars = synthetic_bars(n, pattern=True, seed=3, symbol=symbol)
+    ParquetBarStore(data_dir).merge(symbol, Timeframe.H1, bars_table(bars))
+
+
+def training(symbol: str = "AAPL", **fields: Any) -> StartTraining:
+    values: dict[str, Any] = {
+        "symbols": [symbol],
+        "timeframe": Timeframe.H1,
+        "epochs": 3,
+        "batch_size": 128,
+        "model": MlpModel(hidden_sizes=[16]),
+        **fields,
+    }
+    return StartTraining(**values)
+
+
+async def finished(js: JetStreamContext, job_id: str, timeout_s: float = 60) -> Any:
+    return await wait_for_job_event(js, job_id, DONE, timeout_s=timeout_s)
+
+
+async def test_a_job_trains_reports_each_epoch_and_stores_its_model(
+    start_store: Starter, start_trainer: Starter, data_dir: Path, nc: NATS, js: JetStreamContext
+) -> None:
+    store_bars(data_dir)
+    await start_store()
+    await start_trainer()
+    client = KtrdrClient(nc)
+    job_id = await client.start_training(training())
+    done = await finished(js, job_id)
+    assert isinstance(done, JobCompleted), done
+    result = done.result
+    assert isinstance(result, TrainingResult)
+    assert result.device == "cpu"
+    assert result.model_id == f"AAPL-1h-{job_id[:12]}"
+    assert result.metrics["split_samples"]["test"] > 100
+    assert set(result.metrics) >= {"accuracy", "per_class", "confusion_matrix", "backtest"}
+
+    events = await read_all(js, subjects.job_events(job_id), JobEvent)
+    kinds = [event_type(e) for e in events]
+    assert kinds[0] == "accepted" and kinds[-1] == "completed"
+    accepted = events[0]
+    assert isinstance(accepted, JobAccepted) and accepted.kind == "training"
+    assert accepted.params["symbols"] == ["AAPL"]
+    epochs = [e for e in events if isinstance(e, EpochCompleted)]
+    assert [e.epoch for e in epochs] == [1, 2, 3]
+    assert all(e.device == "cpu" and e.samples_per_s > 0 and e.epochs == 3 for e in epochs)
+    progress = [e for e in events if isinstance(e, JobProgress)]
+    assert progress[0].unit == "bars" and progress[0].done == 1500
+    assert "training on cpu" in progress[1].message
+
+    models = await client.request(subjects.TRAIN_MODELS, StatusRequest(), ModelList)
+    [model] = models.models
+    assert (model.model_id, model.job_id, model.symbols) == (result.model_id, job_id, ["AAPL"])
+    assert model.metrics["accuracy"] == result.metrics["accuracy"]
+    repository = ModelRepository(await js.object_store(streams.MODELS_BUCKET))
+    report = await repository.get(result.model_id, "report.png")
+    weights = await repository.weights(result.model_id)
+    assert report.startswith(b"\x89PNG")
+    manifest = await repository.manifest(result.model_id)
+    assert model.size_bytes > len(report) + len(weights)
+    assert manifest.data.rows == 1500 and manifest.data.symbols == ["AAPL"]
+    status = await client.request(subjects.TRAIN_STATUS, StatusRequest(), TrainerStatus)
+    assert status == TrainerStatus(device="cpu", busy=False, job_id=None)
+
+
+async def test_bars_that_are_not_stored_fail_with_the_reason(
+    start_store: Starter, start_trainer: Starter, nc: NATS, js: JetStreamContext
+) -> None:
+    await start_store()
+    await start_trainer()
+    job_id = await KtrdrClient(nc).start_training(training("MSFT"))
+    done = await finished(js, job_id)
+    assert isinstance(done, JobFailed)
+    assert done.code == "not_found"
+    assert done.message.startswith("no bars for MSFT 1h in range")
+    assert done.message.endswith("load them first")
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"symbols": ["AAPL"], "timeframe": "2h"}, "field 'timeframe'"),
+        ({"symbols": [], "timeframe": "1h"}, "field 'symbols'"),
+        ({"symbols": ["AAPL"], "timeframe": "1h", "epochs": 0}, "field 'epochs'"),
+        (
+            {"symbols": ["AAPL"], "timeframe": "1h", "model": {"kind": "transformer"}},
+            "field 'model.kind'",
+        ),
+        (
+            {
+                "symbols": ["AAPL"],
+                "timeframe": "1h",
+                "features": [{"name": "rsi", "params": {"perod": 14}}],
+            },
+            "field 'features[0].params.perod'",
+        ),
+        ({"symbols": ["AAPL"], "timeframe": "1h", "train_fraction": 0.9}, "test split"),
+    ],
+    ids=["timeframe", "symbols", "epochs", "model", "feature-param", "fractions"],
+)
+async def test_a_malformed_command_is_rejected_naming_the_field(
+    payload: dict[str, Any], field: str, start_trainer: Starter, nc: NATS, js: JetStreamContext
+) -> None:
+    await start_trainer()
+    job_id = new_job_id()
+    await js.publish(subjects.CMD_TRAIN_START, json.dumps({"job_id": job_id, **payload}).encode())
+    done = await finished(js, job_id)
+    assert isinstance(done, JobFailed), done
+    assert done.code == "invalid_request"
+    assert field in done.message
+    # and the trainer goes on serving
+    status = await KtrdrClient(nc).request(subjects.TRAIN_STATUS, StatusRequest(), TrainerStatus)
+    assert status.busy is False
+
+
+async def test_a_command_published_by_hand_gets_a_job_id_and_runs(
+    start_store: Starter, start_trainer: Starter, data_dir: Path, nc: NATS, js: JetStreamContext
+) -> None:
+    store_bars(data_dir, "EURUSD")
+    await start_store()
+    await start_trainer()
+    accepted = await nc.subscribe("ktrdr.evt.job.*.accepted")
+    await js.publish(subjects.CMD_TRAIN_START, b"\x00 not json")  # no job to tell: only logged
+    await js.publish(
+        subjects.CMD_TRAIN_START,
+        json.dumps(
+            {"symbols": ["eurusd"], "timeframe": "1h", "epochs": 2, "device": "cpu"}
+        ).encode(),
+    )
+    msg = await accepted.next_msg(timeout=30)
+    job_id = subjects.parse_job_event(msg.subject).job_id
+    done = await finished(js, job_id)
+    assert isinstance(done, JobCompleted), done
+    assert isinstance(done.result, TrainingResult)
+    assert done.result.model_id.startswith("EURUSD-1h-")
+
+
+async def test_a_cancelled_job_stops_at_the_next_batch_and_ends_cancelled(
+    start_store: Starter, start_trainer: Starter, data_dir: Path, nc: NATS, js: JetStreamContext
+) -> None:
+    store_bars(data_dir)
+    await start_store()
+    await start_trainer()
+    client = KtrdrClient(nc)
+    long = training(epochs=10_000, batch_size=16, early_stopping_patience=0, device=Device.CPU)
+    job_id = await client.start_training(long)
+    await wait_for_job_event(js, job_id, {"epoch_completed"}, timeout_s=60)
+    status = await client.request(subjects.TRAIN_STATUS, StatusRequest(), TrainerStatus)
+    assert status.busy is True and status.job_id == job_id
+    await publish_event(js, CancelRequested(job_id=job_id, reason="enough"))
+    done = await finished(js, job_id)
+    assert isinstance(done, JobCancelled)
+    assert done.reason == "enough"
+    status = await client.request(subjects.TRAIN_STATUS, StatusRequest(), TrainerStatus)
+    assert status.busy is False
+    models = await client.request(subjects.TRAIN_MODELS, StatusRequest(), ModelList)
+    assert models.models == []
+
+
+async def test_a_trainer_beside_the_store_reads_its_parquet_files(
+    start_trainer: Starter, data_dir: Path, nc: NATS, js: JetStreamContext
+) -> None:
+    store_bars(data_dir)  # and no data-store running at all
+    await start_trainer(KTRDR_TRAINER_STORE_DIR=str(data_dir))
+    job_id = await KtrdrClient(nc).start_training(training(epochs=1))
+    done = await finished(js, job_id)
+    assert isinstance(done, JobCompleted), done
