@@ -56,7 +56,7 @@ fmt: _ensure-venv
 # Run a single-node JetStream nats-server on 127.0.0.1:4222 (data under ./data/nats).
 nats: _ensure-venv
     mkdir -p data/nats
-    {{venv}}/bin/nats-server -c infra/nats/nats.conf
+    {{venv}}/bin/nats-server -c infra/nats/nats.conf -sd data/nats
 
 # Run the IB Gateway simulator on 127.0.0.1:4002 (control port 4003). Extra args go to it.
 sim *ARGS: _ensure-venv
@@ -66,13 +66,17 @@ sim *ARGS: _ensure-venv
 connector: _ensure-venv
     {{py}} -m ktrdr_ib_connector
 
-# Start the whole stack for interactive use (filled in by the demo issue).
-up:
-    @echo "ktrdr: 'just up' is not yet available (it arrives with the whole-system issue)."
+# `just up` runs infra/Procfile under honcho: nats-server, the IB Gateway simulator (unless
+# KTRDR_IB_HOST names a real gateway) and the four services, then waits until each answers
+# $SRV.PING. Logs: data/logs/<process>.log. See docs/deploy.md.
 
-# Stop the stack started by `just up`.
+# Start the stack in the background (`just up --secure`: one NATS user per service).
+up *FLAGS: _ensure-venv
+    {{py}} infra/scripts/stack.py up {{FLAGS}}
+
+# Stop the stack of `just up`: services first (SIGTERM, they drain), then the simulator and NATS.
 down:
-    @echo "ktrdr: 'just down' is not yet available (it arrives with the whole-system issue)."
+    {{py}} infra/scripts/stack.py down
 
 # Set up, start everything, load data, train a model and print a summary.
 demo:

@@ -1,0 +1,516 @@
+"""Start, stop and inspect the ktrdr stack of ``just up`` / ``just down``.
+
+    python infra/scripts/stack.py up [--secure] [--timeout S]
+    python infra/scripts/stack.py down [--timeout S]
+    python infra/scripts/stack.py status
+    python infra/scripts/stack.py secrets
+
+``up`` starts honcho in the background on ``infra/Procfile`` (nats-server, the
+IB Gateway simulator unless ``KTRDR_IB_HOST`` names a real gateway, the four
+services), waits until NATS and every service answer ``$SRV.PING``, and
+prints where everything is; if one does not come up it names it, shows the
+end of its log and stops the rest. ``down`` stops the services first (SIGTERM,
+then waits: they finish and acknowledge what they hold), then the simulator
+and NATS, then honcho. ``--secure`` runs NATS with ``infra/nats/auth.conf``:
+one user per service with least-privilege permissions; passwords are
+generated into ``data/secrets/`` on first use and never printed.
+
+Everything the stack writes lives under ``KTRDR_DATA_DIR`` (default
+``./data``): ``bars/`` (Parquet), ``nats/``, ``logs/<process>.log``, ``run/``
+(pid files, exit statuses, ``stack.json``) and ``secrets/``. Ports come from
+the usual settings: ``KTRDR_NATS_URL`` (default 4222), ``KTRDR_IB_PORT``
+(4002), ``KTRDR_API_PORT`` (8000).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import bcrypt
+from ktrdr_shared.config import Secret, Settings
+from wait_ready import SERVICES, Readiness, wait_ready
+
+ROOT = Path(__file__).resolve().parents[2]
+PROCFILE = "infra/Procfile"
+NATS_CONF = {False: "infra/nats/nats.conf", True: "infra/nats/nats-secure.conf"}
+USERS = (*SERVICES, "admin")  # one NATS user per service, and the operator
+BCRYPT_ROUNDS = 11
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+STOP_ORDER = (SERVICES, ("sim",), ("nats",))  # services drain while NATS is still there
+LOG_TAIL_LINES = 20
+
+
+class StackError(Exception):
+    """Something the user must fix before the stack can start; the message says what."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the stack keeps its state, under one directory."""
+
+    root: Path
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def run(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def secrets(self) -> Path:
+        return self.root / "secrets"
+
+    @property
+    def state_file(self) -> Path:
+        return self.run / "stack.json"
+
+    def pid(self, name: str) -> int | None:
+        """Return the recorded process id of ``name`` (None when none is recorded)."""
+        return _read_int(self.run / f"{name}.pid")
+
+    def exit_status(self, name: str) -> int | None:
+        """Return ``name``'s exit status once it has ended, else None."""
+        return _read_int(self.run / f"{name}.exit")
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """What ``up`` starts, from the environment and the command line."""
+
+    data_dir: Path
+    secure: bool
+    nats_port: int
+    monitor_port: int
+    ib_host: str | None  # None: run the simulator
+    ib_port: int
+    sim_control_port: int
+    sim_time_scale: str
+    api_host: str
+    api_port: int
+
+    @property
+    def processes(self) -> list[str]:
+        """Return the Procfile lines to run."""
+        return ["nats", *([] if self.ib_host else ["sim"]), *SERVICES]
+
+    @property
+    def nats_url(self) -> str:
+        return f"nats://127.0.0.1:{self.nats_port}"
+
+
+def load_config(env: Mapping[str, str], secure: bool, monitor_port: int | None,
+                sim_control_port: int | None) -> StackConfig:  # fmt: skip
+    """Read ports and paths from the ``KTRDR_*`` settings the services read too.
+
+    Raises:
+        StackError: ``KTRDR_NATS_URL`` points off this machine, or a port is not a number.
+    """
+    url = urlsplit(env.get("KTRDR_NATS_URL", "nats://127.0.0.1:4222").split(",")[0].strip())
+    if url.hostname not in LOOPBACK:
+        raise StackError(
+            f"KTRDR_NATS_URL={env['KTRDR_NATS_URL']}: `just up` runs its own nats-server "
+            "on this machine; unset it or use nats://127.0.0.1:<port>"
+        )
+    nats_port = url.port or 4222
+    ib_port = _port(env, "KTRDR_IB_PORT", 4002)
+    return StackConfig(
+        data_dir=Path(env.get("KTRDR_DATA_DIR", "data")).resolve(),
+        secure=secure,
+        nats_port=nats_port,
+        monitor_port=monitor_port if monitor_port is not None else nats_port + 4000,
+        ib_host=env.get("KTRDR_IB_HOST") or None,
+        ib_port=ib_port,
+        sim_control_port=sim_control_port if sim_control_port is not None else ib_port + 1,
+        sim_time_scale=env.get("KTRDR_IB_TIME_SCALE", "1"),
+        api_host=env.get("KTRDR_API_HOST", "127.0.0.1"),
+        api_port=_port(env, "KTRDR_API_PORT", 8000),
+    )
+
+
+def _port(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, str(default))
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise StackError(f"{name}={raw!r}: not a TCP port (1-65535)")
+    return int(raw)
+
+
+# -- secrets ------------------------------------------------------------------------------
+
+
+def hash_variable(user: str) -> str:
+    """Return the nats-server variable holding ``user``'s bcrypt hash: ``NATS_HASH_DATA_STORE``."""
+    return "NATS_HASH_" + user.upper().replace("-", "_")
+
+
+def ensure_secrets(directory: Path) -> None:
+    """Create each user's password file once, and write nats-server's hashes of them.
+
+    ``<user>.password`` (mode 0600) is what the service reads through
+    ``KTRDR_NATS_PASSWORD_FILE``; ``nats.env`` holds ``NATS_HASH_<USER>`` for
+    nats-server (auth.conf), each value quoted for the NATS config parser;
+    ``api-key`` is the REST key for an api exposed beyond loopback (compose).
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o700)
+    lines = [
+        "# bcrypt hashes of the NATS users' passwords, for nats-server (infra/nats/auth.conf).",
+        "# Written by `stack.py secrets` from the <user>.password files beside it.",
+    ]
+    for user in USERS:
+        password = _private_token(directory / f"{user}.password")
+        digest = bcrypt.hashpw(password.encode(), bcrypt.gensalt(BCRYPT_ROUNDS)).decode()
+        lines.append(f"{hash_variable(user)}='\"{digest}\"'")
+    _private_token(directory / "api-key")
+    _write_private(directory / "nats.env", "\n".join(lines) + "\n")
+
+
+def _private_token(path: Path) -> str:
+    if not path.exists():
+        _write_private(path, secrets.token_urlsafe(32) + "\n")
+    return path.read_text(encoding="utf-8").strip()
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    path.chmod(0o600)
+
+
+def admin_settings(config: StackConfig, layout: Layout) -> Settings:
+    """Return the settings ``up`` uses to check readiness (admin in secure mode)."""
+    if not config.secure:
+        return Settings(nats_url=(config.nats_url,))
+    password = (layout.secrets / "admin.password").read_text(encoding="utf-8").strip()
+    return Settings(nats_url=(config.nats_url,), nats_user="admin", nats_password=Secret(password))
+
+
+# -- up -----------------------------------------------------------------------------------
+
+
+def up(config: StackConfig, timeout_s: float) -> int:
+    """Start the stack in the background and wait until it serves; return the exit status."""
+    layout = Layout(config.data_dir)
+    if _alive(_honcho_pid(layout)):
+        print(f"ktrdr: the stack is already running ({layout.state_file}); `just down` stops it")
+        return 0
+    _check_ports_free(config)
+    for directory in (layout.logs, layout.run, config.data_dir / "nats"):
+        directory.mkdir(parents=True, exist_ok=True)
+    if config.secure:
+        ensure_secrets(layout.secrets)
+    _clear_run_files(layout, config.processes)
+    _rotate_logs(layout, ["honcho", *config.processes])
+    started = time.monotonic()
+    honcho = _start_honcho(config, layout)
+    _write_state(layout, config, honcho.pid)
+    result = asyncio.run(wait_ready(admin_settings(config, layout), SERVICES, timeout_s,
+                                    lambda name: _gone(layout, honcho, name)))  # fmt: skip
+    if not result.ok:
+        _report_failure(layout, result)
+        down(layout, timeout_s=15.0, quiet=True)
+        return 1
+    _print_summary(config, layout, result, time.monotonic() - started)
+    return 0
+
+
+def _check_ports_free(config: StackConfig) -> None:
+    wanted = [("127.0.0.1", config.nats_port, "NATS (KTRDR_NATS_URL)"),
+              ("127.0.0.1", config.monitor_port, "NATS monitoring"),
+              (config.api_host, config.api_port, "the api (KTRDR_API_PORT)")]  # fmt: skip
+    if not config.ib_host:
+        wanted += [
+            ("127.0.0.1", config.ib_port, "the IB Gateway simulator (KTRDR_IB_PORT)"),
+            ("127.0.0.1", config.sim_control_port, "the simulator's control port"),
+        ]
+    busy = [f"{host}:{port} ({what})" for host, port, what in wanted if _port_busy(host, port)]
+    if busy:
+        raise StackError(
+            "ports already in use: " + ", ".join(busy) + "; is another stack running "
+            "(`just down`)? Otherwise set the KTRDR_* port to a free one"
+        )
+
+
+def _port_busy(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def _clear_run_files(layout: Layout, names: Iterable[str]) -> None:
+    for name in names:
+        for suffix in (".pid", ".exit"):
+            (layout.run / f"{name}{suffix}").unlink(missing_ok=True)
+
+
+def _rotate_logs(layout: Layout, names: Iterable[str]) -> None:
+    """Keep the previous run's log of each process as ``<name>.log.1``."""
+    for name in names:
+        log = layout.logs / f"{name}.log"
+        if log.exists():
+            log.replace(log.with_suffix(".log.1"))
+
+
+def _start_honcho(config: StackConfig, layout: Layout) -> subprocess.Popen[bytes]:
+    env = dict(os.environ)
+    env.update({
+        "STACK_DIR": str(layout.root),
+        "STACK_SECURE": "1" if config.secure else "0",
+        "STACK_NATS_CONF": NATS_CONF[config.secure],
+        "STACK_NATS_PORT": str(config.nats_port),
+        "STACK_NATS_MONITOR_PORT": str(config.monitor_port),
+        "STACK_SIM_CONTROL_PORT": str(config.sim_control_port),
+        "STACK_SIM_TIME_SCALE": config.sim_time_scale,
+        "KTRDR_NATS_URL": config.nats_url,
+        "KTRDR_IB_PORT": str(config.ib_port),
+        "KTRDR_DATA_DIR": str(config.data_dir),
+        "PYTHONUNBUFFERED": "1",
+    })  # fmt: skip
+    honcho = Path(sys.executable).with_name("honcho")
+    command = [str(honcho), "-f", PROCFILE, "-d", str(ROOT), "-e", os.devnull, "start",
+               "--no-colour", *config.processes]  # fmt: skip
+    with (layout.logs / "honcho.log").open("ab") as log:
+        # A session of its own: Ctrl-C in the terminal that ran `just up` does not reach it.
+        return subprocess.Popen(
+            command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+
+
+def _write_state(layout: Layout, config: StackConfig, honcho_pid: int) -> None:
+    state = {"pid": honcho_pid, "processes": config.processes,
+             "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+             "nats_url": config.nats_url, **asdict(config)}  # fmt: skip
+    state["data_dir"] = str(config.data_dir)
+    layout.state_file.write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
+
+
+def _gone(layout: Layout, honcho: subprocess.Popen[bytes], name: str) -> str | None:
+    status = layout.exit_status(name)
+    if status is not None:
+        return f"{name} exited with status {status}"
+    if honcho.poll() is not None:
+        return f"honcho exited with status {honcho.returncode} (see {layout.logs}/honcho.log)"
+    return None
+
+
+def _report_failure(layout: Layout, result: Readiness) -> None:
+    for name, why in result.missing.items():
+        print(f"ktrdr: {name} is NOT UP: {why}", file=sys.stderr)
+        log = layout.logs / f"{name}.log"
+        tail = _tail(log, LOG_TAIL_LINES)
+        print(f"---- last lines of {log} ----\n{tail}\n----", file=sys.stderr)
+    print("ktrdr: stopping what did start; the logs stay in " + str(layout.logs), file=sys.stderr)
+
+
+def _tail(path: Path, lines: int) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:]) or "(empty)"
+
+
+def _print_summary(config: StackConfig, layout: Layout, result: Readiness,
+                   elapsed_s: float) -> None:  # fmt: skip
+    mode = "secure: one NATS user per service" if config.secure else "open NATS on loopback"
+    if config.ib_host:
+        gateway = f"real IB Gateway/TWS at {config.ib_host}:{config.ib_port} (KTRDR_IB_HOST)"
+    else:
+        gateway = (f"IB Gateway simulator on 127.0.0.1:{config.ib_port} "
+                   f"(control http://127.0.0.1:{config.sim_control_port})")  # fmt: skip
+    versions = ", ".join(f"{n} {p.get('version', '?')}" for n, p in result.answered.items())
+    api = f"http://{config.api_host}:{config.api_port}"
+    lines = [
+        f"ktrdr: the stack is up in {elapsed_s:.1f} s ({mode})",
+        f"  NATS      {config.nats_url}  (monitoring http://127.0.0.1:{config.monitor_port})",
+        f"  gateway   {gateway}",
+        f"  api       {api}  (OpenAPI docs {api}/schema)",
+        f"  services  {versions}: each answers $SRV.PING",
+        f"  data      {config.data_dir / 'bars'} (Parquet), {config.data_dir / 'nats'} (JetStream)",
+        f"  logs      {layout.logs}/<process>.log",
+        f"  state     {layout.state_file}",
+    ]
+    if config.secure:
+        lines.append(f"  secrets   {layout.secrets}/ (as admin: KTRDR_NATS_USER=admin "
+                     f"KTRDR_NATS_PASSWORD_FILE={layout.secrets}/admin.password)")  # fmt: skip
+    lines.append("  stop      just down")
+    print("\n".join(lines))
+
+
+# -- down ---------------------------------------------------------------------------------
+
+
+def down(layout: Layout, timeout_s: float, quiet: bool = False) -> int:
+    """Stop services, then the simulator and NATS, then honcho; return the exit status.
+
+    Each group gets SIGTERM and ``timeout_s`` to exit; what is still there then
+    is killed and reported. The status is 1 when anything had to be killed or
+    a service exited with an error.
+    """
+    honcho_pid = _honcho_pid(layout)
+    recorded = [n for group in STOP_ORDER for n in group if layout.pid(n) is not None]
+    if not _alive(honcho_pid) and not any(_alive(layout.pid(n)) for n in recorded):
+        if not quiet:
+            print("ktrdr: the stack is not running")
+        return 0
+    problems: list[str] = []
+    for group in STOP_ORDER:
+        problems += _stop_group(layout, group, timeout_s)
+    if honcho_pid is not None:
+        problems += _stop_pids({"honcho": honcho_pid}, 10.0)
+    statuses = {n: layout.exit_status(n) for group in STOP_ORDER for n in group}
+    problems += [f"{n} exited with status {s}" for n, s in statuses.items() if s not in (None, 0)]
+    layout.state_file.unlink(missing_ok=True)
+    if not quiet:
+        stopped = ", ".join(f"{n} ({s})" for n, s in statuses.items() if s is not None)
+        print(f"ktrdr: stopped {stopped}" if stopped else "ktrdr: stopped")
+    for problem in problems:
+        print(f"ktrdr: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def _stop_group(layout: Layout, names: Sequence[str], timeout_s: float) -> list[str]:
+    pids = {n: pid for n in names if _alive(pid := layout.pid(n))}
+    problems = _stop_pids({n: p for n, p in pids.items() if p is not None}, timeout_s)
+    # The wrapper records the exit status right after its child ends.
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline and any(layout.exit_status(n) is None for n in pids):
+        time.sleep(0.05)
+    return problems
+
+
+def _stop_pids(pids: Mapping[str, int], timeout_s: float) -> list[str]:
+    """SIGTERM each process, wait up to ``timeout_s`` for all, SIGKILL the rest."""
+    for pid in pids.values():
+        _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and any(_alive(p) for p in pids.values()):
+        time.sleep(0.05)  # not our children: all we can do is look
+    problems = []
+    for name, pid in pids.items():
+        if _alive(pid):
+            _signal(pid, signal.SIGKILL)
+            problems.append(f"{name} (pid {pid}) ignored SIGTERM for {timeout_s:.0f} s: killed")
+    return problems
+
+
+# -- status -------------------------------------------------------------------------------
+
+
+def status(layout: Layout) -> int:
+    """Print each process's state; return 0 when the stack runs and all processes are alive."""
+    try:
+        state = json.loads(layout.state_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        print("ktrdr: the stack is not running")
+        return 1
+    healthy = _alive(state.get("pid"))
+    print(f"ktrdr: honcho pid {state.get('pid')} {'running' if healthy else 'GONE'}, "
+          f"started {state.get('started')}, secure={state.get('secure')}")  # fmt: skip
+    for name in state.get("processes", []):
+        pid, exit_status = layout.pid(name), layout.exit_status(name)
+        if exit_status is not None:
+            line, healthy = f"exited with status {exit_status}", False
+        elif _alive(pid):
+            line = f"running (pid {pid})"
+        else:
+            line, healthy = "not running", False
+        print(f"  {name:<13} {line}")
+    return 0 if healthy else 1
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def _honcho_pid(layout: Layout) -> int | None:
+    try:
+        pid = json.loads(layout.state_file.read_text(encoding="utf-8")).get("pid")
+    except (OSError, ValueError):
+        return None
+    return int(pid) if pid else None
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        return int(path.read_text(encoding="utf-8").strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:  # honcho is our child when `up` stops what it started: reap it, or it looks alive
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the command line and run one command; return its exit status."""
+    parser = argparse.ArgumentParser(prog="stack.py", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    up_cmd = commands.add_parser("up", help="start the stack in the background")
+    up_cmd.add_argument("--secure", action="store_true", help="one NATS user per service")
+    up_cmd.add_argument("--timeout", type=float, default=90.0, help="readiness wait, seconds")
+    up_cmd.add_argument("--monitor-port", type=int, help="NATS monitoring (default: NATS + 4000)")
+    up_cmd.add_argument("--sim-control-port", type=int, help="default: KTRDR_IB_PORT + 1")
+    down_cmd = commands.add_parser("down", help="stop the stack (services first)")
+    down_cmd.add_argument("--timeout", type=float, default=60.0, help="per group, seconds")
+    commands.add_parser("status", help="show each process")
+    commands.add_parser("secrets", help="create data/secrets (passwords, nats.env)")
+    args = parser.parse_args(argv)
+    env = os.environ
+    layout = Layout(Path(env.get("KTRDR_DATA_DIR", "data")).resolve())
+    try:
+        if args.command == "up":
+            config = load_config(env, args.secure, args.monitor_port, args.sim_control_port)
+            return up(config, args.timeout)
+        if args.command == "down":
+            return down(layout, args.timeout)
+        if args.command == "status":
+            return status(layout)
+        ensure_secrets(layout.secrets)
+        print(f"ktrdr: secrets in {layout.secrets} (passwords are not printed)")
+        return 0
+    except StackError as e:
+        print(f"ktrdr: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
