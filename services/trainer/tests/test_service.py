@@ -211,3 +211,26 @@ async def test_a_trainer_beside_the_store_reads_its_parquet_files(
     job_id = await KtrdrClient(nc).start_training(training(epochs=1))
     done = await finished(js, job_id)
     assert isinstance(done, JobCompleted), done
+
+
+async def test_a_stopped_trainer_puts_its_job_back_for_another(
+    start_store: Starter, start_trainer: Starter, data_dir: Path, nc: NATS, js: JetStreamContext
+) -> None:
+    store_bars(data_dir)
+    await start_store()
+    first = await start_trainer()
+    client = KtrdrClient(nc)
+    long = training(epochs=10_000, batch_size=16, early_stopping_patience=0, device=Device.CPU)
+    job_id = await client.start_training(long)
+    await wait_for_job_event(js, job_id, {"epoch_completed"}, timeout_s=60)
+    await first.stop()  # SIGTERM's path: stop at the next batch, nak, drain
+    info = await js.consumer_info(streams.COMMANDS.name or "", streams.TRAIN_COMMANDS.durable)
+    assert info.num_ack_pending + info.num_pending == 1  # the job is queued again, not lost
+    accepted = await nc.subscribe(subjects.job_event(job_id, "accepted"))
+    await start_trainer()
+    await accepted.next_msg(timeout=30)  # the second trainer took it on
+    await publish_event(js, CancelRequested(job_id=job_id, reason="done testing"))
+    assert isinstance(await finished(js, job_id), JobCancelled)
+    kinds = [event_type(e) for e in await read_all(js, subjects.job_events(job_id), JobEvent)]
+    assert kinds.count("accepted") == 2 and kinds[-1] == "cancelled"
+    assert "failed" not in kinds and "completed" not in kinds

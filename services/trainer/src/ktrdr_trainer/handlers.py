@@ -71,6 +71,7 @@ class Trainer:
     cancelled_jobs: OrderedDict[str, str] = field(default_factory=OrderedDict)
     _stop: threading.Event = field(default_factory=threading.Event)
     _stop_reason: str = ""
+    _shutting_down: bool = False
 
     # -- commands ---------------------------------------------------------------------
 
@@ -78,26 +79,16 @@ class Trainer:
         """Run one ``StartTraining`` to a terminal event: completed, failed or cancelled."""
         command = codec.decode(msg.data, StartTraining, subject=msg.subject, headers=msg.headers)
         job_id = command.job_id or _job_id_from_sequence(msg)
+        if self._shutting_down:
+            raise RetryableError("the trainer is stopping; the job stays queued", delay_s=1.0)
         if job_id in self.cancelled_jobs:
             await self.publish(JobCancelled(job_id=job_id, reason=self.cancelled_jobs[job_id]))
             return
-        try:
-            plan = plan_job(command, None if command.device != "auto" else self.device)
-        except DeviceUnavailable as e:
-            if _deliveries(msg) < DEVICE_RETRIES:
-                raise RetryableError(f"{e.message} (left for another trainer)", delay_s=2.0) from e
-            await self.publish(
-                JobFailed(job_id=job_id, code=e.code, message=e.message, details=e.details)
-            )
+        plan = await self._plan(msg, job_id, command)
+        if plan is None:
             return
-        except KtrdrError as e:
-            await self.publish(
-                JobFailed(job_id=job_id, code=e.code, message=e.message, details=e.details)
-            )
-            return
-        await self.publish(
-            JobAccepted(job_id=job_id, kind=JobKind.TRAINING, params=msgspec.to_builtins(command))
-        )
+        params = msgspec.to_builtins(command)
+        await self.publish(JobAccepted(job_id=job_id, kind=JobKind.TRAINING, params=params))
         beat = await keep_alive(msg, self.keep_alive_s)
         self.current_job, self._stop_reason = job_id, ""
         self._stop.clear()
@@ -106,6 +97,21 @@ class Trainer:
         finally:
             beat.cancel()
             self.current_job = None
+
+    async def _plan(self, msg: Msg, job_id: str, command: StartTraining) -> JobPlan | None:
+        """Return the checked plan, or publish why there is none (None)."""
+        try:
+            return plan_job(command, None if command.device != "auto" else self.device)
+        except DeviceUnavailable as e:
+            if _deliveries(msg) < DEVICE_RETRIES:
+                raise RetryableError(f"{e.message} (left for another trainer)", delay_s=2.0) from e
+            error: KtrdrError = e
+        except KtrdrError as e:
+            error = e
+        await self.publish(
+            JobFailed(job_id=job_id, code=error.code, message=error.message, details=error.details)
+        )
+        return None
 
     async def _run(self, job_id: str, plan: JobPlan) -> None:
         try:
@@ -219,6 +225,7 @@ class Trainer:
 
     def interrupt(self) -> None:
         """Stop the job in hand at its next batch (shutdown); it is redelivered elsewhere."""
+        self._shutting_down = True
         self._stop_reason = "shutdown"
         self._stop.set()
 
