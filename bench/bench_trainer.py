@@ -118,17 +118,20 @@ def measure(
     )
     plan = plan_job(spec, device)
     data = prepare(plan, [synthetic_bars(bars, pattern=True, seed=SEED)])
-    params = TrainingParams(epochs + 1, batch, 1e-3, patience=0, seed=SEED)
-    warm_up = TrainingParams(1, batch, 1e-3, patience=0, seed=SEED)
-    train_model(build_model(model_spec, len(data.columns)), data, warm_up, device)  # lazy inits
+    one_epoch = TrainingParams(1, batch, 1e-3, patience=0, seed=SEED)
     torch.manual_seed(SEED)
-    resident = train_model(build_model(model_spec, len(data.columns)), data, params, device)
-    resident_rate = statistics.median(s.samples_per_s for s in resident.history[1:])
+    resident_model = build_model(model_spec, len(data.columns))
     torch.manual_seed(SEED)
-    baseline = dataloader_epochs(
-        build_model(model_spec, len(data.columns)), data, device, epochs + 1, batch
-    )
-    baseline_rate = statistics.median(baseline[1:])
+    baseline_model = build_model(model_spec, len(data.columns))
+    train_model(resident_model, data, one_epoch, device)  # warm-up: lazy inits, caches
+    dataloader_epochs(baseline_model, data, device, 1, batch)
+    # Alternate the two, epoch by epoch, so that a shared machine's load falls on both alike.
+    resident, baseline = [], []
+    for _ in range(epochs):
+        outcome = train_model(resident_model, data, one_epoch, device)
+        resident.append(outcome.history[0].samples_per_s)
+        baseline += dataloader_epochs(baseline_model, data, device, 1, batch)
+    resident_rate, baseline_rate = statistics.median(resident), statistics.median(baseline)
     kind = "lstm" if isinstance(model_spec, LstmModel) else "mlp"
     return {
         "name": f"trainer.{kind}_b{batch}_samples_per_s_{device.type}",
@@ -140,6 +143,7 @@ def measure(
         "device",
         "target": ">= 10",
         "device": describe_device(device),
+        "paired_ratios": [round(r / b, 2) for r, b in zip(resident, baseline, strict=True)],
         "train_samples": len(data.train),
         "batch_size": batch,
         "epochs_measured": epochs,
@@ -153,7 +157,7 @@ def run(quick: bool = False, device: str = "auto") -> list[dict[str, Any]]:
     gpu = target.type != "cpu"
     if target.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    bars, epochs = (6_000, 2) if quick else (60_000, 3)
+    bars, epochs = (6_000, 3) if quick else (60_000, 5)
     bars *= 10 if gpu else 1  # enough rows per epoch for a GPU to reach its pace
     return [
         measure(MlpModel(), bars, epochs, target, batch=256),
@@ -173,7 +177,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--device", default="auto", choices=[d.value for d in Device])
     parser.add_argument("--quick", action="store_true", help="smaller sizes (a few seconds)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     for result in run(args.quick, args.device):
         print(json.dumps(result), flush=True)
     return 0
