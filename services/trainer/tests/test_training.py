@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from ktrdr_shared.errors import PermanentError
 from ktrdr_shared.messages import (
     Device,
     ForwardReturnLabel,
@@ -133,3 +134,10 @@ def test_auto_picks_the_best_device_present_and_an_absent_one_is_refused() -> No
     if not torch.cuda.is_available():
         with pytest.raises(DeviceUnavailable, match="field 'device': cuda is not available"):
             available_device(Device.CUDA)
+
+
+def test_a_diverging_run_fails_with_advice() -> None:
+    with pytest.raises(PermanentError, match=r"training diverged at epoch 1 .* lower the learning"):
+        run_training(
+            plan_job(spec(epochs=3, learning_rate=1e30)), [synthetic_bars(1500, pattern=True)]
+        )

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from ktrdr_shared.errors import InvalidRequest
+from ktrdr_shared.errors import InvalidRequest, PermanentError
 from ktrdr_shared.messages import Device
 from torch import nn
 
@@ -184,6 +184,12 @@ def train_model(
         train_loss = float(total) / len(order)  # the one sync of the epoch
         seconds = time.perf_counter() - started
         val_loss, val_accuracy = evaluate(model, data, data.validation, loss_fn, device)
+        if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+            raise PermanentError(
+                f"training diverged at epoch {epoch} (train loss {train_loss}, validation loss "
+                f"{val_loss}); lower the learning rate ({params.learning_rate:g})",
+                details={"field": "learning_rate", "epoch": epoch},
+            )
         stats = EpochStats(
             epoch, train_loss, val_loss, val_accuracy, len(order) / max(seconds, 1e-9), seconds
         )
