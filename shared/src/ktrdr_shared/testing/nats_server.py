@@ -53,6 +53,8 @@ class NatsServer:
         store_dir: JetStream's storage directory (kept across ``restart``).
         port: client port; chosen free when 0.
         config_file: optional config file (e.g. auth); flags still set port and store.
+        extra_args: more command-line flags (e.g. ``-m <port>``, ``--cluster ...``).
+        env: variables added to the server's environment (a config's ``$VARIABLE``s).
     """
 
     store_dir: Path
@@ -60,11 +62,17 @@ class NatsServer:
     config_file: Path | None = None
     extra_args: list[str] = field(default_factory=list)
     process: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] | None = None
 
     @property
     def url(self) -> str:
         """Return the client URL, ``nats://127.0.0.1:<port>``."""
         return f"nats://127.0.0.1:{self.port}"
+
+    @property
+    def log_file(self) -> Path:
+        """Return the file the server logs to (appended to across restarts)."""
+        return self.store_dir.parent / f"nats-{self.port}.log"
 
     def start(self, timeout_s: float = 10.0) -> None:
         """Start the server and wait until it accepts connections."""
@@ -75,8 +83,9 @@ class NatsServer:
                 "-sd", str(self.store_dir), *self.extra_args]  # fmt: skip
         if self.config_file is not None:
             args[1:1] = ["-c", str(self.config_file)]
-        log = (self.store_dir.parent / f"nats-{self.port}.log").open("ab")
-        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        log = self.log_file.open("ab")
+        env = {**os.environ, **self.env} if self.env else None
+        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
         _wait_for_port(self.port, self.process, timeout_s)
 
     def stop(self, timeout_s: float = 10.0) -> None:

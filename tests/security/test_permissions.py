@@ -1,0 +1,297 @@
+"""NATS with one user per service (infra/nats/auth.conf): restrictive, and sufficient.
+
+A real nats-server runs the configuration `just up --secure` runs
+(``infra/nats/nats-secure.conf``). Each user may publish and subscribe only
+where its service's code does: the api cannot write bar batches or fetch
+commands, the connector cannot give the commands of others, an anonymous
+client is refused. And the permissions are enough: the connector (against the
+simulator) and the data-store, each connected as its own user, complete a
+load that the api user asks for, without one permission violation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import nats
+import nats.errors
+import pytest
+from ktrdr_data_store.app import build_app as build_data_store
+from ktrdr_data_store.config import DataStoreSettings
+from ktrdr_ib_connector.app import build_app as build_connector
+from ktrdr_ib_connector.config import IbConnectorSettings
+from ktrdr_ib_connector.testing import wait_connected
+from ktrdr_ib_sim import IBGatewaySimulator, SimulatorConfig
+from ktrdr_shared import streams, subjects
+from ktrdr_shared.client import KtrdrClient
+from ktrdr_shared.messages import (
+    BarsPage,
+    DatasetList,
+    JobCompleted,
+    LoadResult,
+    QueryBars,
+    StatusRequest,
+)
+from ktrdr_shared.runtime import connect
+from ktrdr_shared.testing.auth import TestUsers
+from ktrdr_shared.testing.nats_server import NatsServer, free_port
+from nats.aio.client import Client as NATS
+
+pytestmark = pytest.mark.integration
+
+SECURE_CONF = Path(__file__).resolve().parents[2] / "infra/nats/nats-secure.conf"
+NOW = dt.datetime(2024, 6, 28, 22, 0, tzinfo=dt.UTC)  # the simulator's frozen "now"
+TIME_SCALE = 0.01
+JOB = "0123456789abcdef0123456789abcdef"
+
+
+class Violations:
+    """The asynchronous errors NATS sent one connection (its ``error_cb``)."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+        self._changed = asyncio.Event()
+
+    async def record(self, error: Exception) -> None:
+        """The connection's ``error_cb``."""
+        self.errors.append(str(error))
+        self._changed.set()
+
+    def about(self, subject: str) -> list[str]:
+        """Return the permission violations naming ``subject`` (the server lower-cases it)."""
+        quoted = f'"{subject}"'.lower()
+        return [e for e in self.errors if "permissions violation" in e and quoted in e.lower()]
+
+    async def wait_for(self, subject: str, timeout_s: float = 10.0) -> list[str]:
+        """Wait until the server reported a violation naming ``subject``; return them."""
+        async with asyncio.timeout(timeout_s):
+            while not self.about(subject):
+                self._changed.clear()
+                await self._changed.wait()
+        return self.about(subject)
+
+
+ConnectAs = Callable[[str], Awaitable[tuple[NATS, Violations]]]
+
+
+@pytest.fixture
+def users() -> TestUsers:
+    return TestUsers()
+
+
+@pytest.fixture
+def server(tmp_path: Path, users: TestUsers) -> Iterator[NatsServer]:
+    secure = NatsServer(store_dir=tmp_path / "jetstream", config_file=SECURE_CONF,
+                        extra_args=["-m", str(free_port())], env=users.server_env())  # fmt: skip
+    secure.start()
+    try:
+        yield secure
+    finally:
+        secure.stop()
+
+
+@pytest.fixture
+async def connect_as(server: NatsServer, users: TestUsers) -> AsyncIterator[ConnectAs]:
+    """Return ``connect(user) -> (connection, violations)``; close them all after the test."""
+    opened: list[NATS] = []
+
+    async def open_as(user: str) -> tuple[NATS, Violations]:
+        violations = Violations()
+        nc = await connect(users.settings(user, server.url), name=f"test-{user}",
+                           error_cb=violations.record)  # fmt: skip
+        opened.append(nc)
+        return nc, violations
+
+    yield open_as
+    for nc in opened:
+        if not nc.is_closed:
+            await nc.close()
+
+
+@pytest.fixture
+async def declared(connect_as: ConnectAs) -> None:
+    """Declare every stream, consumer and bucket (as admin, like a first `just up`)."""
+    nc, _ = await connect_as("admin")
+    await streams.ensure_all(nc.jetstream())
+
+
+async def test_an_anonymous_client_is_refused(server: NatsServer) -> None:
+    with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+        await nats.connect(server.url, allow_reconnect=False, max_reconnect_attempts=1,
+                           error_cb=Violations().record)  # fmt: skip
+
+
+async def test_a_wrong_password_is_refused(server: NatsServer) -> None:
+    with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+        await nats.connect(server.url, user="api", password="not-the-password",
+                           allow_reconnect=False, max_reconnect_attempts=1,
+                           error_cb=Violations().record)  # fmt: skip
+
+
+# (user, subject) pairs each user may and may not publish on: the core of least privilege.
+ALLOWED = [
+    ("api", "ktrdr.cmd.data.load"),
+    ("api", "ktrdr.cmd.train.start"),
+    ("api", f"ktrdr.evt.job.{JOB}.cancel_requested"),
+    ("api", "ktrdr.store.query"),
+    ("api", "$SRV.PING.trainer"),
+    ("ib-connector", "ktrdr.bars.AAPL.1m"),
+    ("ib-connector", f"ktrdr.evt.job.{JOB}.segment_fetched"),
+    ("ib-connector", "ktrdr.evt.ib.connection.connected"),
+    ("data-store", "ktrdr.cmd.ib.fetch"),
+    ("data-store", f"ktrdr.evt.job.{JOB}.planned"),
+    ("data-store", "ktrdr.evt.store.bars_stored"),
+    ("data-store", "ktrdr.ib.validate"),
+    ("trainer", f"ktrdr.evt.job.{JOB}.epoch_completed"),
+    ("trainer", "ktrdr.store.query"),
+    ("admin", "ktrdr.bars.AAPL.1m"),
+    ("admin", "ktrdr.cmd.ib.fetch"),
+]
+DENIED = [
+    ("api", "ktrdr.bars.AAPL.1m"),
+    ("api", "ktrdr.cmd.ib.fetch"),
+    ("api", f"ktrdr.evt.job.{JOB}.completed"),
+    ("api", "ktrdr.evt.store.bars_stored"),
+    ("api", "$KV.ktrdr_symbols.AAPL"),
+    ("api", "$O.ktrdr_models.C.x"),
+    ("api", "$JS.API.STREAM.DELETE.KTRDR_BARS"),
+    ("api", "$JS.API.STREAM.PURGE.KTRDR_EVENTS"),
+    ("ib-connector", "ktrdr.cmd.data.load"),
+    ("ib-connector", "ktrdr.cmd.train.start"),
+    ("ib-connector", "ktrdr.cmd.ib.fetch"),
+    ("ib-connector", f"ktrdr.evt.job.{JOB}.completed"),
+    ("ib-connector", "ktrdr.evt.store.bars_stored"),
+    ("ib-connector", "$JS.API.CONSUMER.MSG.NEXT.KTRDR_COMMANDS.data-store-commands"),
+    ("ib-connector", "$JS.API.STREAM.DELETE.KTRDR_COMMANDS"),
+    ("data-store", "ktrdr.bars.AAPL.1m"),
+    ("data-store", "ktrdr.cmd.data.load"),
+    ("data-store", "ktrdr.cmd.train.start"),
+    ("data-store", f"ktrdr.evt.job.{JOB}.epoch_completed"),
+    ("data-store", "$O.ktrdr_models.C.x"),
+    ("trainer", "ktrdr.bars.AAPL.1m"),
+    ("trainer", "ktrdr.cmd.ib.fetch"),
+    ("trainer", "ktrdr.cmd.data.load"),
+    ("trainer", "ktrdr.evt.ib.connection.connected"),
+    ("trainer", "$KV.ktrdr_symbols.AAPL"),
+    ("trainer", "$JS.API.CONSUMER.MSG.NEXT.KTRDR_BARS.data-store-bars"),
+]
+
+
+@pytest.mark.parametrize(("user", "subject"), ALLOWED, ids=[f"{u}:{s}" for u, s in ALLOWED])
+async def test_a_user_may_publish_where_its_service_does(connect_as: ConnectAs, user: str,
+                                                         subject: str) -> None:  # fmt: skip
+    admin, _ = await connect_as("admin")
+    seen = await admin.subscribe(subject)
+    await admin.flush()
+    nc, violations = await connect_as(user)
+    await nc.publish(subject, b"{}")
+    assert (await seen.next_msg(timeout=10)).data == b"{}"  # it got through
+    assert violations.errors == []
+
+
+@pytest.mark.parametrize(("user", "subject"), DENIED, ids=[f"{u}:{s}" for u, s in DENIED])
+async def test_a_user_may_not_publish_anywhere_else(connect_as: ConnectAs, user: str,
+                                                    subject: str) -> None:  # fmt: skip
+    nc, violations = await connect_as(user)
+    await nc.publish(subject, b"{}")
+    assert len(await violations.wait_for(subject)) == 1
+
+
+@pytest.mark.parametrize(("user", "subject"), [
+    ("api", "ktrdr.bars.>"),
+    ("ib-connector", "ktrdr.cmd.>"),
+    ("ib-connector", "ktrdr.store.query"),
+    ("trainer", "ktrdr.ib.validate"),
+])  # fmt: skip
+async def test_a_user_may_not_listen_to_others_traffic(connect_as: ConnectAs, user: str,
+                                                       subject: str) -> None:  # fmt: skip
+    nc, violations = await connect_as(user)
+    await nc.subscribe(subject)
+    found = await violations.wait_for(subject)
+    assert "for subscription" in found[0]
+
+
+async def test_the_api_cannot_write_bar_batches_into_ktrdr_bars(
+    connect_as: ConnectAs, declared
+) -> None:
+    admin, _ = await connect_as("admin")
+    api, violations = await connect_as("api")
+    await admin.jetstream().publish("ktrdr.bars.AAPL.1m", b"{}")  # one message that must stay
+    with pytest.raises(nats.errors.TimeoutError):  # dropped by the server: no ack ever comes
+        await api.jetstream().publish("ktrdr.bars.AAPL.1m", b"{}", timeout=1)
+    with pytest.raises(nats.errors.TimeoutError):
+        await api.jetstream(timeout=1).purge_stream("KTRDR_BARS")
+    await violations.wait_for("ktrdr.bars.AAPL.1m")
+    await violations.wait_for("$JS.API.STREAM.PURGE.KTRDR_BARS")
+    info = await admin.jetstream().stream_info("KTRDR_BARS")
+    assert info.state.messages == 1
+
+
+async def test_the_connector_cannot_give_the_commands_of_others(
+    connect_as: ConnectAs, declared
+) -> None:
+    admin, _ = await connect_as("admin")
+    connector, violations = await connect_as("ib-connector")
+    for subject in (subjects.CMD_DATA_LOAD, subjects.CMD_TRAIN_START):
+        with pytest.raises(nats.errors.TimeoutError):
+            await connector.jetstream().publish(subject, b'{"symbol": "AAPL"}', timeout=1)
+        await violations.wait_for(subject)
+    info = await admin.jetstream().stream_info("KTRDR_COMMANDS")
+    assert info.state.messages == 0
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[IBGatewaySimulator]:
+    simulator = IBGatewaySimulator(SimulatorConfig(port=0, time_scale=TIME_SCALE, now_utc=NOW,
+                                                   soft_delay_ms=0))  # fmt: skip
+    await simulator.start()
+    try:
+        yield simulator
+    finally:
+        await simulator.stop()
+
+
+async def test_each_service_does_its_work_as_its_own_user(
+    server: NatsServer,
+    users: TestUsers,
+    sim: IBGatewaySimulator,
+    tmp_path: Path,
+    connect_as: ConnectAs,
+) -> None:
+    """A load asked for by the api user completes through the connector and the data-store,
+    each connected as itself (they declare their own streams), with no violation at all."""
+    auth = {"KTRDR_NATS_URL": server.url}
+    connector = build_connector(IbConnectorSettings.from_env({
+        **auth, **users.env("ib-connector"), "KTRDR_IB_PORT": str(sim.port),
+        "KTRDR_IB_TIME_SCALE": str(TIME_SCALE), "KTRDR_IB_REQUEST_TIMEOUT_S": "5",
+        "KTRDR_IB_RETRY_DELAY_S": "0.2"}))  # fmt: skip
+    store = build_data_store(DataStoreSettings.from_env({
+        **auth, **users.env("data-store"), "KTRDR_DATA_DIR": str(tmp_path / "data")}))  # fmt: skip
+    connector_nc, connector_violations = await connect_as("ib-connector")
+    store_nc, store_violations = await connect_as("data-store")
+    await connector.start(connector_nc)
+    await store.start(store_nc)
+    try:
+        api_nc, api_violations = await connect_as("api")
+        client = KtrdrClient(api_nc, timeout_s=10)
+        await wait_connected(api_nc)  # the connector's IB connection comes up in the background
+        job_id = await client.load_data("AAPL", "1h", start=NOW - dt.timedelta(days=7), end=NOW)
+        events = [e async for e in client.job_events(job_id)]
+        assert isinstance(events[-1], JobCompleted), events[-1]
+        result = events[-1].result
+        assert isinstance(result, LoadResult)
+        assert result.fetched_bars > 0
+        page = await client.request(subjects.STORE_QUERY, QueryBars(symbol="AAPL", timeframe="1h"),
+                                    BarsPage)  # fmt: skip
+        assert len(page.ts) == result.fetched_bars
+        found = await client.request(subjects.STORE_DATASETS, StatusRequest(), DatasetList)
+        assert [(d.symbol, d.rows) for d in found.datasets] == [("AAPL", result.fetched_bars)]
+    finally:
+        await store.stop()
+        await connector.stop()
+    assert connector_violations.errors == []
+    assert store_violations.errors == []
+    assert api_violations.errors == []
