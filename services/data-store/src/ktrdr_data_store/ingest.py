@@ -1,10 +1,13 @@
 """Durable ingest: bar batches from JetStream into the store, acked only once durable.
 
-Messages arrive in micro-batches (bounded by count and by the fetch expiry);
-the batches of each (symbol, timeframe) are merged with one write, made
-durable, and only then are their messages acked. Delivery is at least once;
-the merge is idempotent, so the effect is exactly once. A batch that can
-never be stored (malformed, wrong shape) is terminated and reported as
+Messages are decoded as they are fetched and held until a bound is reached: nothing left in
+the stream behind the last message fetched (so live bars are written at once), ``max_rows``
+bars in hand, or the oldest held for ``max_delay_s``. Then the bars of each (symbol,
+timeframe) are merged with one write, made durable, and only then are their messages acked;
+up to ``writers`` datasets are written at once, each to its own files. Holding across fetches
+is what makes a backlog cheap: a year file is rewritten once per round, not once per fetch.
+Delivery is at least once; the merge is idempotent, so the effect is exactly once. A batch
+that can never be stored (malformed, wrong shape) is terminated and reported as
 ``batch_rejected``; the loop keeps going.
 """
 
@@ -13,10 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import nats.errors
+import pyarrow as pa
 from ktrdr_shared import codec, streams
 from ktrdr_shared.consumer import fetch_batches
 from ktrdr_shared.errors import MessageDecodeError
@@ -27,14 +32,64 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from ktrdr_data_store.ledger import AnsweredLedger
-from ktrdr_data_store.store import BarStore, batches_to_table
+from ktrdr_data_store.store import BarStore, table_from_batch
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class _Held:
+    """One decoded message, its bars already a table (a third of the memory of the lists)."""
+
+    msg: Msg
+    symbol: str
+    timeframe: Timeframe
+    job_id: str | None
+    answered: tuple[int, int]
+    bars: pa.Table
+
+
+@dataclass
+class _Hand:
+    """The messages decoded and not yet written: how many bars, and since when."""
+
+    items: list[_Held] = field(default_factory=list)
+    rows: int = 0
+    since: float = 0.0
+
+    def add(self, items: list[_Held]) -> None:
+        if items and not self.items:
+            self.since = time.monotonic()
+        self.items += items
+        self.rows += sum(item.bars.num_rows for item in items)
+
+    def wait_s(self, max_delay_s: float) -> float | None:
+        """Return how long the oldest may still wait (None when nothing is held)."""
+        if not self.items:
+            return None
+        return max(0.0, self.since + max_delay_s - time.monotonic())
+
+    def take(self) -> list[_Held]:
+        items, self.items, self.rows = self.items, [], 0
+        return items
+
+
 @dataclass
 class Ingestor:
-    """Consume ``KTRDR_BARS`` into a ``BarStore`` and an answered-ranges ledger."""
+    """Consume ``KTRDR_BARS`` into a ``BarStore`` and an answered-ranges ledger.
+
+    Attributes:
+        js: the JetStream context.
+        store: where bars are merged.
+        ledger: where answered ranges are recorded.
+        batch: messages one fetch asks for.
+        fetch_timeout_s: expiry of one fetch (also how soon a stop is noticed).
+        retry_delay_s: nak delay when a write fails.
+        max_rows: bars held before they are written; a backlog is written in rounds this big.
+        max_delay_s: the longest the oldest bar in hand waits for more before it is written
+            (only while a backlog is being read: a drained stream is written at once).
+        writers: datasets written at once, each in its own thread (they are different files).
+    """
 
     js: JetStreamContext
     store: BarStore
@@ -42,28 +97,57 @@ class Ingestor:
     batch: int = 500
     fetch_timeout_s: float = 0.25
     retry_delay_s: float = 2.0
+    max_rows: int = 1_000_000
+    max_delay_s: float = 2.0
+    writers: int = 4
 
     async def run(self, stopping: asyncio.Event) -> None:
-        """Ingest until ``stopping`` is set; the batch in hand is finished first."""
-        async for msgs in fetch_batches(self.js, streams.STORE_BARS, stopping, self.batch,
-                                        self.fetch_timeout_s):  # fmt: skip
-            try:
-                await self.ingest(msgs)
-            except Exception:  # a bug must not stop ingest: log it, retry the batch later
-                log.exception("ingest of %d messages failed; they will be redelivered", len(msgs))
-                for msg in msgs:
-                    with contextlib.suppress(nats.errors.Error):
-                        await msg.nak(delay=self.retry_delay_s)
+        """Ingest until ``stopping`` is set; the bars in hand are written first.
+
+        The next fetch runs while a round is written, so the network and the disk overlap.
+        """
+        # No fetch heartbeats: nats-py sends a no-wait pull without ``expires`` when messages
+        # of an earlier fetch are still queued, and the server refuses a heartbeat on such a
+        # pull ("heartbeat value too large"), dropping the queued messages until ack_wait.
+        # With a 0.25 s expiry the heartbeat adds nothing anyway.
+        fetches = fetch_batches(self.js, streams.STORE_BARS, stopping, self.batch,
+                                self.fetch_timeout_s, heartbeat_s=0)  # fmt: skip
+        hand = _Hand()
+        fetching = asyncio.ensure_future(anext(fetches))
+        try:
+            while True:
+                await asyncio.wait({fetching}, timeout=hand.wait_s(self.max_delay_s))
+                if not fetching.done():  # the oldest bar has waited long enough
+                    await self._write(hand.take())
+                    continue
+                try:
+                    msgs = fetching.result()
+                except StopAsyncIteration:
+                    break
+                fetching = asyncio.ensure_future(anext(fetches))
+                hand.add(await self._decode_all(msgs))
+                if (
+                    _drained(msgs)
+                    or hand.rows >= self.max_rows
+                    or hand.wait_s(self.max_delay_s) == 0
+                ):
+                    await self._write(hand.take())
+        finally:
+            fetching.cancel()
+        await self._write(hand.take())
 
     async def ingest(self, msgs: list[Msg]) -> None:
-        """Store one micro-batch: decode, merge per dataset, make durable, ack, announce."""
-        groups: dict[tuple[str, Timeframe], list[tuple[Msg, BarBatch]]] = defaultdict(list)
+        """Store one micro-batch now: decode, merge per dataset, make durable, ack, announce."""
+        await self._write(await self._decode_all(msgs))
+
+    async def _decode_all(self, msgs: list[Msg]) -> list[_Held]:
+        held = []
         for msg in msgs:
             batch = await self._decode(msg)
             if batch is not None:
-                groups[(symbol_key(batch.symbol), batch.timeframe)].append((msg, batch))
-        for (key, timeframe), items in groups.items():
-            await self._store_group(key, timeframe, items)
+                held.append(_Held(msg, batch.symbol, batch.timeframe, batch.job_id,
+                                  (batch.start, batch.end), table_from_batch(batch)))  # fmt: skip
+        return held
 
     async def _decode(self, msg: Msg) -> BarBatch | None:
         try:
@@ -74,28 +158,55 @@ class Ingestor:
             await self._publish(BatchRejected(subject=msg.subject, code=e.code, message=e.message))
             return None
 
-    async def _store_group(self, key: str, timeframe: Timeframe,
-                           items: list[tuple[Msg, BarBatch]]) -> None:  # fmt: skip
-        batches = [b for _, b in items]
-        table = batches_to_table(batches)
+    async def _write(self, items: list[_Held]) -> None:
+        """Write every dataset in ``items``, ``writers`` at a time; nak all on a bug."""
+        if not items:
+            return
+        groups: dict[tuple[str, Timeframe], list[_Held]] = defaultdict(list)
+        for item in items:
+            groups[(symbol_key(item.symbol), item.timeframe)].append(item)
+        slots = asyncio.Semaphore(self.writers)
+
+        async def store(key: str, timeframe: Timeframe, group: list[_Held]) -> None:
+            async with slots:
+                await self._store_group(key, timeframe, group)
+
+        try:
+            await asyncio.gather(*(store(k, tf, g) for (k, tf), g in groups.items()))
+        except Exception:  # a bug must not stop ingest: log it, retry the messages later
+            log.exception("ingest of %d messages failed; they will be redelivered", len(items))
+            for item in items:
+                with contextlib.suppress(nats.errors.Error):
+                    await item.msg.nak(delay=self.retry_delay_s)
+
+    async def _store_group(self, key: str, timeframe: Timeframe, items: list[_Held]) -> None:
+        table = pa.concat_tables([item.bars for item in items])
         try:
             result = await asyncio.to_thread(self.store.merge, key, timeframe, table)
             await asyncio.to_thread(self.ledger.add, key, timeframe,
-                                    [(b.start, b.end) for b in batches])  # fmt: skip
+                                    [item.answered for item in items])  # fmt: skip
         except OSError as e:  # disk full, permissions: keep the messages for later
             log.error("could not store %s %s: %s; will retry", key, timeframe, e)
-            for msg, _ in items:
-                await msg.nak(delay=self.retry_delay_s)
+            for item in items:
+                await item.msg.nak(delay=self.retry_delay_s)
             return
-        for msg, _ in items:
-            await msg.ack()
+        for item in items:
+            await item.msg.ack()
         if result.first_ns is not None and result.last_ns is not None:
-            jobs = {b.job_id for b in batches}
+            jobs = {item.job_id for item in items}
             await self._publish(BarsStored(
-                symbol=batches[0].symbol, timeframe=timeframe,
+                symbol=items[0].symbol, timeframe=timeframe,
                 first=from_unix_nanos(result.first_ns), last=from_unix_nanos(result.last_ns),
                 bars_written=result.new_rows, job_id=jobs.pop() if len(jobs) == 1 else None,
             ))  # fmt: skip
 
     async def _publish(self, event: BarsStored | BatchRejected) -> None:
         await publish_event(self.js, event)
+
+
+def _drained(msgs: list[Msg]) -> bool:
+    """Return whether the consumer had nothing left behind the last message fetched."""
+    try:
+        return int(msgs[-1].metadata.num_pending) == 0
+    except (nats.errors.NotJSMessageError, TypeError, ValueError):
+        return True  # cannot tell: write now rather than wait
