@@ -12,7 +12,7 @@ The handler decides each message's fate by how it returns:
   must not loop forever).
 
 Long work keeps its message with ``in_progress`` (see ``keep_alive``). Fetches
-use server heartbeats and short expiries, so a restarted nats-server is
+use short expiries, so a restarted nats-server is
 noticed quickly and the loop re-binds to the durable consumer, re-declaring it
 if the server lost it.
 """
@@ -50,7 +50,10 @@ class PullConsumer:
         on_permanent: told of each message terminated for a permanent error.
         batch: how many messages one fetch asks for.
         fetch_timeout_s: expiry of one fetch; also bounds how long stop waits.
-        heartbeat_s: server idle heartbeat during a fetch.
+        heartbeat_s: server idle heartbeat during a fetch; 0 (the default) sends none.
+            nats-py 2.16 keeps the heartbeat when it shortens a fetch's expiry or drops
+            it, and the server then refuses the pull ("heartbeat value too large")
+            while messages it already delivered sit unacked until their ack wait.
         retry_delay_s: nak delay after an unexpected error.
         max_unexpected: deliveries after which an unexpected error is permanent.
     """
@@ -61,7 +64,7 @@ class PullConsumer:
     on_permanent: PermanentHandler | None = None
     batch: int = 16
     fetch_timeout_s: float = 2.0
-    heartbeat_s: float = 0.5
+    heartbeat_s: float = 0.0
     retry_delay_s: float = 2.0
     max_unexpected: int = 5
 
@@ -109,7 +112,7 @@ async def fetch_batches(
     stopping: asyncio.Event,
     batch: int = 16,
     fetch_timeout_s: float = 2.0,
-    heartbeat_s: float = 0.5,
+    heartbeat_s: float = 0.0,
 ) -> AsyncIterator[list[Msg]]:
     """Yield batches from a durable consumer until ``stopping`` is set.
 
@@ -125,7 +128,9 @@ async def fetch_batches(
             if sub is None:
                 await ensure_consumer(js, spec)
                 sub = await js.pull_subscribe_bind(spec.durable, stream=spec.stream)
-            messages = await sub.fetch(batch, timeout=fetch_timeout_s, heartbeat=heartbeat_s)
+            messages = await sub.fetch(
+                batch, timeout=fetch_timeout_s, heartbeat=heartbeat_s or None
+            )
         except (TimeoutError, nats.errors.TimeoutError):
             backoff.reset()
             continue
