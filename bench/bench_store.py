@@ -170,15 +170,19 @@ def _write_minutes(store: ParquetBarStore, symbol: str, end_ns: int, rows: int) 
         store.merge(symbol, Timeframe.M1, table)
 
 
-async def _median_s(call: Callable[[], Awaitable[Any]], repeats: int) -> float:
-    for _ in range(max(3, repeats // 10)):  # warm caches and connections
-        await call()
-    times = []
+async def _medians_s(calls: dict[Any, Callable[[], Awaitable[Any]]],
+                     repeats: int) -> dict[Any, float]:  # fmt: skip
+    """Return each call's median seconds, the calls interleaved so that load drifts hit all."""
+    for call in calls.values():  # warm caches and connections
+        for _ in range(3):
+            await call()
+    times: dict[Any, list[float]] = {key: [] for key in calls}
     for _ in range(repeats):
-        started = time.perf_counter()
-        await call()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+        for key, call in calls.items():
+            started = time.perf_counter()
+            await call()
+            times[key].append(time.perf_counter() - started)
+    return {key: statistics.median(t) for key, t in times.items()}
 
 
 async def _query(url: str, data_dir: Path, large_rows: int, repeats: int) -> list[dict[str, Any]]:
@@ -195,7 +199,7 @@ async def _query(url: str, data_dir: Path, large_rows: int, repeats: int) -> lis
     await app.start()
     nc = await nats.connect(url, max_reconnect_attempts=0)
     client = KtrdrClient(nc)
-    timings: dict[tuple[str, str], float] = {}
+    calls: dict[tuple[str, str], Callable[[], Awaitable[Any]]] = {}
     try:
         for symbol in ("SMALL", "LARGE"):
             json_q = QueryBars(symbol=symbol, timeframe=Timeframe.M1, start=day,
@@ -217,9 +221,9 @@ async def _query(url: str, data_dir: Path, large_rows: int, repeats: int) -> lis
             async def direct(p: Path = path, f: list[Any] = filters) -> None:
                 assert pq.read_table(p, schema=SCHEMA, filters=f).num_rows == 1440
 
-            timings[symbol, "json"] = await _median_s(by_json, repeats)
-            timings[symbol, "arrow"] = await _median_s(by_arrow, repeats)
-            timings[symbol, "pyarrow"] = await _median_s(direct, repeats)
+            calls[symbol, "json"], calls[symbol, "arrow"] = by_json, by_arrow
+            calls[symbol, "pyarrow"] = direct
+        timings = await _medians_s(calls, repeats)
     finally:
         await nc.close()
         await app.stop()
