@@ -1,0 +1,128 @@
+"""Outages mid-load: nats-server restarted, the gateway's restart window, an HMDS farm outage.
+
+Each runs the connector and the data-store as processes against the simulator process, starts
+multi-symbol loads, breaks something while they run, and then requires every job to complete
+with exactly the bars the simulator serves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+import urllib.request
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import nats.errors
+import numpy as np
+import pandas as pd
+import pytest
+from ktrdr_data_store.store import ParquetBarStore
+from ktrdr_ib_sim import expected_bars
+from ktrdr_shared import codec
+from ktrdr_shared.client import KtrdrClient
+from ktrdr_shared.messages import IbConnected, IbConnectionEvent, JobCompleted, LoadResult
+from ktrdr_shared.testing.events import wait_for_job_event
+from ktrdr_shared.testing.nats_server import NatsServer
+from ktrdr_shared.testing.stack import SIM_NOW, Stack
+from ktrdr_shared.types import Timeframe
+from nats.aio.client import Client as NATS
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+UTC = dt.UTC
+NOW = dt.datetime.fromisoformat(SIM_NOW)
+START = dt.datetime(2024, 5, 1, tzinfo=UTC)
+LOADS = [  # symbol, sec type, timeframe, IB bar size, whatToShow
+    ("AAPL", "STK", Timeframe.M5, "5 mins", "TRADES"),
+    ("EURUSD", "CASH", Timeframe.M5, "5 mins", "MIDPOINT"),
+    ("ES", "FUT", Timeframe.M5, "5 mins", "TRADES"),
+]
+
+
+@pytest.fixture
+async def stack(nats_server: NatsServer, nc: NATS, tmp_path: Path) -> AsyncIterator[Stack]:
+    running = Stack(nats_server.url, tmp_path)
+    try:
+        await running.up(nc)
+        yield running
+    finally:
+        running.down()
+
+
+async def start_loads(nc: NATS) -> list[str]:
+    client = KtrdrClient(nc)
+    return [await client.load_data(sym, tf.value, start=START) for sym, _, tf, _, _ in LOADS]
+
+
+async def all_complete(nc: NATS, stack: Stack, jobs: list[str]) -> None:
+    for job_id in jobs:
+        done = await outcome(nc, job_id)
+        assert isinstance(done, JobCompleted), done
+        assert isinstance(done.result, LoadResult)
+        assert not done.result.failed_segments, done.result.failed_segments
+    store = ParquetBarStore(stack.data_dir)
+    for symbol, sec, tf, bar_size, what in LOADS:
+        frame = expected_bars(symbol, sec, bar_size, what, False, START, NOW, now_utc=NOW)
+        want = pd.to_datetime(frame["date"], utc=True).dt.as_unit("ns").astype("int64")
+        got = store.read(symbol, tf).column("ts").cast("int64").to_numpy()
+        np.testing.assert_array_equal(got, want.to_numpy())
+
+
+async def outcome(nc: NATS, job_id: str) -> object:
+    """Return the job's terminal event, asking again while this client itself reconnects."""
+    async with asyncio.timeout(180):
+        while True:
+            try:
+                return await wait_for_job_event(nc.jetstream(), job_id,
+                                                {"completed", "failed", "cancelled"})  # fmt: skip
+            except nats.errors.Error:
+                await asyncio.sleep(0.2)
+
+
+def control(stack: Stack, path: str) -> None:
+    request = urllib.request.Request(f"{stack.sim_control_url}{path}", method="POST")
+    with urllib.request.urlopen(request, timeout=5) as reply:
+        assert reply.status in (200, 202)
+
+
+async def first_planned(nc: NATS, jobs: list[str]) -> None:
+    for job_id in jobs:
+        await wait_for_job_event(nc.jetstream(), job_id, {"planned"}, timeout_s=30)
+
+
+async def test_nats_server_restarted_mid_load(
+    stack: Stack, nats_server: NatsServer, nc: NATS
+) -> None:
+    jobs = await start_loads(nc)
+    await first_planned(nc, jobs)
+    nats_server.restart()  # same port, same store: JetStream state survives
+    await all_complete(nc, stack, jobs)
+
+
+async def test_gateway_restart_window_mid_load(stack: Stack, nc: NATS) -> None:
+    connected = await nc.subscribe("ktrdr.evt.ib.connection.connected")
+    jobs = await start_loads(nc)
+    await first_planned(nc, jobs)
+    down_s = 3.0
+    control(stack, f"/faults/restart?down_s={down_s}")
+    back_at = time.monotonic() + down_s
+    # the connector is back within 5 s of the gateway's return (backoff is capped at 2 s)
+    async with asyncio.timeout(down_s + 5):
+        while True:
+            msg = await connected.next_msg(timeout=down_s + 5)
+            event = codec.decode(msg.data, IbConnectionEvent)
+            if isinstance(event, IbConnected) and time.monotonic() >= back_at:
+                break
+    assert time.monotonic() - back_at <= 5.0
+    await all_complete(nc, stack, jobs)
+
+
+async def test_farm_outage_mid_load(stack: Stack, nc: NATS) -> None:
+    jobs = await start_loads(nc)
+    await first_planned(nc, jobs)
+    control(stack, "/faults/farm?state=down")
+    await asyncio.sleep(1.0)  # requests meanwhile get "no data" with the farm down: retried
+    control(stack, "/faults/farm?state=up")
+    await all_complete(nc, stack, jobs)
