@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+import torch
 from ktrdr_data_store.app import build_app as build_store
 from ktrdr_data_store.config import DataStoreSettings
 from ktrdr_ib_connector.app import build_app as build_connector
@@ -17,6 +18,13 @@ from ktrdr_trainer.config import TrainerSettings
 from nats.aio.client import Client as NATS
 
 Starter = Callable[..., Awaitable[ServiceApp]]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread() -> None:
+    """Train on one CPU thread: test machines are small and shared, and torch's
+    intra-op threads stall badly when other processes hold the cores."""
+    torch.set_num_threads(1)
 
 
 @pytest.fixture
