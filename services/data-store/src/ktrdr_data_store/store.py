@@ -50,7 +50,7 @@ SCHEMA = pa.schema([
 ROW_GROUP_ROWS = 64 * 1024
 
 # Timestamps step by one bar, so delta encoding stores them in a few bits each: files 40 %
-# smaller and writes faster than dictionary-encoding them (measured on a year of 1-minute bars,
+# smaller and writes faster than dictionary-encoding them (measured on 380 k synthetic 1-min bars,
 # 7.7 -> 4.6 MB). Prices keep the dictionary, which repeats make pay. Every Parquet reader
 # (pyarrow/pandas, polars, duckdb) reads DELTA_BINARY_PACKED.
 WRITE_OPTIONS: dict[str, object] = {
