@@ -78,9 +78,10 @@ up *FLAGS: _ensure-venv
 down:
     {{py}} infra/scripts/stack.py down
 
-# Set up, start everything, load data, train a model and print a summary.
-demo:
-    @echo "ktrdr: 'just demo' is not yet available (it arrives with the whole-system issue)."
+# Set up, start everything, load a stock, a forex pair and a future through the REST API,
+# train a model, print a summary and stop everything (under data/demo, free loopback ports).
+demo: _ensure-venv
+    {{py}} infra/scripts/demo.py
 
 # Run every benchmark and print machine-readable results.
 bench *ARGS: _ensure-venv

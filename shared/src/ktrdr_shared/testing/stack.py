@@ -96,6 +96,10 @@ class Stack:
     root: Path
     services: tuple[str, ...] = ("ib-connector", "data-store")
     extra_env: dict[str, str] = field(default_factory=dict)
+    # The simulator's frozen "now" (None: the wall clock); ignored with a real gateway.
+    sim_now: str | None = SIM_NOW
+    # A real gateway (host, port): no simulator is started and IB's windows are not scaled.
+    gateway: tuple[str, int] | None = None
     sim_port: int = field(default_factory=free_port)
     sim_control_port: int = field(default_factory=free_port)
     api_port: int = field(default_factory=free_port)
@@ -119,12 +123,17 @@ class Stack:
     def env(self) -> dict[str, str]:
         """Return the environment of the services."""
         base = {k: v for k, v in os.environ.items() if not k.startswith("KTRDR_")}
-        return {**base, "KTRDR_NATS_URL": self.nats_url, "KTRDR_DATA_DIR": str(self.data_dir),
-                "KTRDR_IB_HOST": "127.0.0.1", "KTRDR_IB_PORT": str(self.sim_port),
-                "KTRDR_IB_TIME_SCALE": str(SIM_TIME_SCALE), "KTRDR_IB_RETRY_DELAY_S": "0.2",
-                "KTRDR_IB_CONNECT_TIMEOUT_S": "3", "KTRDR_IB_REQUEST_TIMEOUT_S": "10",
-                "KTRDR_GAP_FILL_INTERVAL_S": "0", "KTRDR_API_PORT": str(self.api_port),
-                "PYTHONUNBUFFERED": "1", **self.extra_env}  # fmt: skip
+        if self.gateway is None:
+            ib = {"KTRDR_IB_HOST": "127.0.0.1", "KTRDR_IB_PORT": str(self.sim_port),
+                  "KTRDR_IB_TIME_SCALE": str(SIM_TIME_SCALE), "KTRDR_IB_RETRY_DELAY_S": "0.2",
+                  "KTRDR_IB_CONNECT_TIMEOUT_S": "3",
+                  "KTRDR_IB_REQUEST_TIMEOUT_S": "10"}  # fmt: skip
+        else:
+            ib = {"KTRDR_IB_HOST": self.gateway[0], "KTRDR_IB_PORT": str(self.gateway[1])}
+        return {**base, **ib, "KTRDR_NATS_URL": self.nats_url,
+                "KTRDR_DATA_DIR": str(self.data_dir), "KTRDR_GAP_FILL_INTERVAL_S": "0",
+                "KTRDR_API_PORT": str(self.api_port), "PYTHONUNBUFFERED": "1",
+                **self.extra_env}  # fmt: skip
 
     def _child(self, name: str, argv: list[str]) -> ChildProcess:
         child = ChildProcess(name, argv, self.env(), self.root / "logs" / f"{name}.log")
@@ -134,8 +143,10 @@ class Stack:
     def start_sim(self) -> ChildProcess:
         """Start the simulator with its clock frozen at ``SIM_NOW``."""
         argv = [sys.executable, "-m", "ktrdr_ib_sim", "--port", str(self.sim_port),
-                "--control-port", str(self.sim_control_port), "--now", SIM_NOW,
+                "--control-port", str(self.sim_control_port),
                 "--time-scale", str(SIM_TIME_SCALE), "--soft-delay-ms", "0"]  # fmt: skip
+        if self.sim_now is not None:
+            argv += ["--now", self.sim_now]
         child = self._child("sim", argv)
         child.start()
         return child
@@ -147,8 +158,9 @@ class Stack:
         return child
 
     async def up(self, nc: NATS, timeout_s: float = 60.0) -> None:
-        """Start the simulator and the services; return once every one answers."""
-        self.start_sim()
+        """Start the simulator (unless a gateway is set) and the services; wait for them."""
+        if self.gateway is None:
+            self.start_sim()
         for name in self.services:
             self.start_service(name)
         await self.wait_ready(nc, self.services, timeout_s)
