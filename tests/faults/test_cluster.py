@@ -174,11 +174,15 @@ async def test_a_killed_stream_leader_loses_no_bar_and_stores_none_twice(
             await publish_until_acked(js, batch(i))
         await drained(admin.jetstream())
         after = await admin.jetstream().stream_info(streams.BARS.name or "")
+        consumer = await admin.jetstream().consumer_info(streams.BARS.name or "",
+                                                         streams.STORE_BARS.durable)  # fmt: skip
     finally:
         await store_app.stop()
         await publisher.close()
 
     assert after.cluster.leader != leader  # the stream moved to a surviving node
+    assert consumer.cluster is not None and consumer.cluster.replicas  # it inherited R3
+    assert len(consumer.cluster.replicas) == NODES - 1  # its peers besides the leader
     assert after.state.messages == BATCHES  # retried publishes were deduplicated
     stored = ParquetBarStore(tmp_path / "data").read("AAPL", Timeframe.M1)
     expected = [batch(i) for i in range(BATCHES)]
