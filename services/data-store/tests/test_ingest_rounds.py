@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import msgspec
 import pytest
 from ktrdr_data_store.ingest import Ingestor
 from ktrdr_data_store.ledger import AnsweredLedger
 from ktrdr_data_store.store import ParquetBarStore
 from ktrdr_shared import codec, streams, subjects
-from ktrdr_shared.messages import BarBatch, BarsStored
+from ktrdr_shared.messages import BarBatch, BarsStored, BatchRejected
 from ktrdr_shared.types import Timeframe
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -130,3 +131,25 @@ async def ack_pending(js: JetStreamContext) -> None:
             if info.num_ack_pending:
                 return
             await asyncio.sleep(0.01)
+
+
+async def test_a_batch_that_decodes_but_cannot_be_a_table_is_rejected(
+    js: JetStreamContext, nc: NATS, tmp_path: Path
+) -> None:
+    await streams.ensure_streams(js)
+    await streams.ensure_consumers(js, streams.STORE_BARS)
+    too_big = msgspec.structs.replace(batch("AAPL", 0), count=[2**63] * BARS)  # past int64
+    rejected: asyncio.Queue[BatchRejected] = asyncio.Queue()
+
+    async def collect(msg: Msg) -> None:
+        rejected.put_nowait(codec.decode(msg.data, BatchRejected))
+
+    sub = await nc.subscribe(subjects.store_event("batch_rejected"), cb=collect)
+    await publish(js, too_big)
+    await publish(js, batch("AAPL", 1))
+    async with Run(nc, ingestor(js, tmp_path)) as run:
+        events = await run.events_until(BARS)  # the good batch after it is stored
+        event = await asyncio.wait_for(rejected.get(), 30)
+    await sub.unsubscribe()
+    assert [e.bars_written for e in events] == [BARS]
+    assert event.subject == "ktrdr.bars.AAPL.1m" and "int" in event.message

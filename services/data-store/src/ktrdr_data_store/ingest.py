@@ -141,27 +141,30 @@ class Ingestor:
         await self._write(await self._decode_all(msgs))
 
     async def _decode_all(self, msgs: list[Msg]) -> list[_Held]:
-        held = []
-        for msg in msgs:
-            batch = await self._decode(msg)
-            if batch is not None:
-                held.append(_Held(msg, batch.symbol, batch.timeframe, batch.job_id,
-                                  (batch.start, batch.end), table_from_batch(batch)))  # fmt: skip
-        return held
+        held = [await self._decode(msg) for msg in msgs]
+        return [item for item in held if item is not None]
 
-    async def _decode(self, msg: Msg) -> BarBatch | None:
+    async def _decode(self, msg: Msg) -> _Held | None:
+        """Return a message's bars as a table, or terminate and report a batch it cannot be."""
         try:
-            return codec.decode(msg.data, BarBatch, subject=msg.subject, headers=msg.headers)
+            batch = codec.decode(msg.data, BarBatch, subject=msg.subject, headers=msg.headers)
+            bars = table_from_batch(batch)
         except MessageDecodeError as e:
-            await msg.term()
-            log.warning("rejected a bar batch: %s", e.message)
-            await self._publish(BatchRejected(subject=msg.subject, code=e.code, message=e.message))
+            await self._reject(msg, e.code, e.message)
             return None
+        except (pa.ArrowException, OverflowError) as e:  # e.g. a count past int64
+            await self._reject(msg, "invalid_request", f"invalid BarBatch on '{msg.subject}': {e}")
+            return None
+        return _Held(msg, batch.symbol, batch.timeframe, batch.job_id, (batch.start, batch.end),
+                     bars)  # fmt: skip
+
+    async def _reject(self, msg: Msg, code: str, message: str) -> None:
+        await msg.term()
+        log.warning("rejected a bar batch: %s", message)
+        await self._publish(BatchRejected(subject=msg.subject, code=code, message=message))
 
     async def _write(self, items: list[_Held]) -> None:
-        """Write every dataset in ``items``, ``writers`` at a time; nak all on a bug."""
-        if not items:
-            return
+        """Write every dataset in ``items``, ``writers`` at a time."""
         groups: dict[tuple[str, Timeframe], list[_Held]] = defaultdict(list)
         for item in items:
             groups[(symbol_key(item.symbol), item.timeframe)].append(item)
@@ -169,15 +172,16 @@ class Ingestor:
 
         async def store(key: str, timeframe: Timeframe, group: list[_Held]) -> None:
             async with slots:
-                await self._store_group(key, timeframe, group)
+                try:
+                    await self._store_group(key, timeframe, group)
+                except Exception:  # a bug must not stop ingest: log it, retry the group later
+                    log.exception("ingest of %d %s %s messages failed; they will be redelivered",
+                                  len(group), key, timeframe)  # fmt: skip
+                    for item in group:
+                        with contextlib.suppress(nats.errors.Error):
+                            await item.msg.nak(delay=self.retry_delay_s)
 
-        try:
-            await asyncio.gather(*(store(k, tf, g) for (k, tf), g in groups.items()))
-        except Exception:  # a bug must not stop ingest: log it, retry the messages later
-            log.exception("ingest of %d messages failed; they will be redelivered", len(items))
-            for item in items:
-                with contextlib.suppress(nats.errors.Error):
-                    await item.msg.nak(delay=self.retry_delay_s)
+        await asyncio.gather(*(store(k, tf, g) for (k, tf), g in groups.items()))
 
     async def _store_group(self, key: str, timeframe: Timeframe, items: list[_Held]) -> None:
         table = pa.concat_tables([item.bars for item in items])
