@@ -13,7 +13,7 @@ from ktrdr_data_store.store import MemoryBarStore, ParquetBarStore
 from ktrdr_shared.errors import NotFound
 from ktrdr_shared.messages import QueryBars
 from ktrdr_shared.types import Timeframe, from_unix_nanos
-from ktrdr_trainer.data import fetch_bars, fingerprint, read_parquet_bars
+from ktrdr_trainer.data import QueryFn, fetch_bars, fingerprint, read_parquet_bars
 from ktrdr_trainer.testing import HOUR_NS, T0_NS, bars_table, synthetic_bars
 
 pytestmark = pytest.mark.unit
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.unit
 BARS = synthetic_bars(5_000, pattern=True, seed=1, symbol="AAPL")
 
 
-def serve_from(store: MemoryBarStore, max_payload: int, asked: list[QueryBars]) -> object:
+def serve_from(store: MemoryBarStore, max_payload: int, asked: list[QueryBars]) -> QueryFn:
     """A query function answering with the data-store's own page code, as its endpoint does."""
 
     async def query(request: QueryBars) -> bytes:
@@ -40,7 +40,7 @@ async def test_fetch_pages_through_every_arrow_page_into_one_tensor() -> None:
     got = await fetch_bars(
         serve_from(store, 64 * 1024, asked),
         "AAPL",
-        Timeframe.H1,  # type: ignore[arg-type]
+        Timeframe.H1,
         None,
         None,
     )
@@ -56,14 +56,14 @@ async def test_fetch_honours_the_range_and_names_an_empty_one() -> None:
     store.merge("AAPL", Timeframe.H1, bars_table(BARS))
     start, end = from_unix_nanos(T0_NS + 10 * HOUR_NS), from_unix_nanos(T0_NS + 30 * HOUR_NS)
     query = serve_from(store, 1 << 20, [])
-    got = await fetch_bars(query, "AAPL", Timeframe.H1, start, end)  # type: ignore[arg-type]
+    got = await fetch_bars(query, "AAPL", Timeframe.H1, start, end)
     np.testing.assert_array_equal(got.ts, BARS.ts[10:30])
     with pytest.raises(
         NotFound,
         match=r"no bars for MSFT 1h in range \(2024-01-01T10:00:00\+00:00"
         r" to 2024-01-02T06:00:00\+00:00\): load them first",
     ):
-        await fetch_bars(query, "MSFT", Timeframe.H1, start, end)  # type: ignore[arg-type]
+        await fetch_bars(query, "MSFT", Timeframe.H1, start, end)
 
 
 def test_parquet_files_of_the_store_read_directly(tmp_path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -19,23 +21,24 @@ pytestmark = pytest.mark.unit
 CPU = torch.device("cpu")
 FEATURES = resolve_features(default_features())
 LABEL = ForwardReturnLabel(horizon=6)
+Label = ForwardReturnLabel | ZigZagLabel
 
 
-def build(bars: list[Bars], window: int = 1, label: object = LABEL, **kw: object) -> Dataset:
+def build(bars: list[Bars], window: int = 1, label: Label = LABEL, **kw: Any) -> Dataset:
     return build_dataset(
         bars,
         FEATURES,
         label,
         window=window,
-        device=CPU,  # type: ignore[arg-type]
+        device=CPU,
         train_fraction=0.7,
         validation_fraction=0.15,
         **kw,
-    )  # type: ignore[arg-type]
+    )
 
 
 @pytest.mark.parametrize("label", [ForwardReturnLabel(horizon=12), ZigZagLabel(threshold=0.01)])
-def test_split_is_chronological_and_no_label_straddles_a_boundary(label: object) -> None:
+def test_split_is_chronological_and_no_label_straddles_a_boundary(label: Label) -> None:
     bars = synthetic_bars(2000, pattern=True, seed=2)
     data = build([bars], label=label)
     ts = data.ts
@@ -44,7 +47,7 @@ def test_split_is_chronological_and_no_label_straddles_a_boundary(label: object)
     assert val.max() < data.bounds.test_start_ns <= test.min()
     assert 0.6 < len(train) / (len(train) + len(val) + len(test)) < 0.72
     # every train label's last look is before validation starts; likewise validation -> test
-    labels = make_labels(bars.close, label)  # type: ignore[arg-type]
+    labels = make_labels(bars.close, label)
     last_look = ts[labels.horizon_end.clamp(max=len(ts) - 1).numpy()]
     assert last_look[data.train.numpy()].max() < data.bounds.validation_start_ns
     assert last_look[data.validation.numpy()].max() < data.bounds.test_start_ns

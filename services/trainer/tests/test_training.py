@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -32,7 +33,7 @@ LABEL = ForwardReturnLabel(horizon=6, up_threshold=0.003, down_threshold=0.003)
 
 
 def spec(**overrides: object) -> StartTraining:
-    fields: dict[str, object] = {
+    fields: dict[str, Any] = {
         "symbols": ["SYN"],
         "timeframe": Timeframe.H1,
         "epochs": 12,
@@ -42,7 +43,7 @@ def spec(**overrides: object) -> StartTraining:
         "model": MlpModel(hidden_sizes=[32, 16]),
         **overrides,
     }
-    return StartTraining(**fields)  # type: ignore[arg-type]
+    return StartTraining(**fields)
 
 
 @pytest.mark.parametrize(

@@ -47,8 +47,8 @@ def build_app(settings: TrainerSettings) -> ServiceApp:
             settings=settings,
             models=ModelRepository(await js.object_store(streams.MODELS_BUCKET)),
             device=available_device(),
-            keep_alive_s=max(1.0, streams.TRAIN_COMMANDS.config.ack_wait / 4),
-        )  # type: ignore[operator]
+            keep_alive_s=max(1.0, (streams.TRAIN_COMMANDS.config.ack_wait or 300.0) / 4),
+        )
         log.info("trainer: training on %s", describe_device(trainer.device))
         app.endpoint(
             "status", subjects.TRAIN_STATUS, StatusRequest, "device, busy or idle, current job"

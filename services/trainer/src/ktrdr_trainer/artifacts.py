@@ -53,7 +53,7 @@ class SplitRecord(msgspec.Struct, frozen=True, kw_only=True):
     test: int
 
 
-class ModelManifest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=False):
+class ModelManifest(msgspec.Struct, frozen=True, kw_only=True):
     """``manifest.json``: what the model was trained on, how, and how it scored."""
 
     format: str = FORMAT

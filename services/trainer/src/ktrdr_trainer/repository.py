@@ -69,7 +69,7 @@ class ModelRepository:
             sizes[model_id] = sizes.get(model_id, 0) + int(obj.size or 0)
         listed = [o.name for o in objects if o.name and o.name.endswith(f"/{INFO}")]
         infos = await asyncio.gather(*(self.store.get(name) for name in listed))
-        models = [msgspec.json.decode(r.data, type=ModelInfo) for r in infos]
+        models = [msgspec.json.decode(r.data, type=ModelInfo) for r in infos if r.data]
         models = [msgspec.structs.replace(m, size_bytes=sizes.get(m.model_id, 0)) for m in models]
         return sorted(models, key=lambda m: m.created, reverse=True)
 
