@@ -374,11 +374,15 @@ def down(layout: Layout, timeout_s: float, quiet: bool = False) -> int:
         if not quiet:
             print("ktrdr: the stack is not running")
         return 0
+    # Each Procfile line runs in a process group of its own (honcho starts a session per
+    # line); what a service spawned (the api's server workers) lives in it too.
+    groups = {n: pgid for n in recorded if (pgid := _pgid(layout.pid(n))) is not None}
     problems: list[str] = []
     for group in STOP_ORDER:
         problems += _stop_group(layout, group, timeout_s)
     if honcho_pid is not None:
         problems += _stop_pids({"honcho": honcho_pid}, 10.0)
+    problems += _kill_leftovers(groups)
     statuses = {n: layout.exit_status(n) for group in STOP_ORDER for n in group}
     problems += [f"{n} exited with status {s}" for n, s in statuses.items() if s not in (None, 0)]
     layout.state_file.unlink(missing_ok=True)
@@ -398,6 +402,29 @@ def _stop_group(layout: Layout, names: Sequence[str], timeout_s: float) -> list[
     while time.monotonic() < deadline and any(layout.exit_status(n) is None for n in pids):
         time.sleep(0.05)
     return problems
+
+
+def _kill_leftovers(groups: Mapping[str, int]) -> list[str]:
+    """SIGKILL what is left in the process groups of the stack's lines (orphaned workers)."""
+    problems = []
+    for name, pgid in groups.items():
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            continue  # the group is empty: everything in it has exited
+        problems.append(f"{name} left processes behind (process group {pgid}): killed")
+    return problems
+
+
+def _pgid(pid: int | None) -> int | None:
+    """Return the process group of ``pid``, unless it is gone or shares ours."""
+    if pid is None or not _alive(pid):
+        return None
+    try:
+        pgid = os.getpgid(pid)
+    except ProcessLookupError:
+        return None
+    return None if pgid == os.getpgrp() else pgid
 
 
 def _stop_pids(pids: Mapping[str, int], timeout_s: float) -> list[str]:

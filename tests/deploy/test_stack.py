@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -152,6 +154,26 @@ def test_up_starts_everything_and_down_stops_it_in_order(stack: Stack) -> None:
     assert down.returncode == 0, down.stdout + down.stderr
     assert_stopped_cleanly(stack, pids)
     assert stack.run("down").returncode == 0  # stopping a stopped stack is fine
+
+
+def test_down_leaves_nothing_behind_after_a_service_was_killed(stack: Stack) -> None:
+    up = stack.run("up")
+    assert up.returncode == 0, up.stdout + up.stderr
+    api = stack.pid("api")
+    assert api is not None
+    group = os.getpgid(api)  # its Procfile line's process group: the api and its workers
+    os.kill(api, signal.SIGKILL)  # a crash: workers it spawned are orphaned
+    deadline = time.monotonic() + 30
+    while stack.exit_status("api") is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # the wrapper records the exit as soon as it sees it
+    assert stack.exit_status("api") == 128 + signal.SIGKILL
+
+    down = stack.run("down")
+    assert down.returncode == 1  # a service did not stop cleanly: said, not hidden
+    assert "api" in down.stderr
+    with pytest.raises(ProcessLookupError):
+        os.killpg(group, 0)  # nothing of the api is left
+    assert not any(alive(stack.pid(name)) for name in PROCESSES)
 
 
 def test_a_service_that_cannot_start_is_named_with_its_log(stack: Stack) -> None:
