@@ -147,6 +147,7 @@ ALLOWED = [
     ("data-store", "ktrdr.ib.validate"),
     ("trainer", f"ktrdr.evt.job.{JOB}.epoch_completed"),
     ("trainer", "ktrdr.store.query"),
+    ("data-store", "$SRV.PING.data-store"),  # a container's health check pings itself
     ("admin", "ktrdr.bars.AAPL.1m"),
     ("admin", "ktrdr.cmd.ib.fetch"),
 ]
@@ -171,6 +172,7 @@ DENIED = [
     ("data-store", "ktrdr.cmd.train.start"),
     ("data-store", f"ktrdr.evt.job.{JOB}.epoch_completed"),
     ("data-store", "$O.ktrdr_models.C.x"),
+    ("data-store", "$SRV.PING.api"),
     ("trainer", "ktrdr.bars.AAPL.1m"),
     ("trainer", "ktrdr.cmd.ib.fetch"),
     ("trainer", "ktrdr.cmd.data.load"),
