@@ -84,3 +84,30 @@ async def test_unknown_setting_stops_a_service_with_a_clear_message(
     assert process.returncode == 2
     assert b"unknown setting KTRDR_IB_PROT; did you mean KTRDR_IB_PORT?" in output
     assert b"Traceback" not in output
+
+
+@pytest.mark.parametrize(("package", "name"), SERVICES[:3], ids=[s[1] for s in SERVICES[:3]])
+async def test_sigterm_while_nats_is_unreachable_still_stops_the_service(
+    package: str, name: str, tmp_path: Path
+) -> None:
+    # nothing listens on this port: the first connect retries forever, SIGTERM must win
+    env = _service_env(f"nats://127.0.0.1:{free_port()}", tmp_path)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", package, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        seen = b""
+        async with asyncio.timeout(30):  # wait until it is retrying its first connect
+            while b"Connect call failed" not in seen:
+                seen += await process.stdout.readline()
+        process.send_signal(signal.SIGTERM)
+        rest, _ = await asyncio.wait_for(process.communicate(), timeout=30)
+        output = seen + rest
+        assert process.returncode == 0, output.decode()
+        assert b"stopped before it finished starting" in output
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()

@@ -227,7 +227,21 @@ class ServiceApp:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
-        await self.start()
+        # The first connect retries forever (NATS may come up later): a SIGTERM meanwhile
+        # must still end the process, so starting races the stop request.
+        starting = asyncio.create_task(self.start())
+        stop_asked = asyncio.create_task(self.stopping.wait())
+        await asyncio.wait({starting, stop_asked}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+            if self.nc is not None and not self.nc.is_closed:
+                await self.nc.close()
+            log.info("%s stopped before it finished starting", self.name)
+            return
+        stop_asked.cancel()
+        starting.result()  # a failed start raises here
         try:
             await self.stopping.wait()
         finally:

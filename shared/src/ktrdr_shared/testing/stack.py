@@ -49,8 +49,10 @@ class ChildProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             log.write(f"--- start {self.starts + 1}: {' '.join(self.argv)}\n".encode())
+            # its own process group: a kill reaches the workers it forks (the api's granian)
             self.proc = subprocess.Popen(self.argv, env=self.env, stdout=log,
-                                         stderr=subprocess.STDOUT)  # fmt: skip
+                                         stderr=subprocess.STDOUT,
+                                         start_new_session=True)  # fmt: skip
         self.starts += 1
 
     @property
@@ -59,10 +61,12 @@ class ChildProcess:
         return self.proc is not None and self.proc.poll() is None
 
     def kill(self) -> None:
-        """SIGKILL the process and reap it."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
+        """SIGKILL the process and everything in its group, and reap it."""
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
 
     def stop(self, timeout_s: float = 15.0) -> int | None:
         """SIGTERM the process, wait, SIGKILL it if it will not go; return its exit code."""
@@ -74,6 +78,8 @@ class ChildProcess:
                 self.proc.wait(timeout_s)
             except subprocess.TimeoutExpired:
                 self.kill()
+        with contextlib.suppress(ProcessLookupError):  # anything it left behind
+            os.killpg(self.proc.pid, signal.SIGKILL)
         return self.proc.returncode
 
     def restart(self) -> None:
