@@ -34,6 +34,7 @@ from ktrdr_api.controllers import CONTROLLERS
 from ktrdr_api.errors import EXCEPTION_HANDLERS
 from ktrdr_api.event_log import EventLog
 from ktrdr_api.gateway import Gateway
+from ktrdr_api.openapi import tighten
 from ktrdr_api.security import COMPONENTS, REQUIREMENTS, ApiKeyMiddleware
 
 SERVICE_NAME = "api"
@@ -89,7 +90,7 @@ def create_app(settings: ApiSettings, **nats_options: Any) -> Litestar:
             log.info("api stopped")
 
     key = settings.api_key.reveal() if settings.api_key else None
-    return Litestar(
+    app = Litestar(
         route_handlers=CONTROLLERS,
         lifespan=[lifespan],
         dependencies={
@@ -103,6 +104,8 @@ def create_app(settings: ApiSettings, **nats_options: Any) -> Litestar:
         debug=False,
         logging_config=None,
     )
+    tighten(app.openapi_schema)
+    return app
 
 
 def _gateway(state: State) -> Gateway:

@@ -245,6 +245,13 @@ EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
 }
 
 
+def describe_decode_error(request: Request[Any, Any, Any], message: str) -> ApiError:
+    """Return the 400 of a body that failed strict decoding (msgspec's message names the path)."""
+    error = _field_error(request, {"message": message, "key": "data", "source": "body"})
+    return ApiError(400, "invalid_request", f"body field '{error.field}': {error.message}",
+                    errors=[error])  # fmt: skip
+
+
 # ---------------------------------------------------------------- field names and allowed values
 
 _BACKTICKED = re.compile(r"`([^`]+)`")
@@ -281,7 +288,7 @@ def _allowed_values(request: Request[Any, Any, Any], key: str, source: str) -> l
     path = key.split(".")
     hint = hints.get("data") if source == "body" else hints.get(path.pop(0))
     for part in path:
-        hint = _field_hint(hint, part)
+        hint = _field_hint(hint, re.sub(r"\[\d+\]$", "", part))
     return _enum_values(hint)
 
 

@@ -20,7 +20,6 @@ from ktrdr_shared.messages import (
 )
 from ktrdr_shared.types import from_unix_nanos
 
-from ktrdr_api.errors import invalid
 from ktrdr_api.jobs import JobState
 from ktrdr_api.schemas import (
     Bar,
@@ -46,20 +45,6 @@ T = TypeVar("T")
 def utc(moment: datetime | None) -> datetime | None:
     """Return ``moment`` in UTC (None stays None)."""
     return None if moment is None else moment.astimezone(UTC)
-
-
-def require_utc(moment: datetime | None, field: str) -> datetime | None:
-    """Return an aware query timestamp in UTC.
-
-    Raises:
-        ApiError: 400 naming ``field`` for a naive timestamp.
-    """
-    if moment is None:
-        return None
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise invalid(field, "query", f"timestamp {moment.isoformat()} has no offset; give it "
-                      "one, e.g. 2024-01-02T14:30:00Z")  # fmt: skip
-    return moment.astimezone(UTC)
 
 
 def job_links(job_id: str) -> JobLinks:

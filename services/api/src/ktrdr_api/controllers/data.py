@@ -25,24 +25,23 @@ from ktrdr_shared.messages import (
 from ktrdr_shared.types import Timeframe
 from litestar import Controller, Request, Response, get, post
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.spec import Example, OpenAPIMediaType, Operation, Schema
+from litestar.openapi.spec import Example
 from litestar.params import Body, Parameter
 
 from ktrdr_api.deps import EventsDep, GatewayDep, SettingsDep
-from ktrdr_api.errors import ApiError, invalid, problem_responses
+from ktrdr_api.errors import ApiError, problem_responses
 from ktrdr_api.jobs import JobState, apply
+from ktrdr_api.openapi import ARROW_STREAM, CSV, BarsOperation
 from ktrdr_api.schemas import BarsOut, CoverageOut, DatasetsOut, LoadIn, LoadOut
+from ktrdr_api.validation import query_range, strict_body
 from ktrdr_api.views import (
     bars_from_columns,
     coverage_out,
     dataset_out,
     job_links,
     load_out,
-    require_utc,
 )
 
-ARROW_STREAM = "application/vnd.apache.arrow.stream"
-CSV = "text/csv"
 JSON = "application/json"
 CSV_COLUMNS = ("ts", "open", "high", "low", "close", "volume", "wap", "count")
 
@@ -68,18 +67,6 @@ class BarFormat(enum.StrEnum):
 _BY_FORMAT = {BarFormat.JSON: JSON, BarFormat.CSV: CSV, BarFormat.ARROW: ARROW_STREAM}
 
 
-class BarsOperation(Operation):
-    """The bar page's OpenAPI operation: JSON, CSV or an Arrow IPC stream."""
-
-    def __post_init__(self) -> None:
-        ok = self.responses.get("200") if self.responses else None
-        content = getattr(ok, "content", None)
-        if content is not None:
-            content[CSV] = OpenAPIMediaType(schema=Schema(type="string"))  # type: ignore[arg-type]
-            content[ARROW_STREAM] = OpenAPIMediaType(schema=Schema(type="string",  # type: ignore[arg-type]
-                                                            format="binary"))  # fmt: skip
-
-
 class DataController(Controller):
     """Data loads and stored bars."""
 
@@ -98,6 +85,7 @@ class DataController(Controller):
                      **problem_responses(400, 401, 503, 504)})  # fmt: skip
     async def load(
         self,
+        request: Request[Any, Any, Any],
         gateway: GatewayDep,
         events: EventsDep,
         settings: SettingsDep,
@@ -113,6 +101,7 @@ class DataController(Controller):
             gt=0, le=3600, description="Seconds to wait (at most KTRDR_API_WAIT_MAX_S).")] = None,
     ) -> Response[LoadOut]:  # fmt: skip
         """Publish ``LoadData``; answer the job's links, or wait for its result."""
+        data = await strict_body(request, LoadIn) or data
         job_id = new_job_id()
         command = LoadData(job_id=job_id, symbol=data.symbol.upper(), timeframe=data.timeframe,
                            mode=data.mode, start=_utc(data.start), end=_utc(data.end),
@@ -162,10 +151,11 @@ class DataController(Controller):
     @get("/{symbol:str}/{timeframe:str}/coverage", operation_id="getCoverage",
          summary="What is stored, what is missing, and what IB already answered empty",
          responses=problem_responses(400, 401, 502, 503, 504))  # fmt: skip
-    async def coverage(self, gateway: GatewayDep, symbol: PathSymbol, timeframe: PathTimeframe,
-                       start: Start = None, end: End = None) -> CoverageOut:  # fmt: skip
+    async def coverage(self, request: Request[Any, Any, Any], gateway: GatewayDep,
+                       symbol: PathSymbol, timeframe: PathTimeframe, start: Start = None,
+                       end: End = None) -> CoverageOut:  # fmt: skip
         """Ask the data-store for one dataset's coverage."""
-        first, last = _range(start, end)
+        first, last = query_range(request)
         request = CoverageRequest(symbol=symbol.upper(), timeframe=timeframe, start=first, end=last)
         return coverage_out(await gateway.request(subjects.STORE_COVERAGE, request, Coverage))
 
@@ -194,7 +184,7 @@ class DataController(Controller):
     ) -> Response[BarsOut]:  # fmt: skip
         """Ask the data-store for one page and answer it in the representation asked for."""
         media = _media_type(request, format)
-        first, last = _range(start, end)
+        first, last = query_range(request)
         query = QueryBars(
             symbol=symbol.upper(),
             timeframe=timeframe,
@@ -222,14 +212,6 @@ class DataController(Controller):
 
 def _utc(moment: datetime | None) -> datetime | None:
     return None if moment is None else moment.astimezone(UTC)
-
-
-def _range(start: datetime | None, end: datetime | None) -> tuple[datetime | None, datetime | None]:
-    first, last = require_utc(start, "start"), require_utc(end, "end")
-    if first is not None and last is not None and not first < last:
-        raise invalid("end", "query", f"'end' ({last.isoformat()}) must be after 'start' "
-                      f"({first.isoformat()})")  # fmt: skip
-    return first, last
 
 
 def _media_type(request: Request[Any, Any, Any], format: BarFormat | None) -> str:

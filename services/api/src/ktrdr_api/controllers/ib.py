@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC
-from typing import Annotated
+from typing import Annotated, Any
 
 from ktrdr_shared import subjects
 from ktrdr_shared.messages import (
@@ -15,7 +15,7 @@ from ktrdr_shared.messages import (
     ValidateSymbol,
 )
 from ktrdr_shared.types import InstrumentType, Timeframe, WhatToShow
-from litestar import Controller, get, post
+from litestar import Controller, Request, get, post
 from litestar.openapi.spec import Example
 from litestar.params import Body, Parameter
 
@@ -28,6 +28,7 @@ from ktrdr_api.schemas import (
     SymbolOut,
     ValidateSymbolIn,
 )
+from ktrdr_api.validation import strict_body
 from ktrdr_api.views import ib_status_out, symbol_out
 
 SYMBOL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 ._/&-]*$"
@@ -69,6 +70,7 @@ class IbController(Controller):
           responses=problem_responses(400, 401, 404, 429, 502, 503, 504))  # fmt: skip
     async def validate(
         self,
+        request: Request[Any, Any, Any],
         gateway: GatewayDep,
         settings: SettingsDep,
         data: Annotated[ValidateSymbolIn, Body(examples=[
@@ -77,6 +79,7 @@ class IbController(Controller):
         ])],
     ) -> SymbolOut:  # fmt: skip
         """Validate a symbol; 404 ``unknown_symbol`` when IB has no contract for it."""
+        data = await strict_body(request, ValidateSymbolIn) or data
         request = ValidateSymbol(symbol=data.symbol.upper(), instrument_type=data.instrument_type)
         # Without a type the connector may ask IB three times (CASH, STK, FUT).
         reply = await gateway.request(subjects.IB_VALIDATE, request, SymbolInfo,

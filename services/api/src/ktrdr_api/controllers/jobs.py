@@ -10,8 +10,7 @@ import msgspec
 from ktrdr_shared.messages import CancelRequested, JobKind
 from ktrdr_shared.messages.base import event_type
 from litestar import Controller, Request, Response, get, post
-from litestar.openapi.spec import Example, Operation, Schema
-from litestar.openapi.spec import OpenAPIMediaType as OpenApiMediaType
+from litestar.openapi.spec import Example
 from litestar.params import Body, Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
@@ -19,28 +18,17 @@ from ktrdr_api.deps import EventsDep, GatewayDep, SettingsDep
 from ktrdr_api.errors import ApiError, not_found, problem_responses
 from ktrdr_api.event_log import EventLog, LoggedEvent
 from ktrdr_api.jobs import JobState, JobStatus, apply, fold
+from ktrdr_api.openapi import EventsOperation, OptionalBodyOperation
 from ktrdr_api.schemas import CancelIn, JobOut, JobsOut
+from ktrdr_api.validation import strict_body
 from ktrdr_api.views import job_out, job_summary
 
 HEARTBEAT_S = 15.0
-EVENT_STREAM = "text/event-stream"
 
 JobIdPath = Annotated[str, Parameter(
     description="The job's id (32 hex characters).", pattern=r"^[0-9a-f]{32}$",
     min_length=32, max_length=32,
     examples=[Example(value="0123456789abcdef0123456789abcdef")])]  # fmt: skip
-
-
-class EventsOperation(Operation):
-    """The event stream's OpenAPI operation: ``text/event-stream``."""
-
-    def __post_init__(self) -> None:
-        ok = self.responses.get("200") if self.responses else None
-        if ok is not None and hasattr(ok, "content"):
-            ok.content = {EVENT_STREAM: OpenApiMediaType(schema=Schema(
-                type="string",  # type: ignore[arg-type]
-                description="Server-sent events: 'id' is the event's sequence in the log, "
-                "'event' its type, 'data' the event as JSON."))}  # fmt: skip
 
 
 async def job_state(events: EventLog, job_id: str) -> tuple[JobState, list[LoggedEvent]]:
@@ -129,16 +117,19 @@ class JobsController(Controller):
         return ServerSentEvent(_stream(state, replay, follower))
 
     @post("/{job_id:str}/cancel", status_code=202, operation_id="cancelJob",
+          operation_class=OptionalBodyOperation,
           summary="Ask a job to stop (publishes cancel_requested)",
           responses=problem_responses(400, 401, 404, 409, 503, 504))  # fmt: skip
     async def cancel(
         self,
+        request: Request[Any, Any, Any],
         events: EventsDep,
         job_id: JobIdPath,
         gateway: GatewayDep,
         data: Annotated[CancelIn | None, Body(description="Why (optional).")] = None,
     ) -> Response[JobOut]:  # fmt: skip
         """Publish ``CancelRequested`` for a job that has not ended."""
+        data = await strict_body(request, CancelIn) or data
         state, _ = await job_state(events, job_id)
         if state.status.is_terminal:
             raise ApiError(409, "conflict", f"job {job_id} already {state.status.value}; "

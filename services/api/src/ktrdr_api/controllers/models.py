@@ -11,32 +11,19 @@ import nats.js.errors
 from ktrdr_shared import streams, subjects
 from ktrdr_shared.messages import ModelInfo, ModelList, StatusRequest
 from litestar import Controller, Response, get
-from litestar.openapi.spec import Example, Operation, Schema
-from litestar.openapi.spec import OpenAPIMediaType as OpenApiMediaType
+from litestar.openapi.spec import Example
 from litestar.params import Parameter
 
 from ktrdr_api.deps import GatewayDep
 from ktrdr_api.errors import ApiError, not_found, problem_responses
 from ktrdr_api.gateway import Gateway
+from ktrdr_api.openapi import OCTETS, ZIP, DownloadOperation
 from ktrdr_api.schemas import ModelOut, ModelsOut
 from ktrdr_api.views import model_out
-
-OCTETS = "application/octet-stream"
-ZIP = "application/zip"
 
 ModelIdPath = Annotated[str, Parameter(
     description="The model's id.", pattern=r"^[0-9A-Za-z_-]{1,64}$", min_length=1, max_length=64,
     examples=[Example(value="m-0123456789ab")])]  # fmt: skip
-
-
-class DownloadOperation(Operation):
-    """The download's OpenAPI operation: the artifact's bytes."""
-
-    def __post_init__(self) -> None:
-        ok = self.responses.get("200") if self.responses else None
-        if ok is not None and hasattr(ok, "content"):
-            binary = OpenApiMediaType(schema=Schema(type="string", format="binary"))  # type: ignore[arg-type]
-            ok.content = {ZIP: binary, OCTETS: binary}
 
 
 async def find_model(gateway: Gateway, model_id: str) -> ModelInfo:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 from ktrdr_shared import subjects
 from ktrdr_shared.client import new_job_id
 from ktrdr_shared.messages import StartTraining, StatusRequest, TrainerStatus
 from ktrdr_shared.messages.training import default_features
-from litestar import Controller, Response, get, post
+from litestar import Controller, Request, Response, get, post
 from litestar.openapi.spec import Example
 from litestar.params import Body
 
@@ -18,6 +18,7 @@ from ktrdr_api.deps import EventsDep, GatewayDep
 from ktrdr_api.errors import not_found, problem_responses
 from ktrdr_api.jobs import JobStatus
 from ktrdr_api.schemas import JobOut, TrainingRunIn, TrainingRunOut
+from ktrdr_api.validation import strict_body
 from ktrdr_api.views import job_links, job_out, utc
 
 
@@ -42,6 +43,7 @@ class TrainingController(Controller):
           responses=problem_responses(400, 401, 502, 503, 504))  # fmt: skip
     async def start(
         self,
+        request: Request[Any, Any, Any],
         gateway: GatewayDep,
         data: Annotated[TrainingRunIn, Body(examples=[
             Example(summary="an MLP on AAPL hourly bars",
@@ -53,6 +55,7 @@ class TrainingController(Controller):
         ])],
     ) -> Response[TrainingRunOut]:  # fmt: skip
         """Check that a trainer answers, then publish ``StartTraining``."""
+        data = await strict_body(request, TrainingRunIn) or data
         await gateway.request(subjects.TRAIN_STATUS, StatusRequest(), TrainerStatus)
         job_id = await gateway.send_command(subjects.CMD_TRAIN_START,
                                             start_training(new_job_id(), data))  # fmt: skip

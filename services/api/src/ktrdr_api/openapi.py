@@ -1,0 +1,122 @@
+"""Where Litestar's generated OpenAPI needs a hand to say what the routes really do.
+
+* Bars answer JSON, CSV or an Arrow IPC stream; the event stream is
+  ``text/event-stream``; a model download is a zip or raw bytes: the success
+  responses list those media types.
+* The cancel body is optional.
+* Request bodies refuse unknown fields (``additionalProperties: false``), and
+  list items keep their constraints (a symbol inside ``symbols``), so that a
+  request the schema allows is one the gateway accepts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from litestar.openapi.spec import OpenAPI, OpenAPIMediaType, Operation, Schema
+
+from ktrdr_api import schemas
+
+CSV = "text/csv"
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
+EVENT_STREAM = "text/event-stream"
+ZIP = "application/zip"
+OCTETS = "application/octet-stream"
+
+_BINARY = Schema(type="string", format="binary")  # type: ignore[arg-type]
+
+
+# OpenAPI 3.1 describes an event stream by the schema of one event.
+SSE_EVENT = Schema(
+    type="object",  # type: ignore[arg-type]
+    required=["data"],
+    description="One server-sent event of the job (the stream ends after the terminal one).",
+    properties={
+        "id": Schema(type="string", pattern=r"^[0-9]+$",  # type: ignore[arg-type]
+                     description="The event's sequence in the log (send it back as "
+                     "Last-Event-ID to resume after it)."),
+        "event": Schema(type="string", enum=[  # type: ignore[arg-type]
+            "accepted", "planned", "segment_fetched", "segment_failed", "progress",
+            "epoch_completed", "cancel_requested", "completed", "failed", "cancelled"],
+            description="The event's type (its tag)."),
+        "data": Schema(type="string", content_media_type="application/json",  # type: ignore[arg-type]
+                       description="The event as JSON, tagged by 'type'."),
+    },
+)  # fmt: skip
+
+
+def _success(operation: Operation) -> Any:
+    return (operation.responses or {}).get("200")
+
+
+@dataclass
+class BarsOperation(Operation):
+    """A bar page: JSON (the schema), CSV or an Arrow IPC stream."""
+
+    def __post_init__(self) -> None:
+        ok = _success(self)
+        if ok is not None and ok.content is not None:
+            ok.content[CSV] = OpenAPIMediaType(schema=Schema(type="string"))  # type: ignore[arg-type]
+            ok.content[ARROW_STREAM] = OpenAPIMediaType(schema=_BINARY)
+
+
+@dataclass
+class EventsOperation(Operation):
+    """A job's server-sent events."""
+
+    def __post_init__(self) -> None:
+        ok = _success(self)
+        if ok is not None:
+            ok.content = {EVENT_STREAM: OpenAPIMediaType(schema=SSE_EVENT)}
+
+
+@dataclass
+class DownloadOperation(Operation):
+    """A model's artifact: a zip of its objects, or one object's bytes."""
+
+    def __post_init__(self) -> None:
+        ok = _success(self)
+        if ok is not None:
+            ok.content = {ZIP: OpenAPIMediaType(schema=_BINARY),
+                          OCTETS: OpenAPIMediaType(schema=_BINARY)}  # fmt: skip
+
+
+@dataclass
+class OptionalBodyOperation(Operation):
+    """A route whose JSON body may be left out."""
+
+    def __post_init__(self) -> None:
+        if self.request_body is not None and not isinstance(self.request_body, dict):
+            self.request_body.required = False  # type: ignore[union-attr]
+
+
+def tighten(document: OpenAPI) -> OpenAPI:
+    """Close every request body schema and restore the constraints of list items."""
+    components = document.components.schemas if document.components else None
+    if not components:
+        return document
+    for name, schema in components.items():
+        struct = getattr(schemas, name, None)
+        if not (isinstance(struct, type) and issubclass(struct, schemas.Struct)):
+            continue
+        if struct.__struct_config__.forbid_unknown_fields:
+            schema.additional_properties = False
+        _restore_item_constraints(struct, schema)
+    return document
+
+
+def _restore_item_constraints(struct: type[msgspec.Struct], schema: Schema) -> None:
+    """Copy msgspec's own item constraints (lost by Litestar) onto list-of-string fields."""
+    (_, own) = msgspec.json.schema_components([struct])
+    fields = own.get(struct.__name__, {}).get("properties", {})
+    for field, spec in fields.items():
+        items = spec.get("items") if spec.get("type") == "array" else None
+        target = (schema.properties or {}).get(field)
+        if not items or items.get("type") != "string" or not isinstance(target, Schema):
+            continue
+        if isinstance(target.items, Schema):
+            target.items.min_length = items.get("minLength")
+            target.items.max_length = items.get("maxLength")
+            target.items.pattern = items.get("pattern")
