@@ -94,9 +94,10 @@ def create_app(settings: ApiSettings, **nats_options: Any) -> Litestar:
         route_handlers=CONTROLLERS,
         lifespan=[lifespan],
         dependencies={
-            "gateway": Provide(_gateway, sync_to_thread=False),
-            "events": Provide(_events, sync_to_thread=False),
-            "settings": Provide(lambda: settings, sync_to_thread=False),
+            # One of each per app: resolved once, then cached (no per-request DI work).
+            "gateway": Provide(_gateway, sync_to_thread=False, use_cache=True),
+            "events": Provide(_events, sync_to_thread=False, use_cache=True),
+            "settings": Provide(lambda: settings, sync_to_thread=False, use_cache=True),
         },
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[ApiKeyMiddleware(key)] if key else [],
