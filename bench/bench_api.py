@@ -17,6 +17,9 @@ generator is ``httpload.c``, a small epoll HTTP/1.1 keep-alive client compiled a
 (no HTTP tool ships here; a Python generator took a whole core of this 2-core machine),
 or an asyncio client where no C compiler is found.
 
+Each app runs under both servers at once and the loads alternate over rounds (3, or 2
+with ``--quick``); each figure is its best round, since these machines are shared.
+
 Run directly for one part: ``python bench/bench_api.py responder|rawload|httpload ...``.
 """
 
@@ -313,7 +316,9 @@ def _results(f: dict[str, dict[str, Any]], seconds: float) -> list[dict[str, Any
     api, raw = f["status_granian"], f["raw_nats"]
     common = {
         "concurrency": CONCURRENCY,
-        "seconds": seconds,
+        "seconds_per_round": seconds,
+        "best_of_rounds": True,
+        "generator": api["generator"],
         "responder": "minimal nats.micro responder on ktrdr.ib.status (own process)",
     }
     return [
