@@ -46,6 +46,7 @@ def test_a_full_load_folds_to_its_result_and_the_old_counts() -> None:
     assert state.result is not None and state.result.fetched_bars == 150
     assert state.execution_time_s == 4.0
     assert state.percent == 100.0
+    assert state.progress_done == state.progress_total == 3
 
 
 @pytest.mark.parametrize(

@@ -126,7 +126,7 @@ def _openapi(*, secured: bool) -> OpenAPIConfig:
         description=DESCRIPTION,
         path="/schema",
         render_plugins=[
-            SwaggerRenderPlugin(path="/"),
+            SwaggerRenderPlugin(path=["/", "/swagger"]),
             JsonRenderPlugin(),
             YamlRenderPlugin(),
         ],

@@ -170,6 +170,8 @@ def _cancel_requested(state: JobState, e: CancelRequested) -> None:
 def _completed(state: JobState, e: JobCompleted) -> None:
     state.result = e.result
     state.status = JobStatus.COMPLETED
+    if state.progress_total is not None:  # the last progress event may predate the end
+        state.progress_done = state.progress_total
     if isinstance(e.result, LoadResult):
         state.gaps_analyzed = e.result.gaps_analyzed
         state.cached_before = e.result.cached_before
