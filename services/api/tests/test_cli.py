@@ -15,9 +15,26 @@ from dataclasses import dataclass
 
 import pytest
 from ktrdr_api.cli.api_client import ExitCode
-from ktrdr_api.testing import api_settings, load_events, publish_all, serve_api, take_command
-from ktrdr_shared import streams
-from ktrdr_shared.messages import JobCancelled, JobFailed, LoadData
+from ktrdr_api.testing import (
+    Responder,
+    api_settings,
+    load_events,
+    publish_all,
+    serve_api,
+    take_command,
+)
+from ktrdr_shared import streams, subjects
+from ktrdr_shared.messages import (
+    JobAccepted,
+    JobCancelled,
+    JobFailed,
+    JobKind,
+    LoadData,
+    LstmModel,
+    StartTraining,
+    StatusRequest,
+    TrainerStatus,
+)
 from ktrdr_shared.runtime import ServiceApp
 from ktrdr_shared.testing.events import wait_for_job_event
 from ktrdr_shared.testing.nats_server import free_port
@@ -162,3 +179,30 @@ async def test_url_and_key_come_from_the_environment(nats_url: str, js: JetStrea
         keyed = await ktrdr(None, "jobs", "ls", "--json", env=env)
         assert keyed.code == ExitCode.OK, keyed.err
         assert json.loads(keyed.out) == {"jobs": []}
+
+
+async def test_train_start_and_show_through_the_training_route(
+    api_url: str, nats_url: str, js: JetStreamContext
+) -> None:
+    no_trainer = await ktrdr(api_url, "train", "start", "AAPL", "--timeframe", "1h", "--json")
+    assert no_trainer.code == ExitCode.UNAVAILABLE
+    assert json.loads(no_trainer.out)["detail"].startswith("no trainer is running")
+
+    async def status(_: StatusRequest) -> TrainerStatus:
+        return TrainerStatus(device="cpu", busy=False)
+
+    trainer = Responder(nats_url, "trainer")
+    trainer.on("status", subjects.TRAIN_STATUS, StatusRequest, status)
+    async with trainer:
+        started = await ktrdr(api_url, "train", "start", "AAPL", "MSFT", "--timeframe", "1h",
+                              "--model", "lstm", "--epochs", "3", "--detach", "--json")  # fmt: skip
+    assert started.code == ExitCode.OK, started.err
+    run = json.loads(started.out)
+    command = await take_command(js, streams.TRAIN_COMMANDS, StartTraining)
+    assert command.job_id == run["job_id"]
+    assert (command.symbols, command.epochs) == (["AAPL", "MSFT"], 3)
+    assert isinstance(command.model, LstmModel)
+
+    await publish_all(js, [JobAccepted(job_id=run["job_id"], kind=JobKind.TRAINING, params={})])
+    shown = await ktrdr(api_url, "train", "show", run["job_id"], "--json")
+    assert json.loads(shown.out)["status"] == "accepted"
