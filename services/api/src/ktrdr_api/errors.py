@@ -236,7 +236,7 @@ def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Respon
         "this is a bug: please report it with the gateway's log"))  # fmt: skip
 
 
-EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
+EXCEPTION_HANDLERS: dict[int | type[Exception], Any] = {
     ApiError: handle_api_error,
     KtrdrError: handle_ktrdr_error,
     ValidationException: handle_validation,

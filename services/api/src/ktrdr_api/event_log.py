@@ -88,7 +88,7 @@ class EventLog:
         except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError) as e:
             raise nats_unreachable() from e
         try:
-            return await self._fetch(info.name, info.num_pending)
+            return await self._fetch(info.name, info.num_pending or 0)
         finally:
             with contextlib.suppress(nats.errors.Error, asyncio.TimeoutError):
                 await self.js.delete_consumer(EVENTS_STREAM, info.name)

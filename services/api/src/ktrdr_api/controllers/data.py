@@ -156,8 +156,8 @@ class DataController(Controller):
                        end: End = None) -> CoverageOut:  # fmt: skip
         """Ask the data-store for one dataset's coverage."""
         first, last = query_range(request)
-        request = CoverageRequest(symbol=symbol.upper(), timeframe=timeframe, start=first, end=last)
-        return coverage_out(await gateway.request(subjects.STORE_COVERAGE, request, Coverage))
+        message = CoverageRequest(symbol=symbol.upper(), timeframe=timeframe, start=first, end=last)
+        return coverage_out(await gateway.request(subjects.STORE_COVERAGE, message, Coverage))
 
     @get("/{symbol:str}/{timeframe:str}", operation_id="getBars",
          summary="One page of stored bars: JSON, CSV or an Arrow IPC stream (by Accept)",

@@ -80,9 +80,9 @@ class IbController(Controller):
     ) -> SymbolOut:  # fmt: skip
         """Validate a symbol; 404 ``unknown_symbol`` when IB has no contract for it."""
         data = await strict_body(request, ValidateSymbolIn) or data
-        request = ValidateSymbol(symbol=data.symbol.upper(), instrument_type=data.instrument_type)
+        message = ValidateSymbol(symbol=data.symbol.upper(), instrument_type=data.instrument_type)
         # Without a type the connector may ask IB three times (CASH, STK, FUT).
-        reply = await gateway.request(subjects.IB_VALIDATE, request, SymbolInfo,
+        reply = await gateway.request(subjects.IB_VALIDATE, message, SymbolInfo,
                                       timeout_s=3 * settings.api_request_timeout_s)  # fmt: skip
         return symbol_out(reply)
 
