@@ -7,6 +7,7 @@
 * Request bodies refuse unknown fields (``additionalProperties: false``), and
   list items keep their constraints (a symbol inside ``symbols``), so that a
   request the schema allows is one the gateway accepts.
+* Every response body schema shows an example (``examples``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import msgspec
 from litestar.openapi.spec import OpenAPI, OpenAPIMediaType, Operation, Schema
 
 from ktrdr_api import schemas
+from ktrdr_api.examples import example_of
 
 CSV = "text/csv"
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
@@ -93,11 +95,14 @@ class OptionalBodyOperation(Operation):
 
 
 def tighten(document: OpenAPI) -> OpenAPI:
-    """Close every request body schema and restore the constraints of list items."""
+    """Close request body schemas, restore list items' constraints, add response examples."""
     components = document.components.schemas if document.components else None
     if not components:
         return document
     for name, schema in components.items():
+        example = example_of(name)
+        if example is not None:
+            schema.examples = [example]
         struct = getattr(schemas, name, None)
         if not (isinstance(struct, type) and issubclass(struct, schemas.Struct)):
             continue

@@ -126,7 +126,8 @@ class JobsController(Controller):
         events: EventsDep,
         job_id: JobIdPath,
         gateway: GatewayDep,
-        data: Annotated[CancelIn | None, Body(description="Why (optional).")] = None,
+        data: Annotated[CancelIn | None, Body(description="Why (optional).", examples=[
+            Example(summary="with a reason", value={"reason": "wrong symbol"})])] = None,
     ) -> Response[JobOut]:  # fmt: skip
         """Publish ``CancelRequested`` for a job that has not ended."""
         data = await strict_body(request, CancelIn) or data

@@ -1,0 +1,91 @@
+"""One example of every response body, shown in the OpenAPI document (``openapi.tighten``).
+
+Built from the schemas themselves, so an example that stops matching its schema fails at
+import rather than misleading a reader.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+from ktrdr_shared.types import InstrumentType, Timeframe, WhatToShow
+
+from ktrdr_api import schemas as s
+from ktrdr_api.jobs import JobStatus
+
+JOB = "0123456789abcdef0123456789abcdef"
+T0 = datetime(2024, 6, 17, 8, 0, tzinfo=UTC)
+T1 = datetime(2024, 6, 28, 21, 0, tzinfo=UTC)
+LINKS = s.JobLinks(self=f"/api/v1/jobs/{JOB}", events=f"/api/v1/jobs/{JOB}/events",
+                   cancel=f"/api/v1/jobs/{JOB}/cancel")  # fmt: skip
+RESULT = {"kind": "data_load", "fetched_bars": 142, "cached_before": 0, "gaps_analyzed": 1,
+          "segments_fetched": 1, "ib_requests_made": 1, "failed_segments": []}  # fmt: skip
+PROGRESS = s.Progress(done=100.0, total=100.0, unit="percent", percent=100.0)
+DATASET = s.DatasetOut(symbol="AAPL", timeframe=Timeframe.H1, rows=142, first=T0, last=T1,
+                       links={"bars": "/api/v1/data/AAPL/1h",
+                              "coverage": "/api/v1/data/AAPL/1h/coverage"})  # fmt: skip
+SUMMARY = s.JobSummary(
+    job_id=JOB,
+    kind="data_load",
+    status=JobStatus.COMPLETED,
+    symbol="AAPL",
+    timeframe="1h",
+    created=T1,
+    updated=T1,
+    progress=PROGRESS,
+    links=LINKS,
+)
+MODEL = s.ModelOut(model_id="AAPL-1h-0123456789ab", job_id=JOB, created=T1, symbols=["AAPL"],
+                   timeframe=Timeframe.H1, device="cpu", metrics={"accuracy": 0.41},
+                   size_bytes=48_213,
+                   links={"self": "/api/v1/models/AAPL-1h-0123456789ab",
+                          "download": "/api/v1/models/AAPL-1h-0123456789ab/download"})  # fmt: skip
+
+EXAMPLES: dict[str, Any] = {
+    "Health": s.Health(status=s.OverallState.OK, version="0.1.0",
+                       nats=s.NatsHealth(status=s.ComponentState.UP, server="127.0.0.1:4222",
+                                         rtt_ms=0.4),
+                       services=[s.ServiceHealth(name="ib-connector", status=s.ComponentState.UP,
+                                                 version="0.1.0",
+                                                 detail="IB connected at 127.0.0.1:4002")]),
+    "IbStatusOut": s.IbStatusOut(connected=True, host="127.0.0.1", port=4002, client_id=1,
+                                 server_version=178, since=T0, server_time=T1, requests_made=12,
+                                 pacing={"open_requests": 0.0}),
+    "IbHealthOut": s.IbHealthOut(healthy=True, connected=True,
+                                 detail="connected to IB at 127.0.0.1:4002 as client 1"),
+    "SymbolOut": s.SymbolOut(symbol="AAPL", instrument_type=InstrumentType.STK,
+                             exchange="SMART", currency="USD", time_zone="US/Eastern",
+                             trading_hours="20240628:0400-20240628:2000", con_id=265598,
+                             description="APPLE INC"),
+    "HeadTimestampOut": s.HeadTimestampOut(symbol="AAPL", what_to_show=WhatToShow.TRADES,
+                                           head_timestamp=datetime(1980, 12, 12, tzinfo=UTC),
+                                           timeframe=Timeframe.H1),
+    "LoadOut": s.LoadOut(job_id=JOB, status=JobStatus.COMPLETED, links=LINKS, fetched_bars=142,
+                         cached_before=0, gaps_analyzed=1, segments_fetched=1,
+                         ib_requests_made=1, execution_time_s=0.47),
+    "DatasetsOut": s.DatasetsOut(datasets=[DATASET]),
+    "CoverageOut": s.CoverageOut(symbol="AAPL", timeframe=Timeframe.H1, rows=142, first=T0,
+                                 last=T1, stored=[s.RangeOut(start=T0, end=T1)]),
+    "BarsOut": s.BarsOut(symbol="AAPL", timeframe=Timeframe.H1, bars=[
+        s.Bar(ts=T0, open=198.67, high=198.87, low=198.24, close=198.73, volume=441440.0,
+              wap=198.5097, count=4384)],
+        next_cursor="MTcxODYxODQwMDAwMDAwMDAwMA==",
+        links={"next": "/api/v1/data/AAPL/1h?limit=1&cursor=MTcxODYxODQwMDAwMDAwMDAwMA%3D%3D"}),
+    "JobOut": s.JobOut(job_id=JOB, kind="data_load", status=JobStatus.COMPLETED,
+                       params={"symbol": "AAPL", "timeframe": "1h"}, created=T1, updated=T1,
+                       events=6, progress=PROGRESS, links=LINKS, execution_time_s=0.47,
+                       segments_planned=1, segments_fetched=1, bars_fetched=142, ib_requests=1,
+                       result=RESULT),
+    "JobsOut": s.JobsOut(jobs=[SUMMARY]),
+    "TrainingRunOut": s.TrainingRunOut(job_id=JOB, status=JobStatus.QUEUED, links=LINKS),
+    "ModelOut": MODEL,
+    "ModelsOut": s.ModelsOut(models=[MODEL]),
+}  # fmt: skip
+
+
+def example_of(schema_name: str) -> Any | None:
+    """Return the JSON example of a response schema, or None when it has none."""
+    example = EXAMPLES.get(schema_name)
+    return None if example is None else msgspec.to_builtins(example)

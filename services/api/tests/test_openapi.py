@@ -1,0 +1,68 @@
+"""The OpenAPI document: every route has an operation id, examples, and documented errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from ktrdr_api.app import create_app
+from ktrdr_api.config import ApiSettings
+from ktrdr_api.examples import EXAMPLES
+
+pytestmark = pytest.mark.unit
+
+PROBLEM = "application/problem+json"
+
+
+@pytest.fixture(scope="module")
+def document() -> dict[str, Any]:
+    return dict(create_app(ApiSettings()).openapi_schema.to_schema())
+
+
+def operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [(method.upper(), path, op) for path, item in document["paths"].items()
+            for method, op in item.items() if isinstance(op, dict) and "responses" in op
+            and not path.startswith("/schema")]  # fmt: skip
+
+
+def test_it_is_openapi_3_1_with_every_route(document: dict[str, Any]) -> None:
+    assert document["openapi"].startswith("3.1")
+    assert len(operations(document)) == 18
+    ids = [op["operationId"] for _, _, op in operations(document)]
+    assert len(set(ids)) == len(ids)
+    assert all(i[0].islower() and "_" not in i for i in ids)  # camelCase, chosen by hand
+
+
+def test_every_route_documents_its_errors_as_problem_details(document: dict[str, Any]) -> None:
+    for method, path, op in operations(document):
+        errors = {code: r for code, r in op["responses"].items() if code[0] in "45"}
+        if path == "/health":
+            assert list(errors) == ["503"]  # the report itself, with status down
+            continue
+        assert {"401", "503", "504"} <= set(errors), (method, path)
+        for code, response in errors.items():
+            media = response["content"][PROBLEM]
+            assert media["schema"] == {"$ref": "#/components/schemas/Problem"}, (path, code)
+            assert media["examples"], (method, path, code)
+
+
+def test_every_route_has_examples(document: dict[str, Any]) -> None:
+    schemas = document["components"]["schemas"]
+    for method, path, op in operations(document):
+        ok = next(r for code, r in op["responses"].items() if code[0] == "2")
+        refs = [m["schema"]["$ref"].rsplit("/", 1)[-1] for m in ok.get("content", {}).values()
+                if "$ref" in m.get("schema", {})]  # fmt: skip
+        for ref in refs:
+            assert schemas[ref].get("examples"), (method, path, ref)
+        if "requestBody" in op:
+            [body] = op["requestBody"]["content"].values()
+            assert body.get("examples") or body["schema"].get("examples"), (method, path)
+    assert set(EXAMPLES) <= set(schemas)  # no example for a schema that does not exist
+
+
+def test_request_bodies_refuse_unknown_fields(document: dict[str, Any]) -> None:
+    schemas = document["components"]["schemas"]
+    for name in ("LoadIn", "ValidateSymbolIn", "TrainingRunIn", "CancelIn", "MlpModelIn"):
+        assert schemas[name]["additionalProperties"] is False, name
+    symbols = schemas["TrainingRunIn"]["properties"]["symbols"]["items"]
+    assert symbols["minLength"] == 1 and symbols["pattern"]
