@@ -17,6 +17,7 @@ from ktrdr_ib_connector.testing import NOW
 from ktrdr_shared import subjects
 from ktrdr_shared.messages import IbStatus, StatusRequest
 from ktrdr_shared.runtime import ServiceApp
+from ktrdr_shared.testing.nats_server import NatsServer
 
 pytestmark = pytest.mark.integration
 
@@ -152,3 +153,24 @@ async def test_a_slow_connector_is_a_504_naming_it(nats_url: str, http: httpx.As
         "the ib-connector did not answer ktrdr.ib.status within 2 s"
     )
     assert problem["code"] == "service_timeout"
+
+
+async def test_while_nats_is_down_the_gateway_says_so_and_recovers(
+    nats_server: NatsServer, http: httpx.AsyncClient
+) -> None:
+    nats_server.kill()
+    health = await http.get("/health")
+    assert health.status_code == 503
+    assert health.json()["status"] == "down"
+    status = await http.get("/api/v1/ib/status")
+    assert status.status_code == 503
+    assert status.json()["code"] == "nats_unavailable"
+    assert (await http.get("/api/v1/jobs")).json()["code"] == "nats_unavailable"
+
+    nats_server.start()  # same port and store: the gateway reconnects on its own
+    async with asyncio.timeout(20):
+        while True:
+            if (await http.get("/health")).status_code == 200:
+                break
+            await asyncio.sleep(0.1)  # the client reconnects on its own schedule
+    assert (await http.get("/api/v1/ib/status")).json()["code"] == "service_unavailable"

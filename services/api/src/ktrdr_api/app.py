@@ -79,7 +79,7 @@ def create_app(settings: ApiSettings, **nats_options: Any) -> Litestar:
             name=SERVICE_NAME, version=__version__,
             description="the REST gateway: REST in, subjects out"))  # fmt: skip
         app.state.gateway = Gateway(nc, timeout_s=settings.api_request_timeout_s)
-        app.state.events = EventLog(nc.jetstream(), timeout_s=settings.api_request_timeout_s)
+        app.state.events = EventLog(nc, timeout_s=settings.api_request_timeout_s)
         log.info("api %s connected to NATS", __version__)
         try:
             yield

@@ -22,6 +22,7 @@ import nats.js.errors
 from ktrdr_shared import codec, streams, subjects
 from ktrdr_shared.errors import MessageDecodeError
 from ktrdr_shared.messages import JobEvent
+from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -57,8 +58,9 @@ def decode_event(msg: Msg) -> LoggedEvent | None:
 class EventLog:
     """The job events of the event log, read for one request at a time."""
 
-    def __init__(self, js: JetStreamContext, *, timeout_s: float) -> None:
-        self.js = js
+    def __init__(self, nc: NATS, *, timeout_s: float) -> None:
+        self.nc = nc
+        self.js = nc.jetstream()
         self.timeout_s = timeout_s
 
     async def history(self, job_id: str) -> list[LoggedEvent]:
@@ -71,10 +73,18 @@ class EventLog:
         return sorted(found, key=lambda e: e.seq)
 
     def follow(self, job_id: str, *, after_seq: int = 0) -> Follower:
-        """Return a follower of ``job_id``'s events after ``after_seq`` (0: from the first)."""
+        """Return a follower of ``job_id``'s events after ``after_seq`` (0: from the first).
+
+        Raises:
+            ApiError: 503 while NATS is unreachable.
+        """
+        if not self.nc.is_connected:
+            raise nats_unreachable()
         return Follower(self.js, job_id, after_seq)
 
     async def _read(self, filter_subject: str, policy: DeliverPolicy) -> list[LoggedEvent]:
+        if not self.nc.is_connected:
+            raise nats_unreachable()
         config = ConsumerConfig(filter_subject=filter_subject, deliver_policy=policy,
                                 ack_policy=AckPolicy.NONE, inactive_threshold=30.0,
                                 mem_storage=True, num_replicas=1,

@@ -81,6 +81,7 @@ class Gateway:
     async def request_raw(self, subject: str, message: Any, *,
                           timeout_s: float | None = None) -> RawAnswer:  # fmt: skip
         """Send a request; return the reply's bytes and headers (error replies raise)."""
+        self.require_connection()
         service, hint = service_of(subject)
         timeout = timeout_s or self.timeout_s
         payload = message if isinstance(message, bytes) else codec.encode(message)
@@ -100,6 +101,7 @@ class Gateway:
 
     async def send_command(self, subject: str, command: Any) -> str:
         """Publish a command to JetStream with its job id as ``Nats-Msg-Id``; return the id."""
+        self.require_connection()
         if getattr(command, "job_id", None) is None:
             command = msgspec.structs.replace(command, job_id=new_job_id())
         try:
@@ -118,6 +120,7 @@ class Gateway:
 
     async def publish_event(self, event: Event) -> None:
         """Append an event to the event log (e.g. a ``CancelRequested``)."""
+        self.require_connection()
         try:
             await publish_event(self.js, event)
         except (nats.errors.TimeoutError, nats.js.errors.NoStreamResponseError) as e:
@@ -125,6 +128,15 @@ class Gateway:
                            "try again") from e  # fmt: skip
         except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError) as e:
             raise nats_unreachable() from e
+
+    def require_connection(self) -> None:
+        """Fail fast while NATS is unreachable (rather than time out naming a service).
+
+        Raises:
+            ApiError: 503 ``nats_unavailable``.
+        """
+        if not self.nc.is_connected:
+            raise nats_unreachable()
 
     async def ping(self, service: str, *, timeout_s: float = 1.0) -> dict[str, Any] | None:
         """Return a ``$SRV.PING`` answer of one instance of ``service``, or None if none answers."""
