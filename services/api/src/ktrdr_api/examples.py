@@ -13,6 +13,7 @@ import msgspec
 from ktrdr_shared.types import InstrumentType, Timeframe, WhatToShow
 
 from ktrdr_api import schemas as s
+from ktrdr_api import training_schemas as t
 from ktrdr_api.jobs import JobStatus
 
 JOB = "0123456789abcdef0123456789abcdef"
@@ -37,7 +38,7 @@ SUMMARY = s.JobSummary(
     progress=PROGRESS,
     links=LINKS,
 )
-MODEL = s.ModelOut(model_id="AAPL-1h-0123456789ab", job_id=JOB, created=T1, symbols=["AAPL"],
+MODEL = t.ModelOut(model_id="AAPL-1h-0123456789ab", job_id=JOB, created=T1, symbols=["AAPL"],
                    timeframe=Timeframe.H1, device="cpu", metrics={"accuracy": 0.41},
                    size_bytes=48_213,
                    links={"self": "/api/v1/models/AAPL-1h-0123456789ab",
@@ -79,9 +80,9 @@ EXAMPLES: dict[str, Any] = {
                        segments_planned=1, segments_fetched=1, bars_fetched=142, ib_requests=1,
                        result=RESULT),
     "JobsOut": s.JobsOut(jobs=[SUMMARY]),
-    "TrainingRunOut": s.TrainingRunOut(job_id=JOB, status=JobStatus.QUEUED, links=LINKS),
+    "TrainingRunOut": t.TrainingRunOut(job_id=JOB, status=JobStatus.QUEUED, links=LINKS),
     "ModelOut": MODEL,
-    "ModelsOut": s.ModelsOut(models=[MODEL]),
+    "ModelsOut": t.ModelsOut(models=[MODEL]),
 }  # fmt: skip
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 from litestar.openapi.spec import OpenAPI, OpenAPIMediaType, Operation, Schema
 
-from ktrdr_api import schemas
+from ktrdr_api import schemas, training_schemas  # noqa: F401 - registers the structs
 from ktrdr_api.examples import example_of
 
 CSV = "text/csv"
@@ -103,13 +103,25 @@ def tighten(document: OpenAPI) -> OpenAPI:
         example = example_of(name)
         if example is not None:
             schema.examples = [example]
-        struct = getattr(schemas, name, None)
-        if not (isinstance(struct, type) and issubclass(struct, schemas.Struct)):
+        struct = _REQUEST_AND_RESPONSE_STRUCTS.get(name)
+        if struct is None:
             continue
         if struct.__struct_config__.forbid_unknown_fields:
             schema.additional_properties = False
         _restore_item_constraints(struct, schema)
     return document
+
+
+def _all_subclasses(cls: type[Any]) -> list[type[Any]]:
+    found: list[type[Any]] = []
+    for sub in cls.__subclasses__():
+        found += [sub, *_all_subclasses(sub)]
+    return found
+
+
+_REQUEST_AND_RESPONSE_STRUCTS: dict[str, type[schemas.Struct]] = {
+    cls.__name__: cls for cls in _all_subclasses(schemas.Struct)
+}
 
 
 def _restore_item_constraints(struct: type[msgspec.Struct], schema: Schema) -> None:

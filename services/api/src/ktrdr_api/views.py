@@ -32,11 +32,11 @@ from ktrdr_api.schemas import (
     JobOut,
     JobSummary,
     LoadOut,
-    ModelOut,
     Progress,
     RangeOut,
     SymbolOut,
 )
+from ktrdr_api.training_schemas import ModelOut
 
 API = "/api/v1"
 T = TypeVar("T")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 
+from ktrdr_api.cli import training  # noqa: F401 - registers train and models
 from ktrdr_api.cli.api_client import CliError, ExitCode
 from ktrdr_api.cli.commands import cli
 from ktrdr_api.cli.render import err, print_json

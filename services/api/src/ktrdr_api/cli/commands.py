@@ -1,10 +1,9 @@
-"""The ``ktrdr`` commands: status, ib, data, jobs, train, models."""
+"""The ``ktrdr`` commands: status, ib, data, jobs (train and models: ``training``)."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -164,7 +163,7 @@ def data_load(ctx: click.Context, symbol: str, timeframe: str, mode: str, start:
             "end": timestamp(end), "instrument_type": instrument_type and instrument_type.upper(),
             "what_to_show": what_to_show and what_to_show.upper()}  # fmt: skip
     job = client_of(ctx).post("/api/v1/data/load", {k: v for k, v in body.items() if v})
-    return _follow_or_detach(ctx, job, detach=detach, as_json=as_json)
+    return follow_or_detach(ctx, job, detach=detach, as_json=as_json)
 
 
 @data.command("ls")
@@ -314,109 +313,10 @@ def jobs_follow(ctx: click.Context, job_id: str, as_json: bool) -> int:
     return _follow(ctx, job_id, as_json=as_json)
 
 
-# ---------------------------------------------------------------- train and models
-
-
-@cli.group()
-def train() -> None:
-    """Training runs."""
-
-
-@train.command("start")
-@click.argument("symbols", nargs=-1, required=True)
-@click.option("--timeframe", type=click.Choice(TIMEFRAMES), required=True)
-@click.option("--start", help="RFC 3339 (or a date: 00:00 UTC).")
-@click.option("--end", help="RFC 3339 (or a date: 00:00 UTC), exclusive.")
-@click.option("--model", type=click.Choice(["mlp", "lstm"]), default="mlp", show_default=True)
-@click.option(
-    "--label",
-    type=click.Choice(["forward_return", "zigzag"]),
-    default="forward_return",
-    show_default=True,
-)
-@click.option("--epochs", type=click.IntRange(1, 10_000), default=20, show_default=True)
-@click.option(
-    "--device", type=click.Choice(["auto", "cuda", "mps", "cpu"]), default="auto", show_default=True
-)
-@click.option("--seed", type=int, default=42, show_default=True)
-@click.option("--detach", is_flag=True, help="Print the run and return at once.")
-@json_option
-@click.pass_context
-def train_start(ctx: click.Context, symbols: tuple[str, ...], timeframe: str, start: str | None,
-                end: str | None, model: str, label: str, epochs: int, device: str, seed: int,
-                detach: bool, as_json: bool) -> int:  # fmt: skip
-    """Train a model on SYMBOLS' stored bars (follows the run; Ctrl-C asks to cancel)."""
-    body = {"symbols": list(symbols), "timeframe": timeframe, "start": timestamp(start),
-            "end": timestamp(end), "model": {"kind": model}, "label": {"kind": label},
-            "epochs": epochs, "device": device, "seed": seed}  # fmt: skip
-    run = client_of(ctx).post("/api/v1/training/runs", {k: v for k, v in body.items() if v})
-    return _follow_or_detach(ctx, run, detach=detach, as_json=as_json)
-
-
-@train.command("show")
-@click.argument("job_id")
-@json_option
-@click.pass_context
-def train_show(ctx: click.Context, job_id: str, as_json: bool) -> int:
-    """A training run's state."""
-    value = client_of(ctx).get(f"/api/v1/training/runs/{job_id}")
-    render.print_json(value) if as_json else render.job(value)
-    return ExitCode.OK
-
-
-@cli.group()
-def models() -> None:
-    """Trained models."""
-
-
-@models.command("ls")
-@json_option
-@click.pass_context
-def models_ls(ctx: click.Context, as_json: bool) -> int:
-    """Every stored model."""
-    value = client_of(ctx).get("/api/v1/models")
-    if as_json:
-        render.print_json(value)
-    else:
-        render.table(None, ["model", "symbols", "timeframe", "created", "device"],
-                     [(m["model_id"], ",".join(m["symbols"]), m["timeframe"], m["created"],
-                       m["device"]) for m in value["models"]])  # fmt: skip
-    return ExitCode.OK
-
-
-@models.command("show")
-@click.argument("model_id")
-@json_option
-@click.pass_context
-def models_show(ctx: click.Context, model_id: str, as_json: bool) -> int:
-    """A stored model's metadata."""
-    value = client_of(ctx).get(f"/api/v1/models/{model_id}")
-    render.print_json(value) if as_json else render.fields(value)
-    return ExitCode.OK
-
-
-@models.command("download")
-@click.argument("model_id")
-@click.option("--part", help="One object (weights.pt, manifest.json, ...); default: a zip of all.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path))
-@json_option
-@click.pass_context
-def models_download(ctx: click.Context, model_id: str, part: str | None, output: Path | None,
-                    as_json: bool) -> int:  # fmt: skip
-    """Save a model's artifact (default: <model_id>.zip)."""
-    response = client_of(ctx).call("GET", f"/api/v1/models/{model_id}/download",
-                                   params={"part": part})  # fmt: skip
-    target = output or Path(f"{model_id}-{part}" if part else f"{model_id}.zip")
-    target.write_bytes(response.content)
-    summary = {"model_id": model_id, "path": str(target), "bytes": len(response.content)}
-    render.print_json(summary) if as_json else render.err.print(f"saved {target}")
-    return ExitCode.OK
-
-
 # ---------------------------------------------------------------- following a job
 
 
-def _follow_or_detach(ctx: click.Context, job: dict[str, Any], *, detach: bool,
+def follow_or_detach(ctx: click.Context, job: dict[str, Any], *, detach: bool,
                       as_json: bool) -> int:  # fmt: skip
     if detach:
         render.print_json(job) if as_json else render.out.print(job["job_id"])

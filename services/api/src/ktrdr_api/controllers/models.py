@@ -18,7 +18,7 @@ from ktrdr_api.deps import GatewayDep
 from ktrdr_api.errors import ApiError, not_found, problem_responses
 from ktrdr_api.gateway import Gateway
 from ktrdr_api.openapi import OCTETS, ZIP, DownloadOperation
-from ktrdr_api.schemas import ModelOut, ModelsOut
+from ktrdr_api.training_schemas import ModelOut, ModelsOut
 from ktrdr_api.views import model_out
 
 ModelIdPath = Annotated[str, Parameter(

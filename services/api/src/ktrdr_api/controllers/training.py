@@ -17,7 +17,8 @@ from ktrdr_api.controllers.jobs import JobIdPath, job_state
 from ktrdr_api.deps import EventsDep, GatewayDep
 from ktrdr_api.errors import not_found, problem_responses
 from ktrdr_api.jobs import JobStatus
-from ktrdr_api.schemas import JobOut, TrainingRunIn, TrainingRunOut
+from ktrdr_api.schemas import JobOut
+from ktrdr_api.training_schemas import TrainingRunIn, TrainingRunOut
 from ktrdr_api.validation import strict_body
 from ktrdr_api.views import job_links, job_out, utc
 
