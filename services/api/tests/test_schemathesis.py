@@ -177,6 +177,7 @@ async def test_generated_requests_get_documented_answers(
         "--max-examples", "25", "--workers", "2", "--seed", "20240628",
         "--request-timeout", "10", "--suppress-health-check", "all",
         "--report", "junit", "--report-dir", str(report), "--no-color",
+        cwd=tmp_path,  # schemathesis keeps a .schemathesis/ cache in its working directory
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)  # fmt: skip
     output, _ = await asyncio.wait_for(process.communicate(), timeout=600)
     text = output.decode(errors="replace")
