@@ -11,13 +11,13 @@ import uuid
 
 import pandas as pd
 import pytest
-from ktrdr_ib_connector.chunking import BAR_SIZE, default_what_to_show
+from ktrdr_ib_connector.chunking import BAR_SIZE
 from ktrdr_ib_sim import IBGatewaySimulator, expected_bars
 from ktrdr_shared import codec, subjects
 from ktrdr_shared.messages import FetchBars, SegmentFailed, SegmentFetched
 from ktrdr_shared.runtime import ServiceApp
 from ktrdr_shared.testing.events import read_all, wait_for_job_event
-from ktrdr_shared.types import InstrumentType, Timeframe
+from ktrdr_shared.types import InstrumentType, Timeframe, default_what_to_show
 from nats.js import JetStreamContext
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

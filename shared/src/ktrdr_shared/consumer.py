@@ -21,9 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import nats.errors
 import nats.js.errors
@@ -88,12 +91,12 @@ class PullConsumer:
             await self._terminate(msg, e)
             return
         except Exception as e:
-            deliveries = _deliveries(msg)
-            if deliveries >= self.max_unexpected:
-                log.exception("%s: giving up after %d deliveries", msg.subject, deliveries)
-                await self._terminate(msg, PermanentError(f"failed {deliveries} times: {e!r}"))
+            count = deliveries(msg)
+            if count >= self.max_unexpected:
+                log.exception("%s: giving up after %d deliveries", msg.subject, count)
+                await self._terminate(msg, PermanentError(f"failed {count} times: {e!r}"))
             else:
-                log.exception("%s: unexpected error (delivery %d)", msg.subject, deliveries)
+                log.exception("%s: unexpected error (delivery %d)", msg.subject, count)
                 await _settle(msg.nak(delay=self.retry_delay_s))
             return
         if not _acked(msg):
@@ -198,8 +201,40 @@ def _acked(msg: Msg) -> bool:
     return bool(getattr(msg, "_ackd", False))
 
 
-def _deliveries(msg: Msg) -> int:
+def deliveries(msg: Msg) -> int:
+    """Return how often JetStream has delivered ``msg`` (1 for a core message)."""
     try:
         return int(msg.metadata.num_delivered)
     except (nats.errors.NotJSMessageError, TypeError, ValueError):
         return 1
+
+
+def derived_job_id(msg: Msg) -> str:
+    """Return the job id of a command published without one: the same on every redelivery.
+
+    It is made of the message's stream position and time, so a hand-published command
+    (``nats pub ktrdr.cmd.data.load '{...}'``) maps to one job however often it is delivered.
+    """
+    meta = msg.metadata
+    seed = f"{meta.stream}:{meta.sequence.stream}:{meta.timestamp.isoformat()}"
+    return hashlib.sha256(seed.encode()).hexdigest()[:32]
+
+
+def salvage_job_id(data: bytes) -> str | None:
+    """Return the ``job_id`` of a JSON payload that did not decode, if it carries a valid one.
+
+    A command rejected as malformed is reported on its job's subject when it names one.
+    """
+    raw = salvage_fields(data)
+    job = raw.get("job_id") if raw is not None else None
+    valid = isinstance(job, str) and len(job) == 32 and all(c in "0123456789abcdef" for c in job)
+    return job if valid else None
+
+
+def salvage_fields(data: bytes) -> dict[str, Any] | None:
+    """Return a payload's top-level JSON object, or None when it is not one."""
+    try:
+        raw = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return raw if isinstance(raw, dict) else None

@@ -122,6 +122,11 @@ class WhatToShow(enum.StrEnum):
     BID_ASK = "BID_ASK"
 
 
+def default_what_to_show(instrument_type: InstrumentType) -> WhatToShow:
+    """Return IB's sensible whatToShow: MIDPOINT for forex (no trades), TRADES otherwise."""
+    return WhatToShow.MIDPOINT if instrument_type is InstrumentType.CASH else WhatToShow.TRADES
+
+
 class LoadMode(enum.StrEnum):
     """How a load picks its range: after the last bar, before the first, or both plus gaps."""
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import time
 from collections import OrderedDict
@@ -29,6 +28,7 @@ import nats.errors
 import nats.js.errors
 from ktrdr_shared import codec, streams, subjects
 from ktrdr_shared.client import KtrdrClient
+from ktrdr_shared.consumer import derived_job_id, salvage_job_id
 from ktrdr_shared.errors import KtrdrError, RetryableError
 from ktrdr_shared.messages import (
     FetchBars,
@@ -54,7 +54,7 @@ from ktrdr_shared.runtime import publish_event
 from ktrdr_shared.types import (
     InstrumentType,
     LoadMode,
-    WhatToShow,
+    default_what_to_show,
     from_unix_nanos,
     symbol_key,
     to_unix_nanos,
@@ -66,25 +66,13 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from ktrdr_data_store import jobs
 from ktrdr_data_store.config import DataStoreSettings
 from ktrdr_data_store.jobs import LoadState
-from ktrdr_data_store.ledger import AnsweredLedger
+from ktrdr_data_store.ledger import AnsweredLedger, InstrumentBook
 from ktrdr_data_store.planning import load_range, market_calendar, plan_segments, read_margin_ns
 from ktrdr_data_store.store import BarStore
 
 log = logging.getLogger(__name__)
 
 R = TypeVar("R")
-
-
-def default_what_to_show(instrument_type: InstrumentType) -> WhatToShow:
-    """Return IB's sensible whatToShow: MIDPOINT for forex (no trades), TRADES otherwise."""
-    return WhatToShow.MIDPOINT if instrument_type is InstrumentType.CASH else WhatToShow.TRADES
-
-
-def derived_job_id(msg: Msg) -> str:
-    """Return the job id of a command that came without one: the same on every redelivery."""
-    meta = msg.metadata
-    seed = f"{meta.stream}:{meta.sequence.stream}:{meta.timestamp.isoformat()}"
-    return hashlib.sha256(seed.encode()).hexdigest()[:32]
 
 
 @dataclass
@@ -108,6 +96,7 @@ class LoadRunner:
         self.nc, self.js = nc, nc.jetstream()
         self.store, self.ledger, self.settings, self.tick_s = store, ledger, settings, tick_s
         self.client = KtrdrClient(nc, timeout_s=10.0)
+        self.instruments = InstrumentBook(settings.data_dir)
         self.jobs: dict[str, _Job] = {}
         self.finished: OrderedDict[str, None] = OrderedDict()
         self.caught_up = asyncio.Event()
@@ -129,7 +118,7 @@ class LoadRunner:
 
     async def on_rejected(self, msg: Msg, error: KtrdrError) -> None:
         """Report a command that can never run as a failed job, naming the problem."""
-        job_id = _salvage_job_id(msg.data) or derived_job_id(msg)
+        job_id = salvage_job_id(msg.data) or derived_job_id(msg)
         await publish_event(self.js, JobFailed(job_id=job_id, code=error.code,
                                                message=error.message,
                                                details={"subject": msg.subject,
@@ -322,11 +311,7 @@ class LoadRunner:
     async def plan(self, state: LoadState) -> JobPlanned:
         """Return the plan of a load: ask IB what is needed, then read the store and ledger."""
         command = state.command
-        instrument_type, exchange = command.instrument_type, ""
-        if instrument_type is None:
-            info = await self.ask(subjects.IB_VALIDATE, ValidateSymbol(symbol=command.symbol),
-                                   SymbolInfo)  # fmt: skip
-            instrument_type, exchange = info.instrument_type, info.exchange
+        instrument_type, exchange = await self.instrument(command)
         what = command.what_to_show or default_what_to_show(instrument_type)
         calendar = market_calendar(instrument_type, exchange)
         now_ns = await self.ib_now()
@@ -356,6 +341,21 @@ class LoadRunner:
             start=from_unix_nanos(plan.start_ns), end=from_unix_nanos(plan.end_ns),
             instrument_type=instrument_type, exchange=exchange, what_to_show=what,
         )  # fmt: skip
+
+    async def instrument(self, command: LoadData) -> tuple[InstrumentType, str]:
+        """Return the instrument a load fetches: the book's, else the connector's answer."""
+        known = await asyncio.to_thread(self.instruments.get, command.symbol)
+        if known is not None and command.instrument_type in (None, known[0]):
+            return known
+        if command.instrument_type is not None:
+            await asyncio.to_thread(self.instruments.put, command.symbol,
+                                    command.instrument_type, "")  # fmt: skip
+            return command.instrument_type, ""
+        info = await self.ask(subjects.IB_VALIDATE, ValidateSymbol(symbol=command.symbol),
+                              SymbolInfo)  # fmt: skip
+        await asyncio.to_thread(self.instruments.put, command.symbol, info.instrument_type,
+                                info.exchange)  # fmt: skip
+        return info.instrument_type, info.exchange
 
     async def ib_now(self) -> int:
         """Return IB's clock in ns: which bars are complete is the gateway's call, not ours."""
@@ -391,14 +391,3 @@ class LoadRunner:
                 log.info("waiting for %s: %s", what, e.message)
                 await asyncio.sleep(delay)
                 delay = min(2.0, delay * 2)
-
-
-def _salvage_job_id(data: bytes) -> str | None:
-    """Return the job id of a payload that did not decode, if it carries a valid one."""
-    try:
-        raw = msgspec.json.decode(data)
-    except msgspec.DecodeError:
-        return None
-    job = raw.get("job_id") if isinstance(raw, dict) else None
-    valid = isinstance(job, str) and len(job) == 32 and all(c in "0123456789abcdef" for c in job)
-    return job if valid else None

@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from ktrdr_shared.types import InstrumentType, Timeframe, WhatToShow
+from ktrdr_shared.types import Timeframe
 
 NANOS = 1_000_000_000
 
@@ -112,11 +112,6 @@ def plan_chunks(timeframe: Timeframe, start: int, end: int) -> list[Chunk]:
         chunk_end = chunk_start
     chunks.reverse()
     return chunks
-
-
-def default_what_to_show(instrument_type: InstrumentType) -> WhatToShow:
-    """Return IB's sensible whatToShow: MIDPOINT for forex (no trades), TRADES otherwise."""
-    return WhatToShow.MIDPOINT if instrument_type is InstrumentType.CASH else WhatToShow.TRADES
 
 
 def is_hard_paced(timeframe: Timeframe) -> bool:

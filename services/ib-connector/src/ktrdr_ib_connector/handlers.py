@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -14,7 +13,7 @@ import nats.errors
 from ib_async import Contract, ContractDetails
 from ib_async.wrapper import RequestError
 from ktrdr_shared import codec
-from ktrdr_shared.consumer import keep_alive
+from ktrdr_shared.consumer import keep_alive, salvage_fields, salvage_job_id
 from ktrdr_shared.errors import IbUnavailable, KtrdrError, UnknownSymbol
 from ktrdr_shared.messages import (
     FetchBars,
@@ -28,12 +27,11 @@ from ktrdr_shared.messages import (
 )
 from ktrdr_shared.messages.base import Event
 from ktrdr_shared.runtime import publish_event
-from ktrdr_shared.types import InstrumentType, symbol_key
+from ktrdr_shared.types import InstrumentType, default_what_to_show, symbol_key
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from ktrdr_ib_connector.chunking import default_what_to_show
 from ktrdr_ib_connector.client import IbConnection
 from ktrdr_ib_connector.contracts import ContractResolver, symbol_info
 from ktrdr_ib_connector.fetcher import Fetcher
@@ -202,15 +200,7 @@ def _failed(
 
 def _salvage_ids(data: bytes) -> tuple[str, str] | None:
     """Return (job_id, segment_id) from a payload that did not decode, if it carries them."""
-    try:
-        raw = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    if not isinstance(raw, dict):
-        return None
-    job, segment = raw.get("job_id"), raw.get("segment_id") or "unknown"
-    valid_job = (
-        isinstance(job, str) and len(job) == 32 and all(c in "0123456789abcdef" for c in job)
-    )
+    job, raw = salvage_job_id(data), salvage_fields(data)
+    segment = (raw or {}).get("segment_id") or "unknown"
     valid_segment = isinstance(segment, str) and segment.replace("-", "").replace("_", "").isalnum()
-    return (job, segment) if valid_job and valid_segment else None
+    return (job, segment) if job is not None and valid_segment else None

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
 import threading
 from collections import OrderedDict
@@ -17,7 +15,7 @@ import nats.errors
 import torch
 from ktrdr_shared import codec, subjects
 from ktrdr_shared.client import ERROR_CODE_HEADER
-from ktrdr_shared.consumer import keep_alive
+from ktrdr_shared.consumer import deliveries, derived_job_id, keep_alive, salvage_job_id
 from ktrdr_shared.errors import KtrdrError, RetryableError, ServiceTimeout, error_from_code
 from ktrdr_shared.messages import (
     EpochCompleted,
@@ -78,7 +76,7 @@ class Trainer:
     async def handle_start(self, msg: Msg) -> None:
         """Run one ``StartTraining`` to a terminal event: completed, failed or cancelled."""
         command = codec.decode(msg.data, StartTraining, subject=msg.subject, headers=msg.headers)
-        job_id = command.job_id or _job_id_from_sequence(msg)
+        job_id = command.job_id or derived_job_id(msg)
         if self._shutting_down:
             raise RetryableError("the trainer is stopping; the job stays queued", delay_s=1.0)
         if job_id in self.cancelled_jobs:
@@ -103,7 +101,7 @@ class Trainer:
         try:
             return plan_job(command, None if command.device != "auto" else self.device)
         except DeviceUnavailable as e:
-            if _deliveries(msg) < DEVICE_RETRIES:
+            if deliveries(msg) < DEVICE_RETRIES:
                 raise RetryableError(f"{e.message} (left for another trainer)", delay_s=2.0) from e
             error: KtrdrError = e
         except KtrdrError as e:
@@ -206,7 +204,7 @@ class Trainer:
 
     async def on_rejected(self, msg: Msg, error: KtrdrError) -> None:
         """Report a command that can never run (malformed), to its job when it names one."""
-        job_id = _salvage_job_id(msg.data)
+        job_id = salvage_job_id(msg.data)
         if job_id is None:
             log.warning("rejected %s with no job to report to: %s", msg.subject, error.message)
             return
@@ -297,27 +295,3 @@ class Trainer:
                 getattr(event, "job_id", "?"),
                 e,
             )
-
-
-def _job_id_from_sequence(msg: Msg) -> str:
-    """Return a job id for a command published without one, stable across redeliveries."""
-    meta = msg.metadata
-    return hashlib.sha256(f"{meta.stream}:{meta.sequence.stream}".encode()).hexdigest()[:32]
-
-
-def _deliveries(msg: Msg) -> int:
-    try:
-        return int(msg.metadata.num_delivered)
-    except (nats.errors.NotJSMessageError, TypeError, ValueError):
-        return 1
-
-
-def _salvage_job_id(data: bytes) -> str | None:
-    """Return the job id of a payload that did not decode, if it carries a valid one."""
-    try:
-        raw = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    job = raw.get("job_id") if isinstance(raw, dict) else None
-    valid = isinstance(job, str) and len(job) == 32 and all(c in "0123456789abcdef" for c in job)
-    return job if valid else None
