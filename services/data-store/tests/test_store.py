@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from ktrdr_data_store.ledger import InstrumentBook
 from ktrdr_data_store.store import (
     SCHEMA,
     BarStore,
@@ -21,7 +22,7 @@ from ktrdr_data_store.store import (
     table_from_batch,
 )
 from ktrdr_shared.messages import BarBatch
-from ktrdr_shared.types import Timeframe
+from ktrdr_shared.types import InstrumentType, Timeframe
 
 pytestmark = pytest.mark.unit
 
@@ -156,3 +157,14 @@ def test_a_torn_temp_file_from_a_crash_is_ignored(tmp_path: Path) -> None:
     assert minutes_of(store.read("AAPL", TF)) == [0, 1]
     assert store.merge("AAPL", TF, bars([2])).new_rows == 1
     assert np.array_equal(minutes_of(store.read("AAPL", TF)), [0, 1, 2])
+
+
+def test_the_instrument_book_keeps_one_entry_per_symbol(tmp_path: Path) -> None:
+    book = InstrumentBook(tmp_path)
+    assert book.get("ES") is None
+    book.put("es", InstrumentType.FUT, "CME")
+    book.put("BRK B", InstrumentType.STK, "SMART")
+    assert book.get("ES") == (InstrumentType.FUT, "CME")
+    assert InstrumentBook(tmp_path).get("BRK_B") == (InstrumentType.STK, "SMART")  # by key
+    book.put("ES", InstrumentType.FUT, "GLOBEX")  # a later resolution replaces it
+    assert book.get("ES") == (InstrumentType.FUT, "GLOBEX")

@@ -64,7 +64,11 @@ def build_app(settings: DataStoreSettings) -> ServiceApp:
         @app.endpoint("coverage", subjects.STORE_COVERAGE, CoverageRequest,
                       "stored ranges, gaps and answered-empty ranges of one dataset")  # fmt: skip
         async def coverage(request: CoverageRequest) -> Coverage:
-            return await asyncio.to_thread(coverage_of, store, ledger, request)
+            known = await asyncio.to_thread(runner.instruments.get, request.symbol)
+            instrument_type, exchange = known if known is not None else (None, None)
+            return await asyncio.to_thread(coverage_of, store, ledger, request,
+                                           instrument_type=instrument_type,
+                                           exchange=exchange)  # fmt: skip
 
         @app.endpoint("datasets", subjects.STORE_DATASETS, StatusRequest, "every stored dataset")
         async def datasets(_: StatusRequest) -> DatasetList:

@@ -34,9 +34,10 @@ from ktrdr_shared.errors import InvalidRequest
 from ktrdr_shared.messages import Coverage, CoverageRequest, TimeRange
 from ktrdr_shared.types import InstrumentType, Timeframe, from_unix_nanos, to_unix_nanos, utc_now
 
-from ktrdr_data_store.calendar import DAY_NS, MarketCalendar, calendar_for
+from ktrdr_data_store.calendar import DAY_NS, MarketCalendar
 from ktrdr_data_store.gaps import plan_missing_segments
 from ktrdr_data_store.ledger import AnsweredLedger, merge_ranges
+from ktrdr_data_store.planning import market_calendar
 from ktrdr_data_store.store import BarStore, year_of
 
 Range = tuple[int, int]
@@ -61,17 +62,13 @@ def default_instrument_type(symbol: str) -> InstrumentType:
     return InstrumentType.STK
 
 
-def market_calendar(symbol: str, instrument_type: InstrumentType | None = None) -> MarketCalendar:
-    """Return the calendar of a symbol's market: its type's, or the one its name suggests."""
-    return calendar_for(instrument_type or default_instrument_type(symbol))
-
-
 def coverage_of(
     store: BarStore,
     ledger: AnsweredLedger,
     request: CoverageRequest,
     *,
     instrument_type: InstrumentType | None = None,
+    exchange: str | None = None,
     now: datetime | None = None,
 ) -> Coverage:
     """Return what is stored, what is missing and what IB answered empty for one dataset.
@@ -81,13 +78,15 @@ def coverage_of(
         ledger: the ranges IB already answered.
         request: the dataset, and optionally the range to look at.
         instrument_type: the symbol's type, when known (see the module docstring otherwise).
+        exchange: where it trades, when known (picks e.g. NASDAQ's calendar over NYSE's).
         now: the current time (default: the clock); gaps end at the last closed bar before it.
 
     Raises:
         InvalidRequest: naming the field, for a naive ``start``, ``end`` or ``now``.
     """
     timeframe = Timeframe(request.timeframe)
-    calendar = market_calendar(request.symbol, instrument_type)
+    calendar = market_calendar(instrument_type or default_instrument_type(request.symbol),
+                               exchange)  # fmt: skip
     start, end = _instant(request.start, "start"), _instant(request.end, "end")
     now_ns = _instant(now, "now") or to_unix_nanos(utc_now())
     answered = _clip_all(ledger.ranges(request.symbol, timeframe), start, end)

@@ -15,7 +15,7 @@ import logging
 
 from ktrdr_shared import codec, subjects
 from ktrdr_shared.errors import KtrdrError
-from ktrdr_shared.messages import LoadData, SymbolInfo, ValidateSymbol
+from ktrdr_shared.messages import LoadData
 from ktrdr_shared.types import LoadMode
 
 from ktrdr_data_store.loads import LoadRunner
@@ -36,17 +36,17 @@ async def fill_once(runner: LoadRunner, store: BarStore) -> list[LoadData]:
         if dataset.last_ns is None:
             continue
         symbol = dataset.symbol_key  # the store keeps keys: "BRK B" comes back as "BRK_B"
-        try:
-            info = await runner.ask(subjects.IB_VALIDATE, ValidateSymbol(symbol=symbol),
-                                    SymbolInfo)  # fmt: skip
+        try:  # known from earlier loads; asked of the connector once for imported data
+            instrument_type, exchange = await runner.instrument(LoadData(
+                symbol=symbol, timeframe=dataset.timeframe))  # fmt: skip
         except KtrdrError as e:
             log.warning("gap filler: skipping %s %s: %s", symbol, dataset.timeframe, e.message)
             continue
-        calendar = market_calendar(info.instrument_type, info.exchange)
+        calendar = market_calendar(instrument_type, exchange)
         if not traded_since(calendar, dataset.timeframe, dataset.last_ns, now_ns):
             continue
         command = LoadData(symbol=symbol, timeframe=dataset.timeframe, mode=LoadMode.TAIL,
-                           instrument_type=info.instrument_type)  # fmt: skip
+                           instrument_type=instrument_type)  # fmt: skip
         due = calendar.complete_until(dataset.timeframe, now_ns)
         msg_id = f"gap-fill.{symbol}.{dataset.timeframe.value}.{due}"
         await runner.js.publish(subjects.CMD_DATA_LOAD, codec.encode(command),

@@ -8,9 +8,10 @@ never asks IB twice for the same range.
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
-from ktrdr_shared.types import Timeframe, symbol_key
+from ktrdr_shared.types import InstrumentType, Timeframe, symbol_key
 
 Range = tuple[int, int]
 
@@ -50,3 +51,39 @@ class AnsweredLedger:
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(merged))
         tmp.replace(path)
+
+
+class InstrumentBook:
+    """Which instrument each stored symbol is (type and exchange), as its loads resolved it.
+
+    Loads learn it from the connector (``ktrdr.ib.validate``) or from the command; the
+    coverage endpoint and the gap filler then read the market's calendar from here instead of
+    guessing from the name or asking IB again. One small JSON file, replaced atomically.
+    """
+
+    def __init__(self, root: Path | str) -> None:
+        self.path = Path(root) / "instruments.json"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()  # loads plan concurrently, each in a worker thread
+
+    def _all(self) -> dict[str, list[str]]:
+        if not self.path.exists():
+            return {}
+        return dict(json.loads(self.path.read_text()))
+
+    def get(self, symbol: str) -> tuple[InstrumentType, str] | None:
+        """Return the symbol's (instrument type, exchange), if a load resolved it."""
+        entry = self._all().get(symbol_key(symbol))
+        return None if entry is None else (InstrumentType(entry[0]), entry[1])
+
+    def put(self, symbol: str, instrument_type: InstrumentType, exchange: str) -> None:
+        """Record the symbol's instrument (no write when it is already known)."""
+        entry = [InstrumentType(instrument_type).value, exchange]
+        with self._lock:
+            known = self._all()
+            if known.get(symbol_key(symbol)) == entry:
+                return
+            known[symbol_key(symbol)] = entry
+            tmp = self.path.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps(known, sort_keys=True))
+            tmp.replace(self.path)
