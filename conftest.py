@@ -2,7 +2,8 @@
 
 from hypothesis import settings
 
-pytest_plugins = ["ktrdr_shared.testing.pytest_plugin"]
+# nats_server/nats_url/nc/js, and the simulator with a connector on it (sim/connector).
+pytest_plugins = ["ktrdr_shared.testing.pytest_plugin", "ktrdr_ib_connector.testing"]
 
 # CI machines are small and shared: a property test's example may be slow
 # without being wrong, so hypothesis must not fail on time.

@@ -16,10 +16,9 @@ from pathlib import Path
 
 import nats.errors
 import numpy as np
-import pandas as pd
 import pytest
 from ktrdr_data_store.store import ParquetBarStore
-from ktrdr_ib_sim import expected_bars
+from ktrdr_ib_connector.testing import expected_stamps
 from ktrdr_shared import codec
 from ktrdr_shared.client import KtrdrClient
 from ktrdr_shared.messages import IbConnected, IbConnectionEvent, JobCompleted, LoadResult
@@ -64,10 +63,8 @@ async def all_complete(nc: NATS, stack: Stack, jobs: list[str]) -> None:
         assert not done.result.failed_segments, done.result.failed_segments
     store = ParquetBarStore(stack.data_dir)
     for symbol, sec, tf, bar_size, what in LOADS:
-        frame = expected_bars(symbol, sec, bar_size, what, False, START, NOW, now_utc=NOW)
-        want = pd.to_datetime(frame["date"], utc=True).dt.as_unit("ns").astype("int64")
         got = store.read(symbol, tf).column("ts").cast("int64").to_numpy()
-        np.testing.assert_array_equal(got, want.to_numpy())
+        np.testing.assert_array_equal(got, expected_stamps(symbol, sec, bar_size, START, what=what))
 
 
 async def outcome(nc: NATS, job_id: str) -> object:

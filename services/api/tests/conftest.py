@@ -15,12 +15,8 @@ import pytest
 from ktrdr_api.testing import api_settings, serve_api
 from ktrdr_data_store.app import build_app as build_store
 from ktrdr_data_store.config import DataStoreSettings
-from ktrdr_ib_connector.app import build_app as build_connector
-from ktrdr_ib_connector.testing import connector_settings, sim_config, wait_connected
-from ktrdr_ib_sim import IBGatewaySimulator
 from ktrdr_shared import streams
 from ktrdr_shared.runtime import ServiceApp
-from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 
@@ -37,29 +33,6 @@ async def http(api_url: str) -> AsyncIterator[httpx.AsyncClient]:
     """Yield an HTTP client of the running gateway."""
     async with httpx.AsyncClient(base_url=api_url, timeout=30) as client:
         yield client
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[IBGatewaySimulator]:
-    """Start a TWS-protocol simulator on a free port, frozen at its "now", in compressed time."""
-    server = IBGatewaySimulator(sim_config())
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-
-
-@pytest.fixture
-async def connector(nats_url: str, sim: IBGatewaySimulator, nc: NATS) -> AsyncIterator[ServiceApp]:
-    """Run the real ib-connector against the simulator; return once it is connected."""
-    app = build_connector(connector_settings(nats_url, sim.port))
-    await app.start()
-    try:
-        await wait_connected(nc)
-        yield app
-    finally:
-        await app.stop()
 
 
 @pytest.fixture

@@ -8,34 +8,7 @@ from pathlib import Path
 import pytest
 from ktrdr_data_store.app import build_app as build_store
 from ktrdr_data_store.config import DataStoreSettings
-from ktrdr_ib_connector.app import build_app as build_connector
-from ktrdr_ib_connector.testing import connector_settings, sim_config, wait_connected
-from ktrdr_ib_sim import IBGatewaySimulator
 from ktrdr_shared.runtime import ServiceApp
-from nats.aio.client import Client as NATS
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[IBGatewaySimulator]:
-    """Start a simulator on a free loopback port with compressed time."""
-    server = IBGatewaySimulator(sim_config())
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-
-
-@pytest.fixture
-async def connector(nats_url: str, sim: IBGatewaySimulator, nc: NATS) -> AsyncIterator[ServiceApp]:
-    """Run a connector against the simulator; return once it is connected."""
-    app = build_connector(connector_settings(nats_url, sim.port))
-    await app.start()
-    try:
-        await wait_connected(nc)
-        yield app
-    finally:
-        await app.stop()
 
 
 def store_settings(nats_url: str, data_dir: Path, **extra: str) -> DataStoreSettings:

@@ -17,11 +17,9 @@ from pathlib import Path
 
 import nats.js.errors
 import numpy as np
-import pandas as pd
 import pytest
 from ktrdr_data_store.store import ParquetBarStore
-from ktrdr_ib_connector.testing import NOW
-from ktrdr_ib_sim import expected_bars
+from ktrdr_ib_connector.testing import expected_stamps
 from ktrdr_shared import subjects
 from ktrdr_shared.client import KtrdrClient
 from ktrdr_shared.messages import JobCompleted, LoadResult
@@ -67,11 +65,6 @@ async def ended(js: JetStreamContext, job_id: str) -> bool:
     return False
 
 
-def expected(symbol: str, sec: str, bar_size: str, what: str, start: dt.datetime) -> np.ndarray:
-    frame = expected_bars(symbol, sec, bar_size, what, False, start, NOW, now_utc=NOW)
-    return pd.to_datetime(frame["date"], utc=True).dt.as_unit("ns").astype("int64").to_numpy()
-
-
 async def test_kill_9_mid_load_loses_nothing_and_duplicates_nothing(
     connector: ServiceApp, nats_url: str, nc: NATS, js: JetStreamContext, tmp_path: Path
 ) -> None:
@@ -107,4 +100,4 @@ async def test_kill_9_mid_load_loses_nothing_and_duplicates_nothing(
     store = ParquetBarStore(data_dir)
     for symbol, sec, tf, bar_size, what, start in LOADS:
         got = store.read(symbol, tf).column("ts").cast("int64").to_numpy()
-        np.testing.assert_array_equal(got, expected(symbol, sec, bar_size, what, start))
+        np.testing.assert_array_equal(got, expected_stamps(symbol, sec, bar_size, start, what=what))

@@ -15,15 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pytest
 from ktrdr_data_store.config import DataStoreSettings
 from ktrdr_data_store.gapfill import fill_once
-from ktrdr_data_store.ledger import AnsweredLedger
+from ktrdr_data_store.ledger import AnsweredLedger, InstrumentBook
 from ktrdr_data_store.loads import LoadRunner
 from ktrdr_data_store.store import ParquetBarStore
-from ktrdr_ib_connector.testing import NOW
-from ktrdr_ib_sim import expected_bars
+from ktrdr_ib_connector.testing import expected_stamps
 from ktrdr_shared import subjects
 from ktrdr_shared.client import KtrdrClient, new_job_id
 from ktrdr_shared.messages import (
@@ -38,7 +36,7 @@ from ktrdr_shared.messages import (
 from ktrdr_shared.messages.base import event_type
 from ktrdr_shared.runtime import ServiceApp, publish_event
 from ktrdr_shared.testing.events import read_all, wait_for_job_event
-from ktrdr_shared.types import Timeframe
+from ktrdr_shared.types import InstrumentType, Timeframe
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
@@ -52,22 +50,6 @@ UTC = dt.UTC
 def stored_ts(data_dir: Path, symbol: str, timeframe: Timeframe) -> np.ndarray:
     table = ParquetBarStore(data_dir).read(symbol, timeframe)
     return table.column("ts").cast("int64").to_numpy()
-
-
-def sim_ts(symbol: str, sec_type: str, bar_size: str, start: dt.datetime,
-           end: dt.datetime = NOW, what: str = "TRADES") -> np.ndarray:  # fmt: skip
-    """Return the stamps of the bars the simulator serves that the store keeps in [start, end).
-
-    The store stamps a daily bar 00:00 UTC of its session date, which for forex and futures
-    is after the session opened (the evening before), so ask the simulator from earlier on.
-    """
-    frame = expected_bars(symbol, sec_type, bar_size, what, False, start - dt.timedelta(days=3),
-                          end, now_utc=NOW)  # fmt: skip
-    if not len(frame):
-        return np.zeros(0, np.int64)
-    stamps = pd.to_datetime(frame["date"], utc=True).dt.as_unit("ns").astype("int64").to_numpy()
-    lo, hi = int(pd.Timestamp(start).value), int(pd.Timestamp(end).value)
-    return stamps[(stamps >= lo) & (stamps < hi)]
 
 
 async def finished(js: JetStreamContext, job_id: str, timeout_s: float = 90) -> Any:
@@ -91,7 +73,7 @@ async def test_a_hand_published_json_load_runs_to_completed(
     assert isinstance(done, JobCompleted), done
     result = done.result
     assert isinstance(result, LoadResult)
-    want = sim_ts("AAPL", "STK", "1 hour", start)
+    want = expected_stamps("AAPL", "STK", "1 hour", start)
     got = stored_ts(tmp_path / "data", "AAPL", Timeframe.H1)
     np.testing.assert_array_equal(got, want)  # Juneteenth (19th) skipped, nothing twice
     assert result.fetched_bars == len(want)
@@ -127,10 +109,10 @@ async def test_a_load_fetches_only_what_is_missing(
     # one segment: from the 24th on, across the weekend and Memorial Day (the 27th)
     assert [s.start for s in planned.segments] == [may24.replace(hour=8)]
     assert isinstance(done.result, LoadResult)
-    assert done.result.cached_before == len(sim_ts("AAPL", "STK", "1 hour", may20, may24))
-    assert done.result.fetched_bars == len(sim_ts("AAPL", "STK", "1 hour", may24, may31))
+    assert done.result.cached_before == len(expected_stamps("AAPL", "STK", "1 hour", may20, may24))
+    assert done.result.fetched_bars == len(expected_stamps("AAPL", "STK", "1 hour", may24, may31))
     got = stored_ts(tmp_path / "data", "AAPL", Timeframe.H1)
-    np.testing.assert_array_equal(got, sim_ts("AAPL", "STK", "1 hour", may20, may31))
+    np.testing.assert_array_equal(got, expected_stamps("AAPL", "STK", "1 hour", may20, may31))
 
 
 async def test_an_unknown_symbol_fails_with_ibs_answer(
@@ -170,7 +152,9 @@ async def test_bad_commands_fail_by_name_and_the_next_one_runs(
     done = await finished(js, good)
     assert isinstance(done, JobCompleted)
     got = stored_ts(tmp_path / "data", "EURUSD", Timeframe.D1)
-    want = sim_ts("EURUSD", "CASH", "1 day", dt.datetime(2024, 6, 3, tzinfo=UTC), what="MIDPOINT")
+    want = expected_stamps(
+        "EURUSD", "CASH", "1 day", dt.datetime(2024, 6, 3, tzinfo=UTC), what="MIDPOINT"
+    )
     np.testing.assert_array_equal(got, want)
 
 
@@ -202,7 +186,9 @@ async def test_a_restarted_store_resumes_the_job_from_its_events(
     done = await finished(js, job_id)
     assert isinstance(done, JobCompleted), done
     got = stored_ts(tmp_path / "data", "ES", Timeframe.M5)
-    np.testing.assert_array_equal(got, sim_ts("ES", "FUT", "5 mins", start))
+    np.testing.assert_array_equal(got, expected_stamps("ES", "FUT", "5 mins", start))
+    # the instrument the connector resolved is kept for coverage and the gap filler
+    assert InstrumentBook(tmp_path / "data").get("ES") == (InstrumentType.FUT, "CME")
     kinds = [event_type(e) for e in await read_all(js, subjects.job_events(job_id), JobEvent)]
     assert kinds.count("planned") == 1  # planned once, not again on resume
     assert kinds.count("completed") == 1
@@ -226,7 +212,7 @@ async def test_the_gap_filler_tops_up_a_dataset_whose_market_traded(
     sent = await fill_once(runner, store)
     assert [(c.symbol, c.timeframe, c.mode) for c in sent] == [("AAPL", Timeframe.H1, "tail")]
     await completions.next_msg(timeout=30)  # the gap filler's load, run like any other
-    want = sim_ts("AAPL", "STK", "1 hour", start)
+    want = expected_stamps("AAPL", "STK", "1 hour", start)
     np.testing.assert_array_equal(stored_ts(data_dir, "AAPL", Timeframe.H1), want)
     # up to date now: IB's "now" is 22:00 on Friday and the 21:00 bar is stored
     assert await fill_once(runner, store) == []

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from ktrdr_ib_connector.app import build_app
-from ktrdr_ib_connector.testing import NOW, connector_settings, sim_config, wait_connected
+from ktrdr_ib_connector.testing import NOW, connector_settings, wait_connected
 from ktrdr_ib_sim import IBGatewaySimulator
 from ktrdr_shared.runtime import ServiceApp
 from nats.aio.client import Client as NATS
@@ -17,17 +17,6 @@ from nats.aio.client import Client as NATS
 def sim_now() -> dt.datetime:
     """Return the simulator's frozen "now"."""
     return NOW
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[IBGatewaySimulator]:
-    """Start a simulator on a free loopback port with compressed time."""
-    server = IBGatewaySimulator(sim_config())
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 @pytest.fixture

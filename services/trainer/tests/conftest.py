@@ -9,13 +9,9 @@ import pytest
 import torch
 from ktrdr_data_store.app import build_app as build_store
 from ktrdr_data_store.config import DataStoreSettings
-from ktrdr_ib_connector.app import build_app as build_connector
-from ktrdr_ib_connector.testing import connector_settings, sim_config, wait_connected
-from ktrdr_ib_sim import IBGatewaySimulator
 from ktrdr_shared.runtime import ServiceApp
 from ktrdr_trainer.app import build_app as build_trainer
 from ktrdr_trainer.config import TrainerSettings
-from nats.aio.client import Client as NATS
 
 Starter = Callable[..., Awaitable[ServiceApp]]
 
@@ -69,27 +65,4 @@ async def start_trainer(nats_url: str, tmp_path: Path) -> AsyncIterator[Starter]
 
     yield start
     for app in started:
-        await app.stop()
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[IBGatewaySimulator]:
-    """Start the TWS-protocol simulator on a free loopback port, in compressed time."""
-    server = IBGatewaySimulator(sim_config())
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-
-
-@pytest.fixture
-async def connector(nats_url: str, sim: IBGatewaySimulator, nc: NATS) -> AsyncIterator[ServiceApp]:
-    """Run an ib-connector against the simulator; return once it is connected."""
-    app = build_connector(connector_settings(nats_url, sim.port))
-    await app.start()
-    try:
-        await wait_connected(nc)
-        yield app
-    finally:
         await app.stop()

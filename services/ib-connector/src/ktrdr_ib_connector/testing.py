@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from collections.abc import AsyncIterator
 
-from ktrdr_ib_sim import SimulatorConfig
+import numpy as np
+import pandas as pd
+import pytest
+from ktrdr_ib_sim import IBGatewaySimulator, SimulatorConfig, expected_bars
 from ktrdr_shared import codec, subjects
 from ktrdr_shared.messages import IbStatus
+from ktrdr_shared.runtime import ServiceApp
 from nats.aio.client import Client as NATS
 
 from ktrdr_ib_connector.config import IbConnectorSettings
@@ -41,6 +46,22 @@ def connector_settings(nats_url: str, port: int, **extra: str) -> IbConnectorSet
     return IbConnectorSettings.from_env(connector_env(nats_url, port, **extra))
 
 
+def expected_stamps(symbol: str, sec_type: str, bar_size: str, start: dt.datetime,
+                    end: dt.datetime = NOW, *, what: str = "TRADES") -> np.ndarray:  # fmt: skip
+    """Return the stamps (ns) of the simulator's bars that the store keeps in ``[start, end)``.
+
+    The store stamps a daily bar 00:00 UTC of its session date, which for forex and futures
+    is after the session opened (the evening before), so the simulator is asked from earlier on.
+    """
+    frame = expected_bars(symbol, sec_type, bar_size, what, False,
+                          start - dt.timedelta(days=3), end, now_utc=NOW)  # fmt: skip
+    if not len(frame):
+        return np.zeros(0, np.int64)
+    stamps = pd.to_datetime(frame["date"], utc=True).dt.as_unit("ns").astype("int64").to_numpy()
+    lo, hi = int(pd.Timestamp(start).value), int(pd.Timestamp(end).value)
+    return stamps[(stamps >= lo) & (stamps < hi)]
+
+
 async def wait_connected(nc: NATS, timeout_s: float = 20.0) -> IbStatus:
     """Wait until some connector reports a ready IB connection; return its status."""
     async with asyncio.timeout(timeout_s):
@@ -53,3 +74,31 @@ async def wait_connected(nc: NATS, timeout_s: float = 20.0) -> IbStatus:
             except Exception:  # no connector yet, or an error reply: ask again
                 pass
             await asyncio.sleep(0.05)
+
+
+# -- pytest fixtures: a conftest imports them (``from ktrdr_ib_connector.testing import sim``) --
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[IBGatewaySimulator]:
+    """Start a simulator on a free loopback port, frozen at ``NOW``, in compressed time."""
+    server = IBGatewaySimulator(sim_config())
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@pytest.fixture
+async def connector(nats_url: str, sim: IBGatewaySimulator, nc: NATS) -> AsyncIterator[ServiceApp]:
+    """Run the real ib-connector against the simulator; yield it once it is connected."""
+    from ktrdr_ib_connector.app import build_app  # the app imports this module's package
+
+    app = build_app(connector_settings(nats_url, sim.port))
+    await app.start()
+    try:
+        await wait_connected(nc)
+        yield app
+    finally:
+        await app.stop()
