@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
+from msgspec import Meta
 
 from ktrdr_shared.messages.base import Event, Message, check_range, upper_symbols
 from ktrdr_shared.types import (
@@ -34,6 +37,9 @@ class FetchBars(Message, frozen=True, kw_only=True):
     instrument_type: InstrumentType
     what_to_show: WhatToShow
     use_rth: bool = False
+    # Scheduling class in the connector: lower goes first (tail loads 1, backfills 5);
+    # jobs of one class share IB's pacing budget round-robin.
+    priority: Annotated[int, Meta(ge=0, le=9)] = 5
 
     def __post_init__(self) -> None:
         upper_symbols(self, "symbol")

@@ -40,6 +40,21 @@ class JobEventBase(Event, frozen=True, kw_only=True):
     ts: UtcDatetime = msgspec.field(default_factory=utc_now)
 
 
+class ProgressReason(enum.StrEnum):
+    """Why a running job is where it is (``JobProgress.reason``, ``SegmentProgress.state``)."""
+
+    PLANNING = "planning"  # asking the connector for the instrument, IB's clock, the head
+    QUEUED = "queued"  # segments sent; the connector is busy with other jobs' segments
+    FETCHING = "fetching"  # requests are going out to IB
+    PACING = "pacing"  # waiting for IB's pacing window (``until`` says when it opens)
+    IB_DISCONNECTED = "ib_disconnected"  # the connector has lost IB (``since`` says when)
+    NO_CONNECTOR = "no_connector"  # no ib-connector answers on NATS
+    STORING = "storing"  # every segment is in; waiting for the bars to become durable
+    CANCELLING = "cancelling"  # cancel requested; waiting for the connector to stop
+    TRAINING = "training"  # a training run's epochs
+    DONE = "done"  # the job is finished (the last progress event of a load)
+
+
 class JobAccepted(JobEventBase, frozen=True, kw_only=True, tag="accepted"):
     """A service took the job on; ``params`` echoes the command that started it."""
 
@@ -70,6 +85,35 @@ class JobPlanned(JobEventBase, frozen=True, kw_only=True, tag="planned"):
     instrument_type: InstrumentType | None = None
     exchange: str = ""
     what_to_show: WhatToShow | None = None
+    notes: list[str] = msgspec.field(default_factory=list)
+
+
+class SegmentsDispatched(JobEventBase, frozen=True, kw_only=True, tag="segments_dispatched"):
+    """The data-store sent ``FetchBars`` for these segments (the work queue holds them).
+
+    A restarted data-store never sends a recorded segment again: the queue keeps it until
+    the connector reports on it.
+    """
+
+    segment_ids: list[SegmentId]
+
+
+class SegmentProgress(JobEventBase, frozen=True, kw_only=True, tag="segment_progress"):
+    """The connector's account of one running segment (at most about once a second).
+
+    ``ib_requests`` counts every request sent to IB for the segment, retries included,
+    since the connector took it; ``until`` is when IB's pacing window lets the segment's
+    next request go (``state`` pacing), ``since`` when IB was lost (``ib_disconnected``).
+    """
+
+    segment_id: SegmentId
+    state: ProgressReason
+    chunks: NonNegativeInt
+    chunks_done: NonNegativeInt
+    bars: NonNegativeInt
+    ib_requests: NonNegativeInt
+    until: UtcDatetime | None = None
+    since: UtcDatetime | None = None
 
 
 class SegmentFetched(JobEventBase, frozen=True, kw_only=True, tag="segment_fetched"):
@@ -89,6 +133,10 @@ class SegmentFailed(JobEventBase, frozen=True, kw_only=True, tag="segment_failed
     message: str
     retryable: bool = False
     ib_code: int | None = None
+    # What the segment did before it stopped (a cancelled segment's bars were published).
+    chunks_done: NonNegativeInt = 0
+    bars: NonNegativeInt = 0
+    ib_requests: NonNegativeInt = 0
 
 
 class JobProgress(JobEventBase, frozen=True, kw_only=True, tag="progress"):
@@ -98,6 +146,14 @@ class JobProgress(JobEventBase, frozen=True, kw_only=True, tag="progress"):
     total: NonNegativeFloat
     unit: str
     message: str = ""
+    reason: ProgressReason | None = None
+    since: UtcDatetime | None = None  # IB lost since (ib_disconnected), or state since
+    until: UtcDatetime | None = None  # the pacing window opens (pacing)
+    eta: UtcDatetime | None = None  # the estimated end, at the current rate
+    rate: NonNegativeFloat | None = None  # bars per second over the last interval
+    bars: NonNegativeInt | None = None  # bars fetched so far
+    requests_done: NonNegativeInt | None = None  # IB requests sent so far, retries included
+    requests_planned: NonNegativeInt | None = None  # IB requests the plan needs (at least)
 
 
 class EpochCompleted(JobEventBase, frozen=True, kw_only=True, tag="epoch_completed"):
@@ -162,14 +218,17 @@ class JobFailed(JobEventBase, frozen=True, kw_only=True, tag="failed"):
 
 
 class JobCancelled(JobEventBase, frozen=True, kw_only=True, tag="cancelled"):
-    """The job stopped on request."""
+    """The job stopped on request; ``result`` says what a load did before it stopped."""
 
     reason: str = ""
+    result: LoadResult | TrainingResult | None = None
 
 
 JobEvent = (
     JobAccepted
     | JobPlanned
+    | SegmentsDispatched
+    | SegmentProgress
     | SegmentFetched
     | SegmentFailed
     | JobProgress
