@@ -44,8 +44,9 @@ def build_app(settings: DataStoreSettings) -> ServiceApp:
         await streams.ensure_consumers(js, streams.DATA_COMMANDS, streams.STORE_BARS)
         store = ParquetBarStore(settings.data_dir)
         ledger = AnsweredLedger(settings.data_dir)
-        app.background(Ingestor(js=js, store=store, ledger=ledger).run)
         runner = LoadRunner(nc, store, ledger, settings)
+        app.background(Ingestor(js=js, store=store, ledger=ledger,
+                                on_durable=runner.on_durable).run)  # fmt: skip
         app.background(runner.follow)
         app.background(functools.partial(run_gap_filler, runner, store,
                                          settings.gap_fill_interval_s))  # fmt: skip

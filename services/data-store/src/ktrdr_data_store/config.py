@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from ktrdr_shared.config import Settings
+from msgspec import Meta
 
 
 class DataStoreSettings(Settings, frozen=True, kw_only=True):
@@ -15,8 +18,14 @@ class DataStoreSettings(Settings, frozen=True, kw_only=True):
     # A load whose segments were all reported but whose bars stop becoming durable for
     # this long completes with those segments listed as not stored.
     load_stall_timeout_s: float = 300.0
-    # At most one progress event per job this often.
+    # At most one progress event per job this often (a change of reason goes out at once).
     load_progress_interval_s: float = 1.0
+    # Segments of one load sent to the connector and not yet reported, at most: the rest
+    # wait, so other jobs' segments interleave with a long load's in the work queue.
+    load_segments_in_flight: Annotated[int, Meta(ge=1, le=1000)] = 8
+    # After a cancel, how long a load waits for the connector to report the segments it was
+    # running (what they did goes into the cancelled event) before it closes anyway.
+    load_cancel_wait_s: Annotated[float, Meta(ge=0)] = 10.0
     # Every this often, a tail load for each dataset whose market traded since its last
     # bar (0 turns the gap filler off).
     gap_fill_interval_s: float = 900.0

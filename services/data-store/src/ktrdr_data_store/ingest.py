@@ -18,6 +18,7 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import nats.errors
@@ -89,6 +90,8 @@ class Ingestor:
         max_delay_s: the longest the oldest bar in hand waits for more before it is written
             (only while a backlog is being read: a drained stream is written at once).
         writers: datasets written at once, each in its own thread (they are different files).
+        on_durable: told (in-process) of each dataset's answered windows once they are
+            durable, so load jobs learn it without reading the ledger file.
     """
 
     js: JetStreamContext
@@ -100,6 +103,7 @@ class Ingestor:
     max_rows: int = 1_000_000
     max_delay_s: float = 2.0
     writers: int = 4
+    on_durable: Callable[[str, Timeframe, list[tuple[int, int]]], None] | None = None
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Ingest until ``stopping`` is set; the bars in hand are written first.
@@ -194,6 +198,8 @@ class Ingestor:
             for item in items:
                 await item.msg.nak(delay=self.retry_delay_s)
             return
+        if self.on_durable is not None:
+            self.on_durable(key, timeframe, [item.answered for item in items])
         for item in items:
             await item.msg.ack()
         if result.first_ns is not None and result.last_ns is not None:

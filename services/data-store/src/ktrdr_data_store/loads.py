@@ -1,15 +1,18 @@
-"""Load orchestration: ``LoadData`` in, ``FetchBars`` out, the job's events as its only state.
+"""The load runner: feeds job events and facts to the decider (``jobs.py``), carries effects out.
 
-- The command handler assigns the job id (a hand-published command may lack one), publishes
-  ``accepted`` and acks: from then on the job lives in the event log.
-- ``follow`` reads ``ktrdr.evt.job.>`` from the beginning (an ordered consumer that replays
-  history, then stays live) and folds every data load's events (``jobs.py``). Once caught
-  up it moves each unfinished load on: plan it (``planning.py``: IB's clock, the symbol's
-  market, the head timestamp, the store and the ledger), send one ``FetchBars`` per
-  segment, and finish when every segment was reported and its bars are durable.
-- Every event it publishes carries a ``Nats-Msg-Id`` made of the job id and the step, so a
-  restart that repeats a step inside the duplicate window announces it once; a restart
-  after it folds the step from the log and skips it.
+- ``handle_command`` accepts a ``LoadData``: it assigns the job id (a hand-published command
+  may lack one), publishes ``accepted`` and acks. From then on the job lives in the log.
+- ``follow`` folds ``ktrdr.evt.job.>`` from the start of the log (an ordered consumer that
+  replays history, then stays live). The replay is complete once the event that was the
+  last job event when it started has been folded — a sure signal, unlike a pending count,
+  which reads zero while history still sits unread in the client's buffer. Only then does
+  it decide anything, so a restart moves on exactly the unfinished jobs.
+- ``decide`` runs for every unfinished job whenever something changed: an event folded,
+  bars became durable (``on_durable``, called in-process by the ingestor), the connector's
+  state changed, or a second passed (progress, stall and cancel deadlines are about time).
+- Effects are carried out idempotently: each published step has a ``Nats-Msg-Id`` of job
+  and step, each event published is folded straight back into the state, and a terminal
+  event is never published when the log already has one for the job.
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import msgspec
@@ -29,35 +31,33 @@ import nats.js.errors
 from ktrdr_shared import codec, streams, subjects
 from ktrdr_shared.client import KtrdrClient
 from ktrdr_shared.consumer import derived_job_id, salvage_job_id
-from ktrdr_shared.errors import KtrdrError, RetryableError
+from ktrdr_shared.errors import IbUnavailable, KtrdrError, RetryableError
 from ktrdr_shared.messages import (
-    FetchBars,
+    TERMINAL_JOB_EVENTS,
     HeadTimestamp,
     HeadTimestampRequest,
     IbStatus,
     JobAccepted,
-    JobCancelled,
-    JobCompleted,
     JobEvent,
     JobFailed,
     JobKind,
     JobPlanned,
-    JobProgress,
     LoadData,
     PlannedSegment,
     StatusRequest,
     SymbolInfo,
     ValidateSymbol,
 )
-from ktrdr_shared.messages.base import Event, event_type
 from ktrdr_shared.runtime import publish_event
 from ktrdr_shared.types import (
     InstrumentType,
     LoadMode,
+    Timeframe,
     default_what_to_show,
     from_unix_nanos,
     symbol_key,
     to_unix_nanos,
+    utc_now,
 )
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -65,41 +65,40 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from ktrdr_data_store import jobs
 from ktrdr_data_store.config import DataStoreSettings
-from ktrdr_data_store.jobs import LoadState
-from ktrdr_data_store.ledger import AnsweredLedger, InstrumentBook
+from ktrdr_data_store.jobs import ConnectorFacts, Dispatch, Effect, Facts, LoadState, Plan, Policy
+from ktrdr_data_store.ledger import AnsweredLedger, InstrumentBook, merge_ranges
 from ktrdr_data_store.planning import load_range, market_calendar, plan_segments, read_margin_ns
 from ktrdr_data_store.store import BarStore
 
 log = logging.getLogger(__name__)
 
 R = TypeVar("R")
-
-
-@dataclass
-class _Job:
-    """A load being moved on: its folded state plus what this process has done for it."""
-
-    state: LoadState
-    planning: asyncio.Task[None] | None = None
-    dispatched: bool = False
-    closing: bool = False
-    progress_at: float = 0.0
-    progress_done: float = -1.0
-    changed_at: float = field(default_factory=time.monotonic)
+Dataset = tuple[str, Timeframe]
 
 
 class LoadRunner:
     """Run data loads from their events (see the module docstring)."""
 
     def __init__(self, nc: NATS, store: BarStore, ledger: AnsweredLedger,
-                 settings: DataStoreSettings, *, tick_s: float = 0.25) -> None:  # fmt: skip
+                 settings: DataStoreSettings) -> None:  # fmt: skip
         self.nc, self.js = nc, nc.jetstream()
-        self.store, self.ledger, self.settings, self.tick_s = store, ledger, settings, tick_s
+        self.store, self.ledger, self.settings = store, ledger, settings
         self.client = KtrdrClient(nc, timeout_s=10.0)
         self.instruments = InstrumentBook(settings.data_dir)
-        self.jobs: dict[str, _Job] = {}
+        self.policy = Policy(
+            segments_in_flight=settings.load_segments_in_flight,
+            progress_interval_s=settings.load_progress_interval_s,
+            stall_timeout_s=settings.load_stall_timeout_s,
+            cancel_wait_s=settings.load_cancel_wait_s,
+        )
+        self.jobs: dict[str, LoadState] = {}
         self.finished: OrderedDict[str, None] = OrderedDict()
+        self.planning: dict[str, asyncio.Task[None]] = {}
+        self.durable: dict[Dataset, list[jobs.Range]] = {}
+        self.loaded: set[Dataset] = set()
+        self.connector = ConnectorFacts()
         self.caught_up = asyncio.Event()
+        self.wake = asyncio.Event()
 
     # -- commands ---------------------------------------------------------------------
 
@@ -132,49 +131,16 @@ class LoadRunner:
             return False
         return True
 
-    # -- following the event log ------------------------------------------------------
+    # -- inputs: events, durable bars, the connector -----------------------------------
 
-    async def follow(self, stopping: asyncio.Event) -> None:
-        """Fold job events from the start of the log and move unfinished loads on."""
-        config = ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
-        sub = await self.js.subscribe(subjects.JOB_EVENTS_ALL, stream=streams.EVENTS.name,
-                                      ordered_consumer=True, idle_heartbeat=2.0,
-                                      config=config)  # fmt: skip
-        try:
-            if (await sub.consumer_info()).num_pending == 0:
-                self.caught_up.set()
-            while not stopping.is_set():
-                await self._step(sub)
-        finally:
-            with contextlib.suppress(nats.errors.Error):
-                await sub.unsubscribe()
-            for job in self.jobs.values():
-                if job.planning is not None:
-                    job.planning.cancel()
+    def on_durable(self, key: str, timeframe: Timeframe, ranges: list[jobs.Range]) -> None:
+        """Note ranges whose bars just became durable (the ingestor calls this in-process)."""
+        dataset = (key, timeframe)
+        self.durable[dataset] = merge_ranges(self.durable.get(dataset, []) + ranges)
+        self.wake.set()
 
-    async def _step(self, sub: Any) -> None:
-        try:
-            msg = await sub.next_msg(timeout=self.tick_s)
-        except nats.errors.TimeoutError:
-            msg = None
-        except nats.errors.Error as e:  # a reconnect in progress: the consumer resets itself
-            log.warning("job events: %s; retrying", e)
-            await asyncio.sleep(self.tick_s)
-            return
-        if msg is not None:
-            self._fold(msg)
-            if msg.metadata.num_pending == 0:
-                self.caught_up.set()
-        if self.caught_up.is_set():
-            for job in list(self.jobs.values()):
-                await self._advance(job)
-
-    def _fold(self, msg: Msg) -> None:
-        try:
-            event = codec.decode(msg.data, JobEvent, subject=msg.subject, headers=msg.headers)
-        except KtrdrError as e:
-            log.warning("skipping a malformed job event: %s", e.message)
-            return
+    def fold(self, event: JobEvent) -> None:
+        """Fold one job event into its load's state (loads only; finished jobs are let go)."""
         if isinstance(event, JobAccepted):
             if event.job_id not in self.jobs and event.job_id not in self.finished:
                 try:
@@ -184,129 +150,195 @@ class LoadRunner:
                                 event.job_id, e)  # fmt: skip
                     return
                 if state is not None:
-                    self.jobs[event.job_id] = _Job(state)
+                    self.jobs[event.job_id] = state
             return
-        job = self.jobs.get(event.job_id)
-        if job is not None:
-            before = len(job.state.outcomes)
-            jobs.apply(job.state, event)
-            if len(job.state.outcomes) != before:
-                job.changed_at = time.monotonic()
-
-    # -- moving a load on ---------------------------------------------------------------
-
-    async def _advance(self, job: _Job) -> None:
-        state = job.state
-        if state.finished:
-            self._forget(job)
-        elif job.closing:
+        state = self.jobs.get(event.job_id)
+        if state is None:
             return
-        elif state.cancel is not None:
-            await self._close(job, JobCancelled(job_id=state.job_id, reason=state.cancel.reason))
-        elif state.planned is None:
-            if job.planning is None:
-                job.planning = asyncio.create_task(self._plan(job))
-        elif not job.dispatched:
-            await self._dispatch(state)
-            job.dispatched, job.changed_at = True, time.monotonic()
-        else:
-            await self._check_done(job)
+        jobs.evolve(state, event)
+        if state.terminal is not None:
+            self._let_go(state.job_id)
+        self.wake.set()
 
-    async def _check_done(self, job: _Job) -> None:
-        state = job.state
-        key, timeframe = symbol_key(state.command.symbol), state.command.timeframe
-        now = time.monotonic()
-        recently = now - job.progress_at < self.settings.load_progress_interval_s
-        if recently and state.pending_segments():  # fmt: skip
-            return
-        answered = await asyncio.to_thread(self.ledger.ranges, key, timeframe)
-        done = round(100 * jobs.stored_fraction(state, answered), 2)
-        if done != job.progress_done:
-            job.changed_at = now
-        if state.pending_segments():
-            await self._progress(job, done)
-            return
-        not_stored = jobs.unstored(state, answered)
-        if not_stored and now - job.changed_at < self.settings.load_stall_timeout_s:
-            await self._progress(job, done)
-            return
-        result = jobs.load_result(state, not_stored)
-        if result.segments_fetched == 0 and result.failed_segments:
-            first = result.failed_segments[0]
-            await self._close(job, JobFailed(
-                job_id=state.job_id, code=first.code, message=first.message,
-                details={"failed_segments": msgspec.to_builtins(result.failed_segments)},
-            ))  # fmt: skip
-        else:
-            await self._close(job, JobCompleted(job_id=state.job_id, result=result))
-
-    async def _progress(self, job: _Job, done: float) -> None:
-        recently = time.monotonic() - job.progress_at < self.settings.load_progress_interval_s
-        if done == job.progress_done or recently:
-            return
-        state = job.state
-        reported, total = len(state.outcomes), len(state.segments)
-        bars = sum(o.bars for _, o in state.fetched())
-        job.progress_at, job.progress_done = time.monotonic(), done
-        await self._publish(JobProgress(
-            job_id=state.job_id, done=done, total=100.0, unit="percent",
-            message=f"{reported} of {total} segments fetched ({bars} bars); {done:g}% stored",
-        ))  # fmt: skip
-
-    async def _dispatch(self, state: LoadState) -> None:
-        planned = state.planned
-        assert planned is not None and planned.instrument_type is not None
-        what = planned.what_to_show or default_what_to_show(planned.instrument_type)
-        for segment in state.pending_segments():
-            command = FetchBars(
-                job_id=state.job_id, segment_id=segment.segment_id,
-                symbol=state.command.symbol, timeframe=state.command.timeframe,
-                start=segment.start, end=segment.end,
-                instrument_type=planned.instrument_type, what_to_show=what,
-            )  # fmt: skip
-            msg_id = f"{state.job_id}.{segment.segment_id}"
-            await self.js.publish(subjects.CMD_IB_FETCH, codec.encode(command),
-                                  headers={"Nats-Msg-Id": msg_id})  # fmt: skip
-
-    async def _close(self, job: _Job, event: JobCancelled | JobCompleted | JobFailed) -> None:
-        job.closing = True
-        if job.planning is not None:
-            job.planning.cancel()
-        await self._publish(event, msg_id=f"{event.job_id}.{event_type(event)}")
-
-    def _forget(self, job: _Job) -> None:
-        if job.planning is not None:
-            job.planning.cancel()
-        self.jobs.pop(job.state.job_id, None)
-        self.finished[job.state.job_id] = None
+    def _let_go(self, job_id: str) -> None:
+        self.jobs.pop(job_id, None)
+        task = self.planning.pop(job_id, None)
+        if task is not None:
+            task.cancel()
+        self.finished[job_id] = None
         while len(self.finished) > 10_000:
             self.finished.popitem(last=False)
 
-    async def _publish(self, event: Event, msg_id: str | None = None) -> None:
+    async def follow(self, stopping: asyncio.Event) -> None:
+        """Fold job events from the start of the log; decide once the replay is complete."""
+        last = await self._last_job_seq()
+        if last is None:
+            self.caught_up.set()
+        config = ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
+        sub = await self.js.subscribe(subjects.JOB_EVENTS_ALL, stream=streams.EVENTS.name,
+                                      ordered_consumer=True, idle_heartbeat=2.0,
+                                      config=config)  # fmt: skip
+        deciding = asyncio.create_task(self._decide_loop(stopping))
+        watching = asyncio.create_task(self._watch_connector(stopping))
+        try:
+            while not stopping.is_set():
+                msg = await self._next(sub)
+                if msg is None:
+                    continue
+                self._fold_msg(msg)
+                if last is not None and msg.metadata.sequence.stream >= last:
+                    self.caught_up.set()
+                    self.wake.set()
+        finally:
+            for task in (deciding, watching, *self.planning.values()):
+                task.cancel()
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
+
+    async def _last_job_seq(self) -> int | None:
+        """Return the stream sequence of the last job event now (None: there is none)."""
+        try:
+            msg = await self.js.get_last_msg(streams.EVENTS.name or "", subjects.JOB_EVENTS_ALL)
+        except nats.js.errors.NotFoundError:
+            return None
+        return int(msg.seq or 0)
+
+    async def _next(self, sub: Any) -> Msg | None:
+        try:
+            msg: Msg = await sub.next_msg(timeout=1.0)
+        except nats.errors.TimeoutError:
+            return None
+        except nats.errors.Error as e:  # a reconnect in progress: the consumer resets itself
+            log.warning("job events: %s; retrying", e)
+            await asyncio.sleep(0.5)
+            return None
+        return msg
+
+    def _fold_msg(self, msg: Msg) -> None:
+        try:
+            event = codec.decode(msg.data, JobEvent, subject=msg.subject, headers=msg.headers)
+        except KtrdrError as e:
+            log.warning("skipping a malformed job event: %s", e.message)
+            return
+        self.fold(event)
+
+    async def _watch_connector(self, stopping: asyncio.Event) -> None:
+        """Keep ``connector`` current while loads run (is it there, has it IB, since when)."""
+        while not stopping.is_set():
+            if self.jobs and self.caught_up.is_set():
+                facts = await self._ask_connector()
+                if facts != self.connector:
+                    self.connector = facts
+                    self.wake.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), timeout=2.0)
+
+    async def _ask_connector(self) -> ConnectorFacts:
+        try:
+            reply = await self.nc.request(subjects.IB_STATUS, b"", timeout=2.0)
+            status = codec.decode(reply.data, IbStatus, subject=subjects.IB_STATUS)
+        except nats.errors.NoRespondersError:
+            return ConnectorFacts(up=False)
+        except (nats.errors.Error, KtrdrError):
+            return self.connector  # slow or erring: no news
+        if status.connected:
+            return ConnectorFacts(up=True, ib_connected=True)
+        lost = self.connector.since if self.connector.ib_connected is False else utc_now()
+        return ConnectorFacts(up=True, ib_connected=False, since=status.since or lost)
+
+    # -- deciding and carrying effects out ----------------------------------------------
+
+    async def _decide_loop(self, stopping: asyncio.Event) -> None:
+        await self.caught_up.wait()
+        while not stopping.is_set():
+            self.wake.clear()
+            for state in list(self.jobs.values()):
+                await self._move_on(state)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout=1.0 if self.jobs else None)
+
+    async def _move_on(self, state: LoadState) -> None:
+        """Decide for one job and carry the effects out (a failure is logged, retried later)."""
+        try:
+            facts = Facts(now=utc_now(), durable=await self._durable_of(state),
+                          connector=self.connector)  # fmt: skip
+            for effect in jobs.decide(state, facts, self.policy):
+                await self._carry_out(state, effect)
+                if state.terminal is not None:
+                    break
+        except (nats.errors.Error, OSError) as e:
+            log.warning("job %s: %s; trying again", state.job_id, e or type(e).__name__)
+
+    async def _durable_of(self, state: LoadState) -> list[jobs.Range]:
+        dataset = (symbol_key(state.command.symbol), state.command.timeframe)
+        if dataset not in self.loaded and state.planned is not None:
+            on_disk = await asyncio.to_thread(self.ledger.ranges, *dataset)
+            self.loaded.add(dataset)
+            self.durable[dataset] = merge_ranges(self.durable.get(dataset, []) + on_disk)
+        return self.durable.get(dataset, [])
+
+    async def _carry_out(self, state: LoadState, effect: Effect) -> None:
+        if isinstance(effect, Plan):
+            if effect.job_id not in self.planning:
+                self.planning[effect.job_id] = asyncio.create_task(self._plan(state))
+        elif isinstance(effect, Dispatch):
+            for command in effect.commands:
+                await self.js.publish(subjects.CMD_IB_FETCH, codec.encode(command),
+                                      headers={"Nats-Msg-Id": f"{command.job_id}."
+                                               f"{command.segment_id}"})  # fmt: skip
+            first = effect.recorded.segment_ids[0]
+            await self._publish(state, effect.recorded, f"{state.job_id}.dispatched.{first}")
+        else:
+            await self._publish(state, effect.event, effect.msg_id)
+
+    async def _publish(self, state: LoadState, event: JobEvent, msg_id: str | None) -> None:
+        """Publish a job event and fold it in; a terminal one at most once per job, ever."""
+        if isinstance(event, TERMINAL_JOB_EVENTS):
+            earlier = await self._terminal_in_log(state.job_id)
+            if earlier is not None:
+                self.fold(earlier)
+                return
         await publish_event(self.js, event, msg_id=msg_id)
+        self.fold(event)
+
+    async def _terminal_in_log(self, job_id: str) -> JobEvent | None:
+        for kind in ("completed", "failed", "cancelled"):
+            try:
+                msg = await self.js.get_last_msg(streams.EVENTS.name or "",
+                                                 subjects.job_event(job_id, kind))  # fmt: skip
+            except nats.js.errors.NotFoundError:
+                continue
+            event: JobEvent = codec.decode(msg.data or b"", JobEvent, subject=msg.subject or "")
+            return event
+        return None
 
     # -- planning -----------------------------------------------------------------------
 
-    async def _plan(self, job: _Job) -> None:
-        state = job.state
+    async def _plan(self, state: LoadState) -> None:
+        """Publish the load's plan, or its failure (the ``Plan`` effect)."""
         try:
-            await self._publish(await self.plan(state), msg_id=f"{state.job_id}.planned")
+            planned: JobEvent = await self.plan(state)
+            msg_id = f"{state.job_id}.planned"
         except asyncio.CancelledError:
             raise
         except KtrdrError as e:
-            await self._close(job, JobFailed(job_id=state.job_id, code=e.code, message=e.message,
-                                             details=e.details))  # fmt: skip
+            planned = JobFailed(job_id=state.job_id, code=e.code, message=e.message,
+                                details=e.details)  # fmt: skip
+            msg_id = f"{state.job_id}.failed"
         except ValueError as e:  # a range the calendar or the mode refuses, named in e
-            await self._close(job, JobFailed(job_id=state.job_id, code="invalid_request",
-                                             message=str(e)))  # fmt: skip
+            planned = JobFailed(job_id=state.job_id, code="invalid_request", message=str(e))
+            msg_id = f"{state.job_id}.failed"
         except Exception as e:
             log.exception("job %s: planning failed", state.job_id)
-            await self._close(
-                job,
-                JobFailed(
-                    job_id=state.job_id, code="internal", message=f"planning the load failed: {e!r}"
-                ),
-            )
+            planned = JobFailed(job_id=state.job_id, code="internal",
+                                message=f"planning the load failed: {e!r}")  # fmt: skip
+            msg_id = f"{state.job_id}.failed"
+        try:
+            if state.terminal is None and state.cancel is None:
+                await self._publish(state, planned, msg_id)
+        finally:
+            self.planning.pop(state.job_id, None)
+            self.wake.set()
 
     async def plan(self, state: LoadState) -> JobPlanned:
         """Return the plan of a load: ask IB what is needed, then read the store and ledger."""
@@ -363,7 +395,7 @@ class LoadRunner:
         async def ask() -> int:
             status = await self.client.request(subjects.IB_STATUS, StatusRequest(), IbStatus)
             if status.server_time is None:
-                raise RetryableError("the ib-connector is not connected to IB yet")
+                raise IbUnavailable("the ib-connector is not connected to IB yet")
             return to_unix_nanos(status.server_time)
 
         return await self._retrying(ask, "IB's clock (ktrdr.ib.status)")
