@@ -71,6 +71,16 @@ def test_stock_sessions_follow_new_york_across_the_dst_switch(
     assert calendar.offsets[i] == offset_h * HOUR
 
 
+@pytest.mark.parametrize("exchange", ["SMART", "NYSE", "NASDAQ", "ISLAND"])
+def test_stocks_trade_04_00_to_20_00_new_york_without_rth(exchange: str) -> None:
+    extended = calendar_for(STK, exchange).sessions(utc(2024, 6, 26), utc(2024, 6, 29))
+    assert extended == [(utc(2024, 6, 26, 8), utc(2024, 6, 27)),
+                        (utc(2024, 6, 27, 8), utc(2024, 6, 28)),
+                        (utc(2024, 6, 28, 8), utc(2024, 6, 29))]  # fmt: skip
+    regular = calendar_for(STK, exchange, use_rth=True).sessions(utc(2024, 6, 28), utc(2024, 6, 29))
+    assert regular == [(utc(2024, 6, 28, 13, 30), utc(2024, 6, 28, 20))]
+
+
 def test_an_index_keeps_regular_hours_and_aligns_on_chicago_time() -> None:
     calendar = calendar_for(IND)  # SPX on CBOE, as IB reports it
     assert calendar.zone == "America/Chicago"

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ktrdr_data_store.calendar import DAY_NS, calendar_for
-from ktrdr_data_store.gaps import plan_missing_segments, resolve_range
+from ktrdr_data_store.gaps import is_small_bar, plan_missing_segments, resolve_range
 from ktrdr_shared.types import InstrumentType, LoadMode, Timeframe, to_unix_nanos
 
 pytestmark = pytest.mark.unit
@@ -86,6 +86,25 @@ def test_segments_separated_only_by_closed_time_are_joined() -> None:
     stored = every(MINUTE, DAY1[0], utc(2024, 7, 1, 19)) + every(MINUTE, DAY2[0] + HOUR, DAY2[1])
     got = plan(M1, DAY1[0], DAY2[1], stored_ts=stored, sessions=[DAY1, DAY2])
     assert got == [(utc(2024, 7, 1, 19), DAY2[0] + HOUR)]  # one request over the night
+
+
+@pytest.mark.parametrize("timeframe", [Timeframe.S1, Timeframe.S5, Timeframe.S15, Timeframe.S30])
+def test_small_bars_are_not_joined_across_closed_time(timeframe: Timeframe) -> None:
+    # their requests cover hours: one over the night would come back "no data"
+    stored = every(MINUTE, DAY1[0], utc(2024, 7, 1, 19)) + every(MINUTE, DAY2[0] + HOUR, DAY2[1])
+    stored = [t + k * timeframe.nanos for t in stored for k in range(MINUTE // timeframe.nanos)]
+    got = plan(timeframe, DAY1[0], DAY2[1], stored_ts=stored, sessions=[DAY1, DAY2])
+    assert got == [(utc(2024, 7, 1, 19), DAY1[1]), (DAY2[0], DAY2[0] + HOUR)]
+    assert is_small_bar(timeframe) and not is_small_bar(M1)
+
+
+def test_small_bars_keep_abutting_sessions_in_one_segment() -> None:
+    calendar = calendar_for(InstrumentType.CASH)
+    start, end = utc(2024, 3, 6), utc(2024, 3, 12)
+    got = plan_missing_segments(timeframe=Timeframe.S5, start_ns=start, end_ns=end, stored_ts=[],
+                                answered=[], sessions=calendar.sessions(start, end),
+                                zone=calendar.zone)  # fmt: skip
+    assert got == [(start, utc(2024, 3, 8, 22)), (utc(2024, 3, 10, 21), end)]  # the weekend
 
 
 def test_segments_are_not_joined_across_a_stored_bar_or_an_answered_range() -> None:

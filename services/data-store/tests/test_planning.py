@@ -1,13 +1,24 @@
-"""Fitting a load to the market: complete bars only, calendar bounds, the gap filler's test."""
+"""Fitting a load to the market: complete bars, calendar bounds, open time and IB's history
+for small bars, the gap filler's test."""
 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from ktrdr_data_store.calendar import calendar_for
-from ktrdr_data_store.planning import load_range, market_calendar, plan_segments, traded_since
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from ktrdr_data_store.calendar import MarketCalendar, calendar_for
+from ktrdr_data_store.planning import (
+    ib_history_start,
+    load_range,
+    market_calendar,
+    plan_segments,
+    traded_since,
+)
 from ktrdr_shared.messages import LoadData
 from ktrdr_shared.types import InstrumentType, LoadMode, Timeframe, to_unix_nanos
 
@@ -18,24 +29,24 @@ FOREX = calendar_for(InstrumentType.CASH)
 HOUR = 3600 * 10**9
 
 
-def ns(*args: int) -> int:
-    return to_unix_nanos(dt.datetime(*args, tzinfo=dt.UTC))  # type: ignore[misc]
+def ns(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> int:
+    return to_unix_nanos(dt.datetime(year, month, day, hour, minute, tzinfo=dt.UTC))
 
 
 def test_a_tail_load_ends_before_the_bar_still_forming() -> None:
     # Friday 2024-06-28 18:30 New York: extended hours run to 20:00, so the 18:00 bar is open
     now = ns(2024, 6, 28, 22, 30)
     command = LoadData(symbol="AAPL", timeframe=Timeframe.H1)
-    start, end = load_range(command, now_ns=now, calendar=STOCKS, first_stored=ns(2024, 6, 3),
-                            last_stored=ns(2024, 6, 28, 20))  # fmt: skip
-    assert (start, end) == (ns(2024, 6, 28, 20), ns(2024, 6, 28, 22))
+    span = load_range(command, now_ns=now, calendar=STOCKS, first_stored=ns(2024, 6, 3),
+                      last_stored=ns(2024, 6, 28, 20))  # fmt: skip
+    assert span == (ns(2024, 6, 28, 20), ns(2024, 6, 28, 22), ())
 
 
 def test_an_empty_dataset_tails_back_by_the_default_lookback() -> None:
     command = LoadData(symbol="AAPL", timeframe=Timeframe.D1)
     now = ns(2024, 6, 29, 12)
-    start, end = load_range(command, now_ns=now, calendar=STOCKS, first_stored=None,
-                            last_stored=None)  # fmt: skip
+    start, end, _ = load_range(command, now_ns=now, calendar=STOCKS, first_stored=None,
+                               last_stored=None)  # fmt: skip
     assert now - start == 5 * 365 * 24 * HOUR
     assert end == now  # Saturday: no session open, every daily bar so far is complete
 
@@ -43,8 +54,8 @@ def test_an_empty_dataset_tails_back_by_the_default_lookback() -> None:
 def test_a_start_before_the_calendar_is_clamped_to_it() -> None:
     command = LoadData(symbol="AAPL", timeframe=Timeframe.D1, mode=LoadMode.FULL,
                        start=dt.datetime(1970, 1, 5, tzinfo=dt.UTC))  # fmt: skip
-    start, _ = load_range(command, now_ns=ns(2024, 6, 29), calendar=STOCKS, first_stored=None,
-                          last_stored=None)  # fmt: skip
+    start, _, _ = load_range(command, now_ns=ns(2024, 6, 29), calendar=STOCKS,
+                             first_stored=None, last_stored=None)  # fmt: skip
     assert start == STOCKS.first_ns
 
 
@@ -84,3 +95,227 @@ def test_the_gap_filler_acts_only_when_a_bar_completed(
 
 def test_an_unmapped_exchange_takes_its_types_calendar() -> None:
     assert market_calendar(InstrumentType.STK, "PINK").name == STOCKS.name
+
+
+# --- Bars of 30 s or less: open time only, and no further back than IB keeps them -----------
+
+SECOND = 10**9
+ES = calendar_for(InstrumentType.FUT)
+NASDAQ = calendar_for(InstrumentType.STK, "NASDAQ")
+REGULAR = calendar_for(InstrumentType.STK, use_rth=True)
+NOTHING_STORED = np.zeros(0, dtype=np.int64)
+SMALL = [Timeframe.S1, Timeframe.S5, Timeframe.S15, Timeframe.S30]
+#: Seconds per request, as the connector cuts them (ktrdr_ib_connector.chunking.CHUNK_RULES).
+REQUEST_S = {Timeframe.S1: 1_800, Timeframe.S5: 3_600, Timeframe.S15: 14_400,
+             Timeframe.S30: 28_800}  # fmt: skip
+
+
+def requests(timeframe: Timeframe, segments: list[tuple[int, int]]) -> int:
+    """Return how many requests the connector cuts from ``segments``."""
+    step = REQUEST_S[timeframe] * SECOND
+    return sum(-(-(end - start) // step) for start, end in segments)
+
+
+def test_a_two_day_one_second_load_asks_only_for_extended_hours() -> None:
+    command = LoadData(symbol="AAPL", timeframe=Timeframe.S1,
+                       start=dt.datetime(2024, 6, 26, tzinfo=dt.UTC),
+                       end=dt.datetime(2024, 6, 28, tzinfo=dt.UTC))  # fmt: skip
+    span = load_range(command, now_ns=ns(2024, 6, 29, 12), calendar=STOCKS, first_stored=None,
+                      last_stored=None)  # fmt: skip
+    plan = plan_segments(Timeframe.S1, span, calendar=STOCKS, stored_ts=NOTHING_STORED,
+                         answered=[])  # fmt: skip
+    # 04:00-20:00 New York each day; the night between used to be joined: 80 requests, 16 empty
+    assert plan.segments == [(ns(2024, 6, 26, 8), ns(2024, 6, 27)),
+                             (ns(2024, 6, 27, 8), ns(2024, 6, 28))]  # fmt: skip
+    assert requests(Timeframe.S1, plan.segments) == 64
+    assert plan.notes == []
+
+
+@pytest.mark.parametrize(
+    ("calendar", "timeframe", "span", "segments"),
+    [
+        # forex closes Friday 17:00 and opens Sunday 17:00 New York
+        (FOREX, Timeframe.S5, (ns(2024, 6, 28, 12), ns(2024, 7, 1, 12)),
+         [(ns(2024, 6, 28, 12), ns(2024, 6, 28, 21)), (ns(2024, 6, 30, 21), ns(2024, 7, 1, 12))]),
+        # forex weekdays abut: Tuesday to Thursday is one stretch of open time
+        (FOREX, Timeframe.S1, (ns(2024, 7, 9), ns(2024, 7, 11)),
+         [(ns(2024, 7, 9), ns(2024, 7, 11))]),
+        # ES halts 16:00-17:00 Chicago every day
+        (ES, Timeframe.S15, (ns(2024, 6, 27, 18), ns(2024, 6, 28, 2)),
+         [(ns(2024, 6, 27, 18), ns(2024, 6, 27, 21)), (ns(2024, 6, 27, 22), ns(2024, 6, 28, 2))]),
+        # ... and from 12:00 on July 4th
+        (ES, Timeframe.S30, (ns(2024, 7, 4, 12), ns(2024, 7, 5)),
+         [(ns(2024, 7, 4, 12), ns(2024, 7, 4, 17)), (ns(2024, 7, 4, 22), ns(2024, 7, 5))]),
+        # the July 3rd half day ends 17:00 New York, July 4th is a holiday
+        (STOCKS, Timeframe.S1, (ns(2024, 7, 3, 12), ns(2024, 7, 5, 12)),
+         [(ns(2024, 7, 3, 12), ns(2024, 7, 3, 21)), (ns(2024, 7, 5, 8), ns(2024, 7, 5, 12))]),
+        (NASDAQ, Timeframe.S5, (ns(2024, 6, 28, 20), ns(2024, 7, 1, 9)),
+         [(ns(2024, 6, 28, 20), ns(2024, 6, 29)), (ns(2024, 7, 1, 8), ns(2024, 7, 1, 9))]),
+        (REGULAR, Timeframe.S30, (ns(2024, 6, 27, 12), ns(2024, 6, 28, 16)),
+         [(ns(2024, 6, 27, 13, 30), ns(2024, 6, 27, 20)),
+          (ns(2024, 6, 28, 13, 30), ns(2024, 6, 28, 16))]),
+        # bigger bars keep one request over closed time: a week of minutes is one request
+        (STOCKS, Timeframe.M1, (ns(2024, 6, 28, 12), ns(2024, 7, 1, 16)),
+         [(ns(2024, 6, 28, 12), ns(2024, 7, 1, 16))]),
+        (FOREX, Timeframe.M1, (ns(2024, 6, 28, 12), ns(2024, 7, 1, 12)),
+         [(ns(2024, 6, 28, 12), ns(2024, 7, 1, 12))]),
+        (ES, Timeframe.H1, (ns(2024, 6, 27, 18), ns(2024, 6, 28, 2)),
+         [(ns(2024, 6, 27, 18), ns(2024, 6, 28, 2))]),
+    ],
+)  # fmt: skip
+def test_small_bars_are_planned_per_stretch_of_open_time(
+    calendar: MarketCalendar, timeframe: Timeframe, span: tuple[int, int],
+    segments: list[tuple[int, int]],
+) -> None:  # fmt: skip
+    plan = plan_segments(timeframe, span, calendar=calendar, stored_ts=NOTHING_STORED,
+                         answered=[])  # fmt: skip
+    assert plan.segments == segments
+
+
+CALENDARS = [STOCKS, NASDAQ, REGULAR, ES, calendar_for(InstrumentType.FUT, use_rth=True), FOREX,
+             calendar_for(InstrumentType.IND)]  # fmt: skip
+# Mondays before the March and November DST switches and before the July 4th week
+WEEKS = [ns(2024, 3, 4), ns(2024, 6, 24), ns(2024, 10, 28)]
+HALF_MINUTES = st.integers(0, 3 * 2_880 - 1)  # up to three days, in the 30 s all bars align to
+
+
+@dataclass(frozen=True)
+class SmallBarLoad:
+    """A drawn load: its market, bar, span, and the stored stamps and answered ranges in it."""
+
+    calendar: MarketCalendar
+    timeframe: Timeframe
+    span: tuple[int, int]
+    stored: np.ndarray
+    answered: list[tuple[int, int]]
+
+
+@st.composite
+def small_bar_loads(draw: st.DrawFn) -> SmallBarLoad:
+    """Draw a calendar, a small bar, a span and stored and answered runs inside it."""
+    timeframe = draw(st.sampled_from(SMALL))
+    start = draw(st.sampled_from(WEEKS)) + draw(st.integers(0, 14 * 2_880)) * 30 * SECOND
+    end = start + (draw(HALF_MINUTES) + 1) * 30 * SECOND
+    runs = draw(st.lists(st.tuples(HALF_MINUTES, st.integers(1, 1_000)), max_size=4))
+    answered = draw(st.lists(st.tuples(HALF_MINUTES, st.integers(1, 1_000)), max_size=2))
+
+    def inside(pairs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        return [(start + a * 30 * SECOND, start + (a + n) * 30 * SECOND) for a, n in pairs]
+
+    stored = [np.arange(a, b, timeframe.nanos) for a, b in inside(runs)]
+    return SmallBarLoad(calendar=draw(st.sampled_from(CALENDARS)), timeframe=timeframe,
+                        span=(start, end), stored=np.concatenate([NOTHING_STORED, *stored]),
+                        answered=inside(answered))  # fmt: skip
+
+
+def seconds_in(ranges: list[tuple[int, int]], span: tuple[int, int]) -> np.ndarray:
+    """Return a mask over the seconds of ``span``: True where some range holds the second."""
+    mask = np.zeros((span[1] - span[0]) // SECOND, dtype=bool)
+    for a, b in ranges:
+        mask[max(0, (a - span[0]) // SECOND) : max(0, (b - span[0]) // SECOND)] = True
+    return mask
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(load=small_bar_loads())
+def test_small_bar_segments_are_exactly_the_missing_open_time(load: SmallBarLoad) -> None:
+    span, step = load.span, load.timeframe.nanos
+    plan = plan_segments(load.timeframe, span, calendar=load.calendar, stored_ts=load.stored,
+                         answered=load.answered)  # fmt: skip
+
+    open_time = seconds_in(load.calendar.sessions(*span), span)
+    slots = [(int(t), int(t) + step) for t in load.stored]  # bars align to the sessions
+    missing = open_time & ~seconds_in(slots + load.answered, span)
+    for start, end in plan.segments:
+        assert span[0] <= start < end <= span[1]
+        assert open_time[(start - span[0]) // SECOND : (end - span[0]) // SECOND].all(), (
+            "a segment lies in one stretch of open time"
+        )
+    assert np.array_equal(seconds_in(plan.segments, span), missing), (
+        "the segments are the open time of the span less what is stored or answered"
+    )
+    assert all(e < s for (_, e), (s, _) in itertools.pairwise(plan.segments))
+
+
+# IB's clock at 2024-06-29 00:00: 180 days back is 2024-01-01 00:00 (a leap year)
+IB_NOW = ns(2024, 6, 29)
+LIMIT_NOTE = ("{} bars before 2024-01-01T00:00:00Z are older than IB's six-month limit for bars "
+              "of 30 s or less and were not requested")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("timeframe", "mode", "head", "last_stored", "span", "noted"),
+    [
+        (Timeframe.S1, LoadMode.TAIL, None, None, (ns(2024, 1, 1), ns(2024, 1, 3)), True),
+        (Timeframe.S30, LoadMode.TAIL, None, None, (ns(2024, 1, 1), ns(2024, 1, 3)), True),
+        (Timeframe.M1, LoadMode.TAIL, None, None, (ns(2023, 12, 29), ns(2024, 1, 3)), False),
+    ],
+)  # fmt: skip
+def test_small_bars_older_than_six_months_are_not_requested_and_the_plan_says_so(
+    timeframe: Timeframe, mode: LoadMode, head: int | None, last_stored: int | None,
+    span: tuple[int, int], noted: bool,
+) -> None:  # fmt: skip
+    command = LoadData(symbol="AAPL", timeframe=timeframe, mode=mode,
+                       start=dt.datetime(2023, 12, 29, tzinfo=dt.UTC),
+                       end=dt.datetime(2024, 1, 3, tzinfo=dt.UTC))  # fmt: skip
+    fitted = load_range(command, now_ns=IB_NOW, calendar=STOCKS, first_stored=None,
+                        last_stored=last_stored, head_ns=head)  # fmt: skip
+    plan = plan_segments(timeframe, fitted, calendar=STOCKS, stored_ts=NOTHING_STORED,
+                         answered=[])  # fmt: skip
+    assert (plan.start_ns, plan.end_ns) == span
+    assert plan.notes == ([LIMIT_NOTE.format(timeframe)] if noted else [])
+    assert plan.segments[0][0] >= span[0]
+
+
+@pytest.mark.parametrize(
+    ("mode", "last_stored", "head"),
+    [(LoadMode.TAIL, ns(2023, 10, 2), None), (LoadMode.FULL, None, ns(2015, 3, 2))],
+)
+def test_a_tail_or_full_load_reaching_past_six_months_starts_at_the_limit(
+    mode: LoadMode, last_stored: int | None, head: int | None
+) -> None:
+    command = LoadData(symbol="AAPL", timeframe=Timeframe.S5, mode=mode)
+    fitted = load_range(command, now_ns=IB_NOW, calendar=STOCKS, first_stored=last_stored,
+                        last_stored=last_stored, head_ns=head)  # fmt: skip
+    assert fitted == (ns(2024, 1, 1), IB_NOW, (LIMIT_NOTE.format("5s"),))
+
+
+def test_a_load_wholly_older_than_six_months_plans_nothing_and_says_so() -> None:
+    command = LoadData(symbol="AAPL", timeframe=Timeframe.S1,
+                       start=dt.datetime(2023, 10, 2, tzinfo=dt.UTC),
+                       end=dt.datetime(2023, 10, 4, tzinfo=dt.UTC))  # fmt: skip
+    fitted = load_range(command, now_ns=IB_NOW, calendar=STOCKS, first_stored=None,
+                        last_stored=None)  # fmt: skip
+    plan = plan_segments(Timeframe.S1, fitted, calendar=STOCKS, stored_ts=NOTHING_STORED,
+                         answered=[])  # fmt: skip
+    assert plan.segments == []
+    assert plan.start_ns == plan.end_ns == ns(2023, 10, 4)
+    assert plan.notes == [
+        "1s bars from 2023-10-02T00:00:00Z to 2023-10-04T00:00:00Z are all older than IB's "
+        "six-month limit for bars of 30 s or less (it keeps them from 2024-01-01T00:00:00Z); "
+        "nothing was requested"
+    ]
+
+
+def test_the_limit_follows_ibs_clock_to_the_next_whole_second() -> None:
+    assert ib_history_start(Timeframe.S15, IB_NOW + 250_000_000) == ns(2024, 1, 1) + SECOND
+    assert ib_history_start(Timeframe.M1, IB_NOW) is None
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    market=st.sampled_from(CALENDARS),
+    timeframe=st.sampled_from([*SMALL, Timeframe.M1, Timeframe.H1]),
+    bars_back=st.integers(0, 10**6),
+    minutes_later=st.integers(0, 200 * 1_440),
+)
+def test_the_gap_filler_is_due_exactly_when_a_tail_load_would_fetch(
+    market: MarketCalendar, timeframe: Timeframe, bars_back: int, minutes_later: int
+) -> None:
+    now = IB_NOW + minutes_later * 60 * SECOND - 100 * 1_440 * 60 * SECOND
+    last = now - bars_back * timeframe.nanos - (now % timeframe.nanos)
+    fitted = load_range(LoadData(symbol="X", timeframe=timeframe), now_ns=now, calendar=market,
+                        first_stored=last, last_stored=last)  # fmt: skip
+    plan = plan_segments(timeframe, fitted, calendar=market, stored_ts=np.array([last]),
+                         answered=[])  # fmt: skip
+    assert traded_since(market, timeframe, last, now) is bool(plan.segments)

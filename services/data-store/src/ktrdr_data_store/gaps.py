@@ -16,6 +16,11 @@ already answered, falls into stretches; a stretch is a gap only if some bar coul
 it. That is the precise form of "a stretch shorter than one bar is not a gap": a range that
 starts at 10:15 with hourly bars has no bar before 11:00 to fetch, while a missing 09:30 bar
 of half an hour is a gap.
+
+Gaps separated only by closed time are joined into one segment where IB's requests are long
+(a week of minute bars is one request, whatever nights it spans), but not for bars of 30 s or
+less: their requests cover half an hour to eight hours, so a segment across a night would
+spend requests on windows IB answers "no data" for, against its strict pacing.
 """
 
 from __future__ import annotations
@@ -30,6 +35,10 @@ from ktrdr_shared.types import LoadMode, Timeframe, from_unix_nanos, to_unix_nan
 from ktrdr_data_store.calendar import DAY_NS, utc_offsets_ns
 
 Range = tuple[int, int]
+
+#: IB's rules for small bars (hard pacing, six months of history, requests of hours, not
+#: weeks) apply to bars of this many seconds or less.
+SMALL_BAR_MAX_S = 30
 _NEVER = np.iinfo(np.int64).max
 _EMPTY = np.zeros(0, dtype=np.int64)
 
@@ -49,7 +58,9 @@ def plan_missing_segments(
     Every bar that could exist in the range and is neither stored nor inside an answered
     range lies in exactly one returned range. No returned range overlaps a stored bar's slot or
     an answered range, and each starts at a bar stamp (in open time). Ranges separated only by
-    closed time (a night, a weekend, a holiday) are joined, so one range may span a weekend.
+    closed time (a night, a weekend, a holiday) are joined, so one range may span a weekend;
+    for bars of 30 s or less (``is_small_bar``) they are not, and each range lies in one
+    stretch of open time (abutting sessions, as forex's, make one stretch).
 
     Args:
         timeframe: the bar size.
@@ -80,7 +91,14 @@ def plan_missing_segments(
     stamps = windows.first_stamp_from(missing[0])
     has_bar = stamps < missing[1]
     segments = (stamps[has_bar], missing[1][has_bar])
+    if is_small_bar(timeframe):
+        return list(zip(segments[0].tolist(), segments[1].tolist(), strict=True))
     return _join_across_closed_time(segments, filled)
+
+
+def is_small_bar(timeframe: Timeframe) -> bool:
+    """Return whether IB's rules for bars of 30 s or less apply to ``timeframe``."""
+    return timeframe.seconds <= SMALL_BAR_MAX_S
 
 
 def resolve_range(

@@ -3,25 +3,33 @@
 ``resolve_range`` (gaps.py) turns a mode into a range; here that range is fitted to the
 market: it starts no earlier than the calendar knows and ends where the last *complete* bar
 ends (``MarketCalendar.complete_until``), so the bar still forming is never fetched and never
-recorded as answered. ``plan_missing_segments`` then finds what is missing inside it.
+recorded as answered. Bars of 30 s or less start no earlier than IB keeps them
+(``SMALL_BAR_HISTORY_NS``, six months back from IB's clock), and the plan says so in a note.
+``plan_missing_segments`` then finds what is missing inside it.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import NamedTuple
 
 import numpy as np
 from ktrdr_shared.messages import LoadData
-from ktrdr_shared.types import InstrumentType, Timeframe
+from ktrdr_shared.types import InstrumentType, Timeframe, from_unix_nanos
 
 from ktrdr_data_store.calendar import DAY_NS, MarketCalendar, calendar_for
-from ktrdr_data_store.gaps import plan_missing_segments, resolve_range
+from ktrdr_data_store.gaps import is_small_bar, plan_missing_segments, resolve_range
 
 log = logging.getLogger(__name__)
 
 Range = tuple[int, int]
+
+#: IB serves no bars of 30 s or less older than six months (tws-simulator.md 5.5); 180 days
+#: stays inside that whatever the months' lengths (the simulator keeps 183).
+SMALL_BAR_HISTORY_NS = 180 * DAY_NS
+_SECOND_NS = 1_000_000_000
 
 # How far back a tail load of an empty dataset reaches: about the span IB serves in a
 # handful of requests, not its whole history (a backfill or full load goes there).
@@ -41,14 +49,30 @@ DEFAULT_LOOKBACK: dict[Timeframe, timedelta] = {
 }
 
 
+class LoadSpan(NamedTuple):
+    """The range ``[start_ns, end_ns)`` a load covers and, in sentences, what it leaves out.
+
+    ``span[0]`` and ``span[1]`` are the range, as they were when ``load_range`` returned a pair.
+    """
+
+    start_ns: int
+    end_ns: int
+    notes: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class LoadPlan:
-    """A planned load: ``[start_ns, end_ns)``, the missing segments in it, the bars held."""
+    """A planned load: ``[start_ns, end_ns)``, the missing segments in it, the bars held.
+
+    ``notes`` say, for the job's ``JobPlanned.notes``, what the load asked for but will not
+    fetch and why (bars older than IB keeps).
+    """
 
     start_ns: int
     end_ns: int
     segments: list[Range]
     cached_before: int
+    notes: list[str] = field(default_factory=list)
 
 
 def market_calendar(
@@ -73,8 +97,11 @@ def load_range(
     first_stored: int | None,
     last_stored: int | None,
     head_ns: int | None = None,
-) -> Range:
-    """Return the range a load covers, fitted to the calendar and to complete bars.
+) -> LoadSpan:
+    """Return the range a load covers, fitted to the calendar, to complete bars and to IB.
+
+    Bars of 30 s or less start no earlier than ``ib_history_start``; a note says what was cut,
+    and a load wholly older than that is an empty range at its end.
 
     Raises:
         ValueError: naming the field, for a time in the future or a backfill/full load with
@@ -87,14 +114,48 @@ def load_range(
         first_stored=first_stored, last_stored=last_stored, head_timestamp=head_ns,
         timeframe=timeframe,
     )  # fmt: skip
+    return _fit_to_market(timeframe, start, end, calendar=calendar, now_ns=now_ns)
+
+
+def _fit_to_market(
+    timeframe: Timeframe, start: int, end: int, *, calendar: MarketCalendar, now_ns: int
+) -> LoadSpan:
+    """Return ``[start, end)`` within the calendar, complete bars and IB's history."""
     start = max(start, calendar.first_ns)
     end = min(end, calendar.complete_until(timeframe, now_ns), calendar.last_ns)
-    return start, max(start, end)
+    return _within_ib_history(timeframe, (start, max(start, end)), now_ns)
+
+
+def ib_history_start(timeframe: Timeframe, now_ns: int) -> int | None:
+    """Return the earliest instant IB serves bars of ``timeframe`` from, or None if no limit.
+
+    Bars of 30 s or less go back ``SMALL_BAR_HISTORY_NS`` from IB's clock, rounded up to a whole
+    second so a note reads plainly; larger bars go back to IB's head timestamp.
+    """
+    if not is_small_bar(timeframe):
+        return None
+    oldest = now_ns - SMALL_BAR_HISTORY_NS
+    return -(-oldest // _SECOND_NS) * _SECOND_NS
+
+
+def _within_ib_history(timeframe: Timeframe, span: Range, now_ns: int) -> LoadSpan:
+    """Return ``span`` less what is older than IB keeps, with a note on what was cut."""
+    start, end = span
+    oldest = ib_history_start(timeframe, now_ns)
+    if oldest is None or start >= oldest or start >= end:
+        return LoadSpan(start, end)
+    limit = "IB's six-month limit for bars of 30 s or less"
+    if end <= oldest:
+        note = (f"{timeframe} bars from {_iso(start)} to {_iso(end)} are all older than {limit} "
+                f"(it keeps them from {_iso(oldest)}); nothing was requested")  # fmt: skip
+        return LoadSpan(end, end, (note,))
+    note = f"{timeframe} bars before {_iso(oldest)} are older than {limit} and were not requested"
+    return LoadSpan(oldest, end, (note,))
 
 
 def plan_segments(
     timeframe: Timeframe,
-    span: Range,
+    span: LoadSpan | Range,
     *,
     calendar: MarketCalendar,
     stored_ts: np.ndarray,
@@ -102,23 +163,27 @@ def plan_segments(
 ) -> LoadPlan:
     """Return the missing segments of ``span`` and how many of its bars were stored.
 
+    Bars of 30 s or less are planned one segment per stretch of open time, so no request the
+    connector cuts from a segment covers only closed hours (see ``plan_missing_segments``).
+
     Args:
         timeframe: the bar size.
-        span: the load's range, from ``load_range``.
+        span: the load's range and notes, from ``load_range`` (a bare pair has no notes).
         calendar: the market's sessions.
         stored_ts: stamps of stored bars near the span (ns; may reach one bar before it).
         answered: ranges IB already answered for this dataset.
     """
-    start, end = span
+    start, end = span[0], span[1]
+    notes = list(span.notes) if isinstance(span, LoadSpan) else []
     inside = stored_ts[(stored_ts >= start) & (stored_ts < end)]
     if start >= end:
-        return LoadPlan(start, end, [], int(inside.size))
+        return LoadPlan(start, end, [], int(inside.size), notes)
     segments = plan_missing_segments(
         timeframe=timeframe, start_ns=start, end_ns=end, stored_ts=stored_ts,
         answered=answered, sessions=calendar.bar_windows(timeframe, start, end),
         zone=calendar.zone,
     )  # fmt: skip
-    return LoadPlan(start, end, segments, int(inside.size))
+    return LoadPlan(start, end, segments, int(inside.size), notes)
 
 
 def read_margin_ns(timeframe: Timeframe) -> int:
@@ -130,10 +195,12 @@ def traded_since(calendar: MarketCalendar, timeframe: Timeframe, last_ns: int, n
     """Return whether a bar stamped after ``last_ns`` has completed by ``now_ns``.
 
     The gap filler's test: a weekend, a holiday or a night adds no complete bar, so no
-    load is issued for them.
+    load is issued for them. The range is fitted as ``load_range`` fits a tail load (calendar
+    bounds, complete bars, IB's history for bars of 30 s or less), so the filler is due exactly
+    when that load would plan a segment.
     """
-    until = min(calendar.complete_until(timeframe, now_ns), calendar.last_ns)
-    after = last_ns + 1
+    after, until, _ = _fit_to_market(timeframe, last_ns + 1, now_ns, calendar=calendar,
+                                     now_ns=now_ns)  # fmt: skip
     if until <= after:
         return False
     segments = plan_missing_segments(
@@ -141,3 +208,7 @@ def traded_since(calendar: MarketCalendar, timeframe: Timeframe, last_ns: int, n
         answered=[], sessions=calendar.bar_windows(timeframe, after, until), zone=calendar.zone,
     )  # fmt: skip
     return bool(segments)
+
+
+def _iso(instant_ns: int) -> str:
+    return from_unix_nanos(instant_ns).isoformat().replace("+00:00", "Z")
