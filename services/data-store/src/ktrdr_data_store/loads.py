@@ -151,6 +151,7 @@ class LoadRunner:
                     return
                 if state is not None:
                     self.jobs[event.job_id] = state
+                    self.wake.set()
             return
         state = self.jobs.get(event.job_id)
         if state is None:
@@ -372,6 +373,7 @@ class LoadRunner:
                       for i, (a, b) in enumerate(plan.segments)],
             start=from_unix_nanos(plan.start_ns), end=from_unix_nanos(plan.end_ns),
             instrument_type=instrument_type, exchange=exchange, what_to_show=what,
+            notes=list(plan.notes),
         )  # fmt: skip
 
     async def instrument(self, command: LoadData) -> tuple[InstrumentType, str]:
