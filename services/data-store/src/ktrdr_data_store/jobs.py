@@ -27,7 +27,6 @@ from datetime import datetime, timedelta
 import msgspec
 from ktrdr_shared.messages import (
     CancelRequested,
-    FailedSegment,
     FetchBars,
     JobAccepted,
     JobCancelled,
@@ -38,7 +37,6 @@ from ktrdr_shared.messages import (
     JobPlanned,
     JobProgress,
     LoadData,
-    LoadResult,
     PlannedSegment,
     ProgressReason,
     SegmentFailed,
@@ -47,9 +45,21 @@ from ktrdr_shared.messages import (
     SegmentsDispatched,
 )
 from ktrdr_shared.messages.base import event_type
-from ktrdr_shared.types import LoadMode, default_what_to_show, to_unix_nanos
+from ktrdr_shared.types import LoadMode, default_what_to_show
 
-Range = tuple[int, int]
+from ktrdr_data_store.job_numbers import (
+    Range,
+    covered,
+    load_result,
+    planned_requests,
+    segment_range,
+    stored_fraction,
+    total_bars,
+    total_requests,
+    unstored,
+)
+
+__all__ = ["Range", "covered", "load_result", "segment_range", "stored_fraction", "unstored"]
 Terminal = JobCompleted | JobFailed | JobCancelled
 Outcome = SegmentFetched | SegmentFailed
 
@@ -356,90 +366,3 @@ def _counts_text(state: LoadState) -> str:
     reported, total = len(state.outcomes), len(state.segments)
     return (f"{reported} of {total} segments done, {total_bars(state):,} bars, "
             f"{total_requests(state)} IB requests")  # fmt: skip
-
-
-# -- numbers -----------------------------------------------------------------------------
-
-
-def total_bars(state: LoadState) -> int:
-    """Return the bars the connector published for the job (running segments included)."""
-    return sum(o.bars for o in state.outcomes.values()) + sum(
-        p.bars for s, p in state.running.items() if s not in state.outcomes
-    )
-
-
-def total_requests(state: LoadState) -> int:
-    """Return every request sent to IB for the job, retries included."""
-    return sum(o.ib_requests for o in state.outcomes.values()) + sum(
-        p.ib_requests for s, p in state.running.items() if s not in state.outcomes
-    )
-
-
-def planned_requests(state: LoadState) -> int | None:
-    """Return the requests the plan needs, once the connector has chunked every segment."""
-    chunks: list[int] = []
-    for segment in state.segments:
-        outcome = state.outcomes.get(segment.segment_id)
-        running = state.running.get(segment.segment_id)
-        if isinstance(outcome, SegmentFetched):
-            chunks.append(outcome.chunks)
-        elif running is not None:
-            chunks.append(running.chunks)
-        elif outcome is None:
-            return None
-    return sum(chunks)
-
-
-def segment_range(segment: PlannedSegment) -> Range:
-    """Return a segment as a ns range."""
-    return to_unix_nanos(segment.start), to_unix_nanos(segment.end)
-
-
-def covered(ranges: list[Range], span: Range) -> int:
-    """Return how many ns of ``span`` the sorted, disjoint ``ranges`` cover."""
-    start, end = span
-    return sum(max(0, min(end, b) - max(start, a)) for a, b in ranges)
-
-
-def stored_fraction(state: LoadState, answered: list[Range]) -> float:
-    """Return the share of the planned time that is durable in the store (0..1)."""
-    spans = [segment_range(s) for s in state.segments]
-    total = sum(b - a for a, b in spans)
-    if total == 0:
-        return 1.0
-    return sum(covered(answered, span) for span in spans) / total
-
-
-def unstored(state: LoadState, answered: list[Range]) -> list[PlannedSegment]:
-    """Return the fetched segments whose bars are not all durable yet.
-
-    The connector's chunks tile a segment and the ingest ledger records each chunk's window
-    once its bars are durable, so a segment is stored exactly when the ledger covers it.
-    """
-    return [s for s, _ in state.fetched()
-            if covered(answered, span := segment_range(s)) < span[1] - span[0]]  # fmt: skip
-
-
-def load_result(state: LoadState, not_stored: list[PlannedSegment]) -> LoadResult:
-    """Return a load's result; segments never fully stored count as failed.
-
-    The counts are what the job did: bars the connector published (a cancelled or failed
-    segment's too) and every request it sent to IB, retries included.
-    """
-    assert state.planned is not None
-    missing = {s.segment_id for s in not_stored}
-    fetched = [(s, o) for s, o in state.fetched() if s.segment_id not in missing]
-    failed = [FailedSegment(segment_id=s.segment_id, start=s.start, end=s.end, code=o.code,
-                            message=o.message) for s, o in state.failed()]  # fmt: skip
-    failed += [FailedSegment(segment_id=s.segment_id, start=s.start, end=s.end, code="not_stored",
-                             message="the connector sent the bars but not all became durable; "
-                             "run the load again") for s in not_stored]  # fmt: skip
-    return LoadResult(
-        fetched_bars=total_bars(state) - sum(o.bars for s, o in state.fetched()
-                                             if s.segment_id in missing),
-        cached_before=state.planned.cached_before,
-        gaps_analyzed=state.planned.gaps_analyzed,
-        segments_fetched=len(fetched),
-        ib_requests_made=total_requests(state),
-        failed_segments=failed,
-    )  # fmt: skip
