@@ -22,6 +22,7 @@ from ktrdr_data_store.ledger import AnsweredLedger, InstrumentBook
 from ktrdr_data_store.loads import LoadRunner
 from ktrdr_data_store.store import ParquetBarStore
 from ktrdr_ib_connector.testing import expected_stamps
+from ktrdr_ib_sim import IBGatewaySimulator
 from ktrdr_shared import subjects
 from ktrdr_shared.client import KtrdrClient, new_job_id
 from ktrdr_shared.messages import (
@@ -56,9 +57,19 @@ async def finished(js: JetStreamContext, job_id: str, timeout_s: float = 90) -> 
     return await wait_for_job_event(js, job_id, DONE, timeout_s=timeout_s)
 
 
+def historical_requests(sim: IBGatewaySimulator, since_seq: int = 0) -> int:
+    """Return how many historical-bar requests the simulator received (its own ledger)."""
+    return sum(1 for r in sim.ledger.records(since_seq) if r["kind"] == "historical")
+
+
+def last_seq(sim: IBGatewaySimulator) -> int:
+    records = sim.ledger.records()
+    return int(records[-1]["seq"]) if records else 0
+
+
 async def test_a_hand_published_json_load_runs_to_completed(
     connector: ServiceApp, start_store: StartStore, nc: NATS, js: JetStreamContext,
-    tmp_path: Path,
+    tmp_path: Path, sim: IBGatewaySimulator,
 ) -> None:  # fmt: skip
     await start_store()
     accepted = await nc.subscribe("ktrdr.evt.job.*.accepted")
@@ -79,12 +90,14 @@ async def test_a_hand_published_json_load_runs_to_completed(
     assert result.fetched_bars == len(want)
     assert result.cached_before == 0
     assert result.segments_fetched == result.gaps_analyzed >= 1
-    assert result.ib_requests_made >= 1
+    assert result.ib_requests_made == historical_requests(sim) >= 1  # the gateway's count
     assert not result.failed_segments
 
     # a tail load now finds nothing missing: the bar still forming at IB's "now" is not asked
+    before = last_seq(sim)
     again = await KtrdrClient(nc).load_data("AAPL", "1h")
     repeat = await finished(js, again)
+    assert historical_requests(sim, before) == 0
     assert isinstance(repeat, JobCompleted)
     assert isinstance(repeat.result, LoadResult)
     assert repeat.result.ib_requests_made == 0
@@ -158,18 +171,23 @@ async def test_bad_commands_fail_by_name_and_the_next_one_runs(
     np.testing.assert_array_equal(got, want)
 
 
-async def test_a_cancelled_load_ends_cancelled(
-    connector: ServiceApp, start_store: StartStore, js: JetStreamContext, nc: NATS
-) -> None:
+async def test_a_cancelled_load_ends_cancelled_and_says_what_it_did(
+    connector: ServiceApp, start_store: StartStore, js: JetStreamContext, nc: NATS,
+    sim: IBGatewaySimulator,
+) -> None:  # fmt: skip
     await start_store()
     job_id = await KtrdrClient(nc).load_data(
         "AAPL", "1m", start=dt.datetime(2024, 1, 2, tzinfo=UTC)
     )
-    await wait_for_job_event(js, job_id, {"planned"})
+    await wait_for_job_event(js, job_id, {"segment_progress", "segment_fetched"})
     await publish_event(js, CancelRequested(job_id=job_id, reason="test"))
     done = await finished(js, job_id)
     assert isinstance(done, JobCancelled)
     assert done.reason == "test"
+    assert isinstance(done.result, LoadResult)
+    batches = await read_all(js, subjects.bars("AAPL", Timeframe.M1))
+    assert done.result.fetched_bars == sum(len(b.ts) for b in batches if b.job_id == job_id)
+    assert done.result.ib_requests_made == historical_requests(sim)
 
 
 async def test_a_restarted_store_resumes_the_job_from_its_events(
