@@ -12,7 +12,9 @@ import os
 import signal
 import sys
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
+import msgspec
 import pytest
 from ktrdr_api.cli.api_client import ExitCode
 from ktrdr_api.testing import (
@@ -29,8 +31,13 @@ from ktrdr_shared.messages import (
     JobCancelled,
     JobFailed,
     JobKind,
+    JobProgress,
     LoadData,
+    LoadResult,
     LstmModel,
+    ProgressReason,
+    SegmentFailed,
+    SegmentFetched,
     StartTraining,
     StatusRequest,
     TrainerStatus,
@@ -144,6 +151,41 @@ async def test_a_failed_job_exits_1(api_url: str, js: JetStreamContext) -> None:
     assert "job failed: IB: no AAPLX" in run.err
     shown = json.loads((await ktrdr(api_url, "jobs", "show", job, "--json")).out)
     assert shown["error"] == {"code": "unknown_symbol", "message": "IB: no AAPLX"}
+
+
+async def test_follow_says_why_a_load_waits_and_what_a_cancelled_load_did(
+    api_url: str, js: JetStreamContext
+) -> None:
+    job = "e" * 32
+    accepted, planned = load_events(job, segments=2)[:2]
+    planned = msgspec.structs.replace(planned, notes=["1s bars before 2024-01-01 are older "
+                                                      "than IB's six-month limit"])  # fmt: skip
+    until = datetime(2024, 6, 28, 14, 5, 12, tzinfo=UTC)
+    result = LoadResult(fetched_bars=4000, cached_before=7, gaps_analyzed=2, segments_fetched=1,
+                        ib_requests_made=9)  # fmt: skip
+    await publish_all(js, [
+        accepted, planned,
+        JobProgress(job_id=job, done=10, total=100, unit="percent",
+                    reason=ProgressReason.FETCHING, rate=1234.0, requests_done=6,
+                    requests_planned=30),
+        JobProgress(job_id=job, done=20, total=100, unit="percent",
+                    reason=ProgressReason.PACING, until=until, requests_done=9,
+                    requests_planned=30),
+        SegmentFetched(job_id=job, segment_id="s0", chunks=2, bars=4000, ib_requests=6),
+        SegmentFailed(job_id=job, segment_id="s1", code="cancelled", message="cancelled",
+                      bars=300, ib_requests=3),
+        JobCancelled(job_id=job, reason="user", result=result),
+    ])  # fmt: skip
+    run = await ktrdr(api_url, "jobs", "follow", job, env=cli_env() | {"TZ": "UTC"})
+    assert run.code == ExitCode.JOB_CANCELLED, run.err
+    assert "note: 1s bars before 2024-01-01" in run.err
+    assert "fetching 1,234 bars/s · 6/30 requests" in run.err
+    assert "waiting for IB's pacing window until 2024-06-28 14:05:12" in run.err
+    assert "job cancelled: user (after 9 IB requests, 4,000 bars fetched)" in run.err
+    assert "did: 9 IB requests, 4,300 bars" in run.out
+
+    shown = await ktrdr(api_url, "jobs", "show", job)
+    assert "progress: 20/100 percent · done: 4,300 bars · 9/30 requests" in shown.out
 
 
 async def test_errors_become_exit_codes_and_json_problems(api_url: str) -> None:

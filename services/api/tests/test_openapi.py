@@ -66,3 +66,9 @@ def test_request_bodies_refuse_unknown_fields(document: dict[str, Any]) -> None:
         assert schemas[name]["additionalProperties"] is False, name
     symbols = schemas["TrainingRunIn"]["properties"]["symbols"]["items"]
     assert symbols["minLength"] == 1 and symbols["pattern"]
+
+
+def test_the_event_stream_names_every_job_event_type(document: dict[str, Any]) -> None:
+    stream = document["paths"]["/api/v1/jobs/{job_id}/events"]["get"]["responses"]["200"]
+    names = stream["content"]["text/event-stream"]["schema"]["properties"]["event"]["enum"]
+    assert {"segments_dispatched", "segment_progress", "progress", "cancelled"} <= set(names)

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 from ktrdr_api.cli.api_client import SseEvent, parse_sse
 from ktrdr_api.testing import load_events, publish_all
@@ -22,7 +24,15 @@ from ktrdr_shared.messages import (
     EpochCompleted,
     JobAccepted,
     JobCancelled,
+    JobEvent,
     JobKind,
+    JobProgress,
+    LoadResult,
+    ProgressReason,
+    SegmentFailed,
+    SegmentFetched,
+    SegmentProgress,
+    SegmentsDispatched,
 )
 from ktrdr_shared.messages.base import event_type
 from ktrdr_shared.testing.events import wait_for_job_event
@@ -55,7 +65,9 @@ async def test_a_jobs_status_is_the_fold_of_its_events(
     assert running["status"] == "running"
     assert (running["segments_planned"], running["segments_fetched"]) == (3, 1)
     assert running["progress"] == {"done": 1.0, "total": 3.0, "unit": "segments",
-                                   "percent": 33.3, "message": ""}  # fmt: skip
+                                   "percent": 33.3, "message": "", "reason": None, "since": None,
+                                   "until": None, "eta": None, "rate": None, "bars": 40,
+                                   "requests_done": 1, "requests_planned": None}  # fmt: skip
     assert running["result"] is None
 
     await publish_all(js, events[4:])
@@ -67,6 +79,58 @@ async def test_a_jobs_status_is_the_fold_of_its_events(
     assert done["execution_time_s"] == 4.0
     assert done["created"] == "2024-06-28T22:00:00Z"
     assert done["events"] == len(events)
+
+
+async def test_progress_says_why_and_when_and_sse_streams_the_new_events(
+    http: httpx.AsyncClient, js: JetStreamContext
+) -> None:
+    job = new_job_id()
+    t0 = datetime(2024, 6, 28, 22, 0, tzinfo=UTC)
+    note = "1s bars before 2024-01-01 are older than IB's six-month limit: not requested"
+    accepted, planned = load_events(job, segments=2, bars=40)[:2]
+    planned = msgspec.structs.replace(planned, notes=[note])
+    live: list[JobEvent] = [
+        accepted, planned,
+        SegmentsDispatched(job_id=job, ts=t0, segment_ids=["s0", "s1"]),
+        SegmentProgress(job_id=job, ts=t0, segment_id="s0", state=ProgressReason.PACING,
+                        chunks=4, chunks_done=1, bars=40, ib_requests=2,
+                        until=t0 + timedelta(seconds=70)),
+        JobProgress(job_id=job, ts=t0, done=20, total=100, unit="percent",
+                    reason=ProgressReason.PACING, until=t0 + timedelta(seconds=70),
+                    eta=t0 + timedelta(minutes=5), rate=0.0, bars=40, requests_done=2,
+                    requests_planned=8),
+    ]  # fmt: skip
+    await publish_all(js, live)
+    running = (await http.get(f"/api/v1/jobs/{job}")).json()
+    assert running["progress"] | {"message": ""} == {
+        "done": 20.0, "total": 100.0, "unit": "percent", "percent": 20.0, "message": "",
+        "reason": "pacing", "since": None, "until": "2024-06-28T22:01:10Z",
+        "eta": "2024-06-28T22:05:00Z", "rate": 0.0, "bars": 40, "requests_done": 2,
+        "requests_planned": 8}  # fmt: skip
+    assert running["notes"] == [note]
+    assert (running["bars_fetched"], running["ib_requests"]) == (40, 2)
+    listed = (await http.get("/api/v1/jobs")).json()["jobs"]
+    assert [j["progress"]["reason"] for j in listed if j["job_id"] == job] == ["pacing"]
+
+    result = LoadResult(fetched_bars=40, cached_before=7, gaps_analyzed=2, segments_fetched=1,
+                        ib_requests_made=5)  # fmt: skip
+    ended: list[JobEvent] = [
+        SegmentFetched(job_id=job, ts=t0, segment_id="s0", chunks=4, bars=100, ib_requests=4),
+        SegmentFailed(job_id=job, ts=t0, segment_id="s1", code="cancelled", message="stopped",
+                      chunks_done=1, bars=25, ib_requests=1),
+        JobCancelled(job_id=job, ts=t0 + timedelta(seconds=9), reason="user", result=result),
+    ]  # fmt: skip
+    await publish_all(js, ended)
+    cancelled = (await http.get(f"/api/v1/jobs/{job}")).json()
+    assert cancelled["status"] == "cancelled" and cancelled["result"]["ib_requests_made"] == 5
+    assert (cancelled["bars_fetched"], cancelled["ib_requests"]) == (125, 5)
+    progress = cancelled["progress"]
+    assert (progress["reason"], progress["bars"], progress["requests_done"]) == ("done", 125, 5)
+    assert (progress["until"], progress["eta"]) == (None, None)
+    streamed = [e async for e in sse(http, f"/api/v1/jobs/{job}/events")]
+    assert [e.event for e in streamed] == [event_type(e) for e in live + ended]
+    assert streamed[3].data["until"] == "2024-06-28T22:01:10Z"
+    assert streamed[-1].data["result"]["fetched_bars"] == 40
 
 
 async def test_an_unknown_job_is_a_404(http: httpx.AsyncClient) -> None:
@@ -129,7 +193,7 @@ async def test_sse_mid_job_replays_the_history_then_goes_live_and_ends_with_the_
             await publish_all(js, events[3:])
     assert [e.event for e in seen] == [event_type(e) for e in events]
     assert seen[-1].event == "completed"  # ...and the stream ended after it
-    ids = [e.id for e in seen]
+    ids = [e.id or 0 for e in seen]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
     assert seen[2].data["segment_id"] == "s0"
     assert seen[-1].data["result"]["fetched_bars"] == 200

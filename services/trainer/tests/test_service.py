@@ -23,6 +23,7 @@ from ktrdr_shared.messages import (
     JobProgress,
     MlpModel,
     ModelList,
+    ProgressReason,
     StartTraining,
     StatusRequest,
     TrainerStatus,
@@ -107,6 +108,30 @@ async def test_a_job_trains_reports_each_epoch_and_stores_its_model(
     assert manifest.data.rows == 1500 and manifest.data.symbols == ["AAPL"]
     status = await client.request(subjects.TRAIN_STATUS, StatusRequest(), TrainerStatus)
     assert status == TrainerStatus(device="cpu", busy=False, job_id=None)
+
+
+async def test_an_early_stopped_run_reports_the_epochs_it_ran(
+    start_trainer: Starter, data_dir: Path, nc: NATS, js: JetStreamContext
+) -> None:
+    noise = synthetic_bars(1500, pattern=False, seed=3, symbol="AAPL")
+    ParquetBarStore(data_dir).merge("AAPL", Timeframe.H1, bars_table(noise))
+    await start_trainer(KTRDR_TRAINER_STORE_DIR=str(data_dir))
+    spec = training(epochs=40, early_stopping_patience=1, learning_rate=0.01, device=Device.CPU)
+    job_id = await KtrdrClient(nc).start_training(spec)
+    done = await finished(js, job_id)
+    assert isinstance(done, JobCompleted) and isinstance(done.result, TrainingResult), done
+    ran = done.result.metrics["epochs_run"]
+    assert done.result.metrics["stopped_early"] and 0 < ran < 40  # noise: nothing to improve
+
+    events = await read_all(js, subjects.job_events(job_id), JobEvent)
+    assert [e.epoch for e in events if isinstance(e, EpochCompleted)] == list(range(1, ran + 1))
+    progress = [e for e in events if isinstance(e, JobProgress)]
+    assert all(p.reason is ProgressReason.TRAINING for p in progress)
+    last = progress[-1]
+    assert (last.done, last.total, last.unit) == (ran, ran, "epochs")
+    assert last.message.startswith(f"stopped early after {ran} of 40 epochs")
+    assert "no validation improvement for 1 epoch" in last.message
+    assert all(p.eta is not None for p in progress[:-1] if p.unit == "epochs" and p.done > 0)
 
 
 async def test_bars_that_are_not_stored_fail_with_the_reason(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -24,6 +25,8 @@ from ktrdr_trainer.training import (
     TrainingStopped,
     available_device,
     describe_device,
+    estimated_end,
+    stopped_early_message,
 )
 
 pytestmark = pytest.mark.unit
@@ -97,15 +100,33 @@ def test_the_same_seed_and_data_give_the_same_metrics_on_the_cpu() -> None:
 
 
 def test_early_stopping_keeps_the_best_epoch() -> None:
-    run = run_training(
-        plan_job(spec(epochs=60, early_stopping_patience=2, learning_rate=0.01)),
-        [synthetic_bars(1500, pattern=False, seed=3)],
-    )
+    plan = plan_job(spec(epochs=60, early_stopping_patience=2, learning_rate=0.01))
+    run = run_training(plan, [synthetic_bars(1500, pattern=False, seed=3)])
     history = run.outcome.history
     assert run.outcome.stopped_early and len(history) < 60
     best = min(history, key=lambda s: s.val_loss)
     assert run.outcome.best_epoch == best.epoch == len(history) - 2
     assert all(s.samples_per_s > 0 for s in history)
+    assert run.metrics["epochs_run"] == len(history)
+    assert stopped_early_message(run.outcome, plan.params) == (
+        f"stopped early after {len(history)} of 60 epochs (no validation improvement for 2 "
+        f"epochs; best epoch {best.epoch})"
+    )
+
+
+T0 = datetime(2024, 6, 28, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("done", "total", "eta"),
+    [(0, 20, None), (1, 20, T0 + timedelta(seconds=200)), (5, 20, T0 + timedelta(seconds=40)),
+     (20, 20, T0 + timedelta(seconds=10))],
+)  # fmt: skip
+def test_the_estimated_end_follows_the_pace_so_far(
+    done: int, total: int, eta: datetime | None
+) -> None:
+    now = T0 + timedelta(seconds=10)
+    assert estimated_end(T0, now, done, total) == eta
 
 
 def test_a_stop_request_ends_the_run_at_the_next_batch() -> None:

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
+from ktrdr_shared.messages import ProgressReason
 from ktrdr_shared.types import InstrumentType, Timeframe, WhatToShow
 
 from ktrdr_api import schemas as s
@@ -23,19 +24,27 @@ LINKS = s.JobLinks(self=f"/api/v1/jobs/{JOB}", events=f"/api/v1/jobs/{JOB}/event
                    cancel=f"/api/v1/jobs/{JOB}/cancel")  # fmt: skip
 RESULT = {"kind": "data_load", "fetched_bars": 142, "cached_before": 0, "gaps_analyzed": 1,
           "segments_fetched": 1, "ib_requests_made": 1, "failed_segments": []}  # fmt: skip
-PROGRESS = s.Progress(done=100.0, total=100.0, unit="percent", percent=100.0)
+PROGRESS = s.Progress(done=100.0, total=100.0, unit="percent", percent=100.0,
+                      message="1 of 1 segments fetched (142 bars); 100% stored",
+                      reason=ProgressReason.DONE, bars=142, requests_done=1,
+                      requests_planned=1)  # fmt: skip
+RUNNING = s.Progress(done=40.0, total=100.0, unit="percent", percent=40.0,
+                     message="0 of 1 segments fetched (18000 bars); 40% stored",
+                     reason=ProgressReason.FETCHING, eta=datetime(2024, 6, 28, 21, 3, tzinfo=UTC),
+                     rate=1234.0, bars=18_000, requests_done=12,
+                     requests_planned=30)  # fmt: skip
 DATASET = s.DatasetOut(symbol="AAPL", timeframe=Timeframe.H1, rows=142, first=T0, last=T1,
                        links={"bars": "/api/v1/data/AAPL/1h",
                               "coverage": "/api/v1/data/AAPL/1h/coverage"})  # fmt: skip
 SUMMARY = s.JobSummary(
     job_id=JOB,
     kind="data_load",
-    status=JobStatus.COMPLETED,
+    status=JobStatus.RUNNING,
     symbol="AAPL",
     timeframe="1h",
     created=T1,
     updated=T1,
-    progress=PROGRESS,
+    progress=RUNNING,
     links=LINKS,
 )
 MODEL = t.ModelOut(model_id="AAPL-1h-0123456789ab", job_id=JOB, created=T1, symbols=["AAPL"],

@@ -13,9 +13,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 import msgspec
+from ktrdr_shared.messages import JobEvent, event_type
 from litestar.openapi.spec import OpenAPI, OpenAPIMediaType, Operation, Schema
 
 from ktrdr_api import schemas, training_schemas  # noqa: F401 - registers the structs
@@ -30,6 +31,9 @@ OCTETS = "application/octet-stream"
 _BINARY = Schema(type="string", format="binary")  # type: ignore[arg-type]
 
 
+# Every job event the stream can carry, from the wire's own union (it never drifts).
+JOB_EVENT_TYPES = [event_type(t) for t in get_args(JobEvent)]
+
 # OpenAPI 3.1 describes an event stream by the schema of one event.
 SSE_EVENT = Schema(
     type="object",  # type: ignore[arg-type]
@@ -39,10 +43,8 @@ SSE_EVENT = Schema(
         "id": Schema(type="string", pattern=r"^[0-9]+$",  # type: ignore[arg-type]
                      description="The event's sequence in the log (send it back as "
                      "Last-Event-ID to resume after it)."),
-        "event": Schema(type="string", enum=[  # type: ignore[arg-type]
-            "accepted", "planned", "segment_fetched", "segment_failed", "progress",
-            "epoch_completed", "cancel_requested", "completed", "failed", "cancelled"],
-            description="The event's type (its tag)."),
+        "event": Schema(type="string", enum=JOB_EVENT_TYPES,  # type: ignore[arg-type]
+                        description="The event's type (its tag)."),
         "data": Schema(type="string", content_media_type="application/json",  # type: ignore[arg-type]
                        description="The event as JSON, tagged by 'type'."),
     },

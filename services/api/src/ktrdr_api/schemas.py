@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
+from ktrdr_shared.messages import ProgressReason
 from ktrdr_shared.messages.base import check_range
 from ktrdr_shared.types import (
     InstrumentType,
@@ -35,6 +36,7 @@ Timestamp = Annotated[
          examples=["2024-01-02T14:30:00Z"]),
 ]  # fmt: skip
 Count = Annotated[int, Meta(ge=0)]
+Rate = Annotated[float, Meta(ge=0)]
 JOB_ID_EXAMPLE = "0123456789abcdef0123456789abcdef"
 
 
@@ -273,13 +275,34 @@ class BarsOut(Struct, frozen=True, kw_only=True):
 
 
 class Progress(Struct, frozen=True, kw_only=True):
-    """How far a job has got, in its own unit (segments, chunks, bars, epochs)."""
+    """How far a job has got, in its own unit (segments, percent, bars, epochs), and why.
+
+    ``reason`` says why a running job is where it is (``fetching``, ``pacing`` until
+    ``until``, ``ib_disconnected`` since ``since``, ``no_connector``, ``queued``,
+    ``storing``, ``cancelling``, ``training``); an ended job's reads ``done``.
+    """
 
     done: float | None = None
     total: float | None = None
     unit: str | None = None
     percent: float | None = None
     message: str = ""
+    reason: Annotated[ProgressReason | None, Meta(description="Why the job is where it is.")] = None
+    since: Annotated[Timestamp | None, Meta(description="IB lost since (ib_disconnected).")] = None
+    until: Annotated[Timestamp | None, Meta(description="IB's pacing window opens (pacing).")] = (
+        None
+    )
+    eta: Annotated[
+        Timestamp | None, Meta(description="The estimated end, at the current rate.")
+    ] = None
+    rate: Annotated[Rate | None, Meta(description="Bars per second, lately.")] = None
+    bars: Annotated[Count | None, Meta(description="Bars fetched so far.")] = None
+    requests_done: Annotated[
+        Count | None, Meta(description="Requests sent to IB so far, retries included.")
+    ] = None
+    requests_planned: Annotated[
+        Count | None, Meta(description="Requests to IB the plan needs (at least).")
+    ] = None
 
 
 class JobOut(Struct, frozen=True, kw_only=True):
@@ -304,6 +327,7 @@ class JobOut(Struct, frozen=True, kw_only=True):
     result: dict[str, Any] | None = None
     error: JobError | None = None
     cancel_reason: str | None = None
+    notes: list[str] = msgspec.field(default_factory=list)
 
 
 class JobSummary(Struct, frozen=True, kw_only=True):

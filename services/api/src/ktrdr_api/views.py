@@ -54,10 +54,14 @@ def job_links(job_id: str) -> JobLinks:
 
 
 def progress(state: JobState) -> Progress:
-    """Return a job's progress."""
+    """Return a job's progress: how far, why it is there, and when it should end."""
     return Progress(done=state.progress_done, total=state.progress_total,
                     unit=state.progress_unit, percent=state.percent,
-                    message=state.progress_message)  # fmt: skip
+                    message=state.progress_message, reason=state.progress_reason,
+                    since=utc(state.progress_since), until=utc(state.progress_until),
+                    eta=utc(state.progress_eta), rate=state.progress_rate, bars=state.bars,
+                    requests_done=state.requests,
+                    requests_planned=state.requests_planned)  # fmt: skip
 
 
 def job_out(state: JobState) -> JobOut:
@@ -76,7 +80,7 @@ def job_out(state: JobState) -> JobOut:
         segments_fetched=state.segments_fetched, segments_failed=state.segments_failed,
         bars_fetched=state.bars_fetched, ib_requests=state.ib_requests,
         last_epoch=msgspec.to_builtins(state.last_epoch) if state.last_epoch else None,
-        result=result, error=error, cancel_reason=state.cancel_reason,
+        result=result, error=error, cancel_reason=state.cancel_reason, notes=list(state.notes),
     )  # fmt: skip
 
 

@@ -27,6 +27,7 @@ from ktrdr_shared.messages import (
     JobKind,
     JobProgress,
     ModelList,
+    ProgressReason,
     QueryBars,
     StartTraining,
     StatusRequest,
@@ -35,6 +36,7 @@ from ktrdr_shared.messages import (
 )
 from ktrdr_shared.messages.base import Event
 from ktrdr_shared.runtime import publish_event
+from ktrdr_shared.types import utc_now
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -45,7 +47,14 @@ from ktrdr_trainer.data import Bars, fetch_bars, read_parquet_bars
 from ktrdr_trainer.dataset import Dataset
 from ktrdr_trainer.pipeline import JobPlan, TrainingRun, plan_job, run_training
 from ktrdr_trainer.repository import ModelRepository
-from ktrdr_trainer.training import DeviceUnavailable, EpochStats, TrainingStopped, describe_device
+from ktrdr_trainer.training import (
+    DeviceUnavailable,
+    EpochStats,
+    TrainingStopped,
+    describe_device,
+    estimated_end,
+    stopped_early_message,
+)
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +130,7 @@ class Trainer:
                     total=sum(map(len, bars)),
                     unit="bars",
                     message=f"loaded bars of {len(bars)} symbol(s)",
+                    reason=ProgressReason.TRAINING,
                 )
             )
             loop = asyncio.get_running_loop()
@@ -156,11 +166,14 @@ class Trainer:
     ) -> TrainingRun:
         """Run the core in a worker thread; events hop back to the event loop."""
         epochs, name = plan.spec.epochs, describe_device(plan.device)
+        started = utc_now()
 
         def emit(event: Event) -> None:
             self._publish_from_thread(loop, event)
 
         def on_prepared(data: Dataset) -> None:
+            nonlocal started
+            started = utc_now()
             emit(
                 JobProgress(
                     job_id=job_id,
@@ -170,6 +183,7 @@ class Trainer:
                     message=f"training on {name}: {len(data.train)} train, "
                     f"{len(data.validation)} validation, {len(data.test)} test "
                     "samples",
+                    reason=ProgressReason.TRAINING,
                 )
             )
 
@@ -186,6 +200,7 @@ class Trainer:
                     device=name,
                 )
             )
+            now = utc_now()
             emit(
                 JobProgress(
                     job_id=job_id,
@@ -193,6 +208,8 @@ class Trainer:
                     total=epochs,
                     unit="epochs",
                     message=f"epoch {s.epoch}/{epochs} on {name}",
+                    reason=ProgressReason.TRAINING,
+                    eta=estimated_end(started, now, s.epoch, epochs),
                 )
             )
 
@@ -200,7 +217,21 @@ class Trainer:
             if self._stop.is_set():
                 raise TrainingStopped(self._stop_reason)
 
-        return run_training(plan, bars, on_epoch, check_stop, on_prepared)
+        run = run_training(plan, bars, on_epoch, check_stop, on_prepared)
+        if run.outcome.stopped_early:  # the epochs that ran are the whole run: say so last
+            ran = len(run.outcome.history)
+            message = stopped_early_message(run.outcome, plan.params)
+            emit(
+                JobProgress(
+                    job_id=job_id,
+                    done=ran,
+                    total=ran,
+                    unit="epochs",
+                    message=message,
+                    reason=ProgressReason.TRAINING,
+                )
+            )
+        return run
 
     async def on_rejected(self, msg: Msg, error: KtrdrError) -> None:
         """Report a command that can never run (malformed), to its job when it names one."""

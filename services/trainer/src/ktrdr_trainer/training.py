@@ -17,6 +17,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 
 import numpy as np
 import torch
@@ -206,6 +207,22 @@ def train_model(
             break
     model.load_state_dict(best_state)
     return TrainOutcome(model, history, best_epoch, stopped_early=len(history) < params.epochs)
+
+
+def stopped_early_message(outcome: TrainOutcome, params: TrainingParams) -> str:
+    """Return why a run ended before its last epoch, naming the epochs that ran."""
+    ran, unit = len(outcome.history), "epoch" if params.patience == 1 else "epochs"
+    return (
+        f"stopped early after {ran} of {params.epochs} epochs (no validation improvement "
+        f"for {params.patience} {unit}; best epoch {outcome.best_epoch})"
+    )
+
+
+def estimated_end(started: datetime, now: datetime, done: int, total: int) -> datetime | None:
+    """Return when ``total`` epochs end at the pace of the ``done`` so far (None before one)."""
+    if done <= 0:
+        return None
+    return now + (now - started) / done * max(0, total - done)
 
 
 def predict(

@@ -1,5 +1,7 @@
 """Follow a job's server-sent events with a progress bar; Ctrl-C asks to cancel it.
 
+The line under the bar says why the job is where it is and when it should end
+(``explain``); where stderr is not a terminal, each change of reason is also a note.
 The first Ctrl-C publishes a cancel request (``POST /jobs/{id}/cancel``) and
 keeps following, so the user sees the job stop; the event stream resumes with
 ``Last-Event-ID`` and so neither skips nor repeats an event. A second Ctrl-C
@@ -20,6 +22,7 @@ from rich.progress import (
 )
 
 from ktrdr_api.cli.api_client import ApiClient, CliError, ExitCode, SseEvent
+from ktrdr_api.cli.explain import explain
 
 TERMINAL = {"completed", "failed", "cancelled"}
 
@@ -48,14 +51,16 @@ class JobFollower:
         self.last_id: int | None = None
         self.cancel_sent = False
         self.ended: str | None = None
+        self.reason: str | None = None
 
     def run(self) -> dict[str, Any]:
         """Follow until the job ends; return its final state (``GET /jobs/{id}``)."""
         progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
                             MofNCompleteColumn(), TextColumn("{task.fields[unit]}"),
-                            TimeElapsedColumn(), console=self.console, disable=not self.show,
+                            TimeElapsedColumn(), TextColumn("{task.fields[why]}", markup=False),
+                            console=self.console, disable=not self.show,
                             transient=False)  # fmt: skip
-        task = progress.add_task(self.job_id[:8], total=None, unit="")
+        task = progress.add_task(self.job_id[:8], total=None, unit="", why="")
         with progress:
             while self.ended is None:
                 try:
@@ -86,24 +91,23 @@ class JobFollower:
                 raise
 
     def _show(self, progress: Progress, task: Any, event: SseEvent) -> None:
-        data = event.data
-        kind = event.event
-        if kind == "progress" and data.get("total"):
-            progress.update(task, total=data["total"], completed=data["done"],
-                            unit=data.get("unit", ""))  # fmt: skip
+        data, kind = event.data, event.event
+        if kind == "progress":
+            self._progress(progress, task, data)
         elif kind == "planned":
             segments = len(data.get("segments", []))
             progress.update(task, total=max(segments, 1) if segments else 1,
                             completed=0 if segments else 1, unit="segments")  # fmt: skip
             self._note(f"planned: {segments} segment(s) to fetch, "
                        f"{data.get('cached_before', 0)} bars already stored")  # fmt: skip
+            for note in data.get("notes") or []:
+                self._note(f"note: {note}")
         elif kind in ("segment_fetched", "segment_failed"):
-            task_state = progress.tasks[0]
-            if task_state.fields.get("unit") == "segments":
+            if progress.tasks[0].fields.get("unit") == "segments":
                 progress.advance(task)
             if kind == "segment_failed":
                 self._note(f"segment {data.get('segment_id')} failed: {data.get('code')} "
-                           f"{data.get('message', '')}")  # fmt: skip
+                           f"{data.get('message', '')}{_did(data)}")  # fmt: skip
         elif kind == "epoch_completed":
             progress.update(task, total=data["epochs"], completed=data["epoch"], unit="epochs")
         elif kind == "accepted":
@@ -111,11 +115,43 @@ class JobFollower:
         elif kind == "cancel_requested":
             self._note(f"cancel requested: {data.get('reason', '')}")
         elif kind in TERMINAL:
-            if kind == "completed":
-                total = progress.tasks[0].total or 1
-                progress.update(task, total=total, completed=total)
-            self._note(f"job {kind}" + (f": {data.get('message')}" if data.get("message") else ""))
+            self._ended(progress, task, kind, data)
+
+    def _progress(self, progress: Progress, task: Any, data: dict[str, Any]) -> None:
+        words = explain(data)
+        progress.update(task, why=words or data.get("message", ""))
+        if data.get("total"):
+            progress.update(task, total=data["total"], completed=data["done"],
+                            unit=data.get("unit", ""))  # fmt: skip
+        reason = data.get("reason")
+        if reason != self.reason and reason not in (None, "done") and not self.console.is_terminal:
+            self._note(words)  # no live line to read it from: say each change once
+        self.reason = reason
+
+    def _ended(self, progress: Progress, task: Any, kind: str, data: dict[str, Any]) -> None:
+        result = data.get("result") or {}
+        if kind == "completed":
+            ran = (result.get("metrics") or {}).get("epochs_run")
+            if ran and progress.tasks[0].fields.get("unit") == "epochs":
+                progress.update(task, total=ran)  # stopped early: the epochs that ran
+            total = progress.tasks[0].total or 1
+            progress.update(task, total=total, completed=total, why="done")
+        else:
+            progress.update(task, why=kind)
+        text = f"job {kind}" + (f": {data.get('message')}" if data.get("message") else "")
+        if kind == "cancelled":
+            text += f": {data['reason']}" if data.get("reason") else ""
+            if result.get("kind") == "data_load":
+                text += (f" (after {result.get('ib_requests_made', 0):,} IB requests, "
+                         f"{result.get('fetched_bars', 0):,} bars fetched)")  # fmt: skip
+        self._note(text)
 
     def _note(self, text: str) -> None:
         if self.show:
             self.console.print(text)
+
+
+def _did(data: dict[str, Any]) -> str:
+    """Return what a failed segment did before it stopped ("" when nothing)."""
+    requests, bars = data.get("ib_requests") or 0, data.get("bars") or 0
+    return f" (after {requests:,} IB requests, {bars:,} bars)" if requests or bars else ""

@@ -9,6 +9,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from ktrdr_api.cli.explain import PHRASES, counts, explain
+
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -55,13 +57,32 @@ def job(value: dict[str, Any]) -> None:
                                        "execution_time_s", "segments_planned",
                                        "segments_fetched", "segments_failed", "bars_fetched",
                                        "ib_requests", "cancel_reason")}  # fmt: skip
-    if progress.get("total"):
-        shown["progress"] = f"{progress.get('done')}/{progress['total']} {progress.get('unit')}"
+    line = progress_line(progress)
+    if line:
+        shown["progress"] = line
+    if value.get("status") == "cancelled" and counts(progress):
+        shown["did"] = counts(progress)  # what a cancelled job did before it stopped
+    if value.get("notes"):
+        shown["notes"] = "; ".join(value["notes"])
     if value.get("result"):
         shown["result"] = value["result"]
     if value.get("error"):
         shown["error"] = value["error"]
     fields({k: v for k, v in shown.items() if v is not None})
+
+
+def progress_line(progress: dict[str, Any]) -> str:
+    """Return a job's progress as one line: how far, then why and when (``explain``)."""
+    parts = []
+    if progress.get("total"):
+        parts.append(f"{progress.get('done') or 0:g}/{progress['total']:g} "
+                     f"{progress.get('unit') or ''}".rstrip())  # fmt: skip
+    words = explain(progress)
+    if words:
+        parts.append(words)
+    if progress.get("message") and not words:
+        parts.append(progress["message"])
+    return " · ".join(parts)
 
 
 def jobs(items: list[dict[str, Any]]) -> None:
@@ -73,4 +94,6 @@ def jobs(items: list[dict[str, Any]]) -> None:
 
 def _percent(progress: dict[str, Any]) -> str:
     percent = progress.get("percent")
-    return "" if percent is None else f"{percent:g}%"
+    shown = "" if percent is None else f"{percent:g}%"
+    reason = progress.get("reason")
+    return f"{shown} {PHRASES.get(reason, reason)}".strip() if reason else shown
