@@ -1,4 +1,4 @@
-"""The one pacing gate every IB historical request passes through (pure, clock injected).
+"""The one pacing gate every IB historical request passes through (clock injected).
 
 IB's historical-data rules (``tws-simulator.md`` §5.1-5.2):
 
@@ -18,17 +18,35 @@ for each rule, the first instant at which sending would keep every sliding
 window within its limit, and takes the latest of those instants. Every
 constraint only relaxes as time passes, so that instant is exact, not a
 fixed sleep.
+
+Many segments wait at the gate at once, so it is a scheduler, not a queue:
+whenever something changes (a request arrives, one is answered, a waiter is
+cancelled, the timer fires) it grants, in fair order, every waiter that is
+legal now and has an open slot, then sleeps until the first instant another
+could go. A waiter the rules hold back does not hold back the ones behind it:
+while a 1-second-bar backfill waits ten minutes for the window, a 1-hour load
+of another symbol goes at once. One exception: the first hard waiter that the
+10-minute window holds back keeps the window's next places, so that a
+``BID_ASK`` request (weight 2) is not starved by weight-1 requests taking each
+single place the window frees. A task cancelled while it waits leaves without
+spending a slot.
+
+Fairness (``scheduling.py``): strict priority classes (lower first; the
+data-store sends tail loads as 1, backfills as 5), then round-robin between the
+jobs of a class (the job served least recently goes first), then arrival order
+within a job. Round-robin rather than weights: each job gets one request per
+turn whatever its size, so a short load never waits behind a long one of its
+class, and there are no weights to tune; urgency is what the classes are for.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-Clock = Callable[[], float]
-Sleeper = Callable[[float], Awaitable[None]]
+from ktrdr_ib_connector.scheduling import Clock, FairQueue, Sleeper, WakeUp
 
 
 @dataclass(frozen=True)
@@ -121,10 +139,11 @@ class _History:
 class PacingGate:
     """Schedule requests as early as IB's rules allow.
 
-    Use ``async with gate.slot(request):`` around each request: entering waits
-    for the earliest legal instant and records the send; leaving marks it
-    answered (freeing an open slot). ``earliest`` and ``record`` are the pure
-    core the property tests check against a brute-force model of the rules.
+    Use ``async with gate.slot(request, job=..., priority=...):`` around each
+    request: entering waits for the gate to grant it (legal now, an open slot,
+    its turn) and records the send; leaving marks it answered (freeing an open
+    slot). ``earliest`` and ``record`` are the pure core the property tests
+    check against a brute-force model of the rules.
     """
 
     def __init__(self, rules: PacingRules | None = None, clock: Clock | None = None,
@@ -133,14 +152,15 @@ class PacingGate:
         self._clock = clock or time.monotonic
         self._sleep = sleep or asyncio.sleep
         self._history = _History()
-        self._order = asyncio.Lock()
+        self._opens: dict[tuple[int, tuple[str, str, str]], tuple[float, float]] = {}
+        self._queue: FairQueue[_Waiter] = FairQueue()
+        self._wake_up = WakeUp(self._clock, self._sleep, self._schedule)
+        self._pass_pending = False
         self._open = 0
         self._open_soft = 0
-        self._freed = asyncio.Condition()
         self.soft_delay_s = 0.0
         self._last_soft_sent = float("-inf")
         self.requests_sent = 0
-        self.waited_s = 0.0
 
     # -- the pure core -------------------------------------------------------------
 
@@ -148,18 +168,30 @@ class PacingGate:
         """Return the first instant >= ``now`` at which ``request`` keeps every rule."""
         if not request.hard:  # spaced from the last soft request, not from now
             return max(now, self._last_soft_sent + self.soft_delay_s)
-        r, h = self.rules, self._history
-        margin = r.margin_s
-        at = now
-        last_identical = h.identical.get(request)
-        if last_identical is not None:
-            at = max(at, last_identical.at + r.scaled(r.identical_window_s) + margin)
-        at = max(at, _window_opens(h.sent, r.scaled(r.window_s), r.window_max - request.weight)
-                 + margin)  # fmt: skip
-        burst = h.by_key.get(request.burst_key, [])
-        at = max(at, _window_opens(burst, r.scaled(r.burst_window_s),
-                                   r.burst_max - request.weight) + margin)  # fmt: skip
-        return at
+        return max(now, self._identical_opens(request), *self._shared_opens(request))
+
+    def _identical_opens(self, request: HistoricalRequest) -> float:
+        """Return when the identical-request rule lets ``request`` go."""
+        last = self._history.identical.get(request)
+        if last is None:
+            return float("-inf")
+        return last.at + self.rules.scaled(self.rules.identical_window_s) + self.rules.margin_s
+
+    def _shared_opens(self, request: HistoricalRequest) -> tuple[float, float]:
+        """Return when the 10-minute window, then the contract's burst, have room.
+
+        Every request of the same weight and burst key shares the answer, kept
+        until the history changes: a scheduler pass over a thousand waiters
+        works it out once per contract, not once per waiter.
+        """
+        key = (request.weight, request.burst_key)
+        if key not in self._opens:
+            r, h = self.rules, self._history
+            room, same = request.weight, h.by_key.get(request.burst_key, [])
+            long = _window_opens(h.sent, r.scaled(r.window_s), r.window_max - room)
+            burst = _window_opens(same, r.scaled(r.burst_window_s), r.burst_max - room)
+            self._opens[key] = (long + r.margin_s, burst + r.margin_s)
+        return self._opens[key]
 
     def record(self, request: HistoricalRequest, at: float) -> _Sent | None:
         """Remember that ``request`` was sent at ``at`` (forget what no rule can see).
@@ -171,6 +203,7 @@ class PacingGate:
             self._last_soft_sent = max(self._last_soft_sent, at)
             return None
         r, h = self.rules, self._history
+        self._opens.clear()
         entry = _Sent(at, request.weight)
         h.sent.append(entry)
         h.by_key.setdefault(request.burst_key, []).append(entry)
@@ -188,6 +221,7 @@ class PacingGate:
         if answered_at <= entry.at:
             return
         entry.at = answered_at
+        self._opens.clear()
         h = self._history
         h.sent.sort(key=_at)
         for entries in h.by_key.values():
@@ -203,52 +237,120 @@ class PacingGate:
 
     # -- the async gate --------------------------------------------------------------
 
-    def slot(self, request: HistoricalRequest) -> _Slot:
-        """Return a context manager that holds a legal, open slot for ``request``."""
-        return _Slot(self, request)
+    def slot(self, request: HistoricalRequest, *, job: str = "", priority: int = 5) -> _Slot:
+        """Return a context manager that holds a legal, open slot for ``request``.
 
-    async def _acquire(self, request: HistoricalRequest) -> _Sent | None:
-        async with self._order:  # FIFO: requests leave the gate in the order they came
-            await self._wait_for_open_slot(request.hard)
-            while True:
-                now = self._clock()
-                at = self.earliest(request, now)
-                if at <= now:
+        Args:
+            request: what will be sent.
+            job: whose request it is; jobs of one priority class take turns.
+            priority: scheduling class, lower first (tail loads 1, backfills 5).
+        """
+        return _Slot(self, request, job, priority)
+
+    def waiting(self, job: str | None = None) -> int:
+        """Return how many requests wait at the gate (only ``job``'s when given)."""
+        return len(self._queue) if job is None else len(self._queue.of_job(job))
+
+    def next_send_at(self, job: str) -> float | None:
+        """Return the clock instant at which ``job``'s next waiting request may go.
+
+        IB's rules only: other jobs ahead in fair order, or no open slot, can
+        make it later. None when ``job`` has nothing waiting.
+        """
+        now = self._clock()
+        times = [self.earliest(w.request, now) for w in self._queue.of_job(job)]
+        return min(times, default=None)
+
+    async def _acquire(self, request: HistoricalRequest, job: str, priority: int) -> _Sent | None:
+        waiter = _Waiter(request, asyncio.get_running_loop().create_future())
+        self._queue.push(waiter, job, priority)
+        self._reschedule()
+        try:
+            return await waiter.granted
+        except BaseException:
+            self._leave(waiter)
+            raise
+
+    def _leave(self, waiter: _Waiter) -> None:
+        """Take a cancelled waiter out; one granted just before its cancel releases."""
+        if waiter in self._queue:
+            self._queue.remove(waiter)
+            self._reschedule()
+        elif waiter.granted.done() and not waiter.granted.cancelled():
+            self._release(waiter.request, waiter.granted.result())
+
+    def _reschedule(self) -> None:
+        """Run the scheduler soon: once for however many changes come before it runs."""
+        if not self._pass_pending:
+            self._pass_pending = True
+            asyncio.get_running_loop().call_soon(self._schedule)
+
+    def _schedule(self) -> None:
+        """Grant, in fair order, every waiter that may go now; wake up for the rest."""
+        self._pass_pending = False
+        now, wake, held_until = self._clock(), math.inf, -math.inf
+        for waiter in self._queue.in_order():
+            request = waiter.request
+            if waiter.granted.done():  # cancelled, its task not yet resumed to leave
+                continue
+            if not self._has_open_slot(request.hard):
+                if self._open >= self.rules.max_open:
                     break
-                self.waited_s += at - now
-                await self._sleep(at - now)
-            entry = self.record(request, self._clock())
-            self._open += 1
-            if not request.hard:
-                self._open_soft += 1
-            return entry
+                continue
+            if request.hard and held_until > now:
+                wake = min(wake, held_until)
+                continue
+            at = self.earliest(request, now)
+            if at <= now:
+                self._grant(waiter, now)
+                continue
+            wake = min(wake, at)
+            if request.hard:  # the first the window holds back keeps its next places
+                held_until = self._shared_opens(request)[0]
+        if self._queue:
+            self._wake_up.arm(wake)
+        else:
+            self._wake_up.cancel()
 
-    async def _wait_for_open_slot(self, hard: bool) -> None:
-        async with self._freed:
-            await self._freed.wait_for(
-                lambda: (
-                    self._open < self.rules.max_open
-                    and (hard or self._open_soft < self.rules.soft_max_open)
-                )
-            )
+    def _has_open_slot(self, hard: bool) -> bool:
+        r = self.rules
+        return self._open < r.max_open and (hard or self._open_soft < r.soft_max_open)
 
-    async def _release(self, request: HistoricalRequest, entry: _Sent | None) -> None:
+    def _grant(self, waiter: _Waiter, now: float) -> None:
+        entry = self.record(waiter.request, now)
+        self._open += 1
+        if not waiter.request.hard:
+            self._open_soft += 1
+        self._queue.granted(waiter)
+        waiter.granted.set_result(entry)
+
+    def _release(self, request: HistoricalRequest, entry: _Sent | None) -> None:
         if entry is not None:
             self.settle(entry, self._clock())
-        async with self._freed:
-            self._open -= 1
-            if not request.hard:
-                self._open_soft -= 1
-            self._freed.notify_all()
+        self._open -= 1
+        if not request.hard:
+            self._open_soft -= 1
+        self._reschedule()
+
+    @property
+    def waited_s(self) -> float:
+        """Return how long the gate has slept while requests waited for IB's rules."""
+        return self._wake_up.slept_s
 
     def slow_down(self, factor: float = 2.0, floor_s: float = 0.5, cap_s: float = 30.0) -> None:
         """Grow the soft delay for large bars (IB answered slowly or complained)."""
         base = max(self.soft_delay_s * factor, self.rules.scaled(floor_s))
         self.soft_delay_s = min(base, self.rules.scaled(cap_s))
+        self._rethink()
 
     def speed_up(self) -> None:
         """Shrink the soft delay after a prompt answer."""
         self.soft_delay_s = self.soft_delay_s / 2 if self.soft_delay_s > 1e-3 else 0.0
+        self._rethink()
+
+    def _rethink(self) -> None:
+        if self._queue:  # the soft delay moved: a waiter's instant may have too
+            self._reschedule()
 
     def state(self, now: float | None = None) -> dict[str, float]:
         """Return counters for ``ktrdr.ib.status``."""
@@ -257,19 +359,30 @@ class PacingGate:
         in_window = sum(e.weight for e in self._history.sent if e.at > now - window)
         return {"open_requests": float(self._open), "hard_requests_in_window": float(in_window),
                 "window_max": float(self.rules.window_max), "soft_delay_s": self.soft_delay_s,
-                "requests_sent": float(self.requests_sent), "waited_s": self.waited_s}  # fmt: skip
+                "requests_sent": float(self.requests_sent), "waited_s": self.waited_s,
+                "waiting_requests": float(len(self._queue))}  # fmt: skip
+
+
+class _Waiter:
+    """One request waiting at the gate; ``granted`` resolves to its history entry."""
+
+    __slots__ = ("granted", "request")
+
+    def __init__(self, request: HistoricalRequest, granted: asyncio.Future[_Sent | None]) -> None:
+        self.request, self.granted = request, granted
 
 
 class _Slot:
-    def __init__(self, gate: PacingGate, request: HistoricalRequest) -> None:
-        self.gate, self.request = gate, request
+    def __init__(self, gate: PacingGate, request: HistoricalRequest, job: str,
+                 priority: int) -> None:  # fmt: skip
+        self.gate, self.request, self.job, self.priority = gate, request, job, priority
         self.entry: _Sent | None = None
 
     async def __aenter__(self) -> None:
-        self.entry = await self.gate._acquire(self.request)
+        self.entry = await self.gate._acquire(self.request, self.job, self.priority)
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.gate._release(self.request, self.entry)
+        self.gate._release(self.request, self.entry)
 
 
 def _at(entry: _Sent) -> float:
