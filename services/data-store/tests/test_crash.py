@@ -77,8 +77,8 @@ async def test_kill_9_mid_load_loses_nothing_and_duplicates_nothing(
         jobs = [await client.load_data(sym, tf.value, start=start)
                 for sym, _, tf, _, _, start in LOADS]  # fmt: skip
         unfinished_at_kill = []
-        for _ in range(4):
-            await asyncio.sleep(rng.uniform(0.2, 1.5))
+        for kill in range(4):  # the first soon after the commands: a load takes a few seconds
+            await asyncio.sleep(rng.uniform(0.05, 0.3) if kill == 0 else rng.uniform(0.2, 1.0))
             unfinished_at_kill.append(sum([not await ended(js, j) for j in jobs]))
             proc.send_signal(signal.SIGKILL)
             await proc.wait()
