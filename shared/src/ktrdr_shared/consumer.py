@@ -15,6 +15,12 @@ Long work keeps its message with ``in_progress`` (see ``keep_alive``). Fetches
 use short expiries, so a restarted nats-server is
 noticed quickly and the loop re-binds to the durable consumer, re-declaring it
 if the server lost it.
+
+With ``concurrency`` above 1 each message runs in its own task, up to that many
+at once, and the loop only fetches as many messages as there are free slots; on
+stop, handlers still running after ``drain_timeout_s`` are cancelled and their
+messages nak'ed, so another instance takes them at once instead of after the
+ack wait.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,6 +65,10 @@ class PullConsumer:
             while messages it already delivered sit unacked until their ack wait.
         retry_delay_s: nak delay after an unexpected error.
         max_unexpected: deliveries after which an unexpected error is permanent.
+        concurrency: handlers running at once; 1 (the default) handles each
+            batch in order, inside the fetch loop.
+        drain_timeout_s: with ``concurrency`` above 1, how long stop lets running
+            handlers finish before it cancels them and naks their messages.
     """
 
     js: JetStreamContext
@@ -70,14 +80,37 @@ class PullConsumer:
     heartbeat_s: float = 0.0
     retry_delay_s: float = 2.0
     max_unexpected: int = 5
+    concurrency: int = 1
+    drain_timeout_s: float = 20.0
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Consume until ``stopping`` is set; finish the batch in hand, then return."""
+        if self.concurrency > 1:
+            await self._run_concurrently(stopping)
+            return
         async for messages in fetch_batches(
             self.js, self.spec, stopping, self.batch, self.fetch_timeout_s, self.heartbeat_s
         ):
             for msg in messages:
                 await self.dispatch(msg)
+
+    async def _run_concurrently(self, stopping: asyncio.Event) -> None:
+        """Keep up to ``concurrency`` handlers running; fetch only for free slots."""
+        running = _Running()
+        try:
+            async for messages in fetch_batches(
+                self.js, self.spec, stopping, self.batch, self.fetch_timeout_s, self.heartbeat_s,
+                want=lambda: min(self.batch, self.concurrency - len(running)),
+            ):  # fmt: skip
+                for msg in messages:
+                    if len(running) < self.concurrency:
+                        running.start(msg, self.dispatch(msg))
+                    else:  # a late delivery of an earlier pull: give it back
+                        await _settle(msg.nak())
+                await running.wait_below(self.concurrency, stopping)
+            await running.wait_all(self.drain_timeout_s)
+        finally:
+            await running.abandon()
 
     async def dispatch(self, msg: Msg) -> None:
         """Run the handler on one message and settle it (ack / nak / term)."""
@@ -116,12 +149,17 @@ async def fetch_batches(
     batch: int = 16,
     fetch_timeout_s: float = 2.0,
     heartbeat_s: float = 0.0,
+    want: Callable[[], int] | None = None,
 ) -> AsyncIterator[list[Msg]]:
     """Yield batches from a durable consumer until ``stopping`` is set.
 
     Survives disconnects and server restarts: fetch errors back off and
     retry, and a consumer the server no longer knows is declared again.
     Messages are the caller's to ack (for micro-batching writers).
+
+    Args:
+        want: asked before each fetch how many messages to ask for (at least 1
+            is asked); ``batch`` when not given.
     """
     sub: JetStreamContext.PullSubscription | None = None
     backoff = _Backoff()
@@ -131,9 +169,8 @@ async def fetch_batches(
             if sub is None:
                 await ensure_consumer(js, spec)
                 sub = await js.pull_subscribe_bind(spec.durable, stream=spec.stream)
-            messages = await sub.fetch(
-                batch, timeout=fetch_timeout_s, heartbeat=heartbeat_s or None
-            )
+            size = max(1, want()) if want is not None else batch
+            messages = await sub.fetch(size, timeout=fetch_timeout_s, heartbeat=heartbeat_s or None)
         except (TimeoutError, nats.errors.TimeoutError):
             backoff.reset()
             continue
@@ -164,6 +201,53 @@ async def keep_alive(msg: Msg, every_s: float) -> asyncio.Task[None]:
             await _settle(msg.in_progress())
 
     return asyncio.create_task(beat())
+
+
+class _Running:
+    """The handler tasks of a concurrent consumer and the messages they hold."""
+
+    def __init__(self) -> None:
+        self._tasks: dict[asyncio.Task[None], Msg] = {}
+        self._changed = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def start(self, msg: Msg, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks[task] = msg
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.pop(task, None)
+        self._changed.set()
+
+    async def wait_below(self, limit: int, stopping: asyncio.Event) -> None:
+        """Return once fewer than ``limit`` run, or ``stopping`` is set."""
+        while len(self._tasks) >= limit and not stopping.is_set():
+            self._changed.clear()
+            stop = asyncio.ensure_future(stopping.wait())
+            change = asyncio.ensure_future(self._changed.wait())
+            try:
+                await asyncio.wait({stop, change}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stop.cancel()
+                change.cancel()
+
+    async def wait_all(self, timeout_s: float) -> None:
+        """Let the running handlers finish, for at most ``timeout_s``."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=timeout_s)
+
+    async def abandon(self) -> None:
+        """Cancel what still runs and nak its messages (redelivered at once)."""
+        held = dict(self._tasks)
+        for task in held:
+            task.cancel()
+        await asyncio.gather(*held, return_exceptions=True)
+        for msg in held.values():
+            if not _acked(msg):
+                await _settle(msg.nak())
 
 
 class _Backoff:
