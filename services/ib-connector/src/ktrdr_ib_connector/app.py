@@ -50,12 +50,9 @@ def build_connector(settings: IbConnectorSettings, js: JetStreamContext) -> Conn
     fetcher = Fetcher(connection, gate, RetryPolicy(),
                       request_timeout_s=settings.ib_request_timeout_s, time_scale=scale,
                       reconnect_wait_s=settings.ib_retry_delay_s)  # fmt: skip
-    return Connector(
-        connection=connection,
-        fetcher=fetcher,
-        js=js,
-        keep_alive_s=max(1.0, streams.IB_COMMANDS.config.ack_wait / 4),
-    )  # type: ignore[operator]
+    ack_wait_s = streams.IB_COMMANDS.config.ack_wait or 10.0
+    return Connector(connection=connection, fetcher=fetcher, js=js,
+                     keep_alive_s=max(1.0, ack_wait_s / 4))  # fmt: skip
 
 
 def build_app(settings: IbConnectorSettings) -> ServiceApp:
@@ -77,7 +74,8 @@ def build_app(settings: IbConnectorSettings) -> ServiceApp:
             connector.head_timestamp
         )
         consumer = PullConsumer(js=js, spec=streams.IB_COMMANDS, handler=connector.handle_fetch,
-                                on_permanent=connector.on_rejected, batch=1)  # fmt: skip
+                                on_permanent=connector.on_rejected, batch=1,
+                                concurrency=settings.ib_segments_in_flight)  # fmt: skip
 
         async def follow_cancels(stopping: asyncio.Event) -> None:
             async def on_cancel(msg: Msg) -> None:
@@ -93,8 +91,9 @@ def build_app(settings: IbConnectorSettings) -> ServiceApp:
             await sub.unsubscribe()
 
         app.background(connector.connection.run)
-        app.background(consumer.run)
         app.background(follow_cancels)
+        app.background(consumer.run)
+        app.background(connector.progress.run)
 
     app.setup = setup
     return app

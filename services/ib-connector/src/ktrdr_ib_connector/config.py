@@ -23,6 +23,9 @@ class IbConnectorSettings(Settings, frozen=True, kw_only=True):
         ib_time_scale: multiplies IB's pacing windows and retry delays; 1 for a real
             gateway, smaller only against a simulator running compressed time.
         ib_retry_delay_s: how long a segment waits in the queue while IB is unreachable.
+        ib_segments_in_flight: segments (``FetchBars`` commands) taken off the queue and
+            run at once; the pacing gate shares IB's budget between their jobs, so a
+            segment waiting for IB's 10-minute window does not hold back another job's.
     """
 
     ib_host: str = "127.0.0.1"
@@ -33,3 +36,4 @@ class IbConnectorSettings(Settings, frozen=True, kw_only=True):
     ib_soft_concurrency: Annotated[int, Meta(ge=1, le=50)] = 4
     ib_time_scale: Annotated[float, Meta(gt=0, le=1)] = 1.0
     ib_retry_delay_s: Annotated[float, Meta(gt=0)] = 5.0
+    ib_segments_in_flight: Annotated[int, Meta(ge=1, le=1000)] = 32

@@ -1,4 +1,11 @@
-"""Thin handlers: decode, call one core function, publish or reply."""
+"""Thin handlers: decode, call one core function, publish or reply.
+
+Segments run side by side (the consumer's ``concurrency``); each runs in its own
+task, registered under its job, so ``cancel_requested`` cancels a job's segments
+at once (``segments.py`` says what a cancel does to their chunks). A connector
+started after a cancel has no memory of it: before a segment starts, the event
+log says whether its job was cancelled or has ended.
+"""
 
 from __future__ import annotations
 
@@ -8,19 +15,22 @@ import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import nats.errors
+import nats.js.errors
 from ib_async import Contract, ContractDetails
 from ib_async.wrapper import RequestError
-from ktrdr_shared import codec
+from ktrdr_shared import codec, streams, subjects
 from ktrdr_shared.consumer import keep_alive, salvage_fields, salvage_job_id
-from ktrdr_shared.errors import IbUnavailable, KtrdrError, UnknownSymbol
+from ktrdr_shared.errors import IbUnavailable, KtrdrError, ServiceTimeout, UnknownSymbol
 from ktrdr_shared.messages import (
     FetchBars,
     HeadTimestamp,
     HeadTimestampRequest,
     IbStatus,
     SegmentFailed,
+    SegmentFetched,
     StatusRequest,
     SymbolInfo,
     ValidateSymbol,
@@ -35,10 +45,19 @@ from nats.js.kv import KeyValue
 from ktrdr_ib_connector.client import IbConnection
 from ktrdr_ib_connector.contracts import ContractResolver, symbol_info
 from ktrdr_ib_connector.fetcher import Fetcher
-from ktrdr_ib_connector.pacing import HistoricalRequest
-from ktrdr_ib_connector.segments import SegmentCancelled, run_segment
+from ktrdr_ib_connector.progress import ProgressReporter
+from ktrdr_ib_connector.segments import SegmentRun, run_segment
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+K = TypeVar("K")
+V = TypeVar("V")
+
+# Events after which a job's segments must not run: asked to stop, or already over.
+ENDING_EVENTS = {"cancel_requested": "was cancelled", "cancelled": "was cancelled",
+                 "completed": "has completed", "failed": "has failed"}  # fmt: skip
+REMEMBERED = 1000  # cancelled jobs and unfinished request counts kept in memory
 
 
 @dataclass
@@ -51,10 +70,20 @@ class Connector:
     symbols: KeyValue | None = None
     keep_alive_s: float = 20.0
     resolver: ContractResolver = field(init=False)
-    cancelled_jobs: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    progress: ProgressReporter = field(init=False)
+    # job id -> the event that stopped it (cancel_requested, cancelled, completed, failed)
+    stopped_jobs: OrderedDict[str, str] = field(default_factory=OrderedDict)
+    # job id -> the tasks running its segments
+    running: dict[str, set[asyncio.Task[SegmentFetched | SegmentFailed]]] = field(
+        default_factory=dict
+    )
+    # (job, segment) -> requests sent by attempts that IB's loss sent back to the queue
+    carried_requests: OrderedDict[tuple[str, str], int] = field(default_factory=OrderedDict)
 
     def __post_init__(self) -> None:
         self.resolver = ContractResolver(self._details)
+        self.progress = ProgressReporter(self.publish_event, self.fetcher.gate,
+                                         self.connection.ready.is_set)  # fmt: skip
 
     async def _details(self, query: Contract) -> list[ContractDetails]:
         if not await self.connection.wait_ready(self.fetcher.ready_timeout_s):
@@ -77,30 +106,83 @@ class Connector:
     # -- commands ---------------------------------------------------------------------
 
     async def handle_fetch(self, msg: Msg) -> None:
-        """Run one ``FetchBars`` segment; a failed segment is reported, not retried forever."""
+        """Run one ``FetchBars`` segment and report it; a failed segment is not retried forever.
+
+        Raises:
+            IbUnavailable: IB is not there; the command goes back to the queue.
+        """
         command = codec.decode(msg.data, FetchBars, subject=msg.subject, headers=msg.headers)
-        if command.job_id in self.cancelled_jobs:
-            await self.publish_event(_failed(command, "cancelled", "the job was cancelled"))
-            return
+        key = (command.job_id, command.segment_id)
+        run = SegmentRun(command)
+        run.tally.sent = self.carried_requests.pop(key, 0)
+        work = asyncio.create_task(self._fetch_segment(run, msg))
+        self.running.setdefault(command.job_id, set()).add(work)
+        if command.job_id in self.stopped_jobs:
+            work.cancel()
+        lost = False
+        try:
+            outcome = await work
+        except asyncio.CancelledError:
+            if _being_cancelled():
+                raise  # the service is stopping: the consumer gives the command back
+            outcome = run.failed("cancelled", "the job was cancelled")
+        except IbUnavailable:
+            _remember(self.carried_requests, key, run.tally.sent)
+            lost = run.chunks > 0  # it had started: say why it stopped
+            raise
+        finally:
+            self._forget(command.job_id, work)
+            await self.progress.finish(run, lost=lost)
+        await self.publish_event(outcome)
+
+    async def _fetch_segment(self, run: SegmentRun, msg: Msg) -> SegmentFetched | SegmentFailed:
+        command = run.command
+        ended = await self.job_ended(command.job_id)
+        if ended is not None:
+            return run.failed("cancelled", f"the job {ENDING_EVENTS[ended]}")
         if not self.connection.ready.is_set():
             raise IbUnavailable("not connected to IB; the segment stays queued", delay_s=2.0)
         try:
             details = await self.resolver.resolve(command.symbol, command.instrument_type)
         except UnknownSymbol as e:
-            await self.publish_event(_failed(command, e.code, e.message, ib_code=200))
-            return
+            return run.failed(e.code, e.message, ib_code=200)
         assert details.contract is not None
         beat = await keep_alive(msg, self.keep_alive_s)
+        self.progress.track(run)
         try:
-            outcome = await run_segment(command, details.contract, self.fetcher,
-                                        self.publish_batch,
-                                        lambda: command.job_id in self.cancelled_jobs)  # fmt: skip
-        except SegmentCancelled:
-            await self.publish_event(_failed(command, "cancelled", "the job was cancelled"))
-            return
+            return await run_segment(run, details.contract, self.fetcher, self.publish_batch)
         finally:
             beat.cancel()
-        await self.publish_event(outcome)
+
+    def _forget(self, job_id: str, work: asyncio.Task[SegmentFetched | SegmentFailed]) -> None:
+        tasks = self.running.get(job_id, set())
+        tasks.discard(work)
+        if not tasks:
+            self.running.pop(job_id, None)
+
+    async def job_ended(self, job_id: str) -> str | None:
+        """Return which event says the job must not run on (None while it may).
+
+        Raises:
+            ServiceTimeout: the event log did not answer; the command is retried.
+        """
+        if job_id in self.stopped_jobs:
+            return self.stopped_jobs[job_id]
+        found = await asyncio.gather(*(self._has_event(job_id, kind) for kind in ENDING_EVENTS))
+        ended = next((kind for kind, yes in zip(ENDING_EVENTS, found, strict=True) if yes), None)
+        if ended is not None:
+            _remember(self.stopped_jobs, job_id, ended)
+        return ended
+
+    async def _has_event(self, job_id: str, kind: str) -> bool:
+        subject = subjects.job_event(job_id, kind)
+        try:
+            await self.js.get_last_msg(streams.EVENTS.name or "", subject)
+        except nats.js.errors.NotFoundError:
+            return False
+        except (nats.errors.Error, TimeoutError) as e:
+            raise ServiceTimeout(f"could not read {subject} from the event log: {e!r}") from e
+        return True
 
     async def on_rejected(self, msg: Msg, error: KtrdrError) -> None:
         """Report a command that can never succeed (malformed, or failing every time)."""
@@ -113,10 +195,10 @@ class Connector:
                                                code=error.code, message=error.message))  # fmt: skip
 
     def note_cancel(self, job_id: str) -> None:
-        """Remember a cancelled job (the most recent thousand)."""
-        self.cancelled_jobs[job_id] = None
-        while len(self.cancelled_jobs) > 1000:
-            self.cancelled_jobs.popitem(last=False)
+        """Remember a cancelled job and cancel its running segments now."""
+        _remember(self.stopped_jobs, job_id, "cancel_requested")
+        for work in self.running.get(job_id, set()):
+            work.cancel()
 
     # -- requests ---------------------------------------------------------------------
 
@@ -141,45 +223,37 @@ class Connector:
     async def validate(self, request: ValidateSymbol) -> SymbolInfo:
         """Answer ``ktrdr.ib.validate`` (KV cache first, then IB)."""
         key = f"{symbol_key(request.symbol)}.{request.instrument_type or 'ANY'}"
-        cached = await self._kv_get(key)
+        cached = await self._kv_get(key, SymbolInfo)
         if cached is not None:
             return cached
         details = await self.resolver.resolve(request.symbol, request.instrument_type)
         info = symbol_info(request.symbol, details)
-        if self.symbols is not None:
-            with contextlib.suppress(nats.errors.Error):
-                await self.symbols.put(key, codec.encode(info))
+        await self._kv_put(key, info)
         return info
 
     async def head_timestamp(self, request: HeadTimestampRequest) -> HeadTimestamp:
-        """Answer ``ktrdr.ib.head_timestamp``: the earliest bar IB has for the symbol."""
+        """Answer ``ktrdr.ib.head_timestamp``: the earliest bar IB has for the symbol.
+
+        A head timestamp rarely changes and IB refuses an identical request within
+        15 s, so an answer is kept in the ``ktrdr_symbols`` bucket (its TTL, 7 days)
+        under the contract's id, whatToShow and hours; errors are never kept.
+        """
         details = await self.resolver.resolve(request.symbol, request.instrument_type)
         contract = details.contract
         assert contract is not None
         what = request.what_to_show or default_what_to_show(InstrumentType(contract.secType))
-        key = HistoricalRequest(contract=str(contract.conId), exchange=contract.exchange,
-                                what_to_show=what, bar_size="", duration="",
-                                end="head", use_rth=request.use_rth)  # fmt: skip
-        if not await self.connection.wait_ready(self.fetcher.ready_timeout_s):
-            raise IbUnavailable("not connected to IB")
-        try:
-            async with self.fetcher.gate.slot(key):
-                self.fetcher.requests_made += 1
-                head = await asyncio.wait_for(
-                    self.connection.ib.reqHeadTimeStampAsync(contract, what, request.use_rth, 2),
-                    self.fetcher.request_timeout_s,
-                )
-        except RequestError as e:
-            raise UnknownSymbol(f"IB has no head timestamp for {request.symbol}: {e.message}",
-                                details={"ib_code": e.code}) from e  # fmt: skip
-        except TimeoutError as e:
-            raise IbUnavailable("IB did not answer the head-timestamp request in time") from e
-        if not isinstance(head, datetime):
-            raise UnknownSymbol(f"IB has no head timestamp for {request.symbol}")
-        moment = head if head.tzinfo else head.replace(tzinfo=UTC)
-        return HeadTimestamp(symbol=request.symbol, what_to_show=what, head_timestamp=moment)
+        hours = "rth" if request.use_rth else "all"
+        key = f"head.{contract.conId}.{what}.{hours}"
+        cached = await self._kv_get(key, HeadTimestamp)
+        if cached is not None:
+            return HeadTimestamp(symbol=request.symbol, what_to_show=what,
+                                 head_timestamp=cached.head_timestamp)  # fmt: skip
+        head = await self.fetcher.head_timestamp(contract, what, request.use_rth)
+        answer = HeadTimestamp(symbol=request.symbol, what_to_show=what, head_timestamp=head)
+        await self._kv_put(key, answer)
+        return answer
 
-    async def _kv_get(self, key: str) -> SymbolInfo | None:
+    async def _kv_get(self, key: str, message_type: type[T]) -> T | None:
         if self.symbols is None:
             return None
         try:
@@ -188,14 +262,27 @@ class Connector:
             return None
         if entry is None or entry.value is None:
             return None
-        return codec.decode(entry.value, SymbolInfo)
+        return codec.decode(entry.value, message_type)
+
+    async def _kv_put(self, key: str, value: SymbolInfo | HeadTimestamp) -> None:
+        """Keep an answer in the cache; a cache that cannot be written only costs a request."""
+        if self.symbols is not None:
+            with contextlib.suppress(nats.errors.Error):
+                await self.symbols.put(key, codec.encode(value))
 
 
-def _failed(
-    command: FetchBars, code: str, message: str, ib_code: int | None = None
-) -> SegmentFailed:
-    return SegmentFailed(job_id=command.job_id, segment_id=command.segment_id, code=code,
-                         message=message, ib_code=ib_code)  # fmt: skip
+def _being_cancelled() -> bool:
+    """Return whether the running task itself was asked to stop (not something it awaited)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+def _remember(memory: OrderedDict[K, V], key: K, value: V) -> None:
+    """Keep ``key`` as the newest entry of a bounded memory (the oldest go first)."""
+    memory[key] = value
+    memory.move_to_end(key)
+    while len(memory) > REMEMBERED:
+        memory.popitem(last=False)
 
 
 def _salvage_ids(data: bytes) -> tuple[str, str] | None:

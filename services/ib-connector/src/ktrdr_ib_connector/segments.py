@@ -5,6 +5,13 @@ and when each may go); each batch is published to JetStream as soon as its
 chunk is in, with a ``Nats-Msg-Id`` derived from its content, so a segment
 retried after a disconnect republishes nothing twice inside the dedup window
 (and the store's merge is idempotent beyond it).
+
+A cancelled job cancels the task running its segment, and with it every
+chunk: a chunk not sent yet is never sent, one waiting at the gate leaves it
+without spending a slot, one in flight is cancelled at IB (``fetcher``), and
+bars arriving for it afterwards are dropped, not published. A batch already on
+its way to JetStream is let finish, so ``SegmentRun`` says exactly what the
+segment published and how many requests it sent.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 from ib_async import Contract
 from ktrdr_shared import codec, subjects
@@ -19,13 +27,46 @@ from ktrdr_shared.messages import BarBatch, FetchBars, SegmentFailed, SegmentFet
 from ktrdr_shared.types import to_unix_nanos
 
 from ktrdr_ib_connector.chunking import Chunk, is_hard_paced, plan_chunks
-from ktrdr_ib_connector.fetcher import ChunkFailed, Columns, Fetcher
+from ktrdr_ib_connector.fetcher import ChunkFailed, Columns, Fetcher, Owner, RequestTally
 
 BatchSink = Callable[[str, bytes, dict[str, str]], Awaitable[None]]
 
 
-class SegmentCancelled(Exception):
-    """The segment's job was cancelled while it ran."""
+@dataclass
+class SegmentRun:
+    """What one segment has done so far; its progress reports and its final event read it.
+
+    ``tally.sent`` starts from what earlier attempts of the same segment sent (an
+    attempt cut off by a lost connection is run again), so the final count is every
+    request IB saw for the segment.
+    """
+
+    command: FetchBars
+    tally: RequestTally = field(default_factory=RequestTally)
+    chunks: int = 0
+    chunks_done: int = 0
+    bars: int = 0
+
+    @property
+    def owner(self) -> Owner:
+        """Return whose requests the segment's are, for the gate and the tally."""
+        c = self.command
+        return Owner(job=c.job_id, priority=c.priority, tally=self.tally)
+
+    def fetched(self) -> SegmentFetched:
+        """Return the event of a segment whose every chunk was published."""
+        c = self.command
+        return SegmentFetched(job_id=c.job_id, segment_id=c.segment_id, chunks=self.chunks,
+                              bars=self.bars, ib_requests=self.tally.sent)  # fmt: skip
+
+    def failed(self, code: str, message: str, *, retryable: bool = False,
+               ib_code: int | None = None) -> SegmentFailed:  # fmt: skip
+        """Return the event of a segment that stopped, with what it did before."""
+        c = self.command
+        return SegmentFailed(job_id=c.job_id, segment_id=c.segment_id, code=code,
+                             message=message, retryable=retryable, ib_code=ib_code,
+                             chunks_done=self.chunks_done, bars=self.bars,
+                             ib_requests=self.tally.sent)  # fmt: skip
 
 
 def encode_batch(command: FetchBars, chunk: Chunk, index: int, count: int,
@@ -43,52 +84,54 @@ def encode_batch(command: FetchBars, chunk: Chunk, index: int, count: int,
     return payload, {codec.CONTENT_TYPE: codec.MSGPACK, "Nats-Msg-Id": msg_id}
 
 
-async def run_segment(command: FetchBars, contract: Contract, fetcher: Fetcher,
-                      publish_batch: BatchSink,
-                      cancelled: Callable[[], bool]) -> SegmentFetched | SegmentFailed:  # fmt: skip
+async def run_segment(run: SegmentRun, contract: Contract, fetcher: Fetcher,
+                      publish_batch: BatchSink) -> SegmentFetched | SegmentFailed:  # fmt: skip
     """Fetch and publish every chunk of a segment; return the event that reports it.
 
     Raises:
         IbUnavailable: the connection dropped; the caller naks the command.
-        SegmentCancelled: the job was cancelled.
     """
-    start, end = to_unix_nanos(command.start), to_unix_nanos(command.end)
-    chunks = plan_chunks(command.timeframe, start, end)
+    command = run.command
+    chunks = plan_chunks(command.timeframe, to_unix_nanos(command.start),
+                         to_unix_nanos(command.end))  # fmt: skip
+    run.chunks = len(chunks)
     hard = is_hard_paced(command.timeframe)
     subject = subjects.bars(command.symbol, command.timeframe)
-    totals = {"bars": 0, "requests": 0}
 
     async def one(index: int, chunk: Chunk) -> None:
-        if cancelled():
-            raise SegmentCancelled(command.job_id)
-        columns, requests = await fetcher.fetch(contract, chunk, command.what_to_show,
-                                                command.use_rth, hard)  # fmt: skip
+        columns = await fetcher.fetch(contract, chunk, command.what_to_show, command.use_rth,
+                                      hard, run.owner)  # fmt: skip
         payload, headers = encode_batch(command, chunk, index, len(chunks), columns)
-        await publish_batch(subject, payload, headers)
-        totals["bars"] += len(columns)
-        totals["requests"] += requests
+        cancelled = await _publish_whole(publish_batch(subject, payload, headers))
+        run.chunks_done += 1
+        run.bars += len(columns)
+        if cancelled:
+            raise asyncio.CancelledError
 
     tasks = [asyncio.create_task(one(i, c)) for i, c in enumerate(chunks)]
     try:
         await asyncio.gather(*tasks)
     except ChunkFailed as e:
-        return _failed(
-            command,
-            e.failure.failure.value,
-            e.failure.message,
-            e.failure.retryable,
-            e.failure.ib_code,
-        )
+        f = e.failure
+        return run.failed(f.failure.value, f.message, retryable=f.retryable, ib_code=f.ib_code)
     finally:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-    return SegmentFetched(job_id=command.job_id, segment_id=command.segment_id,
-                          chunks=len(chunks), bars=totals["bars"],
-                          ib_requests=totals["requests"])  # fmt: skip
+    return run.fetched()
 
 
-def _failed(command: FetchBars, code: str, message: str, retryable: bool,
-            ib_code: int | None) -> SegmentFailed:  # fmt: skip
-    return SegmentFailed(job_id=command.job_id, segment_id=command.segment_id, code=code,
-                         message=message, retryable=retryable, ib_code=ib_code)  # fmt: skip
+async def _publish_whole(publish: Awaitable[None]) -> bool:
+    """Run ``publish`` to its end even when cancelled meanwhile; return whether it was.
+
+    A batch JetStream may already have stored is counted, not guessed at.
+    """
+    task = asyncio.ensure_future(publish)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancelled = True
+    task.result()  # the publish's own failure, if it failed
+    return cancelled
