@@ -315,3 +315,10 @@ def test_tail_loads_are_sent_ahead_of_backfills() -> None:
         return sent[0].commands[0].priority
 
     assert priority("tail") < priority("backfill") == priority("full")
+
+
+def test_a_load_cancelled_before_its_plan_reports_that_it_did_nothing() -> None:
+    end = terminal(decide(fold(cancel()), t=4))
+    assert isinstance(end, JobCancelled)
+    assert end.result == LoadResult(fetched_bars=0, cached_before=0, gaps_analyzed=0,
+                                    segments_fetched=0, ib_requests_made=0)  # fmt: skip

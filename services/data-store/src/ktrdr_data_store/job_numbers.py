@@ -82,7 +82,6 @@ def load_result(state: LoadState, not_stored: list[PlannedSegment]) -> LoadResul
     The counts are what the job did: bars the connector published (a cancelled or failed
     segment's too) and every request it sent to IB, retries included.
     """
-    assert state.planned is not None
     missing = {s.segment_id for s in not_stored}
     fetched = [(s, o) for s, o in state.fetched() if s.segment_id not in missing]
     failed = [FailedSegment(segment_id=s.segment_id, start=s.start, end=s.end, code=o.code,
@@ -93,8 +92,8 @@ def load_result(state: LoadState, not_stored: list[PlannedSegment]) -> LoadResul
     return LoadResult(
         fetched_bars=total_bars(state) - sum(o.bars for s, o in state.fetched()
                                              if s.segment_id in missing),
-        cached_before=state.planned.cached_before,
-        gaps_analyzed=state.planned.gaps_analyzed,
+        cached_before=state.planned.cached_before if state.planned else 0,
+        gaps_analyzed=state.planned.gaps_analyzed if state.planned else 0,
         segments_fetched=len(fetched),
         ib_requests_made=total_requests(state),
         failed_segments=failed,

@@ -242,7 +242,7 @@ def _decide_cancel(state: LoadState, facts: Facts, policy: Policy) -> list[Effec
     waited = (facts.now - state.cancel.ts).total_seconds()
     if state.in_flight() and waited < policy.cancel_wait_s:
         return _progress(state, facts, policy)
-    result = load_result(state, []) if state.planned is not None else None
+    result = load_result(state, [])  # zeros for a load cancelled before it was planned
     end = JobCancelled(job_id=state.job_id, ts=facts.now, reason=state.cancel.reason, result=result)
     return _close(state, facts, end)
 
