@@ -42,11 +42,11 @@ test *ARGS: _ensure-venv
 test-unit *ARGS: _ensure-venv
     {{py}} -m pytest -m unit {{ARGS}}
 
-# Lint: ruff on everything, mypy (strict) on the shared package.
+# Lint: ruff on everything, mypy (strict) on every package's source. CI runs it before the tests.
 lint: _ensure-venv
     {{venv}}/bin/ruff check .
     {{venv}}/bin/ruff format --check .
-    {{venv}}/bin/mypy shared/src
+    {{venv}}/bin/mypy --strict shared/src services/ib-connector/src services/data-store/src services/trainer/src services/api/src infra/ib-gateway-sim/src
 
 # Format the code in place.
 fmt: _ensure-venv

@@ -57,7 +57,8 @@ def expected_stamps(symbol: str, sec_type: str, bar_size: str, start: dt.datetim
                           start - dt.timedelta(days=3), end, now_utc=NOW)  # fmt: skip
     if not len(frame):
         return np.zeros(0, np.int64)
-    stamps = pd.to_datetime(frame["date"], utc=True).dt.as_unit("ns").astype("int64").to_numpy()
+    dates = pd.to_datetime(frame["date"], utc=True).dt.as_unit("ns")
+    stamps: np.ndarray = np.asarray(dates.astype("int64").to_numpy(), dtype=np.int64)
     lo, hi = int(pd.Timestamp(start).value), int(pd.Timestamp(end).value)
     return stamps[(stamps >= lo) & (stamps < hi)]
 
