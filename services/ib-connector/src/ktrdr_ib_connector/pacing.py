@@ -158,6 +158,7 @@ class PacingGate:
         self._pass_pending = False
         self._open = 0
         self._open_soft = 0
+        self._in_transit = 0  # hard grants whose task has not resumed to send yet
         self.soft_delay_s = 0.0
         self._last_soft_sent = float("-inf")
         self.requests_sent = 0
@@ -266,10 +267,26 @@ class PacingGate:
         self._queue.push(waiter, job, priority)
         self._reschedule()
         try:
-            return await waiter.granted
+            entry = await waiter.granted
         except BaseException:
             self._leave(waiter)
             raise
+        if request.hard:
+            self._sent(entry)
+        return entry
+
+    def _sent(self, entry: _Sent | None) -> None:
+        """Count a hard request from when its task resumed to send it, then grant the next.
+
+        A granted task runs only when the event loop gets to it, which on a busy host can
+        be a while; were the next hard request granted meanwhile, the two could reach IB
+        closer together than the rules allow. So one hard request at a time is between its
+        grant and its send, and every decision sees the real send time of all before it.
+        """
+        self._in_transit -= 1
+        if entry is not None:
+            self.settle(entry, self._clock())
+        self._reschedule()
 
     def _leave(self, waiter: _Waiter) -> None:
         """Take a cancelled waiter out; one granted just before its cancel releases."""
@@ -277,6 +294,8 @@ class PacingGate:
             self._queue.remove(waiter)
             self._reschedule()
         elif waiter.granted.done() and not waiter.granted.cancelled():
+            if waiter.request.hard:
+                self._in_transit -= 1
             self._release(waiter.request, waiter.granted.result())
 
     def _reschedule(self) -> None:
@@ -300,6 +319,8 @@ class PacingGate:
             if request.hard and held_until > now:
                 wake = min(wake, held_until)
                 continue
+            if request.hard and self._in_transit:
+                continue  # the one in transit reschedules once it is sent
             at = self.earliest(request, now)
             if at <= now:
                 self._grant(waiter, now)
@@ -319,7 +340,9 @@ class PacingGate:
     def _grant(self, waiter: _Waiter, now: float) -> None:
         entry = self.record(waiter.request, now)
         self._open += 1
-        if not waiter.request.hard:
+        if waiter.request.hard:
+            self._in_transit += 1
+        else:
             self._open_soft += 1
         self._queue.granted(waiter)
         waiter.granted.set_result(entry)
