@@ -276,7 +276,7 @@ def test_progress_says_when_ibs_pacing_window_opens() -> None:
     until = at(300)
     state = fold(planned(1), dispatched(0), running(0, ProgressReason.PACING, until=until))
     event = progress(decide(state))
-    assert (event.reason, event.until) == (ProgressReason.PACING, until)
+    assert (event.reason, event.until, event.eta) == (ProgressReason.PACING, until, None)
     assert (event.bars, event.requests_done, event.requests_planned) == (50, 3, 4)
 
 
@@ -303,6 +303,7 @@ def test_progress_is_throttled_but_a_new_reason_goes_out_at_once() -> None:
     assert kinds(decide(state, t=6.5)) == []  # numbers moved, but within the interval
     later = progress(decide(state, t=8))
     assert later.rate == pytest.approx(15.0)  # 30 bars in 2 s
+    assert later.eta is None  # nothing is durable yet: no pace to extrapolate
     jobs.evolve(state, later)
     jobs.evolve(state, running(0, ProgressReason.PACING, bars=80, until=at(60)))
     assert progress(decide(state, t=8.1)).reason is ProgressReason.PACING
@@ -322,3 +323,19 @@ def test_a_load_cancelled_before_its_plan_reports_that_it_did_nothing() -> None:
     assert isinstance(end, JobCancelled)
     assert end.result == LoadResult(fetched_bars=0, cached_before=0, gaps_analyzed=0,
                                     segments_fetched=0, ib_requests_made=0)  # fmt: skip
+
+
+def test_the_eta_follows_the_stored_share_while_fetching_and_is_absent_while_waiting() -> None:
+    span = jobs.segment_range(SEGMENTS[0])
+    length = span[1] - span[0]
+
+    def stored(share: float) -> list[jobs.Range]:
+        return [(span[0], span[0] + int(length * share))]
+
+    state = fold(planned(1), dispatched(0), running(0, ProgressReason.FETCHING))
+    jobs.evolve(state, progress(decide(state, t=6, durable=stored(0.1))))
+    later = progress(decide(state, t=8, durable=stored(0.3)))  # 10 % a second
+    assert later.eta == at(8 + 7)
+    jobs.evolve(state, later)
+    jobs.evolve(state, running(0, ProgressReason.PACING, until=at(600)))
+    assert progress(decide(state, t=9, durable=stored(0.3))).eta is None

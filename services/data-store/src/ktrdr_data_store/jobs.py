@@ -298,6 +298,8 @@ def _progress(state: LoadState, facts: Facts, policy: Policy) -> list[Effect]:
         if not moved or elapsed < policy.progress_interval_s:
             return []
     rate, eta = _rates(last, facts.now, done, bars)
+    if why.reason not in (ProgressReason.FETCHING, ProgressReason.STORING):
+        eta = None  # the pace so far says nothing while the job waits (for IB, a connector)
     event = JobProgress(
         job_id=state.job_id, ts=facts.now, done=done, total=100.0, unit="percent",
         message=f"{why.text}; {_counts_text(state)}; {done:g}% stored", reason=why.reason,
