@@ -101,11 +101,19 @@ def _batch_dict(**changes: object) -> dict[str, object]:
     return raw
 
 
+def test_a_negative_price_is_data_not_a_bad_message() -> None:
+    # CL (WTI crude, May 2020 contract) settled at -37.63 on 2020-04-20
+    data = codec.encode(_batch_dict(low=[184.9, -37.63]), content_type=codec.MSGPACK)
+    batch = codec.decode(data, BarBatch, subject="ktrdr.bars.CL.1d",
+                         headers=codec.headers_for(codec.MSGPACK))  # fmt: skip
+    assert batch.low[1] == -37.63
+
+
 @pytest.mark.parametrize("content_type", [codec.JSON, codec.MSGPACK])
 @pytest.mark.parametrize(
     ("changes", "field", "needle"),
     [
-        ({"low": [184.9, -1.0]}, "low[1]", ">= 0"),
+        ({"volume": [1.0, -1.0]}, "volume[1]", ">= 0"),
         ({"volume": [1.0, "lots"]}, "volume[1]", "Expected `float`, got `str`"),
         ({"ts": [1]}, None, "column 'open' has 2 values but 'ts' has 1"),
         ({"timeframe": "7m"}, "timeframe", "Invalid enum value '7m'"),

@@ -45,9 +45,11 @@ PositiveInt = Annotated[int, Meta(gt=0)]
 NonNegativeInt = Annotated[int, Meta(ge=0)]
 Fraction = Annotated[float, Meta(gt=0, lt=1)]
 
-# Prices are never negative for the instruments ktrdr serves (stocks, FX,
-# index futures); a negative price is a corrupt message, not data.
-Price = Annotated[float, Meta(ge=0, description="Price in the instrument's currency.")]
+# Real prices go below zero: the May 2020 WTI crude future (CL) settled at -37.63 USD on
+# 2020-04-20, and calendar spreads and some power and gas contracts quote negative. Whether a
+# price is finite and a bar consistent is checked where bars enter (the bar validation), not
+# by this type.
+Price = Annotated[float, Meta(description="Price in the instrument's currency (may be < 0).")]
 Volume = Annotated[float, Meta(ge=0, description="Traded volume; 0 where IB reports none.")]
 
 # 32 lowercase hex characters (uuid4().hex); also the command's Nats-Msg-Id.
