@@ -13,6 +13,8 @@ from pathlib import Path
 
 from ktrdr_shared.types import InstrumentType, Timeframe, symbol_key
 
+from ktrdr_data_store.atomic import write_bytes_atomically
+
 Range = tuple[int, int]
 
 
@@ -48,9 +50,7 @@ class AnsweredLedger:
         """Record more answered ranges (merged with what is there), atomically."""
         path = self._path(symbol, timeframe)
         merged = merge_ranges(self.ranges(symbol, timeframe) + ranges)
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(merged))
-        tmp.replace(path)
+        write_bytes_atomically(path, json.dumps(merged).encode())
 
 
 class InstrumentBook:
@@ -84,6 +84,4 @@ class InstrumentBook:
             if known.get(symbol_key(symbol)) == entry:
                 return
             known[symbol_key(symbol)] = entry
-            tmp = self.path.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(known, sort_keys=True))
-            tmp.replace(self.path)
+            write_bytes_atomically(self.path, json.dumps(known, sort_keys=True).encode())

@@ -1,0 +1,63 @@
+"""Every file the store writes is replaced atomically and durably (fsync of file and directory)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from ktrdr_data_store import atomic
+from ktrdr_data_store.ledger import AnsweredLedger, InstrumentBook
+from ktrdr_data_store.store import SCHEMA, ParquetBarStore
+from ktrdr_shared.types import InstrumentType, Timeframe
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture
+def fsynced(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the fsyncs the shared writer makes."""
+    calls: list[int] = []
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        calls.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return calls
+
+
+def test_ledger_writes_are_fsynced(tmp_path: Path, fsynced: list[int]) -> None:
+    AnsweredLedger(tmp_path).add("AAPL", Timeframe.H1, [(0, 10)])
+    assert len(fsynced) == 2  # the file, then its directory
+    assert [p.name for p in (tmp_path / "answered").iterdir()] == ["AAPL.1h.json"]
+
+
+def test_instrument_book_writes_are_fsynced(tmp_path: Path, fsynced: list[int]) -> None:
+    InstrumentBook(tmp_path).put("AAPL", InstrumentType.STK, "NASDAQ")
+    assert len(fsynced) == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["instruments.json"]
+
+
+def test_year_files_are_fsynced(tmp_path: Path, fsynced: list[int]) -> None:
+    bar = {"ts": 1_704_067_200 * 10**9, "open": 1.0, "high": 1.0, "low": 1.0, "close": 1.0,
+           "volume": 1.0}  # fmt: skip
+    bars = pa.Table.from_pylist([bar], schema=SCHEMA)
+    ParquetBarStore(tmp_path).merge("AAPL", Timeframe.H1, bars)
+    assert len(fsynced) == 2
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> None:
+    path = tmp_path / "f.json"
+    atomic.write_bytes_atomically(path, b"old")
+
+    def fail(tmp: Path) -> None:
+        tmp.write_bytes(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic.replace_atomically(path, fail)
+    assert [p.name for p in tmp_path.iterdir()] == ["f.json"]
+    assert path.read_bytes() == b"old"
