@@ -8,12 +8,15 @@ never asks IB twice for the same range.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from pathlib import Path
 
 from ktrdr_shared.types import InstrumentType, Timeframe, symbol_key
 
 from ktrdr_data_store.atomic import write_bytes_atomically
+
+log = logging.getLogger(__name__)
 
 Range = tuple[int, int]
 
@@ -59,22 +62,42 @@ class InstrumentBook:
     Loads learn it from the connector (``ktrdr.ib.validate``) or from the command; the
     coverage endpoint and the gap filler then read the market's calendar from here instead of
     guessing from the name or asking IB again. One small JSON file, replaced atomically.
+
+    The book is a cache: an unreadable file or entry counts as unknown (logged once, naming
+    the file), so the next load asks the connector again and ``put`` rewrites the book.
     """
 
     def __init__(self, root: Path | str) -> None:
         self.path = Path(root) / "instruments.json"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()  # loads plan concurrently, each in a worker thread
+        self._reported: set[str] = set()  # problems already logged, so each is logged once
 
     def _all(self) -> dict[str, list[str]]:
-        if not self.path.exists():
+        try:
+            known = json.loads(self.path.read_bytes())
+        except FileNotFoundError:
             return {}
-        return dict(json.loads(self.path.read_text()))
+        except (OSError, ValueError) as e:  # ValueError: bad JSON or bad UTF-8
+            self._report(f"{e}")
+            return {}
+        if not isinstance(known, dict):
+            self._report(f"a JSON object was expected, found {type(known).__name__}")
+            return {}
+        return known
 
     def get(self, symbol: str) -> tuple[InstrumentType, str] | None:
         """Return the symbol's (instrument type, exchange), if a load resolved it."""
-        entry = self._all().get(symbol_key(symbol))
-        return None if entry is None else (InstrumentType(entry[0]), entry[1])
+        key = symbol_key(symbol)
+        entry = self._all().get(key)
+        if entry is None:
+            return None
+        try:
+            kind, exchange = entry
+            return InstrumentType(kind), str(exchange)
+        except (TypeError, ValueError) as e:
+            self._report(f"entry {key!r} is {entry!r} ({e})")
+            return None
 
     def put(self, symbol: str, instrument_type: InstrumentType, exchange: str) -> None:
         """Record the symbol's instrument (no write when it is already known)."""
@@ -85,3 +108,9 @@ class InstrumentBook:
                 return
             known[symbol_key(symbol)] = entry
             write_bytes_atomically(self.path, json.dumps(known, sort_keys=True).encode())
+
+    def _report(self, problem: str) -> None:
+        if problem not in self._reported:
+            self._reported.add(problem)
+            log.warning("%s is unreadable (%s): taken as unknown; loads resolve the symbols "
+                        "again and rewrite it", self.path, problem)  # fmt: skip
