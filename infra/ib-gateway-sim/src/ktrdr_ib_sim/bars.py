@@ -59,6 +59,22 @@ def head_timestamp_s(instrument: Instrument, what_to_show: str, use_rth: bool) -
     return sessions_for(instrument, use_rth).first_open_at_or_after(midnight)
 
 
+def last_close_s(instrument: Instrument) -> int | None:
+    """Return when a dated contract stops trading: the close of its last trading day's session.
+
+    None for contracts without a last trading day (stocks, forex, indexes).
+    """
+    if not instrument.last_trade_date:
+        return None
+    last = dt.date.fromisoformat(
+        f"{instrument.last_trade_date[:4]}-{instrument.last_trade_date[4:6]}-"
+        f"{instrument.last_trade_date[6:8]}"
+    )
+    sessions = sessions_for(instrument, use_rth=False)
+    i = int(np.searchsorted(sessions.dates, (last - dt.date(1970, 1, 1)).days, side="right")) - 1
+    return int(sessions.closes[i]) if i >= 0 else None
+
+
 def open_seconds(sessions: Sessions, start_s: int, end_s: int) -> int:
     """Return how many seconds of ``[start_s, end_s)`` the market is open."""
     inside = sessions.overlapping(start_s, end_s)

@@ -1,7 +1,12 @@
-"""The contracts the simulator knows: US stocks, forex pairs, the ES front month and SPX.
+"""The contracts the simulator knows: US stocks, forex pairs, the ES front month, SPX and CLK0.
 
 Each instrument carries what contract details report (exchange, currency, zone, hours) and the
 parameters of its deterministic price model (base price, volatility, volume, spread).
+
+CLK0 is the May 2020 WTI crude future (NYMEX), expired on 2020-04-21. Its price follows fixed
+knots (close to the real settlements) plus pinned noise, so it goes negative as the real one
+did: the session of 2020-04-20 closes at -37.63 after a low near -40.32. Like every expired
+contract, IB only finds it when the request sets ``includeExpired``.
 """
 
 from __future__ import annotations
@@ -60,6 +65,10 @@ class Instrument:
     minute_volume: int = 10_000  # typical 1-min volume in RTH; 0: the contract has no volume
     trade_size: int = 100
     half_spread_ticks: int = 1
+    #: (epoch minute, price) points the price passes through exactly, in time order. When set,
+    #: prices are additive (they may be zero or negative) instead of a log-normal walk.
+    knots: tuple[tuple[int, float], ...] = ()
+    knot_noise: float = 0.0  # standard deviation of the noise over one day, in price units
 
     @property
     def zone(self) -> str:
@@ -78,6 +87,10 @@ class Instrument:
         while 10**decimals % self.ticks_per_unit:
             decimals += 1
         return decimals
+
+    def expired(self, today: dt.date) -> bool:
+        """Return whether the contract's last trading day is before ``today``."""
+        return bool(self.last_trade_date) and self.last_trade_date[:8] < today.strftime("%Y%m%d")
 
     def head_date(self, what_to_show: str) -> dt.date | None:
         """Return the first date with data for ``what_to_show``; None when IB has none."""
@@ -193,6 +206,62 @@ def _es(today: dt.date) -> Instrument:
     )
 
 
+def _minute(stamp: str) -> int:
+    """Return the epoch minute of a UTC ``YYYY-MM-DD HH:MM`` text."""
+    when = dt.datetime.strptime(stamp, "%Y-%m-%d %H:%M").replace(tzinfo=dt.UTC)
+    return int(when.timestamp()) // 60
+
+
+#: CLK0's path: roughly the real settlements (20:00 UTC = 15:00 Chicago, the close of liquid
+#: hours), and on 2020-04-20 the real collapse: the low near 18:08 UTC, the settlement -37.63
+#: held to the 16:00 Chicago close so both the RTH and the all-hours daily bar close there.
+_CL_MAY_2020 = (
+    ("2019-12-20 20:00", 60.50), ("2020-01-08 20:00", 59.60), ("2020-01-31 20:00", 51.60),
+    ("2020-02-20 20:00", 53.80), ("2020-03-02 20:00", 47.00), ("2020-03-09 20:00", 31.50),
+    ("2020-03-18 20:00", 21.00), ("2020-03-31 20:00", 21.50), ("2020-04-01 20:00", 20.31),
+    ("2020-04-02 20:00", 25.32), ("2020-04-03 20:00", 28.34), ("2020-04-06 20:00", 26.08),
+    ("2020-04-07 20:00", 23.63), ("2020-04-08 20:00", 25.09), ("2020-04-09 20:00", 22.76),
+    ("2020-04-13 20:00", 22.41), ("2020-04-14 20:00", 20.11), ("2020-04-15 20:00", 19.87),
+    ("2020-04-16 20:00", 19.87), ("2020-04-17 20:00", 18.27), ("2020-04-19 22:00", 17.73),
+    ("2020-04-20 13:00", 10.00),
+    ("2020-04-20 18:08", -40.32), ("2020-04-20 20:00", -37.63), ("2020-04-20 21:00", -37.63),
+    ("2020-04-21 13:00", -5.00), ("2020-04-21 20:00", 10.01), ("2020-04-21 21:00", 10.01),
+)  # fmt: skip
+
+
+def _cl_may_2020() -> Instrument:
+    return Instrument(
+        con_id=212921504,
+        symbol="CL",
+        sec_type="FUT",
+        exchange="NYMEX",
+        primary_exchange="",
+        currency="USD",
+        local_symbol="CLK0",
+        trading_class="CL",
+        market_name="CL",
+        long_name="Light Sweet Crude Oil",
+        time_zone_id="US/Central",
+        market=MarketKind.CME_EQUITY,  # CME Globex hours: 17:00-16:00 Chicago
+        ticks_per_unit=100,
+        valid_exchanges="NYMEX,QBALGO",
+        order_types=_FUT_ORDER_TYPES,
+        multiplier="1000",
+        last_trade_date="20200421",
+        contract_month="202005",
+        under_symbol="CL",
+        under_sec_type="IND",
+        market_rule_ids="32",
+        agg_group=2147483647,
+        head_dates={w: dt.date(2020, 1, 2) for w in ALL_WHAT_TO_SHOW},
+        base_price=30.0,
+        minute_volume=400,
+        trade_size=1,
+        knots=tuple((_minute(stamp), price) for stamp, price in _CL_MAY_2020),
+        knot_noise=0.6,
+    )
+
+
 def _spx() -> Instrument:
     return Instrument(
         con_id=416904,
@@ -221,7 +290,10 @@ def _spx() -> Instrument:
 
 
 def build_catalogue(today: dt.date) -> tuple[Instrument, ...]:
-    """Return every instrument, with the ES front month chosen for ``today``."""
+    """Return every instrument, with the ES front month chosen for ``today``.
+
+    Expired contracts (CLK0) are listed too; lookups skip them unless asked to include them.
+    """
     return (
         _stock(
             265598,
@@ -288,4 +360,5 @@ def build_catalogue(today: dt.date) -> tuple[Instrument, ...]:
         _forex(15016059, "USD", "JPY", 200, 150.00),
         _es(today),
         _spx(),
+        _cl_may_2020(),
     )

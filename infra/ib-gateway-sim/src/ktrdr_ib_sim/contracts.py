@@ -1,4 +1,8 @@
-"""Contract lookup (conId first, else every non-empty field) and the contractData message."""
+"""Contract lookup (conId first, else every non-empty field) and the contractData message.
+
+As at IB, an expired contract (its last trading day is past) is found only when the request
+sets ``includeExpired`` (the field right after the 12 contract fields), by conId or otherwise.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,10 @@ _HOURS_DAYS_BEFORE, _HOURS_DAYS_AFTER = 1, 6
 
 @dataclass(frozen=True)
 class ContractQuery:
-    """The 12 contract fields every request carries, as the client sent them."""
+    """The 12 contract fields every request carries, as the client sent them.
+
+    ``include_expired`` is the wire field that follows them (set by the request readers).
+    """
 
     con_id: int
     symbol: str
@@ -30,6 +37,7 @@ class ContractQuery:
     currency: str
     local_symbol: str
     trading_class: str
+    include_expired: bool = False
 
     @classmethod
     def read(cls, fields: Fields) -> ContractQuery:
@@ -58,8 +66,10 @@ def _same(wanted: str, actual: str) -> bool:
     return wanted == "" or wanted.upper() == actual.upper()
 
 
-def matches(instrument: Instrument, query: ContractQuery) -> bool:
-    """Return whether ``instrument`` satisfies every field ``query`` sets."""
+def matches(instrument: Instrument, query: ContractQuery, today: dt.date) -> bool:
+    """Return whether ``instrument`` satisfies every field ``query`` sets (expiry included)."""
+    if instrument.expired(today) and not query.include_expired:
+        return False
     if query.con_id:
         return query.con_id == instrument.con_id
     exchanges = {e.upper() for e in instrument.valid_exchanges.split(",")}
@@ -78,9 +88,9 @@ def matches(instrument: Instrument, query: ContractQuery) -> bool:
     )
 
 
-def find(catalogue: Sequence[Instrument], query: ContractQuery) -> list[Instrument]:
-    """Return every catalogue instrument the query matches."""
-    return [inst for inst in catalogue if matches(inst, query)]
+def find(catalogue: Sequence[Instrument], query: ContractQuery, today: dt.date) -> list[Instrument]:
+    """Return every catalogue instrument the query matches on ``today`` (the data clock's)."""
+    return [inst for inst in catalogue if matches(inst, query, today)]
 
 
 def _day(date: dt.date) -> int:

@@ -8,6 +8,7 @@ HMDS farm (162). Bars are then cut in a worker thread and sent after the modelle
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -89,14 +90,23 @@ class BarPlan:
         return historical_data_message(self.req_id, bars, self.style, self.window), len(bars)
 
 
-def resolve(catalogue: tuple[Instrument, ...], query: ContractQuery) -> Instrument:
-    """Return the one instrument a query names; 200 when it names none or several."""
-    found = find(catalogue, query)
+def resolve(catalogue: tuple[Instrument, ...], query: ContractQuery, today: dt.date) -> Instrument:
+    """Return the one instrument a query names; 200 when it names none or several.
+
+    An expired contract counts only when the request set ``includeExpired``.
+    """
+    found = find(catalogue, query, today)
     if len(found) == 1:
         return found[0]
     if found:
         raise IBError(200, f"The contract description specified for {query.symbol} is ambiguous.")
     raise codes.NO_SECURITY_DEFINITION
+
+
+def _today(sim: IBGatewaySimulator) -> dt.date:
+    """Return the UTC date of the simulator's data clock."""
+    today: dt.date = np.datetime64(sim.now_s(), "s").astype("datetime64[D]").item()
+    return today
 
 
 def _check_capacity(conn: ClientConnection, req_id: int) -> None:
@@ -171,7 +181,7 @@ def begin_historical(conn: ClientConnection, msg: Fields) -> None:
     record = sim.ledger.open(conn.client_id, req.req_id, "historical", **req.ledger_details())
     try:
         _check_capacity(conn, req.req_id)
-        inst = resolve(sim.catalogue, req.contract)
+        inst = resolve(sim.catalogue, req.contract, _today(sim))
         record.con_id = inst.con_id
         params = validate_historical(
             end_text=req.end, duration_text=req.duration, bar_text=req.bar_size,
@@ -258,7 +268,7 @@ def begin_head_timestamp(conn: ClientConnection, msg: Fields) -> None:
     record = sim.ledger.open(conn.client_id, req.req_id, "head_timestamp", **req.ledger_details())
     try:
         _check_capacity(conn, req.req_id)
-        inst = resolve(sim.catalogue, req.contract)
+        inst = resolve(sim.catalogue, req.contract, _today(sim))
         record.con_id = inst.con_id
         check_what_to_show(req.what_to_show)
         check_format_date(req.format_date)
@@ -310,11 +320,11 @@ def serve_contract_details(conn: ClientConnection, msg: Fields) -> None:
         sec_type=req.contract.sec_type, exchange=req.contract.exchange,
         con_id=req.contract.con_id,
     )  # fmt: skip
-    matched = find(sim.catalogue, req.contract)
+    today = _today(sim)
+    matched = find(sim.catalogue, req.contract, today)
     if not matched:
         _reject(conn, record, req.req_id, codes.NO_SECURITY_DEFINITION)
         return
-    today = np.datetime64(sim.now_s(), "s").astype("datetime64[D]").item()
     for inst in matched:
         conn.send(contract_data(req.req_id, inst, req.contract.exchange, today))
     conn.send([52, 1, req.req_id])

@@ -9,6 +9,10 @@ whichever request window asks for it. The model has three levels:
   close and touches its high and low, so seconds aggregate exactly to their minute.
 
 Prices are integer ticks (``price = ticks / ticks_per_unit``), which keeps aggregation exact.
+
+A contract with price knots (CLK0) replaces the first two levels: its minute points are the
+straight line through the knots plus a Brownian bridge pinned to zero at every knot, in price
+units rather than logs, so the path passes exactly through each knot and may go negative.
 """
 
 from __future__ import annotations
@@ -89,6 +93,15 @@ class BaseBars:
         return len(self.start)
 
 
+@functools.lru_cache(maxsize=256)
+def _knot_bridge(key: int, first: int, last: int, sigma: float) -> np.ndarray:
+    """Return the noise at minutes ``first..last``: a random walk pinned to zero at both ends."""
+    steps = normals(key, _S_MINUTE, np.arange(first, last, dtype=np.int64)) * sigma
+    walk = np.concatenate(([0.0], np.cumsum(steps)))
+    frac = np.arange(last - first + 1) / max(last - first, 1)
+    return np.asarray(walk - frac * walk[-1], dtype=np.float64)
+
+
 @functools.lru_cache(maxsize=64)
 def _day_levels(key: int, annual_vol: float, base_price: float) -> np.ndarray:
     """Return the log price at 00:00 UTC of every day from ``_FIRST_DAY`` to ``_LAST_DAY``."""
@@ -107,6 +120,29 @@ class PricePath:
         self.key = contract_key(seed, instrument.con_id)
         self._levels = _day_levels(self.key, instrument.annual_vol, instrument.base_price)
         self._sigma_minute = instrument.annual_vol / np.sqrt(365.0 * _DAY_MINUTES)
+        self._additive = bool(instrument.knots)
+        self._knot_minutes = np.array([m for m, _ in instrument.knots], dtype=np.int64)
+        self._knot_prices = np.array([p for _, p in instrument.knots], dtype=np.float64)
+        self._knot_sigma = instrument.knot_noise / np.sqrt(_DAY_MINUTES)  # price units a minute
+
+    def _points(self, days: np.ndarray) -> np.ndarray:
+        """Return the model's values at the 1441 minute boundaries of each UTC day."""
+        return self._knot_points(days) if self._additive else self._log_points(days)
+
+    def _knot_points(self, days: np.ndarray) -> np.ndarray:
+        """Return prices at the minute boundaries of each day: knot line plus pinned noise."""
+        minutes = days[:, None] * _DAY_MINUTES + np.arange(_DAY_MINUTES + 1)
+        flat = minutes.ravel()
+        knots = self._knot_minutes
+        prices = np.interp(flat, knots, self._knot_prices)
+        segment = np.searchsorted(knots, flat, side="right") - 1
+        inside = (segment >= 0) & (segment < len(knots) - 1)
+        for seg in np.unique(segment[inside]).tolist():
+            first, last = int(knots[seg]), int(knots[seg + 1])
+            mask = segment == seg
+            noise = _knot_bridge(self.key, first, last, float(self._knot_sigma))
+            prices[mask] += noise[flat[mask] - first]
+        return np.asarray(prices.reshape(minutes.shape), dtype=np.float64)
 
     def _log_points(self, days: np.ndarray) -> np.ndarray:
         """Return log prices at the 1441 minute boundaries of each UTC day, shape (n, 1441)."""
@@ -122,6 +158,8 @@ class PricePath:
         return np.asarray(points, dtype=np.float64)
 
     def _ticks(self, log_price: np.ndarray) -> np.ndarray:
+        if self._additive:  # already a price, and it may be negative
+            return np.asarray(np.rint(log_price * self.instrument.ticks_per_unit), dtype=np.int64)
         scaled = np.exp(log_price) * self.instrument.ticks_per_unit
         return np.asarray(np.maximum(np.rint(scaled), 1), dtype=np.int64)
 
@@ -136,7 +174,7 @@ class PricePath:
             lo, hi = np.searchsorted(days, [chunk[0], chunk[-1] + 1])
             rows = np.searchsorted(chunk, days[lo:hi])
             cols = minutes[lo:hi] % _DAY_MINUTES
-            points = self._log_points(chunk)
+            points = self._points(chunk)
             opens[lo:hi] = self._ticks(points[rows, cols])
             closes[lo:hi] = self._ticks(points[rows, cols + 1])
         return opens, closes
@@ -150,14 +188,18 @@ class PricePath:
         """
         inst = self.instrument
         opens, closes = self.open_close(minutes)
-        spread = np.maximum(opens, closes) * self._sigma_minute * 0.6
+        if self._additive:
+            spread = np.full(len(minutes), self._knot_sigma * inst.ticks_per_unit * 0.6)
+        else:
+            spread = np.maximum(opens, closes) * self._sigma_minute * 0.6
         highs = np.maximum(opens, closes) + np.floor(
             np.abs(normals(self.key, _S_HIGH, minutes)) * spread
         ).astype(np.int64)
         lows = np.minimum(opens, closes) - np.floor(
             np.abs(normals(self.key, _S_LOW, minutes)) * spread
         ).astype(np.int64)
-        lows = np.maximum(lows, 1)
+        if not self._additive:
+            lows = np.maximum(lows, 1)
         shape = np.where(in_rth, 1.0, 0.06) * (0.4 + 1.2 * uniforms(self.key, _S_VOLUME, minutes))
         volume = np.floor(inst.minute_volume * shape).astype(np.int64)
         count = np.where(volume > 0, np.maximum(volume // inst.trade_size, 1), 0)

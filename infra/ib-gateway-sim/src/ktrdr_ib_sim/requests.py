@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ktrdr_ib_sim.contracts import ContractQuery
@@ -29,8 +29,7 @@ class HistoricalRequest:
     def read(cls, msg: Fields) -> HistoricalRequest:
         """Read the fields after the message id."""
         req_id = msg.integer()
-        contract = ContractQuery.read(msg)
-        msg.skip(1)  # includeExpired
+        contract = replace(ContractQuery.read(msg), include_expired=msg.flag())
         end, bar_size, duration = msg.text(), msg.text(), msg.text()
         use_rth, what_to_show, format_date = msg.flag(), msg.text(), msg.integer(default=1)
         if contract.sec_type == "BAG":
@@ -78,8 +77,7 @@ class HeadTimestampRequest:
     def read(cls, msg: Fields) -> HeadTimestampRequest:
         """Read the fields after the message id."""
         req_id = msg.integer()
-        contract = ContractQuery.read(msg)
-        msg.skip(1)  # includeExpired
+        contract = replace(ContractQuery.read(msg), include_expired=msg.flag())
         return cls(req_id, contract, msg.flag(), msg.text(), msg.integer(default=1))
 
     def ledger_details(self) -> dict[str, Any]:
@@ -104,9 +102,10 @@ class ContractDetailsRequest:
 
     @classmethod
     def read(cls, msg: Fields) -> ContractDetailsRequest:
-        """Read the fields after the message id (version, reqId, contract, ...)."""
+        """Read the fields after the message id (version, reqId, contract, includeExpired, ...)."""
         msg.skip(1)  # version
-        return cls(msg.integer(), ContractQuery.read(msg))
+        req_id = msg.integer()
+        return cls(req_id, replace(ContractQuery.read(msg), include_expired=msg.flag()))
 
 
 @dataclass

@@ -14,6 +14,7 @@ from ktrdr_ib_sim.bars import (
     empty_grouped,
     head_timestamp_s,
     intraday_bars,
+    last_close_s,
     period_bars,
     sessions_for,
 )
@@ -145,7 +146,12 @@ def generate_bars(
         seed: Price-model seed.
         now_s: Bars that end after this instant do not exist yet.
         data_start_s: No bars start before this; defaults to the contract's head timestamp.
+
+    A dated contract has no bars after its last session: "now" stops at its close.
     """
+    stop_s = last_close_s(instrument)
+    if stop_s is not None:
+        now_s = min(now_s, stop_s)
     if data_start_s is None:
         data_start_s = head_timestamp_s(instrument, what_to_show, use_rth)
     start_s, end_s = window
@@ -196,7 +202,7 @@ def expected_bars(
     """Return exactly the bars a simulator with ``seed`` serves for bar starts in a UTC range.
 
     Args:
-        symbol: e.g. ``"AAPL"``, ``"BRK B"``, ``"EURUSD"``, ``"ES"``, ``"SPX"``.
+        symbol: e.g. ``"AAPL"``, ``"BRK B"``, ``"EURUSD"``, ``"ES"``, ``"SPX"``, ``"CL"``.
         sec_type: ``STK``, ``CASH``, ``FUT`` or ``IND``.
         bar_size: An IB ``barSizeSetting`` such as ``"1 min"`` or ``"1 day"``.
         what_to_show: TRADES, MIDPOINT, BID, ASK or BID_ASK.

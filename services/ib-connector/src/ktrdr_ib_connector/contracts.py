@@ -2,8 +2,13 @@
 
 A forex symbol is written as the pair (``EURUSD`` or ``EUR.USD``): IB's CASH
 contract is base ``EUR``, currency ``USD`` on IDEALPRO. Futures resolve to
-the front month (the nearest expiry not yet past). Answers are cached in
-memory and in the ``ktrdr_symbols`` KV bucket by the service.
+the front month (the nearest expiry not yet past). When IB has no live
+contract for a future, the lookup is retried once with ``includeExpired``
+(IB hides expired contracts otherwise) and the latest expired contract is
+taken, e.g. ``CL`` -> CLK0 (May 2020). Its contract keeps
+``includeExpired=True``, so the historical requests made with it carry the
+flag too (IB answers 200 for an expired contract without it). Answers are
+cached in memory and in the ``ktrdr_symbols`` KV bucket by the service.
 """
 
 from __future__ import annotations
@@ -36,6 +41,23 @@ def query_contract(symbol: str, instrument_type: InstrumentType) -> Contract | N
     if instrument_type is InstrumentType.FUT:
         return Contract(secType="FUT", symbol=symbol, includeExpired=False)
     return Contract(secType="IND", symbol=symbol)
+
+
+def expired_query(query: Contract) -> Contract | None:
+    """Return the retry for a future IB found nothing live for, or None for other types."""
+    if query.secType != "FUT" or query.includeExpired:
+        return None
+    return Contract(secType="FUT", symbol=query.symbol, includeExpired=True)
+
+
+def pick_latest_expired(details: list[ContractDetails]) -> ContractDetails:
+    """Return the most recently expired contract, flagged ``includeExpired`` for later requests."""
+    found = max(
+        details, key=lambda d: d.contract.lastTradeDateOrContractMonth if d.contract else ""
+    )
+    if found.contract is not None:
+        found.contract.includeExpired = True
+    return found
 
 
 def pick_front_month(
@@ -88,8 +110,12 @@ class ContractResolver:
             if query is None:
                 continue
             details = await self._lookup(query)
-            if details:
-                found = pick_front_month(details)
+            found = pick_front_month(details) if details else None
+            retry = None if found else expired_query(query)
+            if retry is not None:
+                expired = await self._lookup(retry)
+                found = pick_latest_expired(expired) if expired else None
+            if found is not None:
                 self._cache[(symbol, instrument_type)] = found
                 return found
         tried = instrument_type.value if instrument_type else " / ".join(DISCOVERY_ORDER)
