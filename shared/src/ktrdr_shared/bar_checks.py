@@ -1,0 +1,174 @@
+"""Bar validation at the door: one pure, vectorised check of a ``BarBatch``.
+
+Every batch that enters ktrdr from outside (IB's answer in the connector, a batch published by
+hand on ``ktrdr.bars.*`` reaching the store) goes through :func:`check_batch` once, before it can
+touch anything stored. The check is numpy over the columns, never a Python loop per bar, so it
+costs little next to the decode.
+
+What the rules are, and why:
+
+- Prices are finite; negative prices are real (CL settled at -37.63 on 2020-04-20), so only
+  NaN and +/-inf are refused. ``wap`` is finite where present; ``volume`` is finite and >= 0;
+  ``count`` is >= 0.
+- OHLC order depends on ``whatToShow``. For TRADES, MIDPOINT, BID and ASK the four prices are
+  one series' open, high, low and close, so ``low <= min(open, close)``, ``high >=
+  max(open, close)`` and ``low <= high``. For BID_ASK IB's fields are aggregates of two series
+  (open = time-average bid, high = max ask, low = min bid, close = time-average ask; see
+  ``shared/design/tws-simulator.md``): ``low <= open`` (min bid <= average bid), ``close <=
+  high`` (average ask <= max ask) and ``low <= high`` hold always, but ``open <= high`` and
+  ``low <= close`` hold only while the market is not crossed, so they are not required.
+- Stamps lie in the batch's window ``[start, end)``, no two alike (order is not required: the
+  store sorts), in whole seconds, on the timeframe's grid: daily and weekly bars at 00:00:00
+  UTC (the store's convention: the session date); sizes that divide half an hour at whole
+  multiples of their size in UTC; 1h and 4h bars on the half-hour grid in UTC, because IB cuts
+  them on the exchange's local clock and stamps a session that opens off the grid (09:30 New
+  York) with a short first bar at the open.
+- No stamp before :data:`EARLIEST_NS` (1971-01-01): the epoch year is where a zero or a
+  seconds-for-nanoseconds slip lands, and no market data is that old in IB.
+- With ``now_ns``: no bar opens later than one bar after now.
+- With ``subject``: the subject's symbol key and timeframe are the body's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ktrdr_shared.messages.bars import BarBatch
+from ktrdr_shared.subjects import SubjectError, parse_bars
+from ktrdr_shared.types import Timeframe, WhatToShow, from_unix_nanos, symbol_key
+
+CODE = "invalid_bars"
+"""The error code of a batch that fails a check (``BatchRejected.code``, ``SegmentFailed.code``)."""
+
+EARLIEST_NS = 31_536_000 * 1_000_000_000  # 1971-01-01T00:00:00Z
+_SECOND_NS = 1_000_000_000
+_HALF_HOUR_NS = 1_800 * _SECOND_NS
+_DAY_NS = 86_400 * _SECOND_NS
+
+
+@dataclass(frozen=True)
+class BarProblem:
+    """Why a batch may not be stored: the first rule it breaks.
+
+    Attributes:
+        check: the rule's name (``non_finite``, ``negative``, ``ohlc_order``, ``outside_window``,
+            ``duplicate_ts``, ``off_grid``, ``too_early``, ``future``, ``subject_mismatch``).
+        index: the first offending bar (its position in the batch), None for the batch itself.
+        field: the offending column, None where the rule is about the whole batch.
+        message: what was wrong, with the values, for people.
+    """
+
+    check: str
+    index: int | None
+    field: str | None
+    message: str
+
+
+def check_batch(
+    batch: BarBatch, *, subject: str | None = None, now_ns: int | None = None
+) -> BarProblem | None:
+    """Return the first rule ``batch`` breaks, or None when it may be stored.
+
+    Args:
+        batch: the bars as they came (from IB or off the bus).
+        subject: the subject the batch arrived on; checked against the body when given.
+        now_ns: the current time; bars opening later than one bar after it are refused.
+    """
+    if subject is not None and (problem := _check_subject(batch, subject)) is not None:
+        return problem
+    try:
+        ts = np.asarray(batch.ts, dtype=np.int64)
+        count = None if batch.count is None else np.asarray(batch.count, dtype=np.int64)
+    except OverflowError as e:
+        return BarProblem("out_of_range", None, None, f"a stamp or count is out of range: {e}")
+    cols = {name: np.asarray(getattr(batch, name), dtype=np.float64)
+            for name in ("open", "high", "low", "close", "volume")}  # fmt: skip
+    if batch.wap is not None:
+        cols["wap"] = np.asarray(batch.wap, dtype=np.float64)
+    for check in (_check_values, _check_order):
+        if (problem := check(batch.what_to_show, cols, count)) is not None:
+            return problem
+    return _check_stamps(batch, ts, now_ns)
+
+
+def _check_subject(batch: BarBatch, subject: str) -> BarProblem | None:
+    try:
+        parsed = parse_bars(subject)
+    except SubjectError as e:
+        return BarProblem("subject_mismatch", None, None, str(e))
+    body = (symbol_key(batch.symbol), batch.timeframe)
+    if (parsed.symbol_key, parsed.timeframe) != body:
+        return BarProblem("subject_mismatch", None, None,
+                          f"subject '{subject}' is {parsed.symbol_key} {parsed.timeframe} but "
+                          f"the body is {body[0]} {body[1]}")  # fmt: skip
+    return None
+
+
+def _first(mask: np.ndarray) -> int | None:
+    """Return the index of the first True in ``mask``, or None."""
+    hits = np.flatnonzero(mask)
+    return int(hits[0]) if hits.size else None
+
+
+def _check_values(
+    what: WhatToShow, cols: dict[str, np.ndarray], count: np.ndarray | None
+) -> BarProblem | None:
+    for name, values in cols.items():
+        if (i := _first(~np.isfinite(values))) is not None:
+            return BarProblem("non_finite", i, name, f"bar {i}: {name} is {values[i]}")
+    if (i := _first(cols["volume"] < 0)) is not None:
+        return BarProblem("negative", i, "volume", f"bar {i}: volume is {cols['volume'][i]}")
+    if count is not None and (i := _first(count < 0)) is not None:
+        return BarProblem("negative", i, "count", f"bar {i}: count is {count[i]}")
+    return None
+
+
+def _check_order(
+    what: WhatToShow, cols: dict[str, np.ndarray], count: np.ndarray | None
+) -> BarProblem | None:
+    o, h, lo, c = cols["open"], cols["high"], cols["low"], cols["close"]
+    if what is WhatToShow.BID_ASK:  # low = min bid <= open = avg bid; close = avg ask <= max ask
+        rules = (("low", lo > h), ("low", lo > o), ("high", c > h))
+    else:
+        rules = (("low", lo > h), ("low", lo > np.minimum(o, c)), ("high", h < np.maximum(o, c)))
+    for name, broken in rules:
+        if (i := _first(broken)) is not None:
+            return BarProblem("ohlc_order", i, name,
+                              f"bar {i} ({what}): open {o[i]} high {h[i]} low {lo[i]} "
+                              f"close {c[i]} are not in order")  # fmt: skip
+    return None
+
+
+def _check_stamps(batch: BarBatch, ts: np.ndarray, now_ns: int | None) -> BarProblem | None:
+    def problem(check: str, i: int, why: str) -> BarProblem:
+        return BarProblem(check, i, "ts", f"bar {i} at {_show(int(ts[i]))}: {why}")
+
+    if (i := _first(ts < EARLIEST_NS)) is not None:
+        return problem("too_early", i, f"before {_show(EARLIEST_NS)}")
+    if now_ns is not None and (i := _first(ts > now_ns + batch.timeframe.nanos)) is not None:
+        return problem("future", i, f"opens after now ({_show(now_ns)}) plus one bar")
+    if (i := _first((ts < batch.start) | (ts >= batch.end))) is not None:
+        return problem("outside_window", i,
+                       f"outside [{_show(batch.start)}, {_show(batch.end)})")  # fmt: skip
+    if (i := _first(ts % _grid_ns(batch.timeframe) != 0)) is not None:
+        return problem("off_grid", i, f"not on the {batch.timeframe} grid")
+    order = np.argsort(ts, kind="stable")
+    repeats = order[1:][np.diff(ts[order]) == 0]
+    if repeats.size:
+        return problem("duplicate_ts", int(repeats.min()), "a second bar with that stamp")
+    return None
+
+
+def _grid_ns(timeframe: Timeframe) -> int:
+    """Return the step every stamp of ``timeframe`` is a multiple of (UTC nanoseconds)."""
+    if not timeframe.is_intraday:
+        return _DAY_NS
+    if _HALF_HOUR_NS % timeframe.nanos == 0:
+        return timeframe.nanos
+    return _HALF_HOUR_NS  # 1h, 4h: a session opening at :30 starts with a bar stamped there
+
+
+def _show(nanos: int) -> str:
+    return f"{from_unix_nanos(nanos).isoformat()} ({nanos} ns)"
