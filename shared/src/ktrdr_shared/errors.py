@@ -95,6 +95,18 @@ class UnknownSymbol(PermanentError):
     status: ClassVar[int] = 404
 
 
+class DatasetDamaged(PermanentError):
+    """A stored file of one dataset cannot be read (a truncated year file, a garbled ledger).
+
+    Only that dataset is affected; the message names the file, the problem and what to do.
+    409: the request is fine, the dataset's state is what stands in the way, and asking again
+    cannot help until someone moves the file aside.
+    """
+
+    code: ClassVar[str] = "dataset_damaged"
+    status: ClassVar[int] = 409
+
+
 class IbUnavailable(RetryableError):
     """The IB connection is down or not yet ready."""
 
@@ -127,6 +139,7 @@ _BY_CODE: dict[str, type[KtrdrError]] = {
     cls.code: cls
     for cls in (
         KtrdrError, RetryableError, PermanentError, InvalidRequest, NotFound, UnknownSymbol,
+        DatasetDamaged,
         IbUnavailable, PacingViolation, ServiceTimeout, ConfigError,
     )
 }  # fmt: skip

@@ -73,7 +73,7 @@ def build_app(settings: DataStoreSettings) -> ServiceApp:
 
         @app.endpoint("datasets", subjects.STORE_DATASETS, StatusRequest, "every stored dataset")
         async def datasets(_: StatusRequest) -> DatasetList:
-            return await asyncio.to_thread(queries.dataset_list, store)
+            return await asyncio.to_thread(queries.dataset_list, store, ledger)
 
     app.setup = setup
     return app

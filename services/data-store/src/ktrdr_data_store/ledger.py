@@ -12,9 +12,11 @@ import logging
 import threading
 from pathlib import Path
 
+from ktrdr_shared.errors import DatasetDamaged
 from ktrdr_shared.types import InstrumentType, Timeframe, symbol_key
 
 from ktrdr_data_store.atomic import write_bytes_atomically
+from ktrdr_data_store.damage import damaged_error
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +45,33 @@ class AnsweredLedger:
         return self.root / f"{symbol_key(symbol)}.{Timeframe(timeframe).value}.json"
 
     def ranges(self, symbol: str, timeframe: Timeframe) -> list[Range]:
-        """Return the answered ranges of one dataset."""
-        path = self._path(symbol, timeframe)
-        if not path.exists():
+        """Return the answered ranges of one dataset.
+
+        Raises:
+            DatasetDamaged: naming the file, when it cannot be read.
+        """
+        return self._read(self._path(symbol, timeframe))
+
+    def damaged(self) -> dict[tuple[str, Timeframe], str]:
+        """Return ``"<file>: <problem>"`` of every unreadable file, by (symbol key, timeframe)."""
+        found: dict[tuple[str, Timeframe], str] = {}
+        for path in sorted(self.root.glob("*.json")):
+            key, _, timeframe = path.name.removesuffix(".json").rpartition(".")
+            if not key or timeframe not in Timeframe._value2member_map_:
+                continue
+            try:
+                self._read(path)
+            except DatasetDamaged as e:
+                found[(key, Timeframe(timeframe))] = e.details["damaged"]
+        return found
+
+    def _read(self, path: Path) -> list[Range]:
+        try:
+            return [(int(a), int(b)) for a, b in json.loads(path.read_bytes())]
+        except FileNotFoundError:
             return []
-        return [(int(a), int(b)) for a, b in json.loads(path.read_text())]
+        except (OSError, ValueError, TypeError) as e:  # bad JSON, or not a list of pairs
+            raise damaged_error(self.root.parent, path, e) from e
 
     def add(self, symbol: str, timeframe: Timeframe, ranges: list[Range]) -> None:
         """Record more answered ranges (merged with what is there), atomically."""

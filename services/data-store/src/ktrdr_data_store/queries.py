@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import base64
 import io
+from dataclasses import replace
 
 import pyarrow as pa
 from ktrdr_shared.errors import InvalidRequest
 from ktrdr_shared.messages import BarsPage, DatasetInfo, DatasetList, QueryBars, QueryFormat
 from ktrdr_shared.types import from_unix_nanos, to_unix_nanos
 
-from ktrdr_data_store.store import BarStore
+from ktrdr_data_store.ledger import AnsweredLedger
+from ktrdr_data_store.store import BarStore, DatasetStats
 
 # Encoded size of one bar with headroom: a page of 5,000 bars with wap and count
 # measured 85 B/bar as JSON and 64 B/bar as Arrow; test_queries checks pages fit.
@@ -84,11 +86,21 @@ def arrow_page(table: pa.Table, cursor: str | None) -> bytes:
     return sink.getvalue()
 
 
-def dataset_list(store: BarStore) -> DatasetList:
-    """Return every stored dataset with its first and last bar."""
+def dataset_list(store: BarStore, ledger: AnsweredLedger | None = None) -> DatasetList:
+    """Return every stored dataset with its first and last bar.
+
+    A dataset with an unreadable year file or answered ledger is listed with ``damaged``
+    naming the file and the problem; every other dataset is listed as usual.
+    """
+    listed = {(d.symbol_key, d.timeframe): d for d in store.datasets()}
+    ledger_damage = ledger.damaged() if ledger is not None else {}
+    for key, damage in ledger_damage.items():
+        known = listed.get(key) or DatasetStats(key[0], key[1], 0, None, None)
+        listed[key] = replace(known, damaged=known.damaged or damage)
     return DatasetList(datasets=[
         DatasetInfo(symbol=d.symbol_key, timeframe=d.timeframe, rows=d.rows,
                     first=from_unix_nanos(d.first_ns) if d.first_ns is not None else None,
-                    last=from_unix_nanos(d.last_ns) if d.last_ns is not None else None)
-        for d in store.datasets()
+                    last=from_unix_nanos(d.last_ns) if d.last_ns is not None else None,
+                    damaged=d.damaged)
+        for _, d in sorted(listed.items())
     ])  # fmt: skip

@@ -30,10 +30,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from ktrdr_shared.errors import DatasetDamaged
 from ktrdr_shared.messages import BarBatch
 from ktrdr_shared.types import Timeframe, symbol_key
 
 from ktrdr_data_store.atomic import replace_atomically
+from ktrdr_data_store.damage import damaged_error
 
 SCHEMA = pa.schema([
     pa.field("ts", pa.timestamp("ns", tz="UTC"), nullable=False),
@@ -69,6 +71,7 @@ class DatasetStats:
     rows: int
     first_ns: int | None
     last_ns: int | None
+    damaged: str | None = None  # "<file>: <problem>" of a file that cannot be read
 
 
 @dataclass(frozen=True)
@@ -156,7 +159,7 @@ class ParquetBarStore:
         for year in np.unique(years):
             part = bars.filter(pa.array(years == year))
             path = directory / f"{int(year)}.parquet"
-            old = pq.read_table(path, schema=SCHEMA) if path.exists() else None
+            old = self._read_year(path) if path.exists() else None
             merged = merge_tables(old, part)
             new_rows += merged.num_rows - (old.num_rows if old is not None else 0)
             write_atomically(merged, path)
@@ -165,11 +168,15 @@ class ParquetBarStore:
 
     def read(self, symbol: str, timeframe: Timeframe, start_ns: int | None = None,
              end_ns: int | None = None, limit: int | None = None) -> pa.Table:  # fmt: skip
-        """Read only the year files that overlap the range, filtered by row group stats."""
+        """Read only the year files that overlap the range, filtered by row group stats.
+
+        Raises:
+            DatasetDamaged: naming a year file in the range that cannot be read.
+        """
         tables = []
         remaining = limit
         for path in self._year_files(symbol, timeframe, start_ns, end_ns):
-            table = pq.read_table(path, schema=SCHEMA, filters=_range_filter(start_ns, end_ns))
+            table = self._read_year(path, _range_filter(start_ns, end_ns))
             if remaining is not None:
                 table = table.slice(0, remaining)
                 remaining -= table.num_rows
@@ -179,26 +186,58 @@ class ParquetBarStore:
         return pa.concat_tables(tables) if tables else SCHEMA.empty_table()
 
     def stats(self, symbol: str, timeframe: Timeframe) -> DatasetStats:
-        """Return counts and bounds from Parquet footers alone (no data pages read)."""
-        rows, first, last = 0, None, None
-        for path in self._year_files(symbol, timeframe, None, None):
-            meta = pq.ParquetFile(path).metadata
-            rows += meta.num_rows
-            lo, hi = _ts_bounds(meta)
-            first = lo if first is None else min(first, lo)
-            last = hi if last is None else max(last, hi)
-        return DatasetStats(symbol_key(symbol), Timeframe(timeframe), rows, first, last)
+        """Return counts and bounds from Parquet footers alone (no data pages read).
+
+        Raises:
+            DatasetDamaged: naming the first year file that cannot be read.
+        """
+        stats, damage = self._scan(symbol, timeframe)
+        if damage is not None:
+            raise damage
+        return stats
 
     def datasets(self) -> list[DatasetStats]:
-        """Return every dataset with at least one bar."""
+        """Return every dataset with at least one bar or an unreadable year file (``damaged``)."""
         found = []
         for key_dir in sorted(p for p in self.bars_dir.iterdir() if p.is_dir()):
             for tf_dir in sorted(p for p in key_dir.iterdir() if p.is_dir()):
                 if tf_dir.name in Timeframe._value2member_map_:
-                    stats = self.stats(key_dir.name, Timeframe(tf_dir.name))
-                    if stats.rows:
+                    stats, _ = self._scan(key_dir.name, Timeframe(tf_dir.name))
+                    if stats.rows or stats.damaged:
                         found.append(stats)
         return found
+
+    def _scan(
+        self, symbol: str, timeframe: Timeframe
+    ) -> tuple[DatasetStats, DatasetDamaged | None]:
+        """Return the stats of the readable year files, and the first unreadable one's error."""
+        rows, first, last, damage = 0, None, None, None
+        for path in self._year_files(symbol, timeframe, None, None):
+            try:
+                meta = pq.ParquetFile(path).metadata
+                bounds = _ts_bounds(meta)
+            except (pa.ArrowException, OSError, ValueError) as e:
+                damage = damage or damaged_error(self.root, path, e)
+                continue
+            rows += meta.num_rows
+            if bounds is not None:
+                first = bounds[0] if first is None else min(first, bounds[0])
+                last = bounds[1] if last is None else max(last, bounds[1])
+        stats = DatasetStats(symbol_key(symbol), Timeframe(timeframe), rows, first, last,
+                             damage.details["damaged"] if damage else None)  # fmt: skip
+        return stats, damage
+
+    def _read_year(self, path: Path, filters: list[tuple[str, str, object]] | None = None
+                   ) -> pa.Table:  # fmt: skip
+        """Return one year file's bars (``filters`` as pyarrow's).
+
+        Raises:
+            DatasetDamaged: naming the file, when it cannot be read.
+        """
+        try:
+            return pq.read_table(path, schema=SCHEMA, filters=filters)
+        except (pa.ArrowException, OSError, ValueError) as e:
+            raise damaged_error(self.root, path, e) from e
 
     def _year_files(self, symbol: str, timeframe: Timeframe, start_ns: int | None,
                     end_ns: int | None) -> list[Path]:  # fmt: skip
@@ -206,7 +245,7 @@ class ParquetBarStore:
         if not directory.exists():
             return []
         lo = _year(start_ns) if start_ns is not None else -1
-        hi = _year(end_ns) if end_ns is not None else 10_000
+        hi = _year(end_ns - 1) if end_ns is not None else 10_000  # the end is exclusive
         files = [p for p in directory.glob("*.parquet") if p.stem.isdigit()]
         return sorted((p for p in files if lo <= int(p.stem) <= hi), key=lambda p: int(p.stem))
 
@@ -272,13 +311,17 @@ def _range_filter(start_ns: int | None, end_ns: int | None) -> list[tuple[str, s
     return clauses or None
 
 
-def _ts_bounds(meta: pq.FileMetaData) -> tuple[int, int]:
+def _ts_bounds(meta: pq.FileMetaData) -> tuple[int, int] | None:
     lows, highs = [], []
     for i in range(meta.num_row_groups):
+        if meta.row_group(i).num_rows == 0:
+            continue
         stats = meta.row_group(i).column(0).statistics
+        if stats is None or not stats.has_min_max:
+            raise ValueError("no min/max statistics for 'ts' (not written by this store)")
         lows.append(int(stats.min_raw))  # raw int64 nanoseconds, no precision lost
         highs.append(int(stats.max_raw))
-    return min(lows), max(highs)
+    return (min(lows), max(highs)) if lows else None
 
 
 def _year(ts_ns: int) -> int:

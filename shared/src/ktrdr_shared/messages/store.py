@@ -112,13 +112,19 @@ class Coverage(Message, frozen=True, kw_only=True):
 
 
 class DatasetInfo(Message, frozen=True, kw_only=True):
-    """One stored (symbol, timeframe) dataset."""
+    """One stored (symbol, timeframe) dataset.
+
+    ``damaged`` names a file of the dataset that cannot be read and the problem
+    (``"bars/AAPL/1h/2024.parquet: Parquet magic bytes not found ..."``); ``rows``, ``first``
+    and ``last`` then count only the files that can be read.
+    """
 
     symbol: Symbol
     timeframe: Timeframe
     rows: NonNegativeInt
     first: UtcDatetime | None = None
     last: UtcDatetime | None = None
+    damaged: str | None = None
 
 
 class DatasetList(Message, frozen=True, kw_only=True):
