@@ -7,8 +7,10 @@ timeframe) are merged with one write, made durable, and only then are their mess
 up to ``writers`` datasets are written at once, each to its own files. Holding across fetches
 is what makes a backlog cheap: a year file is rewritten once per round, not once per fetch.
 Delivery is at least once; the merge is idempotent, so the effect is exactly once. A batch
-that can never be stored (malformed, wrong shape) is terminated and reported as
-``batch_rejected``; the loop keeps going.
+that can never be stored (malformed, wrong shape, or bars that fail ``bar_checks``: not
+finite, out of order, off the grid, in the future, on another dataset's subject) is terminated
+and reported as ``batch_rejected`` before it is held, so it never reaches a file; the loop
+keeps going.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from dataclasses import dataclass, field
 
 import nats.errors
 import pyarrow as pa
-from ktrdr_shared import codec, streams
+from ktrdr_shared import bar_checks, codec, streams
 from ktrdr_shared.consumer import fetch_batches
 from ktrdr_shared.errors import MessageDecodeError
 from ktrdr_shared.messages import BarBatch, BarsStored, BatchRejected
@@ -92,6 +94,8 @@ class Ingestor:
         writers: datasets written at once, each in its own thread (they are different files).
         on_durable: told (in-process) of each dataset's answered windows once they are
             durable, so load jobs learn it without reading the ledger file.
+        validate: check every batch with ``bar_checks.check_batch`` before it is held; a batch
+            that fails is rejected (``invalid_bars``). Off only for the ingest benchmark.
     """
 
     js: JetStreamContext
@@ -104,6 +108,7 @@ class Ingestor:
     max_delay_s: float = 2.0
     writers: int = 4
     on_durable: Callable[[str, Timeframe, list[tuple[int, int]]], None] | None = None
+    validate: bool = True
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Ingest until ``stopping`` is set; the bars in hand are written first.
@@ -159,6 +164,13 @@ class Ingestor:
         except (pa.ArrowException, OverflowError) as e:  # e.g. a count past int64
             await self._reject(msg, "invalid_request", f"invalid BarBatch on '{msg.subject}': {e}")
             return None
+        if self.validate:
+            problem = bar_checks.check_batch(batch, subject=msg.subject, now_ns=time.time_ns())
+            if problem is not None:
+                await self._reject(msg, bar_checks.CODE,
+                                   f"BarBatch on '{msg.subject}' fails {problem.check}: "
+                                   f"{problem.message}")  # fmt: skip
+                return None
         return _Held(msg, batch.symbol, batch.timeframe, batch.job_id, (batch.start, batch.end),
                      bars)  # fmt: skip
 
