@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from ib_async import Contract
-from ktrdr_shared import codec, subjects
+from ktrdr_shared import bar_checks, codec, subjects
 from ktrdr_shared.messages import BarBatch, FetchBars, SegmentFailed, SegmentFetched
 from ktrdr_shared.types import to_unix_nanos
 
@@ -69,9 +70,22 @@ class SegmentRun:
                              ib_requests=self.tally.sent)  # fmt: skip
 
 
+class InvalidBars(Exception):
+    """IB answered a chunk with bars that fail ``bar_checks``; the chunk is not published."""
+
+    def __init__(self, chunk: Chunk, problem: bar_checks.BarProblem) -> None:
+        super().__init__(f"IB answered chunk [{chunk.start}, {chunk.end}) with bars that fail "
+                         f"{problem.check}: {problem.message}")  # fmt: skip
+        self.problem = problem
+
+
 def encode_batch(command: FetchBars, chunk: Chunk, index: int, count: int,
                  columns: Columns) -> tuple[bytes, dict[str, str]]:  # fmt: skip
-    """Return a chunk's ``BarBatch`` as msgpack with its headers (content-derived msg id)."""
+    """Return a chunk's ``BarBatch`` as msgpack with its headers (content-derived msg id).
+
+    Raises:
+        InvalidBars: the bars fail ``bar_checks.check_batch`` (checked here, at the door).
+    """
     batch = BarBatch(
         symbol=command.symbol, timeframe=command.timeframe, what_to_show=command.what_to_show,
         job_id=command.job_id, segment_id=command.segment_id, chunk_index=index,
@@ -79,6 +93,9 @@ def encode_batch(command: FetchBars, chunk: Chunk, index: int, count: int,
         high=columns.high, low=columns.low, close=columns.close, volume=columns.volume,
         wap=columns.wap, count=columns.count,
     )  # fmt: skip
+    problem = bar_checks.check_batch(batch, now_ns=time.time_ns())
+    if problem is not None:
+        raise InvalidBars(chunk, problem)
     payload = codec.encode(batch, content_type=codec.MSGPACK)
     msg_id = hashlib.sha256(payload).hexdigest()[:40]
     return payload, {codec.CONTENT_TYPE: codec.MSGPACK, "Nats-Msg-Id": msg_id}
@@ -114,6 +131,8 @@ async def run_segment(run: SegmentRun, contract: Contract, fetcher: Fetcher,
     except ChunkFailed as e:
         f = e.failure
         return run.failed(f.failure.value, f.message, retryable=f.retryable, ib_code=f.ib_code)
+    except InvalidBars as e:  # asking again would get the same bars: permanent
+        return run.failed(bar_checks.CODE, f"{command.symbol} {command.timeframe}: {e}")
     finally:
         for task in tasks:
             task.cancel()
