@@ -36,6 +36,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "invalid_request": 400,
     "not_found": 404,
     "unknown_symbol": 404,
+    "dataset_damaged": 409,  # a stored file is unreadable: the detail names it and what to do
     "failed": 422,
     "pacing": 429,
     "ib_unavailable": 503,

@@ -231,13 +231,18 @@ class CoverageOut(Struct, frozen=True, kw_only=True):
 
 
 class DatasetOut(Struct, frozen=True, kw_only=True):
-    """One stored (symbol, timeframe) dataset; ``coverage`` when asked for."""
+    """One stored (symbol, timeframe) dataset; ``coverage`` when asked for.
+
+    ``damaged`` names a file of the dataset that cannot be read and the problem; its bars and
+    coverage then answer 409 ``dataset_damaged`` until the file is moved aside.
+    """
 
     symbol: str
     timeframe: Timeframe
     rows: Count
     first: Timestamp | None = None
     last: Timestamp | None = None
+    damaged: str | None = None
     links: dict[str, str] = msgspec.field(default_factory=dict)
     coverage: CoverageOut | None = None
 

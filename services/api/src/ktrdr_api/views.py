@@ -161,7 +161,8 @@ def dataset_out(d: DatasetInfo, coverage: Coverage | None = None) -> DatasetOut:
     """Return the REST view of one stored dataset."""
     base = f"{API}/data/{d.symbol}/{d.timeframe.value}"
     return DatasetOut(symbol=d.symbol, timeframe=d.timeframe, rows=d.rows, first=utc(d.first),
-                      last=utc(d.last), links={"bars": base, "coverage": f"{base}/coverage"},
+                      last=utc(d.last), damaged=d.damaged,
+                      links={"bars": base, "coverage": f"{base}/coverage"},
                       coverage=coverage_out(coverage) if coverage else None)  # fmt: skip
 
 

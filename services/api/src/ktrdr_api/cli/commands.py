@@ -177,9 +177,10 @@ def data_ls(ctx: click.Context, coverage: bool, as_json: bool) -> int:
         render.print_json(value)
         return ExitCode.OK
     rows = [(d["symbol"], d["timeframe"], d["rows"], d.get("first"), d.get("last"),
-             len((d.get("coverage") or {}).get("gaps", [])) if coverage else None)
+             len((d.get("coverage") or {}).get("gaps", [])) if coverage else None,
+             d.get("damaged"))
             for d in value["datasets"]]  # fmt: skip
-    render.table(None, ["symbol", "timeframe", "rows", "first", "last", "gaps"], rows)
+    render.table(None, ["symbol", "timeframe", "rows", "first", "last", "gaps", "damaged"], rows)
     return ExitCode.OK
 
 

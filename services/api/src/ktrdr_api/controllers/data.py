@@ -140,6 +140,8 @@ class DataController(Controller):
         limit = asyncio.Semaphore(8)
 
         async def with_coverage(d: Any) -> Any:
+            if d.damaged:  # its coverage would only answer dataset_damaged: list it as it is
+                return dataset_out(d)
             async with limit:
                 request = CoverageRequest(symbol=d.symbol, timeframe=d.timeframe)
                 return dataset_out(d, await gateway.request(subjects.STORE_COVERAGE, request,
