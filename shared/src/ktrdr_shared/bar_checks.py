@@ -76,21 +76,45 @@ def check_batch(
         subject: the subject the batch arrived on; checked against the body when given.
         now_ns: the current time; bars opening later than one bar after it are refused.
     """
-    if subject is not None and (problem := _check_subject(batch, subject)) is not None:
-        return problem
+    arrays = batch_arrays(batch)
+    if isinstance(arrays, BarProblem):
+        return arrays
+    return check_arrays(batch, arrays, subject=subject, now_ns=now_ns)
+
+
+def batch_arrays(batch: BarBatch) -> dict[str, np.ndarray] | BarProblem:
+    """Return the batch's columns as numpy arrays (``wap``/``count`` only when present).
+
+    The store builds its Arrow table from these same arrays (no copy), so a checked batch
+    is converted from lists once.
+    """
     try:
-        ts = np.asarray(batch.ts, dtype=np.int64)
-        count = None if batch.count is None else np.asarray(batch.count, dtype=np.int64)
+        arrays = {"ts": np.asarray(batch.ts, dtype=np.int64)}
+        if batch.count is not None:
+            arrays["count"] = np.asarray(batch.count, dtype=np.int64)
     except OverflowError as e:
         return BarProblem("out_of_range", None, None, f"a stamp or count is out of range: {e}")
-    cols = {name: np.asarray(getattr(batch, name), dtype=np.float64)
-            for name in ("open", "high", "low", "close", "volume")}  # fmt: skip
+    for name in ("open", "high", "low", "close", "volume"):
+        arrays[name] = np.asarray(getattr(batch, name), dtype=np.float64)
     if batch.wap is not None:
-        cols["wap"] = np.asarray(batch.wap, dtype=np.float64)
+        arrays["wap"] = np.asarray(batch.wap, dtype=np.float64)
+    return arrays
+
+
+def check_arrays(
+    batch: BarBatch, arrays: dict[str, np.ndarray], *, subject: str | None = None,
+    now_ns: int | None = None,
+) -> BarProblem | None:  # fmt: skip
+    """Return the first rule the batch breaks, given its columns from ``batch_arrays``."""
+    if subject is not None and (problem := _check_subject(batch, subject)) is not None:
+        return problem
+    names = ("open", "high", "low", "close", "volume", "wap")
+    cols: dict[str, np.ndarray] = {name: arrays[name] for name in names if name in arrays}
+    count = arrays.get("count")
     for check in (_check_values, _check_order):
         if (problem := check(batch.what_to_show, cols, count)) is not None:
             return problem
-    return _check_stamps(batch, ts, now_ns)
+    return _check_stamps(batch, arrays["ts"], now_ns)
 
 
 def _check_subject(batch: BarBatch, subject: str) -> BarProblem | None:

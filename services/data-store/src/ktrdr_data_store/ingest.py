@@ -35,7 +35,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from ktrdr_data_store.ledger import AnsweredLedger
-from ktrdr_data_store.store import BarStore, table_from_batch
+from ktrdr_data_store.store import BarStore, table_from_arrays
 
 log = logging.getLogger(__name__)
 
@@ -157,20 +157,27 @@ class Ingestor:
         """Return a message's bars as a table, or terminate and report a batch it cannot be."""
         try:
             batch = codec.decode(msg.data, BarBatch, subject=msg.subject, headers=msg.headers)
-            bars = table_from_batch(batch)
         except MessageDecodeError as e:
             await self._reject(msg, e.code, e.message)
             return None
-        except (pa.ArrowException, OverflowError) as e:  # e.g. a count past int64
-            await self._reject(msg, "invalid_request", f"invalid BarBatch on '{msg.subject}': {e}")
+        arrays = bar_checks.batch_arrays(batch)  # once: the checks and the table share them
+        if isinstance(arrays, bar_checks.BarProblem):  # e.g. a count past int64
+            why = f"invalid BarBatch on '{msg.subject}': {arrays.message}"
+            await self._reject(msg, "invalid_request", why)
             return None
         if self.validate:
-            problem = bar_checks.check_batch(batch, subject=msg.subject, now_ns=time.time_ns())
+            problem = bar_checks.check_arrays(batch, arrays, subject=msg.subject,
+                                              now_ns=time.time_ns())  # fmt: skip
             if problem is not None:
                 await self._reject(msg, bar_checks.CODE,
                                    f"BarBatch on '{msg.subject}' fails {problem.check}: "
                                    f"{problem.message}")  # fmt: skip
                 return None
+        try:
+            bars = table_from_arrays(arrays)
+        except pa.ArrowException as e:
+            await self._reject(msg, "invalid_request", f"invalid BarBatch on '{msg.subject}': {e}")
+            return None
         return _Held(msg, batch.symbol, batch.timeframe, batch.job_id, (batch.start, batch.end),
                      bars)  # fmt: skip
 

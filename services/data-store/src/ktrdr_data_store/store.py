@@ -30,6 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from ktrdr_shared import bar_checks
 from ktrdr_shared.errors import DatasetDamaged
 from ktrdr_shared.messages import BarBatch
 from ktrdr_shared.types import Timeframe, symbol_key
@@ -84,17 +85,29 @@ class MergeResult:
 
 
 def table_from_batch(batch: BarBatch) -> pa.Table:
-    """Return a ``BarBatch``'s bars as a table in the store's schema."""
-    n = len(batch.ts)
+    """Return a ``BarBatch``'s bars as a table in the store's schema.
+
+    Raises:
+        OverflowError: a stamp or count does not fit in int64.
+    """
+    arrays = bar_checks.batch_arrays(batch)
+    if isinstance(arrays, bar_checks.BarProblem):
+        raise OverflowError(arrays.message)
+    return table_from_arrays(arrays)
+
+
+def table_from_arrays(arrays: dict[str, np.ndarray]) -> pa.Table:
+    """Return a batch's columns (``bar_checks.batch_arrays``) as a table, without copying them."""
+    n = len(arrays["ts"])
+
+    def column(name: str, kind: pa.DataType) -> pa.Array:
+        return pa.array(arrays[name], kind) if name in arrays else pa.nulls(n, kind)
+
     return pa.Table.from_arrays([
-        pa.array(batch.ts, pa.int64()).view(SCHEMA.field("ts").type),  # same bits, no copy
-        pa.array(batch.open, pa.float64()),
-        pa.array(batch.high, pa.float64()),
-        pa.array(batch.low, pa.float64()),
-        pa.array(batch.close, pa.float64()),
-        pa.array(batch.volume, pa.float64()),
-        pa.array(batch.wap, pa.float64()) if batch.wap is not None else pa.nulls(n, pa.float64()),
-        pa.array(batch.count, pa.int64()) if batch.count is not None else pa.nulls(n, pa.int64()),
+        pa.array(arrays["ts"], pa.int64()).view(SCHEMA.field("ts").type),  # same bits
+        *(column(name, pa.float64()) for name in ("open", "high", "low", "close", "volume")),
+        column("wap", pa.float64()),
+        column("count", pa.int64()),
     ], schema=SCHEMA)  # fmt: skip
 
 
