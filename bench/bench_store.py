@@ -32,6 +32,7 @@ from ktrdr_data_store.app import build_app
 from ktrdr_data_store.config import DataStoreSettings
 from ktrdr_data_store.ingest import Ingestor
 from ktrdr_data_store.ledger import AnsweredLedger
+from ktrdr_data_store.quarantine import Quarantine
 from ktrdr_data_store.store import SCHEMA, ParquetBarStore, year_of
 from ktrdr_shared import codec, streams, subjects
 from ktrdr_shared.client import KtrdrClient
@@ -114,7 +115,8 @@ async def _ingest(nc: NATS, data_dir: Path, bars: int, *, validate: bool = True)
 
     sub = await nc.subscribe(subjects.store_event("bars_stored"), cb=count)
     store = ParquetBarStore(data_dir)
-    ingestor = Ingestor(js=js, store=store, ledger=AnsweredLedger(data_dir), batch=FETCH,
+    ingestor = Ingestor(js=js, store=store, ledger=AnsweredLedger(data_dir),
+                        quarantine=Quarantine.under(data_dir), batch=FETCH,
                         validate=validate)  # fmt: skip
     stopping = asyncio.Event()
     started = time.perf_counter()

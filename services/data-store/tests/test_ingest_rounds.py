@@ -9,6 +9,7 @@ import msgspec
 import pytest
 from ktrdr_data_store.ingest import Ingestor
 from ktrdr_data_store.ledger import AnsweredLedger
+from ktrdr_data_store.quarantine import Quarantine
 from ktrdr_data_store.store import ParquetBarStore
 from ktrdr_shared import codec, streams, subjects
 from ktrdr_shared.messages import BarBatch, BarsStored, BatchRejected
@@ -80,7 +81,7 @@ async def backlog(js: JetStreamContext) -> JetStreamContext:
 
 def ingestor(js: JetStreamContext, tmp_path: Path, **bounds: float) -> Ingestor:
     return Ingestor(js=js, store=ParquetBarStore(tmp_path), ledger=AnsweredLedger(tmp_path),
-                    batch=5, **bounds)  # type: ignore[arg-type]  # fmt: skip
+                    quarantine=Quarantine.under(tmp_path), batch=5, **bounds)  # type: ignore[arg-type]  # fmt: skip
 
 
 async def test_a_backlog_is_written_once_it_is_drained(

@@ -11,6 +11,7 @@ import msgspec
 import pytest
 from ktrdr_data_store.app import build_app
 from ktrdr_data_store.config import DataStoreSettings
+from ktrdr_data_store.quarantine import Quarantine
 from ktrdr_data_store.store import ParquetBarStore
 from ktrdr_shared import codec, streams, subjects
 from ktrdr_shared.messages import BarBatch, BatchRejected, StoreEvent
@@ -104,3 +105,16 @@ async def test_poisoned_batches_are_rejected_and_the_store_is_untouched(
     for event, (_, subject, check) in zip(rejected, POISON, strict=True):
         assert check in event.message
         assert (subject or "ktrdr.bars.AAPL.1d") in event.message
+    # Nothing rejected is dropped: each poison batch is in the quarantine, whole, with its reason.
+    quarantine = Quarantine.under(tmp_path)
+    kept = {entry.id: entry for entry in quarantine.list()}
+    assert len(kept) == len(POISON)
+    for event, (batch, subject, check) in zip(rejected, POISON, strict=True):
+        assert event.quarantine_id is not None
+        entry = kept[event.quarantine_id]
+        assert entry.meta.subject == (subject or "ktrdr.bars.AAPL.1d") == event.subject
+        assert (entry.meta.code, entry.meta.message) == (event.code, event.message)
+        assert check in entry.meta.message
+        payload = quarantine.payload(entry.id)
+        assert payload is not None and entry.bytes == len(payload)
+        assert codec.decode(payload, BarBatch, headers=entry.meta.headers) == batch

@@ -27,6 +27,7 @@ from ktrdr_data_store.gapfill import run_gap_filler
 from ktrdr_data_store.ingest import Ingestor
 from ktrdr_data_store.ledger import AnsweredLedger
 from ktrdr_data_store.loads import LoadRunner
+from ktrdr_data_store.quarantine import Quarantine
 from ktrdr_data_store.store import ParquetBarStore
 
 SERVICE_NAME = "data-store"
@@ -44,8 +45,9 @@ def build_app(settings: DataStoreSettings) -> ServiceApp:
         await streams.ensure_consumers(js, streams.DATA_COMMANDS, streams.STORE_BARS)
         store = ParquetBarStore(settings.data_dir)
         ledger = AnsweredLedger(settings.data_dir)
+        quarantine = Quarantine.under(settings.data_dir)
         runner = LoadRunner(nc, store, ledger, settings)
-        app.background(Ingestor(js=js, store=store, ledger=ledger,
+        app.background(Ingestor(js=js, store=store, ledger=ledger, quarantine=quarantine,
                                 on_durable=runner.on_durable).run)  # fmt: skip
         app.background(runner.follow)
         app.background(functools.partial(run_gap_filler, runner, store,

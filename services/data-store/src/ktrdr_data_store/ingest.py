@@ -8,9 +8,10 @@ up to ``writers`` datasets are written at once, each to its own files. Holding a
 is what makes a backlog cheap: a year file is rewritten once per round, not once per fetch.
 Delivery is at least once; the merge is idempotent, so the effect is exactly once. A batch
 that can never be stored (malformed, wrong shape, or bars that fail ``bar_checks``: not
-finite, out of order, off the grid, in the future, on another dataset's subject) is terminated
-and reported as ``batch_rejected`` before it is held, so it never reaches a file; the loop
-keeps going.
+finite, out of order, off the grid, in the future, on another dataset's subject) is kept whole
+in the quarantine, then terminated and reported as ``batch_rejected`` (with its quarantine id)
+before it is held, so it never reaches a file and is never dropped; the loop keeps going. When
+the quarantine cannot be written, the message is nakked with a delay instead of terminated.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from ktrdr_data_store.ledger import AnsweredLedger
+from ktrdr_data_store.quarantine import Quarantine
 from ktrdr_data_store.store import BarStore, table_from_arrays
 
 log = logging.getLogger(__name__)
@@ -85,6 +87,7 @@ class Ingestor:
         js: the JetStream context.
         store: where bars are merged.
         ledger: where answered ranges are recorded.
+        quarantine: where a rejected message is kept, whole, with its reason.
         batch: messages one fetch asks for.
         fetch_timeout_s: expiry of one fetch (also how soon a stop is noticed).
         retry_delay_s: nak delay when a write fails.
@@ -101,6 +104,7 @@ class Ingestor:
     js: JetStreamContext
     store: BarStore
     ledger: AnsweredLedger
+    quarantine: Quarantine
     batch: int = 500
     fetch_timeout_s: float = 0.25
     retry_delay_s: float = 2.0
@@ -163,7 +167,7 @@ class Ingestor:
         arrays = bar_checks.batch_arrays(batch)  # once: the checks and the table share them
         if isinstance(arrays, bar_checks.BarProblem):  # e.g. a count past int64
             why = f"invalid BarBatch on '{msg.subject}': {arrays.message}"
-            await self._reject(msg, "invalid_request", why)
+            await self._reject(msg, "invalid_request", why, job_id=batch.job_id)
             return None
         if self.validate:
             problem = bar_checks.check_arrays(batch, arrays, subject=msg.subject,
@@ -171,20 +175,34 @@ class Ingestor:
             if problem is not None:
                 await self._reject(msg, bar_checks.CODE,
                                    f"BarBatch on '{msg.subject}' fails {problem.check}: "
-                                   f"{problem.message}")  # fmt: skip
+                                   f"{problem.message}", job_id=batch.job_id)  # fmt: skip
                 return None
         try:
             bars = table_from_arrays(arrays)
         except pa.ArrowException as e:
-            await self._reject(msg, "invalid_request", f"invalid BarBatch on '{msg.subject}': {e}")
+            await self._reject(msg, "invalid_request", f"invalid BarBatch on '{msg.subject}': {e}",
+                               job_id=batch.job_id)  # fmt: skip
             return None
         return _Held(msg, batch.symbol, batch.timeframe, batch.job_id, (batch.start, batch.end),
                      bars)  # fmt: skip
 
-    async def _reject(self, msg: Msg, code: str, message: str) -> None:
+    async def _reject(self, msg: Msg, code: str, message: str, *,
+                      job_id: str | None = None) -> None:  # fmt: skip
+        """Quarantine a batch that can never be stored, then terminate and report it."""
+        try:
+            entry_id = await asyncio.to_thread(
+                self.quarantine.put, subject=msg.subject, payload=msg.data, code=code,
+                message=message, headers=dict(msg.headers or {}), job_id=job_id,
+            )  # fmt: skip
+        except OSError as e:  # not kept yet: keep it on the bus instead, and try again later
+            log.error("could not quarantine a rejected batch on %s: %s; will retry",
+                      msg.subject, e)  # fmt: skip
+            await msg.nak(delay=self.retry_delay_s)
+            return
         await msg.term()
-        log.warning("rejected a bar batch: %s", message)
-        await self._publish(BatchRejected(subject=msg.subject, code=code, message=message))
+        log.warning("rejected a bar batch (quarantine %s): %s", entry_id, message)
+        await self._publish(BatchRejected(subject=msg.subject, code=code, message=message,
+                                          job_id=job_id, quarantine_id=entry_id))  # fmt: skip
 
     async def _write(self, items: list[_Held]) -> None:
         """Write every dataset in ``items``, ``writers`` at a time."""

@@ -158,13 +158,15 @@ class BarsStored(StoreEventBase, frozen=True, kw_only=True, tag="bars_stored"):
 class BatchRejected(StoreEventBase, frozen=True, kw_only=True, tag="batch_rejected"):
     """Event on ``ktrdr.evt.store.batch_rejected``: a bar batch that can never be stored.
 
-    The message was terminated (not retried); ``message`` names the problem.
+    The message was kept whole in the data-store's quarantine (``quarantine_id``), then
+    terminated (not retried); ``message`` names the problem.
     """
 
     subject: str
     code: str
     message: str
     job_id: JobId | None = None
+    quarantine_id: str | None = None
     ts: UtcDatetime = msgspec.field(default_factory=utc_now)
 
 

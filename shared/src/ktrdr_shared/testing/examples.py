@@ -98,7 +98,12 @@ def _examples() -> list[Any]:
             ts=T1,
         ),
         m.BatchRejected(
-            subject="ktrdr.bars.AAPL.1m", code="invalid_request", message="bad", job_id=JOB, ts=T1
+            subject="ktrdr.bars.AAPL.1m",
+            code="invalid_request",
+            message="bad",
+            job_id=JOB,
+            quarantine_id="0123456789abcdef01234567",
+            ts=T1,
         ),
         m.FetchBars(
             job_id=JOB,
