@@ -13,6 +13,7 @@ Layout::
     ktrdr.evt.store.<type>                  store events    (KTRDR_EVENTS)
     ktrdr.ib.status|validate|head_timestamp request/reply (nats.micro)
     ktrdr.store.query|coverage|datasets     request/reply
+    ktrdr.store.quarantine[.delete]         request/reply
     ktrdr.train.status|models               request/reply
 """
 
@@ -56,6 +57,8 @@ IB_HEAD_TIMESTAMP = "ktrdr.ib.head_timestamp"
 STORE_QUERY = "ktrdr.store.query"
 STORE_COVERAGE = "ktrdr.store.coverage"
 STORE_DATASETS = "ktrdr.store.datasets"
+STORE_QUARANTINE = "ktrdr.store.quarantine"
+STORE_QUARANTINE_DELETE = "ktrdr.store.quarantine.delete"
 TRAIN_STATUS = "ktrdr.train.status"
 TRAIN_MODELS = "ktrdr.train.models"
 

@@ -76,6 +76,11 @@ EXAMPLES: dict[str, Any] = {
                          cached_before=0, gaps_analyzed=1, segments_fetched=1,
                          ib_requests_made=1, execution_time_s=0.47),
     "DatasetsOut": s.DatasetsOut(datasets=[DATASET]),
+    "QuarantineOut": s.QuarantineOut(entries=[s.QuarantinedOut(
+        id="3f2a9c0d5e7b41a68c2d0e1f", subject="ktrdr.bars.AAPL.1h", code="invalid_bars",
+        message="BarBatch on 'ktrdr.bars.AAPL.1h' fails non_finite: high[2] is inf",
+        job_id=JOB, received=T1, bytes=412,
+        links={"self": "/api/v1/quarantine/3f2a9c0d5e7b41a68c2d0e1f"})]),
     "CoverageOut": s.CoverageOut(symbol="AAPL", timeframe=Timeframe.H1, rows=142, first=T0,
                                  last=T1, stored=[s.RangeOut(start=T0, end=T1)]),
     "BarsOut": s.BarsOut(symbol="AAPL", timeframe=Timeframe.H1, bars=[

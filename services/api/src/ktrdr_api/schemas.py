@@ -253,6 +253,29 @@ class DatasetsOut(Struct, frozen=True, kw_only=True):
     datasets: list[DatasetOut]
 
 
+class QuarantinedOut(Struct, frozen=True, kw_only=True):
+    """One bar batch ingest rejected and kept whole, with the reason it was rejected.
+
+    ``id`` is the ``quarantine_id`` of its ``batch_rejected`` event; ``bytes`` is the size of
+    the kept payload.
+    """
+
+    id: str
+    subject: str
+    code: str
+    message: str
+    job_id: str | None = None
+    received: Timestamp
+    bytes: Count
+    links: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class QuarantineOut(Struct, frozen=True, kw_only=True):
+    """Every quarantined batch, newest first."""
+
+    entries: list[QuarantinedOut]
+
+
 class Bar(Struct, frozen=True, kw_only=True, omit_defaults=True):
     """One bar, stamped with its open."""
 

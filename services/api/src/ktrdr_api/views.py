@@ -15,6 +15,7 @@ from ktrdr_shared.messages import (
     IbStatus,
     LoadResult,
     ModelInfo,
+    QuarantinedBatch,
     SymbolInfo,
     TimeRange,
 )
@@ -33,6 +34,7 @@ from ktrdr_api.schemas import (
     JobSummary,
     LoadOut,
     Progress,
+    QuarantinedOut,
     RangeOut,
     SymbolOut,
 )
@@ -187,3 +189,10 @@ def model_out(m: ModelInfo) -> ModelOut:
 
 def _utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC)
+
+
+def quarantined_out(q: QuarantinedBatch) -> QuarantinedOut:
+    """Return the REST view of one quarantined batch."""
+    return QuarantinedOut(id=q.id, subject=q.subject, code=q.code, message=q.message,
+                          job_id=q.job_id, received=q.received.astimezone(UTC),
+                          bytes=q.bytes, links={"self": f"{API}/quarantine/{q.id}"})  # fmt: skip

@@ -7,11 +7,16 @@ import functools
 
 from ktrdr_shared import streams, subjects
 from ktrdr_shared.consumer import PullConsumer
+from ktrdr_shared.errors import NotFound
 from ktrdr_shared.messages import (
     BarsPage,
     Coverage,
     CoverageRequest,
     DatasetList,
+    DeleteQuarantined,
+    ListQuarantine,
+    QuarantineDeleted,
+    QuarantineList,
     QueryBars,
     QueryFormat,
     StatusRequest,
@@ -27,7 +32,7 @@ from ktrdr_data_store.gapfill import run_gap_filler
 from ktrdr_data_store.ingest import Ingestor
 from ktrdr_data_store.ledger import AnsweredLedger
 from ktrdr_data_store.loads import LoadRunner
-from ktrdr_data_store.quarantine import Quarantine
+from ktrdr_data_store.quarantine import Quarantine, quarantine_list
 from ktrdr_data_store.store import ParquetBarStore
 
 SERVICE_NAME = "data-store"
@@ -76,6 +81,19 @@ def build_app(settings: DataStoreSettings) -> ServiceApp:
         @app.endpoint("datasets", subjects.STORE_DATASETS, StatusRequest, "every stored dataset")
         async def datasets(_: StatusRequest) -> DatasetList:
             return await asyncio.to_thread(queries.dataset_list, store, ledger)
+
+        @app.endpoint("quarantine", subjects.STORE_QUARANTINE, ListQuarantine,
+                      "rejected bar batches kept whole, newest first")  # fmt: skip
+        async def list_quarantine(_: ListQuarantine) -> QuarantineList:
+            return quarantine_list(await asyncio.to_thread(quarantine.list))
+
+        @app.endpoint("quarantine_delete", subjects.STORE_QUARANTINE_DELETE, DeleteQuarantined,
+                      "forget one quarantined batch")  # fmt: skip
+        async def delete_quarantined(request: DeleteQuarantined) -> QuarantineDeleted:
+            if not await asyncio.to_thread(quarantine.delete, request.id):
+                raise NotFound(f"no quarantined batch {request.id!r}; list them with "
+                               "ktrdr.store.quarantine")  # fmt: skip
+            return QuarantineDeleted(id=request.id)
 
     app.setup = setup
     return app

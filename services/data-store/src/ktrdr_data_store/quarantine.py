@@ -19,6 +19,7 @@ from datetime import datetime
 from pathlib import Path
 
 import msgspec
+from ktrdr_shared.messages import QuarantinedBatch, QuarantineList
 from ktrdr_shared.types import utc_now
 
 from ktrdr_data_store.atomic import fsync_dir, write_bytes_atomically
@@ -126,3 +127,13 @@ class Quarantine:
     def _dir(self, entry_id: str) -> Path | None:
         # Only ids of our own shape: an id from a request never names a path outside the root.
         return self.root / entry_id if _ID.match(entry_id) else None
+
+
+def quarantine_list(entries: list[QuarantinedEntry]) -> QuarantineList:
+    """Return the wire reply listing ``entries`` (in the order given)."""
+    return QuarantineList(entries=[
+        QuarantinedBatch(id=e.id, subject=e.meta.subject, code=e.meta.code,
+                         message=e.meta.message, job_id=e.meta.job_id,
+                         received=e.meta.received, bytes=e.bytes)
+        for e in entries
+    ])  # fmt: skip

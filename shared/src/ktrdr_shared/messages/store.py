@@ -133,6 +133,47 @@ class DatasetList(Message, frozen=True, kw_only=True):
     datasets: list[DatasetInfo]
 
 
+class ListQuarantine(Message, frozen=True, kw_only=True):
+    """Request on ``ktrdr.store.quarantine``: every batch ingest rejected and kept."""
+
+
+class QuarantinedBatch(Message, frozen=True, kw_only=True):
+    """One rejected message kept whole in the data-store's quarantine.
+
+    ``id`` is the ``quarantine_id`` its ``BatchRejected`` carried; ``bytes`` is the size of the
+    kept payload; ``received`` is when ingest first rejected it.
+    """
+
+    id: str
+    subject: str
+    code: str
+    message: str
+    job_id: str | None = None
+    received: UtcDatetime
+    bytes: NonNegativeInt
+
+
+class QuarantineList(Message, frozen=True, kw_only=True):
+    """Reply on ``ktrdr.store.quarantine``: the quarantined batches, newest first."""
+
+    entries: list[QuarantinedBatch]
+
+
+class DeleteQuarantined(Message, frozen=True, kw_only=True):
+    """Request on ``ktrdr.store.quarantine.delete``: forget one quarantined batch.
+
+    An unknown ``id`` answers ``not_found``.
+    """
+
+    id: str
+
+
+class QuarantineDeleted(Message, frozen=True, kw_only=True):
+    """Reply on ``ktrdr.store.quarantine.delete``: the entry is gone."""
+
+    id: str
+
+
 class StoreEventBase(Event, frozen=True, kw_only=True):
     """Events of the store family (``ktrdr.evt.store.<type>``)."""
 

@@ -88,6 +88,30 @@ def _examples() -> list[Any]:
         ),
         m.DatasetInfo(symbol="AAPL", timeframe=Timeframe.D1, rows=2, first=T0, last=T1),
         m.DatasetList(datasets=[m.DatasetInfo(symbol="MSFT", timeframe=Timeframe.H1, rows=0)]),
+        m.ListQuarantine(),
+        m.QuarantinedBatch(
+            id="0123456789abcdef01234567",
+            subject="ktrdr.bars.AAPL.1d",
+            code="invalid_bars",
+            message="BarBatch on 'ktrdr.bars.AAPL.1d' fails non_finite: high[2] is inf",
+            job_id=JOB,
+            received=T0,
+            bytes=412,
+        ),
+        m.QuarantineList(
+            entries=[
+                m.QuarantinedBatch(
+                    id="0123456789abcdef01234567",
+                    subject="ktrdr.bars.MSFT.1h",
+                    code="invalid_request",
+                    message="bad",
+                    received=T1,
+                    bytes=3,
+                )
+            ]
+        ),
+        m.DeleteQuarantined(id="0123456789abcdef01234567"),
+        m.QuarantineDeleted(id="0123456789abcdef01234567"),
         m.BarsStored(
             symbol="AAPL",
             timeframe=Timeframe.M1,

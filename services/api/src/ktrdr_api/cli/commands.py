@@ -184,6 +184,21 @@ def data_ls(ctx: click.Context, coverage: bool, as_json: bool) -> int:
     return ExitCode.OK
 
 
+@data.command("quarantine")
+@json_option
+@click.pass_context
+def data_quarantine(ctx: click.Context, as_json: bool) -> int:
+    """Every bar batch ingest rejected and kept, newest first, with its reason."""
+    value = client_of(ctx).get("/api/v1/quarantine")
+    if as_json:
+        render.print_json(value)
+        return ExitCode.OK
+    rows = [(q["id"], q["received"], q["subject"], q["code"], q["bytes"], q.get("job_id"),
+             q["message"]) for q in value["entries"]]  # fmt: skip
+    render.table(None, ["id", "received", "subject", "code", "bytes", "job", "message"], rows)
+    return ExitCode.OK
+
+
 @data.command("show")
 @click.argument("symbol")
 @click.argument("timeframe", type=click.Choice(TIMEFRAMES))

@@ -1,0 +1,54 @@
+"""``/api/v1/quarantine``: bar batches the data-store rejected and kept whole, with reasons."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from ktrdr_shared import subjects
+from ktrdr_shared.messages import (
+    DeleteQuarantined,
+    ListQuarantine,
+    QuarantineDeleted,
+    QuarantineList,
+)
+from litestar import Controller, delete, get
+from litestar.openapi.spec import Example
+from litestar.params import Parameter
+
+from ktrdr_api.deps import GatewayDep
+from ktrdr_api.errors import problem_responses
+from ktrdr_api.schemas import QuarantineOut
+from ktrdr_api.views import quarantined_out
+
+QuarantineIdPath = Annotated[str, Parameter(
+    description="The entry's id (the ``quarantine_id`` of its ``batch_rejected`` event).",
+    pattern=r"^[0-9a-f]{24}$", min_length=24, max_length=24,
+    examples=[Example(value="3f2a9c0d5e7b41a68c2d0e1f")])]  # fmt: skip
+
+
+class QuarantineController(Controller):
+    """The data-store's quarantine: list what ingest rejected, forget an entry."""
+
+    path = "/api/v1/quarantine"
+    tags = ["data"]
+
+    @get(operation_id="listQuarantine",
+         summary="Every bar batch ingest rejected, kept whole with its reason, newest first",
+         description="A batch that fails validation (``invalid_bars``) or cannot be decoded is "
+         "kept under the data-store's ``quarantine/<id>/`` before it is terminated; its "
+         "``batch_rejected`` event carries the same id. Releasing (republishing) an entry is "
+         "not supported yet.",
+         responses=problem_responses(401, 502, 503, 504))  # fmt: skip
+    async def list_quarantine(self, gateway: GatewayDep) -> QuarantineOut:
+        """Ask the data-store for its quarantine."""
+        found = await gateway.request(subjects.STORE_QUARANTINE, ListQuarantine(), QuarantineList)
+        return QuarantineOut(entries=[quarantined_out(e) for e in found.entries])
+
+    @delete("/{quarantine_id:str}", operation_id="deleteQuarantined",
+            summary="Forget one quarantined batch (its bytes are deleted)",
+            responses=problem_responses(400, 401, 404, 502, 503, 504))  # fmt: skip
+    async def delete_quarantined(self, gateway: GatewayDep,
+                                 quarantine_id: QuarantineIdPath) -> None:  # fmt: skip
+        """Ask the data-store to delete one entry; 404 when there is none."""
+        await gateway.request(subjects.STORE_QUARANTINE_DELETE,
+                              DeleteQuarantined(id=quarantine_id), QuarantineDeleted)  # fmt: skip

@@ -1,0 +1,57 @@
+"""/api/v1/quarantine and ``ktrdr data quarantine`` against the real data-store's quarantine."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from ktrdr_data_store.quarantine import Quarantine
+from ktrdr_shared.runtime import ServiceApp
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2024, 1, 2, tzinfo=UTC)
+
+
+async def ktrdr(api_url: str, *args: str) -> tuple[int, str, str]:
+    """Run ``ktrdr --url <api> ARGS`` as a real process, to its end."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KTRDR_")} | {"COLUMNS": "200"}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ktrdr_api.cli", "--url", api_url, *args, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), timeout=120)
+    return process.returncode or 0, out.decode(), err.decode()
+
+
+async def test_list_and_delete(data_dir: Path, data_store: ServiceApp, api_url: str,
+                               http: httpx.AsyncClient) -> None:  # fmt: skip
+    entry = Quarantine.under(data_dir).put(
+        subject="ktrdr.bars.AAPL.1d", payload=b"\x81bad", code="invalid_bars",
+        message="fails non_finite", job_id="0123456789abcdef0123456789abcdef", received=T0,
+    )  # fmt: skip
+    listed = await http.get("/api/v1/quarantine")
+    assert listed.status_code == 200, listed.text
+    [item] = listed.json()["entries"]
+    assert item == {"id": entry, "subject": "ktrdr.bars.AAPL.1d", "code": "invalid_bars",
+                    "message": "fails non_finite", "job_id": "0123456789abcdef0123456789abcdef",
+                    "received": "2024-01-02T00:00:00Z", "bytes": 4,
+                    "links": {"self": f"/api/v1/quarantine/{entry}"}}  # fmt: skip
+    code, out, err = await ktrdr(api_url, "data", "quarantine", "--json")
+    assert code == 0, err
+    assert [q["id"] for q in json.loads(out)["entries"]] == [entry]
+    code, out, err = await ktrdr(api_url, "data", "quarantine")
+    assert code == 0, err
+    assert entry in out and "invalid_bars" in out
+    gone = await http.delete(f"/api/v1/quarantine/{entry}")
+    assert gone.status_code == 204, gone.text
+    again = await http.delete(f"/api/v1/quarantine/{entry}")
+    assert again.status_code == 404
+    assert again.headers["content-type"].startswith("application/problem+json")
+    assert (await http.delete("/api/v1/quarantine/..%2Fetc")).status_code in (400, 404)
+    assert (await http.get("/api/v1/quarantine")).json() == {"entries": []}
