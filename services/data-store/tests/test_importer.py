@@ -14,7 +14,7 @@ from ktrdr_data_store.cli import main
 from ktrdr_data_store.importer import (
     BAD_PRICE,
     HIGH_BELOW_LOW,
-    NEGATIVE_PRICE,
+    OUTSIDE_HIGH_LOW,
     UNPARSEABLE_TIMESTAMP,
     import_file,
 )
@@ -81,7 +81,8 @@ def test_bad_rows_are_rejected_with_their_reason_and_the_rest_stored(tmp_path: P
     assert report.skipped is None
     assert (report.rows_read, report.stored, report.duplicates) == (13, 5, 0)
     counts = {reason: r.count for reason, r in report.rejects.items()}
-    assert counts == {UNPARSEABLE_TIMESTAMP: 2, BAD_PRICE: 4, NEGATIVE_PRICE: 1, HIGH_BELOW_LOW: 1}
+    assert counts == {UNPARSEABLE_TIMESTAMP: 2, BAD_PRICE: 4, OUTSIDE_HIGH_LOW: 1,
+                      HIGH_BELOW_LOW: 1}  # fmt: skip
     assert report.rejects[UNPARSEABLE_TIMESTAMP].first_line == 6  # line 1 is the header
     assert "yesterday" in report.rejects[UNPARSEABLE_TIMESTAMP].example
     assert report.rejects[HIGH_BELOW_LOW].first_line == 13
@@ -89,6 +90,17 @@ def test_bad_rows_are_rejected_with_their_reason_and_the_rest_stored(tmp_path: P
                .column("ts").cast(pa.int64()).to_pylist()]  # fmt: skip
     assert minutes == [0, 1, 2, 3, 16]
     assert stored(tmp_path / "data", "MSFT", Timeframe.M1).column("volume").to_pylist() == [0.0] * 5
+
+
+def test_negative_prices_are_imported_as_data(tmp_path: Path) -> None:
+    # the May 2020 WTI future (CL) on 2020-04-20: low -40.32, close -37.63
+    rows = [("2020-04-20T00:00:00Z", "17.73", "17.85", "-40.32", "-37.63")]
+    path = write_csv(tmp_path / "CL_1d.csv", "timestamp,open,high,low,close", rows)
+    report = import_file(ParquetBarStore(tmp_path / "data"), path)
+    assert (report.stored, report.rejects) == (1, {})
+    table = stored(tmp_path / "data", "CL", Timeframe.D1)
+    assert table.column("low").to_pylist() == [-40.32]
+    assert table.column("close").to_pylist() == [-37.63]
 
 
 def test_missing_or_negative_volume_is_stored_as_zero_and_counted(tmp_path: Path) -> None:

@@ -8,9 +8,10 @@ timestamp is read as UTC (the old system wrote UTC). ``open``, ``high``, ``low``
 are required and ``volume`` is optional, in any case.
 
 Parsing is vectorised (pandas); each row that cannot be a bar is rejected with a reason:
-an unparseable timestamp, a missing, non-numeric or infinite price, a negative price, or a high
-below the low. A volume that is missing or negative (IB reports -1 where it has none) is
-stored as 0, as ``BarBatch`` does, and counted.
+an unparseable timestamp, a missing, non-numeric or infinite price, a high below the low, or
+an open or close outside low..high. Negative prices are data (CL settled at -37.63 on
+2020-04-20), as in ``BarBatch``. A volume that is missing or negative (IB reports -1 where it
+has none) is stored as 0, as ``BarBatch`` does, and counted.
 
 The import only adds: a bar whose timestamp is already in the store is left as it is (counted
 as a duplicate, like a timestamp repeated in the file, where the last row wins), so importing
@@ -38,7 +39,7 @@ _FILE_NAME = re.compile(r"^(?P<symbol>[A-Za-z0-9][A-Za-z0-9._-]*)_(?P<timeframe>
 # Why a row is rejected, checked in this order; a row counts under its first reason only.
 UNPARSEABLE_TIMESTAMP = "unparseable timestamp"
 BAD_PRICE = "missing, non-numeric or infinite price"
-NEGATIVE_PRICE = "negative price"
+OUTSIDE_HIGH_LOW = "open or close outside [low, high]"
 HIGH_BELOW_LOW = "high below low"
 
 
@@ -148,6 +149,12 @@ def _read(path: Path) -> pd.DataFrame:
     return frame.rename(columns=wanted)
 
 
+def _outside_high_low(prices: dict[str, np.ndarray]) -> np.ndarray:
+    """Return rows whose open or close lies outside their own low..high (prices may be < 0)."""
+    o, h, lo, c = prices["open"], prices["high"], prices["low"], prices["close"]
+    return np.asarray((lo > np.minimum(o, c)) | (h < np.maximum(o, c)))
+
+
 def _valid_bars(frame: pd.DataFrame, report: FileReport) -> pa.Table:
     """Return the rows that are bars, in the store's schema; record the others in ``report``."""
     stamps = pd.to_datetime(frame["ts"], utc=True, format="ISO8601", errors="coerce")
@@ -158,8 +165,8 @@ def _valid_bars(frame: pd.DataFrame, report: FileReport) -> pa.Table:
     checks = [
         (UNPARSEABLE_TIMESTAMP, stamps.isna().to_numpy(), "ts"),
         (BAD_PRICE, ~np.isfinite(all_prices).all(axis=1), None),
-        (NEGATIVE_PRICE, (all_prices < 0).any(axis=1), None),
         (HIGH_BELOW_LOW, prices["high"] < prices["low"], None),
+        (OUTSIDE_HIGH_LOW, _outside_high_low(prices), None),
     ]
     bad = np.zeros(len(frame), dtype=bool)
     for reason, failed, column in checks:
