@@ -22,13 +22,14 @@ from typing import Any
 
 import msgspec
 import nats
+import nats.js.errors
 from nats import micro
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.micro.request import Request
 from nats.micro.service import EndpointConfig, Service, ServiceConfig
 
-from ktrdr_shared import codec, subjects
+from ktrdr_shared import codec, streams, subjects
 from ktrdr_shared.config import Settings
 from ktrdr_shared.errors import ConfigError, KtrdrError
 from ktrdr_shared.messages.base import Event
@@ -81,6 +82,22 @@ async def connect(settings: Settings, *, name: str, **options: Any) -> NATS:
         params["password"] = settings.nats_password.reveal() if settings.nats_password else ""
     params.update(options)
     return await nats.connect(**params)
+
+
+async def last_job_event(js: JetStreamContext, job_id: str, kind: str) -> bytes | None:
+    """Return the payload of the job's last ``kind`` event in the log (None: it has none).
+
+    One direct read of ``ktrdr.evt.job.<job_id>.<kind>``: how a service learns, without
+    folding the log, whether a job was accepted, cancelled or has ended.
+
+    Raises:
+        nats.errors.Error: the log could not be read (not: the event is absent).
+    """
+    try:
+        msg = await js.get_last_msg(streams.EVENTS.name or "", subjects.job_event(job_id, kind))
+    except nats.js.errors.NotFoundError:
+        return None
+    return msg.data or b""
 
 
 async def publish_event(js: JetStreamContext, event: Event, msg_id: str | None = None) -> None:

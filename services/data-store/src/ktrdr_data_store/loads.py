@@ -48,7 +48,7 @@ from ktrdr_shared.messages import (
     SymbolInfo,
     ValidateSymbol,
 )
-from ktrdr_shared.runtime import publish_event
+from ktrdr_shared.runtime import last_job_event, publish_event
 from ktrdr_shared.types import (
     InstrumentType,
     LoadMode,
@@ -106,7 +106,7 @@ class LoadRunner:
         """Accept a ``LoadData``: announce the job (once), then the message may be acked."""
         command = codec.decode(msg.data, LoadData, subject=msg.subject, headers=msg.headers)
         job_id = command.job_id or derived_job_id(msg)
-        if await self._has_event(job_id, "accepted"):
+        if await last_job_event(self.js, job_id, "accepted") is not None:
             return  # a resend of a job already under way or done
         params = msgspec.to_builtins(msgspec.structs.replace(command, job_id=job_id))
         await publish_event(
@@ -123,13 +123,6 @@ class LoadRunner:
                                                details={"subject": msg.subject,
                                                         **error.details}),
                             msg_id=f"{job_id}.failed")  # fmt: skip
-
-    async def _has_event(self, job_id: str, kind: str) -> bool:
-        try:
-            await self.js.get_last_msg(streams.EVENTS.name or "", subjects.job_event(job_id, kind))
-        except nats.js.errors.NotFoundError:
-            return False
-        return True
 
     # -- inputs: events, durable bars, the connector -----------------------------------
 
@@ -304,13 +297,11 @@ class LoadRunner:
 
     async def _terminal_in_log(self, job_id: str) -> JobEvent | None:
         for kind in ("completed", "failed", "cancelled"):
-            try:
-                msg = await self.js.get_last_msg(streams.EVENTS.name or "",
-                                                 subjects.job_event(job_id, kind))  # fmt: skip
-            except nats.js.errors.NotFoundError:
-                continue
-            event: JobEvent = codec.decode(msg.data or b"", JobEvent, subject=msg.subject or "")
-            return event
+            data = await last_job_event(self.js, job_id, kind)
+            if data is not None:
+                subject = subjects.job_event(job_id, kind)
+                event: JobEvent = codec.decode(data, JobEvent, subject=subject)
+                return event
         return None
 
     # -- planning -----------------------------------------------------------------------

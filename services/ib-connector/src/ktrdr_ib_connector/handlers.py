@@ -21,7 +21,7 @@ import nats.errors
 import nats.js.errors
 from ib_async import Contract, ContractDetails
 from ib_async.wrapper import RequestError
-from ktrdr_shared import codec, streams, subjects
+from ktrdr_shared import codec, subjects
 from ktrdr_shared.consumer import keep_alive, salvage_fields, salvage_job_id
 from ktrdr_shared.errors import IbUnavailable, KtrdrError, ServiceTimeout, UnknownSymbol
 from ktrdr_shared.messages import (
@@ -36,7 +36,7 @@ from ktrdr_shared.messages import (
     ValidateSymbol,
 )
 from ktrdr_shared.messages.base import Event
-from ktrdr_shared.runtime import publish_event
+from ktrdr_shared.runtime import last_job_event, publish_event
 from ktrdr_shared.types import InstrumentType, default_what_to_show, symbol_key
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -175,14 +175,11 @@ class Connector:
         return ended
 
     async def _has_event(self, job_id: str, kind: str) -> bool:
-        subject = subjects.job_event(job_id, kind)
         try:
-            await self.js.get_last_msg(streams.EVENTS.name or "", subject)
-        except nats.js.errors.NotFoundError:
-            return False
+            return await last_job_event(self.js, job_id, kind) is not None
         except (nats.errors.Error, TimeoutError) as e:
+            subject = subjects.job_event(job_id, kind)
             raise ServiceTimeout(f"could not read {subject} from the event log: {e!r}") from e
-        return True
 
     async def on_rejected(self, msg: Msg, error: KtrdrError) -> None:
         """Report a command that can never succeed (malformed, or failing every time)."""
