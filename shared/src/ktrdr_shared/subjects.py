@@ -13,7 +13,8 @@ Layout::
     ktrdr.evt.store.<type>                  store events    (KTRDR_EVENTS)
     ktrdr.ib.status|validate|head_timestamp request/reply (nats.micro)
     ktrdr.store.query|coverage|datasets     request/reply
-    ktrdr.store.quarantine[.delete]         request/reply
+    ktrdr.store.quarantine[.delete|.release] request/reply
+    ktrdr.store.repair                      request/reply
     ktrdr.train.status|models               request/reply
 """
 
@@ -59,6 +60,8 @@ STORE_COVERAGE = "ktrdr.store.coverage"
 STORE_DATASETS = "ktrdr.store.datasets"
 STORE_QUARANTINE = "ktrdr.store.quarantine"
 STORE_QUARANTINE_DELETE = "ktrdr.store.quarantine.delete"
+STORE_QUARANTINE_RELEASE = "ktrdr.store.quarantine.release"
+STORE_REPAIR = "ktrdr.store.repair"
 TRAIN_STATUS = "ktrdr.train.status"
 TRAIN_MODELS = "ktrdr.train.models"
 

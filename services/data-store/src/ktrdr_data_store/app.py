@@ -4,24 +4,34 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 
-from ktrdr_shared import streams, subjects
+import nats.errors
+import nats.js.errors
+from ktrdr_shared import codec, streams, subjects
+from ktrdr_shared.client import new_job_id
 from ktrdr_shared.consumer import PullConsumer
-from ktrdr_shared.errors import NotFound
+from ktrdr_shared.errors import InvalidRequest, NotFound, RetryableError
 from ktrdr_shared.messages import (
     BarsPage,
     Coverage,
     CoverageRequest,
     DatasetList,
+    DatasetRepaired,
     DeleteQuarantined,
     ListQuarantine,
+    LoadData,
     QuarantineDeleted,
     QuarantineList,
+    QuarantineReleased,
     QueryBars,
     QueryFormat,
+    ReleaseQuarantined,
+    RepairDataset,
     StatusRequest,
 )
 from ktrdr_shared.runtime import RawReply, ServiceApp, run_main
+from ktrdr_shared.types import utc_now
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
@@ -32,7 +42,8 @@ from ktrdr_data_store.gapfill import run_gap_filler
 from ktrdr_data_store.ingest import Ingestor
 from ktrdr_data_store.ledger import AnsweredLedger
 from ktrdr_data_store.loads import LoadRunner
-from ktrdr_data_store.quarantine import Quarantine, quarantine_list
+from ktrdr_data_store.quarantine import Quarantine, quarantine_list, release_headers
+from ktrdr_data_store.repair import reload_command, repair_dataset, repaired
 from ktrdr_data_store.store import ParquetBarStore
 
 SERVICE_NAME = "data-store"
@@ -53,7 +64,11 @@ def build_app(settings: DataStoreSettings) -> ServiceApp:
         quarantine = Quarantine.under(settings.data_dir)
         runner = LoadRunner(nc, store, ledger, settings)
         app.background(Ingestor(js=js, store=store, ledger=ledger, quarantine=quarantine,
-                                on_durable=runner.on_durable).run)  # fmt: skip
+                                on_durable=runner.on_durable, segments=runner.segments,
+                                on_storage=runner.on_storage,
+                                retry_delay_s=settings.ingest_retry_delay_s,
+                                retry_delay_max_s=settings.ingest_retry_max_delay_s,
+                                write_attempts=settings.ingest_write_attempts).run)  # fmt: skip
         app.background(runner.follow)
         app.background(functools.partial(run_gap_filler, runner, store,
                                          settings.gap_fill_interval_s))  # fmt: skip
@@ -95,8 +110,66 @@ def build_app(settings: DataStoreSettings) -> ServiceApp:
                                "ktrdr.store.quarantine")  # fmt: skip
             return QuarantineDeleted(id=request.id)
 
+        @app.endpoint("quarantine_release", subjects.STORE_QUARANTINE_RELEASE,
+                      ReleaseQuarantined,
+                      "send one quarantined batch through ingest again")  # fmt: skip
+        async def release_quarantined(request: ReleaseQuarantined) -> QuarantineReleased:
+            now_ns = time.time_ns()
+            held = await asyncio.to_thread(quarantine.hold, request.id, now_ns)
+            if held is None:
+                raise NotFound(f"no quarantined batch {request.id!r}; list them with "
+                               "ktrdr.store.quarantine")  # fmt: skip
+            try:
+                if not held.meta.subject.startswith(subjects.BARS_ALL.removesuffix(">")):
+                    raise InvalidRequest(f"quarantined message {held.id} came on "
+                                         f"{held.meta.subject!r}, not a bar subject; it cannot "
+                                         "be released (delete it instead)")  # fmt: skip
+                await _publish(js, held.meta.subject, held.payload,
+                               release_headers(held, now_ns // 10**6))  # fmt: skip
+            except BaseException:
+                await asyncio.to_thread(quarantine.restore, held)
+                raise
+            await asyncio.to_thread(quarantine.discard, held)
+            return QuarantineReleased(id=held.id, subject=held.meta.subject)
+
+        @app.endpoint("repair", subjects.STORE_REPAIR, RepairDataset,
+                      "move a dataset's unreadable files aside, forget their range, "
+                      "reload it")  # fmt: skip
+        async def repair(request: RepairDataset) -> DatasetRepaired:
+            done = await asyncio.to_thread(repair_dataset, store, ledger, request.symbol,
+                                           request.timeframe, utc_now())  # fmt: skip
+            command = reload_command(request.symbol, request.timeframe, done, new_job_id())
+            if command is None:
+                return repaired(request.symbol, request.timeframe, done, None)
+            try:
+                await _publish(js, subjects.CMD_DATA_LOAD, codec.encode(command),
+                               {"Nats-Msg-Id": str(command.job_id)})  # fmt: skip
+            except RetryableError as e:
+                raise RetryableError(f"moved {', '.join(done.moved)} aside but could not start "
+                                     f"the reload ({e.message}); run `ktrdr data load "
+                                     f"{request.symbol} {request.timeframe.value} --mode full"
+                                     f"{_range_options(command)}`") from e  # fmt: skip
+            return repaired(request.symbol, request.timeframe, done, command.job_id)
+
     app.setup = setup
     return app
+
+
+async def _publish(js: JetStreamContext, subject: str, payload: bytes,
+                   headers: dict[str, str]) -> None:  # fmt: skip
+    """Publish to JetStream and wait for its ack; no ack is a retryable ``unavailable``."""
+    try:
+        await js.publish(subject, payload, headers=headers)
+    except (nats.errors.TimeoutError, nats.errors.NoRespondersError,
+            nats.js.errors.NoStreamResponseError) as e:  # fmt: skip
+        raise RetryableError(f"JetStream did not confirm the publish on {subject}; try "
+                             "again") from e  # fmt: skip
+
+
+def _range_options(command: LoadData) -> str:
+    if command.start is None or command.end is None:
+        return ""
+    return f" --start {command.start.isoformat()} --end {command.end.isoformat()}"
 
 
 def main() -> None:

@@ -34,6 +34,25 @@ def merge_ranges(ranges: list[Range]) -> list[Range]:
     return merged
 
 
+def subtract_ranges(ranges: list[Range], spans: list[Range]) -> tuple[list[Range], list[Range]]:
+    """Return ``(ranges minus spans, ranges within spans)``, each merged (half-open ranges)."""
+    cuts = merge_ranges(spans)
+    kept: list[Range] = []
+    dropped: list[Range] = []
+    for start, end in merge_ranges(ranges):
+        at = start
+        for lo, hi in cuts:
+            if hi <= at or lo >= end:
+                continue
+            if lo > at:
+                kept.append((at, lo))
+            dropped.append((max(at, lo), min(end, hi)))
+            at = min(end, hi)
+        if at < end:
+            kept.append((at, end))
+    return merge_ranges(kept), merge_ranges(dropped)
+
+
 class AnsweredLedger:
     """The answered ranges of every dataset, one small JSON file each."""
 
@@ -43,6 +62,10 @@ class AnsweredLedger:
 
     def _path(self, symbol: str, timeframe: Timeframe) -> Path:
         return self.root / f"{symbol_key(symbol)}.{Timeframe(timeframe).value}.json"
+
+    def path_of(self, symbol: str, timeframe: Timeframe) -> Path:
+        """Return the file that holds one dataset's answered ranges (it may not exist)."""
+        return self._path(symbol, timeframe)
 
     def ranges(self, symbol: str, timeframe: Timeframe) -> list[Range]:
         """Return the answered ranges of one dataset.
@@ -78,6 +101,17 @@ class AnsweredLedger:
         path = self._path(symbol, timeframe)
         merged = merge_ranges(self.ranges(symbol, timeframe) + ranges)
         write_bytes_atomically(path, json.dumps(merged).encode())
+
+    def forget(self, symbol: str, timeframe: Timeframe, spans: list[Range]) -> list[Range]:
+        """Drop what lies inside ``spans`` from the answered ranges; return what was dropped.
+
+        Raises:
+            DatasetDamaged: naming the file, when it cannot be read.
+        """
+        kept, dropped = subtract_ranges(self.ranges(symbol, timeframe), spans)
+        if dropped:
+            write_bytes_atomically(self._path(symbol, timeframe), json.dumps(kept).encode())
+        return dropped
 
 
 class InstrumentBook:

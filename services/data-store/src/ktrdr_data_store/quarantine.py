@@ -6,16 +6,24 @@ was received). ``<id>`` is a prefix of the payload's sha256 plus the subject's, 
 message lands on the entry it already has instead of making a second one. Both files go
 through the store's atomic writer, and ``meta.json`` is written last: an entry without it is
 an interrupted put and is ignored (the next put of the same message completes it).
+
+The quarantine is bounded: each put removes the entries older than ``max_age_days`` and then,
+oldest first, those beyond ``max_bytes`` of payload (never the entry just put), one log line
+each. Releasing an entry first renames it out of sight (``.release.<id>``), so a batch that
+ingest rejects again while it is being republished makes a fresh entry instead of landing on
+the one about to be deleted.
 """
 
 from __future__ import annotations
 
 import builtins
 import hashlib
+import logging
+import os
 import re
 import shutil
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import msgspec
@@ -24,9 +32,14 @@ from ktrdr_shared.types import utc_now
 
 from ktrdr_data_store.atomic import fsync_dir, write_bytes_atomically
 
+log = logging.getLogger(__name__)
+
 PAYLOAD = "payload"
 META = "meta.json"
+MAX_BYTES = 1 << 30  # 1 GiB of payload (KTRDR_QUARANTINE_MAX_BYTES)
+MAX_AGE_DAYS = 30.0  # KTRDR_QUARANTINE_MAX_AGE_DAYS
 _ID = re.compile(r"^[0-9a-f]{24}$")
+_HELD = ".release."
 
 
 class QuarantineMeta(msgspec.Struct, frozen=True, kw_only=True):
@@ -56,15 +69,28 @@ def quarantine_id(subject: str, payload: bytes) -> str:
 
 
 @dataclass(frozen=True)
+class HeldEntry:
+    """An entry taken out of the listing while it is released (see ``Quarantine.hold``)."""
+
+    id: str
+    meta: QuarantineMeta
+    payload: bytes
+    path: Path
+
+
+@dataclass(frozen=True)
 class Quarantine:
     """The quarantine directory of one store (pure file I/O; safe to call from a thread)."""
 
     root: Path
+    max_bytes: int = MAX_BYTES
+    max_age_days: float = MAX_AGE_DAYS
 
     @classmethod
-    def under(cls, data_dir: str | Path) -> Quarantine:
+    def under(cls, data_dir: str | Path, *, max_bytes: int = MAX_BYTES,
+              max_age_days: float = MAX_AGE_DAYS) -> Quarantine:  # fmt: skip
         """Return the quarantine of the store rooted at ``data_dir``."""
-        return cls(Path(data_dir) / "quarantine")
+        return cls(Path(data_dir) / "quarantine", max_bytes, max_age_days)
 
     def put(self, *, subject: str, payload: bytes, code: str, message: str,
             headers: dict[str, str] | None = None, job_id: str | None = None,
@@ -87,7 +113,41 @@ class Quarantine:
                               received=received or utc_now())  # fmt: skip
         write_bytes_atomically(entry / PAYLOAD, payload)
         write_bytes_atomically(entry / META, msgspec.json.encode(meta))
+        try:  # the put's own time is the clock: an entry given an old ``received`` stays
+            self.prune(keep=entry_id, now=meta.received)
+        except OSError as e:  # the entry is kept: the next put prunes again
+            log.warning("quarantine: pruning %s failed: %s", self.root, e)
         return entry_id
+
+    def prune(self, *, keep: str | None = None, now: datetime | None = None) -> list[str]:
+        """Remove entries past the age bound, then the oldest beyond the size bound.
+
+        Args:
+            keep: an entry never removed (the one just put).
+            now: the moment ages are measured from (default: now).
+
+        Returns:
+            The ids removed, each logged once with its subject and code.
+        """
+        oldest_kept = (now or utc_now()) - timedelta(days=self.max_age_days)
+        listed = self.list()
+        total = sum(e.bytes for e in listed)
+        entries = [e for e in reversed(listed) if e.id != keep]  # oldest first
+        removed = []
+        for e in entries:
+            if e.meta.received < oldest_kept:
+                reason = f"older than {self.max_age_days:g} days"
+            elif total > self.max_bytes:
+                reason = f"the quarantine holds more than {self.max_bytes} bytes"
+            else:
+                continue
+            if self.delete(e.id):
+                removed.append(e.id)
+                total -= e.bytes
+                log.warning("quarantine: removed %s (subject %s, code %s, received %s): %s",
+                            e.id, e.meta.subject, e.meta.code, e.meta.received.isoformat(),
+                            reason)  # fmt: skip
+        return removed
 
     def list(self) -> builtins.list[QuarantinedEntry]:
         """Return every complete entry, newest first (by received time, then id)."""
@@ -124,9 +184,48 @@ class Quarantine:
         fsync_dir(self.root)
         return True
 
+    def hold(self, entry_id: str, now_ns: int) -> HeldEntry | None:
+        """Take one entry out of the listing for release; None when there is no such entry.
+
+        Follow with ``discard`` once the payload is republished, or ``restore`` if it was not.
+        """
+        entry = self._dir(entry_id)
+        if entry is None or not (entry / META).is_file():
+            return None
+        held = self.root / f"{_HELD}{entry_id}.{now_ns}"
+        try:
+            os.rename(entry, held)
+        except FileNotFoundError:  # deleted or released meanwhile
+            return None
+        fsync_dir(self.root)
+        meta = msgspec.json.decode((held / META).read_bytes(), type=QuarantineMeta)
+        return HeldEntry(id=entry_id, meta=meta, payload=(held / PAYLOAD).read_bytes(), path=held)
+
+    def discard(self, held: HeldEntry) -> None:
+        """Delete a held entry for good (its payload was republished)."""
+        shutil.rmtree(held.path)
+        fsync_dir(self.root)
+
+    def restore(self, held: HeldEntry) -> None:
+        """Put a held entry back (its release failed); a newer entry of the same id wins."""
+        try:
+            os.rename(held.path, self.root / held.id)
+        except OSError:  # ingest rejected the same bytes again meanwhile: that entry stays
+            shutil.rmtree(held.path)
+        fsync_dir(self.root)
+
     def _dir(self, entry_id: str) -> Path | None:
         # Only ids of our own shape: an id from a request never names a path outside the root.
         return self.root / entry_id if _ID.match(entry_id) else None
+
+
+def release_headers(held: HeldEntry, now_ms: int) -> dict[str, str]:
+    """Return the headers to republish a held entry with: its own, with a fresh message id.
+
+    JetStream's duplicate window would swallow the original ``Nats-Msg-Id``.
+    """
+    headers = {k: v for k, v in held.meta.headers.items() if k.lower() != "nats-msg-id"}
+    return headers | {"Nats-Msg-Id": f"release.{held.id}.{now_ms}"}
 
 
 def quarantine_list(entries: list[QuarantinedEntry]) -> QuarantineList:

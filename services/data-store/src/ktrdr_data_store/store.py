@@ -209,6 +209,20 @@ class ParquetBarStore:
             raise damage
         return stats
 
+    def year_files(self, symbol: str, timeframe: Timeframe) -> list[Path]:
+        """Return the year files of one dataset, oldest first."""
+        return self._year_files(symbol, timeframe, None, None)
+
+    def unreadable_files(self, symbol: str, timeframe: Timeframe) -> list[Path]:
+        """Return the year files of one dataset that cannot be read in full, oldest first."""
+        bad = []
+        for path in self._year_files(symbol, timeframe, None, None):
+            try:
+                self._read_year(path)  # every page, not only the footer
+            except DatasetDamaged:
+                bad.append(path)
+        return bad
+
     def datasets(self) -> list[DatasetStats]:
         """Return every dataset with at least one bar or an unreadable year file (``damaged``)."""
         found = []

@@ -174,6 +174,59 @@ class QuarantineDeleted(Message, frozen=True, kw_only=True):
     id: str
 
 
+class ReleaseQuarantined(Message, frozen=True, kw_only=True):
+    """Request on ``ktrdr.store.quarantine.release``: send one quarantined batch through again.
+
+    The data-store republishes the payload byte for byte on its original subject (headers kept,
+    ``Nats-Msg-Id`` replaced by ``release.<id>.<unix ms>``), waits for JetStream's ack, then
+    deletes the entry. Ingest checks the batch again: after a fix it is stored; if it still
+    fails it lands in the quarantine again. An unknown ``id`` answers ``not_found``.
+    """
+
+    id: str
+
+
+class QuarantineReleased(Message, frozen=True, kw_only=True):
+    """Reply on ``ktrdr.store.quarantine.release``: the batch is back on ``subject``."""
+
+    id: str
+    subject: str
+
+
+class RepairDataset(Message, frozen=True, kw_only=True):
+    """Request on ``ktrdr.store.repair``: move a dataset's unreadable files aside and reload.
+
+    An unknown dataset answers ``not_found``; a dataset with nothing unreadable answers
+    ``DatasetRepaired`` with nothing moved and no job.
+    """
+
+    symbol: Symbol
+    timeframe: Timeframe
+
+    def __post_init__(self) -> None:
+        upper_symbols(self, "symbol")
+
+
+class DatasetRepaired(Message, frozen=True, kw_only=True):
+    """Reply on ``ktrdr.store.repair``.
+
+    Attributes:
+        moved: the unreadable files, relative to the data directory, now kept under
+            ``damaged/<UTC stamp>/`` with the same relative path (never deleted).
+        forgotten: the answered ranges dropped from the ledger (the moved year files' span);
+            when the ledger itself was unreadable and moved, every range is forgotten and
+            none can be listed.
+        job_id: the ``LoadData`` (mode ``full``) that reloads what was moved, or None when
+            nothing was.
+    """
+
+    symbol: Symbol
+    timeframe: Timeframe
+    moved: list[str] = msgspec.field(default_factory=list)
+    forgotten: list[TimeRange] = msgspec.field(default_factory=list)
+    job_id: JobId | None = None
+
+
 class StoreEventBase(Event, frozen=True, kw_only=True):
     """Events of the store family (``ktrdr.evt.store.<type>``)."""
 
