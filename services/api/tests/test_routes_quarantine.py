@@ -13,6 +13,7 @@ import httpx
 import pytest
 from ktrdr_data_store.quarantine import Quarantine
 from ktrdr_shared.runtime import ServiceApp
+from nats.aio.client import Client as NATS
 
 pytestmark = pytest.mark.integration
 
@@ -55,3 +56,32 @@ async def test_list_and_delete(data_dir: Path, data_store: ServiceApp, api_url: 
     assert again.headers["content-type"].startswith("application/problem+json")
     assert (await http.delete("/api/v1/quarantine/..%2Fetc")).status_code in (400, 404)
     assert (await http.get("/api/v1/quarantine")).json() == {"entries": []}
+
+
+async def test_release_republishes_and_the_cli_releases_and_deletes(
+    data_dir: Path, data_store: ServiceApp, api_url: str, http: httpx.AsyncClient, nc: NATS
+) -> None:
+    quarantine = Quarantine.under(data_dir)
+    first = quarantine.put(subject="ktrdr.bars.AAPL.1d", payload=b"\x81bad", code="invalid_bars",
+                           message="fails non_finite", received=T0)  # fmt: skip
+    bars = await nc.subscribe("ktrdr.bars.>")
+    released = await http.post(f"/api/v1/quarantine/{first}/release")
+    assert released.status_code == 200, released.text
+    assert released.json() == {"id": first, "subject": "ktrdr.bars.AAPL.1d"}
+    msg = await bars.next_msg(timeout=10)
+    assert (msg.subject, msg.data) == ("ktrdr.bars.AAPL.1d", b"\x81bad")
+    missing = await http.post(f"/api/v1/quarantine/{'0' * 24}/release")
+    assert missing.status_code == 404
+
+    second = quarantine.put(subject="ktrdr.bars.MSFT.1d", payload=b"\x81other",
+                            code="invalid_bars", message="fails", received=T0)  # fmt: skip
+    code, out, err = await ktrdr(api_url, "data", "quarantine", "release", second)
+    assert code == 0, err
+    assert f"released {second} on ktrdr.bars.MSFT.1d" in out
+    third = quarantine.put(subject="ktrdr.bars.IBM.1d", payload=b"\x81third",
+                           code="invalid_bars", message="fails", received=T0)  # fmt: skip
+    code, out, err = await ktrdr(api_url, "data", "quarantine", "delete", third)
+    assert code == 0, err
+    assert quarantine.get(third) is None
+    code, out, err = await ktrdr(api_url, "data", "quarantine", "delete", third)
+    assert code != 0 and "no quarantined batch" in err

@@ -81,6 +81,13 @@ EXAMPLES: dict[str, Any] = {
         message="BarBatch on 'ktrdr.bars.AAPL.1h' fails non_finite: high[2] is inf",
         job_id=JOB, received=T1, bytes=412,
         links={"self": "/api/v1/quarantine/3f2a9c0d5e7b41a68c2d0e1f"})]),
+    "QuarantineReleasedOut": s.QuarantineReleasedOut(id="3f2a9c0d5e7b41a68c2d0e1f",
+                                                     subject="ktrdr.bars.AAPL.1h"),
+    "RepairOut": s.RepairOut(symbol="AAPL", timeframe=Timeframe.H1,
+                             moved=["bars/AAPL/1h/2024.parquet"],
+                             forgotten=[s.RangeOut(start=datetime(2024, 1, 1, tzinfo=UTC),
+                                                   end=T1)],
+                             job_id=JOB, links=LINKS),
     "CoverageOut": s.CoverageOut(symbol="AAPL", timeframe=Timeframe.H1, rows=142, first=T0,
                                  last=T1, stored=[s.RangeOut(start=T0, end=T1)]),
     "BarsOut": s.BarsOut(symbol="AAPL", timeframe=Timeframe.H1, bars=[

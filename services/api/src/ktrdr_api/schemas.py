@@ -276,6 +276,33 @@ class QuarantineOut(Struct, frozen=True, kw_only=True):
     entries: list[QuarantinedOut]
 
 
+class QuarantineReleasedOut(Struct, frozen=True, kw_only=True):
+    """A quarantined batch sent back on its subject; ingest checks it again.
+
+    After a fix it is stored; if it still fails it is quarantined again (same ``id``).
+    """
+
+    id: str
+    subject: str
+
+
+class RepairOut(Struct, frozen=True, kw_only=True):
+    """What a repair did to one dataset.
+
+    ``moved``: its unreadable files (relative to the data directory), now kept under
+    ``damaged/<UTC stamp>/`` with the same path. ``forgotten``: the answered ranges dropped
+    (a moved ledger forgets every range, none of which can be listed). ``job_id``/``links``:
+    the load that fetches the lost range again; absent when nothing was moved.
+    """
+
+    symbol: Symbol
+    timeframe: Timeframe
+    moved: list[str]
+    forgotten: list[RangeOut]
+    job_id: JobId | None = None
+    links: JobLinks | None = None
+
+
 class Bar(Struct, frozen=True, kw_only=True, omit_defaults=True):
     """One bar, stamped with its open."""
 

@@ -12,6 +12,7 @@ import msgspec
 from ktrdr_shared.messages import (
     Coverage,
     DatasetInfo,
+    DatasetRepaired,
     IbStatus,
     LoadResult,
     ModelInfo,
@@ -36,6 +37,7 @@ from ktrdr_api.schemas import (
     Progress,
     QuarantinedOut,
     RangeOut,
+    RepairOut,
     SymbolOut,
 )
 from ktrdr_api.training_schemas import ModelOut
@@ -189,6 +191,13 @@ def model_out(m: ModelInfo) -> ModelOut:
 
 def _utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC)
+
+
+def repair_out(r: DatasetRepaired) -> RepairOut:
+    """Return the REST view of a repair (with the reload job's links when there is one)."""
+    return RepairOut(symbol=r.symbol, timeframe=r.timeframe, moved=r.moved,
+                     forgotten=ranges(r.forgotten), job_id=r.job_id,
+                     links=job_links(r.job_id) if r.job_id else None)  # fmt: skip
 
 
 def quarantined_out(q: QuarantinedBatch) -> QuarantinedOut:

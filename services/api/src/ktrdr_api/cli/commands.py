@@ -184,11 +184,16 @@ def data_ls(ctx: click.Context, coverage: bool, as_json: bool) -> int:
     return ExitCode.OK
 
 
-@data.command("quarantine")
+@data.group("quarantine", invoke_without_command=True)
 @json_option
 @click.pass_context
 def data_quarantine(ctx: click.Context, as_json: bool) -> int:
-    """Every bar batch ingest rejected and kept, newest first, with its reason."""
+    """Every bar batch ingest rejected and kept, newest first, with its reason.
+
+    ``release ID`` sends one through ingest again (after a fix); ``delete ID`` forgets it.
+    """
+    if ctx.invoked_subcommand is not None:
+        return ExitCode.OK
     value = client_of(ctx).get("/api/v1/quarantine")
     if as_json:
         render.print_json(value)
@@ -197,6 +202,59 @@ def data_quarantine(ctx: click.Context, as_json: bool) -> int:
              q["message"]) for q in value["entries"]]  # fmt: skip
     render.table(None, ["id", "received", "subject", "code", "bytes", "job", "message"], rows)
     return ExitCode.OK
+
+
+@data_quarantine.command("release")
+@click.argument("entry_id", metavar="ID")
+@json_option
+@click.pass_context
+def data_quarantine_release(ctx: click.Context, entry_id: str, as_json: bool) -> int:
+    """Republish quarantined batch ID on its subject: ingest checks it again."""
+    value = client_of(ctx).post(f"/api/v1/quarantine/{entry_id}/release")
+    if as_json:
+        render.print_json(value)
+    else:
+        render.out.print(f"released {value['id']} on {value['subject']}; if it still fails, "
+                         "it is quarantined again")  # fmt: skip
+    return ExitCode.OK
+
+
+@data_quarantine.command("delete")
+@click.argument("entry_id", metavar="ID")
+@click.pass_context
+def data_quarantine_delete(ctx: click.Context, entry_id: str) -> int:
+    """Forget quarantined batch ID (its bytes are deleted)."""
+    client_of(ctx).call("DELETE", f"/api/v1/quarantine/{entry_id}")
+    render.out.print(f"deleted {entry_id}")
+    return ExitCode.OK
+
+
+@data.command("repair")
+@click.argument("symbol")
+@click.argument("timeframe", type=click.Choice(TIMEFRAMES))
+@click.option("--detach", is_flag=True, help="Print what was done and the job; do not follow.")
+@json_option
+@click.pass_context
+def data_repair(ctx: click.Context, symbol: str, timeframe: str, detach: bool,
+                as_json: bool) -> int:  # fmt: skip
+    """Move SYMBOL TIMEFRAME's unreadable files aside, forget their range and reload it."""
+    value = client_of(ctx).post(f"/api/v1/data/{symbol}/{timeframe}/repair")
+    if as_json and (detach or not value.get("job_id")):
+        render.print_json(value)
+        return ExitCode.OK
+    if not as_json:
+        out = render.out if detach or not value.get("job_id") else render.err
+        for name in value["moved"]:
+            out.print(f"moved {name} to damaged/")
+        for r in value["forgotten"]:
+            out.print(f"forgot answered {r['start']} .. {r['end']}")
+        if not value["moved"]:
+            out.print(f"{value['symbol']} {value['timeframe']}: nothing unreadable, nothing to do")
+        elif value.get("job_id"):
+            out.print(f"reload job {value['job_id']}")
+    if not value.get("job_id") or detach:
+        return ExitCode.OK
+    return _follow(ctx, value["job_id"], as_json=as_json)
 
 
 @data.command("show")

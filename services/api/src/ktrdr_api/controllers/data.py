@@ -17,9 +17,11 @@ from ktrdr_shared.messages import (
     Coverage,
     CoverageRequest,
     DatasetList,
+    DatasetRepaired,
     LoadData,
     QueryBars,
     QueryFormat,
+    RepairDataset,
     StatusRequest,
 )
 from ktrdr_shared.types import Timeframe
@@ -29,10 +31,10 @@ from litestar.openapi.spec import Example
 from litestar.params import Body, Parameter
 
 from ktrdr_api.deps import EventsDep, GatewayDep, SettingsDep
-from ktrdr_api.errors import ApiError, problem_responses
+from ktrdr_api.errors import PROBLEM_JSON, ApiError, Problem, problem_responses
 from ktrdr_api.jobs import JobState, apply
 from ktrdr_api.openapi import ARROW_STREAM, CSV, BarsOperation
-from ktrdr_api.schemas import BarsOut, CoverageOut, DatasetsOut, LoadIn, LoadOut
+from ktrdr_api.schemas import BarsOut, CoverageOut, DatasetsOut, LoadIn, LoadOut, RepairOut
 from ktrdr_api.validation import query_range, strict_body
 from ktrdr_api.views import (
     bars_from_columns,
@@ -40,20 +42,36 @@ from ktrdr_api.views import (
     dataset_out,
     job_links,
     load_out,
+    repair_out,
 )
 
 JSON = "application/json"
 CSV_COLUMNS = ("ts", "open", "high", "low", "close", "volume", "wap", "count")
 
 PathSymbol = Annotated[str, Parameter(
-    description="Symbol as stored (AAPL, EURUSD; a space may be written %20).",
-    min_length=1, max_length=32, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._&-]*$",
+    description="Symbol as stored (AAPL, EURUSD; a space may be written %20, or _ as the "
+    "store's key writes it: BRK_B).",
+    min_length=1, max_length=32, pattern=r"^[A-Za-z0-9][A-Za-z0-9 _.&-]*$",
     examples=[Example(value="AAPL")])]  # fmt: skip
 PathTimeframe = Annotated[Timeframe, Parameter(description="Bar size.")]
 Start = Annotated[datetime | None, Parameter(
     description="First bar (inclusive), RFC 3339 with an offset.")]  # fmt: skip
 End = Annotated[datetime | None, Parameter(
     description="End (exclusive), RFC 3339 with an offset.")]  # fmt: skip
+
+
+DAMAGED_DETAIL = (
+    "bars/AAPL/1h/2024.parquet: Parquet magic bytes not found in footer; repair "
+    "it with `ktrdr data repair AAPL 1h` (POST /api/v1/data/AAPL/1h/repair), to "
+    "move the file aside (kept under damaged/) and load the range again"
+)
+DAMAGED = {409: ResponseSpec(
+    data_container=Problem, media_type=PROBLEM_JSON, generate_examples=False,
+    description="The dataset is damaged: a stored file in the range cannot be read. The detail "
+    "names the file and the repair command; every other dataset answers as usual.",
+    examples=[Example(summary="dataset_damaged", value={
+        "type": "urn:ktrdr:problem:dataset_damaged", "title": "Conflict", "status": 409,
+        "detail": DAMAGED_DETAIL, "code": "dataset_damaged"})])}  # fmt: skip
 
 
 class BarFormat(enum.StrEnum):
@@ -152,7 +170,7 @@ class DataController(Controller):
 
     @get("/{symbol:str}/{timeframe:str}/coverage", operation_id="getCoverage",
          summary="What is stored, what is missing, and what IB already answered empty",
-         responses=problem_responses(400, 401, 502, 503, 504))  # fmt: skip
+         responses={**problem_responses(400, 401, 502, 503, 504), **DAMAGED})  # fmt: skip
     async def coverage(self, request: Request[Any, Any, Any], gateway: GatewayDep,
                        symbol: PathSymbol, timeframe: PathTimeframe, start: Start = None,
                        end: End = None) -> CoverageOut:  # fmt: skip
@@ -169,7 +187,7 @@ class DataController(Controller):
          "one NATS message; the next page is at ``links.next`` (JSON) or in the ``Link`` "
          "header (``rel=next``) and ``X-Next-Cursor``.",
          operation_class=BarsOperation,
-         responses=problem_responses(400, 401, 502, 503, 504))  # fmt: skip
+         responses={**problem_responses(400, 401, 502, 503, 504), **DAMAGED})  # fmt: skip
     async def bars(
         self,
         request: Request[Any, Any, Any],
@@ -210,6 +228,23 @@ class DataController(Controller):
         body = BarsOut(symbol=page.symbol, timeframe=page.timeframe, bars=rows,
                        next_cursor=page.next_cursor, links=links)  # fmt: skip
         return Response(body, headers=headers)
+
+    @post("/{symbol:str}/{timeframe:str}/repair", status_code=202, operation_id="repairDataset",
+          summary="Move a damaged dataset's unreadable files aside, forget their range, reload it",
+          description="Each year file of the dataset that cannot be read, and its answered "
+          "ledger if that cannot be read, is moved (never deleted) to "
+          "``<data dir>/damaged/<UTC stamp>/<same path>``; the answered ranges in the moved "
+          "years are forgotten (all of them when the ledger was moved) and a ``full`` load of "
+          "that range is started: follow it at ``links``. A dataset with nothing unreadable "
+          "answers with nothing moved and no job.",
+          responses=problem_responses(400, 401, 404, 502, 503, 504))  # fmt: skip
+    async def repair(self, gateway: GatewayDep, symbol: PathSymbol,
+                     timeframe: PathTimeframe) -> Response[RepairOut]:  # fmt: skip
+        """Ask the data-store to repair one dataset; 404 when it has no such dataset."""
+        request = RepairDataset(symbol=symbol.upper(), timeframe=timeframe)
+        done = await gateway.request(subjects.STORE_REPAIR, request, DatasetRepaired)
+        headers = {"Location": job_links(done.job_id).self} if done.job_id else {}
+        return Response(repair_out(done), status_code=202, headers=headers)
 
 
 def _utc(moment: datetime | None) -> datetime | None:

@@ -10,14 +10,16 @@ from ktrdr_shared.messages import (
     ListQuarantine,
     QuarantineDeleted,
     QuarantineList,
+    QuarantineReleased,
+    ReleaseQuarantined,
 )
-from litestar import Controller, delete, get
+from litestar import Controller, delete, get, post
 from litestar.openapi.spec import Example
 from litestar.params import Parameter
 
 from ktrdr_api.deps import GatewayDep
 from ktrdr_api.errors import problem_responses
-from ktrdr_api.schemas import QuarantineOut
+from ktrdr_api.schemas import QuarantineOut, QuarantineReleasedOut
 from ktrdr_api.views import quarantined_out
 
 QuarantineIdPath = Annotated[str, Parameter(
@@ -36,8 +38,10 @@ class QuarantineController(Controller):
          summary="Every bar batch ingest rejected, kept whole with its reason, newest first",
          description="A batch that fails validation (``invalid_bars``) or cannot be decoded is "
          "kept under the data-store's ``quarantine/<id>/`` before it is terminated; its "
-         "``batch_rejected`` event carries the same id. Releasing (republishing) an entry is "
-         "not supported yet.",
+         "``batch_rejected`` event carries the same id. Release an entry after a fix "
+         "(``POST .../{id}/release``) or delete it. The data-store keeps entries for "
+         "``KTRDR_QUARANTINE_MAX_AGE_DAYS`` and at most ``KTRDR_QUARANTINE_MAX_BYTES``, "
+         "dropping the oldest first.",
          responses=problem_responses(401, 502, 503, 504))  # fmt: skip
     async def list_quarantine(self, gateway: GatewayDep) -> QuarantineOut:
         """Ask the data-store for its quarantine."""
@@ -52,3 +56,20 @@ class QuarantineController(Controller):
         """Ask the data-store to delete one entry; 404 when there is none."""
         await gateway.request(subjects.STORE_QUARANTINE_DELETE,
                               DeleteQuarantined(id=quarantine_id), QuarantineDeleted)  # fmt: skip
+
+    @post("/{quarantine_id:str}/release", status_code=200, operation_id="releaseQuarantined",
+          summary="Send one quarantined batch through ingest again (after a fix)",
+          description="The data-store republishes the kept payload byte for byte on its "
+          "original subject (headers kept, a fresh ``Nats-Msg-Id``), waits for JetStream's "
+          "ack and deletes the entry. Ingest checks the batch again: after a fix (a repair, a "
+          "load that dispatched its segment) it is stored; if it still fails it is "
+          "quarantined again under the same id.",
+          responses=problem_responses(400, 401, 404, 502, 503, 504))  # fmt: skip
+    async def release_quarantined(
+        self, gateway: GatewayDep, quarantine_id: QuarantineIdPath
+    ) -> QuarantineReleasedOut:
+        """Ask the data-store to release one entry; 404 when there is none."""
+        done = await gateway.request(subjects.STORE_QUARANTINE_RELEASE,
+                                     ReleaseQuarantined(id=quarantine_id),
+                                     QuarantineReleased)  # fmt: skip
+        return QuarantineReleasedOut(id=done.id, subject=done.subject)
