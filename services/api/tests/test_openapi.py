@@ -72,3 +72,15 @@ def test_the_event_stream_names_every_job_event_type(document: dict[str, Any]) -
     stream = document["paths"]["/api/v1/jobs/{job_id}/events"]["get"]["responses"]["200"]
     names = stream["content"]["text/event-stream"]["schema"]["properties"]["event"]["enum"]
     assert {"segments_dispatched", "segment_progress", "progress", "cancelled"} <= set(names)
+
+
+def test_bars_and_coverage_document_the_damaged_dataset(document: dict[str, Any]) -> None:
+    for path in ("/api/v1/data/{symbol}/{timeframe}", "/api/v1/data/{symbol}/{timeframe}/coverage"):
+        conflict = document["paths"][path]["get"]["responses"]["409"]
+        [example] = conflict["content"]["application/problem+json"]["examples"].values()
+        assert example["value"]["code"] == "dataset_damaged"
+        assert "ktrdr data repair AAPL 1h" in example["value"]["detail"]
+    repair = document["paths"]["/api/v1/data/{symbol}/{timeframe}/repair"]["post"]
+    assert repair["operationId"] == "repairDataset" and "202" in repair["responses"]
+    release = document["paths"]["/api/v1/quarantine/{quarantine_id}/release"]["post"]
+    assert release["operationId"] == "releaseQuarantined" and "404" in release["responses"]
