@@ -155,7 +155,7 @@ def test_repair_moves_a_torn_year_file_and_forgets_only_its_year(tmp_path: Path)
     done = repair_dataset(store, ledger, "AAPL", H1, NOW)
     assert done.moved == ["bars/AAPL/1h/2024.parquet"]
     assert done.forgotten == [(Y2024[0], T2024 + 5 * HOUR)]
-    assert done.reload == (Y2024[0], None) and not done.ledger_moved  # open: up to IB's clock
+    assert done.reload == (Y2024[0], T2024 + 5 * HOUR) and not done.ledger_moved  # as answered
     assert ledger.ranges("AAPL", H1) == [(T2023, Y2024[0])]
     after = files(tmp_path)
     moved = "damaged/20240701T123005Z/bars/AAPL/1h/2024.parquet"
@@ -171,7 +171,24 @@ def test_repair_moves_a_torn_year_file_and_forgets_only_its_year(tmp_path: Path)
         timeframe=H1,
         mode=LoadMode.FULL,
         start=dt.datetime(2024, 1, 1, tzinfo=UTC),
+        end=dt.datetime(2024, 6, 17, 12, tzinfo=UTC),
     )
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(("torn", "reload"), [
+    ("2024", (Y2024[0], None)),  # the last year: open-ended, up to IB's clock
+    ("2023", Y2023),  # a later year is stored: the year itself
+])  # fmt: skip
+def test_without_answered_ranges_the_reload_is_the_year(
+    tmp_path: Path, torn: str, reload: tuple[int, int | None]
+) -> None:
+    fill(tmp_path)
+    (tmp_path / "answered/AAPL.1h.json").unlink()  # bars imported from CSV: nothing answered
+    truncate(tmp_path / f"bars/AAPL/1h/{torn}.parquet")
+    done = repair_dataset(ParquetBarStore(tmp_path), AnsweredLedger(tmp_path), "AAPL", H1, NOW)
+    assert (done.moved, done.forgotten, done.reload) == (
+        [f"bars/AAPL/1h/{torn}.parquet"], [], reload)  # fmt: skip
 
 
 @pytest.mark.unit
@@ -185,7 +202,7 @@ def test_a_torn_year_before_a_sound_one_reloads_its_year_only(tmp_path: Path) ->
     assert ledger.ranges("AAPL", H1) == [(Y2024[0], T2024 + 5 * HOUR)]
     command = reload_command("AAPL", H1, done, "d" * 32)
     assert command is not None
-    assert (command.start, command.end) == (dt.datetime(2023, 1, 1, tzinfo=UTC),
+    assert (command.start, command.end) == (dt.datetime(2023, 6, 30, 7, tzinfo=UTC),
                                             dt.datetime(2024, 1, 1, tzinfo=UTC))  # fmt: skip
 
 
@@ -252,6 +269,7 @@ async def test_the_endpoint_moves_forgets_and_sends_the_reload(
     assert msg.headers is not None and msg.headers["Nats-Msg-Id"] == reply.job_id
     assert (command.symbol, command.timeframe, command.mode) == ("AAPL", H1, LoadMode.FULL)
     assert command.start == dt.datetime(2024, 1, 1, tzinfo=UTC)
+    assert command.end is not None and to_unix_nanos(command.end) == T2024 + 5 * HOUR
 
     again = await client.request(subjects.STORE_REPAIR, RepairDataset(symbol="AAPL", timeframe=H1),
                                  DatasetRepaired)  # fmt: skip
@@ -293,6 +311,7 @@ async def test_repair_reloads_the_lost_year_from_ib(
     first = await client.load_data("AAPL", "1d", mode="full", start=june)
     done = await wait_for_job_event(js, first, {"completed", "failed"}, timeout_s=90)
     assert isinstance(done, JobCompleted), done
+    before = ParquetBarStore(data_dir).read("AAPL", Timeframe.D1)
     truncate(data_dir / "bars/AAPL/1d/2024.parquet")
 
     reply = await client.request(subjects.STORE_REPAIR, RepairDataset(symbol="AAPL",
@@ -303,10 +322,9 @@ async def test_repair_reloads_the_lost_year_from_ib(
     assert isinstance(reloaded, JobCompleted), reloaded
     stored = ParquetBarStore(data_dir).read("AAPL", Timeframe.D1)
     got = stored.column("ts").cast("int64").to_numpy()
-    # the whole year up to IB's clock: more than the June load had, and exactly IB's bars
-    np.testing.assert_array_equal(
-        got, expected_stamps("AAPL", "STK", "1 day", dt.datetime(2024, 1, 1, tzinfo=UTC))
-    )
+    # what the torn file held, exactly IB's bars again
+    np.testing.assert_array_equal(got, expected_stamps("AAPL", "STK", "1 day", june))
+    assert stored.equals(before)
     coverage = await client.request(subjects.STORE_COVERAGE,
                                     CoverageRequest(symbol="AAPL", timeframe=Timeframe.D1),
                                     Coverage)  # fmt: skip

@@ -5,7 +5,8 @@ An unreadable year file or answered ledger is moved, never deleted, to
 with every directory touched fsynced), so the operator can still look at it. The answered
 ranges inside the moved year files' span (a year file holds one UTC calendar year) are dropped
 from the ledger, so gap planning asks IB for them again; a moved ledger forgets every range.
-``reload_command`` is the ``LoadData`` that fetches what was lost.
+``reload_command`` is the ``LoadData`` that fetches what was lost: the answered ranges forgotten,
+so the dataset comes back as it was.
 
 File I/O only (safe in a worker thread); the endpoint in ``app.py`` publishes the command.
 """
@@ -33,8 +34,7 @@ DAMAGED_DIR = "damaged"
 class Repair:
     """What a repair did: files moved (relative to the data directory) and ranges forgotten.
 
-    ``reload`` is the range to load again: the moved year files' span, open-ended (up to IB's
-    clock, which the load reads) when no later year is stored, or None when no year file was
+    ``reload`` is the range to load again (see ``_reload``), or None when no year file was
     moved. When the ledger itself was moved (``ledger_moved``) every answered range is gone, so
     the reload is the whole history whatever ``reload`` says.
     """
@@ -96,11 +96,25 @@ def repair_dataset(store: ParquetBarStore, ledger: AnsweredLedger, symbol: str,
     except DatasetDamaged:
         moved.append(move_aside(store.root, ledger_file, now))
         forgotten, ledger_moved = [], True
-    reload: tuple[int, int | None] | None = None
-    if spans:
-        later = [p for p in store.year_files(symbol, timeframe) if int(p.stem) > _last(bad_years)]
-        reload = (spans[0][0], spans[-1][1] if later else None)
-    return Repair(moved, forgotten, reload, ledger_moved)
+    return Repair(moved, forgotten, _reload(store, symbol, timeframe, bad_years, forgotten),
+                  ledger_moved)  # fmt: skip
+
+
+def _reload(store: ParquetBarStore, symbol: str, timeframe: Timeframe, bad_years: list[Path],
+            forgotten: list[Range]) -> tuple[int, int | None] | None:  # fmt: skip
+    """Return the range to load again: what the ledger knew was answered in the moved years.
+
+    That brings back exactly what the files held. Bars without answered ranges (a CSV import)
+    leave only the years themselves to go by: their span, open-ended (up to IB's clock) when
+    no later year is stored.
+    """
+    if not bad_years:
+        return None
+    if forgotten:
+        return forgotten[0][0], forgotten[-1][1]
+    spans = merge_ranges([year_span(path) for path in bad_years])
+    later = [p for p in store.year_files(symbol, timeframe) if int(p.stem) > _last(bad_years)]
+    return spans[0][0], spans[-1][1] if later else None
 
 
 def reload_command(symbol: str, timeframe: Timeframe, repair: Repair,
