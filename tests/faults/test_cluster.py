@@ -29,6 +29,7 @@ from ktrdr_shared import codec, streams, subjects
 from ktrdr_shared.messages import BarBatch
 from ktrdr_shared.runtime import ServiceApp, connect
 from ktrdr_shared.testing.auth import TestUsers
+from ktrdr_shared.testing.events import dispatch_by_hand
 from ktrdr_shared.testing.nats_server import NatsServer, free_port
 from ktrdr_shared.types import Timeframe
 from nats.aio.client import Client as NATS
@@ -42,6 +43,7 @@ BATCHES = 60
 BARS_PER_BATCH = 100
 MIN = 60 * 10**9
 T0 = 1_704_205_800 * 10**9  # 2024-01-02 14:30 UTC
+JOB = "c" * 32  # the load whose one segment the batches answer (written by hand)
 # What a client sees while the cluster forms or elects a new leader: retry.
 RETRYABLE = (
     nats.errors.TimeoutError,
@@ -95,7 +97,8 @@ def batch(index: int) -> BarBatch:
     ts = [T0 + (first + i) * MIN for i in range(BARS_PER_BATCH)]
     prices = [100.0 + (first + i) / 100 for i in range(BARS_PER_BATCH)]
     volumes = [float(i % 7 + 1) for i in range(BARS_PER_BATCH)]
-    return BarBatch(symbol="AAPL", timeframe=Timeframe.M1, start=ts[0], end=ts[-1] + MIN,
+    return BarBatch(symbol="AAPL", timeframe=Timeframe.M1, job_id=JOB, segment_id="s0000",
+                    start=ts[0], end=ts[-1] + MIN,
                     ts=ts, open=prices, high=[p + 0.5 for p in prices],
                     low=[p - 0.5 for p in prices], close=prices, volume=volumes)  # fmt: skip
 
@@ -160,6 +163,8 @@ async def test_a_killed_stream_leader_loses_no_bar_and_stores_none_twice(
     settings = DataStoreSettings.from_env({
         "KTRDR_NATS_URL": ",".join(cluster.urls), "KTRDR_DATA_DIR": str(tmp_path / "data"),
         **users.env("data-store")})  # fmt: skip
+    await dispatch_by_hand(admin.jetstream(), JOB, "AAPL", Timeframe.M1, T0,
+                           T0 + BATCHES * BARS_PER_BATCH * MIN)  # fmt: skip
     store_app: ServiceApp = build_app(settings)
     await store_app.start(await connect(settings, name="data-store", reconnect_time_wait=0.2))
     publisher = await connect(users.settings("ib-connector", *cluster.urls),

@@ -12,7 +12,7 @@ from ktrdr_data_store.ledger import AnsweredLedger, merge_ranges
 from ktrdr_data_store.store import ParquetBarStore
 from ktrdr_shared import codec, streams, subjects
 from ktrdr_shared.messages import BarBatch, StoreEvent
-from ktrdr_shared.testing.events import read_all
+from ktrdr_shared.testing.events import dispatch_by_hand, read_all
 from ktrdr_shared.types import Timeframe
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerInfo
@@ -23,10 +23,14 @@ MIN = 60 * 10**9
 T0 = 1_704_205_800 * 10**9  # 2024-01-02 14:30 UTC
 
 
-def batch(first: int, count: int, *, end_extra: int = 0, job: str | None = None) -> BarBatch:
+JOB = "a" * 32  # the load whose one segment, [T0, T0 + 300 min), the batches answer
+
+
+def batch(first: int, count: int, *, end_extra: int = 0) -> BarBatch:
     ts = [T0 + (first + i) * MIN for i in range(count)]
     prices = [100.0 + first + i for i in range(count)]
-    return BarBatch(symbol="AAPL", timeframe=Timeframe.M1, job_id=job, start=T0 + first * MIN,
+    return BarBatch(symbol="AAPL", timeframe=Timeframe.M1, job_id=JOB, segment_id="s0000",
+                    start=T0 + first * MIN,
                     end=T0 + (first + count + end_extra) * MIN, ts=ts, open=prices,
                     high=[p + 1 for p in prices], low=[p - 1 for p in prices], close=prices,
                     volume=[10.0] * count, wap=prices, count=[5] * count)  # fmt: skip
@@ -51,6 +55,7 @@ async def drained(js: JetStreamContext) -> ConsumerInfo:
 async def test_batches_become_durable_bars_once_each(
     nats_url: str, js: JetStreamContext, tmp_path: Path
 ) -> None:
+    await dispatch_by_hand(js, JOB, "AAPL", Timeframe.M1, T0, T0 + 300 * MIN)
     app = build_app(DataStoreSettings.from_env({"KTRDR_NATS_URL": nats_url,
                                                 "KTRDR_DATA_DIR": str(tmp_path)}))  # fmt: skip
     await app.start()

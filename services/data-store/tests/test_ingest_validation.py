@@ -15,8 +15,8 @@ from ktrdr_data_store.quarantine import Quarantine
 from ktrdr_data_store.store import ParquetBarStore
 from ktrdr_shared import codec, streams, subjects
 from ktrdr_shared.messages import BarBatch, BatchRejected, StoreEvent
-from ktrdr_shared.testing.events import read_all
-from ktrdr_shared.types import Timeframe
+from ktrdr_shared.testing.events import dispatch_by_hand, read_all
+from ktrdr_shared.types import Timeframe, WhatToShow
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerInfo
 
@@ -28,9 +28,16 @@ D0 = 1_704_153_600 * S  # 2024-01-02 00:00 UTC
 Y2200 = 7_258_118_400 * S  # 2200-01-01 00:00 UTC
 
 
+def load_of(symbol: str) -> str:
+    """Return the job id of the hand-written daily load of ``symbol``."""
+    return hashlib.md5(symbol.encode()).hexdigest()
+
+
 def days(first: int, count: int, *, symbol: str = "AAPL") -> BarBatch:
+    """Return daily bars answering the segment ``dispatch`` wrote for ``symbol``."""
     prices = [100.0 + first + i for i in range(count)]
-    return BarBatch(symbol=symbol, timeframe=Timeframe.D1, start=D0 + first * DAY,
+    return BarBatch(symbol=symbol, timeframe=Timeframe.D1, job_id=load_of(symbol),
+                    segment_id="s0000", start=D0 + first * DAY,
                     end=D0 + (first + count) * DAY,
                     ts=[D0 + (first + i) * DAY for i in range(count)],
                     open=prices, high=[p + 1 for p in prices], low=[p - 1 for p in prices],
@@ -60,9 +67,17 @@ async def drained(js: JetStreamContext) -> ConsumerInfo:
             await asyncio.sleep(0.05)
 
 
+async def dispatch(js: JetStreamContext, *symbols: str) -> None:
+    """Write the events of a daily load per symbol that dispatched [D0 - 10 days, D0 + 100)."""
+    for symbol in symbols:
+        await dispatch_by_hand(js, load_of(symbol), symbol, Timeframe.D1, D0 - 10 * DAY,
+                               D0 + 100 * DAY)  # fmt: skip
+
+
 def digest(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted((root / "bars").rglob("*")) if p.is_file()}  # fmt: skip
+            for folder in ("bars", "answered") for p in sorted((root / folder).rglob("*"))
+            if p.is_file()}  # fmt: skip
 
 
 # The batches of the issue, each aimed at the good AAPL 1d bars, and the check that stops it.
@@ -79,6 +94,7 @@ POISON: list[tuple[BarBatch, str | None, str]] = [
 async def test_poisoned_batches_are_rejected_and_the_store_is_untouched(
     nats_url: str, js: JetStreamContext, tmp_path: Path
 ) -> None:
+    await dispatch(js, "AAPL", "MSFT")
     app = build_app(DataStoreSettings.from_env({"KTRDR_NATS_URL": nats_url,
                                                 "KTRDR_DATA_DIR": str(tmp_path)}))  # fmt: skip
     await app.start()
@@ -118,3 +134,45 @@ async def test_poisoned_batches_are_rejected_and_the_store_is_untouched(
         payload = quarantine.payload(entry.id)
         assert payload is not None and entry.bytes == len(payload)
         assert codec.decode(payload, BarBatch, headers=entry.meta.headers) == batch
+
+
+Y1980, Y2024 = 315_532_800 * S, 1_704_067_200 * S
+# Batches that pass every bar check but answer no segment the data-store dispatched.
+UNDISPATCHED: list[tuple[BarBatch, str]] = [
+    # the issue's symptom 4: "IB answered 1980-2024", claimed by nobody's load
+    (BarBatch(symbol="AAPL", timeframe=Timeframe.D1, start=Y1980, end=Y2024, ts=[], open=[],
+              high=[], low=[], close=[], volume=[]), "names no job and segment"),
+    (msgspec.structs.replace(days(0, 5), job_id="0" * 32), "is no load"),
+    (msgspec.structs.replace(days(0, 5), segment_id="s0001"), "dispatched no segment 's0001'"),
+    (days(200, 3), "lies outside segment"),
+    (msgspec.structs.replace(days(0, 5), symbol="ZZZZ"), "is for AAPL 1d, not ZZZZ 1d"),
+    (msgspec.structs.replace(days(0, 5), what_to_show=WhatToShow.BID_ASK), "not BID_ASK"),
+]  # fmt: skip
+
+
+async def test_bars_answering_no_dispatched_segment_are_quarantined_not_merged(
+    nats_url: str, js: JetStreamContext, tmp_path: Path
+) -> None:
+    await dispatch(js, "AAPL")
+    await publish(js, days(0, 5))  # before the store is up: it waits for the log's replay
+    app = build_app(DataStoreSettings.from_env({"KTRDR_NATS_URL": nats_url,
+                                                "KTRDR_DATA_DIR": str(tmp_path)}))  # fmt: skip
+    await app.start()
+    try:
+        await drained(js)
+        before = digest(tmp_path)
+        for batch, _ in UNDISPATCHED:
+            await publish(js, batch)
+        await drained(js)
+        events = await read_all(js, subjects.STORE_EVENTS, StoreEvent)
+    finally:
+        await app.stop()
+    assert ParquetBarStore(tmp_path).read("AAPL", Timeframe.D1).num_rows == 5
+    assert digest(tmp_path) == before  # bars and answered ledger alike
+    assert not (tmp_path / "bars" / "ZZZZ").exists()  # a symbol never loaded gets no dataset
+    rejected = [e for e in events if isinstance(e, BatchRejected)]
+    assert [e.code for e in rejected] == ["unknown_segment"] * len(UNDISPATCHED)
+    for event, (_, why) in zip(rejected, UNDISPATCHED, strict=True):
+        assert why in event.message
+        assert event.quarantine_id is not None
+    assert len(Quarantine.under(tmp_path).list()) == len(UNDISPATCHED)

@@ -339,3 +339,31 @@ def test_the_eta_follows_the_stored_share_while_fetching_and_is_absent_while_wai
     jobs.evolve(state, later)
     jobs.evolve(state, running(0, ProgressReason.PACING, until=at(600)))
     assert progress(decide(state, t=9, durable=stored(0.3))).eta is None
+
+
+# -- a full disk -----------------------------------------------------------------------------
+
+FULL = "the data directory /data has no space left (No space left on device); ..."
+
+
+def test_a_full_disk_holds_the_dispatch_and_says_so() -> None:
+    state = fold(planned(3), dispatched(0), fetched(0))
+    facts = Facts(now=at(6), connector=ConnectorFacts(up=True), storage_full=FULL)
+    effects = jobs.decide(state, facts, POLICY)
+    assert kinds(effects) == ["progress:storage_full"]  # nothing more asked of IB
+    assert FULL in progress(effects).message
+    assert progress(effects).eta is None
+
+
+def test_a_full_disk_is_no_stall_and_the_stall_clock_restarts_when_it_clears() -> None:
+    state = fold(planned(1), dispatched(0), fetched(0, t=5))
+    full = Facts(now=at(500), storage_full=FULL)  # far past the 60 s stall timeout
+    assert kinds(jobs.decide(state, full, POLICY)) == ["progress:storage_full"]
+    back = Facts(now=at(520), storage_back=at(510))
+    assert kinds(jobs.decide(state, back, POLICY)) == ["progress:storing"]
+    durable = [(to_unix_nanos(SEGMENTS[0].start), to_unix_nanos(SEGMENTS[0].end))]
+    resumed = Facts(now=at(525), durable=durable, storage_back=at(510))
+    assert isinstance(terminal(jobs.decide(state, resumed, POLICY)), JobCompleted)
+    # a disk that clears while the bars never come back stalls 60 s after it cleared
+    stalled = terminal(jobs.decide(state, Facts(now=at(580), storage_back=at(510)), POLICY))
+    assert isinstance(stalled, JobFailed) and stalled.code == "not_stored"

@@ -107,6 +107,17 @@ class DatasetDamaged(PermanentError):
     status: ClassVar[int] = 409
 
 
+class StorageFull(RetryableError):
+    """The data directory's file system has no space left (ENOSPC, EDQUOT).
+
+    Nothing is half-written (every file is replaced atomically); the message names the data
+    directory. Bars stay on the bus and loads wait, both going on once space returns.
+    """
+
+    code: ClassVar[str] = "storage_full"
+    status: ClassVar[int] = 507
+
+
 class IbUnavailable(RetryableError):
     """The IB connection is down or not yet ready."""
 
@@ -139,7 +150,7 @@ _BY_CODE: dict[str, type[KtrdrError]] = {
     cls.code: cls
     for cls in (
         KtrdrError, RetryableError, PermanentError, InvalidRequest, NotFound, UnknownSymbol,
-        DatasetDamaged,
+        DatasetDamaged, StorageFull,
         IbUnavailable, PacingViolation, ServiceTimeout, ConfigError,
     )
 }  # fmt: skip

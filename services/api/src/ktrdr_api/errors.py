@@ -42,6 +42,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "ib_unavailable": 503,
     "unavailable": 503,
     "timeout": 504,
+    "storage_full": 507,  # the data directory's disk is full: the detail names it
 }
 UPSTREAM_FAILURE = 502  # a service's own unexpected failure ("internal", or a code we don't know)
 

@@ -61,7 +61,8 @@ def build_app(settings: DataStoreSettings) -> ServiceApp:
         await streams.ensure_consumers(js, streams.DATA_COMMANDS, streams.STORE_BARS)
         store = ParquetBarStore(settings.data_dir)
         ledger = AnsweredLedger(settings.data_dir)
-        quarantine = Quarantine.under(settings.data_dir)
+        quarantine = Quarantine.under(settings.data_dir, max_bytes=settings.quarantine_max_bytes,
+                                      max_age_days=settings.quarantine_max_age_days)  # fmt: skip
         runner = LoadRunner(nc, store, ledger, settings)
         app.background(Ingestor(js=js, store=store, ledger=ledger, quarantine=quarantine,
                                 on_durable=runner.on_durable, segments=runner.segments,

@@ -29,3 +29,13 @@ class DataStoreSettings(Settings, frozen=True, kw_only=True):
     # Every this often, a tail load for each dataset whose market traded since its last
     # bar (0 turns the gap filler off).
     gap_fill_interval_s: float = 900.0
+    # A bar batch whose write fails is retried with a delay doubling from this up to the
+    # max, and quarantined (write_failed) after this many deliveries; a full disk is retried
+    # every max delay, never quarantined.
+    ingest_retry_delay_s: Annotated[float, Meta(gt=0)] = 2.0
+    ingest_retry_max_delay_s: Annotated[float, Meta(gt=0)] = 30.0
+    ingest_write_attempts: Annotated[int, Meta(ge=1)] = 5
+    # The quarantine keeps rejected batches this long and this many payload bytes at most
+    # (the oldest go first, each removal logged).
+    quarantine_max_bytes: Annotated[int, Meta(ge=0)] = 1 << 30
+    quarantine_max_age_days: Annotated[float, Meta(gt=0)] = 30.0

@@ -12,6 +12,19 @@ finite, out of order, off the grid, in the future, on another dataset's subject)
 in the quarantine, then terminated and reported as ``batch_rejected`` (with its quarantine id)
 before it is held, so it never reaches a file and is never dropped; the loop keeps going. When
 the quarantine cannot be written, the message is nakked with a delay instead of terminated.
+
+Only bars answering a segment this data-store dispatched are merged (``segments.SegmentBook``):
+a batch naming no such segment, or a window outside it, is rejected as ``unknown_segment``, so
+nobody can publish "IB answered 1980-2024" or create a dataset by hand. Until the load runner
+has replayed the job log, batches wait (nak with a short delay).
+
+A write that fails is retried with a delay doubling from ``retry_delay_s`` (at most
+``retry_delay_max_s``); a message whose ``write_attempts``-th delivery fails too is
+quarantined (``write_failed``, or ``dataset_damaged`` when a file of its dataset is unreadable).
+Each failure is one log line; a traceback is logged once per dataset and kind of error. A full
+disk (``storage_full``) is never a reason to quarantine: the bars wait on the bus, retried at
+the longest delay, and the load runner is told (``on_storage``) so loads wait instead of
+stalling, then go on once a write succeeds.
 """
 
 from __future__ import annotations
@@ -28,7 +41,7 @@ import nats.errors
 import pyarrow as pa
 from ktrdr_shared import bar_checks, codec, streams
 from ktrdr_shared.consumer import fetch_batches
-from ktrdr_shared.errors import MessageDecodeError
+from ktrdr_shared.errors import DatasetDamaged, MessageDecodeError
 from ktrdr_shared.messages import BarBatch, BarsStored, BatchRejected
 from ktrdr_shared.runtime import publish_event
 from ktrdr_shared.types import Timeframe, from_unix_nanos, symbol_key
@@ -37,6 +50,8 @@ from nats.js import JetStreamContext
 
 from ktrdr_data_store.ledger import AnsweredLedger
 from ktrdr_data_store.quarantine import Quarantine
+from ktrdr_data_store.segments import UNKNOWN_SEGMENT, SegmentBook
+from ktrdr_data_store.storage import is_full, storage_full
 from ktrdr_data_store.store import BarStore, table_from_arrays
 
 log = logging.getLogger(__name__)
@@ -90,7 +105,10 @@ class Ingestor:
         quarantine: where a rejected message is kept, whole, with its reason.
         batch: messages one fetch asks for.
         fetch_timeout_s: expiry of one fetch (also how soon a stop is noticed).
-        retry_delay_s: nak delay when a write fails.
+        retry_delay_s: nak delay after a message's first failed write, doubling with each
+            further delivery up to ``retry_delay_max_s``.
+        retry_delay_max_s: the longest nak delay (also the retry interval on a full disk).
+        write_attempts: deliveries of a message whose writes fail before it is quarantined.
         max_rows: bars held before they are written; a backlog is written in rounds this big.
         max_delay_s: the longest the oldest bar in hand waits for more before it is written
             (only while a backlog is being read: a drained stream is written at once).
@@ -99,6 +117,10 @@ class Ingestor:
             durable, so load jobs learn it without reading the ledger file.
         validate: check every batch with ``bar_checks.check_batch`` before it is held; a batch
             that fails is rejected (``invalid_bars``). Off only for the ingest benchmark.
+        segments: the segments dispatched, which a batch must answer (None: any batch is
+            merged; only for tests and benchmarks of the ingest itself).
+        on_storage: told the ``storage_full`` problem when a write finds the disk full, and
+            None when a write succeeds again.
     """
 
     js: JetStreamContext
@@ -108,11 +130,19 @@ class Ingestor:
     batch: int = 500
     fetch_timeout_s: float = 0.25
     retry_delay_s: float = 2.0
+    retry_delay_max_s: float = 30.0
+    write_attempts: int = 5
     max_rows: int = 1_000_000
     max_delay_s: float = 2.0
     writers: int = 4
     on_durable: Callable[[str, Timeframe, list[tuple[int, int]]], None] | None = None
     validate: bool = True
+    segments: SegmentBook | None = None
+    on_storage: Callable[[str | None], None] | None = None
+    _traced: set[tuple[str, Timeframe, str]] = field(default_factory=set, init=False, repr=False)
+    _full: bool = field(default=False, init=False, repr=False)
+    # failed writes per message (by stream sequence) in this process; a restart starts afresh
+    _failures: dict[int, int] = field(default_factory=dict, init=False, repr=False)
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Ingest until ``stopping`` is set; the bars in hand are written first.
@@ -177,6 +207,16 @@ class Ingestor:
                                    f"BarBatch on '{msg.subject}' fails {problem.check}: "
                                    f"{problem.message}", job_id=batch.job_id)  # fmt: skip
                 return None
+        if self.segments is not None:
+            if not self.segments.ready:  # the job log is still being replayed: ask again soon
+                await msg.nak(delay=1.0)
+                return None
+            unknown = self.segments.problem(batch)
+            if unknown is not None:
+                await self._reject(msg, UNKNOWN_SEGMENT, f"BarBatch on '{msg.subject}' answers no "
+                                   f"segment the data-store dispatched: {unknown}",
+                                   job_id=batch.job_id)  # fmt: skip
+                return None
         try:
             bars = table_from_arrays(arrays)
         except pa.ArrowException as e:
@@ -215,30 +255,26 @@ class Ingestor:
             async with slots:
                 try:
                     await self._store_group(key, timeframe, group)
-                except Exception:  # a bug must not stop ingest: log it, retry the group later
-                    log.exception("ingest of %d %s %s messages failed; they will be redelivered",
-                                  len(group), key, timeframe)  # fmt: skip
-                    for item in group:
-                        with contextlib.suppress(nats.errors.Error):
-                            await item.msg.nak(delay=self.retry_delay_s)
+                except Exception as e:  # I/O, a damaged file, or a bug: never stops ingest
+                    await self._failed(key, timeframe, group, e)
 
         await asyncio.gather(*(store(k, tf, g) for (k, tf), g in groups.items()))
 
     async def _store_group(self, key: str, timeframe: Timeframe, items: list[_Held]) -> None:
         table = pa.concat_tables([item.bars for item in items])
-        try:
-            result = await asyncio.to_thread(self.store.merge, key, timeframe, table)
-            await asyncio.to_thread(self.ledger.add, key, timeframe,
-                                    [item.answered for item in items])  # fmt: skip
-        except OSError as e:  # disk full, permissions: keep the messages for later
-            log.error("could not store %s %s: %s; will retry", key, timeframe, e)
-            for item in items:
-                await item.msg.nak(delay=self.retry_delay_s)
-            return
+        result = await asyncio.to_thread(self.store.merge, key, timeframe, table)
+        await asyncio.to_thread(self.ledger.add, key, timeframe,
+                                [item.answered for item in items])  # fmt: skip
+        if self._full:
+            self._full = False
+            log.info("the data directory %s has space again: ingest goes on", self._data_dir)
+            if self.on_storage is not None:
+                self.on_storage(None)
         if self.on_durable is not None:
             self.on_durable(key, timeframe, [item.answered for item in items])
         for item in items:
             await item.msg.ack()
+            self._failures.pop(_sequence(item.msg), None)
         if result.first_ns is not None and result.last_ns is not None:
             jobs = {item.job_id for item in items}
             await self._publish(BarsStored(
@@ -247,8 +283,62 @@ class Ingestor:
                 bars_written=result.new_rows, job_id=jobs.pop() if len(jobs) == 1 else None,
             ))  # fmt: skip
 
+    @property
+    def _data_dir(self) -> str:
+        return str(self.ledger.root.parent)
+
+    async def _failed(self, key: str, timeframe: Timeframe, items: list[_Held],
+                      error: Exception) -> None:  # fmt: skip
+        """Retry a failed write later, or quarantine the messages that failed often enough."""
+        if is_full(error):
+            assert isinstance(error, OSError)
+            problem = storage_full(self._data_dir, error).message
+            self._full = True
+            if self.on_storage is not None:
+                self.on_storage(problem)
+            log.error("storage_full: could not store %d %s %s messages: %s; retrying in %gs",
+                      len(items), key, timeframe, problem, self.retry_delay_max_s)  # fmt: skip
+            for item in items:
+                with contextlib.suppress(nats.errors.Error):
+                    await item.msg.nak(delay=self.retry_delay_max_s)
+            return
+        kind = type(error).__name__
+        trace = (key, timeframe, kind) not in self._traced
+        self._traced.add((key, timeframe, kind))
+        for item in items:
+            seq = _sequence(item.msg)
+            self._failures[seq] = self._failures.get(seq, 0) + 1
+        attempt = max(self._failures[_sequence(item.msg)] for item in items)
+        delay = min(self.retry_delay_max_s, self.retry_delay_s * 2 ** max(0, attempt - 1))
+        text = (error.message if isinstance(error, DatasetDamaged) else str(error)) or kind
+        log.error("could not store %d %s %s messages (attempt %d of %d): %s: %s; %s",
+                  len(items), key, timeframe, attempt, self.write_attempts, kind, text,
+                  "quarantining those out of attempts" if attempt >= self.write_attempts
+                  else f"retrying in {delay:g}s", exc_info=error if trace else None)  # fmt: skip
+        code = DatasetDamaged.code if isinstance(error, DatasetDamaged) else "write_failed"
+        for item in items:
+            tries = self._failures[_sequence(item.msg)]
+            if tries >= self.write_attempts:
+                self._failures.pop(_sequence(item.msg), None)
+                await self._reject(item.msg, code, f"BarBatch on '{item.msg.subject}' could "
+                                   f"not be stored in {tries} attempts: {kind}: {text}",
+                                   job_id=item.job_id)  # fmt: skip
+            else:
+                with contextlib.suppress(nats.errors.Error):
+                    await item.msg.nak(
+                        delay=min(self.retry_delay_max_s, self.retry_delay_s * 2 ** (tries - 1))
+                    )
+
     async def _publish(self, event: BarsStored | BatchRejected) -> None:
         await publish_event(self.js, event)
+
+
+def _sequence(msg: Msg) -> int:
+    """Return the message's stream sequence (0 when it has none: not from JetStream)."""
+    try:
+        return int(msg.metadata.sequence.stream)
+    except (nats.errors.NotJSMessageError, TypeError, ValueError):
+        return 0
 
 
 def _drained(msgs: list[Msg]) -> bool:

@@ -121,6 +121,8 @@ class Facts:
     now: datetime
     durable: list[Range] = field(default_factory=list)  # the dataset's answered ranges
     connector: ConnectorFacts = ConnectorFacts()
+    storage_full: str | None = None  # the problem, while the data directory's disk is full
+    storage_back: datetime | None = None  # when writes last succeeded again after that
 
 
 @dataclass(frozen=True)
@@ -211,6 +213,8 @@ def decide(state: LoadState, facts: Facts, policy: Policy) -> list[Effect]:
         return [Plan(state.job_id), *_progress(state, facts, policy)]
     effects: list[Effect] = []
     room = policy.segments_in_flight - len(state.in_flight())
+    if facts.storage_full is not None:  # nothing more from IB until its bars can be stored
+        room = 0
     if room > 0 and state.undispatched():
         effects.append(_dispatch(state, state.undispatched()[:room], facts))
     elif not state.in_flight() and not state.undispatched():
@@ -222,7 +226,10 @@ def _decide_end(state: LoadState, facts: Facts, policy: Policy) -> list[Effect]:
     """Every segment is reported: close once its bars are durable (or stopped coming)."""
     not_stored = unstored(state, facts.durable)
     since = state.last_outcome_at or (state.planned.ts if state.planned else facts.now)
-    if not_stored and (facts.now - since).total_seconds() < policy.stall_timeout_s:
+    if facts.storage_back is not None:  # a full disk is no stall: count from when it cleared
+        since = max(since, facts.storage_back)
+    stalled = (facts.now - since).total_seconds() >= policy.stall_timeout_s
+    if not_stored and (facts.storage_full is not None or not stalled):
         return _progress(state, facts, policy)
     result = load_result(state, not_stored)
     if result.segments_fetched == 0 and result.failed_segments:
@@ -314,6 +321,8 @@ def _why(state: LoadState, facts: Facts) -> _Why:
     conn = facts.connector
     if state.cancel is not None:
         return _Why(ProgressReason.CANCELLING, "cancel requested; stopping the ib-connector's work")
+    if facts.storage_full is not None:
+        return _Why(ProgressReason.STORAGE_FULL, f"storage_full: {facts.storage_full}")
     if conn.up is False and (state.planned is None or state.in_flight()):
         return _Why(ProgressReason.NO_CONNECTOR, "no ib-connector is running; the load waits")
     if state.planned is None:

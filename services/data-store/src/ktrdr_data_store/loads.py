@@ -23,6 +23,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any, TypeVar
 
 import msgspec
@@ -44,6 +45,7 @@ from ktrdr_shared.messages import (
     JobPlanned,
     LoadData,
     PlannedSegment,
+    SegmentsDispatched,
     StatusRequest,
     SymbolInfo,
     ValidateSymbol,
@@ -68,6 +70,8 @@ from ktrdr_data_store.config import DataStoreSettings
 from ktrdr_data_store.jobs import ConnectorFacts, Dispatch, Effect, Facts, LoadState, Plan, Policy
 from ktrdr_data_store.ledger import AnsweredLedger, InstrumentBook, merge_ranges
 from ktrdr_data_store.planning import load_range, market_calendar, plan_segments, read_margin_ns
+from ktrdr_data_store.segments import SegmentBook
+from ktrdr_data_store.storage import is_full, storage_full
 from ktrdr_data_store.store import BarStore
 
 log = logging.getLogger(__name__)
@@ -97,6 +101,9 @@ class LoadRunner:
         self.durable: dict[Dataset, list[jobs.Range]] = {}
         self.loaded: set[Dataset] = set()
         self.connector = ConnectorFacts()
+        self.segments = SegmentBook()  # what ingest may merge: the segments dispatched
+        self.storage_full: str | None = None  # the ingest found the disk full (the problem)
+        self.storage_back: datetime | None = None  # ... and since then wrote again
         self.caught_up = asyncio.Event()
         self.wake = asyncio.Event()
 
@@ -132,6 +139,14 @@ class LoadRunner:
         self.durable[dataset] = merge_ranges(self.durable.get(dataset, []) + ranges)
         self.wake.set()
 
+    def on_storage(self, problem: str | None) -> None:
+        """Note that the disk is full (``problem``) or takes writes again (None): the ingestor
+        calls this in-process; loads wait meanwhile instead of stalling."""
+        if problem is None and self.storage_full is not None:
+            self.storage_back = utc_now()
+        self.storage_full = problem
+        self.wake.set()
+
     def fold(self, event: JobEvent) -> None:
         """Fold one job event into its load's state (loads only; finished jobs are let go)."""
         if isinstance(event, JobAccepted):
@@ -149,6 +164,8 @@ class LoadRunner:
         state = self.jobs.get(event.job_id)
         if state is None:
             return
+        if isinstance(event, SegmentsDispatched) and state.planned is not None:
+            self.segments.record(state.command, state.planned, event.segment_ids)
         jobs.evolve(state, event)
         if state.terminal is not None:
             self._let_go(state.job_id)
@@ -167,7 +184,7 @@ class LoadRunner:
         """Fold job events from the start of the log; decide once the replay is complete."""
         last = await self._last_job_seq()
         if last is None:
-            self.caught_up.set()
+            self._caught_up()
         config = ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
         sub = await self.js.subscribe(subjects.JOB_EVENTS_ALL, stream=streams.EVENTS.name,
                                       ordered_consumer=True, idle_heartbeat=2.0,
@@ -181,13 +198,18 @@ class LoadRunner:
                     continue
                 self._fold_msg(msg)
                 if last is not None and msg.metadata.sequence.stream >= last:
-                    self.caught_up.set()
-                    self.wake.set()
+                    self._caught_up()
         finally:
             for task in (deciding, watching, *self.planning.values()):
                 task.cancel()
             with contextlib.suppress(nats.errors.Error):
                 await sub.unsubscribe()
+
+    def _caught_up(self) -> None:
+        """The replay is complete: jobs may be decided, dispatched segments' bars merged."""
+        self.caught_up.set()
+        self.segments.ready = True
+        self.wake.set()
 
     async def _last_job_seq(self) -> int | None:
         """Return the stream sequence of the last job event now (None: there is none)."""
@@ -255,7 +277,8 @@ class LoadRunner:
         """Decide for one job and carry the effects out (a failure is logged, retried later)."""
         try:
             facts = Facts(now=utc_now(), durable=await self._durable_of(state),
-                          connector=self.connector)  # fmt: skip
+                          connector=self.connector, storage_full=self.storage_full,
+                          storage_back=self.storage_back)  # fmt: skip
             for effect in jobs.decide(state, facts, self.policy):
                 await self._carry_out(state, effect)
                 if state.terminal is not None:
@@ -276,6 +299,8 @@ class LoadRunner:
             if effect.job_id not in self.planning:
                 self.planning[effect.job_id] = asyncio.create_task(self._plan(state))
         elif isinstance(effect, Dispatch):
+            if state.planned is not None:  # known before the connector can answer them
+                self.segments.record(state.command, state.planned, effect.recorded.segment_ids)
             for command in effect.commands:
                 await self.js.publish(subjects.CMD_IB_FETCH, codec.encode(command),
                                       headers={"Nats-Msg-Id": f"{command.job_id}."
@@ -373,14 +398,21 @@ class LoadRunner:
         if known is not None and command.instrument_type in (None, known[0]):
             return known
         if command.instrument_type is not None:
-            await asyncio.to_thread(self.instruments.put, command.symbol,
-                                    command.instrument_type, "")  # fmt: skip
+            await self._remember(command.symbol, command.instrument_type, "")
             return command.instrument_type, ""
         info = await self.ask(subjects.IB_VALIDATE, ValidateSymbol(symbol=command.symbol),
                               SymbolInfo)  # fmt: skip
-        await asyncio.to_thread(self.instruments.put, command.symbol, info.instrument_type,
-                                info.exchange)  # fmt: skip
+        await self._remember(command.symbol, info.instrument_type, info.exchange)
         return info.instrument_type, info.exchange
+
+    async def _remember(self, symbol: str, instrument_type: InstrumentType, exchange: str) -> None:
+        """Write the instrument to the book; the book is a cache, so a failed write (a full
+        disk) is logged and the load goes on: the next one asks the connector again."""
+        try:
+            await asyncio.to_thread(self.instruments.put, symbol, instrument_type, exchange)
+        except OSError as e:
+            problem = storage_full(self.settings.data_dir, e).message if is_full(e) else str(e)
+            log.warning("could not write the instrument book for %s: %s", symbol, problem)
 
     async def ib_now(self) -> int:
         """Return IB's clock in ns: which bars are complete is the gateway's call, not ours."""

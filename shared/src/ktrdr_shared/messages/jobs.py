@@ -51,6 +51,7 @@ class ProgressReason(enum.StrEnum):
     NO_CONNECTOR = "no_connector"  # no ib-connector answers on NATS
     STORING = "storing"  # every segment is in; waiting for the bars to become durable
     CANCELLING = "cancelling"  # cancel requested; waiting for the connector to stop
+    STORAGE_FULL = "storage_full"  # the data directory's disk is full; resumes once freed
     TRAINING = "training"  # a training run's epochs
     DONE = "done"  # the job is finished (the last progress event of a load)
 

@@ -112,6 +112,16 @@ def _examples() -> list[Any]:
         ),
         m.DeleteQuarantined(id="0123456789abcdef01234567"),
         m.QuarantineDeleted(id="0123456789abcdef01234567"),
+        m.ReleaseQuarantined(id="0123456789abcdef01234567"),
+        m.QuarantineReleased(id="0123456789abcdef01234567", subject="ktrdr.bars.AAPL.1d"),
+        m.RepairDataset(symbol="AAPL", timeframe=Timeframe.D1),
+        m.DatasetRepaired(
+            symbol="AAPL",
+            timeframe=Timeframe.D1,
+            moved=["bars/AAPL/1d/2024.parquet"],
+            forgotten=[m.TimeRange(start=T0, end=T1)],
+            job_id=JOB,
+        ),
         m.BarsStored(
             symbol="AAPL",
             timeframe=Timeframe.M1,

@@ -22,6 +22,7 @@ PHRASES = {
     "no_connector": "no ib-connector running",
     "storing": "storing",
     "cancelling": "cancelling",
+    "storage_full": "the data directory is full; waiting for space",
     "training": "training",
     "done": "done",
 }
