@@ -11,7 +11,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from ktrdr_ib_sim.catalogue import build_catalogue
 from ktrdr_ib_sim.series import expected_bars
-from ktrdr_shared.bar_checks import check_batch
+from ktrdr_shared.bar_checks import (
+    BarProblem,
+    BatchHeader,
+    _all_good,
+    _all_good_many,
+    _first_problem,
+    batch_arrays,
+    check_arrays,
+    check_batch,
+    check_many,
+)
 from ktrdr_shared.messages import BarBatch
 from ktrdr_shared.types import Timeframe, WhatToShow, to_unix_nanos
 
@@ -129,9 +139,10 @@ def test_bid_ask_bars_need_only_what_holds_for_aggregates() -> None:
 
 
 @st.composite
-def valid_batches(draw: st.DrawFn) -> BarBatch:
-    tf = draw(st.sampled_from(list(Timeframe)))
-    what = draw(st.sampled_from(list(WhatToShow)))
+def valid_batches(draw: st.DrawFn, tf: Timeframe | None = None,
+                  what: WhatToShow | None = None) -> BarBatch:  # fmt: skip
+    tf = tf or draw(st.sampled_from(list(Timeframe)))
+    what = what or draw(st.sampled_from(list(WhatToShow)))
     step = tf.nanos if tf.is_intraday else DAY
     start = D0 + draw(st.integers(0, 1000)) * step
     slots = draw(st.lists(st.integers(0, 200), unique=True, max_size=30))
@@ -225,3 +236,76 @@ def test_everything_the_simulator_serves_passes(tf: Timeframe) -> None:
                 assert problem is None, (instrument.symbol, what, use_rth, problem)
                 served += len(b)
     assert served > 0
+
+
+def _sorted_or_corrupted(batch: BarBatch, data: st.DataObject) -> BarBatch:
+    """Return ``batch`` maybe sorted (what the fast path can pass), maybe with one bad value."""
+    if data.draw(st.booleans()) and batch.ts:
+        order = sorted(range(len(batch.ts)), key=batch.ts.__getitem__)
+        columns = ("ts", "open", "high", "low", "close", "volume", "wap", "count")
+        batch = msgspec.structs.replace(batch, **{
+            name: [getattr(batch, name)[k] for k in order] for name in columns})  # fmt: skip
+    if batch.ts and data.draw(st.booleans()):  # one corrupted value, of any kind
+        i = data.draw(st.integers(0, len(batch.ts) - 1))
+        name = data.draw(st.sampled_from(["open", "high", "low", "close", "volume", "wap",
+                                          "ts", "count"]))  # fmt: skip
+        value = (data.draw(st.integers(-(2**62), 2**62)) if name in ("ts", "count") else
+                 data.draw(st.floats(allow_nan=True, allow_infinity=True)))  # fmt: skip
+        batch = with_column(batch, name, i, value)
+    return batch
+
+
+@given(valid_batches(), st.data())
+@settings(max_examples=300)
+def test_the_fast_path_never_passes_a_batch_the_exact_checks_refuse(
+    batch: BarBatch, data: st.DataObject
+) -> None:
+    """``_all_good`` is only a shortcut: whatever it passes, every separate check passes too."""
+    batch = _sorted_or_corrupted(batch, data)
+    arrays = batch_arrays(batch)
+    if isinstance(arrays, BarProblem):
+        return
+    names = ("open", "high", "low", "close", "volume", "wap")
+    cols = {name: arrays[name] for name in names if name in arrays}
+    exact = _first_problem(batch, cols, arrays.get("count"), arrays["ts"], NOW)
+    if _all_good(batch, cols, arrays.get("count"), arrays["ts"], NOW):
+        assert exact is None
+    assert check_arrays(batch, arrays, now_ns=NOW) == exact
+
+
+@given(st.sampled_from(list(Timeframe)), st.sampled_from(list(WhatToShow)), st.data())
+@settings(max_examples=300)
+def test_checking_many_batches_at_once_says_what_checking_each_says(
+    tf: Timeframe, what: WhatToShow, data: st.DataObject
+) -> None:
+    kinds = st.one_of(valid_batches(tf, what), valid_batches())  # mostly one kind, as a dataset
+    batches = [_sorted_or_corrupted(b, data) for b in data.draw(st.lists(kinds, max_size=6))]
+    arrays = [batch_arrays(b) for b in batches]
+    if any(isinstance(a, BarProblem) for a in arrays):
+        return
+    columns = [a for a in arrays if not isinstance(a, BarProblem)]
+    one_by_one = [check_arrays(b, a, now_ns=NOW) for b, a in zip(batches, columns, strict=True)]
+    headers = [BatchHeader.of(b) for b in batches]
+    assert check_many(headers, columns, now_ns=NOW) == one_by_one
+
+
+def _sorted(batch: BarBatch) -> BarBatch:
+    order = sorted(range(len(batch.ts)), key=batch.ts.__getitem__)
+    columns = ("ts", "open", "high", "low", "close", "volume", "wap", "count")
+    return msgspec.structs.replace(batch, **{
+        name: [getattr(batch, name)[k] for k in order] for name in columns})  # fmt: skip
+
+
+@given(st.sampled_from(list(Timeframe)), st.sampled_from(list(WhatToShow)), st.data())
+@settings(max_examples=100)
+def test_a_round_of_good_batches_of_one_dataset_passes_in_one_go(
+    tf: Timeframe, what: WhatToShow, data: st.DataObject
+) -> None:
+    batches = [_sorted(b) for b in data.draw(st.lists(valid_batches(tf, what), min_size=1,
+                                                       max_size=8))]  # fmt: skip
+    columns = [batch_arrays(b) for b in batches]
+    assert not any(isinstance(a, BarProblem) for a in columns)
+    headers = [BatchHeader.of(b) for b in batches]
+    later = NOW * 2  # the strategy's stamps reach past NOW
+    assert _all_good_many(headers, columns, later)  # type: ignore[arg-type]
+    assert check_many(headers, columns, now_ns=later) == [None] * len(batches)  # type: ignore[arg-type]

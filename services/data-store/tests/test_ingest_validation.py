@@ -116,24 +116,37 @@ async def test_poisoned_batches_are_rejected_and_the_store_is_untouched(
     highs = store.read("AAPL", Timeframe.D1).column("high").to_pylist()
     assert highs == [101.0, 102.0, 103.0, 104.0, 105.0]
     assert store.read("MSFT", Timeframe.D1).num_rows == 3
-    rejected = [e for e in events if isinstance(e, BatchRejected)]
-    assert [e.code for e in rejected] == ["invalid_bars"] * len(POISON)
-    for event, (_, subject, check) in zip(rejected, POISON, strict=True):
-        assert check in event.message
-        assert (subject or "ktrdr.bars.AAPL.1d") in event.message
     # Nothing rejected is dropped: each poison batch is in the quarantine, whole, with its reason.
     quarantine = Quarantine.under(tmp_path)
-    kept = {entry.id: entry for entry in quarantine.list()}
-    assert len(kept) == len(POISON)
-    for event, (batch, subject, check) in zip(rejected, POISON, strict=True):
-        assert event.quarantine_id is not None
-        entry = kept[event.quarantine_id]
-        assert entry.meta.subject == (subject or "ktrdr.bars.AAPL.1d") == event.subject
+    assert len(quarantine.list()) == len(POISON)
+    rejected = rejections(events, quarantine)
+    assert len(rejected) == len(POISON)
+    for batch, subject, check in POISON:
+        event = rejected[(subject or "ktrdr.bars.AAPL.1d", encoded(batch))]
+        assert event.code == "invalid_bars"
+        assert check in event.message and event.subject in event.message
+        entry = quarantine.get(event.quarantine_id or "")
+        assert entry is not None and entry.meta.subject == event.subject
         assert (entry.meta.code, entry.meta.message) == (event.code, event.message)
-        assert check in entry.meta.message
-        payload = quarantine.payload(entry.id)
-        assert payload is not None and entry.bytes == len(payload)
-        assert codec.decode(payload, BarBatch, headers=entry.meta.headers) == batch
+
+
+def encoded(batch: BarBatch) -> bytes:
+    return codec.encode(batch, content_type=codec.MSGPACK)
+
+
+def rejections(events: list[StoreEvent],
+               quarantine: Quarantine) -> dict[tuple[str, bytes], BatchRejected]:  # fmt: skip
+    """Return each ``batch_rejected`` by its subject and the batch it quarantined (re-encoded)."""
+    found = {}
+    for event in events:
+        if isinstance(event, BatchRejected):
+            assert event.quarantine_id is not None
+            entry = quarantine.get(event.quarantine_id)
+            payload = quarantine.payload(event.quarantine_id)
+            assert entry is not None and payload is not None and entry.bytes == len(payload)
+            batch = codec.decode(payload, BarBatch, headers=entry.meta.headers)
+            found[(event.subject, encoded(batch))] = event
+    return found
 
 
 Y1980, Y2024 = 315_532_800 * S, 1_704_067_200 * S
@@ -170,9 +183,10 @@ async def test_bars_answering_no_dispatched_segment_are_quarantined_not_merged(
     assert ParquetBarStore(tmp_path).read("AAPL", Timeframe.D1).num_rows == 5
     assert digest(tmp_path) == before  # bars and answered ledger alike
     assert not (tmp_path / "bars" / "ZZZZ").exists()  # a symbol never loaded gets no dataset
-    rejected = [e for e in events if isinstance(e, BatchRejected)]
-    assert [e.code for e in rejected] == ["unknown_segment"] * len(UNDISPATCHED)
-    for event, (_, why) in zip(rejected, UNDISPATCHED, strict=True):
+    quarantine = Quarantine.under(tmp_path)
+    rejected = rejections(events, quarantine)
+    assert len(rejected) == len(UNDISPATCHED) == len(quarantine.list())
+    for batch, why in UNDISPATCHED:
+        event = rejected[(subjects.bars(batch.symbol, batch.timeframe), encoded(batch))]
+        assert event.code == "unknown_segment"
         assert why in event.message
-        assert event.quarantine_id is not None
-    assert len(Quarantine.under(tmp_path).list()) == len(UNDISPATCHED)

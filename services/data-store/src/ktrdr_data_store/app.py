@@ -31,7 +31,7 @@ from ktrdr_shared.messages import (
     StatusRequest,
 )
 from ktrdr_shared.runtime import RawReply, ServiceApp, run_main
-from ktrdr_shared.types import utc_now
+from ktrdr_shared.types import symbol_key, utc_now
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
@@ -139,6 +139,7 @@ def build_app(settings: DataStoreSettings) -> ServiceApp:
         async def repair(request: RepairDataset) -> DatasetRepaired:
             done = await asyncio.to_thread(repair_dataset, store, ledger, request.symbol,
                                            request.timeframe, utc_now())  # fmt: skip
+            runner.forget(symbol_key(request.symbol), request.timeframe)
             command = reload_command(request.symbol, request.timeframe, done, new_job_id())
             if command is None:
                 return repaired(request.symbol, request.timeframe, done, None)

@@ -139,6 +139,12 @@ class LoadRunner:
         self.durable[dataset] = merge_ranges(self.durable.get(dataset, []) + ranges)
         self.wake.set()
 
+    def forget(self, key: str, timeframe: Timeframe) -> None:
+        """Drop what is known in memory of a dataset's durable ranges (a repair forgot some of
+        its ledger): the next decision reads the ledger again."""
+        self.durable.pop((key, timeframe), None)
+        self.loaded.discard((key, timeframe))
+
     def on_storage(self, problem: str | None) -> None:
         """Note that the disk is full (``problem``) or takes writes again (None): the ingestor
         calls this in-process; loads wait meanwhile instead of stalling."""
