@@ -207,9 +207,12 @@ async def _query(url: str, data_dir: Path, large_rows: int, repeats: int) -> lis
     lo, hi = to_unix_nanos(day), to_unix_nanos(day + timedelta(days=1))
     settings = DataStoreSettings.from_env({"KTRDR_NATS_URL": url, "KTRDR_DATA_DIR": str(data_dir),
                                            "KTRDR_LOG_LEVEL": "WARNING"})  # fmt: skip
+    nc = await nats.connect(url, max_reconnect_attempts=0)
+    # the ingest benchmark's batches (no load dispatched them) would otherwise be ingested,
+    # i.e. quarantined one by one, by this app while the queries are timed
+    await nc.jetstream().purge_stream(streams.BARS.name or "")
     app = build_app(settings)
     await app.start()
-    nc = await nats.connect(url, max_reconnect_attempts=0)
     client = KtrdrClient(nc)
     calls: dict[tuple[str, str], Callable[[], Awaitable[Any]]] = {}
     try:
