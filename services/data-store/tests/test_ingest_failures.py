@@ -18,20 +18,27 @@ from pathlib import Path
 import pytest
 from ktrdr_data_store.app import build_app
 from ktrdr_data_store.config import DataStoreSettings
+from ktrdr_data_store.ledger import AnsweredLedger
 from ktrdr_data_store.quarantine import Quarantine
-from ktrdr_data_store.store import ParquetBarStore
+from ktrdr_data_store.store import ParquetBarStore, table_from_arrays
 from ktrdr_shared import codec, subjects
+from ktrdr_shared.bar_checks import batch_arrays
+from ktrdr_shared.client import KtrdrClient
+from ktrdr_shared.errors import StorageFull
 from ktrdr_shared.messages import (
     BarBatch,
     BarsStored,
     BatchRejected,
+    DatasetRepaired,
     JobEvent,
     JobProgress,
     ProgressReason,
+    RepairDataset,
     StoreEvent,
 )
 from ktrdr_shared.testing.events import dispatch_by_hand, read_all
 from ktrdr_shared.types import Timeframe
+from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 pytestmark = pytest.mark.integration
@@ -170,3 +177,30 @@ async def test_a_full_disk_is_storage_full_for_the_load_and_it_resumes_when_free
         await app.stop()
     assert isinstance(stored, BarsStored) and stored.bars_written == 5000
     assert ParquetBarStore(data_dir).read("AAPL", Timeframe.M1).num_rows == 5000
+
+
+async def test_a_repair_on_a_full_disk_is_storage_full_moves_nothing_and_runs_again(
+    nats_url: str, nc: NATS, small_disk: Path
+) -> None:
+    data_dir = small_disk / "data"
+    store, ledger = ParquetBarStore(data_dir), AnsweredLedger(data_dir)
+    batch = minutes("AAPL", AAPL, 30)
+    store.merge("AAPL", Timeframe.M1, table_from_arrays(batch_arrays(batch)))  # type: ignore[arg-type]
+    ledger.add("AAPL", Timeframe.M1, [(batch.start, batch.end)])
+    year = data_dir / "bars" / "AAPL" / "1m" / "2024.parquet"
+    year.write_bytes(year.read_bytes()[:100])  # torn
+    app = build_app(app_settings(nats_url, data_dir))
+    await app.start()
+    client = KtrdrClient(nc)
+    request = RepairDataset(symbol="AAPL", timeframe=Timeframe.M1)
+    try:
+        filler = fill(small_disk)
+        with pytest.raises(StorageFull, match=f"the data directory {data_dir} has no space left"):
+            await client.request(subjects.STORE_REPAIR, request, DatasetRepaired)
+        assert year.exists() and ledger.ranges("AAPL", Timeframe.M1)  # nothing done by half
+        filler.unlink()
+        done = await client.request(subjects.STORE_REPAIR, request, DatasetRepaired)
+    finally:
+        await app.stop()
+    assert done.moved == ["bars/AAPL/1m/2024.parquet"] and done.job_id is not None
+    assert not year.exists() and ledger.ranges("AAPL", Timeframe.M1) == []

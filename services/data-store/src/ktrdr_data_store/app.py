@@ -44,6 +44,7 @@ from ktrdr_data_store.ledger import AnsweredLedger
 from ktrdr_data_store.loads import LoadRunner
 from ktrdr_data_store.quarantine import Quarantine, quarantine_list, release_headers
 from ktrdr_data_store.repair import reload_command, repair_dataset, repaired
+from ktrdr_data_store.storage import is_full, storage_full
 from ktrdr_data_store.store import ParquetBarStore
 
 SERVICE_NAME = "data-store"
@@ -137,8 +138,13 @@ def build_app(settings: DataStoreSettings) -> ServiceApp:
                       "move a dataset's unreadable files aside, forget their range, "
                       "reload it")  # fmt: skip
         async def repair(request: RepairDataset) -> DatasetRepaired:
-            done = await asyncio.to_thread(repair_dataset, store, ledger, request.symbol,
-                                           request.timeframe, utc_now())  # fmt: skip
+            try:
+                done = await asyncio.to_thread(repair_dataset, store, ledger, request.symbol,
+                                               request.timeframe, utc_now())  # fmt: skip
+            except OSError as e:
+                if is_full(e):  # the ledger's rewrite: say so, naming the data directory
+                    raise storage_full(settings.data_dir, e) from e
+                raise
             runner.forget(symbol_key(request.symbol), request.timeframe)
             command = reload_command(request.symbol, request.timeframe, done, new_job_id())
             if command is None:

@@ -88,14 +88,18 @@ def repair_dataset(store: ParquetBarStore, ledger: AnsweredLedger, symbol: str,
         raise NotFound(f"no dataset {symbol} {Timeframe(timeframe).value} in the store; list "
                        "them with `ktrdr data ls` (GET /api/v1/data)")  # fmt: skip
     bad_years = store.unreadable_files(symbol, timeframe)
-    moved = [move_aside(store.root, path, now) for path in bad_years]
     spans = merge_ranges([year_span(path) for path in bad_years])
+    # The ledger first: a repair cut short (a full disk fails the ledger's rewrite) has moved
+    # nothing yet, so running it again finds the same files; a move cut short leaves a file
+    # that the next run finds and moves, its ranges already forgotten.
     try:
         forgotten = ledger.forget(symbol, timeframe, spans)
         ledger_moved = False
     except DatasetDamaged:
-        moved.append(move_aside(store.root, ledger_file, now))
         forgotten, ledger_moved = [], True
+    moved = [move_aside(store.root, path, now) for path in bad_years]
+    if ledger_moved:
+        moved.append(move_aside(store.root, ledger_file, now))
     return Repair(moved, forgotten, _reload(store, symbol, timeframe, bad_years, forgotten),
                   ledger_moved)  # fmt: skip
 
