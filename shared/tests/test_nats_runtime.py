@@ -211,16 +211,16 @@ async def test_keep_alive_holds_a_message_past_its_ack_wait(js: JetStreamContext
         stream="KTRDR_COMMANDS",
         config=ConsumerConfig(
             durable_name="slow-worker", name="slow-worker", filter_subject="ktrdr.cmd.test.>",
-            ack_policy=AckPolicy.EXPLICIT, ack_wait=0.5, max_deliver=-1,
+            ack_policy=AckPolicy.EXPLICIT, ack_wait=1.0, max_deliver=-1,
         ),
     )  # fmt: skip
     calls: list[int] = []
 
     async def slow(msg: Msg) -> None:
         calls.append(msg.metadata.num_delivered)
-        beat = await keep_alive(msg, every_s=0.15)
+        beat = await keep_alive(msg, every_s=0.2)  # (a loaded box stalled 0.15 s beats > 0.5 s)
         try:
-            await asyncio.sleep(1.5)  # three times the ack wait: work, not waiting on a result
+            await asyncio.sleep(3.0)  # three times the ack wait: work, not waiting on a result
         finally:
             beat.cancel()
 
@@ -228,7 +228,7 @@ async def test_keep_alive_holds_a_message_past_its_ack_wait(js: JetStreamContext
     consumer = PullConsumer(js=js, spec=spec, handler=slow, fetch_timeout_s=0.5, heartbeat_s=0.1)
     task = asyncio.create_task(consumer.run(stopping))
     await js.publish("ktrdr.cmd.test.slow", b"work")
-    for _ in range(100):
+    for _ in range(200):
         info = await js.consumer_info("KTRDR_COMMANDS", "slow-worker")
         if info.ack_floor.stream_seq >= 1:
             break
