@@ -190,8 +190,9 @@ async def test_follow_says_why_a_load_waits_and_what_a_cancelled_load_did(
 
 async def test_errors_become_exit_codes_and_json_problems(api_url: str) -> None:
     status = await ktrdr(api_url, "status", "--json")
-    assert status.code == ExitCode.OK
+    assert status.code == ExitCode.DEGRADED  # no service runs: degraded is not "all fine"
     assert json.loads(status.out)["nats"]["status"] == "up"
+    assert json.loads(status.out)["status"] == "degraded"
 
     no_connector = await ktrdr(api_url, "ib", "validate", "AAPL", "--json")
     assert no_connector.code == ExitCode.UNAVAILABLE

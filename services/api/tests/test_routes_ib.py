@@ -37,6 +37,9 @@ async def test_status_and_health_come_from_the_connector(
 ) -> None:
     status = await wait_connected(http)
     assert status["client_id"] == 1
+    assert status["link_ok"] is True
+    assert status["last_error"] is None  # nothing is wrong now
+    assert status["farms"].get("ushmds") == "ok"  # as the gateway reported at connect
     assert str(status["since"]).endswith("Z")  # RFC 3339 UTC
     assert str(status["server_time"]).startswith("2024-06-28T")  # IB's clock: the simulator's
     health = (await http.get("/api/v1/ib/health")).json()
@@ -174,3 +177,35 @@ async def test_while_nats_is_down_the_gateway_says_so_and_recovers(
                 break
             await asyncio.sleep(0.1)  # the client reconnects on its own schedule
     assert (await http.get("/api/v1/ib/status")).json()["code"] == "service_unavailable"
+
+
+async def test_validate_while_ib_is_down_is_a_503_ib_unavailable_saying_so(
+    nats_url: str, http: httpx.AsyncClient
+) -> None:
+    import socket
+
+    from ktrdr_ib_connector.app import build_app
+    from ktrdr_ib_connector.testing import connector_settings
+
+    with socket.socket() as probe:  # a port nothing listens on: the gateway is down
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    app = build_app(connector_settings(nats_url, port))
+    await app.start()
+    try:
+        async with asyncio.timeout(20):  # the connector answers status while IB is down
+            while True:
+                if (await http.get("/api/v1/ib/status")).status_code == 200:
+                    break
+                await asyncio.sleep(0.05)
+        response = await http.post("/api/v1/ib/symbols/validate", json={"symbol": "ZZTOP"})
+        assert response.status_code == 503
+        problem = response.json()
+        assert problem["code"] == "ib_unavailable"
+        assert "IB is not available" in problem["detail"]
+        health = (await http.get("/health")).json()
+        ib = next(s for s in health["services"] if s["name"] == "ib-connector")
+        assert ib["status"] == "degraded"
+        assert "IB not connected" in ib["detail"]
+    finally:
+        await app.stop()

@@ -42,6 +42,24 @@ def test_classify(code: int, text: str, failure: Failure, retryable: bool) -> No
     assert result.ib_code == code
 
 
+def test_forex_trades_fails_fast_and_says_use_midpoint() -> None:
+    # The text a real gateway sends (issue 14, from public reports).
+    result = classify(162, HMDS + "No historical market data for EUR/CASH@FXSUBPIP Last 1d")
+    assert result.failure is Failure.INVALID_REQUEST
+    assert not result.retryable
+    assert RetryPolicy().next_delay(result, 1) is None
+    assert "no TRADES data for forex" in result.message
+    assert "use MIDPOINT" in result.message
+    assert "EUR/CASH@FXSUBPIP" in result.message  # IB's own words are kept
+
+
+def test_other_missing_kinds_of_data_fail_fast_too() -> None:
+    result = classify(162, HMDS + "No historical market data for XYZ/STK@SMART Bid 1 min")
+    assert result.failure is Failure.INVALID_REQUEST
+    assert not result.retryable
+    assert "BID" in result.message
+
+
 def test_no_data_is_an_answer_and_timeout_is_not() -> None:
     assert classify(162, HMDS + "HMDS query returned no data: x").is_empty_answer
     assert not timed_out(60).is_empty_answer

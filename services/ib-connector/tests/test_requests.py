@@ -98,3 +98,39 @@ async def test_cancel_requested_stops_a_jobs_segments(
     outcome = await wait_for_job_event(js, job, {"segment_fetched", "segment_failed"})
     assert isinstance(outcome, SegmentFailed)
     assert outcome.code == "cancelled"
+
+
+async def test_requests_needing_ib_while_ib_is_down_answer_ib_unavailable_at_once(
+    nats_url: str, nc: NATS
+) -> None:
+    import asyncio
+    import socket
+
+    from ktrdr_ib_connector.app import build_app
+    from ktrdr_ib_connector.testing import connector_settings
+    from ktrdr_shared.errors import IbUnavailable
+
+    with socket.socket() as probe:  # a port nothing listens on: IB is down
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    app = build_app(connector_settings(nats_url, port))
+    await app.start()
+    try:
+        client = KtrdrClient(nc, timeout_s=10)
+        async with asyncio.timeout(20):
+            while True:  # the connector answers status even while IB is down
+                status = await client.request(subjects.IB_STATUS, StatusRequest(), IbStatus)
+                if status.last_error is not None and "failed" in status.last_error:
+                    break
+                await asyncio.sleep(0.1)
+        assert not status.connected
+        assert f":{port}" in status.last_error  # what is wrong now, in words
+        for subject, request, reply in (
+            (subjects.IB_VALIDATE, ValidateSymbol(symbol="AAPL"), SymbolInfo),
+            (subjects.IB_HEAD_TIMESTAMP, HeadTimestampRequest(symbol="AAPL"), HeadTimestamp),
+        ):
+            with pytest.raises(IbUnavailable, match="IB is not available"):
+                async with asyncio.timeout(6):  # refused within seconds, not after a timeout
+                    await client.request(subject, request, reply)
+    finally:
+        await app.stop()

@@ -104,7 +104,12 @@ class IbStatusOut(Struct, frozen=True, kw_only=True):
     server_time: Timestamp | None = None
     requests_made: Count = 0
     pacing: dict[str, float] = msgspec.field(default_factory=dict)
+    # What is wrong now (None when nothing is); cleared when the condition ends.
     last_error: str | None = None
+    # False while the gateway reports its link to IB lost (1100), the socket still up.
+    link_ok: bool = True
+    # IB's data farms as last reported: name -> ok | broken | inactive (inactive: on demand).
+    farms: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 class IbHealthOut(Struct, frozen=True, kw_only=True):

@@ -135,7 +135,7 @@ def ib_status_out(status: IbStatus) -> IbStatusOut:
         client_id=status.client_id, server_version=status.server_version,
         since=utc(status.since), server_time=utc(getattr(status, "server_time", None)),
         requests_made=status.requests_made, pacing=dict(status.pacing),
-        last_error=status.last_error,
+        last_error=status.last_error, link_ok=status.link_ok, farms=dict(status.farms),
     )  # fmt: skip
 
 

@@ -4,8 +4,14 @@ Readiness means "a request succeeds" (``reqCurrentTime`` answers), not "the
 socket is open". The connection is watched for drops (ib_async's
 ``disconnectedEvent``), for sleep/wake (the wall clock jumping against the
 monotonic clock, after which the socket may be dead without knowing it) and
-for the HMDS farm's state (2105 broken / 2106 OK). Every change is an event:
-``connected``, ``disconnected``, ``reconnecting``, ``client_id_conflict``.
+for the gateway's link to IB (1100 lost, 1101 restored with data lost, 1102
+restored with data kept: the socket stays up throughout) and for the data
+farms (2103-2108, 2157/2158). Every change is an event: ``connected``,
+``disconnected``, ``reconnecting``, ``client_id_conflict``, ``ib_link_lost``,
+``ib_link_restored``.
+
+``state.last_error`` says what is wrong *now*: it is cleared when the
+condition it described ends (a connect succeeds, the link comes back).
 """
 
 from __future__ import annotations
@@ -25,17 +31,40 @@ from ktrdr_shared.messages import (
     ClientIdConflict,
     IbConnected,
     IbDisconnected,
+    IbLinkLost,
+    IbLinkRestored,
     IbReconnecting,
 )
 from ktrdr_shared.messages.base import Event
 from ktrdr_shared.types import utc_now
+
+from ktrdr_ib_connector.farms import LINK_LOST, LINK_RESTORED_DATA_LOST, LINK_RESTORED_KEPT, Farms
+from ktrdr_ib_connector.scheduling import Clock
 
 log = logging.getLogger(__name__)
 
 EventSink = Callable[[Event], Awaitable[None]]
 
 CLIENT_ID_IN_USE = 326
-HMDS_BROKEN, HMDS_OK = 2105, 2106
+
+
+class SleepWatch:
+    """Notice sleep/wake: the wall clock jumping against the monotonic clock (clocks injected).
+
+    A machine that slept resumes with its wall clock moved on and its monotonic clock
+    not (or the other way round on some systems); either way the two disagree.
+    """
+
+    def __init__(self, wall: Clock, mono: Clock, threshold_s: float) -> None:
+        self._wall, self._mono, self.threshold_s = wall, mono, threshold_s
+        self._last = (wall(), mono())
+
+    def jump(self) -> float | None:
+        """Return the jump since the last look when it exceeds the threshold, else None."""
+        now = (self._wall(), self._mono())
+        jump = (now[0] - self._last[0]) - (now[1] - self._last[1])
+        self._last = now
+        return jump if abs(jump) > self.threshold_s else None
 
 
 @dataclass(frozen=True)
@@ -74,25 +103,41 @@ class ConnectionState:
     since: datetime | None = None
     client_id: int = 1
     server_version: int | None = None
+    # What is wrong now; None when nothing is (cleared when the condition ends).
     last_error: str | None = None
-    hmds_ok: bool = True
-    hmds_outages: int = 0
+    link_ok: bool = True
+    link_lost_since: datetime | None = None
+    farms: Farms = field(default_factory=Farms)
     # reqId -> was the HMDS farm up when IB's error for that request arrived?
     farm_ok_at_error: dict[int, bool] = field(default_factory=dict)
+
+    @property
+    def hmds_ok(self) -> bool:
+        """Return whether no historical-data farm is reported broken."""
+        return self.farms.hmds_ok
+
+    @property
+    def hmds_outages(self) -> int:
+        """Return how many times a historical-data farm was reported broken."""
+        return self.farms.hmds_outages
 
 
 class IbConnection:
     """Own one ``ib_async.IB`` and keep it connected for as long as ``run`` runs."""
 
-    def __init__(self, options: ConnectionOptions, publish: EventSink) -> None:
+    def __init__(self, options: ConnectionOptions, publish: EventSink, *,
+                 wall: Clock = time.time, mono: Clock = time.monotonic) -> None:  # fmt: skip
         self.options = options
         self.publish = publish
         self.ib = IB()
         self.ib.RaiseRequestErrors = True  # errors tied to a request raise RequestError
         self.state = ConnectionState(client_id=options.client_id)
         self.ready = asyncio.Event()
+        self._wall, self._mono = wall, mono
         self._lost = asyncio.Event()
+        self._data_lost = asyncio.Event()
         self._conflict = False
+        self._pending: set[asyncio.Task[None]] = set()
         self.ib.errorEvent += self._on_error
         self.ib.disconnectedEvent += self._on_disconnected
 
@@ -117,6 +162,21 @@ class IbConnection:
         self.ready.clear()
         self.ib.disconnect()
 
+    @property
+    def data_lost(self) -> asyncio.Event:
+        """Return the event set when IB next drops the requests in flight (1101, socket up).
+
+        Take it before sending: it is replaced by a fresh one each time it fires.
+        """
+        return self._data_lost
+
+    @property
+    def problem(self) -> str:
+        """Return why the connection is not ready, in words (empty when it is)."""
+        if self.ready.is_set():
+            return ""
+        return self.state.last_error or "connecting to IB"
+
     async def wait_ready(self, timeout_s: float | None = None) -> bool:
         """Wait until the connection is ready; return False on timeout."""
         try:
@@ -129,6 +189,8 @@ class IbConnection:
         o, s = self.options, self.state
         self._conflict = False
         self._lost.clear()
+        s.link_ok, s.link_lost_since = True, None
+        s.farms.reset()
         try:
             await self.ib.connectAsync(o.host, o.port, clientId=s.client_id,
                                        timeout=o.connect_timeout_s, readonly=True,
@@ -140,8 +202,9 @@ class IbConnection:
             return False
         s.connected, s.since = True, utc_now()
         s.server_version = self.ib.client.serverVersion()
-        s.hmds_ok = True
-        self.ready.set()
+        s.last_error = None  # connected and answering: whatever was wrong has ended
+        if s.link_ok:  # a 1100 during the startup sync keeps it not ready
+            self.ready.set()
         await self._emit(IbConnected, reason="ready: reqCurrentTime answered")
         return True
 
@@ -158,18 +221,18 @@ class IbConnection:
     async def _watch(self, stopping: asyncio.Event) -> str:
         """Return why the connection ended (empty when stopping)."""
         o = self.options
-        wall, mono = time.time(), time.monotonic()
+        sleep = SleepWatch(self._wall, self._mono, o.clock_jump_s)
         while not stopping.is_set():
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._lost.wait(), o.watch_interval_s)
             if self._lost.is_set():
                 return self.state.last_error or "gateway closed the connection"
-            now_wall, now_mono = time.time(), time.monotonic()
-            jump = (now_wall - wall) - (now_mono - mono)
-            wall, mono = now_wall, now_mono
-            if abs(jump) > o.clock_jump_s and not await self._probe():
+            jump = sleep.jump()
+            if jump is not None and not await self._probe():
                 self.ib.disconnect()
-                return f"no answer after a {jump:.0f}s wall-clock jump (sleep/wake)"
+                reason = f"no answer after a {jump:.0f}s wall-clock jump (sleep/wake)"
+                self.state.last_error = reason
+                return reason
         return ""
 
     async def _probe(self) -> bool:
@@ -180,28 +243,59 @@ class IbConnection:
         return True
 
     def _on_error(self, req_id: int, code: int, message: str, contract: Any = None) -> None:
+        s = self.state
         if code == CLIENT_ID_IN_USE:
             self._conflict = True
-        elif code == HMDS_BROKEN:
-            self.state.hmds_ok = False
-            self.state.hmds_outages += 1
-        elif code == HMDS_OK:
-            self.state.hmds_ok = True
+        elif code == LINK_LOST:
+            self._link_lost(code, message)
+        elif code in (LINK_RESTORED_DATA_LOST, LINK_RESTORED_KEPT):
+            self._link_restored(code, message)
+        else:
+            s.farms.note(code, message)
         if req_id >= 0:
             # Several messages can be handled before the requester resumes (an error,
             # then "farm OK"), so the farm's state is captured with the error itself.
-            self.state.farm_ok_at_error[req_id] = self.state.hmds_ok
-            while len(self.state.farm_ok_at_error) > 1000:
-                del self.state.farm_ok_at_error[next(iter(self.state.farm_ok_at_error))]
-        elif code < 2100 or code >= 2200:
-            self.state.last_error = f"IB {code}: {message}"
+            s.farm_ok_at_error[req_id] = s.hmds_ok
+            while len(s.farm_ok_at_error) > 1000:
+                del s.farm_ok_at_error[next(iter(s.farm_ok_at_error))]
+        elif code not in (LINK_LOST, LINK_RESTORED_DATA_LOST, LINK_RESTORED_KEPT) and (
+            code < 2100 or code >= 2200
+        ):
+            log.warning("IB notice %d: %s", code, message)
+
+    def _link_lost(self, code: int, message: str) -> None:
+        s = self.state
+        if s.link_ok:
+            s.link_ok, s.link_lost_since = False, utc_now()
+        s.last_error = f"IB {code}: {message}"
+        self.ready.clear()  # nothing new is sent until the link is back
+        self._later(IbLinkLost, reason=s.last_error)
+
+    def _link_restored(self, code: int, message: str) -> None:
+        s = self.state
+        data_lost = code == LINK_RESTORED_DATA_LOST
+        s.link_ok, s.link_lost_since = True, None
+        if s.last_error is not None and s.last_error.startswith(f"IB {LINK_LOST}"):
+            s.last_error = None
+        if data_lost:  # IB dropped every request in flight: their owners re-issue them
+            lost, self._data_lost = self._data_lost, asyncio.Event()
+            lost.set()
+        if s.connected and self.ib.isConnected():
+            self.ready.set()
+        self._later(IbLinkRestored, reason=f"IB {code}: {message}", data_lost=data_lost)
+
+    def _later(self, event_type: type[Any], **fields: Any) -> None:
+        """Publish an event from a callback that cannot await (ib_async's error event)."""
+        task = asyncio.get_running_loop().create_task(self._emit(event_type, **fields))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
 
     def _on_disconnected(self) -> None:
         was_connected = self.state.connected
         self.state.connected = False
         self.ready.clear()
         self._lost.set()
-        if was_connected and not self.state.last_error:
+        if was_connected:  # the reason is this drop, not whatever happened before it
             self.state.last_error = "gateway closed the connection"
 
     async def _emit(self, event_type: type[Any], **fields: Any) -> None:

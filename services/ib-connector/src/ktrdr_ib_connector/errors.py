@@ -9,6 +9,7 @@ the combination means.
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
 
 
@@ -86,9 +87,36 @@ _BY_162_TEXT: list[tuple[str, tuple[Failure, bool, float]]] = [
 ]
 
 
+# A real gateway's 162 for a kind of data the instrument does not have at all, e.g.
+# "No historical market data for EUR/CASH@FXSUBPIP Last 1d" (forex TRADES: IB's
+# label for TRADES is "Last"). Asking again cannot help.
+_NO_SUCH_DATA = re.compile(
+    r"no historical market data for (?P<what>\S+?)/(?P<kind>\w+)@(?P<where>\S+) (?P<label>\w+)",
+    re.IGNORECASE,
+)
+_LABELS = {"last": "TRADES", "midpoint": "MIDPOINT", "bid": "BID", "ask": "ASK"}
+
+
+def _no_such_data(message: str) -> str | None:
+    """Return our problem text for IB's "No historical market data for ..." (else None)."""
+    found = _NO_SUCH_DATA.search(message)
+    if found is None:
+        return None
+    what, kind = found["what"], found["kind"].upper()
+    label = _LABELS.get(found["label"].lower(), found["label"])
+    if kind == "CASH" and label == "TRADES":
+        return (f"no TRADES data for forex ({what}): IB has no trades for currency pairs; "
+                f"use MIDPOINT (or BID, ASK). IB said: {message}")  # fmt: skip
+    return (f"IB has no {label} data for {what} ({kind} at {found['where']}); "
+            f"ask for another whatToShow. IB said: {message}")  # fmt: skip
+
+
 def classify(code: int, message: str) -> Classified:
     """Return what IB error ``code`` with ``message`` means for the request that got it."""
     if code == 162:
+        problem = _no_such_data(message)
+        if problem is not None:
+            return Classified(Failure.INVALID_REQUEST, False, 0.0, code, problem)
         lowered = message.lower()
         for needle, (failure, retryable, delay) in _BY_162_TEXT:
             if needle in lowered:

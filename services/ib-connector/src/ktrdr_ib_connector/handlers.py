@@ -42,6 +42,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
+from ktrdr_ib_connector.boundary import Details, Empty, Failed
 from ktrdr_ib_connector.client import IbConnection
 from ktrdr_ib_connector.contracts import ContractResolver, symbol_info
 from ktrdr_ib_connector.fetcher import Fetcher
@@ -69,6 +70,8 @@ class Connector:
     js: JetStreamContext
     symbols: KeyValue | None = None
     keep_alive_s: float = 20.0
+    # How long a request needing IB waits for it (a connect in progress) before it is refused.
+    ib_wait_s: float = 3.0
     resolver: ContractResolver = field(init=False)
     progress: ProgressReporter = field(init=False)
     # job id -> the event that stopped it (cancel_requested, cancelled, completed, failed)
@@ -86,14 +89,26 @@ class Connector:
                                          self.connection.ready.is_set)  # fmt: skip
 
     async def _details(self, query: Contract) -> list[ContractDetails]:
-        if not await self.connection.wait_ready(self.fetcher.ready_timeout_s):
-            raise IbUnavailable("not connected to IB; the request will be retried")
-        try:
-            return list(await self.connection.ib.reqContractDetailsAsync(query))
-        except RequestError as e:
-            if e.code == 200:
-                return []
-            raise IbUnavailable(f"IB error {e.code} looking up {query.symbol}: {e.message}") from e
+        answer = await self.fetcher.boundary.contract_details(query, ready_timeout_s=0)
+        if isinstance(answer, Details):
+            return answer.details
+        if isinstance(answer, Empty):  # 200: no such contract
+            return []
+        if isinstance(answer, Failed):
+            f = answer.failure
+            raise IbUnavailable(f"IB error {f.ib_code} looking up {query.symbol}: {f.message}")
+        raise IbUnavailable(f"looking up {query.symbol}: {answer.failure.message}")
+
+    async def _needs_ib(self) -> None:
+        """Refuse a request that needs IB while IB is not there (503 with the reason, not a
+        timeout): it waits ``ib_wait_s`` at most, well inside a caller's timeout.
+
+        Raises:
+            IbUnavailable: not ready, saying why.
+        """
+        if not await self.connection.wait_ready(self.ib_wait_s):
+            raise IbUnavailable(f"IB is not available: {self.connection.problem}; "
+                                "the connector reconnects on its own, ask again later")  # fmt: skip
 
     async def publish_event(self, event: Event) -> None:
         """Append an event to the event log."""
@@ -204,10 +219,12 @@ class Connector:
         s, o = self.connection.state, self.connection.options
         connected = self.connection.ready.is_set()
         return IbStatus(connected=connected, host=o.host, port=o.port,
-                        client_id=s.client_id, server_version=s.server_version, since=s.since,
+                        client_id=s.client_id, server_version=s.server_version,
+                        since=s.since if connected else None,
                         requests_made=self.fetcher.requests_made,
-                        pacing=self.fetcher.gate.state(), last_error=s.last_error,
-                        server_time=await self._server_time() if connected else None)  # fmt: skip
+                        pacing=self.fetcher.gate.state(), last_error=_now_wrong(self.connection),
+                        server_time=await self._server_time() if connected else None,
+                        link_ok=s.link_ok, farms=dict(s.farms.states))  # fmt: skip
 
     async def _server_time(self) -> datetime | None:
         """Return IB's clock (reqCurrentTime is not a historical request: no pacing)."""
@@ -223,6 +240,7 @@ class Connector:
         cached = await self._kv_get(key, SymbolInfo)
         if cached is not None:
             return cached
+        await self._needs_ib()
         details = await self.resolver.resolve(request.symbol, request.instrument_type)
         info = symbol_info(request.symbol, details)
         await self._kv_put(key, info)
@@ -235,6 +253,7 @@ class Connector:
         15 s, so an answer is kept in the ``ktrdr_symbols`` bucket (its TTL, 7 days)
         under the contract's id, whatToShow and hours; errors are never kept.
         """
+        await self._needs_ib()
         details = await self.resolver.resolve(request.symbol, request.instrument_type)
         contract = details.contract
         assert contract is not None
@@ -266,6 +285,14 @@ class Connector:
         if self.symbols is not None:
             with contextlib.suppress(nats.errors.Error):
                 await self.symbols.put(key, codec.encode(value))
+
+
+def _now_wrong(connection: IbConnection) -> str | None:
+    """Return what is wrong with IB now, in words (None when nothing is)."""
+    s = connection.state
+    problems = [] if connection.ready.is_set() else [connection.problem]
+    problems += [f"data farm {name} is broken" for name in s.farms.broken()]
+    return "; ".join(problems) or None
 
 
 def _being_cancelled() -> bool:

@@ -76,7 +76,23 @@ class ClientIdConflict(_ConnectionEvent, frozen=True, kw_only=True, tag="client_
     next_client_id: int
 
 
-IbConnectionEvent = IbConnected | IbDisconnected | IbReconnecting | ClientIdConflict
+class IbLinkLost(_ConnectionEvent, frozen=True, kw_only=True, tag="ib_link_lost"):
+    """The gateway lost its link to IB (1100) with the socket still up.
+
+    The connector is not ready: nothing new is sent, requests in flight wait.
+    """
+
+
+class IbLinkRestored(_ConnectionEvent, frozen=True, kw_only=True, tag="ib_link_restored"):
+    """The gateway's link to IB is back: 1101 (``data_lost``: requests in flight were
+    dropped by IB and are re-issued) or 1102 (kept: they get their answers)."""
+
+    data_lost: bool = False
+
+
+IbConnectionEvent = (
+    IbConnected | IbDisconnected | IbReconnecting | ClientIdConflict | IbLinkLost | IbLinkRestored
+)
 
 
 class IbStatus(Message, frozen=True, kw_only=True):
@@ -90,9 +106,14 @@ class IbStatus(Message, frozen=True, kw_only=True):
     since: UtcDatetime | None = None
     requests_made: NonNegativeInt = 0
     pacing: dict[str, float] = msgspec.field(default_factory=dict)
+    # What is wrong now (None when nothing is): cleared when the condition ends.
     last_error: str | None = None
     # IB's own clock (reqCurrentTime) when connected: which bars are complete is IB's call.
     server_time: UtcDatetime | None = None
+    # False while the gateway reports its link to IB lost (1100), socket still up.
+    link_ok: bool = True
+    # IB's data farms as last reported (2103-2108, 2157/2158): name -> ok | broken | inactive.
+    farms: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 class ValidateSymbol(Message, frozen=True, kw_only=True):

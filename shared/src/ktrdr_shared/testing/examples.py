@@ -153,6 +153,8 @@ def _examples() -> list[Any]:
         m.IbDisconnected(**conn, reason="peer closed"),
         m.IbReconnecting(**conn, attempt=3, delay_s=4.0),
         m.ClientIdConflict(**conn, next_client_id=2),
+        m.IbLinkLost(**conn, reason="IB 1100: Connectivity between IB and TWS has been lost."),
+        m.IbLinkRestored(**conn, data_lost=True, reason="IB 1101: restored, data lost"),
         m.IbStatus(
             connected=True,
             host="127.0.0.1",
@@ -162,6 +164,16 @@ def _examples() -> list[Any]:
             since=T0,
             requests_made=12,
             pacing={"requests_10min": 12.0},
+        ),
+        m.IbStatus(
+            connected=False,
+            host="127.0.0.1",
+            port=4002,
+            client_id=1,
+            server_version=178,
+            link_ok=False,
+            farms={"usfarm": "ok", "ushmds": "inactive", "secdefnj": "ok"},
+            last_error="IB 1100: connectivity between IB and the gateway lost",
         ),
         m.ValidateSymbol(symbol="ES", instrument_type=InstrumentType.FUT),
         m.SymbolInfo(

@@ -27,6 +27,7 @@ class ExitCode:
     UNAUTHORIZED = 5  # missing or wrong API key (401)
     JOB_CANCELLED = 6
     JOB_PARTIAL = 7  # completed, but some segments could not be fetched
+    DEGRADED = 8  # ``status``: everything answers, but something is degraded (IB down, a farm)
     INTERRUPTED = 130  # Ctrl-C twice: stopped following before the job ended
 
 

@@ -74,7 +74,9 @@ def status(ctx: click.Context, as_json: bool) -> int:
     """Health of the gateway, NATS and every service."""
     report = client_of(ctx).get("/health")
     render.print_json(report) if as_json else render.health(report)
-    return ExitCode.UNAVAILABLE if report["status"] == "down" else ExitCode.OK
+    if report["status"] == "down":
+        return ExitCode.UNAVAILABLE
+    return ExitCode.OK if report["status"] == "ok" else ExitCode.DEGRADED
 
 
 # ---------------------------------------------------------------- ib
@@ -92,7 +94,7 @@ def ib_status(ctx: click.Context, as_json: bool) -> int:
     """The IB connection, as the connector holds it."""
     value = client_of(ctx).get("/api/v1/ib/status")
     render.print_json(value) if as_json else render.fields(value)
-    return ExitCode.OK
+    return ExitCode.OK if value.get("connected") else ExitCode.DEGRADED
 
 
 @ib.command("validate")

@@ -73,9 +73,14 @@ async def _service(gateway: Gateway, name: str) -> ServiceHealth:
     except ApiError as e:
         return ServiceHealth(name=name, status=ComponentState.DEGRADED, version=version,
                              detail=e.detail)  # fmt: skip
+    farms = ", ".join(f"{farm} {state}" for farm, state in sorted(status.farms.items()))
+    farms = f"; farms: {farms}" if farms else ""
     if not status.connected:
         why = status.last_error or "connecting"
         return ServiceHealth(name=name, status=ComponentState.DEGRADED, version=version,
-                             detail=f"IB not connected: {why}")  # fmt: skip
+                             detail=f"IB not connected: {why}{farms}")  # fmt: skip
+    if status.last_error:  # connected, but something is wrong now (a farm broken)
+        return ServiceHealth(name=name, status=ComponentState.DEGRADED, version=version,
+                             detail=f"IB connected, but {status.last_error}{farms}")  # fmt: skip
     return ServiceHealth(name=name, status=ComponentState.UP, version=version,
-                         detail=f"IB connected at {status.host}:{status.port}")  # fmt: skip
+                         detail=f"IB connected at {status.host}:{status.port}{farms}")  # fmt: skip

@@ -61,7 +61,8 @@ class IbController(Controller):
         detail = (f"connected to IB at {reply.host}:{reply.port} as client {reply.client_id}"
                   if reply.connected else
                   f"the ib-connector is running but IB at {reply.host}:{reply.port} is not "
-                  "connected; it reconnects on its own")  # fmt: skip
+                  f"connected ({reply.last_error or 'connecting'}); it reconnects on its "
+                  "own")  # fmt: skip
         return IbHealthOut(healthy=reply.connected, connected=reply.connected, detail=detail,
                            last_error=reply.last_error)  # fmt: skip
 
