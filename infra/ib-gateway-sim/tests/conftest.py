@@ -15,6 +15,7 @@ from ktrdr_ib_sim.testing import ErrorRecorder
 #: The frozen "now" of the simulators here: Monday 2024-07-01 16:00 UTC, mid-session in New York.
 NOW = dt.datetime(2024, 7, 1, 16, 0, tzinfo=dt.UTC)
 HOST = "127.0.0.1"
+NO_LATENCY: dict[str, Any] = {"latency_ms": 0, "per_bar_us": 0, "slow_fraction": 0}
 
 
 @dataclass
@@ -35,7 +36,8 @@ async def start_sim() -> AsyncIterator[StartSim]:
     started: list[IBGatewaySimulator] = []
 
     async def start(**overrides: Any) -> IBGatewaySimulator:
-        settings: dict[str, Any] = {"port": 0, "now_utc": NOW, **overrides}
+        # The protocol tests run without the latency model (test_latency.py covers it).
+        settings: dict[str, Any] = {"port": 0, "now_utc": NOW, **NO_LATENCY, **overrides}
         simulator = IBGatewaySimulator(SimulatorConfig(**settings))
         await simulator.start()
         started.append(simulator)

@@ -28,10 +28,20 @@ async def test_a_bad_greeting_is_closed(sim, connect_ib) -> None:
     await still_serves(sim, connect_ib)
 
 
-async def test_an_old_client_version_is_refused(sim) -> None:
+@pytest.mark.parametrize("offer", [b"v100..151", b"v157..163", b"v179..190"])
+async def test_a_client_that_cannot_speak_v178_is_refused(sim, offer) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", sim.port)
-    writer.write(b"API\0" + struct.pack(">I", 9) + b"v100..151")
+    writer.write(b"API\0" + struct.pack(">I", len(offer)) + offer)
     assert await asyncio.wait_for(reader.read(), 5) == b""
+    writer.close()
+    assert sim.counters()["refused_versions"] == 1
+
+
+async def test_a_newer_client_gets_v178(sim) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", sim.port)
+    writer.write(b"API\0" + struct.pack(">I", 9) + b"v100..200")
+    size = struct.unpack(">I", await reader.readexactly(4))[0]
+    assert (await reader.readexactly(size)).split(b"\0")[0] == b"178"
     writer.close()
 
 

@@ -52,9 +52,11 @@ async def test_health_counters_and_ledger(controlled, connect_ib) -> None:
 async def test_fault_routes(controlled, connect_ib) -> None:
     sim, port = controlled
     client = await connect_ib(sim.port, 1)
-    assert await call(port, "POST", "/faults/farm?state=down") == (200, {"farm": "down"})
+    status, body = await call(port, "POST", "/faults/farm?state=down")
+    assert (status, body["farm"], body["state"], body["changed"]) == (200, "hmds", "down", True)
     await client.errors.wait_for(2105)
-    assert await call(port, "POST", "/faults/farm?state=up") == (200, {"farm": "up"})
+    status, body = await call(port, "POST", "/faults/farm?state=up")
+    assert (status, body["farms"]["hmds"]) == (200, "ok")
     await client.errors.wait_for(2106)
     assert await call(port, "POST", "/faults/stall?n=2") == (200, {"stalls_armed": 2})
     assert await call(port, "POST", "/faults/drop") == (200, {"dropped": 1})
@@ -68,9 +70,37 @@ async def test_fault_routes(controlled, connect_ib) -> None:
     ("method", "path", "status"),
     [("GET", "/nope", 404), ("POST", "/faults/farm?state=sideways", 400),
      ("POST", "/faults/restart", 400), ("POST", "/faults/restart?down_s=soon", 400),
-     ("POST", "/faults/stall?n=-1", 400), ("GET", "/faults/drop", 404)],
+     ("POST", "/faults/stall?n=-1", 400), ("GET", "/faults/drop", 404),
+     ("POST", "/faults/farm?farm=secdef&state=inactive", 400),
+     ("POST", "/faults/farm?farm=moon&state=down", 400),
+     ("POST", "/faults/farm?state=down&requests=maybe", 400),
+     ("POST", "/faults/link?state=gone", 400), ("POST", "/faults/link?state=restored", 400),
+     ("POST", "/faults/slow?n=1", 400), ("POST", "/faults/slow?n=-1&s=1", 400)],
 )  # fmt: skip
 async def test_bad_control_requests_say_what_is_wrong(controlled, method, path, status) -> None:
     _, port = controlled
     answer_status, body = await call(port, method, path)
     assert answer_status == status and body["error"]
+
+
+async def test_link_farm_and_slow_routes(controlled, connect_ib) -> None:
+    sim, port = controlled
+    client = await connect_ib(sim.port, 1)
+    assert await call(port, "POST", "/faults/link?state=lost") == (
+        200, {"link": "lost", "changed": True})  # fmt: skip
+    await client.errors.wait_for(1100)
+    assert (await call(port, "GET", "/counters"))[1]["link_lost"] is True
+    status, body = await call(port, "POST", "/faults/link?state=restored&data=maintained")
+    assert (status, body["changed"]) == (200, True)
+    await client.errors.wait_for(1102)
+    await call(port, "POST", "/faults/link?state=lost")
+    await call(port, "POST", "/faults/link?state=restored&data=lost")
+    await client.errors.wait_for(1101)
+    status, body = await call(port, "POST", "/faults/farm?farm=market&state=inactive")
+    assert (status, body["farms"]["market"]) == (200, "inactive")
+    await client.errors.wait_for(2108)
+    status, body = await call(port, "POST", "/faults/farm?farm=hmds&state=down&requests=hold")
+    assert (body["farms"]["hmds"], body["requests"]) == ("down", "hold")
+    assert await call(port, "POST", "/faults/slow?n=2&s=1.5") == (200, {"slow_armed": 2})
+    counters = sim.counters()
+    assert (counters["link_losses"], counters["link_restores_data_lost"]) == (2, 1)

@@ -32,7 +32,7 @@ def is_answer_to(req_id: int):
         ({"keep_up_to_date": True}, 321, "End date not supported with live updates"),
         ({"symbol": "NOPE"}, 200, "No security definition"),
         ({"symbol": "EUR", "sec_type": "CASH", "exchange": "IDEALPRO"}, 162,
-         "HMDS query returned no data: EUR.USD@IDEALPRO Trades"),
+         "No historical market data for EUR/CASH@FXSUBPIP Last 60"),
         ({"end": "20000101 12:00:00 UTC", "what_to_show": "BID"}, 162,
          "HMDS query returned no data"),
         ({"end": "20231201 12:00:00 UTC", "bar_size": "5 secs", "duration": "3600 S"}, 162,

@@ -158,9 +158,15 @@ async def test_utc_bar_zone_setting_sends_naive_utc_dates(start_sim, connect_ib)
 async def test_forex_has_no_trades(client) -> None:
     [eur] = await client.ib.qualifyContractsAsync(Forex("EURUSD"))
     client.ib.RaiseRequestErrors = True
-    with pytest.raises(Exception, match="HMDS query returned no data") as caught:
-        await client.ib.reqHistoricalDataAsync(eur, "", "1 D", "1 hour", "TRADES", False)
+    with pytest.raises(Exception, match="No historical market data") as caught:
+        await client.ib.reqHistoricalDataAsync(eur, "", "1 D", "1 day", "TRADES", False)
     assert caught.value.code == 162  # type: ignore[attr-defined]
+    assert caught.value.message == (  # type: ignore[attr-defined]
+        "Historical Market Data Service error message:"
+        "No historical market data for EUR/CASH@FXSUBPIP Last 1d"
+    )
+    with pytest.raises(Exception, match=r"EUR/CASH@FXSUBPIP Last 300$"):
+        await client.ib.reqHistoricalDataAsync(eur, "", "1 D", "5 mins", "TRADES", False)
 
 
 async def test_a_contract_by_con_id_only(client) -> None:
@@ -181,3 +187,20 @@ async def test_an_operator_zone_setting_renders_dates_in_that_zone(start_sim, co
         dt.datetime(2024, 6, 28, 20, 0, tzinfo=ZoneInfo("Europe/London")),  # 14:00 Chicago
         dt.datetime(2024, 6, 28, 20, 30, tzinfo=ZoneInfo("Europe/London")),
     ]
+
+
+async def test_hours_never_list_a_day_both_closed_and_open(client) -> None:
+    [es] = await client.ib.reqContractDetailsAsync(Future("ES", exchange="CME"))
+    days = [entry.split(":")[0] for entry in es.tradingHours.split(";")]
+    assert len(days) == len(set(days)), es.tradingHours
+    [eur] = await client.ib.reqContractDetailsAsync(Forex("EURUSD"))
+    assert "CLOSED" in eur.tradingHours  # Saturday
+    days = [entry.split(":")[0] for entry in eur.tradingHours.split(";")]
+    assert len(days) == len(set(days)), eur.tradingHours
+
+
+async def test_valid_exchanges_name_each_exchange_once(client) -> None:
+    for symbol in ("AAPL", "SPY", "BRK B"):
+        [details] = await client.ib.reqContractDetailsAsync(Stock(symbol, "SMART", "USD"))
+        exchanges = details.validExchanges.split(",")
+        assert len(exchanges) == len(set(exchanges)), details.validExchanges

@@ -44,8 +44,33 @@ def build_parser() -> argparse.ArgumentParser:
         default=1.0,
         help="multiply every IB window and delay by this (0.01: 10 min -> 6 s)",
     )
-    p.add_argument("--latency-ms", type=float, default=0.0, help="answer delay per request")
-    p.add_argument("--per-bar-us", type=float, default=0.0, help="extra delay per bar returned")
+    p.add_argument("--latency-ms", type=float, default=300.0, help="base answer delay (IB ms)")
+    p.add_argument("--per-bar-us", type=float, default=1500.0, help="extra delay per bar (IB us)")
+    p.add_argument(
+        "--slow-fraction", type=float, default=0.02, help="share of answers drawn to be slow"
+    )
+    p.add_argument("--slow-ms", type=float, default=30_000.0, help="extra delay of a slow answer")
+    p.add_argument(
+        "--hmds-at-connect",
+        choices=("ok", "inactive"),
+        default="ok",
+        help="HMDS farm at start: ok (2106) or inactive (2107, woken by the first request)",
+    )
+    p.add_argument(
+        "--daily-reset",
+        choices=("north_america", "europe", "asia"),
+        default=None,
+        help="play this region's daily reset windows on the time-scaled clock (default: none)",
+    )
+    p.add_argument(
+        "--reset-outage-s", type=float, default=180.0, help="link down per reset (IB seconds)"
+    )
+    p.add_argument(
+        "--reset-data",
+        choices=("lost", "maintained"),
+        default="lost",
+        help="a scheduled reset ends with 1101 (lost) or 1102 (maintained)",
+    )
     p.add_argument(
         "--soft-delay-ms",
         type=float,
@@ -94,6 +119,12 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         time_scale=args.time_scale,
         latency_ms=args.latency_ms,
         per_bar_us=args.per_bar_us,
+        slow_fraction=args.slow_fraction,
+        slow_ms=args.slow_ms,
+        hmds_at_connect=args.hmds_at_connect,
+        daily_reset=args.daily_reset,
+        reset_outage_s=args.reset_outage_s,
+        reset_data_lost=args.reset_data == "lost",
         soft_delay_ms=args.soft_delay_ms,
         seed=args.seed,
         bar_tz=args.bar_tz,

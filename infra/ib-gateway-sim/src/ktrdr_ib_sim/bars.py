@@ -195,7 +195,8 @@ def empty_grouped() -> Grouped:
     return Grouped(empty, empty, empty, empty, base)
 
 
-def _concat(parts: list[Grouped]) -> Grouped:
+def concat(parts: list[Grouped]) -> Grouped:
+    """Return the bars of every part, in order."""
     if not parts:
         return empty_grouped()
     base_fields = BaseBars.__dataclass_fields__
@@ -215,7 +216,7 @@ def daily_bars(
 ) -> Grouped:
     """Return daily bars for sessions opening in ``[lo_s, hi_s)`` and not before the data start."""
     years = range(max(_year_of(lo_s), 2000), min(_year_of(hi_s), 2059) + 1)
-    days = _concat([_daily_of_year(instrument, seed, use_rth, y) for y in years])
+    days = concat([_daily_of_year(instrument, seed, use_rth, y) for y in years])
     return days.take((days.stamp >= max(lo_s, data_start_s)) & (days.stamp < hi_s))
 
 

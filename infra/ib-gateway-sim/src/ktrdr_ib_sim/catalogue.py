@@ -99,6 +99,10 @@ class Instrument:
         return self.head_dates.get(what_to_show, min(self.head_dates.values()))
 
 
+_US_STOCK_EXCHANGES = ("SMART", "AMEX", "NYSE", "CBOE", "PHLX", "ISE", "CHX", "ARCA", "NASDAQ",
+                       "BATS", "IEX")  # fmt: skip
+
+
 def _stock(con_id: int, symbol: str, primary: str, nasdaq: bool, **model: object) -> Instrument:
     """Build a US stock; ``model`` holds descriptive fields and price-model parameters."""
     heads = {"TRADES": dt.date(2000, 1, 3)} | {w: dt.date(2004, 1, 2) for w in QUOTES_ONLY}
@@ -115,7 +119,7 @@ def _stock(con_id: int, symbol: str, primary: str, nasdaq: bool, **model: object
         time_zone_id="US/Eastern",
         market=MarketKind.US_EQUITY,
         ticks_per_unit=100,
-        valid_exchanges=f"SMART,AMEX,NYSE,CBOE,PHLX,ISE,CHX,ARCA,NASDAQ,BATS,IEX,{primary}",
+        valid_exchanges=",".join(dict.fromkeys([*_US_STOCK_EXCHANGES, primary])),
         order_types=_STOCK_ORDER_TYPES,
         head_dates=heads,
         **model,  # type: ignore[arg-type]

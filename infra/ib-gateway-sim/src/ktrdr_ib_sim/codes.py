@@ -47,6 +47,26 @@ def no_data(symbol: str, exchange: str, what_to_show: str) -> IBError:
     return hmds(f"HMDS query returned no data: {symbol}@{exchange} {label}")
 
 
+#: IB's internal name of the exchange that serves a contract's history, where it differs.
+_HMDS_EXCHANGES = {"IDEALPRO": "FXSUBPIP"}
+#: How HMDS names a whatToShow in "No historical market data for ..." (TRADES is "Last").
+_HMDS_TICK_TYPES = {"TRADES": "Last", "MIDPOINT": "Midpoint", "BID": "Bid", "ASK": "Ask",
+                    "BID_ASK": "BidAsk"}  # fmt: skip
+
+
+def no_market_data(
+    symbol: str, sec_type: str, exchange: str, what_to_show: str, bar_label: str
+) -> IBError:
+    """Return the 162 for a whatToShow a contract has no history of (forex TRADES).
+
+    Real text: ``No historical market data for EUR/CASH@FXSUBPIP Last 1d`` (daily bars) and
+    ``... CHF/CASH@FXSUBPIP Last 300`` (5-minute bars: the bar in seconds).
+    """
+    where = _HMDS_EXCHANGES.get(exchange, exchange)
+    tick = _HMDS_TICK_TYPES.get(what_to_show, what_to_show)
+    return hmds(f"No historical market data for {symbol}/{sec_type}@{where} {tick} {bar_label}")
+
+
 PACING_VIOLATION = hmds("Historical data request pacing violation")
 TIME_LENGTH_EXCEEDED = hmds("Time length exceed max.")
 NO_HEAD_TIMESTAMP = hmds("No head time stamp")
@@ -87,10 +107,33 @@ def unknown_query(req_id: int) -> IBError:
     return IBError(366, f"No historical data query found for ticker id:{req_id}")
 
 
-MARKET_FARM_OK = IBError(2104, "Market data farm connection is OK:usfarm")
-HMDS_FARM_OK = IBError(2106, "HMDS data farm connection is OK:ushmds")
-HMDS_FARM_BROKEN = IBError(2105, "HMDS data farm connection is broken:ushmds")
-HMDS_FARM_INACTIVE = IBError(
-    2107, "HMDS data farm connection is inactive but should be available upon demand.ushmds"
+#: Farm notices: (farm, state) -> the notice a real gateway sends. Farm names are those of a US
+#: paper login (usfarm, ushmds, secdefnj), as printed in ib_insync/ib_async connect logs.
+FARM_NOTICES: dict[tuple[str, str], IBError] = {
+    ("market", "ok"): IBError(2104, "Market data farm connection is OK:usfarm"),
+    ("market", "down"): IBError(2103, "Market data farm connection is broken:usfarm"),
+    ("market", "inactive"): IBError(
+        2108, "Market data farm connection is inactive but should be available upon demand.usfarm"
+    ),
+    ("hmds", "ok"): IBError(2106, "HMDS data farm connection is OK:ushmds"),
+    ("hmds", "down"): IBError(2105, "HMDS data farm connection is broken:ushmds"),
+    ("hmds", "inactive"): IBError(
+        2107, "HMDS data farm connection is inactive but should be available upon demand.ushmds"
+    ),
+    ("secdef", "ok"): IBError(2158, "Sec-def data farm connection is OK:secdefnj"),
+    ("secdef", "down"): IBError(2157, "Sec-def data farm connection is broken:secdefnj"),
+}
+MARKET_FARM_OK = FARM_NOTICES["market", "ok"]
+HMDS_FARM_OK = FARM_NOTICES["hmds", "ok"]
+HMDS_FARM_BROKEN = FARM_NOTICES["hmds", "down"]
+HMDS_FARM_INACTIVE = FARM_NOTICES["hmds", "inactive"]
+SECDEF_FARM_OK = FARM_NOTICES["secdef", "ok"]
+
+# Connectivity between the gateway and IB's servers, with the socket to the client still up.
+LINK_LOST = IBError(1100, "Connectivity between IB and Trader Workstation has been lost.")
+LINK_RESTORED_DATA_LOST = IBError(
+    1101, "Connectivity between IB and TWS has been restored- data lost."
 )
-SECDEF_FARM_OK = IBError(2158, "Sec-def data farm connection is OK:secdefnj")
+LINK_RESTORED_DATA_MAINTAINED = IBError(
+    1102, "Connectivity between IB and TWS has been restored- data maintained."
+)

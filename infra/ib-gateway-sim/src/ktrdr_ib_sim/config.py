@@ -6,9 +6,10 @@ import datetime as dt
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
-#: The highest server version the simulator speaks; ib_async 2.1.0 asks for at most 178.
+#: The one server version the simulator speaks (every layout is v178's); ib_async 2.1.0 asks
+#: for 157..178. A client whose range does not include 178 is refused at the handshake.
 SERVER_VERSION = 178
-#: The lowest client version the simulator accepts (ib_async's ``MinClientVersion``).
+#: ib_async's ``MinClientVersion``: the lower end of the range the raw test client offers.
 MIN_CLIENT_VERSION = 157
 
 
@@ -22,8 +23,12 @@ class SimulatorConfig:
         control_port: HTTP control port on ``host``; ``None`` runs without one, 0 picks a free one.
         time_scale: Factor applied to every IB window and delay (pacing windows, soft delay,
             latency, keepUpToDate period). 0.01 turns IB's 10-minute window into 6 seconds.
-        latency_ms: Fixed answer delay of every historical and head-timestamp request (IB time).
+        latency_ms: Base answer delay of every historical and head-timestamp request (IB time).
+            With ``per_bar_us`` and the slow answers it is the latency model (README, "Answer
+            time"); on by default, so a client's timeouts and retries meet realistic waits.
         per_bar_us: Additional answer delay per bar returned (IB time).
+        slow_fraction: Share of historical requests drawn (seeded, deterministic) to be slow.
+        slow_ms: Extra delay of a slow answer (IB time).
         soft_delay_ms: Delay added, instead of an error, when a request for bars of 1 min or
             more would have broken a pacing rule (IB's "soft" throttling).
         seed: Seed of the deterministic price model; the same seed always gives the same bars.
@@ -38,6 +43,14 @@ class SimulatorConfig:
             does, instead of an empty ``historicalData`` message.
         now_utc: Freeze the data clock at this instant (tz-aware); ``None`` follows the wall
             clock. Bars exist only up to "now".
+        hmds_at_connect: State of the HMDS farm at start: ``"ok"`` (2106 at connect) or
+            ``"inactive"`` (2107; the first historical request wakes it: 2106, then the answer
+            after ``farm_activation_ms``).
+        farm_activation_ms: Extra delay of the request that wakes an inactive HMDS farm (IB time).
+        daily_reset: Region whose daily reset windows the simulator plays on its time-scaled
+            clock (``north_america``, ``europe``, ``asia``); ``None``: no scheduled resets.
+        reset_outage_s: How long the link stays lost in each scheduled reset (IB seconds).
+        reset_data_lost: Whether a scheduled reset ends with 1101 (data lost) or 1102.
         ledger_size: Per-request records kept (oldest dropped first); counters are never dropped.
         max_frame_bytes: Largest incoming message accepted before the connection is closed.
     """
@@ -46,8 +59,10 @@ class SimulatorConfig:
     port: int = 4002
     control_port: int | None = None
     time_scale: float = 1.0
-    latency_ms: float = 0.0
-    per_bar_us: float = 0.0
+    latency_ms: float = 300.0
+    per_bar_us: float = 1500.0
+    slow_fraction: float = 0.02
+    slow_ms: float = 30_000.0
     soft_delay_ms: float = 1000.0
     seed: int = 0
     bar_tz: str = "instrument"
@@ -58,6 +73,11 @@ class SimulatorConfig:
     max_bars: int = 200_000
     empty_as_error: bool = True
     now_utc: dt.datetime | None = None
+    hmds_at_connect: str = "ok"
+    farm_activation_ms: float = 1500.0
+    daily_reset: str | None = None
+    reset_outage_s: float = 180.0
+    reset_data_lost: bool = True
     ledger_size: int = 100_000
     max_frame_bytes: int = 0xFFFFFF
 
@@ -71,7 +91,18 @@ class SimulatorConfig:
         _check_zone("login_tz", self.login_tz)
         if self.bar_tz not in ("instrument", "utc"):
             _check_zone("bar_tz", self.bar_tz)
-        for name in ("latency_ms", "per_bar_us", "soft_delay_ms"):
+        if self.hmds_at_connect not in ("ok", "inactive"):
+            raise ValueError(
+                f"hmds_at_connect must be 'ok' or 'inactive', got {self.hmds_at_connect!r}"
+            )
+        if not 0.0 <= self.slow_fraction <= 1.0:
+            raise ValueError(f"slow_fraction must be in [0, 1], got {self.slow_fraction}")
+        if self.daily_reset is not None:
+            from ktrdr_ib_sim.resets import next_reset_s
+
+            next_reset_s(self.daily_reset, 0.0)  # raises on an unknown region
+        for name in ("latency_ms", "per_bar_us", "soft_delay_ms", "slow_ms",
+                     "farm_activation_ms", "reset_outage_s"):  # fmt: skip
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 

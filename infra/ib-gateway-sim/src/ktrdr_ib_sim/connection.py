@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 from ktrdr_ib_sim import codes, historical
 from ktrdr_ib_sim.codes import IBError
-from ktrdr_ib_sim.config import MIN_CLIENT_VERSION, SERVER_VERSION
+from ktrdr_ib_sim.config import SERVER_VERSION
 from ktrdr_ib_sim.requests import OpenRequest
 from ktrdr_ib_sim.wire import (
     FieldError,
@@ -139,9 +139,14 @@ class ClientConnection:
     async def _handshake(self) -> bool:
         await read_greeting(self._reader)
         hello = parse_hello(await read_frame(self._reader, self.sim.config.max_frame_bytes))
-        if hello.max_version < MIN_CLIENT_VERSION:
-            logger.warning("refusing %s: client version %d < %d", self.peer,
-                           hello.max_version, MIN_CLIENT_VERSION)  # fmt: skip
+        # Every message layout here is server version 178's, so a client that cannot speak
+        # exactly 178 (an older maximum, or a newer minimum) is refused rather than sent layouts
+        # it would misread (a v163 client crashes decoding v178 contract details).
+        if not hello.min_version <= SERVER_VERSION <= hello.max_version:
+            self.sim.ledger.totals.refused_versions += 1
+            logger.warning("refusing %s: it offers API versions %d..%d; this simulator speaks only "
+                           "%d", self.peer, hello.min_version, hello.max_version,
+                           SERVER_VERSION)  # fmt: skip
             return False
         zone = ZoneInfo("America/New_York")
         stamp = dt.datetime.fromtimestamp(self.sim.now_s(), zone).strftime("%Y%m%d %H:%M:%S %Z")
@@ -180,8 +185,7 @@ class ClientConnection:
         cfg = self.sim.config
         self.send([15, 1, ",".join(cfg.accounts)])
         self.send([9, 1, cfg.next_valid_id])
-        hmds = codes.HMDS_FARM_BROKEN if self.sim.farm_down else codes.HMDS_FARM_OK
-        for notice in (codes.MARKET_FARM_OK, hmds, codes.SECDEF_FARM_OK):
+        for notice in self.sim.ops.connect_notices():
             self.send_error(-1, notice)
 
     def account_updates(self, msg: Fields) -> None:

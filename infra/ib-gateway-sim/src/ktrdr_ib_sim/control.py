@@ -9,7 +9,12 @@ Routes::
     POST /faults/drop                 close every client connection now
     POST /faults/restart?down_s=N     go away for N seconds (answers at once, 202)
     POST /faults/farm?state=down|up   HMDS farm down (2105, 162 no data) or back up (2106)
+    POST /faults/farm?farm=F&state=S[&requests=no_data|hold]
+                                      farm market|hmds|secdef to ok|up|down|inactive
+    POST /faults/link?state=lost      1100 to every client, answers held, sockets stay up
+    POST /faults/link?state=restored&data=lost|maintained    1101 or 1102
     POST /faults/stall?n=N            hold the next N historical requests unanswered
+    POST /faults/slow?n=N&s=S         the next N historical answers S real seconds slower
 
 Only what the simulator needs: one request per connection, no body parsing, no keep-alive.
 """
@@ -78,11 +83,37 @@ async def _restart(sim: IBGatewaySimulator, query: dict[str, str]) -> Reply:
 
 
 async def _farm(sim: IBGatewaySimulator, query: dict[str, str]) -> Reply:
+    farm, state = query.get("farm", "hmds"), query.get("state", "")
+    if state not in ("down", "up", "ok", "inactive"):
+        raise BadRequest(f"state must be 'down', 'up' or 'inactive', got {state!r}")
+    try:
+        changed = sim.set_farm(farm, "ok" if state == "up" else state, query.get("requests"))
+    except ValueError as e:
+        raise BadRequest(str(e)) from e
+    return HTTPStatus.OK, {"farm": farm, "state": state, "changed": changed,
+                           "farms": sim.ops.farms, "requests": sim.ops.hmds_outage}  # fmt: skip
+
+
+async def _link(sim: IBGatewaySimulator, query: dict[str, str]) -> Reply:
     state = query.get("state", "")
-    if state not in ("down", "up"):
-        raise BadRequest(f"state must be 'down' or 'up', got {state!r}")
-    sim.set_farm_down(state == "down")
-    return HTTPStatus.OK, {"farm": state}
+    if state == "lost":
+        return HTTPStatus.OK, {"link": "lost", "changed": sim.lose_link()}
+    if state != "restored":
+        raise BadRequest(f"state must be 'lost' or 'restored', got {state!r}")
+    data = query.get("data", "")
+    if data not in ("lost", "maintained"):
+        raise BadRequest(f"data must be 'lost' or 'maintained', got {data!r}")
+    changed = sim.restore_link(data_lost=data == "lost")
+    return HTTPStatus.OK, {"link": "restored", "data": data, "changed": changed}
+
+
+async def _slow(sim: IBGatewaySimulator, query: dict[str, str]) -> Reply:
+    count = _number(query, "n", int) if "n" in query else 1
+    seconds = _number(query, "s", float)
+    if count < 0 or seconds < 0:
+        raise BadRequest(f"n and s must be >= 0, got n={count} s={seconds}")
+    sim.slow_next(count, seconds)
+    return HTTPStatus.OK, {"slow_armed": sim.counters()["slow_armed"]}
 
 
 async def _stall(sim: IBGatewaySimulator, query: dict[str, str]) -> Reply:
@@ -102,6 +133,8 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("POST", "/faults/restart"): _restart,
     ("POST", "/faults/farm"): _farm,
     ("POST", "/faults/stall"): _stall,
+    ("POST", "/faults/link"): _link,
+    ("POST", "/faults/slow"): _slow,
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -72,6 +73,7 @@ class BarPlan:
     seed: int
     style: DateStyle
     empty_as_error: bool
+    forming: bool = False  # an open end time: the bar still forming is sent too
 
     def cut(self, window: tuple[int, int] | None = None, now_s: int | None = None) -> Bars:
         """Return the bars of this plan's window (or another window, at another "now")."""
@@ -79,6 +81,7 @@ class BarPlan:
             self.instrument, self.bar, self.what_to_show, self.use_rth, window or self.window,
             seed=self.seed, now_s=now_s or self.now_s,
             data_start_s=_NEVER if self.data_start_s is None else self.data_start_s,
+            forming=self.forming and window is None,
         )  # fmt: skip
 
     def render(self) -> tuple[bytes, int]:
@@ -152,7 +155,8 @@ def _plan(
     style = DateStyle(inst, req.format_date, sim.config.bar_tz)
     cfg = sim.config
     return BarPlan(req.req_id, inst, params.bar, req.what_to_show, req.use_rth, (start, end),
-                   data_start, now, cfg.seed, style, cfg.empty_as_error)  # fmt: skip
+                   data_start, now, cfg.seed, style, cfg.empty_as_error,
+                   forming=end >= now)  # fmt: skip
 
 
 def _pace(sim: IBGatewaySimulator, inst: Instrument, req: HistoricalRequest, bar: BarSize) -> float:
@@ -190,13 +194,18 @@ def begin_historical(conn: ClientConnection, msg: Fields) -> None:
         )  # fmt: skip
         plan = _plan(sim, inst, req, params)
         soft_delay_s = _pace(sim, inst, req, params.bar)
-        if sim.farm_down:
+        if req.what_to_show not in inst.what_to_show:  # forex TRADES
+            raise codes.no_market_data(inst.symbol, inst.sec_type, inst.exchange,
+                                       req.what_to_show, params.bar.hmds_label)  # fmt: skip
+        if sim.ops.refuse_while_hmds_down():
             raise codes.no_data(inst.local_symbol, inst.exchange, req.what_to_show)
     except IBError as e:
         _reject(conn, record, req.req_id, e)
         return
     if params.end.implied_zone:
         conn.send_error(req.req_id, codes.IMPLIED_TIME_ZONE)
+    record.link_epoch = sim.ops.data_epoch
+    soft_delay_s += sim.ops.activate_hmds()
     record.stalled = sim.take_stall()
     if record.stalled:
         record.outcome = "stalled"
@@ -217,16 +226,20 @@ async def _answer_historical(
             await asyncio.Event().wait()  # held until the client cancels or disconnects
         message, count = await asyncio.to_thread(plan.render)
         cfg = sim.config
+        slow_ib_s, slow_real_s = sim.ops.extra_delay(record)
         ib_delay_s = cfg.latency_ms / 1e3 + cfg.per_bar_us * count / 1e6 + soft_delay_s
-        record.delay_s = cfg.scaled_s(ib_delay_s)
+        record.delay_s = cfg.scaled_s(ib_delay_s + slow_ib_s) + slow_real_s
         await asyncio.sleep(record.delay_s)
+        if not await sim.ops.admit(record, "hmds"):
+            return  # the link came back with its data lost: this request is gone
         conn.send_bytes(message)
         sim.ledger.answer(record, count)
         await conn.drain()
         if keep_up_to_date:
-            await _stream_updates(conn, plan)
+            await _stream_updates(conn, plan, record)
     except IBError as e:
-        _reject(conn, record, plan.req_id, e)
+        if await sim.ops.admit(record, "hmds"):
+            _reject(conn, record, plan.req_id, e)
     finally:
         conn.finish(plan.req_id, open_request)
 
@@ -237,10 +250,19 @@ def _update_window(plan: BarPlan, now: int) -> tuple[int, int]:
     return now - max(4 * plan.bar.seconds, 120 if plan.bar.is_small else 3600), now + 1
 
 
-async def _stream_updates(conn: ClientConnection, plan: BarPlan) -> None:
-    """Send the latest completed bar every ~5 s (scaled) until the request is cancelled."""
+async def _stream_updates(conn: ClientConnection, plan: BarPlan, record: RequestRecord) -> None:
+    """Send the latest completed bar every ~5 s (scaled) until the request is cancelled.
+
+    Nothing is sent while the link is lost; a subscription ends silently when the link comes
+    back with its data lost (1101), as IB's live subscriptions do.
+    """
+    ops = conn.sim.ops
     while True:
         await asyncio.sleep(conn.sim.config.scaled_s(LIVE_UPDATE_PERIOD_S))
+        if record.link_epoch != ops.data_epoch:
+            return
+        if ops.link_lost:
+            continue
         now = conn.sim.now_s()
         bars = await asyncio.to_thread(plan.cut, _update_window(plan, now), now)
         if len(bars):
@@ -259,6 +281,8 @@ def cancel_historical(conn: ClientConnection, msg: Fields) -> None:
     if open_request.task is not None:
         open_request.task.cancel()
     conn.sim.ledger.close(open_request.record, "cancelled")
+    conn.sim.ledger.totals.cancels += 1
+    open_request.record.cancelled_at = time.time()
     conn.send_error(req_id, codes.cancelled(req_id))
 
 
@@ -278,7 +302,7 @@ def begin_head_timestamp(conn: ClientConnection, msg: Fields) -> None:
         if broken is not None:
             sim.ledger.pacing_violation(broken.name)
             raise codes.PACING_VIOLATION
-        if sim.farm_down:
+        if sim.ops.refuse_while_hmds_down():
             raise codes.no_data(inst.local_symbol, inst.exchange, req.what_to_show)
         head = head_timestamp_s(inst, req.what_to_show, req.use_rth)
         if head is None:
@@ -286,18 +310,22 @@ def begin_head_timestamp(conn: ClientConnection, msg: Fields) -> None:
     except IBError as e:
         _reject(conn, record, req.req_id, e)
         return
+    record.link_epoch = sim.ops.data_epoch
+    delay_s = sim.config.latency_ms / 1e3 + sim.ops.activate_hmds()
     open_request = OpenRequest("head_timestamp", record)
     conn.open_requests[req.req_id] = open_request
     text = head_timestamp_text(head, req.format_date)
-    open_request.task = conn.spawn(_answer_head_timestamp(conn, record, req.req_id, text))
+    open_request.task = conn.spawn(_answer_head_timestamp(conn, record, req.req_id, text, delay_s))
 
 
 async def _answer_head_timestamp(
-    conn: ClientConnection, record: RequestRecord, req_id: int, text: str
+    conn: ClientConnection, record: RequestRecord, req_id: int, text: str, delay_s: float
 ) -> None:
-    await asyncio.sleep(conn.sim.config.scaled_s(conn.sim.config.latency_ms / 1e3))
-    conn.send([88, req_id, text])
-    conn.sim.ledger.answer(record)
+    record.delay_s = conn.sim.config.scaled_s(delay_s)
+    await asyncio.sleep(record.delay_s)
+    if await conn.sim.ops.admit(record, "hmds"):
+        conn.send([88, req_id, text])
+        conn.sim.ledger.answer(record)
 
 
 def cancel_head_timestamp(conn: ClientConnection, msg: Fields) -> None:
@@ -320,7 +348,24 @@ def serve_contract_details(conn: ClientConnection, msg: Fields) -> None:
         sec_type=req.contract.sec_type, exchange=req.contract.exchange,
         con_id=req.contract.con_id,
     )  # fmt: skip
-    today = _today(sim)
+    record.link_epoch = sim.ops.data_epoch
+    if sim.ops.link_lost or sim.ops.farms["secdef"] == "down":
+        conn.spawn(_answer_contract_details_later(conn, record, req))  # held until both are up
+        return
+    _answer_contract_details(conn, record, req)
+
+
+async def _answer_contract_details_later(
+    conn: ClientConnection, record: RequestRecord, req: ContractDetailsRequest
+) -> None:
+    if await conn.sim.ops.admit(record, "secdef"):
+        _answer_contract_details(conn, record, req)
+
+
+def _answer_contract_details(
+    conn: ClientConnection, record: RequestRecord, req: ContractDetailsRequest
+) -> None:
+    sim, today = conn.sim, _today(conn.sim)
     matched = find(sim.catalogue, req.contract, today)
     if not matched:
         _reject(conn, record, req.req_id, codes.NO_SECURITY_DEFINITION)

@@ -17,8 +17,10 @@ from typing import Any
 class RequestRecord:
     """One data request and how it was answered.
 
-    ``outcome`` moves from ``pending`` to ``ok``, ``error``, ``cancelled`` or ``dropped``
-    (the connection closed first); ``stalled`` marks a request held by the stall fault.
+    ``outcome`` moves from ``pending`` to ``ok``, ``error``, ``cancelled``, ``dropped`` (the
+    connection closed first) or ``lost`` (in flight when the link came back with its data lost:
+    never answered); ``stalled`` marks a request held by the stall fault, ``held`` one that
+    waited for the link or a farm. ``link_epoch`` is the link generation it was accepted in.
     Times are wall-clock epoch seconds.
     """
 
@@ -45,6 +47,9 @@ class RequestRecord:
     answered_at: float | None = None
     stalled: bool = False
     delay_s: float = 0.0  # modelled answer delay applied (latency, per-bar cost, soft delay)
+    held: bool = False
+    link_epoch: int = 0
+    cancelled_at: float | None = None
 
 
 @dataclass
@@ -64,6 +69,16 @@ class _Totals:
     restarts: int = 0
     farm_changes: int = 0
     stalled_requests: int = 0
+    link_losses: int = 0
+    link_restores_data_lost: int = 0
+    link_restores_data_maintained: int = 0
+    requests_held: int = 0
+    requests_lost: int = 0
+    farm_activations: int = 0
+    slow_answers: int = 0
+    cancels: int = 0
+    daily_resets: int = 0
+    refused_versions: int = 0
 
 
 class RequestLedger:
@@ -139,6 +154,16 @@ class RequestLedger:
             "restarts": t.restarts,
             "farm_changes": t.farm_changes,
             "stalled_requests": t.stalled_requests,
+            "link_losses": t.link_losses,
+            "link_restores_data_lost": t.link_restores_data_lost,
+            "link_restores_data_maintained": t.link_restores_data_maintained,
+            "requests_held": t.requests_held,
+            "requests_lost": t.requests_lost,
+            "farm_activations": t.farm_activations,
+            "slow_answers": t.slow_answers,
+            "cancels": t.cancels,
+            "daily_resets": t.daily_resets,
+            "refused_versions": t.refused_versions,
         }
 
 

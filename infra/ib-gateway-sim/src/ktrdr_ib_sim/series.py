@@ -11,6 +11,8 @@ import pandas as pd
 
 from ktrdr_ib_sim.bars import (
     Grouped,
+    aggregate,
+    concat,
     empty_grouped,
     head_timestamp_s,
     intraday_bars,
@@ -134,6 +136,7 @@ def generate_bars(
     seed: int,
     now_s: int,
     data_start_s: int | None = None,
+    forming: bool = False,
 ) -> Bars:
     """Return the bars starting in ``window`` (epoch seconds, end exclusive) that exist by now.
 
@@ -146,6 +149,8 @@ def generate_bars(
         seed: Price-model seed.
         now_s: Bars that end after this instant do not exist yet.
         data_start_s: No bars start before this; defaults to the contract's head timestamp.
+        forming: Also return the bar still forming at ``now_s`` (its start in ``window``), with
+            the values of its complete seconds so far, as IB does for an open end time.
 
     A dated contract has no bars after its last session: "now" stops at its close.
     """
@@ -164,7 +169,41 @@ def generate_bars(
         grouped = intraday_bars(path, sessions, bar, lo, max(lo, hi))
     else:
         grouped = period_bars(instrument, seed, use_rth, bar, (start_s, end_s), data_start_s)
-    return to_bars(grouped.take(grouped.end <= now_s), instrument, bar, what_to_show)
+    complete = grouped.take(grouped.end <= now_s)
+    if forming and data_start_s is not None and (stop_s is None or now_s < stop_s):
+        complete = concat([complete, _forming_bar(instrument, bar, use_rth, window, seed, now_s,
+                                                   data_start_s)])  # fmt: skip
+    return to_bars(complete, instrument, bar, what_to_show)
+
+
+def _forming_bar(
+    instrument: Instrument, bar: BarSize, use_rth: bool, window: tuple[int, int], seed: int,
+    now_s: int, data_start_s: int,
+) -> Grouped:  # fmt: skip
+    """Return the bar that contains ``now_s`` (if it starts in ``window``), cut short at now.
+
+    Its values aggregate the complete minutes and then the complete seconds since it opened,
+    so they are exactly what the finished bar will have been up to now.
+    """
+    start_s, end_s = window
+    lo = max(start_s, data_start_s)
+    path, sessions = PricePath(instrument, seed), sessions_for(instrument, use_rth)
+    if bar.is_intraday:
+        full = intraday_bars(path, sessions, bar, lo, max(lo, min(end_s, now_s)))
+    else:
+        full = period_bars(instrument, seed, use_rth, bar, (start_s, end_s), data_start_s)
+    current = full.take((full.stamp < now_s) & (full.end > now_s))
+    if len(current) != 1:
+        return empty_grouped()
+    opened, minute = int(current.stamp[0]), now_s // 60 * 60
+    minutes = intraday_bars(path, sessions, BAR_SIZES["1 min"], opened, max(opened, minute))
+    seconds = intraday_bars(path, sessions, BAR_SIZES["1 secs"], max(opened, minute), now_s)
+    so_far = concat([minutes, seconds])
+    if len(so_far) == 0:
+        return empty_grouped()
+    first = np.zeros(1, dtype=np.int64)
+    return Grouped(current.stamp, current.end, current.day, current.offset,
+                   aggregate(so_far.base, first))  # fmt: skip
 
 
 def find_instrument(symbol: str, sec_type: str, today: dt.date) -> Instrument:

@@ -17,13 +17,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ktrdr_ib_sim import codes
 from ktrdr_ib_sim.bars import sessions_for
 from ktrdr_ib_sim.catalogue import Instrument, build_catalogue
+from ktrdr_ib_sim.codes import IBError
 from ktrdr_ib_sim.config import SimulatorConfig
 from ktrdr_ib_sim.connection import ClientConnection
 from ktrdr_ib_sim.ledger import RequestLedger
+from ktrdr_ib_sim.operations import Operations
 from ktrdr_ib_sim.pacing import PacingLedger
+from ktrdr_ib_sim.resets import next_reset_s
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +39,7 @@ class IBGatewaySimulator:
         self.pacing = PacingLedger(time.monotonic, self.config.time_scale)
         self.soft_pacing = PacingLedger(time.monotonic, self.config.time_scale)
         self.catalogue: tuple[Instrument, ...] = build_catalogue(self._now().date())
-        self.farm_down = False
+        self.ops = Operations(self)
         self._stalls_armed = 0
         self._server: asyncio.Server | None = None
         self._connections: set[ClientConnection] = set()
@@ -46,7 +48,9 @@ class IBGatewaySimulator:
         self._port = self.config.port
         self._control: Any = None
         self._restarting: asyncio.Task[None] | None = None
+        self._resets: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
+        self._clock_origin = (time.monotonic(), time.time())
 
     # -- clock -----------------------------------------------------------------------------
 
@@ -58,6 +62,16 @@ class IBGatewaySimulator:
         if self.config.now_utc is not None:
             return int(self.config.now_utc.timestamp())
         return int(time.time())
+
+    def ib_clock_s(self) -> float:
+        """Return the time-scaled clock of scheduled events (the daily reset).
+
+        It starts at the data clock's "now" when the simulator starts and runs
+        ``1 / time_scale`` times faster than the wall clock.
+        """
+        mono0, wall0 = self._clock_origin
+        start = self.config.now_utc.timestamp() if self.config.now_utc is not None else wall0
+        return start + (time.monotonic() - mono0) / self.config.time_scale
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -80,6 +94,11 @@ class IBGatewaySimulator:
         """Load the calendars, then listen on the TWS port (and the control port if set)."""
         await asyncio.to_thread(self._warm_calendars)
         await self._listen()
+        self._clock_origin = (time.monotonic(), time.time())
+        if self.config.daily_reset is not None:
+            self._resets = asyncio.get_running_loop().create_task(
+                self._play_daily_resets(self.config.daily_reset)
+            )
         if self.config.control_port is not None:
             from ktrdr_ib_sim.control import ControlServer
 
@@ -100,8 +119,9 @@ class IBGatewaySimulator:
 
     async def stop(self) -> None:
         """Close every connection and stop listening."""
-        if self._restarting is not None:
-            self._restarting.cancel()
+        for task in (self._restarting, self._resets):
+            if task is not None:
+                task.cancel()
         await self._stop_listening()
         self._drop_connections()
         await self._wait_for_handlers()
@@ -199,17 +219,55 @@ class IBGatewaySimulator:
         self._restarting = asyncio.get_running_loop().create_task(self.restart(down_s))
         return self._restarting
 
-    def set_farm_down(self, down: bool) -> None:
-        """Take the HMDS farm down (2105; historical requests get 162 no data) or up (2106)."""
-        if down == self.farm_down:
-            return
-        self.farm_down = down
-        self.ledger.totals.farm_changes += 1
-        notice = codes.HMDS_FARM_BROKEN if down else codes.HMDS_FARM_OK
+    def broadcast(self, notice: IBError) -> None:
+        """Send a notice (reqId -1) to every client past startApi."""
         for conn in list(self._connections):
             if conn.client_id >= 0:
                 conn.send_error(-1, notice)
-        logger.info("fault: HMDS farm %s", "down" if down else "up")
+
+    @property
+    def farm_down(self) -> bool:
+        """Return whether the HMDS farm is down."""
+        return self.ops.farms["hmds"] == "down"
+
+    def set_farm_down(self, down: bool) -> None:
+        """Take the HMDS farm down (2105; historical requests get 162 no data) or up (2106)."""
+        self.set_farm("hmds", "down" if down else "ok")
+
+    def set_farm(self, farm: str, state: str, requests: str | None = None) -> bool:
+        """Put a farm (market, hmds, secdef) in a state (ok, down, inactive) and tell clients.
+
+        ``requests`` chooses what an HMDS outage does to history and head-timestamp requests:
+        ``no_data`` (162, as today) or ``hold`` (answered once the farm is back). Returns
+        False when the farm was already in that state.
+
+        Raises:
+            ValueError: An unknown farm, state or mode.
+        """
+        return self.ops.set_farm(farm, state, requests)
+
+    def lose_link(self) -> bool:
+        """Lose the link to IB with sockets up: 1100 to all, answers held; False if already lost."""
+        return self.ops.lose_link()
+
+    def restore_link(self, data_lost: bool) -> bool:
+        """Restore the link: 1101 (in-flight requests dropped forever) or 1102 (answered)."""
+        return self.ops.restore_link(data_lost)
+
+    def slow_next(self, count: int = 1, seconds: float = 10.0) -> None:
+        """Delay the next ``count`` historical answers by ``seconds`` more real seconds."""
+        self.ops.slow_next(count, seconds)
+
+    async def _play_daily_resets(self, region: str) -> None:
+        """Lose and restore the link at each of the region's reset times (time-scaled clock)."""
+        cfg = self.config
+        while True:
+            at = next_reset_s(region, self.ib_clock_s())
+            await asyncio.sleep(cfg.scaled_s(max(0.0, at - self.ib_clock_s())))
+            self.ledger.totals.daily_resets += 1
+            self.lose_link()
+            await asyncio.sleep(cfg.scaled_s(cfg.reset_outage_s))
+            self.restore_link(data_lost=cfg.reset_data_lost)
 
     def stall_next_historical(self, count: int = 1) -> None:
         """Hold the next ``count`` accepted historical requests unanswered until cancelled."""
@@ -237,6 +295,7 @@ class IBGatewaySimulator:
             "connections": len(self._connections),
             "client_ids": sorted(self._client_ids),
             "farm_down": self.farm_down,
+            **self.ops.state(),
             "stalls_armed": self._stalls_armed,
             "listening": self.listening,
             "pacing_window_requests": self.pacing.in_window(),

@@ -155,20 +155,26 @@ def format_hours(sessions: Sessions, zone: str, first_day: int, last_day: int) -
     """Render IB's ``tradingHours``/``liquidHours`` text for days ``first_day..last_day``.
 
     The format is ``20240105:0930-20240105:1600;20240106:CLOSED`` in the instrument's zone,
-    one entry per calendar day, keyed by session date.
+    one entry per calendar day, keyed by session date. A day without a session of its own is
+    ``CLOSED`` unless a session starts on it (Sunday 17:00 for Monday's futures session), so no
+    day is listed both closed and open.
     """
     by_date = {int(d): i for i, d in enumerate(sessions.dates)}
-    parts = []
-    for day in range(first_day, last_day + 1):
-        label = _yyyymmdd(day)
+    parts, opening_days = [], set()
+    for day in range(first_day, last_day + 2):
         i = by_date.get(day)
         if i is None:
-            parts.append(f"{label}:CLOSED")
             continue
         start = pd.Timestamp(int(sessions.opens[i]), unit="s", tz="UTC").tz_convert(zone)
         end = pd.Timestamp(int(sessions.closes[i]), unit="s", tz="UTC").tz_convert(zone)
-        parts.append(f"{start:%Y%m%d:%H%M}-{end:%Y%m%d:%H%M}")
-    return ";".join(parts)
+        opening_days.add(f"{start:%Y%m%d}")
+        if day <= last_day:
+            parts.append((day, f"{start:%Y%m%d:%H%M}-{end:%Y%m%d:%H%M}"))
+    for day in range(first_day, last_day + 1):
+        label = _yyyymmdd(day)
+        if day not in by_date and label not in opening_days:
+            parts.append((day, f"{label}:CLOSED"))
+    return ";".join(text for _, text in sorted(parts))
 
 
 def _yyyymmdd(day: int) -> str:

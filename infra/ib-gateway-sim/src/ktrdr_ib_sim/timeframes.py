@@ -29,6 +29,13 @@ class BarSize:
         return self.kind is BarKind.INTRADAY and self.seconds <= 30
 
     @property
+    def hmds_label(self) -> str:
+        """Return how HMDS names this bar size in its texts: seconds, or ``1d``/``1w``/``1m``."""
+        if self.kind is BarKind.INTRADAY:
+            return str(self.seconds)
+        return {BarKind.DAY: "1d", BarKind.WEEK: "1w", BarKind.MONTH: "1m"}[self.kind]
+
+    @property
     def is_intraday(self) -> bool:
         """Return whether bars are stamped with a time of day rather than a date."""
         return self.kind is BarKind.INTRADAY
