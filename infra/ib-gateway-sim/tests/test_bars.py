@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from ktrdr_ib_sim import Bars, build_catalogue, expected_bars, generate_bars
 from ktrdr_ib_sim.bars import open_seconds, sessions_for
 from ktrdr_ib_sim.catalogue import Instrument
+from ktrdr_ib_sim.series import find_instrument
 from ktrdr_ib_sim.timeframes import BAR_SIZES
 
 pytestmark = pytest.mark.unit
@@ -20,7 +21,7 @@ NOW = dt.datetime(2024, 7, 1, 16, 0, tzinfo=dt.UTC)
 NOW_S = int(NOW.timestamp())
 CATALOGUE = {i.local_symbol: i for i in build_catalogue(NOW.date())}
 AAPL, EURUSD, SPX = CATALOGUE["AAPL"], CATALOGUE["EUR.USD"], CATALOGUE["SPX"]
-ES = next(i for i in CATALOGUE.values() if i.symbol == "ES")
+ES = find_instrument("ES", "FUT", NOW.date())  # the front month
 PRICE_COLUMNS = ("open", "high", "low", "close")
 
 

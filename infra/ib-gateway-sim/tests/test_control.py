@@ -75,7 +75,8 @@ async def test_fault_routes(controlled, connect_ib) -> None:
      ("POST", "/faults/farm?farm=moon&state=down", 400),
      ("POST", "/faults/farm?state=down&requests=maybe", 400),
      ("POST", "/faults/link?state=gone", 400), ("POST", "/faults/link?state=restored", 400),
-     ("POST", "/faults/slow?n=1", 400), ("POST", "/faults/slow?n=-1&s=1", 400)],
+     ("POST", "/faults/slow?n=1", 400), ("POST", "/faults/slow?n=-1&s=1", 400),
+     ("POST", "/clock?now=soon", 400)],
 )  # fmt: skip
 async def test_bad_control_requests_say_what_is_wrong(controlled, method, path, status) -> None:
     _, port = controlled
@@ -104,3 +105,9 @@ async def test_link_farm_and_slow_routes(controlled, connect_ib) -> None:
     assert await call(port, "POST", "/faults/slow?n=2&s=1.5") == (200, {"slow_armed": 2})
     counters = sim.counters()
     assert (counters["link_losses"], counters["link_restores_data_lost"]) == (2, 1)
+
+
+async def test_the_clock_route_moves_the_data_clock(controlled) -> None:
+    sim, port = controlled
+    status, body = await call(port, "POST", "/clock?now=2024-09-21T12:00:00Z")
+    assert (status, body["now"], sim.now_s()) == (200, 1726920000, 1726920000)

@@ -42,6 +42,7 @@ async def test_contract_details_need_include_expired(client) -> None:
 async def test_live_futures_need_no_include_expired(client) -> None:
     [es] = await client.ib.reqContractDetailsAsync(Future("ES", exchange="CME"))
     assert es.contract.lastTradeDateOrContractMonth == "20240920"
+    # futures_listing="front" (the default) keeps no ES that expired before the start.
     assert len(await client.ib.reqContractDetailsAsync(Future("ES", includeExpired=True))) == 1
 
 

@@ -20,7 +20,7 @@ CATALOGUE = [
     Forex("EURUSD"),
     Forex("GBPUSD"),
     Forex("USDJPY"),
-    Future("ES", exchange="CME"),
+    Future("ES", "202409", exchange="CME"),  # the front month on 2024-07-01
     Index("SPX", "CBOE", "USD"),
 ]
 EASTERN = ZoneInfo("US/Eastern")
@@ -40,7 +40,7 @@ async def test_contract_details_for_the_whole_catalogue(client) -> None:
         assert details.timeZoneId in ("US/Eastern", "US/Central")
         assert ":" in details.tradingHours and ":" in details.liquidHours
         assert details.minTick > 0
-    [es] = await ib.reqContractDetailsAsync(Future("ES", exchange="CME"))
+    [es] = await ib.reqContractDetailsAsync(Future("ES", "202409", exchange="CME"))
     assert es.contract.lastTradeDateOrContractMonth == "20240920"  # front month on 2024-07-01
     assert es.contract.multiplier == "50"
 
@@ -103,7 +103,7 @@ DURATION_FOR = {"1 secs": "1800 S", "5 secs": "3600 S", "10 secs": "3600 S", "15
 
 @pytest.mark.parametrize("bar_size", [s for s in BAR_SIZES if s not in ("1W", "1M")])
 async def test_every_bar_size_returns_bars(client, bar_size: str) -> None:
-    [es] = await client.ib.qualifyContractsAsync(Future("ES", exchange="CME"))
+    [es] = await client.ib.qualifyContractsAsync(Future("ES", "202409", exchange="CME"))
     duration = DURATION_FOR.get(bar_size, "5 D")
     bars = await client.ib.reqHistoricalDataAsync(
         es, "20240628 15:00:00 US/Central", duration, bar_size, "TRADES", False, 2
@@ -180,7 +180,7 @@ async def test_a_contract_by_con_id_only(client) -> None:
 async def test_an_operator_zone_setting_renders_dates_in_that_zone(start_sim, connect_ib) -> None:
     sim = await start_sim(bar_tz="Europe/London")
     client = await connect_ib(sim.port, 1)
-    [es] = await client.ib.qualifyContractsAsync(Future("ES", exchange="CME"))
+    [es] = await client.ib.qualifyContractsAsync(Future("ES", "202409", exchange="CME"))
     bars = await client.ib.reqHistoricalDataAsync(es, "20240628-20:00:00", "3600 S", "30 mins",
                                                   "TRADES", True, 1)  # fmt: skip
     assert [b.date for b in bars] == [
@@ -190,7 +190,7 @@ async def test_an_operator_zone_setting_renders_dates_in_that_zone(start_sim, co
 
 
 async def test_hours_never_list_a_day_both_closed_and_open(client) -> None:
-    [es] = await client.ib.reqContractDetailsAsync(Future("ES", exchange="CME"))
+    [es] = await client.ib.reqContractDetailsAsync(Future("ES", "202409", exchange="CME"))
     days = [entry.split(":")[0] for entry in es.tradingHours.split(";")]
     assert len(days) == len(set(days)), es.tradingHours
     [eur] = await client.ib.reqContractDetailsAsync(Forex("EURUSD"))

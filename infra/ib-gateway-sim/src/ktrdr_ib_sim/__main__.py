@@ -57,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="HMDS farm at start: ok (2106) or inactive (2107, woken by the first request)",
     )
     p.add_argument(
+        "--futures-listing",
+        choices=("front", "live"),
+        default="front",
+        help="ES: every live quarter (live) or only the front month (front)",
+    )
+    p.add_argument(
         "--daily-reset",
         choices=("north_america", "europe", "asia"),
         default=None,
@@ -122,6 +128,7 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         slow_fraction=args.slow_fraction,
         slow_ms=args.slow_ms,
         hmds_at_connect=args.hmds_at_connect,
+        futures_listing=args.futures_listing,
         daily_reset=args.daily_reset,
         reset_outage_s=args.reset_outage_s,
         reset_data_lost=args.reset_data == "lost",

@@ -69,6 +69,11 @@ class Instrument:
     #: prices are additive (they may be zero or negative) instead of a log-normal walk.
     knots: tuple[tuple[int, float], ...] = ()
     knot_noise: float = 0.0  # standard deviation of the noise over one day, in price units
+    listed_on: dt.date | None = None  # a future is not found before it is listed
+
+    def listed(self, today: dt.date) -> bool:
+        """Return whether the contract exists yet on ``today``."""
+        return self.listed_on is None or today >= self.listed_on
 
     @property
     def zone(self) -> str:
@@ -176,8 +181,33 @@ def _third_friday(year: int, month: int) -> dt.date:
     return first_friday + dt.timedelta(days=14)
 
 
-def _es(today: dt.date) -> Instrument:
-    expiry = es_front_month(today)
+#: ES quarterlies listed at any time. CME's contract page said "Five months in the March
+#: Quarterly Cycle"; today's specification lists 21 consecutive quarters. Five keeps the
+#: catalogue small and still gives a bare "ES" several matches.
+ES_LISTED_QUARTERS = 5
+
+
+#: How ES is listed: ``live`` (every live quarter, expired ones back two years with
+#: includeExpired) or ``front`` (only the front month, and none that expired before the start:
+#: the simulator's behaviour before it listed them all).
+FUTURES_LISTINGS = ("front", "live")
+
+
+def es_expiries(today: dt.date, listing: str = "live") -> list[dt.date]:
+    """Return the quarterly ES expiries the catalogue holds for a simulator started ``today``.
+
+    ``live``: from two years before to three years after; ``front``: from the front month on.
+    """
+    first = dt.date(today.year - 2, today.month, 1) if listing == "live" else es_front_month(today)
+    last = dt.date(today.year + 3, today.month, 1)
+    return [expiry
+            for year in range(first.year, last.year + 1)
+            for month in (3, 6, 9, 12)
+            if first <= (expiry := _third_friday(year, month)) <= last]  # fmt: skip
+
+
+def _es(expiry: dt.date, listed_quarters: int) -> Instrument:
+    """Build the ES quarterly that expires on ``expiry``, listed ``listed_quarters`` before."""
     code = "HMUZ"[expiry.month // 3 - 1]
     return Instrument(
         con_id=600_000_000 + expiry.year * 100 + expiry.month,
@@ -207,7 +237,14 @@ def _es(today: dt.date) -> Instrument:
         annual_vol=0.18,
         minute_volume=1_500,
         trade_size=2,
+        listed_on=_quarter_before(expiry, listed_quarters) + dt.timedelta(days=1),
     )
+
+
+def _quarter_before(expiry: dt.date, quarters: int) -> dt.date:
+    """Return the quarterly expiry ``quarters`` quarters before ``expiry``."""
+    months = expiry.year * 12 + expiry.month - 1 - 3 * quarters
+    return _third_friday(months // 12, months % 12 + 1)
 
 
 def _minute(stamp: str) -> int:
@@ -293,10 +330,12 @@ def _spx() -> Instrument:
     )
 
 
-def build_catalogue(today: dt.date) -> tuple[Instrument, ...]:
-    """Return every instrument, with the ES front month chosen for ``today``.
+def build_catalogue(today: dt.date, futures_listing: str = "live") -> tuple[Instrument, ...]:
+    """Return every instrument, with ES quarterlies from two years before ``today`` to three after.
 
-    Expired contracts (CLK0) are listed too; lookups skip them unless asked to include them.
+    Expired contracts (CLK0, past ES quarters) are listed too; lookups skip them unless asked
+    to include them, and skip futures not listed yet. ``futures_listing`` is one of
+    :data:`FUTURES_LISTINGS`.
     """
     return (
         _stock(
@@ -362,7 +401,10 @@ def build_catalogue(today: dt.date) -> tuple[Instrument, ...]:
         _forex(12087792, "EUR", "USD", 20_000, 1.0850),
         _forex(12087797, "GBP", "USD", 20_000, 1.2700),
         _forex(15016059, "USD", "JPY", 200, 150.00),
-        _es(today),
+        *(
+            _es(expiry, ES_LISTED_QUARTERS if futures_listing == "live" else 1)
+            for expiry in es_expiries(today, futures_listing)
+        ),
         _spx(),
         _cl_may_2020(),
     )

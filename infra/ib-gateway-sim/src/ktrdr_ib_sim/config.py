@@ -47,6 +47,10 @@ class SimulatorConfig:
             ``"inactive"`` (2107; the first historical request wakes it: 2106, then the answer
             after ``farm_activation_ms``).
         farm_activation_ms: Extra delay of the request that wakes an inactive HMDS farm (IB time).
+        futures_listing: ``"live"``: a bare ES lists its five live quarters, past ones are
+            found with includeExpired; ``"front"``: only the front month (the former behaviour,
+            kept as the default until the connector's tests expect contract spans). Both roll
+            the front month as the data clock passes its expiry.
         daily_reset: Region whose daily reset windows the simulator plays on its time-scaled
             clock (``north_america``, ``europe``, ``asia``); ``None``: no scheduled resets.
         reset_outage_s: How long the link stays lost in each scheduled reset (IB seconds).
@@ -74,6 +78,7 @@ class SimulatorConfig:
     empty_as_error: bool = True
     now_utc: dt.datetime | None = None
     hmds_at_connect: str = "ok"
+    futures_listing: str = "front"
     farm_activation_ms: float = 1500.0
     daily_reset: str | None = None
     reset_outage_s: float = 180.0
@@ -94,6 +99,10 @@ class SimulatorConfig:
         if self.hmds_at_connect not in ("ok", "inactive"):
             raise ValueError(
                 f"hmds_at_connect must be 'ok' or 'inactive', got {self.hmds_at_connect!r}"
+            )
+        if self.futures_listing not in ("front", "live"):
+            raise ValueError(
+                f"futures_listing must be 'front' or 'live', got {self.futures_listing!r}"
             )
         if not 0.0 <= self.slow_fraction <= 1.0:
             raise ValueError(f"slow_fraction must be in [0, 1], got {self.slow_fraction}")

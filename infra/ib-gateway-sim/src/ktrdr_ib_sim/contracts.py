@@ -70,6 +70,8 @@ def matches(instrument: Instrument, query: ContractQuery, today: dt.date) -> boo
     """Return whether ``instrument`` satisfies every field ``query`` sets (expiry included)."""
     if instrument.expired(today) and not query.include_expired:
         return False
+    if not instrument.listed(today):
+        return False
     if query.con_id:
         return query.con_id == instrument.con_id
     exchanges = {e.upper() for e in instrument.valid_exchanges.split(",")}

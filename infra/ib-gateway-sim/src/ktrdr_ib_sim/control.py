@@ -15,6 +15,7 @@ Routes::
     POST /faults/link?state=restored&data=lost|maintained    1101 or 1102
     POST /faults/stall?n=N            hold the next N historical requests unanswered
     POST /faults/slow?n=N&s=S         the next N historical answers S real seconds slower
+    POST /clock?now=ISO-8601          move the data clock there (futures roll as it passes)
 
 Only what the simulator needs: one request per connection, no body parsing, no keep-alive.
 """
@@ -22,6 +23,7 @@ Only what the simulator needs: one request per connection, no body parsing, no k
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -124,6 +126,16 @@ async def _stall(sim: IBGatewaySimulator, query: dict[str, str]) -> Reply:
     return HTTPStatus.OK, {"stalls_armed": sim.counters()["stalls_armed"]}
 
 
+async def _clock(sim: IBGatewaySimulator, query: dict[str, str]) -> Reply:
+    text = query.get("now", "")
+    try:
+        instant = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as e:
+        raise BadRequest(f"now must be an ISO-8601 instant, got {text!r}") from e
+    sim.set_now(instant if instant.tzinfo else instant.replace(tzinfo=dt.UTC))
+    return HTTPStatus.OK, {"now": sim.now_s()}
+
+
 ROUTES: dict[tuple[str, str], Route] = {
     ("GET", "/health"): _health,
     ("GET", "/counters"): _counters,
@@ -135,6 +147,7 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("POST", "/faults/stall"): _stall,
     ("POST", "/faults/link"): _link,
     ("POST", "/faults/slow"): _slow,
+    ("POST", "/clock"): _clock,
 }
 
 

@@ -213,10 +213,14 @@ def find_instrument(symbol: str, sec_type: str, today: dt.date) -> Instrument:
         KeyError: The catalogue has no such contract.
     """
     wanted = symbol.upper().replace(".", "")
-    for inst in build_catalogue(today):
-        names = {inst.symbol, inst.local_symbol.replace(".", "")}
-        if inst.sec_type == sec_type.upper() and wanted in names:
-            return inst
+    found = [inst for inst in build_catalogue(today)
+             if inst.sec_type == sec_type.upper()
+             and wanted in {inst.symbol, inst.local_symbol.replace(".", "")}]  # fmt: skip
+    # A future named by its symbol is the front month: the first listed one not yet expired.
+    live = sorted((i for i in found if i.listed(today) and not i.expired(today)),
+                  key=lambda i: i.last_trade_date)  # fmt: skip
+    if live or found:
+        return (live or found)[0]
     raise KeyError(f"no {sec_type} contract {symbol!r} in the simulator catalogue")
 
 

@@ -38,7 +38,10 @@ class IBGatewaySimulator:
         self.ledger = RequestLedger(self.config.ledger_size)
         self.pacing = PacingLedger(time.monotonic, self.config.time_scale)
         self.soft_pacing = PacingLedger(time.monotonic, self.config.time_scale)
-        self.catalogue: tuple[Instrument, ...] = build_catalogue(self._now().date())
+        self._now_override: dt.datetime | None = None
+        self.catalogue: tuple[Instrument, ...] = build_catalogue(
+            self._now().date(), self.config.futures_listing
+        )
         self.ops = Operations(self)
         self._stalls_armed = 0
         self._server: asyncio.Server | None = None
@@ -55,13 +58,27 @@ class IBGatewaySimulator:
     # -- clock -----------------------------------------------------------------------------
 
     def _now(self) -> dt.datetime:
-        return self.config.now_utc or dt.datetime.now(dt.UTC)
+        return self._now_override or self.config.now_utc or dt.datetime.now(dt.UTC)
 
     def now_s(self) -> int:
         """Return the data clock: bars that end after this instant do not exist yet."""
-        if self.config.now_utc is not None:
-            return int(self.config.now_utc.timestamp())
-        return int(time.time())
+        frozen = self._now_override or self.config.now_utc
+        return int(frozen.timestamp()) if frozen is not None else int(time.time())
+
+    def set_now(self, instant: dt.datetime) -> None:
+        """Move the data clock to ``instant`` (tz-aware) and freeze it there.
+
+        Everything dated follows: which bars exist, the forming bar, which futures are listed
+        or expired (the ES front month rolls once the clock passes its expiry). The catalogue
+        covers ES expiries from two years before the start day to three years after.
+
+        Raises:
+            ValueError: ``instant`` is naive.
+        """
+        if instant.tzinfo is None:
+            raise ValueError(f"set_now wants a timezone-aware instant, got {instant!r}")
+        self._now_override = instant
+        self.notify_changed()
 
     def ib_clock_s(self) -> float:
         """Return the time-scaled clock of scheduled events (the daily reset).
