@@ -12,7 +12,7 @@ from ktrdr_ib_connector.chunking import Chunk
 from ktrdr_ib_connector.fetcher import Columns, Fetcher
 from ktrdr_ib_connector.segments import SegmentRun, run_segment
 from ktrdr_shared.messages import FetchBars, SegmentFailed, SegmentFetched
-from ktrdr_shared.types import InstrumentType, Timeframe, WhatToShow
+from ktrdr_shared.types import InstrumentType, Timeframe, WhatToShow, to_unix_nanos
 
 pytestmark = pytest.mark.unit
 
@@ -46,8 +46,10 @@ async def run(high: float) -> tuple[SegmentFetched | SegmentFailed, list[str]]:
     async def publish(subject: str, payload: bytes, headers: dict[str, str]) -> None:
         published.append(subject)
 
-    event = await run_segment(SegmentRun(command()), Contract(),
-                              cast(Fetcher, OneAnswer(high)), publish)  # fmt: skip
+    segment = command()
+    whole = [(Contract(), to_unix_nanos(segment.start), to_unix_nanos(segment.end))]
+    event = await run_segment(SegmentRun(segment), whole, cast(Fetcher, OneAnswer(high)),
+                              publish)  # fmt: skip
     return event, published
 
 

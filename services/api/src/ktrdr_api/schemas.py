@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
-from ktrdr_shared.messages import ProgressReason
+from ktrdr_shared.messages import ContractSpec, ProgressReason
 from ktrdr_shared.messages.base import check_range
 from ktrdr_shared.types import (
     InstrumentType,
@@ -165,6 +165,8 @@ class LoadIn(Struct, frozen=True, kw_only=True):
     end: Timestamp | None = None
     instrument_type: InstrumentType | None = None
     what_to_show: WhatToShow | None = None
+    contract: ContractSpec | None = None  # which contract, where the symbol is ambiguous
+    use_rth: bool = False  # regular trading hours only (IB's useRTH)
 
     def __post_init__(self) -> None:
         check_range(self.start, self.end)

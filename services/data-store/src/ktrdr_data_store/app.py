@@ -91,9 +91,11 @@ def build_app(settings: DataStoreSettings) -> ServiceApp:
         async def coverage(request: CoverageRequest) -> Coverage:
             known = await asyncio.to_thread(runner.instruments.get, request.symbol)
             instrument_type, exchange = known if known is not None else (None, None)
+            profile = await asyncio.to_thread(runner.profiles.get, request.symbol,
+                                              request.timeframe)  # fmt: skip
             return await asyncio.to_thread(coverage_of, store, ledger, request,
-                                           instrument_type=instrument_type,
-                                           exchange=exchange)  # fmt: skip
+                                           instrument_type=instrument_type, exchange=exchange,
+                                           use_rth=profile.use_rth)  # fmt: skip
 
         @app.endpoint("datasets", subjects.STORE_DATASETS, StatusRequest, "every stored dataset")
         async def datasets(_: StatusRequest) -> DatasetList:

@@ -70,6 +70,7 @@ def coverage_of(
     instrument_type: InstrumentType | None = None,
     exchange: str | None = None,
     now: datetime | None = None,
+    use_rth: bool = False,
 ) -> Coverage:
     """Return what is stored, what is missing and what IB answered empty for one dataset.
 
@@ -80,13 +81,15 @@ def coverage_of(
         instrument_type: the symbol's type, when known (see the module docstring otherwise).
         exchange: where it trades, when known (picks e.g. NASDAQ's calendar over NYSE's).
         now: the current time (default: the clock); gaps end at the last closed bar before it.
+        use_rth: the dataset holds regular trading hours only (its profile), so the hours
+            outside them are no gaps.
 
     Raises:
         InvalidRequest: naming the field, for a naive ``start``, ``end`` or ``now``.
     """
     timeframe = Timeframe(request.timeframe)
     calendar = market_calendar(instrument_type or default_instrument_type(request.symbol),
-                               exchange)  # fmt: skip
+                               exchange, use_rth=use_rth)  # fmt: skip
     start, end = _instant(request.start, "start"), _instant(request.end, "end")
     now_ns = _instant(now, "now") or to_unix_nanos(utc_now())
     answered = _clip_all(ledger.ranges(request.symbol, timeframe), start, end)

@@ -36,17 +36,19 @@ async def fill_once(runner: LoadRunner, store: BarStore) -> list[LoadData]:
         if dataset.last_ns is None:
             continue
         symbol = dataset.symbol_key  # the store keeps keys: "BRK B" comes back as "BRK_B"
+        profile = await asyncio.to_thread(runner.profiles.get, symbol, dataset.timeframe)
         try:  # known from earlier loads; asked of the connector once for imported data
             instrument_type, exchange = await runner.instrument(LoadData(
-                symbol=symbol, timeframe=dataset.timeframe))  # fmt: skip
+                symbol=symbol, timeframe=dataset.timeframe, contract=profile.contract))  # fmt: skip
         except KtrdrError as e:
             log.warning("gap filler: skipping %s %s: %s", symbol, dataset.timeframe, e.message)
             continue
-        calendar = market_calendar(instrument_type, exchange)
+        calendar = market_calendar(instrument_type, exchange, use_rth=profile.use_rth)
         if not traded_since(calendar, dataset.timeframe, dataset.last_ns, now_ns):
             continue
         command = LoadData(symbol=symbol, timeframe=dataset.timeframe, mode=LoadMode.TAIL,
-                           instrument_type=instrument_type)  # fmt: skip
+                           instrument_type=instrument_type, contract=profile.contract,
+                           use_rth=profile.use_rth)  # fmt: skip
         due = calendar.complete_until(dataset.timeframe, now_ns)
         msg_id = f"gap-fill.{symbol}.{dataset.timeframe.value}.{due}"
         await runner.js.publish(subjects.CMD_DATA_LOAD, codec.encode(command),

@@ -273,7 +273,8 @@ def _dispatch(state: LoadState, segments: list[PlannedSegment], facts: Facts) ->
     commands = [
         FetchBars(job_id=state.job_id, segment_id=s.segment_id, symbol=command.symbol,
                   timeframe=command.timeframe, start=s.start, end=s.end,
-                  instrument_type=planned.instrument_type, what_to_show=what, priority=priority)
+                  instrument_type=planned.instrument_type, what_to_show=what, priority=priority,
+                  use_rth=command.use_rth, contract=command.contract)
         for s in segments
     ]  # fmt: skip
     ids = [s.segment_id for s in segments]

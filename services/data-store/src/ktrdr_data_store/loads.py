@@ -70,6 +70,7 @@ from ktrdr_data_store.config import DataStoreSettings
 from ktrdr_data_store.jobs import ConnectorFacts, Dispatch, Effect, Facts, LoadState, Plan, Policy
 from ktrdr_data_store.ledger import AnsweredLedger, InstrumentBook, merge_ranges
 from ktrdr_data_store.planning import load_range, market_calendar, plan_segments, read_margin_ns
+from ktrdr_data_store.profiles import DatasetProfile, ProfileBook
 from ktrdr_data_store.segments import SegmentBook
 from ktrdr_data_store.storage import is_full, storage_full
 from ktrdr_data_store.store import BarStore
@@ -89,6 +90,7 @@ class LoadRunner:
         self.store, self.ledger, self.settings = store, ledger, settings
         self.client = KtrdrClient(nc, timeout_s=10.0)
         self.instruments = InstrumentBook(settings.data_dir)
+        self.profiles = ProfileBook(settings.data_dir)
         self.policy = Policy(
             segments_in_flight=settings.load_segments_in_flight,
             progress_interval_s=settings.load_progress_interval_s,
@@ -366,16 +368,20 @@ class LoadRunner:
     async def plan(self, state: LoadState) -> JobPlanned:
         """Return the plan of a load: ask IB what is needed, then read the store and ledger."""
         command = state.command
-        instrument_type, exchange = await self.instrument(command)
-        what = command.what_to_show or default_what_to_show(instrument_type)
-        calendar = market_calendar(instrument_type, exchange)
-        now_ns = await self.ib_now()
         key, timeframe = symbol_key(command.symbol), command.timeframe
         stats = await asyncio.to_thread(self.store.stats, key, timeframe)
+        profile = DatasetProfile(contract=command.contract, use_rth=command.use_rth)
+        await asyncio.to_thread(self.profiles.claim, key, timeframe, profile,
+                                has_bars=stats.rows > 0)  # fmt: skip
+        instrument_type, exchange = await self.instrument(command)
+        what = command.what_to_show or default_what_to_show(instrument_type)
+        calendar = market_calendar(instrument_type, exchange, use_rth=command.use_rth)
+        now_ns = await self.ib_now()
         head_ns = None
         if command.mode is not LoadMode.TAIL and command.start is None:
             request = HeadTimestampRequest(symbol=command.symbol, instrument_type=instrument_type,
-                                           what_to_show=what)  # fmt: skip
+                                           what_to_show=what, use_rth=command.use_rth,
+                                           contract=command.contract)  # fmt: skip
             head = await self.ask(subjects.IB_HEAD_TIMESTAMP, request, HeadTimestamp)
             head_ns = to_unix_nanos(head.head_timestamp)
         span = load_range(command, now_ns=now_ns, calendar=calendar, head_ns=head_ns,
@@ -401,13 +407,15 @@ class LoadRunner:
     async def instrument(self, command: LoadData) -> tuple[InstrumentType, str]:
         """Return the instrument a load fetches: the book's, else the connector's answer."""
         known = await asyncio.to_thread(self.instruments.get, command.symbol)
-        if known is not None and command.instrument_type in (None, known[0]):
+        fits = known is not None and command.instrument_type in (None, known[0])
+        if known is not None and fits and command.contract is None:  # a spec: ask IB
             return known
-        if command.instrument_type is not None:
+        if command.instrument_type is not None and command.contract is None:
             await self._remember(command.symbol, command.instrument_type, "")
             return command.instrument_type, ""
-        info = await self.ask(subjects.IB_VALIDATE, ValidateSymbol(symbol=command.symbol),
-                              SymbolInfo)  # fmt: skip
+        request = ValidateSymbol(symbol=command.symbol, instrument_type=command.instrument_type,
+                                 contract=command.contract)  # fmt: skip
+        info = await self.ask(subjects.IB_VALIDATE, request, SymbolInfo)
         await self._remember(command.symbol, info.instrument_type, info.exchange)
         return info.instrument_type, info.exchange
 

@@ -22,7 +22,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from ib_async import IB
@@ -110,6 +110,9 @@ class ConnectionState:
     farms: Farms = field(default_factory=Farms)
     # reqId -> was the HMDS farm up when IB's error for that request arrived?
     farm_ok_at_error: dict[int, bool] = field(default_factory=dict)
+    # IB's clock minus ours, from reqCurrentTime at connect (0 until then): what is expired,
+    # which contract is the front month, is IB's call (a frozen simulator is years back)
+    clock_offset_s: float = 0.0
 
     @property
     def hmds_ok(self) -> bool:
@@ -170,6 +173,10 @@ class IbConnection:
         """
         return self._data_lost
 
+    def ib_now(self) -> datetime:
+        """Return IB's clock now (ours plus the offset measured at connect)."""
+        return datetime.fromtimestamp(self._wall() + self.state.clock_offset_s, UTC)
+
     @property
     def problem(self) -> str:
         """Return why the connection is not ready, in words (empty when it is)."""
@@ -195,11 +202,13 @@ class IbConnection:
             await self.ib.connectAsync(o.host, o.port, clientId=s.client_id,
                                        timeout=o.connect_timeout_s, readonly=True,
                                        fetchFields=StartupFetchNONE)  # fmt: skip
-            await asyncio.wait_for(self.ib.reqCurrentTimeAsync(), o.probe_timeout_s)
+            asked = self._wall()
+            ib_now = await asyncio.wait_for(self.ib.reqCurrentTimeAsync(), o.probe_timeout_s)
         except (TimeoutError, OSError, ConnectionError) as e:
             self.ib.disconnect()
             await self._after_failed_connect(e)
             return False
+        s.clock_offset_s = ib_now.timestamp() - (asked + self._wall()) / 2
         s.connected, s.since = True, utc_now()
         s.server_version = self.ib.client.serverVersion()
         s.last_error = None  # connected and answering: whatever was wrong has ended

@@ -11,19 +11,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TypeVar
 
+import msgspec
 import nats.errors
 import nats.js.errors
 from ib_async import Contract, ContractDetails
 from ib_async.wrapper import RequestError
 from ktrdr_shared import codec, subjects
 from ktrdr_shared.consumer import keep_alive, salvage_fields, salvage_job_id
-from ktrdr_shared.errors import IbUnavailable, KtrdrError, ServiceTimeout, UnknownSymbol
+from ktrdr_shared.errors import (
+    IbUnavailable,
+    InvalidRequest,
+    KtrdrError,
+    ServiceTimeout,
+    UnknownSymbol,
+)
 from ktrdr_shared.messages import (
     FetchBars,
     HeadTimestamp,
@@ -37,7 +45,7 @@ from ktrdr_shared.messages import (
 )
 from ktrdr_shared.messages.base import Event
 from ktrdr_shared.runtime import last_job_event, publish_event
-from ktrdr_shared.types import InstrumentType, default_what_to_show, symbol_key
+from ktrdr_shared.types import InstrumentType, default_what_to_show, symbol_key, to_unix_nanos
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
@@ -84,7 +92,7 @@ class Connector:
     carried_requests: OrderedDict[tuple[str, str], int] = field(default_factory=OrderedDict)
 
     def __post_init__(self) -> None:
-        self.resolver = ContractResolver(self._details)
+        self.resolver = ContractResolver(self._details, clock=self.connection.ib_now)
         self.progress = ProgressReporter(self.publish_event, self.fetcher.gate,
                                          self.connection.ready.is_set)  # fmt: skip
 
@@ -157,15 +165,24 @@ class Connector:
             return run.failed("cancelled", f"the job {ENDING_EVENTS[ended]}")
         if not self.connection.ready.is_set():
             raise IbUnavailable("not connected to IB; the segment stays queued", delay_s=2.0)
-        try:
-            details = await self.resolver.resolve(command.symbol, command.instrument_type)
+        try:  # a future's range over a roll: each piece from its front month
+            spans = await self.resolver.spans(
+                command.symbol,
+                command.instrument_type,
+                command.contract,
+                command.start,
+                command.end,
+            )
         except UnknownSymbol as e:
             return run.failed(e.code, e.message, ib_code=200)
-        assert details.contract is not None
+        except InvalidRequest as e:  # ambiguous, or no contract covers the range
+            return run.failed(e.code, e.message)
+        pieces = [(d.contract, to_unix_nanos(a), to_unix_nanos(b)) for a, b, d in spans
+                  if d.contract is not None]  # fmt: skip
         beat = await keep_alive(msg, self.keep_alive_s)
         self.progress.track(run)
         try:
-            return await run_segment(run, details.contract, self.fetcher, self.publish_batch)
+            return await run_segment(run, pieces, self.fetcher, self.publish_batch)
         finally:
             beat.cancel()
 
@@ -237,11 +254,15 @@ class Connector:
     async def validate(self, request: ValidateSymbol) -> SymbolInfo:
         """Answer ``ktrdr.ib.validate`` (KV cache first, then IB)."""
         key = f"{symbol_key(request.symbol)}.{request.instrument_type or 'ANY'}"
+        if request.contract is not None:  # a spec names its own contract: its own entry
+            spec = msgspec.json.encode(request.contract)
+            key += "." + hashlib.sha256(spec).hexdigest()[:16]
         cached = await self._kv_get(key, SymbolInfo)
         if cached is not None:
             return cached
         await self._needs_ib()
-        details = await self.resolver.resolve(request.symbol, request.instrument_type)
+        details = await self.resolver.resolve(request.symbol, request.instrument_type,
+                                              request.contract)  # fmt: skip
         info = symbol_info(request.symbol, details)
         await self._kv_put(key, info)
         return info
@@ -254,7 +275,8 @@ class Connector:
         under the contract's id, whatToShow and hours; errors are never kept.
         """
         await self._needs_ib()
-        details = await self.resolver.resolve(request.symbol, request.instrument_type)
+        details = await self.resolver.resolve(request.symbol, request.instrument_type,
+                                              request.contract)  # fmt: skip
         contract = details.contract
         assert contract is not None
         what = request.what_to_show or default_what_to_show(InstrumentType(contract.secType))

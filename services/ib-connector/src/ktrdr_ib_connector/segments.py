@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from ib_async import Contract
 from ktrdr_shared import bar_checks, codec, subjects
 from ktrdr_shared.messages import BarBatch, FetchBars, SegmentFailed, SegmentFetched
-from ktrdr_shared.types import to_unix_nanos
 
 from ktrdr_ib_connector.chunking import Chunk, is_hard_paced, plan_chunks
 from ktrdr_ib_connector.fetcher import ChunkFailed, Columns, Fetcher, Owner, RequestTally
@@ -101,21 +100,24 @@ def encode_batch(command: FetchBars, chunk: Chunk, index: int, count: int,
     return payload, {codec.CONTENT_TYPE: codec.MSGPACK, "Nats-Msg-Id": msg_id}
 
 
-async def run_segment(run: SegmentRun, contract: Contract, fetcher: Fetcher,
+async def run_segment(run: SegmentRun, pieces: list[tuple[Contract, int, int]], fetcher: Fetcher,
                       publish_batch: BatchSink) -> SegmentFetched | SegmentFailed:  # fmt: skip
     """Fetch and publish every chunk of a segment; return the event that reports it.
+
+    ``pieces`` split the segment by contract (``[start, end)`` in ns): one piece, or a
+    future's range cut at its rolls, each piece from the contract that was the front month.
 
     Raises:
         IbUnavailable: the connection dropped; the caller naks the command.
     """
     command = run.command
-    chunks = plan_chunks(command.timeframe, to_unix_nanos(command.start),
-                         to_unix_nanos(command.end))  # fmt: skip
+    chunks = [(contract, chunk) for contract, start, end in pieces
+              for chunk in plan_chunks(command.timeframe, start, end)]  # fmt: skip
     run.chunks = len(chunks)
     hard = is_hard_paced(command.timeframe)
     subject = subjects.bars(command.symbol, command.timeframe)
 
-    async def one(index: int, chunk: Chunk) -> None:
+    async def one(index: int, contract: Contract, chunk: Chunk) -> None:
         columns = await fetcher.fetch(contract, chunk, command.what_to_show, command.use_rth,
                                       hard, run.owner)  # fmt: skip
         payload, headers = encode_batch(command, chunk, index, len(chunks), columns)
@@ -125,7 +127,7 @@ async def run_segment(run: SegmentRun, contract: Contract, fetcher: Fetcher,
         if cancelled:
             raise asyncio.CancelledError
 
-    tasks = [asyncio.create_task(one(i, c)) for i, c in enumerate(chunks)]
+    tasks = [asyncio.create_task(one(i, contract, c)) for i, (contract, c) in enumerate(chunks)]
     try:
         await asyncio.gather(*tasks)
     except ChunkFailed as e:

@@ -6,6 +6,7 @@ Import from here: ``from ktrdr_shared.messages import LoadData, JobCompleted``.
 from ktrdr_shared.messages.bars import BarBatch
 from ktrdr_shared.messages.base import Event, Message, event_type
 from ktrdr_shared.messages.common import ErrorReply, StatusRequest, TimeRange
+from ktrdr_shared.messages.contract import ContractSpec
 from ktrdr_shared.messages.ib import (
     ClientIdConflict,
     FetchBars,
@@ -89,6 +90,7 @@ __all__ = [
     "BatchRejected",
     "CancelRequested",
     "ClientIdConflict",
+    "ContractSpec",
     "Coverage",
     "CoverageRequest",
     "DatasetInfo",

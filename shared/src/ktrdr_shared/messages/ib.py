@@ -8,6 +8,7 @@ import msgspec
 from msgspec import Meta
 
 from ktrdr_shared.messages.base import Event, Message, check_range, upper_symbols
+from ktrdr_shared.messages.contract import ContractSpec
 from ktrdr_shared.types import (
     InstrumentType,
     JobId,
@@ -37,6 +38,8 @@ class FetchBars(Message, frozen=True, kw_only=True):
     instrument_type: InstrumentType
     what_to_show: WhatToShow
     use_rth: bool = False
+    # which contract (the load's ``LoadData.contract``); none: the defaults
+    contract: ContractSpec | None = None
     # Scheduling class in the connector: lower goes first (tail loads 1, backfills 5);
     # jobs of one class share IB's pacing budget round-robin.
     priority: Annotated[int, Meta(ge=0, le=9)] = 5
@@ -121,6 +124,7 @@ class ValidateSymbol(Message, frozen=True, kw_only=True):
 
     symbol: Symbol
     instrument_type: InstrumentType | None = None
+    contract: ContractSpec | None = None  # which contract, where the symbol is ambiguous
 
     def __post_init__(self) -> None:
         upper_symbols(self, "symbol")
@@ -148,6 +152,7 @@ class HeadTimestampRequest(Message, frozen=True, kw_only=True):
     instrument_type: InstrumentType | None = None
     what_to_show: WhatToShow | None = None
     use_rth: bool = False
+    contract: ContractSpec | None = None  # which contract, where the symbol is ambiguous
 
     def __post_init__(self) -> None:
         upper_symbols(self, "symbol")

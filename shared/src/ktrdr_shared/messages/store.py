@@ -8,6 +8,7 @@ import msgspec
 
 from ktrdr_shared.messages.base import Event, Message, check_range, upper_symbols
 from ktrdr_shared.messages.common import TimeRange
+from ktrdr_shared.messages.contract import ContractSpec
 from ktrdr_shared.types import (
     InstrumentType,
     JobId,
@@ -38,6 +39,10 @@ class LoadData(Message, frozen=True, kw_only=True):
     end: UtcDatetime | None = None
     instrument_type: InstrumentType | None = None
     what_to_show: WhatToShow | None = None
+    # Which contract, where the symbol is ambiguous (currency, listing, futures month, conId).
+    contract: ContractSpec | None = None
+    # Regular trading hours only (IB's useRTH); by default extended hours are included.
+    use_rth: bool = False
 
     def __post_init__(self) -> None:
         upper_symbols(self, "symbol")

@@ -176,6 +176,12 @@ def _examples() -> list[Any]:
             last_error="IB 1100: connectivity between IB and the gateway lost",
         ),
         m.ValidateSymbol(symbol="ES", instrument_type=InstrumentType.FUT),
+        m.ValidateSymbol(
+            symbol="ES",
+            instrument_type=InstrumentType.FUT,
+            contract=m.ContractSpec(contract_month="202403", exchange="CME"),
+        ),
+        m.ContractSpec(currency="USD", primary_exchange="NASDAQ"),
         m.SymbolInfo(
             symbol="AAPL",
             instrument_type=InstrumentType.STK,

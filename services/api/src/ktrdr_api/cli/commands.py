@@ -154,16 +154,38 @@ def data() -> None:
 @click.option("--end", help="RFC 3339 (or a date: 00:00 UTC), exclusive.")
 @click.option("--type", "instrument_type", type=TYPES)
 @click.option("--what-to-show", type=SHOWS)
+@click.option(
+    "--rth",
+    "use_rth",
+    is_flag=True,
+    help="Regular trading hours only (default: with extended hours).",
+)
+@click.option("--currency", help="The contract's currency, e.g. USD (a stock listed twice).")
+@click.option("--primary-exchange", help="The listing exchange, e.g. NASDAQ (routing stays SMART).")
+@click.option("--exchange", help="The exchange, e.g. CME for a future.")
+@click.option("--contract-month", help="A future's expiry: YYYYMM or YYYYMMDD.")
+@click.option("--con-id", type=int, help="IB's contract id: exactly this contract.")
 @click.option("--detach", is_flag=True, help="Print the job and return at once.")
 @json_option
 @click.pass_context
 def data_load(ctx: click.Context, symbol: str, timeframe: str, mode: str, start: str | None,
               end: str | None, instrument_type: str | None, what_to_show: str | None,
+              use_rth: bool, currency: str | None, primary_exchange: str | None,
+              exchange: str | None, contract_month: str | None, con_id: int | None,
               detach: bool, as_json: bool) -> int:  # fmt: skip
-    """Load SYMBOL's TIMEFRAME bars, with a live progress bar; Ctrl-C asks to cancel."""
+    """Load SYMBOL's TIMEFRAME bars, with a live progress bar; Ctrl-C asks to cancel.
+
+    Without contract options a future is the contract whose expiry covers the range, a
+    range over a roll is fetched from each front month in turn.
+    """
+    spec = {"currency": currency and currency.upper(),
+            "primary_exchange": primary_exchange and primary_exchange.upper(),
+            "exchange": exchange and exchange.upper(), "contract_month": contract_month,
+            "con_id": con_id}  # fmt: skip
     body = {"symbol": symbol, "timeframe": timeframe, "mode": mode, "start": timestamp(start),
             "end": timestamp(end), "instrument_type": instrument_type and instrument_type.upper(),
-            "what_to_show": what_to_show and what_to_show.upper()}  # fmt: skip
+            "what_to_show": what_to_show and what_to_show.upper(), "use_rth": use_rth,
+            "contract": {k: v for k, v in spec.items() if v} or None}  # fmt: skip
     job = client_of(ctx).post("/api/v1/data/load", {k: v for k, v in body.items() if v})
     return follow_or_detach(ctx, job, detach=detach, as_json=as_json)
 

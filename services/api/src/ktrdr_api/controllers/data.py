@@ -113,6 +113,10 @@ class DataController(Controller):
             Example(summary="a range", value={"symbol": "EURUSD", "timeframe": "5m",
                                               "mode": "full", "start": "2024-01-02T00:00:00Z",
                                               "end": "2024-02-01T00:00:00Z"}),
+            Example(summary="one futures month, regular trading hours only",
+                    value={"symbol": "ES", "timeframe": "1h", "mode": "full",
+                           "instrument_type": "FUT", "use_rth": True,
+                           "contract": {"contract_month": "202403", "exchange": "CME"}}),
         ])],
         wait: Annotated[bool, Parameter(description="Wait for the job to end.")] = False,
         timeout_s: Annotated[float | None, Parameter(
@@ -124,7 +128,8 @@ class DataController(Controller):
         command = LoadData(job_id=job_id, symbol=data.symbol.upper(), timeframe=data.timeframe,
                            mode=data.mode, start=_utc(data.start), end=_utc(data.end),
                            instrument_type=data.instrument_type,
-                           what_to_show=data.what_to_show)  # fmt: skip
+                           what_to_show=data.what_to_show, contract=data.contract,
+                           use_rth=data.use_rth)  # fmt: skip
         headers = {"Location": job_links(job_id).self}
         if not wait:
             await gateway.send_command(subjects.CMD_DATA_LOAD, command)
