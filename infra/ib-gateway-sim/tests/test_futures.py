@@ -73,3 +73,15 @@ async def test_the_front_listing_shows_one_month_and_still_rolls(start_sim, conn
         "20241220"]  # fmt: skip
     expired = Future("ES", "202409", exchange="CME", includeExpired=True)
     assert months(await client.ib.reqContractDetailsAsync(expired)) == ["20240920"]
+
+
+def test_the_ground_truth_of_a_named_contract_month() -> None:
+    window = (dt.datetime(2024, 9, 16, tzinfo=dt.UTC), EXPIRY_DAY)
+    named = expected_bars("ES", "FUT", "1 day", "TRADES", False, *window, now_utc=EXPIRY_DAY,
+                          contract_month="202412")  # fmt: skip
+    later = expected_bars("ES", "FUT", "1 day", "TRADES", False, *window,
+                          now_utc=EXPIRY_DAY + dt.timedelta(days=1))  # fmt: skip
+    closes = named["close"].tolist()
+    assert closes and closes == later["close"].tolist()[: len(closes)]  # ESZ4 either way
+    with pytest.raises(KeyError):
+        expected_bars("ES", "FUT", "1 day", "TRADES", False, *window, contract_month="203012")

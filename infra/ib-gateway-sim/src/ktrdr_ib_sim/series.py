@@ -206,8 +206,13 @@ def _forming_bar(
                    aggregate(so_far.base, first))  # fmt: skip
 
 
-def find_instrument(symbol: str, sec_type: str, today: dt.date) -> Instrument:
+def find_instrument(
+    symbol: str, sec_type: str, today: dt.date, contract_month: str = ""
+) -> Instrument:
     """Return the catalogue instrument for a symbol (forex also as ``EURUSD``/``EUR.USD``).
+
+    A future is the front month on ``today`` unless ``contract_month`` (``YYYYMM``) names one,
+    live or expired (ES quarters from two years before ``today`` to three after).
 
     Raises:
         KeyError: The catalogue has no such contract.
@@ -215,7 +220,8 @@ def find_instrument(symbol: str, sec_type: str, today: dt.date) -> Instrument:
     wanted = symbol.upper().replace(".", "")
     found = [inst for inst in build_catalogue(today)
              if inst.sec_type == sec_type.upper()
-             and wanted in {inst.symbol, inst.local_symbol.replace(".", "")}]  # fmt: skip
+             and wanted in {inst.symbol, inst.local_symbol.replace(".", "")}
+             and inst.contract_month.startswith(contract_month)]  # fmt: skip
     # A future named by its symbol is the front month: the first listed one not yet expired.
     live = sorted((i for i in found if i.listed(today) and not i.expired(today)),
                   key=lambda i: i.last_trade_date)  # fmt: skip
@@ -241,6 +247,7 @@ def expected_bars(
     *,
     seed: int = 0,
     now_utc: dt.datetime | None = None,
+    contract_month: str = "",
 ) -> pd.DataFrame:
     """Return exactly the bars a simulator with ``seed`` serves for bar starts in a UTC range.
 
@@ -255,12 +262,14 @@ def expected_bars(
         seed: The simulator's ``--seed``.
         now_utc: The simulator's "now" (bars ending later do not exist); defaults to the wall
             clock, which also picks the ES front month.
+        contract_month: ``YYYYMM`` of a future other than the front month (a load that spans
+            a roll is the concatenation of each contract's bars over its span).
 
     Returns:
         One row per bar, in the columns of :meth:`Bars.to_frame`.
     """
     now = now_utc or dt.datetime.now(dt.UTC)
-    instrument = find_instrument(symbol, sec_type, now.date())
+    instrument = find_instrument(symbol, sec_type, now.date(), contract_month)
     bars = generate_bars(
         instrument,
         BAR_SIZES[bar_size],
