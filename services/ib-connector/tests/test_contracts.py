@@ -132,3 +132,16 @@ async def test_a_stock_with_several_listings_is_refused_naming_them_and_a_spec_p
         await resolver.resolve("DUAL", STK)
     with pytest.raises(UnknownSymbol, match="with currency CHF"):
         await resolver.resolve("NOPE", STK, ContractSpec(currency="CHF"))
+
+
+async def test_an_expired_contract_found_for_a_past_range_keeps_include_expired() -> None:
+    clk0 = ContractDetails(contract=Contract(secType="FUT", symbol="CL", conId=1,
+                                             lastTradeDateOrContractMonth="20200421"))  # fmt: skip
+
+    async def lookup(query: Contract) -> list[ContractDetails]:
+        return [clk0] if query.symbol == "CL" and query.includeExpired else []
+
+    resolver = ContractResolver(lookup, clock=lambda: day(2026, 1, 1))
+    spans = await resolver.spans("CL", FUT, None, day(2020, 4, 1), day(2020, 4, 21))
+    assert [d.contract.conId for _, _, d in spans] == [1]
+    assert spans[0][2].contract.includeExpired  # IB answers 200 for it otherwise

@@ -257,7 +257,8 @@ class ContractResolver:
             if query is None:
                 continue
             if query.secType == "FUT" and past:
-                details = await self._lookup(with_expired(query))
+                details = [_flagged(d, expiry(d) or now, now)
+                           for d in await self._lookup(with_expired(query))]  # fmt: skip
             else:
                 details = await self._lookup(query)
                 if not details and query.secType == "FUT":  # nothing live: the latest expired
