@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from ktrdr_ib_connector.chunking import BAR_SIZE
 from ktrdr_ib_sim import IBGatewaySimulator, expected_bars
+from ktrdr_ib_sim.catalogue import es_expiries
 from ktrdr_shared import codec, subjects
 from ktrdr_shared.messages import FetchBars, SegmentFailed, SegmentFetched
 from ktrdr_shared.runtime import ServiceApp
@@ -40,9 +41,28 @@ INSTRUMENTS = [("AAPL", InstrumentType.STK), ("EURUSD", InstrumentType.CASH),
 
 def _expected_ts(symbol: str, kind: InstrumentType, tf: Timeframe, start: dt.datetime,
                  end: dt.datetime, now: dt.datetime) -> list[int]:  # fmt: skip
+    if kind is InstrumentType.FUT:  # each side of a roll from the contract then the front month
+        ends = [dt.datetime(e.year, e.month, e.day, tzinfo=UTC) + DAY
+                for e in es_expiries(now.date(), "live")]  # fmt: skip
+        stamps, at = [], start
+        for stop, expiry in zip(ends, es_expiries(now.date(), "live"), strict=True):
+            if stop <= at:
+                continue
+            month = f"{expiry.year}{expiry.month:02d}"
+            stamps += _contract_ts(symbol, kind, tf, at, min(stop, end), now, month)
+            at = min(stop, end)
+            if at >= end:
+                break
+        return stamps
+    return _contract_ts(symbol, kind, tf, start, end, now, "")
+
+
+def _contract_ts(symbol: str, kind: InstrumentType, tf: Timeframe, start: dt.datetime,
+                 end: dt.datetime, now: dt.datetime, month: str) -> list[int]:  # fmt: skip
     lead = dt.timedelta(days=10) if not tf.is_intraday else dt.timedelta(0)
     frame = expected_bars(symbol, kind.value, BAR_SIZE[tf], default_what_to_show(kind).value,
-                          False, start - lead, end + lead, now_utc=now)  # fmt: skip
+                          False, start - lead, end + lead, now_utc=now,
+                          contract_month=month)  # fmt: skip
     if tf.is_intraday:
         stamps = pd.to_datetime(frame["start_utc"])
     else:

@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--futures-listing",
         choices=("front", "live"),
-        default="front",
+        default="live",
         help="ES: every live quarter (live) or only the front month (front)",
     )
     p.add_argument(

@@ -47,10 +47,9 @@ class SimulatorConfig:
             ``"inactive"`` (2107; the first historical request wakes it: 2106, then the answer
             after ``farm_activation_ms``).
         farm_activation_ms: Extra delay of the request that wakes an inactive HMDS farm (IB time).
-        futures_listing: ``"live"``: a bare ES lists its five live quarters, past ones are
-            found with includeExpired; ``"front"``: only the front month (the former behaviour,
-            kept as the default until the connector's tests expect contract spans). Both roll
-            the front month as the data clock passes its expiry.
+        futures_listing: ``"live"`` (as IB): a bare ES lists its five live quarters, past ones
+            are found with includeExpired; ``"front"``: only the front month (the simulator's
+            former behaviour). Both roll the front month as the data clock passes its expiry.
         daily_reset: Region whose daily reset windows the simulator plays on its time-scaled
             clock (``north_america``, ``europe``, ``asia``); ``None``: no scheduled resets.
         reset_outage_s: How long the link stays lost in each scheduled reset (IB seconds).
@@ -78,7 +77,7 @@ class SimulatorConfig:
     empty_as_error: bool = True
     now_utc: dt.datetime | None = None
     hmds_at_connect: str = "ok"
-    futures_listing: str = "front"
+    futures_listing: str = "live"
     farm_activation_ms: float = 1500.0
     daily_reset: str | None = None
     reset_outage_s: float = 180.0
