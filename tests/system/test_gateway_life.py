@@ -87,7 +87,13 @@ async def test_a_year_of_minute_bars_comes_through_a_daily_reset_and_a_blip(
     job = await KtrdrClient(nc).load_data("AAPL", "1m", mode="full", start=start, end=NOW)
 
     def answered(at_least: int) -> Callable[[dict[str, Any]], bool]:
-        return lambda _: sum(r["outcome"] == "ok" for r in historical(sim)) >= at_least
+        """At least that many answered, and one in flight now (for the link to take away)."""
+
+        def check(_: dict[str, Any]) -> bool:
+            outcomes = [r["outcome"] for r in historical(sim)]
+            return outcomes.count("ok") >= at_least and "pending" in outcomes
+
+        return check
 
     await sim.wait_until(answered(15), wait_s=120)  # of ~57 weekly requests
     assert sim.lose_link()  # IB's daily reset: 1100, sockets up ...

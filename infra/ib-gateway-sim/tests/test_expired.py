@@ -40,10 +40,11 @@ async def test_contract_details_need_include_expired(client) -> None:
 
 
 async def test_live_futures_need_no_include_expired(client) -> None:
-    [es] = await client.ib.reqContractDetailsAsync(Future("ES", exchange="CME"))
-    assert es.contract.lastTradeDateOrContractMonth == "20240920"
-    # futures_listing="front" (the default) keeps no ES that expired before the start.
-    assert len(await client.ib.reqContractDetailsAsync(Future("ES", includeExpired=True))) == 1
+    live = await client.ib.reqContractDetailsAsync(Future("ES", exchange="CME"))
+    assert live[0].contract.lastTradeDateOrContractMonth == "20240920"  # the front month
+    assert len(live) == 5  # every live quarter, without includeExpired
+    every = await client.ib.reqContractDetailsAsync(Future("ES", includeExpired=True))
+    assert len(every) > len(live)  # the expired ones only with it
 
 
 async def test_history_needs_include_expired_and_goes_negative(client) -> None:

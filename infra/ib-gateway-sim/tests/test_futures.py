@@ -64,7 +64,7 @@ def test_the_ground_truth_follows_the_front_month() -> None:
 
 
 async def test_the_front_listing_shows_one_month_and_still_rolls(start_sim, connect_ib) -> None:
-    sim = await start_sim(now_utc=EXPIRY_DAY, soft_delay_ms=0)  # futures_listing="front"
+    sim = await start_sim(now_utc=EXPIRY_DAY, soft_delay_ms=0, futures_listing="front")
     client = await connect_ib(sim.port, 1)
     assert months(await client.ib.reqContractDetailsAsync(Future("ES", exchange="CME"))) == [
         "20240920"]  # fmt: skip

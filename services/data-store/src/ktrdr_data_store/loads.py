@@ -371,8 +371,12 @@ class LoadRunner:
         key, timeframe = symbol_key(command.symbol), command.timeframe
         stats = await asyncio.to_thread(self.store.stats, key, timeframe)
         profile = DatasetProfile(contract=command.contract, use_rth=command.use_rth)
-        await asyncio.to_thread(self.profiles.claim, key, timeframe, profile,
-                                has_bars=stats.rows > 0)  # fmt: skip
+        try:
+            await asyncio.to_thread(self.profiles.claim, key, timeframe, profile,
+                                    has_bars=stats.rows > 0)  # fmt: skip
+        except OSError as e:  # not recorded (a full disk): the check still ran; go on
+            problem = storage_full(self.settings.data_dir, e).message if is_full(e) else str(e)
+            log.warning("could not record the profile of %s %s: %s", key, timeframe, problem)
         instrument_type, exchange = await self.instrument(command)
         what = command.what_to_show or default_what_to_show(instrument_type)
         calendar = market_calendar(instrument_type, exchange, use_rth=command.use_rth)
