@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
+from ktrdr_api.controllers.models import archive_entry
 from ktrdr_api.testing import Responder, take_command
 from ktrdr_shared import streams, subjects
 from ktrdr_shared.client import new_job_id
@@ -145,3 +146,53 @@ async def test_models_list_show_and_download(trainer: Responder, http: httpx.Asy
     missing = await http.get(shown["links"]["download"], params={"part": "report.png"})
     assert missing.status_code == 404
     assert "no object 'report.png' of model m-aapl-1" in missing.json()["detail"]
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("name", "entry"),
+    [("weights.pt", "m/weights.pt"), ("../../etc/cron.d/x", "m/etc/cron.d/x"),
+     ("/abs/path", "m/abs/path"), ("..\\..\\win.ini", "m/win.ini"), ("C:/x", "m/x"),
+     ("..", None), ("a/./b", "m/a/b"), ("bad\nname", None)],
+)  # fmt: skip
+def test_zip_entry_names_stay_inside_the_model_s_folder(name: str, entry: str | None) -> None:
+    assert archive_entry("m", name) == entry
+
+
+async def test_a_stored_object_name_that_climbs_out_is_flattened_in_the_zip(
+    trainer: Responder, js: JetStreamContext, http: httpx.AsyncClient
+) -> None:
+    store = await js.object_store(streams.MODELS_BUCKET)
+    await store.put(f"{MODEL.model_id}/../../../tmp/evil.sh", b"evil")
+    await store.put(f"{MODEL.model_id}//etc/passwd", b"root")
+    archive = await http.get("/api/v1/models/m-aapl-1/download")
+    assert archive.status_code == 200, archive.text
+    with zipfile.ZipFile(io.BytesIO(archive.content)) as z:
+        names = z.namelist()
+    assert sorted(names) == ["m-aapl-1/etc/passwd", "m-aapl-1/manifest.json",
+                             "m-aapl-1/tmp/evil.sh", "m-aapl-1/weights.pt"]  # fmt: skip
+    assert not any(".." in n.split("/") or n.startswith("/") for n in names)
+
+
+@pytest.mark.parametrize(
+    ("extra", "field", "words"),
+    [({"model": {"kind": "mlp", "hidden_sizes": [10**7]}}, "model.hidden_sizes[0]", "<= 65536"),
+     ({"model": {"kind": "lstm", "hidden_size": 10**7}}, "model.hidden_size", "<= 65536"),
+     ({"seed": 2**70}, "seed", "<= 4294967295"),
+     ({"model": {"kind": "mlp", "hidden_sizes": [65_536, 65_536, 65_536]}}, "model",
+      "over the limit of 4 GiB"),
+     ({"batch_size": 1_000_000, "model": {"kind": "lstm", "seq_len": 4096}}, "batch_size",
+      "over the limit of 4 GiB")],
+)  # fmt: skip
+async def test_a_training_spec_too_big_is_a_400_naming_the_field(
+    http: httpx.AsyncClient, js: JetStreamContext, extra: dict[str, object], field: str,
+    words: str,
+) -> None:  # fmt: skip
+    before = (await js.stream_info(streams.COMMANDS.name)).state.messages
+    response = await http.post("/api/v1/training/runs",
+                               json={"symbols": ["AAPL"], "timeframe": "1h", **extra})  # fmt: skip
+    assert response.status_code == 400, response.text
+    problem = response.json()
+    assert [e["field"] for e in problem["errors"]] == [field]
+    assert words in problem["detail"]
+    assert (await js.stream_info(streams.COMMANDS.name)).state.messages == before

@@ -12,12 +12,13 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from ktrdr_api.config import ApiSettings, check_exposure, is_loopback
+from ktrdr_api.config import ApiSettings, check_exposure, is_loopback, key_bits
+from ktrdr_api.security import FREE_FAILURES, FailedKeyThrottle
 from ktrdr_api.testing import api_settings, serve_api
 from ktrdr_shared.errors import ConfigError
 from ktrdr_shared.testing.nats_server import free_port
 
-KEY = "s3cret-key"
+KEY = "Xq7dV2mPz9LkR4tWc8NbY3hJf6GsA1uE5oKiT0vBnQw"  # 43 url-safe characters: ~256 bits
 
 
 @pytest.mark.unit
@@ -74,6 +75,69 @@ async def test_off_loopback_every_route_but_health_requires_the_key(
     assert {"apiKey": []} in schema["security"]
 
 
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("key", "refused"),
+    [("s3cret-key", True), ("x", True), ("a" * 27, True), (KEY[:21], True), (KEY[:22], False),
+     ("0123456789abcdef0123456789abcdef", False), (KEY, False)],
+)  # fmt: skip
+def test_off_loopback_a_weak_key_is_refused(key: str, refused: bool) -> None:
+    settings = ApiSettings.from_env({"KTRDR_API_HOST": "0.0.0.0", "KTRDR_API_KEY": key})
+    if refused:
+        with pytest.raises(ConfigError, match=r"KTRDR_API_KEY is too weak .*at least 128 bits"):
+            check_exposure(settings)
+    else:
+        check_exposure(settings)
+    check_exposure(ApiSettings.from_env({"KTRDR_API_KEY": key}))  # loopback: any key will do
+    assert (key_bits(key) < 128) is refused
+
+
+@pytest.mark.unit
+def test_wrong_keys_lock_a_client_out_for_exponentially_longer() -> None:
+    now = [0.0]
+    throttle = FailedKeyThrottle(clock=lambda: now[0])
+    for _ in range(FREE_FAILURES):
+        throttle.failed("10.0.0.9")
+        assert throttle.retry_after_s("10.0.0.9") == 0
+    lockouts = []
+    for _ in range(5):
+        throttle.failed("10.0.0.9")
+        lockouts.append(throttle.retry_after_s("10.0.0.9"))
+    assert lockouts == [0.5, 1.0, 2.0, 4.0, 8.0]
+    assert throttle.retry_after_s("10.0.0.10") == 0  # per client
+    for _ in range(20):
+        throttle.failed("10.0.0.9")
+    assert throttle.retry_after_s("10.0.0.9") == 60.0
+    throttle.succeeded("10.0.0.9")
+    assert throttle.retry_after_s("10.0.0.9") == 0
+
+
+@pytest.mark.integration
+async def test_a_burst_of_wrong_keys_is_slowed_with_429(exposed: httpx.AsyncClient) -> None:
+    statuses = [(await exposed.get("/api/v1/jobs", headers={"X-API-Key": f"guess-{i}"}))
+                for i in range(FREE_FAILURES + 3)]  # fmt: skip
+    assert [r.status_code for r in statuses[: FREE_FAILURES + 1]] == [401] * (FREE_FAILURES + 1)
+    locked = statuses[-1]
+    assert locked.status_code == 429
+    assert int(locked.headers["retry-after"]) >= 1
+    assert locked.json()["code"] == "too_many_failures"
+    # the right key is no way around a lockout
+    assert (await exposed.get("/api/v1/jobs", headers={"X-API-Key": KEY})).status_code == 429
+
+
+@pytest.mark.integration
+async def test_health_without_the_key_shows_the_status_alone(exposed: httpx.AsyncClient) -> None:
+    bare = await exposed.get("/health")
+    assert bare.status_code == 200
+    assert set(bare.json()) == {"status"}
+    assert bare.json()["status"] in ("ok", "degraded")
+    wrong = await exposed.get("/health", headers={"X-API-Key": "guess"})
+    assert set(wrong.json()) == {"status"}
+    full = (await exposed.get("/health", headers={"X-API-Key": KEY})).json()
+    assert {"status", "version", "nats", "services"} <= set(full)
+    assert full["nats"]["server"]
+
+
 def _env(nats_url: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KTRDR_")}
     return env | {"KTRDR_NATS_URL": nats_url, "KTRDR_LOG_LEVEL": "WARNING", **extra}
@@ -104,7 +168,8 @@ async def test_python_m_ktrdr_api_serves_under_granian_and_stops_on_sigterm(
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)  # fmt: skip
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
-            health = await _when_up(http)
+            assert set((await _when_up(http)).keys()) == {"status"}  # without the key
+            health = (await http.get("/health", headers={"X-API-Key": KEY})).json()
             assert health["nats"]["status"] == "up"
             assert (await http.get("/api/v1/jobs")).status_code == 401
             ok = await http.get("/api/v1/jobs", headers={"Authorization": f"Bearer {KEY}"})

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import torch
-from ktrdr_shared.errors import PermanentError
+from ktrdr_shared.errors import InvalidRequest, PermanentError
 from ktrdr_shared.messages import (
     Device,
     ForwardReturnLabel,
@@ -164,3 +164,12 @@ def test_a_diverging_run_fails_with_advice() -> None:
         run_training(
             plan_job(spec(epochs=3, learning_rate=1e30)), [synthetic_bars(1500, pattern=True)]
         )
+
+
+@pytest.mark.unit
+def test_a_spec_over_the_memory_limit_is_refused_at_planning_naming_the_field() -> None:
+    big = spec(model=MlpModel(hidden_sizes=[8192, 8192]))
+    plan_job(big)  # fits the default limit
+    with pytest.raises(InvalidRequest, match=r"make 'model' smaller") as raised:
+        plan_job(big, max_bytes=2**28)
+    assert raised.value.details["limit_bytes"] == 2**28

@@ -14,21 +14,24 @@ from typing import Annotated
 
 from msgspec import Meta
 
-# A symbol as the user wrote it. Messages upper-case it after decoding (see
-# ``messages.base``), so a hand-typed ``aapl`` is accepted and carried as ``AAPL``.
+# Every pattern ends ``$(?!\n)``: Python's ``$`` also matches before a final newline (so
+# ``"AAPL\n"`` passed ``...$``), and ``\Z`` means something else in the ECMA regexes of the
+# JSON Schema these patterns are published in; ``$(?!\n)`` is the end in both.
+# A symbol as the user wrote it (no leading or trailing space). Messages upper-case it
+# after decoding (see ``messages.base``), so a hand-typed ``aapl`` is carried as ``AAPL``.
 Symbol = Annotated[
     str,
     Meta(
         min_length=1,
         max_length=32,
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._/&-]*$",
+        pattern=r"^[A-Za-z0-9](?:[A-Za-z0-9 ._/&-]*[A-Za-z0-9._/&-])?$(?!\n)",
         description="Instrument symbol as IB knows it (e.g. AAPL, BRK B, EURUSD); upper-cased.",
         examples=["AAPL", "BRK B", "EURUSD"],
     ),
 ]
 
 # The subject/path form of a symbol; see ``symbol_key``.
-SymbolKey = Annotated[str, Meta(min_length=1, max_length=32, pattern=r"^[A-Z0-9_]+$")]
+SymbolKey = Annotated[str, Meta(min_length=1, max_length=32, pattern=r"^[A-Z0-9_]+$(?!\n)")]
 
 # Any datetime that carries an offset. A naive datetime is rejected at decode.
 UtcDatetime = Annotated[
@@ -55,10 +58,14 @@ Volume = Annotated[float, Meta(ge=0, description="Traded volume; 0 where IB repo
 # 32 lowercase hex characters (uuid4().hex); also the command's Nats-Msg-Id.
 JobId = Annotated[
     str,
-    Meta(pattern=r"^[0-9a-f]{32}$", description="32-character hex uuid4", examples=["0" * 32]),
+    Meta(
+        pattern=r"^[0-9a-f]{32}$(?!\n)",
+        description="32-character hex uuid4",
+        examples=["0" * 32],
+    ),
 ]
-SegmentId = Annotated[str, Meta(pattern=r"^[0-9A-Za-z_-]{1,64}$")]
-ModelId = Annotated[str, Meta(pattern=r"^[0-9A-Za-z_-]{1,64}$")]
+SegmentId = Annotated[str, Meta(pattern=r"^[0-9A-Za-z_-]{1,64}$(?!\n)")]
+ModelId = Annotated[str, Meta(pattern=r"^[0-9A-Za-z_-]{1,64}$(?!\n)")]
 
 
 class Timeframe(enum.StrEnum):

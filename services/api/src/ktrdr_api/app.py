@@ -29,6 +29,7 @@ from nats import micro
 from nats.micro.service import ServiceConfig
 
 from ktrdr_api import __version__
+from ktrdr_api.browser import BrowserGuardMiddleware, allowed_hosts
 from ktrdr_api.config import ApiSettings, check_exposure
 from ktrdr_api.controllers import CONTROLLERS
 from ktrdr_api.errors import EXCEPTION_HANDLERS
@@ -100,7 +101,10 @@ def create_app(settings: ApiSettings, **nats_options: Any) -> Litestar:
             "settings": Provide(lambda: settings, sync_to_thread=False, use_cache=True),
         },
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[ApiKeyMiddleware(key)] if key else [],
+        middleware=[
+            BrowserGuardMiddleware(allowed_hosts(settings.api_host, settings.api_allowed_hosts)),
+            *([ApiKeyMiddleware(key)] if key else []),
+        ],
         openapi_config=_openapi(secured=key is not None),
         debug=False,
         logging_config=None,

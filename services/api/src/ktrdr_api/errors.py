@@ -238,8 +238,16 @@ def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Respon
         "this is a bug: please report it with the gateway's log"))  # fmt: skip
 
 
+def handle_too_deep(request: Request[Any, Any, Any], exc: RecursionError) -> Response[Problem]:
+    """Answer JSON nested deeper than Python decodes as a 400, not a 500."""
+    return problem_response(request, ApiError(
+        400, "invalid_request", "the body is nested too deeply to decode; send the "
+        "documented shape"))  # fmt: skip
+
+
 EXCEPTION_HANDLERS: dict[int | type[Exception], Any] = {
     ApiError: handle_api_error,
+    RecursionError: handle_too_deep,
     KtrdrError: handle_ktrdr_error,
     ValidationException: handle_validation,
     HTTPException: handle_http_error,

@@ -89,6 +89,12 @@ class Health(Struct, frozen=True, kw_only=True):
     services: list[ServiceHealth]
 
 
+class HealthSummary(Struct, frozen=True, kw_only=True):
+    """The overall status alone: what ``/health`` shows a caller without the gateway's key."""
+
+    status: OverallState
+
+
 # ---------------------------------------------------------------- ib
 
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import msgspec
 from ktrdr_shared.messages.base import check_range
-from ktrdr_shared.messages.training import FeatureName
+from ktrdr_shared.messages.training import FeatureName, LayerSize, Seed, SequenceLength
 from ktrdr_shared.types import JobId, ModelId, Symbol, Timeframe
 from msgspec import Meta
 
@@ -46,7 +46,7 @@ class ForwardReturnLabelIn(Struct, frozen=True, kw_only=True, tag_field="kind",
 class MlpModelIn(Struct, frozen=True, kw_only=True, tag_field="kind", tag="mlp"):
     """A multilayer perceptron."""
 
-    hidden_sizes: Annotated[list[PositiveInt], Meta(max_length=16)] = msgspec.field(
+    hidden_sizes: Annotated[list[LayerSize], Meta(max_length=16)] = msgspec.field(
         default_factory=lambda: [64, 32])  # fmt: skip
     dropout: Annotated[float, Meta(ge=0, lt=1)] = 0.1
 
@@ -54,8 +54,8 @@ class MlpModelIn(Struct, frozen=True, kw_only=True, tag_field="kind", tag="mlp")
 class LstmModelIn(Struct, frozen=True, kw_only=True, tag_field="kind", tag="lstm"):
     """An LSTM over a window of ``seq_len`` bars."""
 
-    seq_len: PositiveInt = 32
-    hidden_size: PositiveInt = 64
+    seq_len: SequenceLength = 32
+    hidden_size: LayerSize = 64
     layers: Annotated[int, Meta(ge=1, le=8)] = 1
     dropout: Annotated[float, Meta(ge=0, lt=1)] = 0.0
 
@@ -86,7 +86,7 @@ class TrainingRunIn(Struct, frozen=True, kw_only=True):
     early_stopping_patience: Annotated[int, Meta(ge=0)] = 5
     train_fraction: Fraction = 0.70
     validation_fraction: Fraction = 0.15
-    seed: int = 42
+    seed: Seed = 42
     device: Device = Device.AUTO
 
     def __post_init__(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from ktrdr_shared.config import Settings
+from ktrdr_shared.training_size import MAX_TRAINING_BYTES, TrainingBytes
 from msgspec import Meta
 
 
@@ -19,9 +20,13 @@ class TrainerSettings(Settings, frozen=True, kw_only=True):
             instead of paged over ``ktrdr.store.query``.
         trainer_query_timeout_s: how long one page request to the data-store may take.
         trainer_threads: CPU threads torch may use (0: torch's default, all cores).
+        trainer_max_training_bytes: the most memory a run's estimate may need (weights,
+            optimiser state, one batch; see ``ktrdr_shared.training_size``); a bigger
+            spec fails at once naming the field and this limit.
     """
 
     data_dir: str = "./data"
     trainer_store_dir: str | None = None
     trainer_query_timeout_s: Annotated[float, Meta(gt=0)] = 30.0
     trainer_threads: Annotated[int, Meta(ge=0, le=1024)] = 0
+    trainer_max_training_bytes: TrainingBytes = MAX_TRAINING_BYTES

@@ -16,11 +16,18 @@ from typing import Any
 import numpy as np
 import torch
 from ktrdr_shared.messages import StartTraining
+from ktrdr_shared.training_size import MAX_TRAINING_BYTES, check_training_size
 from torch import nn
 
 from ktrdr_trainer.backtest import Curve, backtest
 from ktrdr_trainer.data import Bars
-from ktrdr_trainer.dataset import Dataset, Normalisation, SplitBounds, build_dataset
+from ktrdr_trainer.dataset import (
+    Dataset,
+    Normalisation,
+    SplitBounds,
+    build_dataset,
+    input_columns,
+)
 from ktrdr_trainer.features import FeatureSpec, resolve_features
 from ktrdr_trainer.labels import POSITIONS
 from ktrdr_trainer.metrics import classification_metrics
@@ -70,13 +77,19 @@ class TrainingRun:
     curve: Curve
 
 
-def plan_job(spec: StartTraining, device: torch.device | None = None) -> JobPlan:
+def plan_job(
+    spec: StartTraining,
+    device: torch.device | None = None,
+    max_bytes: int = MAX_TRAINING_BYTES,
+) -> JobPlan:
     """Check a training spec and choose its device (``device`` overrides the spec's).
 
     Raises:
-        InvalidRequest: a feature parameter is wrong or the device is absent, naming the field.
+        InvalidRequest: a feature parameter is wrong, the device is absent, or the run would
+            need more than ``max_bytes`` (see ``ktrdr_shared.training_size``), naming the field.
     """
     features = resolve_features(spec.features)
+    check_training_size(spec, max_bytes, inputs=len(input_columns(features)))
     return JobPlan(spec, features, device or available_device(spec.device))
 
 

@@ -9,10 +9,12 @@ from msgspec import Meta
 from ktrdr_shared.messages.base import Message
 from ktrdr_shared.types import PositiveInt
 
-Currency = Annotated[str, Meta(pattern=r"^[A-Z]{3}$", description="ISO currency, e.g. USD")]
-ExchangeName = Annotated[str, Meta(pattern=r"^[A-Z0-9.]{1,16}$", description="IB exchange code")]
+Currency = Annotated[str, Meta(pattern=r"^[A-Z]{3}$(?!\n)", description="ISO currency, e.g. USD")]
+ExchangeName = Annotated[
+    str, Meta(pattern=r"^[A-Z0-9.]{1,16}$(?!\n)", description="IB exchange code")
+]
 ContractMonth = Annotated[
-    str, Meta(pattern=r"^\d{6}(\d{2})?$", description="YYYYMM or YYYYMMDD (futures)")
+    str, Meta(pattern=r"^\d{6}(\d{2})?$(?!\n)", description="YYYYMM or YYYYMMDD (futures)")
 ]
 
 

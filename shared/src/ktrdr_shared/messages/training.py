@@ -34,6 +34,14 @@ class FeatureName(enum.StrEnum):
     VOLUME_Z = "volume_z"
 
 
+# One layer's width: bounded so that one field cannot ask for terabytes (the product of all
+# of them is checked against a limit in ``ktrdr_shared.training_size``).
+LayerSize = Annotated[int, Meta(ge=1, le=65_536, description="units in one layer")]
+SequenceLength = Annotated[int, Meta(ge=1, le=4_096, description="bars in one LSTM window")]
+# numpy and torch take seeds in [0, 2**32): a bigger one would fail inside the run.
+Seed = Annotated[int, Meta(ge=0, le=2**32 - 1, description="random seed, 0 .. 2**32-1")]
+
+
 class Feature(Message, frozen=True, kw_only=True):
     """One feature with its parameters (e.g. ``{"name": "rsi", "params": {"period": 14}}``)."""
 
@@ -66,15 +74,15 @@ class ForwardReturnLabel(
 class MlpModel(Message, frozen=True, kw_only=True, tag_field="kind", tag="mlp"):
     """A multilayer perceptron."""
 
-    hidden_sizes: list[PositiveInt] = msgspec.field(default_factory=lambda: [64, 32])
+    hidden_sizes: list[LayerSize] = msgspec.field(default_factory=lambda: [64, 32])
     dropout: Annotated[float, Meta(ge=0, lt=1)] = 0.1
 
 
 class LstmModel(Message, frozen=True, kw_only=True, tag_field="kind", tag="lstm"):
     """An LSTM over a window of ``seq_len`` bars."""
 
-    seq_len: PositiveInt = 32
-    hidden_size: PositiveInt = 64
+    seq_len: SequenceLength = 32
+    hidden_size: LayerSize = 64
     layers: Annotated[int, Meta(ge=1, le=8)] = 1
     dropout: Annotated[float, Meta(ge=0, lt=1)] = 0.0
 
@@ -105,7 +113,7 @@ class StartTraining(Message, frozen=True, kw_only=True):
     early_stopping_patience: Annotated[int, Meta(ge=0)] = 5
     train_fraction: Fraction = 0.70
     validation_fraction: Fraction = 0.15
-    seed: int = 42
+    seed: Seed = 42
     device: Device = Device.AUTO
 
     def __post_init__(self) -> None:

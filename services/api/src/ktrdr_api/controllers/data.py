@@ -35,7 +35,7 @@ from ktrdr_api.errors import PROBLEM_JSON, ApiError, Problem, problem_responses
 from ktrdr_api.jobs import JobState, apply
 from ktrdr_api.openapi import ARROW_STREAM, CSV, BarsOperation
 from ktrdr_api.schemas import BarsOut, CoverageOut, DatasetsOut, LoadIn, LoadOut, RepairOut
-from ktrdr_api.validation import query_range, strict_body
+from ktrdr_api.validation import query_cursor, query_range, strict_body
 from ktrdr_api.views import (
     bars_from_columns,
     coverage_out,
@@ -51,7 +51,8 @@ CSV_COLUMNS = ("ts", "open", "high", "low", "close", "volume", "wap", "count")
 PathSymbol = Annotated[str, Parameter(
     description="Symbol as stored (AAPL, EURUSD; a space may be written %20, or _ as the "
     "store's key writes it: BRK_B).",
-    min_length=1, max_length=32, pattern=r"^[A-Za-z0-9][A-Za-z0-9 _.&-]*$",
+    min_length=1, max_length=32,
+    pattern=r"^[A-Za-z0-9](?:[A-Za-z0-9 _.&-]*[A-Za-z0-9_.&-])?$(?!\n)",
     examples=[Example(value="AAPL")])]  # fmt: skip
 PathTimeframe = Annotated[Timeframe, Parameter(description="Bar size.")]
 Start = Annotated[datetime | None, Parameter(
@@ -216,7 +217,7 @@ class DataController(Controller):
             start=first,
             end=last,
             limit=limit,
-            cursor=cursor,
+            cursor=query_cursor(cursor),
             format=QueryFormat.ARROW if media == ARROW_STREAM else QueryFormat.JSON,
         )
         if media == ARROW_STREAM:

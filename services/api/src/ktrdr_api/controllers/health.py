@@ -4,23 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from ktrdr_shared import subjects
 from ktrdr_shared.messages import IbStatus, StatusRequest
-from litestar import Controller, Response, get
+from litestar import Controller, Request, Response, get
 from litestar.openapi.datastructures import ResponseSpec
 
 from ktrdr_api import __version__
-from ktrdr_api.deps import GatewayDep
+from ktrdr_api.deps import GatewayDep, SettingsDep
 from ktrdr_api.errors import ApiError
 from ktrdr_api.gateway import Gateway
 from ktrdr_api.schemas import (
     ComponentState,
     Health,
+    HealthSummary,
     NatsHealth,
     OverallState,
     ServiceHealth,
 )
+from ktrdr_api.security import key_matches
 
 SERVICES = ("ib-connector", "data-store", "trainer")
 
@@ -34,29 +37,42 @@ class HealthController(Controller):
     @get(operation_id="getHealth", summary="Health of the gateway, NATS and every service",
          description="200 while the gateway reaches NATS (``status`` is ``ok`` when every "
          "service answers and IB is connected, else ``degraded``); 503 with the same body "
-         "when NATS is unreachable. Services are found with ``$SRV.PING``.",
+         "when NATS is unreachable. Services are found with ``$SRV.PING``. When the gateway "
+         "has a key, a caller without it sees ``{status}`` alone (no addresses, no versions).",
          security=[{}],  # never requires the key: monitors must see it
-         responses={503: ResponseSpec(Health, description="NATS is unreachable: status down",
+         responses={503: ResponseSpec(Health | HealthSummary,
+                                      description="NATS is unreachable: status down",
                                       generate_examples=False)})  # fmt: skip
-    async def health(self, gateway: GatewayDep) -> Response[Health]:
-        """Ping NATS and every service at once and report what answered."""
-        nc = gateway.nc
-        if not nc.is_connected:
-            nats = NatsHealth(status=ComponentState.DOWN)
-            body = Health(status=OverallState.DOWN, version=__version__, nats=nats, services=[
-                ServiceHealth(name=s, status=ComponentState.DOWN, detail="NATS unreachable")
-                for s in SERVICES])  # fmt: skip
-            return Response(body, status_code=503)
-        started = time.perf_counter()
-        await nc.flush(timeout=2)
-        rtt_ms = round((time.perf_counter() - started) * 1000, 3)
-        server = nc.connected_url.netloc if nc.connected_url else None
-        nats = NatsHealth(status=ComponentState.UP, server=server, rtt_ms=rtt_ms)
-        services = await asyncio.gather(*(_service(gateway, name) for name in SERVICES))
-        overall = (OverallState.OK if all(s.status is ComponentState.UP for s in services)
-                   else OverallState.DEGRADED)  # fmt: skip
-        return Response(Health(status=overall, version=__version__, nats=nats,
-                               services=list(services)))  # fmt: skip
+    async def health(self, request: Request[Any, Any, Any], gateway: GatewayDep,
+                     settings: SettingsDep) -> Response[Health | HealthSummary]:  # fmt: skip
+        """Ping NATS and every service at once; report what answered (to a keyed caller)."""
+        report = await _report(gateway)
+        key = settings.api_key.reveal() if settings.api_key else None
+        body: Health | HealthSummary = report.content
+        if not key_matches(request.headers, key):
+            body = HealthSummary(status=report.content.status)
+        return Response(body, status_code=report.status_code)
+
+
+async def _report(gateway: Gateway) -> Response[Health]:
+    """Return the full report, 503 when NATS is unreachable."""
+    nc = gateway.nc
+    if not nc.is_connected:
+        nats = NatsHealth(status=ComponentState.DOWN)
+        body = Health(status=OverallState.DOWN, version=__version__, nats=nats, services=[
+            ServiceHealth(name=s, status=ComponentState.DOWN, detail="NATS unreachable")
+            for s in SERVICES])  # fmt: skip
+        return Response(body, status_code=503)
+    started = time.perf_counter()
+    await nc.flush(timeout=2)
+    rtt_ms = round((time.perf_counter() - started) * 1000, 3)
+    server = nc.connected_url.netloc if nc.connected_url else None
+    nats = NatsHealth(status=ComponentState.UP, server=server, rtt_ms=rtt_ms)
+    services = await asyncio.gather(*(_service(gateway, name) for name in SERVICES))
+    overall = (OverallState.OK if all(s.status is ComponentState.UP for s in services)
+               else OverallState.DEGRADED)  # fmt: skip
+    return Response(Health(status=overall, version=__version__, nats=nats,
+                           services=list(services)))  # fmt: skip
 
 
 async def _service(gateway: Gateway, name: str) -> ServiceHealth:

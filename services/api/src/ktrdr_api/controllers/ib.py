@@ -31,7 +31,7 @@ from ktrdr_api.schemas import (
 from ktrdr_api.validation import strict_body
 from ktrdr_api.views import ib_status_out, symbol_out
 
-SYMBOL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 ._/&-]*$"
+SYMBOL_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9 ._/&-]*[A-Za-z0-9._/&-])?$(?!\n)"
 SymbolQuery = Annotated[
     str,
     Parameter(description="Instrument symbol as IB knows it (AAPL, EURUSD, ES).",

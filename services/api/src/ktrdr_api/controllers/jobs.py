@@ -26,7 +26,7 @@ from ktrdr_api.views import job_out, job_summary
 HEARTBEAT_S = 15.0
 
 JobIdPath = Annotated[str, Parameter(
-    description="The job's id (32 hex characters).", pattern=r"^[0-9a-f]{32}$",
+    description="The job's id (32 hex characters).", pattern=r"^[0-9a-f]{32}$(?!\n)",
     min_length=32, max_length=32,
     examples=[Example(value="0123456789abcdef0123456789abcdef")])]  # fmt: skip
 

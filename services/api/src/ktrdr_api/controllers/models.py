@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import zipfile
 from typing import Annotated
 
@@ -22,7 +23,8 @@ from ktrdr_api.training_schemas import ModelOut, ModelsOut
 from ktrdr_api.views import model_out
 
 ModelIdPath = Annotated[str, Parameter(
-    description="The model's id.", pattern=r"^[0-9A-Za-z_-]{1,64}$", min_length=1, max_length=64,
+    description="The model's id.", pattern=r"^[0-9A-Za-z_-]{1,64}$(?!\n)", min_length=1,
+    max_length=64,
     examples=[Example(value="m-0123456789ab")])]  # fmt: skip
 
 
@@ -71,7 +73,7 @@ class ModelsController(Controller):
         model_id: ModelIdPath,
         part: Annotated[str | None, Parameter(
             description="One object of the model, e.g. weights.pt or manifest.json.",
-            pattern=r"^[0-9A-Za-z_.-]{1,64}$")] = None,
+            pattern=r"^[0-9A-Za-z_.-]{1,64}$(?!\n)")] = None,
     ) -> Response[bytes]:  # fmt: skip
         """Read the model's objects (``<model_id>/<part>``) from the ``ktrdr_models`` store."""
         await find_model(gateway, model_id)
@@ -80,11 +82,27 @@ class ModelsController(Controller):
             return Response(objects[part], media_type=OCTETS, headers={
                 "Content-Disposition": f'attachment; filename="{model_id}-{part}"'})  # fmt: skip
         archive = io.BytesIO()
+        written: set[str] = set()
         with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
             for name, data in sorted(objects.items()):
-                z.writestr(f"{model_id}/{name}", data)
+                entry = archive_entry(model_id, name)
+                if entry is not None and entry not in written:
+                    written.add(entry)
+                    z.writestr(entry, data)
         return Response(archive.getvalue(), media_type=ZIP, headers={
             "Content-Disposition": f'attachment; filename="{model_id}.zip"'})  # fmt: skip
+
+
+def archive_entry(model_id: str, name: str) -> str | None:
+    """Return the zip entry of object ``name`` of a model: ``<model_id>/<safe path>``.
+
+    Object names are stored as their writer chose them, so one may hold ``..``,
+    a leading ``/``, a backslash or a drive letter; extracting such an entry would
+    write outside the folder. Those parts are dropped (None when nothing is left).
+    """
+    parts = [p for p in re.split(r"[/\\]", name) if p not in ("", ".", "..")]
+    parts = [p for p in parts if ":" not in p and p.isprintable()]
+    return f"{model_id}/{'/'.join(parts)}" if parts else None
 
 
 async def _model_objects(gateway: Gateway, model_id: str, part: str | None) -> dict[str, bytes]:

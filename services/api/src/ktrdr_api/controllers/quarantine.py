@@ -24,7 +24,7 @@ from ktrdr_api.views import quarantined_out
 
 QuarantineIdPath = Annotated[str, Parameter(
     description="The entry's id (the ``quarantine_id`` of its ``batch_rejected`` event).",
-    pattern=r"^[0-9a-f]{24}$", min_length=24, max_length=24,
+    pattern=r"^[0-9a-f]{24}$(?!\n)", min_length=24, max_length=24,
     examples=[Example(value="3f2a9c0d5e7b41a68c2d0e1f")])]  # fmt: skip
 
 

@@ -7,15 +7,17 @@ from typing import Annotated, Any
 import msgspec
 from ktrdr_shared import subjects
 from ktrdr_shared.client import new_job_id
+from ktrdr_shared.errors import InvalidRequest
 from ktrdr_shared.messages import StartTraining, StatusRequest, TrainerStatus
 from ktrdr_shared.messages.training import default_features
+from ktrdr_shared.training_size import check_training_size
 from litestar import Controller, Request, Response, get, post
 from litestar.openapi.spec import Example
 from litestar.params import Body
 
 from ktrdr_api.controllers.jobs import JobIdPath, job_state
-from ktrdr_api.deps import EventsDep, GatewayDep
-from ktrdr_api.errors import not_found, problem_responses
+from ktrdr_api.deps import EventsDep, GatewayDep, SettingsDep
+from ktrdr_api.errors import invalid, not_found, problem_responses
 from ktrdr_api.jobs import JobStatus
 from ktrdr_api.schemas import JobOut
 from ktrdr_api.training_schemas import TrainingRunIn, TrainingRunOut
@@ -46,6 +48,7 @@ class TrainingController(Controller):
         self,
         request: Request[Any, Any, Any],
         gateway: GatewayDep,
+        settings: SettingsDep,
         data: Annotated[TrainingRunIn, Body(examples=[
             Example(summary="an MLP on AAPL hourly bars",
                     value={"symbols": ["AAPL"], "timeframe": "1h", "epochs": 10}),
@@ -57,9 +60,13 @@ class TrainingController(Controller):
     ) -> Response[TrainingRunOut]:  # fmt: skip
         """Check that a trainer answers, then publish ``StartTraining``."""
         data = await strict_body(request, TrainingRunIn) or data
+        command = start_training(new_job_id(), data)
+        try:
+            check_training_size(command, settings.api_training_max_bytes)
+        except InvalidRequest as e:
+            raise invalid(str((e.details or {}).get("field", "model")), "body", e.message) from e
         await gateway.request(subjects.TRAIN_STATUS, StatusRequest(), TrainerStatus)
-        job_id = await gateway.send_command(subjects.CMD_TRAIN_START,
-                                            start_training(new_job_id(), data))  # fmt: skip
+        job_id = await gateway.send_command(subjects.CMD_TRAIN_START, command)
         links = job_links(job_id)
         return Response(TrainingRunOut(job_id=job_id, status=JobStatus.QUEUED, links=links),
                         status_code=202, headers={"Location": links.self})  # fmt: skip
