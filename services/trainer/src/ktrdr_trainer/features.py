@@ -118,10 +118,16 @@ def fuzzify(z: torch.Tensor, sets: int, span: float = 2.0) -> torch.Tensor:
     """
     if sets == 1:
         return torch.ones_like(z)[:, None]
-    centres = torch.linspace(-span, span, sets, dtype=z.dtype, device=z.device)
-    width = centres[1] - centres[0]
-    clamped = z.clamp(-span, span)[:, None]
-    return (1 - (clamped - centres[None, :]).abs() / width).clamp(min=0)
+    # A value's place between the centres: the lower neighbour takes 1 - frac, the upper frac.
+    # (Distances to every centre, as before, left rounding crumbs on both neighbours of a value
+    # sitting on a centre: three memberships above zero.)
+    position = (z.clamp(-span, span) + span) * ((sets - 1) / (2 * span))
+    lower = position.floor().clamp(0, sets - 2)
+    frac = (position - lower)[:, None]
+    below = lower.long()[:, None]
+    out = torch.zeros((len(z), sets), dtype=z.dtype, device=z.device)
+    out.scatter_(1, below, 1 - frac)
+    return out.scatter_add(1, below + 1, frac)
 
 
 # -- the features ----------------------------------------------------------------------
