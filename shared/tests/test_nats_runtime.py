@@ -6,6 +6,7 @@ import asyncio
 import json
 
 import nats
+import nats.js.errors
 import pytest
 from ktrdr_shared import codec, streams, subjects
 from ktrdr_shared.config import Settings
@@ -229,7 +230,11 @@ async def test_keep_alive_holds_a_message_past_its_ack_wait(js: JetStreamContext
     task = asyncio.create_task(consumer.run(stopping))
     await js.publish("ktrdr.cmd.test.slow", b"work")
     for _ in range(200):
-        info = await js.consumer_info("KTRDR_COMMANDS", "slow-worker")
+        try:
+            info = await js.consumer_info("KTRDR_COMMANDS", "slow-worker")
+        except nats.js.errors.NotFoundError:  # the consumer's task has not declared it yet
+            await asyncio.sleep(0.05)
+            continue
         if info.ack_floor.stream_seq >= 1:
             break
         await asyncio.sleep(0.05)

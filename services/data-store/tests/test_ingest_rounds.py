@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -115,23 +116,21 @@ async def test_live_bars_are_written_without_waiting_for_more(
 async def test_bars_in_hand_are_written_when_ingest_stops(
     backlog: JetStreamContext, nc: NATS, tmp_path: Path
 ) -> None:
-    run = Run(nc, ingestor(backlog, tmp_path, max_rows=10**9, max_delay_s=3600.0))
-    async with run:
-        await ack_pending(backlog)  # bars are in hand, waiting for more: stop now
+    ingest = ingestor(backlog, tmp_path, max_rows=10**9, max_delay_s=3600.0)
+    in_hand, decode_all = asyncio.Event(), ingest._decode_all
+
+    async def noting(msgs: list[Msg]) -> list[Any]:
+        held = await decode_all(msgs)
+        in_hand.set()
+        return held
+
+    ingest._decode_all = noting  # type: ignore[method-assign]
+    async with Run(nc, ingest):
+        await asyncio.wait_for(in_hand.wait(), 30)  # bars are in hand, waiting for more: stop
     info = await backlog.consumer_info(streams.BARS.name or "", streams.STORE_BARS.durable)
     stored = ParquetBarStore(tmp_path).stats("AAPL", Timeframe.M1).rows
     assert info.num_ack_pending == 0
     assert 0 < stored == BARS * (30 - info.num_pending)
-
-
-async def ack_pending(js: JetStreamContext) -> None:
-    """Wait until the ingest consumer has delivered messages that are not acked yet."""
-    async with asyncio.timeout(30):
-        while True:
-            info = await js.consumer_info(streams.BARS.name or "", streams.STORE_BARS.durable)
-            if info.num_ack_pending:
-                return
-            await asyncio.sleep(0.01)
 
 
 async def test_a_batch_that_decodes_but_cannot_be_a_table_is_rejected(
