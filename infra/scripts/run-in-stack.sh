@@ -7,7 +7,8 @@
 # * the process id goes to $STACK_DIR/run/<name>.pid and, once it ends, its exit
 #   status to $STACK_DIR/run/<name>.exit (`stack.py down` and `status` read them);
 # * in secure mode (STACK_SECURE=1) a service connects as its own NATS user with its
-#   password file, and nats-server gets the users' bcrypt hashes;
+#   password file and its own TLS client certificate, and nats-server gets the users'
+#   bcrypt hashes and its TLS files (NATS_TLS_*, quoted for the NATS config parser);
 # * a process that ends on its own keeps its honcho slot (this script waits for
 #   honcho's SIGTERM), so one crash does not make honcho stop the whole stack:
 #   `just up` names the process that is down and `just down` stops the rest in order.
@@ -27,11 +28,17 @@ if [ "${STACK_SECURE:-0}" = 1 ]; then
         # shellcheck disable=SC1091
         . "$STACK_DIR/secrets/nats.env"
         set +a
+        export NATS_TLS_CERT="\"$STACK_DIR/secrets/server.pem\""
+        export NATS_TLS_KEY="\"$STACK_DIR/secrets/server-key.pem\""
+        export NATS_TLS_CA="\"$STACK_DIR/secrets/ca.pem\""
         ;;
     sim) ;;
     *)
         export KTRDR_NATS_USER="$name"
         export KTRDR_NATS_PASSWORD_FILE="$STACK_DIR/secrets/$name.password"
+        export KTRDR_NATS_TLS_CA="$STACK_DIR/secrets/ca.pem"
+        export KTRDR_NATS_TLS_CERT="$STACK_DIR/secrets/$name.pem"
+        export KTRDR_NATS_TLS_KEY="$STACK_DIR/secrets/$name-key.pem"
         unset KTRDR_NATS_PASSWORD KTRDR_NATS_CREDS
         ;;
     esac

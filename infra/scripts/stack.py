@@ -12,8 +12,11 @@ prints where everything is; if one does not come up it names it, shows the
 end of its log and stops the rest. ``down`` stops the services first (SIGTERM,
 then waits: they finish and acknowledge what they hold), then the simulator
 and NATS, then honcho. ``--secure`` runs NATS with ``infra/nats/auth.conf``:
-one user per service with least-privilege permissions; passwords are
-generated into ``data/secrets/`` on first use and never printed.
+one user per service with least-privilege permissions, TLS with a client
+certificate per user, and no monitoring port unless ``--monitor-port`` asks
+for one; passwords, a private CA and the certificates are generated into
+``data/secrets/`` on first use (``KTRDR_NATS_TLS_HOSTS`` adds names and
+addresses to the server certificate) and passwords are never printed.
 
 Everything the stack writes lives under ``KTRDR_DATA_DIR`` (default
 ``./data``): ``bars/`` (Parquet), ``nats/``, ``logs/<process>.log``, ``run/``
@@ -42,7 +45,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import bcrypt
+from ktrdr_shared.certs import ensure_certificates, parse_hosts
 from ktrdr_shared.config import Secret, Settings
+from ktrdr_shared.tls import TlsFiles
 from wait_ready import SERVICES, Readiness, wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -97,13 +102,14 @@ class StackConfig:
     data_dir: Path
     secure: bool
     nats_port: int
-    monitor_port: int
+    monitor_port: int | None  # None: no monitoring (secure mode's default)
     ib_host: str | None  # None: run the simulator
     ib_port: int
     sim_control_port: int
     sim_time_scale: str
     api_host: str
     api_port: int
+    tls_hosts: tuple[str, ...] = ()  # the server certificate's names beyond loopback
 
     @property
     def processes(self) -> list[str]:
@@ -130,17 +136,20 @@ def load_config(env: Mapping[str, str], secure: bool, monitor_port: int | None,
         )
     nats_port = url.port or 4222
     ib_port = _port(env, "KTRDR_IB_PORT", 4002)
+    if monitor_port is None and not secure:
+        monitor_port = nats_port + 4000
     return StackConfig(
         data_dir=Path(env.get("KTRDR_DATA_DIR", "data")).resolve(),
         secure=secure,
         nats_port=nats_port,
-        monitor_port=monitor_port if monitor_port is not None else nats_port + 4000,
+        monitor_port=monitor_port or None,
         ib_host=env.get("KTRDR_IB_HOST") or None,
         ib_port=ib_port,
         sim_control_port=sim_control_port if sim_control_port is not None else ib_port + 1,
         sim_time_scale=env.get("KTRDR_IB_TIME_SCALE", "1"),
         api_host=env.get("KTRDR_API_HOST", "127.0.0.1"),
         api_port=_port(env, "KTRDR_API_PORT", 8000),
+        tls_hosts=tuple(tls_hosts(env)),
     )
 
 
@@ -159,13 +168,28 @@ def hash_variable(user: str) -> str:
     return "NATS_HASH_" + user.upper().replace("-", "_")
 
 
-def ensure_secrets(directory: Path) -> None:
+def tls_hosts(env: Mapping[str, str]) -> list[str]:
+    """Return the server certificate's extra names and addresses (``KTRDR_NATS_TLS_HOSTS``).
+
+    Raises:
+        StackError: an entry is neither an IP address nor a DNS name.
+    """
+    try:
+        return parse_hosts(env.get("KTRDR_NATS_TLS_HOSTS", ""))
+    except ValueError as e:
+        raise StackError(f"KTRDR_NATS_TLS_HOSTS: {e}") from e
+
+
+def ensure_secrets(directory: Path, extra_hosts: Iterable[str] = ()) -> None:
     """Create each user's password file once, and write nats-server's hashes of them.
 
     ``<user>.password`` (mode 0600) is what the service reads through
     ``KTRDR_NATS_PASSWORD_FILE``; ``nats.env`` holds ``NATS_HASH_<USER>`` for
     nats-server (auth.conf), each value quoted for the NATS config parser;
     ``api-key`` is the REST key for an api exposed beyond loopback (compose).
+    The TLS files (``ktrdr_shared.tls``: a CA, nats-server's certificate for
+    loopback and ``extra_hosts``, one client certificate per user) are made when
+    missing, and the server's again when its names no longer match.
     """
     directory.mkdir(parents=True, exist_ok=True)
     directory.chmod(0o700)
@@ -179,6 +203,7 @@ def ensure_secrets(directory: Path) -> None:
         lines.append(f"{hash_variable(user)}='\"{digest}\"'")
     _private_token(directory / "api-key")
     _write_private(directory / "nats.env", "\n".join(lines) + "\n")
+    ensure_certificates(directory, USERS, extra_hosts)
 
 
 def _private_token(path: Path) -> str:
@@ -199,7 +224,10 @@ def admin_settings(config: StackConfig, layout: Layout) -> Settings:
     if not config.secure:
         return Settings(nats_url=(config.nats_url,))
     password = (layout.secrets / "admin.password").read_text(encoding="utf-8").strip()
-    return Settings(nats_url=(config.nats_url,), nats_user="admin", nats_password=Secret(password))
+    files = TlsFiles(layout.secrets)
+    return Settings(nats_url=(config.nats_url,), nats_user="admin", nats_password=Secret(password),
+                    nats_tls_ca=str(files.ca_cert), nats_tls_cert=str(files.client_cert("admin")),
+                    nats_tls_key=str(files.client_key("admin")))  # fmt: skip
 
 
 # -- up -----------------------------------------------------------------------------------
@@ -215,7 +243,7 @@ def up(config: StackConfig, timeout_s: float) -> int:
     for directory in (layout.logs, layout.run, config.data_dir / "nats"):
         directory.mkdir(parents=True, exist_ok=True)
     if config.secure:
-        ensure_secrets(layout.secrets)
+        ensure_secrets(layout.secrets, config.tls_hosts)
     _clear_run_files(layout, config.processes)
     _rotate_logs(layout, ["honcho", *config.processes])
     started = time.monotonic()
@@ -233,8 +261,9 @@ def up(config: StackConfig, timeout_s: float) -> int:
 
 def _check_ports_free(config: StackConfig) -> None:
     wanted = [("127.0.0.1", config.nats_port, "NATS (KTRDR_NATS_URL)"),
-              ("127.0.0.1", config.monitor_port, "NATS monitoring"),
               (config.api_host, config.api_port, "the api (KTRDR_API_PORT)")]  # fmt: skip
+    if config.monitor_port is not None:
+        wanted.append(("127.0.0.1", config.monitor_port, "NATS monitoring"))
     if not config.ib_host:
         wanted += [
             ("127.0.0.1", config.ib_port, "the IB Gateway simulator (KTRDR_IB_PORT)"),
@@ -278,7 +307,7 @@ def _start_honcho(config: StackConfig, layout: Layout) -> subprocess.Popen[bytes
         "STACK_SECURE": "1" if config.secure else "0",
         "STACK_NATS_CONF": NATS_CONF[config.secure],
         "STACK_NATS_PORT": str(config.nats_port),
-        "STACK_NATS_MONITOR_PORT": str(config.monitor_port),
+        "STACK_NATS_MONITOR_PORT": str(config.monitor_port or 0),  # -m 0: no monitoring
         "STACK_SIM_CONTROL_PORT": str(config.sim_control_port),
         "STACK_SIM_TIME_SCALE": config.sim_time_scale,
         "KTRDR_NATS_URL": config.nats_url,
@@ -333,7 +362,10 @@ def _tail(path: Path, lines: int) -> str:
 
 def _print_summary(config: StackConfig, layout: Layout, result: Readiness,
                    elapsed_s: float) -> None:  # fmt: skip
-    mode = "secure: one NATS user per service" if config.secure else "open NATS on loopback"
+    mode = ("secure: one NATS user per service, TLS" if config.secure
+            else "open NATS on loopback")  # fmt: skip
+    monitoring = (f"monitoring http://127.0.0.1:{config.monitor_port}" if config.monitor_port
+                  else "no monitoring port: --monitor-port N turns it on")  # fmt: skip
     if config.ib_host:
         gateway = f"real IB Gateway/TWS at {config.ib_host}:{config.ib_port} (KTRDR_IB_HOST)"
     else:
@@ -343,7 +375,7 @@ def _print_summary(config: StackConfig, layout: Layout, result: Readiness,
     api = f"http://{config.api_host}:{config.api_port}"
     lines = [
         f"ktrdr: the stack is up in {elapsed_s:.1f} s ({mode})",
-        f"  NATS      {config.nats_url}  (monitoring http://127.0.0.1:{config.monitor_port})",
+        f"  NATS      {config.nats_url}  ({monitoring})",
         f"  gateway   {gateway}",
         f"  api       {api}  (OpenAPI docs {api}/schema)",
         f"  services  {versions}: each answers $SRV.PING",
@@ -352,8 +384,16 @@ def _print_summary(config: StackConfig, layout: Layout, result: Readiness,
         f"  state     {layout.state_file}",
     ]
     if config.secure:
-        lines.append(f"  secrets   {layout.secrets}/ (as admin: KTRDR_NATS_USER=admin "
-                     f"KTRDR_NATS_PASSWORD_FILE={layout.secrets}/admin.password)")  # fmt: skip
+        s = layout.secrets
+        lines += [
+            f"  secrets   {s}/ (passwords, CA, certificates)",
+            f"  as admin  export KTRDR_NATS_USER=admin KTRDR_NATS_PASSWORD_FILE={s}/admin.password"
+            f" KTRDR_NATS_TLS_CA={s}/ca.pem KTRDR_NATS_TLS_CERT={s}/admin.pem"
+            f" KTRDR_NATS_TLS_KEY={s}/admin-key.pem",
+            f'  nats CLI  nats -s {config.nats_url} --user admin --password "$(cat '
+            f'{s}/admin.password)" --tlsca {s}/ca.pem --tlscert {s}/admin.pem'
+            f" --tlskey {s}/admin-key.pem ...",
+        ]
     lines.append("  stop      just down")
     print("\n".join(lines))
 
@@ -514,7 +554,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     up_cmd = commands.add_parser("up", help="start the stack in the background")
     up_cmd.add_argument("--secure", action="store_true", help="one NATS user per service")
     up_cmd.add_argument("--timeout", type=float, default=90.0, help="readiness wait, seconds")
-    up_cmd.add_argument("--monitor-port", type=int, help="NATS monitoring (default: NATS + 4000)")
+    up_cmd.add_argument("--monitor-port", type=int,
+                        help="NATS monitoring on 127.0.0.1 (default: NATS + 4000; with "
+                             "--secure: off unless given; 0: off)")  # fmt: skip
     up_cmd.add_argument("--sim-control-port", type=int, help="default: KTRDR_IB_PORT + 1")
     down_cmd = commands.add_parser("down", help="stop the stack (services first)")
     down_cmd.add_argument("--timeout", type=float, default=60.0, help="per group, seconds")
@@ -531,7 +573,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return down(layout, args.timeout)
         if args.command == "status":
             return status(layout)
-        ensure_secrets(layout.secrets)
+        ensure_secrets(layout.secrets, tls_hosts(env))
         print(f"ktrdr: secrets in {layout.secrets} (passwords are not printed)")
         return 0
     except StackError as e:

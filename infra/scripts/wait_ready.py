@@ -4,7 +4,8 @@
 
 With no service named it waits for the four: ib-connector, data-store,
 trainer, api. NATS location and credentials come from the usual ``KTRDR_*``
-settings (``KTRDR_NATS_URL``, ``KTRDR_NATS_USER`` + ``KTRDR_NATS_PASSWORD[_FILE]``),
+settings (``KTRDR_NATS_URL``, ``KTRDR_NATS_USER`` + ``KTRDR_NATS_PASSWORD[_FILE]``,
+``KTRDR_NATS_TLS_CA|CERT|KEY``),
 so the same script is ``just up``'s readiness check (as admin) and a
 container's health check (as the service itself, which may ping only itself).
 Exits 0 when all answer, 1 naming those that did not.
@@ -24,6 +25,7 @@ from typing import Any
 import nats
 import nats.errors
 from ktrdr_shared.config import Settings
+from ktrdr_shared.runtime import auth_options
 
 SERVICES = ("ib-connector", "data-store", "trainer", "api")
 RETRY_S = 0.2  # between pings of a service that is still starting
@@ -61,9 +63,7 @@ async def connect_until(settings: Settings, deadline: float, gone: Callable[[], 
                                "allow_reconnect": False, "max_reconnect_attempts": 1,
                                "reconnect_time_wait": RETRY_S, "connect_timeout": 1,
                                "error_cb": quiet}  # fmt: skip
-    if settings.nats_user:
-        options["user"] = settings.nats_user
-        options["password"] = settings.nats_password.reveal() if settings.nats_password else ""
+    options.update(auth_options(settings))  # credentials, TLS, the user's inbox prefix
     last: Exception | None = None
     while loop.time() < deadline:
         reason = gone()

@@ -200,8 +200,15 @@ def test_secrets_written_by_stack_py_are_the_files_compose_and_nats_read(
     hashes = dict(re.fullmatch(r"(NATS_HASH_[A-Z_]+)='(.*)'", line).groups()  # type: ignore[union-attr]
                   for line in lines if not line.startswith("#"))  # fmt: skip
     assert sorted(hashes) == sorted(f"NATS_HASH_{u.upper().replace('-', '_')}" for u in USERS)
+    # compose mounts each secret at /run/secrets/<name>: point NATS_TLS_* at the files here.
+    mounted = {f"/run/secrets/{name}": str(tmp_path / "secrets" / Path(secret["file"]).name)
+               for name, secret in compose["secrets"].items()}  # fmt: skip
+    tls = {name: re.sub(r"/run/secrets/\w+", lambda m: mounted[m.group(0)], value)
+           for name, value in compose["services"]["nats"]["environment"].items()}  # fmt: skip
+    assert sorted(tls) == ["NATS_TLS_CA", "NATS_TLS_CERT", "NATS_TLS_KEY"]
     checked = subprocess.run([nats_server_binary(), "-t", "-c", str(INFRA / "nats/docker.conf")],
-                             env={**env, **hashes}, capture_output=True, text=True)  # fmt: skip
+                             env={**env, **hashes, **tls}, capture_output=True,
+                             text=True)  # fmt: skip
     assert checked.returncode == 0, checked.stderr
 
 

@@ -31,6 +31,7 @@ from ktrdr_shared.config import Secret, Settings
 from ktrdr_shared.messages import JobCompleted, TrainingResult
 from ktrdr_shared.runtime import connect
 from ktrdr_shared.testing.nats_server import free_port
+from ktrdr_shared.tls import TlsFiles, client_context
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -81,8 +82,11 @@ class Stack:
 
     def admin(self) -> Settings:
         password = (self.data_dir / "secrets" / "admin.password").read_text().strip()
+        files = TlsFiles(self.data_dir / "secrets")
         return Settings(nats_url=(self.nats_url,), nats_user="admin",
-                        nats_password=Secret(password))  # fmt: skip
+                        nats_password=Secret(password), nats_tls_ca=str(files.ca_cert),
+                        nats_tls_cert=str(files.client_cert("admin")),
+                        nats_tls_key=str(files.client_key("admin")))  # fmt: skip
 
 
 @pytest.fixture
@@ -195,8 +199,16 @@ async def test_secure_stack_loads_and_trains_with_one_user_per_service(stack: St
                for u in (*SERVICES, "admin"))  # fmt: skip
     assert all(stack.data_dir.joinpath("secrets", f"{u}.password").read_text().strip() not in
                up.stdout + up.stderr for u in (*SERVICES, "admin"))  # never printed  # fmt: skip
-    with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+    assert "--tlscert" in up.stdout  # how to connect by hand
+    files = TlsFiles(secrets)
+    assert files.client_key("admin").stat().st_mode & 0o077 == 0
+    with pytest.raises((nats.errors.Error, OSError)):  # no TLS certificate: refused
         await nats.connect(stack.nats_url, allow_reconnect=False, max_reconnect_attempts=1,
+                           connect_timeout=2, error_cb=_ignore)  # fmt: skip
+    with pytest.raises(nats.errors.Error, match="Authorization Violation"):  # a certificate only
+        await nats.connect(stack.nats_url, allow_reconnect=False, max_reconnect_attempts=1,
+                           tls=client_context(str(files.ca_cert), str(files.client_cert("api")),
+                                              str(files.client_key("api"))),
                            error_cb=_ignore)  # fmt: skip
     pings = await ping_all(stack.admin())
     assert set(pings) == set(SERVICES)

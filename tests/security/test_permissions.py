@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -38,6 +39,7 @@ from ktrdr_shared.messages import (
 from ktrdr_shared.runtime import connect
 from ktrdr_shared.testing.auth import TestUsers
 from ktrdr_shared.testing.nats_server import NatsServer, free_port
+from ktrdr_shared.tls import client_context
 from nats.aio.client import Client as NATS
 
 pytestmark = pytest.mark.integration
@@ -118,17 +120,25 @@ async def declared(connect_as: ConnectAs) -> None:
     await streams.ensure_all(nc.jetstream())
 
 
-async def test_an_anonymous_client_is_refused(server: NatsServer) -> None:
+def tls_of(users: TestUsers, user: str) -> ssl.SSLContext:
+    """Return ``user``'s TLS context: the CA and its client certificate, no password."""
+    files = users.tls_files
+    return client_context(str(files.ca_cert), str(files.client_cert(user)),
+                          str(files.client_key(user)))  # fmt: skip
+
+
+async def test_an_anonymous_client_is_refused(server: NatsServer, users: TestUsers) -> None:
+    # A valid client certificate gets through TLS (tests/security/test_tls.py); no user, no entry.
     with pytest.raises(nats.errors.Error, match="Authorization Violation"):
-        await nats.connect(server.url, allow_reconnect=False, max_reconnect_attempts=1,
-                           error_cb=Violations().record)  # fmt: skip
+        await nats.connect(server.url, tls=tls_of(users, "api"), allow_reconnect=False,
+                           max_reconnect_attempts=1, error_cb=Violations().record)  # fmt: skip
 
 
-async def test_a_wrong_password_is_refused(server: NatsServer) -> None:
+async def test_a_wrong_password_is_refused(server: NatsServer, users: TestUsers) -> None:
     with pytest.raises(nats.errors.Error, match="Authorization Violation"):
         await nats.connect(server.url, user="api", password="not-the-password",
-                           allow_reconnect=False, max_reconnect_attempts=1,
-                           error_cb=Violations().record)  # fmt: skip
+                           tls=tls_of(users, "api"), allow_reconnect=False,
+                           max_reconnect_attempts=1, error_cb=Violations().record)  # fmt: skip
 
 
 # (user, subject) pairs each user may and may not publish on: the core of least privilege.

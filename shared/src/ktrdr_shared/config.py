@@ -56,6 +56,8 @@ KNOWN_VARIABLES: set[str] = {
     "KTRDR_DATA_DIR", "KTRDR_API_HOST", "KTRDR_API_PORT", "KTRDR_API_KEY",
     # Copies of each stream and bucket (streams.configured_replicas): 3 on a 3-node cluster.
     "KTRDR_NATS_REPLICAS",
+    # TLS client files (Settings) and the server certificate's extra names (stack.py secrets).
+    "KTRDR_NATS_TLS_CA", "KTRDR_NATS_TLS_CERT", "KTRDR_NATS_TLS_KEY", "KTRDR_NATS_TLS_HOSTS",
     # ib-connector tuning (see services/ib-connector/README.md).
     "KTRDR_IB_REQUEST_TIMEOUT_S", "KTRDR_IB_CONNECT_TIMEOUT_S", "KTRDR_IB_SOFT_CONCURRENCY",
     "KTRDR_IB_TIME_SCALE", "KTRDR_IB_RETRY_DELAY_S", "KTRDR_IB_SEGMENTS_IN_FLIGHT",
@@ -80,6 +82,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         nats_creds: path to a NATS ``.creds`` file, when the server uses JWT auth.
         nats_user: user name, when the server uses user/password auth.
         nats_password: password for ``nats_user``.
+        nats_tls_ca: CA file (PEM) that verifies the server; with it the connection uses TLS.
+        nats_tls_cert: client certificate (PEM) to present; needs ``nats_tls_key``.
+        nats_tls_key: the client certificate's private key (PEM).
         log_level: Python logging level name.
     """
 
@@ -87,6 +92,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     nats_creds: str | None = None
     nats_user: str | None = None
     nats_password: Secret | None = None
+    nats_tls_ca: str | None = None
+    nats_tls_cert: str | None = None
+    nats_tls_key: str | None = None
     log_level: str = "INFO"
 
     @classmethod
@@ -94,8 +102,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         """Load the settings from ``environ`` (default ``os.environ``).
 
         Raises:
-            ConfigError: an unknown ``KTRDR_*`` variable, or a value that does
-                not convert to its field's type; the message names the variable.
+            ConfigError: an unknown ``KTRDR_*`` variable, a value that does not
+                convert to its field's type, or a TLS file that cannot be read;
+                the message names the variable.
         """
         env = os.environ if environ is None else environ
         fields = _field_types(cls)
@@ -106,9 +115,35 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             if value is not None:
                 raw[name] = _split_if_sequence(value, hint)
         try:
-            return msgspec.convert(raw, type=cls, strict=False, dec_hook=_decode_secret)
+            settings = msgspec.convert(raw, type=cls, strict=False, dec_hook=_decode_secret)
         except msgspec.ValidationError as e:
             raise ConfigError(_explain(str(e), raw, fields), details={"error": str(e)}) from e
+        settings.check_tls_files()
+        return settings
+
+    def check_tls_files(self) -> None:
+        """Check that each TLS file set can be read, and that cert and key come together.
+
+        Raises:
+            ConfigError: naming the variable and the path.
+        """
+        if bool(self.nats_tls_cert) != bool(self.nats_tls_key):
+            missing = "KTRDR_NATS_TLS_KEY" if self.nats_tls_cert else "KTRDR_NATS_TLS_CERT"
+            raise ConfigError(
+                f"{missing} is not set: KTRDR_NATS_TLS_CERT and KTRDR_NATS_TLS_KEY go together",
+                details={"variable": missing},
+            )
+        for field in ("nats_tls_ca", "nats_tls_cert", "nats_tls_key"):
+            path = getattr(self, field)
+            if path is None:
+                continue
+            try:
+                with open(path, "rb") as f:
+                    f.read(1)
+            except OSError as e:
+                name = variable_name(field)
+                raise ConfigError(f"{name}={path}: cannot read it: {e.strerror}",
+                                  details={"variable": name, "path": path}) from e  # fmt: skip
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{f}={getattr(self, f)!r}" for f in self.__struct_fields__)

@@ -29,7 +29,7 @@ from nats.js import JetStreamContext
 from nats.micro.request import Request
 from nats.micro.service import EndpointConfig, Service, ServiceConfig
 
-from ktrdr_shared import codec, streams, subjects
+from ktrdr_shared import codec, streams, subjects, tls
 from ktrdr_shared.config import Settings
 from ktrdr_shared.errors import ConfigError, KtrdrError
 from ktrdr_shared.messages.base import Event
@@ -63,6 +63,7 @@ async def connect(settings: Settings, *, name: str, **options: Any) -> NATS:
         log.info("nats %s: reconnected", name)
 
     params: dict[str, Any] = {
+        **auth_options(settings),
         "servers": list(settings.nats_url),
         "name": name,
         "allow_reconnect": True,
@@ -75,13 +76,42 @@ async def connect(settings: Settings, *, name: str, **options: Any) -> NATS:
         "disconnected_cb": on_disconnected,
         "reconnected_cb": on_reconnected,
     }
-    if settings.nats_creds:
-        params["user_credentials"] = settings.nats_creds
-    if settings.nats_user:
-        params["user"] = settings.nats_user
-        params["password"] = settings.nats_password.reveal() if settings.nats_password else ""
     params.update(options)
     return await nats.connect(**params)
+
+
+def auth_options(settings: Settings) -> dict[str, Any]:
+    """Return the ``nats.connect`` options for who this process is and how it talks.
+
+    Credentials (a ``.creds`` file or user and password), TLS (a client context
+    from ``KTRDR_NATS_TLS_CA|CERT|KEY``, or the system's trust store for a
+    ``tls://`` URL with no CA) and, for a named user, the inbox prefix
+    ``_INBOX.<user>``: its replies arrive under a prefix that only it may
+    subscribe to. Everything that connects to NATS starts from these options.
+
+    Raises:
+        ConfigError: a TLS file cannot be loaded; the message names the variable.
+    """
+    options: dict[str, Any] = {}
+    if settings.nats_creds:
+        options["user_credentials"] = settings.nats_creds
+    if settings.nats_user:
+        options["user"] = settings.nats_user
+        options["password"] = settings.nats_password.reveal() if settings.nats_password else ""
+        options["inbox_prefix"] = f"_INBOX.{settings.nats_user}"
+    if settings.nats_tls_ca or settings.nats_tls_cert:
+        settings.check_tls_files()
+        try:
+            options["tls"] = tls.client_context(
+                settings.nats_tls_ca, settings.nats_tls_cert, settings.nats_tls_key
+            )
+        except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
+            raise ConfigError(
+                f"KTRDR_NATS_TLS_CA={settings.nats_tls_ca}, KTRDR_NATS_TLS_CERT="
+                f"{settings.nats_tls_cert}, KTRDR_NATS_TLS_KEY={settings.nats_tls_key}: "
+                f"cannot load them as CA, certificate and key: {e}"
+            ) from e
+    return options
 
 
 async def last_job_event(js: JetStreamContext, job_id: str, kind: str) -> bytes | None:

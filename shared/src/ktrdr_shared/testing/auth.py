@@ -5,18 +5,42 @@
 ``TestUsers`` makes fresh passwords, that environment, and the ``Settings`` a
 ktrdr process uses to connect as one of the users. Tests hash with bcrypt's
 cheapest cost: the server checks a hash of any cost the same way.
+
+Like ``stack.py secrets`` it also makes a private CA, nats-server's certificate
+and one client certificate per user (``ktrdr_shared.certs``), so that a test
+runs secure mode as `just up --secure` does: with TLS, the server's
+``NATS_TLS_*`` in ``server_env`` and each user's ``KTRDR_NATS_TLS_*`` in its
+settings and environment. ``TestUsers(tls=False)`` leaves TLS out.
 """
 
 from __future__ import annotations
 
+import atexit
+import functools
 import secrets
+import shutil
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import bcrypt
 
 from ktrdr_shared.config import Secret, Settings
+from ktrdr_shared.tls import TlsFiles
 
 USERS = ("ib-connector", "data-store", "trainer", "api", "admin")
+
+
+@functools.cache
+def _process_tls_dir() -> Path:
+    """Return a directory for this process's certificates, removed when it exits.
+
+    Not tied to one ``TestUsers``: a server started with ``TestUsers().server_env()``
+    outlives the object.
+    """
+    directory = Path(tempfile.mkdtemp(prefix="ktrdr-tls-"))
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    return directory
 
 
 def hash_variable(user: str) -> str:
@@ -33,6 +57,21 @@ class TestUsers:
     passwords: dict[str, str] = field(
         default_factory=lambda: {user: secrets.token_urlsafe(16) for user in USERS}
     )
+    tls: bool = True
+    tls_dir: Path | None = None  # where the certificates go; one per test process when None
+    _files: TlsFiles | None = field(default=None, init=False, repr=False)
+
+    @property
+    def tls_files(self) -> TlsFiles:
+        """Return the CA, server and client files, making them on first use."""
+        if self._files is None:
+            from ktrdr_shared.certs import ensure_certificates  # needs `cryptography`
+
+            if self.tls_dir is None:
+                self.tls_dir = _process_tls_dir()
+            ensure_certificates(self.tls_dir, USERS)
+            self._files = TlsFiles(self.tls_dir)
+        return self._files
 
     def server_env(self, rounds: int = 4) -> dict[str, str]:
         """Return ``NATS_HASH_<USER>`` for every user, ready for nats-server's environment."""
@@ -40,12 +79,23 @@ class TestUsers:
         for user, password in self.passwords.items():
             digest = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds)).decode()
             env[hash_variable(user)] = f'"{digest}"'
+        if self.tls:
+            env.update(self.tls_files.server_env())
         return env
 
     def settings(self, user: str, *urls: str) -> Settings:
-        """Return the settings that connect to ``urls`` as ``user``."""
-        return Settings(nats_url=urls, nats_user=user, nats_password=Secret(self.passwords[user]))
+        """Return the settings that connect to ``urls`` as ``user`` (with its certificate)."""
+        password = Secret(self.passwords[user])
+        if not self.tls:
+            return Settings(nats_url=urls, nats_user=user, nats_password=password)
+        files = self.tls_files
+        return Settings(nats_url=urls, nats_user=user, nats_password=password,
+                        nats_tls_ca=str(files.ca_cert), nats_tls_cert=str(files.client_cert(user)),
+                        nats_tls_key=str(files.client_key(user)))  # fmt: skip
 
     def env(self, user: str) -> dict[str, str]:
-        """Return ``KTRDR_NATS_USER`` and ``KTRDR_NATS_PASSWORD`` of ``user`` (a child's env)."""
-        return {"KTRDR_NATS_USER": user, "KTRDR_NATS_PASSWORD": self.passwords[user]}
+        """Return the ``KTRDR_NATS_*`` of ``user``: password and TLS files (a child's env)."""
+        env = {"KTRDR_NATS_USER": user, "KTRDR_NATS_PASSWORD": self.passwords[user]}
+        if self.tls:
+            env.update(self.tls_files.client_env(user))
+        return env

@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ktrdr_shared.tls import TlsFiles
+
 
 def free_port() -> int:
     """Return a TCP port on 127.0.0.1 that was free a moment ago."""
@@ -55,6 +57,9 @@ class NatsServer:
         config_file: optional config file (e.g. auth); flags still set port and store.
         extra_args: more command-line flags (e.g. ``-m <port>``, ``--cluster ...``).
         env: variables added to the server's environment (a config's ``$VARIABLE``s).
+        tls: serve TLS with these files and require a client certificate signed by
+            their CA (``--tlsverify``), as secure mode's ``tls {}`` block does; a
+            config file with its own ``tls {}`` block needs only ``env``.
     """
 
     store_dir: Path
@@ -63,6 +68,7 @@ class NatsServer:
     extra_args: list[str] = field(default_factory=list)
     process: subprocess.Popen[bytes] | None = None
     env: dict[str, str] | None = None
+    tls: TlsFiles | None = None
 
     @property
     def url(self) -> str:
@@ -81,6 +87,9 @@ class NatsServer:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         args = [nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port), "-js",
                 "-sd", str(self.store_dir), *self.extra_args]  # fmt: skip
+        if self.tls is not None:
+            args += ["--tlsverify", "--tlscert", str(self.tls.server_cert), "--tlskey",
+                     str(self.tls.server_key), "--tlscacert", str(self.tls.ca_cert)]  # fmt: skip
         if self.config_file is not None:
             args[1:1] = ["-c", str(self.config_file)]
         log = self.log_file.open("ab")
