@@ -33,7 +33,7 @@ from typing import Any
 import nats
 from ktrdr_shared import codec, streams, subjects
 from ktrdr_shared.client import KtrdrClient
-from ktrdr_shared.messages import JobAccepted, JobCompleted, JobEvent
+from ktrdr_shared.messages import JobAccepted, JobCompleted, JobEvent, JobKind
 from ktrdr_shared.testing.events import wait_for_job_event
 from ktrdr_shared.testing.nats_server import NatsServer
 from ktrdr_shared.testing.stack import SIM_TIME_SCALE, Stack
@@ -84,7 +84,8 @@ async def _completion_s(js: Any, job_id: str) -> float:
                                    timeout_s=TIMEOUT_S)  # fmt: skip
     if not isinstance(end, JobCompleted):
         raise RuntimeError(f"short load {job_id} ended {end!r}")
-    msg = await js.get_last_msg(streams.EVENTS.name or "", subjects.job_event(job_id, "accepted"))
+    accepted_on = subjects.job_event(JobKind.DATA_LOAD, job_id, "accepted")
+    msg = await js.get_last_msg(streams.EVENTS.name or "", accepted_on)
     accepted = codec.decode(msg.data, JobEvent, subject=msg.subject)
     assert isinstance(accepted, JobAccepted)
     return (end.ts - accepted.ts).total_seconds()

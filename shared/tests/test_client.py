@@ -105,7 +105,7 @@ async def test_job_events_replays_history_then_follows_to_the_end(
         ),
     ]
     for event in later:
-        await publish_event(js, event)
+        await publish_event(js, event, kind=JobKind.DATA_LOAD)
     await asyncio.wait_for(follower, timeout=10)
     assert seen == ["JobAccepted", "JobProgress", "JobCompleted"]
 

@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from ktrdr_shared import subjects
-from ktrdr_shared.messages import BarsStored, IbConnected, JobCompleted
+from ktrdr_shared.messages import (
+    BarsStored,
+    CancelRequested,
+    EpochCompleted,
+    IbConnected,
+    JobAccepted,
+    JobCompleted,
+    JobEvent,
+    JobEventBase,
+    JobKind,
+    JobPlanned,
+    SegmentFetched,
+    TrainingResult,
+    implied_kind,
+)
 from ktrdr_shared.testing.examples import EXAMPLES, JOB
 from ktrdr_shared.types import Timeframe
 
@@ -25,27 +41,99 @@ def test_bad_bar_subjects_are_rejected(bad: str) -> None:
         subjects.parse_bars(bad)
 
 
-def test_job_event_subjects() -> None:
-    subject = subjects.job_event(JOB, "completed")
-    assert subject == f"ktrdr.evt.job.{JOB}.completed"
-    assert subjects.parse_job_event(subject) == (JOB, "completed")
-    assert subjects.job_events(JOB) == f"ktrdr.evt.job.{JOB}.>"
+def test_job_event_subjects_carry_the_kind() -> None:
+    subject = subjects.job_event(JobKind.TRAINING, JOB, "completed")
+    assert subject == f"ktrdr.evt.job.training.{JOB}.completed"
+    assert subjects.parse_job_event(subject) == (JobKind.TRAINING, JOB, "completed")
+    assert (
+        subjects.job_event("data_load", JOB, "planned") == f"ktrdr.evt.job.data_load.{JOB}.planned"
+    )
+    assert subjects.job_events(JOB, JobKind.DATA_LOAD) == f"ktrdr.evt.job.data_load.{JOB}.>"
+    assert subjects.job_events(JOB) == f"ktrdr.evt.job.*.{JOB}.>"
+    assert subjects.job_kind_events(JobKind.DATA_LOAD) == "ktrdr.evt.job.data_load.>"
+    assert subjects.cancel_requests(JobKind.TRAINING) == "ktrdr.evt.job.training.*.cancel_requested"
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: subjects.job_event(JobKind.DATA_LOAD, "a.b", "completed"),
+        lambda: subjects.job_event(JobKind.DATA_LOAD, JOB, "a>"),
+        lambda: subjects.job_event("backtest", JOB, "completed"),
+        lambda: subjects.job_events(JOB, "*"),
+        lambda: subjects.job_kind_events(">"),
+        lambda: subjects.cancel_requests("training.x"),
+    ],
+)
+def test_bad_job_subject_parts_are_rejected(build: Callable[[], str]) -> None:
     with pytest.raises(subjects.SubjectError):
-        subjects.job_event("a.b", "completed")
+        build()
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "ktrdr.evt.ib.connection.connected",
+        f"ktrdr.evt.job.{JOB}.completed",  # the layout before kinds
+        f"ktrdr.evt.job.backtest.{JOB}.completed",
+        f"ktrdr.evt.job.data_load.{JOB}.completed.x",
+    ],
+)
+def test_bad_job_event_subjects_are_rejected(bad: str) -> None:
     with pytest.raises(subjects.SubjectError):
-        subjects.parse_job_event("ktrdr.evt.ib.connection.connected")
+        subjects.parse_job_event(bad)
 
 
 def test_event_subject_is_derived_from_family_and_tag() -> None:
-    assert subjects.event_subject(EXAMPLES[JobCompleted]) == f"ktrdr.evt.job.{JOB}.completed"
+    completed = EXAMPLES[JobCompleted]  # a load's result
+    assert subjects.event_subject(completed) == f"ktrdr.evt.job.data_load.{JOB}.completed"
     assert subjects.event_subject(EXAMPLES[IbConnected]) == "ktrdr.evt.ib.connection.connected"
     assert subjects.event_subject(EXAMPLES[BarsStored]) == "ktrdr.evt.store.bars_stored"
 
 
+def test_a_job_event_that_does_not_name_its_kind_needs_one() -> None:
+    cancel = CancelRequested(job_id=JOB)
+    with pytest.raises(subjects.SubjectError, match="needs its job's kind"):
+        subjects.event_subject(cancel)
+    assert subjects.event_subject(cancel, kind=JobKind.TRAINING) == (
+        f"ktrdr.evt.job.training.{JOB}.cancel_requested"
+    )
+    with pytest.raises(TypeError):
+        subjects.event_subject(EXAMPLES[BarsStored], kind=JobKind.DATA_LOAD)
+
+
+@pytest.mark.parametrize(
+    ("event", "wrong"),
+    [
+        (JobAccepted(job_id=JOB, kind=JobKind.TRAINING), JobKind.DATA_LOAD),
+        (EpochCompleted(job_id=JOB, epoch=1, epochs=2, train_loss=1.0, val_loss=1.0,
+                        val_accuracy=0.5, samples_per_s=1.0, device="cpu"), JobKind.DATA_LOAD),
+        (SegmentFetched(job_id=JOB, segment_id="s0", chunks=1, bars=1, ib_requests=1),
+         JobKind.TRAINING),
+        (JobPlanned(job_id=JOB, gaps_analyzed=0, cached_before=0), JobKind.TRAINING),
+        (JobCompleted(job_id=JOB, result=TrainingResult(model_id="m", device="cpu")),
+         JobKind.DATA_LOAD),
+    ],
+)  # fmt: skip
+def test_an_event_is_never_published_under_the_other_kind(event: JobEvent, wrong: JobKind) -> None:
+    """The data-store (data_load) cannot put a training event in the trainer's subjects, nor
+    the trainer a load's; the right kind is implied by the event."""
+    with pytest.raises(subjects.SubjectError, match="belongs to"):
+        subjects.event_subject(event, kind=wrong)
+    right = subjects.event_subject(event)
+    assert subjects.parse_job_event(right).kind is not wrong
+    assert subjects.event_subject(event, kind=subjects.parse_job_event(right).kind) == right
+
+
 def test_every_event_subject_falls_inside_the_events_stream() -> None:
     for example in EXAMPLES.values():
+        kind = None
+        if isinstance(example, JobEventBase):
+            kind = implied_kind(example) or JobKind.DATA_LOAD
         try:
-            subject = subjects.event_subject(example)
+            subject = subjects.event_subject(example, kind=kind)
         except (TypeError, AttributeError):
             continue
         assert subject.startswith("ktrdr.evt.")
+        if kind is not None:
+            assert subjects.parse_job_event(subject).kind is kind

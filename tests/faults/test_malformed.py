@@ -19,7 +19,7 @@ import httpx
 import pytest
 from ktrdr_shared import codec, subjects
 from ktrdr_shared.client import ERROR_CODE_HEADER, KtrdrClient, new_job_id
-from ktrdr_shared.messages import ErrorReply, JobCompleted, JobFailed, SegmentFailed
+from ktrdr_shared.messages import ErrorReply, JobCompleted, JobFailed, JobKind, SegmentFailed
 from ktrdr_shared.testing.events import wait_for_job_event
 from ktrdr_shared.testing.nats_server import NatsServer
 from ktrdr_shared.testing.stack import Stack
@@ -99,8 +99,9 @@ async def test_every_subject_survives_bad_payloads(stack: Stack, nc: NATS) -> No
 
     # events the services follow: cancel requests and job events, malformed
     for payload in payloads.values():
-        await js.publish(subjects.job_event(new_job_id(), "cancel_requested"), payload)
-        await js.publish(subjects.job_event(new_job_id(), "accepted"), payload)
+        for kind in JobKind:
+            await js.publish(subjects.job_event(kind, new_job_id(), "cancel_requested"), payload)
+            await js.publish(subjects.job_event(kind, new_job_id(), "accepted"), payload)
 
     # everyone still serves: pings, the API, and a real load end to end
     await stack.wait_ready(nc, SERVICES, timeout_s=30)

@@ -48,6 +48,7 @@ from ktrdr_shared.messages import (
     JobCancelled,
     JobCompleted,
     JobEvent,
+    JobKind,
     JobProgress,
     LoadResult,
     SegmentFetched,
@@ -200,7 +201,8 @@ class System:
 
     async def cancel(self, job_id: str) -> None:
         """Publish ``cancel_requested`` for a job (what ``POST /jobs/{id}/cancel`` does)."""
-        await publish_event(self.js, CancelRequested(job_id=job_id, reason="test"))
+        await publish_event(self.js, CancelRequested(job_id=job_id, reason="test"),
+                            kind=JobKind.DATA_LOAD)  # fmt: skip
 
     async def ended(self, job_id: str) -> Any:
         """Wait for the job's terminal event and return it."""

@@ -246,6 +246,7 @@ async def test_train_start_and_show_through_the_training_route(
     assert (command.symbols, command.epochs) == (["AAPL", "MSFT"], 3)
     assert isinstance(command.model, LstmModel)
 
-    await publish_all(js, [JobAccepted(job_id=run["job_id"], kind=JobKind.TRAINING, params={})])
+    await publish_all(js, [JobAccepted(job_id=run["job_id"], kind=JobKind.TRAINING, params={})],
+                      kind=JobKind.TRAINING)  # fmt: skip
     shown = await ktrdr(api_url, "train", "show", run["job_id"], "--json")
     assert json.loads(shown.out)["status"] == "accepted"

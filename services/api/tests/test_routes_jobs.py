@@ -17,7 +17,7 @@ import msgspec
 import pytest
 from ktrdr_api.cli.api_client import SseEvent, parse_sse
 from ktrdr_api.testing import load_events, publish_all
-from ktrdr_shared import streams
+from ktrdr_shared import streams, subjects
 from ktrdr_shared.client import new_job_id
 from ktrdr_shared.messages import (
     CancelRequested,
@@ -148,7 +148,8 @@ async def test_the_list_filters_by_kind_and_status(
         JobAccepted(job_id=training, kind=JobKind.TRAINING, params={"symbols": ["AAPL", "MSFT"],
                                                                     "timeframe": "1h"}),
         EpochCompleted(job_id=training, epoch=1, epochs=4, train_loss=1.0, val_loss=1.0,
-                       val_accuracy=0.4, samples_per_s=1e4, device="cpu")])  # fmt: skip
+                       val_accuracy=0.4, samples_per_s=1e4, device="cpu")],
+                      kind=JobKind.TRAINING)  # fmt: skip
     everything = (await http.get("/api/v1/jobs")).json()["jobs"]
     assert {j["job_id"]: j["status"] for j in everything} == {load: "completed",
                                                               training: "running"}  # fmt: skip
@@ -177,6 +178,22 @@ async def test_cancel_publishes_cancel_requested_and_refuses_an_ended_job(
     assert again.status_code == 409
     assert "already cancelled" in again.json()["detail"]
     assert (await http.post(f"/api/v1/jobs/{new_job_id()}/cancel")).status_code == 404
+
+
+async def test_cancel_publishes_under_the_kind_of_the_job(
+    http: httpx.AsyncClient, js: JetStreamContext
+) -> None:
+    load, training = new_job_id(), new_job_id()
+    await publish_all(js, load_events(load)[:2])
+    await publish_all(js, [JobAccepted(job_id=training, kind=JobKind.TRAINING)],
+                      kind=JobKind.TRAINING)  # fmt: skip
+    for job, kind in ((load, JobKind.DATA_LOAD), (training, JobKind.TRAINING)):
+        assert (await http.post(f"/api/v1/jobs/{job}/cancel")).status_code == 202
+        logged = await wait_for_job_event(js, job, {"cancel_requested"}, timeout_s=5, kind=kind)
+        assert isinstance(logged, CancelRequested)
+        other = JobKind.TRAINING if kind is JobKind.DATA_LOAD else JobKind.DATA_LOAD
+        with pytest.raises(TimeoutError):
+            await wait_for_job_event(js, job, {"cancel_requested"}, timeout_s=0.5, kind=other)
 
 
 async def test_sse_mid_job_replays_the_history_then_goes_live_and_ends_with_the_job(
@@ -240,7 +257,8 @@ async def test_a_malformed_event_in_the_log_is_skipped_not_fatal(
     job = new_job_id()
     events = load_events(job, segments=1)
     await publish_all(js, events[:2])
-    await js.publish(f"ktrdr.evt.job.{job}.progress", b'{"type": "progress", "done": "x"}')
+    progress = subjects.job_event(JobKind.DATA_LOAD, job, "progress")
+    await js.publish(progress, b'{"type": "progress", "done": "x"}')
     await publish_all(js, events[2:])
     body: dict[str, Any] = (await http.get(f"/api/v1/jobs/{job}")).json()
     assert body["status"] == "completed"

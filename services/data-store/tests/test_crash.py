@@ -22,7 +22,7 @@ from ktrdr_data_store.store import ParquetBarStore
 from ktrdr_ib_connector.testing import expected_stamps
 from ktrdr_shared import subjects
 from ktrdr_shared.client import KtrdrClient
-from ktrdr_shared.messages import JobCompleted, LoadResult
+from ktrdr_shared.messages import JobCompleted, JobKind, LoadResult
 from ktrdr_shared.runtime import ServiceApp
 from ktrdr_shared.testing.events import wait_for_job_event
 from ktrdr_shared.types import Timeframe
@@ -56,9 +56,10 @@ async def serving(nc: NATS) -> None:
 
 
 async def ended(js: JetStreamContext, job_id: str) -> bool:
-    for kind in ("completed", "failed", "cancelled"):
+    for event in ("completed", "failed", "cancelled"):
         try:
-            await js.get_last_msg("KTRDR_EVENTS", subjects.job_event(job_id, kind))
+            await js.get_last_msg("KTRDR_EVENTS",
+                                  subjects.job_event(JobKind.DATA_LOAD, job_id, event))  # fmt: skip
             return True
         except nats.js.errors.NotFoundError:
             pass

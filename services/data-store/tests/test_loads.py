@@ -31,6 +31,7 @@ from ktrdr_shared.messages import (
     JobCompleted,
     JobEvent,
     JobFailed,
+    JobKind,
     JobPlanned,
     LoadResult,
 )
@@ -72,7 +73,7 @@ async def test_a_hand_published_json_load_runs_to_completed(
     tmp_path: Path, sim: IBGatewaySimulator,
 ) -> None:  # fmt: skip
     await start_store()
-    accepted = await nc.subscribe("ktrdr.evt.job.*.accepted")
+    accepted = await nc.subscribe("ktrdr.evt.job.data_load.*.accepted")
     # what `nats pub ktrdr.cmd.data.load '{...}'` sends: JSON, no job id, a lower-case symbol
     start = dt.datetime(2024, 6, 17, tzinfo=UTC)
     payload = {"symbol": "aapl", "timeframe": "1h", "start": "2024-06-17T00:00:00Z"}
@@ -180,7 +181,7 @@ async def test_a_cancelled_load_ends_cancelled_and_says_what_it_did(
         "AAPL", "1m", start=dt.datetime(2024, 1, 2, tzinfo=UTC)
     )
     await wait_for_job_event(js, job_id, {"segment_progress", "segment_fetched"})
-    await publish_event(js, CancelRequested(job_id=job_id, reason="test"))
+    await publish_event(js, CancelRequested(job_id=job_id, reason="test"), kind=JobKind.DATA_LOAD)
     done = await finished(js, job_id)
     assert isinstance(done, JobCancelled)
     assert done.reason == "test"
@@ -210,6 +211,9 @@ async def test_a_restarted_store_resumes_the_job_from_its_events(
     kinds = [event_type(e) for e in await read_all(js, subjects.job_events(job_id), JobEvent)]
     assert kinds.count("planned") == 1  # planned once, not again on resume
     assert kinds.count("completed") == 1
+    # every event of the load (the connector's included) is under the data-load kind
+    training = subjects.job_events(job_id, JobKind.TRAINING)
+    assert await read_all(js, training, JobEvent) == []
 
 
 async def test_the_gap_filler_tops_up_a_dataset_whose_market_traded(
@@ -226,7 +230,7 @@ async def test_the_gap_filler_tops_up_a_dataset_whose_market_traded(
     store = ParquetBarStore(data_dir)
     settings = DataStoreSettings(data_dir=str(data_dir))
     runner = LoadRunner(nc, store, AnsweredLedger(data_dir), settings)
-    completions = await nc.subscribe("ktrdr.evt.job.*.completed")
+    completions = await nc.subscribe("ktrdr.evt.job.data_load.*.completed")
     sent = await fill_once(runner, store)
     assert [(c.symbol, c.timeframe, c.mode) for c in sent] == [("AAPL", Timeframe.H1, "tail")]
     await completions.next_msg(timeout=30)  # the gap filler's load, run like any other

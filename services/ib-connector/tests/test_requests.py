@@ -16,6 +16,7 @@ from ktrdr_shared.messages import (
     HeadTimestamp,
     HeadTimestampRequest,
     IbStatus,
+    JobKind,
     SegmentFailed,
     StatusRequest,
     SymbolInfo,
@@ -88,7 +89,7 @@ async def test_cancel_requested_stops_a_jobs_segments(
 ) -> None:
     job = uuid.uuid4().hex
     cancel = CancelRequested(job_id=job, reason="user")
-    await publish_event(js, cancel)
+    await publish_event(js, cancel, kind=JobKind.DATA_LOAD)
     end = dt.datetime(2024, 6, 26, tzinfo=dt.UTC)
     command = FetchBars(job_id=job, segment_id="s1", symbol="AAPL", timeframe=Timeframe.M1,
                         start=end - dt.timedelta(days=30), end=end,

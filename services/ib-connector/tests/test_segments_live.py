@@ -28,6 +28,7 @@ from ktrdr_shared.messages import (
     HeadTimestamp,
     HeadTimestampRequest,
     JobFailed,
+    JobKind,
     SegmentFailed,
     SegmentFetched,
     SegmentProgress,
@@ -74,7 +75,7 @@ async def _outcome(js: JetStreamContext, command: FetchBars, timeout_s: float = 
 async def _cancel(js: JetStreamContext, job_id: str) -> float:
     """Publish ``cancel_requested``; return the wall-clock instant just before it went out."""
     at = time.time()
-    await publish_event(js, CancelRequested(job_id=job_id, reason="test"))
+    await publish_event(js, CancelRequested(job_id=job_id, reason="test"), kind=JobKind.DATA_LOAD)
     return at
 
 
@@ -88,9 +89,10 @@ async def _batches(js: JetStreamContext, command: FetchBars) -> list[BarBatch]:
     return [b for b in found if b.job_id == command.job_id]
 
 
-async def _last_event(js: JetStreamContext, job_id: str, kind: str) -> bool:
+async def _last_event(js: JetStreamContext, job_id: str, event: str) -> bool:
+    subject = subjects.job_event(JobKind.DATA_LOAD, job_id, event)
     try:
-        await js.get_last_msg(streams.EVENTS.name or "", subjects.job_event(job_id, kind))
+        await js.get_last_msg(streams.EVENTS.name or "", subject)
     except nats.js.errors.NotFoundError:
         return False
     return True
@@ -98,7 +100,8 @@ async def _last_event(js: JetStreamContext, job_id: str, kind: str) -> bool:
 
 async def _progress(js: JetStreamContext, job_id: str) -> AsyncIterator[SegmentProgress]:
     """Yield the job's ``segment_progress`` events, history first, then as they come."""
-    sub = await js.subscribe(subjects.job_event(job_id, "segment_progress"), ordered_consumer=True,
+    sub = await js.subscribe(subjects.job_event(JobKind.DATA_LOAD, job_id, "segment_progress"),
+                             ordered_consumer=True,
                              config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL))  # fmt: skip
     try:
         while True:
@@ -151,7 +154,8 @@ async def test_a_restarted_connector_remembers_a_cancel_from_the_event_log(
 ) -> None:  # fmt: skip
     command = _seconds_command()
     await streams.ensure_streams(js)
-    await publish_event(js, ended(command.job_id))  # before the connector exists: no memory of it
+    # before the connector exists: no memory of it
+    await publish_event(js, ended(command.job_id), kind=JobKind.DATA_LOAD)
     await start_connector()
     await wait_connected(nc)
     await _send(js, command)

@@ -20,6 +20,7 @@ from ktrdr_shared.messages import (
     JobCompleted,
     JobEvent,
     JobFailed,
+    JobKind,
     JobProgress,
     MlpModel,
     ModelList,
@@ -190,7 +191,7 @@ async def test_a_command_published_by_hand_gets_a_job_id_and_runs(
     store_bars(data_dir, "EURUSD")
     await start_store()
     await start_trainer()
-    accepted = await nc.subscribe("ktrdr.evt.job.*.accepted")
+    accepted = await nc.subscribe("ktrdr.evt.job.training.*.accepted")
     await js.publish(subjects.CMD_TRAIN_START, b"\x00 not json")  # no job to tell: only logged
     await js.publish(
         subjects.CMD_TRAIN_START,
@@ -218,7 +219,7 @@ async def test_a_cancelled_job_stops_at_the_next_batch_and_ends_cancelled(
     await wait_for_job_event(js, job_id, {"epoch_completed"}, timeout_s=60)
     status = await client.request(subjects.TRAIN_STATUS, StatusRequest(), TrainerStatus)
     assert status.busy is True and status.job_id == job_id
-    await publish_event(js, CancelRequested(job_id=job_id, reason="enough"))
+    await publish_event(js, CancelRequested(job_id=job_id, reason="enough"), kind=JobKind.TRAINING)
     done = await finished(js, job_id)
     assert isinstance(done, JobCancelled)
     assert done.reason == "enough"
@@ -251,11 +252,14 @@ async def test_a_stopped_trainer_puts_its_job_back_for_another(
     await first.stop()  # SIGTERM's path: stop at the next batch, nak, drain
     info = await js.consumer_info(streams.COMMANDS.name or "", streams.TRAIN_COMMANDS.durable)
     assert info.num_ack_pending + info.num_pending == 1  # the job is queued again, not lost
-    accepted = await nc.subscribe(subjects.job_event(job_id, "accepted"))
+    accepted = await nc.subscribe(subjects.job_event(JobKind.TRAINING, job_id, "accepted"))
     await start_trainer()
     await accepted.next_msg(timeout=30)  # the second trainer took it on
-    await publish_event(js, CancelRequested(job_id=job_id, reason="done testing"))
+    await publish_event(js, CancelRequested(job_id=job_id, reason="done testing"),
+                        kind=JobKind.TRAINING)  # fmt: skip
     assert isinstance(await finished(js, job_id), JobCancelled)
     kinds = [event_type(e) for e in await read_all(js, subjects.job_events(job_id), JobEvent)]
     assert kinds.count("accepted") == 2 and kinds[-1] == "cancelled"
+    # every event of the run is under the training kind, none under the data-load kind
+    assert await read_all(js, subjects.job_events(job_id, JobKind.DATA_LOAD), JobEvent) == []
     assert "failed" not in kinds and "completed" not in kinds

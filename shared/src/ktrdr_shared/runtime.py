@@ -34,6 +34,7 @@ from ktrdr_shared.config import Settings
 from ktrdr_shared.errors import ConfigError, KtrdrError
 from ktrdr_shared.messages.base import Event
 from ktrdr_shared.messages.common import ErrorReply
+from ktrdr_shared.messages.jobs import JobKind
 
 log = logging.getLogger(__name__)
 
@@ -114,30 +115,40 @@ def auth_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
-async def last_job_event(js: JetStreamContext, job_id: str, kind: str) -> bytes | None:
-    """Return the payload of the job's last ``kind`` event in the log (None: it has none).
+async def last_job_event(js: JetStreamContext, kind: JobKind, job_id: str,
+                         event: str) -> bytes | None:  # fmt: skip
+    """Return the payload of the job's last ``event`` event in the log (None: it has none).
 
-    One direct read of ``ktrdr.evt.job.<job_id>.<kind>``: how a service learns, without
-    folding the log, whether a job was accepted, cancelled or has ended.
+    One direct read of ``ktrdr.evt.job.<kind>.<job_id>.<event>``: how a service learns,
+    without folding the log, whether a job was accepted, cancelled or has ended.
 
     Raises:
         nats.errors.Error: the log could not be read (not: the event is absent).
     """
+    subject = subjects.job_event(kind, job_id, event)
     try:
-        msg = await js.get_last_msg(streams.EVENTS.name or "", subjects.job_event(job_id, kind))
+        msg = await js.get_last_msg(streams.EVENTS.name or "", subject)
     except nats.js.errors.NotFoundError:
         return None
     return msg.data or b""
 
 
-async def publish_event(js: JetStreamContext, event: Event, msg_id: str | None = None) -> None:
+async def publish_event(js: JetStreamContext, event: Event, msg_id: str | None = None, *,
+                        kind: JobKind | None = None) -> None:  # fmt: skip
     """Append an event to the event log, on the subject its family and tag name.
 
-    With ``msg_id`` (sent as ``Nats-Msg-Id``) a repeat inside the stream's duplicate
-    window is dropped, so a service that retries after a crash announces a step once.
+    A job event goes under its job's ``kind``; it may be left out only where the event
+    names it itself (``accepted``, the segment events, a result), see
+    ``subjects.job_event_kind``. With ``msg_id`` (sent as ``Nats-Msg-Id``) a repeat inside
+    the stream's duplicate window is dropped, so a service that retries after a crash
+    announces a step once.
+
+    Raises:
+        subjects.SubjectError: a job event whose kind is missing or contradicts it.
     """
     headers = {"Nats-Msg-Id": msg_id} if msg_id else None
-    await js.publish(subjects.event_subject(event), codec.encode(event), headers=headers)
+    subject = subjects.event_subject(event, kind=kind)
+    await js.publish(subject, codec.encode(event), headers=headers)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ Layout::
     ktrdr.cmd.ib.fetch                      FetchBars       (KTRDR_COMMANDS)
     ktrdr.cmd.train.start                   StartTraining   (KTRDR_COMMANDS)
     ktrdr.bars.<symbol_key>.<timeframe>     BarBatch        (KTRDR_BARS)
-    ktrdr.evt.job.<job_id>.<type>           job events      (KTRDR_EVENTS)
+    ktrdr.evt.job.<kind>.<job_id>.<type>    job events      (KTRDR_EVENTS)
     ktrdr.evt.ib.connection.<type>          IB connection   (KTRDR_EVENTS)
     ktrdr.evt.store.<type>                  store events    (KTRDR_EVENTS)
     ktrdr.ib.status|validate|head_timestamp request/reply (nats.micro)
@@ -16,6 +16,10 @@ Layout::
     ktrdr.store.quarantine[.delete|.release] request/reply
     ktrdr.store.repair                      request/reply
     ktrdr.train.status|models               request/reply
+
+A job event's ``<kind>`` is its job's ``JobKind`` (``data_load`` or ``training``), so a
+NATS permission can name one kind: the data-store publishes ``ktrdr.evt.job.data_load.*.…``
+only, the trainer ``ktrdr.evt.job.training.*.…`` only (permissions match whole tokens).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from typing import NamedTuple
 
 from ktrdr_shared.messages.base import Event, event_type
 from ktrdr_shared.messages.ib import _ConnectionEvent
-from ktrdr_shared.messages.jobs import JobEventBase
+from ktrdr_shared.messages.jobs import JobEventBase, JobKind, implied_kind
 from ktrdr_shared.messages.store import StoreEventBase
 from ktrdr_shared.types import Timeframe, symbol_key
 
@@ -46,7 +50,6 @@ BARS_ALL = "ktrdr.bars.>"
 # Events (stream KTRDR_EVENTS).
 EVENTS_ALL = "ktrdr.evt.>"
 JOB_EVENTS_ALL = "ktrdr.evt.job.>"
-JOB_CANCEL_REQUESTS = "ktrdr.evt.job.*.cancel_requested"
 IB_CONNECTION_EVENTS = "ktrdr.evt.ib.connection.>"
 STORE_EVENTS = "ktrdr.evt.store.>"
 STORE_BARS_STORED = "ktrdr.evt.store.bars_stored"
@@ -99,36 +102,75 @@ def parse_bars(subject: str) -> BarsSubject:
         raise SubjectError(f"unknown timeframe {parts[3]!r} in subject {subject!r}") from e
 
 
-def job_event(job_id: str, event: str) -> str:
-    """Return ``ktrdr.evt.job.<job_id>.<event>``."""
+def job_event(kind: JobKind | str, job_id: str, event: str) -> str:
+    """Return ``ktrdr.evt.job.<kind>.<job_id>.<event>``."""
     _check_token(job_id, "job id")
     _check_token(event, "event type")
-    return f"ktrdr.evt.job.{job_id}.{event}"
+    return f"ktrdr.evt.job.{_job_kind(kind)}.{job_id}.{event}"
 
 
-def job_events(job_id: str) -> str:
-    """Return the filter for every event of one job: ``ktrdr.evt.job.<job_id>.>``."""
+def job_events(job_id: str, kind: JobKind | str | None = None) -> str:
+    """Return the filter for every event of one job: ``ktrdr.evt.job.<kind>.<job_id>.>``.
+
+    Without ``kind`` (a reader that knows only the id) the kind token is a wildcard.
+    """
     _check_token(job_id, "job id")
-    return f"ktrdr.evt.job.{job_id}.>"
+    token = "*" if kind is None else _job_kind(kind)
+    return f"ktrdr.evt.job.{token}.{job_id}.>"
+
+
+def job_kind_events(kind: JobKind | str) -> str:
+    """Return the filter for every event of every job of one kind: ``ktrdr.evt.job.<kind>.>``."""
+    return f"ktrdr.evt.job.{_job_kind(kind)}.>"
+
+
+def cancel_requests(kind: JobKind | str) -> str:
+    """Return the filter for cancel requests of one kind's jobs.
+
+    ``ktrdr.evt.job.<kind>.*.cancel_requested``.
+    """
+    return f"ktrdr.evt.job.{_job_kind(kind)}.*.cancel_requested"
 
 
 class JobEventSubject(NamedTuple):
     """The parts of a job-event subject."""
 
+    kind: JobKind
     job_id: str
     event: str
 
 
 def parse_job_event(subject: str) -> JobEventSubject:
-    """Split ``ktrdr.evt.job.<job_id>.<event>``.
+    """Split ``ktrdr.evt.job.<kind>.<job_id>.<event>``.
 
     Raises:
-        SubjectError: for any other shape.
+        SubjectError: for any other shape or an unknown kind.
     """
     parts = subject.split(".")
-    if len(parts) != 5 or parts[:3] != ["ktrdr", "evt", "job"]:
+    if len(parts) != 6 or parts[:3] != ["ktrdr", "evt", "job"]:
         raise SubjectError(f"not a job-event subject: {subject!r}")
-    return JobEventSubject(parts[3], parts[4])
+    return JobEventSubject(_job_kind(parts[3], subject), parts[4], parts[5])
+
+
+def job_event_kind(event: JobEventBase, kind: JobKind | str | None) -> JobKind:
+    """Return the kind a job event is published under: ``kind``, checked against the event.
+
+    Some events name their kind themselves (``accepted``, the segment events, a result);
+    the others need the caller's word for it, because a guess could put a data load's event
+    where only the trainer may publish.
+
+    Raises:
+        SubjectError: no kind was given and the event does not name one, or the two differ.
+    """
+    implied = implied_kind(event)
+    chosen = implied if kind is None else _job_kind(kind)
+    if chosen is None:
+        raise SubjectError(f"job event {event_type(event)!r} of job {event.job_id} needs its "
+                           "job's kind (data_load or training); pass kind=")  # fmt: skip
+    if implied is not None and chosen is not implied:
+        raise SubjectError(f"job event {event_type(event)!r} of job {event.job_id} belongs to "
+                           f"a {implied.value} job, not {chosen.value}")  # fmt: skip
+    return chosen
 
 
 def ib_connection_event(event: str) -> str:
@@ -143,16 +185,35 @@ def store_event(event: str) -> str:
     return f"ktrdr.evt.store.{event}"
 
 
-def event_subject(event: Event) -> str:
-    """Return the subject an event is published on, derived from its family and tag."""
+def event_subject(event: Event, *, kind: JobKind | str | None = None) -> str:
+    """Return the subject an event is published on, derived from its family and tag.
+
+    A job event also needs its job's ``kind`` where the event itself does not say it (see
+    ``job_event_kind``); other events take none.
+
+    Raises:
+        SubjectError: a job event without a kind, or with one it contradicts.
+        TypeError: an event of no family, or a kind given for an event that is no job's.
+    """
     tag = event_type(event)
     if isinstance(event, JobEventBase):
-        return job_event(event.job_id, tag)
+        return job_event(job_event_kind(event, kind), event.job_id, tag)
+    if kind is not None:
+        raise TypeError(f"{type(event).__name__} is no job event; it takes no kind")
     if isinstance(event, _ConnectionEvent):
         return ib_connection_event(tag)
     if isinstance(event, StoreEventBase):
         return store_event(tag)
     raise TypeError(f"no subject is defined for event {type(event).__name__}")
+
+
+def _job_kind(kind: JobKind | str, subject: str = "") -> JobKind:
+    try:
+        return JobKind(kind)
+    except ValueError as e:
+        where = f" in subject {subject!r}" if subject else ""
+        raise SubjectError(f"unknown job kind {kind!r}{where}; use one of "
+                           f"{' '.join(k.value for k in JobKind)}") from e  # fmt: skip
 
 
 def _check_token(value: str, what: str) -> None:

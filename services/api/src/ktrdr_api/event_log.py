@@ -1,11 +1,12 @@
 """Read job events out of the ``KTRDR_EVENTS`` stream: a job's history, or live.
 
 History comes through a short-lived ephemeral pull consumer filtered on
-``ktrdr.evt.job.<id>.>`` (its creation says how many events there are, so the
+``ktrdr.evt.job.*.<id>.>`` (its creation says how many events there are, so the
 read stops exactly at the end); live events through an ordered push consumer
 that starts right after a given stream sequence, so "history, then live"
 neither skips nor repeats an event. An event that does not decode (a
-malformed publish, a newer event type) is skipped with a warning.
+malformed publish, a newer event type) or contradicts the job kind its subject names
+is skipped with a warning.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import nats.errors
 import nats.js.errors
 from ktrdr_shared import codec, streams, subjects
 from ktrdr_shared.errors import MessageDecodeError
-from ktrdr_shared.messages import JobEvent
+from ktrdr_shared.messages import JobEvent, JobKind
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -38,10 +39,12 @@ _FETCH_BATCH = 1000
 
 @dataclass(frozen=True)
 class LoggedEvent:
-    """A job event and its sequence in the event log (the SSE event id)."""
+    """A job event, its job's kind (from the subject) and its sequence in the event log (the
+    SSE event id)."""
 
     seq: int
     job_id: str
+    kind: JobKind
     event: JobEvent
 
 
@@ -49,10 +52,15 @@ def decode_event(msg: Msg) -> LoggedEvent | None:
     """Return the logged event of a stream message, or None when it does not decode."""
     try:
         event = codec.decode(msg.data, JobEvent, subject=msg.subject, headers=msg.headers)
+        kind = subjects.job_event_kind(event, subjects.parse_job_event(msg.subject).kind)
     except MessageDecodeError as e:
         log.warning("skipping an unreadable job event: %s", e.message)
         return None
-    return LoggedEvent(seq=msg.metadata.sequence.stream, job_id=event.job_id, event=event)
+    except subjects.SubjectError as e:  # e.g. a data load's event under the training kind
+        log.warning("skipping a job event on the wrong subject: %s", e)
+        return None
+    return LoggedEvent(seq=msg.metadata.sequence.stream, job_id=event.job_id, kind=kind,
+                       event=event)  # fmt: skip
 
 
 class EventLog:
@@ -67,9 +75,13 @@ class EventLog:
         """Return every event of ``job_id`` logged so far, oldest first."""
         return await self._read(subjects.job_events(job_id), DeliverPolicy.ALL)
 
-    async def latest_per_subject(self) -> list[LoggedEvent]:
-        """Return the latest event of each (job, event type) in the log, in log order."""
-        found = await self._read(subjects.JOB_EVENTS_ALL, DeliverPolicy.LAST_PER_SUBJECT)
+    async def latest_per_subject(self, kind: JobKind | None = None) -> list[LoggedEvent]:
+        """Return the latest event of each (job, event type) in the log, in log order.
+
+        With ``kind`` only that kind's jobs are read.
+        """
+        filter_subject = subjects.JOB_EVENTS_ALL if kind is None else subjects.job_kind_events(kind)
+        found = await self._read(filter_subject, DeliverPolicy.LAST_PER_SUBJECT)
         return sorted(found, key=lambda e: e.seq)
 
     def follow(self, job_id: str, *, after_seq: int = 0) -> Follower:

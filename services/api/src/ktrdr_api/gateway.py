@@ -17,7 +17,7 @@ import nats.js.errors
 from ktrdr_shared import codec
 from ktrdr_shared.client import ERROR_CODE_HEADER, new_job_id
 from ktrdr_shared.errors import MessageDecodeError
-from ktrdr_shared.messages import ErrorReply
+from ktrdr_shared.messages import ErrorReply, JobKind
 from ktrdr_shared.messages.base import Event
 from ktrdr_shared.runtime import publish_event
 from nats.aio.client import Client as NATS
@@ -118,11 +118,12 @@ class Gateway:
             raise nats_unreachable() from e
         return str(command.job_id)
 
-    async def publish_event(self, event: Event) -> None:
-        """Append an event to the event log (e.g. a ``CancelRequested``)."""
+    async def publish_event(self, event: Event, *, kind: JobKind | None = None) -> None:
+        """Append an event to the event log (e.g. a ``CancelRequested``, under its job's
+        ``kind``)."""
         self.require_connection()
         try:
-            await publish_event(self.js, event)
+            await publish_event(self.js, event, kind=kind)
         except (nats.errors.TimeoutError, nats.js.errors.NoStreamResponseError) as e:
             raise ApiError(504, "nats_timeout", "JetStream did not store the event in time; "
                            "try again") from e  # fmt: skip

@@ -1,6 +1,6 @@
 """A job's state as a fold of its events (no NATS here: the tests bite hardest).
 
-Replaying ``ktrdr.evt.job.<id>.>`` in order and folding each event into a
+Replaying ``ktrdr.evt.job.*.<id>.>`` in order and folding each event into a
 ``JobState`` gives the job's status, progress and result; nothing about a job
 lives in the gateway's memory. The first terminal event (completed, failed,
 cancelled) ends the job: later events cannot reopen it.

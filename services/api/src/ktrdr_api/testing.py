@@ -137,7 +137,8 @@ def load_events(job_id: str, *, segments: int = 2, bars: int = 100,
     return events
 
 
-async def publish_all(js: JetStreamContext, events: list[JobEvent]) -> None:
-    """Append ``events`` to the event log in order."""
+async def publish_all(js: JetStreamContext, events: list[JobEvent],
+                      kind: JobKind = JobKind.DATA_LOAD) -> None:  # fmt: skip
+    """Append ``events``, of jobs of one ``kind``, to the event log in order."""
     for event in events:
-        await publish_event(js, event)
+        await publish_event(js, event, kind=kind)

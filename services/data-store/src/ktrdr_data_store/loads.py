@@ -2,10 +2,11 @@
 
 - ``handle_command`` accepts a ``LoadData``: it assigns the job id (a hand-published command
   may lack one), publishes ``accepted`` and acks. From then on the job lives in the log.
-- ``follow`` folds ``ktrdr.evt.job.>`` from the start of the log (an ordered consumer that
-  replays history, then stays live). The replay is complete once the event that was the
-  last job event when it started has been folded — a sure signal, unlike a pending count,
-  which reads zero while history still sits unread in the client's buffer. Only then does
+- ``follow`` folds ``ktrdr.evt.job.data_load.>`` from the start of the log (an ordered
+  consumer that replays history, then stays live; training jobs are none of its business).
+  The replay is complete once the event that was the last load-job event when it started
+  has been folded — a sure signal, unlike a pending count, which reads zero while history
+  still sits unread in the client's buffer. Only then does
   it decide anything, so a restart moves on exactly the unfinished jobs.
 - ``decide`` runs for every unfinished job whenever something changed: an event folded,
   bars became durable (``on_durable``, called in-process by the ingestor), the connector's
@@ -78,6 +79,8 @@ from ktrdr_data_store.store import BarStore
 log = logging.getLogger(__name__)
 
 R = TypeVar("R")
+LOAD = JobKind.DATA_LOAD  # the only kind of job the data-store runs or publishes events of
+LOAD_EVENTS = subjects.job_kind_events(LOAD)
 Dataset = tuple[str, Timeframe]
 
 
@@ -115,7 +118,7 @@ class LoadRunner:
         """Accept a ``LoadData``: announce the job (once), then the message may be acked."""
         command = codec.decode(msg.data, LoadData, subject=msg.subject, headers=msg.headers)
         job_id = command.job_id or derived_job_id(msg)
-        if await last_job_event(self.js, job_id, "accepted") is not None:
+        if await last_job_event(self.js, LOAD, job_id, "accepted") is not None:
             return  # a resend of a job already under way or done
         params = msgspec.to_builtins(msgspec.structs.replace(command, job_id=job_id))
         await publish_event(
@@ -131,7 +134,7 @@ class LoadRunner:
                                                message=error.message,
                                                details={"subject": msg.subject,
                                                         **error.details}),
-                            msg_id=f"{job_id}.failed")  # fmt: skip
+                            msg_id=f"{job_id}.failed", kind=LOAD)  # fmt: skip
 
     # -- inputs: events, durable bars, the connector -----------------------------------
 
@@ -194,7 +197,7 @@ class LoadRunner:
         if last is None:
             self._caught_up()
         config = ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
-        sub = await self.js.subscribe(subjects.JOB_EVENTS_ALL, stream=streams.EVENTS.name,
+        sub = await self.js.subscribe(LOAD_EVENTS, stream=streams.EVENTS.name,
                                       ordered_consumer=True, idle_heartbeat=2.0,
                                       config=config)  # fmt: skip
         deciding = asyncio.create_task(self._decide_loop(stopping))
@@ -220,9 +223,9 @@ class LoadRunner:
         self.wake.set()
 
     async def _last_job_seq(self) -> int | None:
-        """Return the stream sequence of the last job event now (None: there is none)."""
+        """Return the stream sequence of the last load-job event now (None: there is none)."""
         try:
-            msg = await self.js.get_last_msg(streams.EVENTS.name or "", subjects.JOB_EVENTS_ALL)
+            msg = await self.js.get_last_msg(streams.EVENTS.name or "", LOAD_EVENTS)
         except nats.js.errors.NotFoundError:
             return None
         return int(msg.seq or 0)
@@ -241,8 +244,12 @@ class LoadRunner:
     def _fold_msg(self, msg: Msg) -> None:
         try:
             event = codec.decode(msg.data, JobEvent, subject=msg.subject, headers=msg.headers)
+            subjects.job_event_kind(event, subjects.parse_job_event(msg.subject).kind)
         except KtrdrError as e:
             log.warning("skipping a malformed job event: %s", e.message)
+            return
+        except subjects.SubjectError as e:  # e.g. a training job's event published by hand
+            log.warning("skipping a job event on the wrong subject: %s", e)
             return
         self.fold(event)
 
@@ -325,14 +332,14 @@ class LoadRunner:
             if earlier is not None:
                 self.fold(earlier)
                 return
-        await publish_event(self.js, event, msg_id=msg_id)
+        await publish_event(self.js, event, msg_id=msg_id, kind=LOAD)
         self.fold(event)
 
     async def _terminal_in_log(self, job_id: str) -> JobEvent | None:
         for kind in ("completed", "failed", "cancelled"):
-            data = await last_job_event(self.js, job_id, kind)
+            data = await last_job_event(self.js, LOAD, job_id, kind)
             if data is not None:
-                subject = subjects.job_event(job_id, kind)
+                subject = subjects.job_event(LOAD, job_id, kind)
                 event: JobEvent = codec.decode(data, JobEvent, subject=subject)
                 return event
         return None

@@ -11,6 +11,7 @@ from ktrdr_shared.errors import MessageDecodeError
 from ktrdr_shared.messages import (
     CancelRequested,
     HeadTimestampRequest,
+    JobKind,
     StatusRequest,
     ValidateSymbol,
 )
@@ -86,7 +87,7 @@ def build_app(settings: IbConnectorSettings) -> ServiceApp:
                     return
                 connector.note_cancel(event.job_id)
 
-            sub = await nc.subscribe(subjects.JOB_CANCEL_REQUESTS, cb=on_cancel)
+            sub = await nc.subscribe(subjects.cancel_requests(JobKind.DATA_LOAD), cb=on_cancel)
             await stopping.wait()
             await sub.unsubscribe()
 

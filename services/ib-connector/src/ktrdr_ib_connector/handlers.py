@@ -37,6 +37,7 @@ from ktrdr_shared.messages import (
     HeadTimestamp,
     HeadTimestampRequest,
     IbStatus,
+    JobKind,
     SegmentFailed,
     SegmentFetched,
     StatusRequest,
@@ -119,8 +120,8 @@ class Connector:
                                 "the connector reconnects on its own, ask again later")  # fmt: skip
 
     async def publish_event(self, event: Event) -> None:
-        """Append an event to the event log."""
-        await publish_event(self.js, event)
+        """Append a load job's segment event to the event log (under the data-load kind)."""
+        await publish_event(self.js, event, kind=JobKind.DATA_LOAD)
 
     async def publish_batch(self, subject: str, payload: bytes, headers: dict[str, str]) -> None:
         """Append a bar batch; returns once JetStream has stored it."""
@@ -200,17 +201,17 @@ class Connector:
         """
         if job_id in self.stopped_jobs:
             return self.stopped_jobs[job_id]
-        found = await asyncio.gather(*(self._has_event(job_id, kind) for kind in ENDING_EVENTS))
-        ended = next((kind for kind, yes in zip(ENDING_EVENTS, found, strict=True) if yes), None)
+        found = await asyncio.gather(*(self._has_event(job_id, e) for e in ENDING_EVENTS))
+        ended = next((e for e, yes in zip(ENDING_EVENTS, found, strict=True) if yes), None)
         if ended is not None:
             _remember(self.stopped_jobs, job_id, ended)
         return ended
 
-    async def _has_event(self, job_id: str, kind: str) -> bool:
+    async def _has_event(self, job_id: str, event: str) -> bool:
         try:
-            return await last_job_event(self.js, job_id, kind) is not None
+            return await last_job_event(self.js, JobKind.DATA_LOAD, job_id, event) is not None
         except (nats.errors.Error, TimeoutError) as e:
-            subject = subjects.job_event(job_id, kind)
+            subject = subjects.job_event(JobKind.DATA_LOAD, job_id, event)
             raise ServiceTimeout(f"could not read {subject} from the event log: {e!r}") from e
 
     async def on_rejected(self, msg: Msg, error: KtrdrError) -> None:

@@ -9,7 +9,7 @@ import torch
 from ktrdr_shared import codec, streams, subjects
 from ktrdr_shared.consumer import PullConsumer
 from ktrdr_shared.errors import MessageDecodeError
-from ktrdr_shared.messages import CancelRequested, StatusRequest
+from ktrdr_shared.messages import CancelRequested, JobKind, StatusRequest
 from ktrdr_shared.runtime import ServiceApp, run_main
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -75,7 +75,7 @@ def build_app(settings: TrainerSettings) -> ServiceApp:
                     return
                 trainer.note_cancel(event.job_id, event.reason)
 
-            sub = await nc.subscribe(subjects.JOB_CANCEL_REQUESTS, cb=on_cancel)
+            sub = await nc.subscribe(subjects.cancel_requests(JobKind.TRAINING), cb=on_cancel)
             await stopping.wait()
             trainer.interrupt()  # the job in hand stops at its next batch and is redelivered
             await sub.unsubscribe()

@@ -276,8 +276,8 @@ class Trainer:
     # -- helpers ----------------------------------------------------------------------
 
     async def publish(self, event: Event) -> None:
-        """Append an event to the event log."""
-        await publish_event(self.js, event)
+        """Append a training job's event to the event log (under the training kind)."""
+        await publish_event(self.js, event, kind=JobKind.TRAINING)
 
     async def query_store(self, request: QueryBars) -> bytes:
         """Send one ``QueryBars`` to the data-store; return the Arrow reply's bytes."""

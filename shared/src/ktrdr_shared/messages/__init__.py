@@ -44,6 +44,7 @@ from ktrdr_shared.messages.jobs import (
     SegmentProgress,
     SegmentsDispatched,
     TrainingResult,
+    implied_kind,
 )
 from ktrdr_shared.messages.store import (
     BarsPage,
@@ -157,4 +158,5 @@ __all__ = [
     "ValidateSymbol",
     "ZigZagLabel",
     "event_type",
+    "implied_kind",
 ]

@@ -1,6 +1,6 @@
 """Job events: data loads and training runs are both jobs.
 
-A job's state is a fold of its events (``ktrdr.evt.job.<job_id>.<type>``);
+A job's state is a fold of its events (``ktrdr.evt.job.<kind>.<job_id>.<type>``);
 nothing about a job lives only in one process's memory.
 """
 
@@ -239,5 +239,26 @@ JobEvent = (
     | JobFailed
     | JobCancelled
 )
+
+# Events only one kind of job has; the rest (progress, cancel_requested, failed, …) say
+# nothing of their job's kind.
+_LOAD_EVENTS = (JobPlanned, SegmentsDispatched, SegmentProgress, SegmentFetched, SegmentFailed)
+
+
+def implied_kind(event: JobEventBase) -> JobKind | None:
+    """Return the kind of job an event itself names (None: the event does not say)."""
+    if isinstance(event, JobAccepted):
+        return event.kind
+    if isinstance(event, _LOAD_EVENTS):
+        return JobKind.DATA_LOAD
+    if isinstance(event, EpochCompleted):
+        return JobKind.TRAINING
+    result = event.result if isinstance(event, JobCompleted | JobCancelled) else None
+    if isinstance(result, LoadResult):
+        return JobKind.DATA_LOAD
+    if isinstance(result, TrainingResult):
+        return JobKind.TRAINING
+    return None
+
 
 TERMINAL_JOB_EVENTS: tuple[type[JobEventBase], ...] = (JobCompleted, JobFailed, JobCancelled)

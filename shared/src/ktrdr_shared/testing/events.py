@@ -26,9 +26,13 @@ from ktrdr_shared.types import InstrumentType, Timeframe, WhatToShow, from_unix_
 
 
 async def wait_for_job_event(js: JetStreamContext, job_id: str, types: set[str],
-                             timeout_s: float = 60) -> Any:  # fmt: skip
-    """Return the first event of ``job_id`` (history included) whose type is in ``types``."""
-    sub = await js.subscribe(subjects.job_events(job_id), ordered_consumer=True,
+                             timeout_s: float = 60, *,
+                             kind: JobKind | None = None) -> Any:  # fmt: skip
+    """Return the first event of ``job_id`` (history included) whose type is in ``types``.
+
+    ``kind`` narrows the read to that kind's subjects (default: the job's, whatever it is).
+    """
+    sub = await js.subscribe(subjects.job_events(job_id, kind), ordered_consumer=True,
                              config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL))  # fmt: skip
     try:
         async with asyncio.timeout(timeout_s):

@@ -60,7 +60,7 @@ class JobsController(Controller):
         limit: Annotated[int, Parameter(ge=1, le=10_000, description="At most this many.")] = 100,
     ) -> JobsOut:  # fmt: skip
         """Fold the latest event of each kind per job (counters need the job itself)."""
-        latest = await events.latest_per_subject()
+        latest = await events.latest_per_subject(kind)
         by_job: dict[str, JobState] = {}
         for logged in latest:
             state = by_job.setdefault(logged.job_id, JobState(job_id=logged.job_id))
@@ -131,13 +131,13 @@ class JobsController(Controller):
     ) -> Response[JobOut]:  # fmt: skip
         """Publish ``CancelRequested`` for a job that has not ended."""
         data = await strict_body(request, CancelIn) or data
-        state, _ = await job_state(events, job_id)
+        state, history = await job_state(events, job_id)
         if state.status.is_terminal:
             raise ApiError(409, "conflict", f"job {job_id} already {state.status.value}; "
                            "there is nothing to cancel")  # fmt: skip
         reason = (data or CancelIn()).reason
         event = CancelRequested(job_id=job_id, reason=reason)
-        await gateway.publish_event(event)
+        await gateway.publish_event(event, kind=history[0].kind)  # the job's kind, from its log
         apply(state, event)
         return Response(job_out(state), status_code=202)
 
