@@ -74,6 +74,11 @@ connector: _ensure-venv
 up *FLAGS: _ensure-venv
     {{py}} infra/scripts/stack.py up {{FLAGS}}
 
+# Declare the JetStream streams, consumers and buckets (`--check`: only report drift). Run it
+# as the NATS admin where the server has users: `just up --secure` does, before the services start.
+declare *FLAGS: _ensure-venv
+    {{py}} -m ktrdr_shared.declare {{FLAGS}}
+
 # Stop the stack of `just up`: services first (SIGTERM, they drain), then the simulator and NATS.
 down:
     {{py}} infra/scripts/stack.py down

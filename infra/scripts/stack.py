@@ -45,8 +45,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import bcrypt
+import nats.errors
 from ktrdr_shared.certs import ensure_certificates, parse_hosts
 from ktrdr_shared.config import Secret, Settings
+from ktrdr_shared.declare import declare
 from ktrdr_shared.tls import TlsFiles
 from wait_ready import SERVICES, Readiness, wait_ready
 
@@ -249,6 +251,9 @@ def up(config: StackConfig, timeout_s: float) -> int:
     started = time.monotonic()
     honcho = _start_honcho(config, layout)
     _write_state(layout, config, honcho.pid)
+    if config.secure and not _declared(admin_settings(config, layout), timeout_s):
+        down(layout, timeout_s=15.0, quiet=True)
+        return 1
     result = asyncio.run(wait_ready(admin_settings(config, layout), SERVICES, timeout_s,
                                     lambda name: _gone(layout, honcho, name)))  # fmt: skip
     if not result.ok:
@@ -257,6 +262,27 @@ def up(config: StackConfig, timeout_s: float) -> int:
         return 1
     _print_summary(config, layout, result, time.monotonic() - started)
     return 0
+
+
+def _declared(settings: Settings, timeout_s: float) -> bool:
+    """Declare the streams, consumers and buckets as the admin, once NATS accepts connections.
+
+    In secure mode the service users may not (see ktrdr_shared.streams); they wait
+    for this at start.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            status = asyncio.run(declare(settings, check=False))
+        except (nats.errors.Error, OSError, TimeoutError) as e:
+            if time.monotonic() < deadline:
+                time.sleep(0.2)
+                continue
+            print(f"ktrdr: could not declare the JetStream streams as admin: {e!r}")
+            return False
+        if status != 0:
+            print("ktrdr: the JetStream streams are not as declared (see above)")
+        return status == 0
 
 
 def _check_ports_free(config: StackConfig) -> None:

@@ -71,7 +71,7 @@ def test_compose_runs_nats_data_store_and_api_and_the_connector_only_on_request(
 ) -> None:
     services = compose["services"]
     default = {name for name, s in services.items() if not s.get("profiles")}
-    assert default == {"nats", "data-store", "api"}
+    assert default == {"nats", "declare", "data-store", "api"}
     assert services["ib-connector"]["profiles"] == ["connector-in-docker"]
     assert "trainer" not in services  # the trainer runs on the GPU host
 
@@ -130,6 +130,8 @@ def test_compose_python_services_build_run_and_authenticate_as_themselves(
     assert secret in service["secrets"]
     assert in_repo(compose["secrets"][secret]["file"]) == ROOT / f"data/secrets/{name}.password"
     assert service["depends_on"]["nats"] == {"condition": "service_healthy"}
+    # the admin declared the streams first: the service user may only verify them
+    assert service["depends_on"]["declare"] == {"condition": "service_completed_successfully"}
     check = service["healthcheck"]["test"]
     assert check[:2] == ["CMD", "python"]
     assert check[-1] == name  # pings itself: auth.conf lets each service ping only itself
@@ -159,10 +161,12 @@ def test_compose_every_service_has_a_health_check_and_named_volumes_are_declared
     compose: dict[str, Any],
 ) -> None:
     for name, service in compose["services"].items():
-        assert service["healthcheck"]["test"], name
+        if name != "declare":  # a one-shot step, not a server
+            assert service["healthcheck"]["test"], name
         for dependency, condition in service.get("depends_on", {}).items():
             assert dependency in compose["services"]
-            assert condition["condition"] in ("service_healthy", "service_started")
+            assert condition["condition"] in ("service_healthy", "service_started",
+                                              "service_completed_successfully")  # fmt: skip
         for volume in service.get("volumes", []):
             source = volume.split(":")[0]
             if source.startswith("."):
@@ -302,3 +306,18 @@ def test_the_procfile_runs_nats_the_simulator_and_the_four_services() -> None:
     for name, module in SERVICE_DIRS.items():
         assert shlex.split(commands[name])[3:] == ["-m", module]
     assert os.access(INFRA / "scripts/run-in-stack.sh", os.X_OK)
+
+
+@pytest.mark.unit
+def test_compose_declares_the_streams_as_admin_before_the_services(
+    compose: dict[str, Any],
+) -> None:
+    declare = compose["services"]["declare"]
+    assert declare["command"] == ["python", "-m", "ktrdr_shared.declare"]
+    env = declare["environment"]
+    assert env["KTRDR_NATS_USER"] == "admin"
+    secret = env["KTRDR_NATS_PASSWORD_FILE"].removeprefix("/run/secrets/")
+    assert in_repo(compose["secrets"][secret]["file"]) == ROOT / "data/secrets/admin.password"
+    for variable in ("KTRDR_NATS_TLS_CA", "KTRDR_NATS_TLS_CERT", "KTRDR_NATS_TLS_KEY"):
+        assert env[variable].removeprefix("/run/secrets/") in declare["secrets"]
+    assert declare["depends_on"]["nats"] == {"condition": "service_healthy"}

@@ -12,6 +12,7 @@ load that the api user asks for, without one permission violation.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -32,6 +33,7 @@ from ktrdr_shared.messages import (
     BarsPage,
     DatasetList,
     JobCompleted,
+    JobKind,
     LoadResult,
     QueryBars,
     StatusRequest,
@@ -41,6 +43,7 @@ from ktrdr_shared.testing.auth import TestUsers
 from ktrdr_shared.testing.nats_server import NatsServer, free_port
 from ktrdr_shared.tls import client_context
 from nats.aio.client import Client as NATS
+from nats.js.api import RePublish, StreamSource
 
 pytestmark = pytest.mark.integration
 
@@ -289,9 +292,10 @@ async def test_each_service_does_its_work_as_its_own_user(
     sim: IBGatewaySimulator,
     tmp_path: Path,
     connect_as: ConnectAs,
+    declared: None,
 ) -> None:
     """A load asked for by the api user completes through the connector and the data-store,
-    each connected as itself (they declare their own streams), with no violation at all."""
+    each connected as itself (the admin declared the streams), with no violation at all."""
     auth = {"KTRDR_NATS_URL": server.url}
     connector = build_connector(IbConnectorSettings.from_env({
         **auth, **users.env("ib-connector"), "KTRDR_IB_PORT": str(sim.port),
@@ -324,3 +328,139 @@ async def test_each_service_does_its_work_as_its_own_user(
     assert connector_violations.errors == []
     assert store_violations.errors == []
     assert api_violations.errors == []
+
+
+# -- issue 15: no service user manages JetStream, reads another's replies or acks for it --------
+
+SERVICE_USERS = ["ib-connector", "data-store", "trainer", "api"]
+ALL_STREAMS = ["KTRDR_COMMANDS", "KTRDR_BARS", "KTRDR_EVENTS", "KV_ktrdr_symbols",
+               "OBJ_ktrdr_models"]  # fmt: skip
+DURABLES = [(spec.stream, spec.durable) for spec in streams.CONSUMERS]
+
+
+def management_subjects() -> list[str]:
+    """Every JetStream management request a service user must be refused."""
+    api = "$JS.API"
+    found = [f"{api}.STREAM.CREATE.EVIL", f"{api}.STREAM.CREATE.KV_evil",
+             f"{api}.STREAM.CREATE.OBJ_evil"]  # fmt: skip
+    for stream in ALL_STREAMS:
+        found += [f"{api}.STREAM.{op}.{stream}" for op in ("CREATE", "UPDATE", "DELETE", "PURGE")]
+    for stream, durable in DURABLES:
+        found += [f"{api}.CONSUMER.DURABLE.CREATE.{stream}.{durable}",
+                  f"{api}.CONSUMER.CREATE.{stream}.{durable}",
+                  f"{api}.CONSUMER.CREATE.{stream}.{durable}.ktrdr.cmd.>",
+                  f"{api}.CONSUMER.DELETE.{stream}.{durable}"]  # fmt: skip
+    return found
+
+
+@pytest.mark.parametrize("user", SERVICE_USERS)
+async def test_no_service_user_may_manage_streams_consumers_or_buckets(
+    connect_as: ConnectAs, user: str
+) -> None:
+    """The matrix: each service user x each management operation is a permission violation."""
+    nc, violations = await connect_as(user)
+    wanted = management_subjects()
+    for subject in wanted:
+        await nc.publish(subject, b"{}")
+    await nc.flush()
+    refused = []
+    for subject in wanted:
+        with contextlib.suppress(TimeoutError):
+            await violations.wait_for(subject, timeout_s=5)
+            refused.append(subject)
+    assert refused == wanted
+
+
+async def test_attack_1_stream_updates_by_service_users_fail(
+    connect_as: ConnectAs, declared: None
+) -> None:
+    """The api grafting a source onto KTRDR_BARS or a republish rule onto KTRDR_EVENTS, or
+    emptying the event log; the connector changing the command stream's subjects."""
+    admin, _ = await connect_as("admin")
+    ajs = admin.jetstream()
+    await ajs.add_stream(name="EVIL", subjects=["evil.>"])
+    await ajs.publish("ktrdr.evt.store.bars_stored", b"{}")
+    api, api_violations = await connect_as("api")
+    connector, connector_violations = await connect_as("ib-connector")
+    attacks = [
+        (api, api_violations, "KTRDR_BARS",
+         streams.BARS.evolve(sources=[StreamSource(name="EVIL")])),
+        (api, api_violations, "KTRDR_EVENTS", streams.EVENTS.evolve(
+            republish=RePublish(src="ktrdr.evt.>", dest="ktrdr.bars.AAPL.1d"))),
+        (api, api_violations, "KTRDR_EVENTS", streams.EVENTS.evolve(max_msgs=1)),
+        (connector, connector_violations, "KTRDR_COMMANDS",
+         streams.COMMANDS.evolve(subjects=["ktrdr.cmd.ib.>"])),
+    ]  # fmt: skip
+    for nc, violations, name, config in attacks:
+        with pytest.raises(nats.errors.TimeoutError):
+            await nc.jetstream(timeout=1).update_stream(config)
+        await violations.wait_for(f"$JS.API.STREAM.UPDATE.{name}")
+    assert await streams.verify(ajs, streams.CONSUMERS, buckets=True) == []
+    assert (await ajs.stream_info("KTRDR_EVENTS")).state.messages == 1
+
+
+async def test_attack_2_no_user_reads_another_users_replies(
+    connect_as: ConnectAs, declared: None
+) -> None:
+    """The connector listening on every inbox got the api's pages and the admin's replies."""
+    connector, violations = await connect_as("ib-connector")
+    for inbox in ("_INBOX.>", "_INBOX.api.>", "_INBOX.data-store.>", "_INBOX.*.*"):
+        await connector.subscribe(inbox)
+        found = await violations.wait_for(inbox)
+        assert "for subscription" in found[0]
+    api, _ = await connect_as("api")
+    assert api.new_inbox().startswith("_INBOX.api.")  # where its own replies come
+
+
+async def test_attack_2_no_user_acks_another_users_delivery(
+    connect_as: ConnectAs, declared: None
+) -> None:
+    """The api sent +TERM on the data-store's command delivery (its reply subject)."""
+    admin, _ = await connect_as("admin")
+    await admin.jetstream().publish(subjects.CMD_DATA_LOAD, b'{"symbol": "AAPL"}')
+    store, store_violations = await connect_as("data-store")
+    sub = await store.jetstream().pull_subscribe_bind(
+        streams.DATA_COMMANDS.durable, stream=streams.COMMANDS.name or ""
+    )
+    (delivery,) = await sub.fetch(1, timeout=5)
+    assert delivery.reply.startswith("$JS.ACK.KTRDR_COMMANDS.data-store-commands.")
+    api, api_violations = await connect_as("api")
+    await api.publish(delivery.reply, b"+TERM")
+    await api_violations.wait_for(delivery.reply)
+    info = await admin.jetstream().consumer_info("KTRDR_COMMANDS", "data-store-commands")
+    assert info.num_ack_pending == 1  # still the data-store's to settle
+    await delivery.ack()
+    await store.flush()
+    assert store_violations.errors == []
+
+
+async def test_attack_3_the_trainer_cannot_purge_the_model_store(
+    connect_as: ConnectAs, declared: None
+) -> None:
+    trainer, violations = await connect_as("trainer")
+    models = await trainer.jetstream().object_store(streams.MODELS_BUCKET)
+    await models.put("m1/info.json", b"{}")  # it writes its own models
+    with pytest.raises(nats.errors.TimeoutError):
+        await trainer.jetstream(timeout=1).purge_stream("OBJ_ktrdr_models")
+    await violations.wait_for("$JS.API.STREAM.PURGE.OBJ_ktrdr_models")
+    admin, _ = await connect_as("admin")
+    kept = await (await admin.jetstream().object_store(streams.MODELS_BUCKET)).get("m1/info.json")
+    assert kept.data == b"{}"
+
+
+async def test_attack_3_events_of_the_other_kind_cannot_be_forged(
+    connect_as: ConnectAs, declared: None
+) -> None:
+    """The trainer and the data-store published `completed` for any job."""
+    admin, _ = await connect_as("admin")
+    trainer, trainer_violations = await connect_as("trainer")
+    store, store_violations = await connect_as("data-store")
+    forged = [
+        (trainer, trainer_violations, subjects.job_event(JobKind.DATA_LOAD, JOB, "completed")),
+        (store, store_violations, subjects.job_event(JobKind.TRAINING, JOB, "completed")),
+    ]
+    for nc, violations, subject in forged:
+        with pytest.raises(nats.errors.TimeoutError):
+            await nc.jetstream().publish(subject, b"{}", timeout=1)
+        await violations.wait_for(subject)
+    assert (await admin.jetstream().stream_info("KTRDR_EVENTS")).state.messages == 0

@@ -85,6 +85,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         nats_tls_ca: CA file (PEM) that verifies the server; with it the connection uses TLS.
         nats_tls_cert: client certificate (PEM) to present; needs ``nats_tls_key``.
         nats_tls_key: the client certificate's private key (PEM).
+        nats_declare: declare the streams, consumers and buckets this process uses at
+            start (true), or only verify that the NATS admin did (false). Unset: declare
+            on an open server (no user, no creds), verify where there are users.
+        nats_declare_wait_s: how long a verifying service waits for what is missing.
         log_level: Python logging level name.
     """
 
@@ -95,7 +99,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     nats_tls_ca: str | None = None
     nats_tls_cert: str | None = None
     nats_tls_key: str | None = None
+    nats_declare: bool | None = None
+    nats_declare_wait_s: float = 60.0
     log_level: str = "INFO"
+
+    @property
+    def declares(self) -> bool:
+        """Return whether this process declares JetStream objects (see ``nats_declare``)."""
+        if self.nats_declare is not None:
+            return self.nats_declare
+        return not (self.nats_user or self.nats_creds)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:

@@ -40,7 +40,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from ktrdr_shared.errors import KtrdrError, PermanentError, RetryableError
-from ktrdr_shared.streams import ConsumerSpec, ensure_consumer
+from ktrdr_shared.streams import DECLARE_COMMAND, ConsumerSpec, ensure_consumer
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,9 @@ class PullConsumer:
 
     Attributes:
         js: the JetStream context.
-        spec: the durable consumer (declared if missing).
+        spec: the durable consumer (declared if missing, when ``declare``).
+        declare: declare the consumer when it is missing (an open server); False where
+            only the NATS admin may (a missing consumer is then reported and waited for).
         handler: called per message (see the module docstring for its contract).
         on_permanent: told of each message terminated for a permanent error.
         batch: how many messages one fetch asks for.
@@ -82,6 +84,7 @@ class PullConsumer:
     max_unexpected: int = 5
     concurrency: int = 1
     drain_timeout_s: float = 20.0
+    declare: bool = True
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Consume until ``stopping`` is set; finish the batch in hand, then return."""
@@ -89,8 +92,9 @@ class PullConsumer:
             await self._run_concurrently(stopping)
             return
         async for messages in fetch_batches(
-            self.js, self.spec, stopping, self.batch, self.fetch_timeout_s, self.heartbeat_s
-        ):
+            self.js, self.spec, stopping, self.batch, self.fetch_timeout_s, self.heartbeat_s,
+            declare=self.declare,
+        ):  # fmt: skip
             for msg in messages:
                 await self.dispatch(msg)
 
@@ -101,6 +105,7 @@ class PullConsumer:
             async for messages in fetch_batches(
                 self.js, self.spec, stopping, self.batch, self.fetch_timeout_s, self.heartbeat_s,
                 want=lambda: min(self.batch, self.concurrency - len(running)),
+                declare=self.declare,
             ):  # fmt: skip
                 for msg in messages:
                     if len(running) < self.concurrency:
@@ -150,6 +155,7 @@ async def fetch_batches(
     fetch_timeout_s: float = 2.0,
     heartbeat_s: float = 0.0,
     want: Callable[[], int] | None = None,
+    declare: bool = True,
 ) -> AsyncIterator[list[Msg]]:
     """Yield batches from a durable consumer until ``stopping`` is set.
 
@@ -160,6 +166,8 @@ async def fetch_batches(
     Args:
         want: asked before each fetch how many messages to ask for (at least 1
             is asked); ``batch`` when not given.
+        declare: declare the consumer when missing; otherwise only check that it
+            exists, and while it does not, log the fix (``DECLARE_COMMAND``) and wait.
     """
     sub: JetStreamContext.PullSubscription | None = None
     backoff = _Backoff()
@@ -167,7 +175,10 @@ async def fetch_batches(
     while not stopping.is_set():
         try:
             if sub is None:
-                await ensure_consumer(js, spec)
+                if declare:
+                    await ensure_consumer(js, spec)
+                else:
+                    await js.consumer_info(spec.stream, spec.durable)
                 sub = await js.pull_subscribe_bind(spec.durable, stream=spec.stream)
             size = max(1, want()) if want is not None else batch
             messages = await sub.fetch(size, timeout=fetch_timeout_s, heartbeat=heartbeat_s or None)
@@ -175,7 +186,11 @@ async def fetch_batches(
             backoff.reset()
             continue
         except nats.js.errors.NotFoundError:
-            log.warning("%s: consumer or stream missing; declaring it again", spec.durable)
+            if declare:
+                log.warning("%s: consumer or stream missing; declaring it again", spec.durable)
+            else:
+                log.error("%s: consumer or stream missing; waiting for the NATS admin to run %s",
+                          spec.durable, DECLARE_COMMAND)  # fmt: skip
             await _drop(sub)
             sub = None
             await backoff.wait(stopping)

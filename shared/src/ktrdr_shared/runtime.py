@@ -324,13 +324,14 @@ def configure_logging(level: str, service: str) -> None:
 def run_main(service: str, build: Callable[[], ServiceApp]) -> None:
     """Build the service from the environment and run it until SIGTERM (a ``main``).
 
-    A configuration error exits with status 2 and one clear line on stderr,
-    not a traceback.
+    A configuration error (in the settings, or JetStream found not as declared at
+    start) exits with status 2 and one clear line on stderr, not a traceback.
     """
     try:
         app = build()
+        configure_logging(app.settings.log_level, app.name)
+        asyncio.run(app.run())
     except ConfigError as e:
-        print(f"{service}: configuration error: {e.message}", file=sys.stderr)
+        message = e.message.removeprefix(f"{service}: ")
+        print(f"{service}: configuration error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
-    configure_logging(app.settings.log_level, app.name)
-    asyncio.run(app.run())

@@ -1,16 +1,29 @@
 """Every JetStream stream, durable consumer, KV bucket and object store, declared once.
 
-``ensure_all`` is idempotent: run it at every service start. It creates what
-is missing and updates what drifted, and leaves one correct set behind however
-often it runs.
+``ensure_all`` is idempotent: it creates what is missing and updates what
+drifted, and leaves one correct set behind however often it runs. Who runs it
+depends on the server:
+
+* an open development server (no NATS user): each service declares what it
+  uses at start, as it always has;
+* a server with users (``just up --secure``, the deploy files): declaring is an
+  admin step (``python -m ktrdr_shared.declare`` as the NATS admin, run by
+  ``just up --secure`` before the services start). Service users have no right
+  to create, update, delete or purge a stream, a durable consumer or a bucket;
+  at start each one *verifies* that what it needs exists and is configured as
+  declared (``verify``), waits a while for what is missing, and exits naming
+  the drift and ``DECLARE_COMMAND`` otherwise.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -220,3 +233,186 @@ async def ensure_all(js: JetStreamContext, replicas: int | None = None) -> None:
     await ensure_streams(js, replicas)
     await ensure_consumers(js)
     await ensure_buckets(js, replicas)
+
+
+DECLARE_COMMAND = "python -m ktrdr_shared.declare (as the NATS admin; `just declare`)"
+
+# Settings a stream must not have gained, whatever it declares: each one lets a
+# writer of the stream lose or inject messages (limits, sources, republish, seals).
+_STREAM_GUARDS: dict[str, Any] = {
+    "max_msgs": -1, "max_bytes": -1, "max_msg_size": -1, "max_consumers": -1,
+    "sealed": False, "deny_delete": False, "deny_purge": False,
+    "mirror": None, "sources": None, "republish": None, "subject_transform": None,
+}  # fmt: skip
+_STREAM_DECLARED = ("subjects", "retention", "storage", "discard", "max_age",
+                    "duplicate_window", "max_msgs_per_subject", "allow_rollup_hdrs")  # fmt: skip
+_CONSUMER_DECLARED = ("filter_subject", "ack_policy", "deliver_policy", "ack_wait",
+                      "max_deliver", "max_ack_pending")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One way the server's JetStream objects differ from what ktrdr declares."""
+
+    what: str  # "stream KTRDR_EVENTS", "consumer KTRDR_COMMANDS > trainer-commands"
+    detail: str  # "is missing", "max_msgs is 1, declared -1"
+    missing: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.what} {self.detail}"
+
+
+def _same(declared: Any, actual: Any) -> bool:
+    if isinstance(declared, float) or isinstance(actual, float):
+        return abs(float(declared or 0) - float(actual or 0)) < 1e-3
+    if declared in (None, [], ()) and actual in (None, [], ()):
+        return True
+    if isinstance(declared, list) and isinstance(actual, list):
+        return sorted(map(str, declared)) == sorted(map(str, actual))
+    return bool(declared == actual)
+
+
+def _or(value: Any, default: Any) -> Any:
+    return default if value is None else value
+
+
+def _show(value: Any) -> str:
+    return str(getattr(value, "value", value))
+
+
+def stream_drift(declared: StreamConfig, actual: StreamConfig, replicas: int) -> list[str]:
+    """Return each setting of ``actual`` that differs from ``declared`` (empty: none).
+
+    Compares what ktrdr declares, the replica count, and the settings no ktrdr
+    stream has (message limits, sources, mirrors, republish rules, seals).
+    """
+    drift = []
+    expected = {name: getattr(declared, name) for name in _STREAM_DECLARED}
+    expected["max_msgs_per_subject"] = declared.max_msgs_per_subject or -1
+    expected["allow_rollup_hdrs"] = bool(declared.allow_rollup_hdrs)
+    expected["num_replicas"] = replicas
+    guards = {name: _or(getattr(declared, name), dflt) for name, dflt in _STREAM_GUARDS.items()}
+    for name, value in {**guards, **expected}.items():
+        if not _same(value, getattr(actual, name)):
+            drift.append(f"{name} is {_show(getattr(actual, name))}, declared {_show(value)}")
+    return drift
+
+
+def consumer_drift(declared: ConsumerConfig, actual: ConsumerConfig) -> list[str]:
+    """Return each declared setting of a durable consumer that ``actual`` does not have."""
+    return [
+        f"{name} is {_show(getattr(actual, name))}, declared {_show(getattr(declared, name))}"
+        for name in _CONSUMER_DECLARED
+        if not _same(getattr(declared, name), getattr(actual, name))
+    ]
+
+
+async def _stream_problems(
+    js: JetStreamContext, declared: StreamConfig, replicas: int, label: str | None = None
+) -> list[Problem]:
+    what = label or f"stream {declared.name}"
+    try:
+        info = await js.stream_info(declared.name or "")
+    except NotFoundError:
+        return [Problem(what, "is missing", missing=True)]
+    return [Problem(what, d) for d in stream_drift(declared, info.config, replicas)]
+
+
+def _bucket_streams(replicas: int) -> list[tuple[str, StreamConfig]]:
+    """The streams behind the two buckets, as ``ensure_buckets`` creates them."""
+    kv = StreamConfig(
+        name=f"KV_{SYMBOLS_BUCKET}", subjects=[f"$KV.{SYMBOLS_BUCKET}.>"],
+        retention=RetentionPolicy.LIMITS, storage=StorageType.FILE, discard=DiscardPolicy.NEW,
+        max_age=7 * DAY_S, max_msgs_per_subject=1, allow_rollup_hdrs=True,
+        duplicate_window=120.0, deny_delete=True,
+    )  # fmt: skip
+    obj = StreamConfig(
+        name=f"OBJ_{MODELS_BUCKET}",
+        subjects=[f"$O.{MODELS_BUCKET}.C.>", f"$O.{MODELS_BUCKET}.M.>"],
+        retention=RetentionPolicy.LIMITS, storage=StorageType.FILE, discard=DiscardPolicy.NEW,
+        max_age=0.0, allow_rollup_hdrs=True, duplicate_window=120.0,
+    )  # fmt: skip
+    return [(f"KV bucket {SYMBOLS_BUCKET}", kv), (f"object store {MODELS_BUCKET}", obj)]
+
+
+async def verify(
+    js: JetStreamContext,
+    consumers: Sequence[ConsumerSpec] = (),
+    *,
+    buckets: bool = False,
+    replicas: int | None = None,
+) -> list[Problem]:
+    """Return how the server differs from what ktrdr declares (empty: as declared).
+
+    Reads only (``STREAM.INFO``, ``CONSUMER.INFO``): what a service user may do.
+
+    Args:
+        consumers: the durable consumers the caller needs.
+        buckets: also check the symbol KV bucket and the model object store.
+        replicas: copies expected; default ``configured_replicas()``.
+    """
+    copies = replicas or configured_replicas()
+    problems: list[Problem] = []
+    for config in STREAMS:
+        problems += await _stream_problems(js, config, copies)
+    for spec in consumers:
+        what = f"consumer {spec.stream} > {spec.durable}"
+        try:
+            info = await js.consumer_info(spec.stream, spec.durable)
+        except NotFoundError:
+            problems.append(Problem(what, "is missing", missing=True))
+            continue
+        problems += [Problem(what, d) for d in consumer_drift(spec.config, info.config)]
+    if buckets:
+        for label, config in _bucket_streams(copies):
+            problems += await _stream_problems(js, config, copies, label)
+    return problems
+
+
+def drift_error(problems: Sequence[Problem], service: str) -> ConfigError:
+    """Return the error a service exits with: every problem, and the command that fixes it."""
+    lines = "; ".join(str(p) for p in problems)
+    return ConfigError(
+        f"{service}: JetStream is not as declared: {lines}. Fix: {DECLARE_COMMAND}",
+        details={"problems": [str(p) for p in problems], "fix": DECLARE_COMMAND},
+    )
+
+
+async def prepare(
+    js: JetStreamContext,
+    *consumers: ConsumerSpec,
+    buckets: bool = False,
+    declare: bool,
+    service: str,
+    wait_s: float = 60.0,
+) -> None:
+    """Declare what a service needs, or verify that the admin did (see the module doc).
+
+    Verifying waits up to ``wait_s`` for missing objects (``just up --secure``
+    declares while the services start); a setting that differs fails at once.
+
+    Raises:
+        ConfigError: something is missing after ``wait_s``, or is configured
+            otherwise than declared; the message names each problem and the fix.
+    """
+    if declare:
+        await ensure_streams(js)
+        if consumers:
+            await ensure_consumers(js, *consumers)
+        if buckets:
+            await ensure_buckets(js)
+        return
+    deadline = time.monotonic() + wait_s
+    told = False
+    while True:
+        problems = await verify(js, consumers, buckets=buckets)
+        if not problems:
+            return
+        drifted = [p for p in problems if not p.missing]
+        if drifted or time.monotonic() >= deadline:
+            raise drift_error(problems, service)
+        if not told:
+            log.warning("%s: waiting for the NATS admin to declare: %s",
+                        service, "; ".join(map(str, problems)))  # fmt: skip
+            told = True
+        await asyncio.sleep(0.5)

@@ -58,8 +58,9 @@ def build_app(settings: DataStoreSettings) -> ServiceApp:
     )  # fmt: skip
 
     async def setup(nc: NATS, js: JetStreamContext) -> None:
-        await streams.ensure_streams(js)
-        await streams.ensure_consumers(js, streams.DATA_COMMANDS, streams.STORE_BARS)
+        await streams.prepare(js, streams.DATA_COMMANDS, streams.STORE_BARS,
+                              declare=settings.declares, service=SERVICE_NAME,
+                              wait_s=settings.nats_declare_wait_s)  # fmt: skip
         store = ParquetBarStore(settings.data_dir)
         ledger = AnsweredLedger(settings.data_dir)
         quarantine = Quarantine.under(settings.data_dir, max_bytes=settings.quarantine_max_bytes,
@@ -70,13 +71,15 @@ def build_app(settings: DataStoreSettings) -> ServiceApp:
                                 on_storage=runner.on_storage,
                                 retry_delay_s=settings.ingest_retry_delay_s,
                                 retry_delay_max_s=settings.ingest_retry_max_delay_s,
-                                write_attempts=settings.ingest_write_attempts).run)  # fmt: skip
+                                write_attempts=settings.ingest_write_attempts,
+                                declare=settings.declares).run)  # fmt: skip
         app.background(runner.follow)
         app.background(functools.partial(run_gap_filler, runner, store,
                                          settings.gap_fill_interval_s))  # fmt: skip
         app.background(PullConsumer(js=js, spec=streams.DATA_COMMANDS,
                                     handler=runner.handle_command,
-                                    on_permanent=runner.on_rejected).run)  # fmt: skip
+                                    on_permanent=runner.on_rejected,
+                                    declare=settings.declares).run)  # fmt: skip
 
         @app.endpoint("query", subjects.STORE_QUERY, QueryBars, "a page of stored bars")
         async def query(request: QueryBars) -> BarsPage | RawReply:

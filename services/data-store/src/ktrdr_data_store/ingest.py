@@ -121,6 +121,7 @@ class Ingestor:
             further delivery up to ``retry_delay_max_s``.
         retry_delay_max_s: the longest nak delay (also the retry interval on a full disk).
         write_attempts: deliveries of a message whose writes fail before it is quarantined.
+        declare: declare the bar consumer when missing (False: only the NATS admin may).
         max_rows: bars held before they are written; a backlog is written in rounds this big.
         max_delay_s: the longest the oldest bar in hand waits for more before it is written
             (only while a backlog is being read: a drained stream is written at once).
@@ -144,6 +145,7 @@ class Ingestor:
     retry_delay_s: float = 2.0
     retry_delay_max_s: float = 30.0
     write_attempts: int = 5
+    declare: bool = True
     max_rows: int = 1_000_000
     max_delay_s: float = 2.0
     writers: int = 4
@@ -166,7 +168,8 @@ class Ingestor:
         # pull ("heartbeat value too large"), dropping the queued messages until ack_wait.
         # With a 0.25 s expiry the heartbeat adds nothing anyway.
         fetches = fetch_batches(self.js, streams.STORE_BARS, stopping, self.batch,
-                                self.fetch_timeout_s, heartbeat_s=0)  # fmt: skip
+                                self.fetch_timeout_s, heartbeat_s=0,
+                                declare=self.declare)  # fmt: skip
         hand = _Hand()
         fetching = asyncio.ensure_future(anext(fetches))
         try:

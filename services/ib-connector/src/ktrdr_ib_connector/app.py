@@ -64,9 +64,9 @@ def build_app(settings: IbConnectorSettings) -> ServiceApp:
     )  # fmt: skip
 
     async def setup(nc: NATS, js: JetStreamContext) -> None:
-        await streams.ensure_streams(js)
-        await streams.ensure_consumers(js, streams.IB_COMMANDS)
-        await streams.ensure_buckets(js)
+        await streams.prepare(js, streams.IB_COMMANDS, buckets=True, declare=settings.declares,
+                              service=SERVICE_NAME,
+                              wait_s=settings.nats_declare_wait_s)  # fmt: skip
         connector = build_connector(settings, js)
         connector.symbols = await js.key_value(streams.SYMBOLS_BUCKET)
         app.endpoint("status", subjects.IB_STATUS, StatusRequest)(connector.status)
@@ -76,7 +76,8 @@ def build_app(settings: IbConnectorSettings) -> ServiceApp:
         )
         consumer = PullConsumer(js=js, spec=streams.IB_COMMANDS, handler=connector.handle_fetch,
                                 on_permanent=connector.on_rejected, batch=1,
-                                concurrency=settings.ib_segments_in_flight)  # fmt: skip
+                                concurrency=settings.ib_segments_in_flight,
+                                declare=settings.declares)  # fmt: skip
 
         async def follow_cancels(stopping: asyncio.Event) -> None:
             async def on_cancel(msg: Msg) -> None:

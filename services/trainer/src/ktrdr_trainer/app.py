@@ -36,9 +36,9 @@ def build_app(settings: TrainerSettings) -> ServiceApp:
     )
 
     async def setup(nc: NATS, js: JetStreamContext) -> None:
-        await streams.ensure_streams(js)
-        await streams.ensure_consumers(js, streams.TRAIN_COMMANDS)
-        await streams.ensure_buckets(js)
+        await streams.prepare(js, streams.TRAIN_COMMANDS, buckets=True, declare=settings.declares,
+                              service=SERVICE_NAME,
+                              wait_s=settings.nats_declare_wait_s)  # fmt: skip
         if settings.trainer_threads:
             torch.set_num_threads(settings.trainer_threads)
         trainer = Trainer(
@@ -64,6 +64,7 @@ def build_app(settings: TrainerSettings) -> ServiceApp:
             on_permanent=trainer.on_rejected,
             batch=1,
             fetch_timeout_s=0.5,  # commands are rare; a short fetch keeps shutdown quick
+            declare=settings.declares,
         )
 
         async def follow_cancels(stopping: asyncio.Event) -> None:

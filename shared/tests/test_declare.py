@@ -1,0 +1,134 @@
+"""Declaring JetStream objects is one step; services verify what they need and name drift.
+
+Issue 15: a service user that may update a stream can empty the event log
+(``max_msgs=1``) or graft a source onto the bar stream. Where there are users,
+only the admin declares (``python -m ktrdr_shared.declare``); a service checks
+at start and exits naming each difference and the command that fixes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from ktrdr_shared import streams
+from ktrdr_shared.config import Settings
+from ktrdr_shared.consumer import fetch_batches
+from ktrdr_shared.declare import declare, main
+from ktrdr_shared.errors import ConfigError
+from nats.js import JetStreamContext
+from nats.js.api import StreamSource
+
+pytestmark = pytest.mark.integration
+
+
+async def test_declared_objects_verify_clean(js: JetStreamContext) -> None:
+    await streams.prepare(js, *streams.CONSUMERS, buckets=True, declare=True, service="t")
+    assert await streams.verify(js, streams.CONSUMERS, buckets=True) == []
+    # and verifying (what a service user does) then passes at once
+    await streams.prepare(js, *streams.CONSUMERS, buckets=True, declare=False, service="t",
+                          wait_s=0)  # fmt: skip
+
+
+async def test_an_emptied_event_log_limit_is_drift_that_stops_the_service(
+    js: JetStreamContext,
+) -> None:
+    await streams.ensure_all(js)
+    await js.update_stream(streams.EVENTS.evolve(max_msgs=1))  # the issue's attack
+    started = time.monotonic()
+    with pytest.raises(ConfigError) as caught:
+        await streams.prepare(js, declare=False, service="api", wait_s=30)
+    assert time.monotonic() - started < 5  # drift fails at once, it is not waited for
+    message = caught.value.message
+    assert "stream KTRDR_EVENTS max_msgs is 1, declared -1" in message
+    assert message.startswith("api: JetStream is not as declared")
+    assert "python -m ktrdr_shared.declare" in message
+
+
+async def test_a_grafted_source_and_a_changed_consumer_are_named(js: JetStreamContext) -> None:
+    await streams.ensure_all(js)
+    await js.add_stream(name="EVIL", subjects=["evil.>"])
+    await js.update_stream(streams.BARS.evolve(sources=[StreamSource(name="EVIL")]))
+    await js.add_consumer(
+        streams.COMMANDS.name or "", streams.TRAIN_COMMANDS.config.evolve(ack_wait=1.0)
+    )
+    problems = [str(p) for p in await streams.verify(js, [streams.TRAIN_COMMANDS])]
+    assert any(p.startswith("stream KTRDR_BARS sources is") for p in problems), problems
+    assert "consumer KTRDR_COMMANDS > trainer-commands ack_wait is 1.0, declared 300.0" in problems
+
+
+async def test_a_verifying_service_waits_for_the_admin_then_starts(js: JetStreamContext) -> None:
+    waiting = asyncio.create_task(
+        streams.prepare(
+            js, streams.DATA_COMMANDS, buckets=True, declare=False, service="data-store", wait_s=20
+        )
+    )
+    await asyncio.sleep(1.0)
+    assert not waiting.done()  # nothing declared yet: it waits instead of creating
+    assert await js.streams_info() == []
+    await streams.ensure_all(js)
+    await asyncio.wait_for(waiting, 10)
+
+
+async def test_what_is_still_missing_after_the_wait_is_named(js: JetStreamContext) -> None:
+    with pytest.raises(ConfigError, match=r"stream KTRDR_COMMANDS is missing"):
+        await streams.prepare(js, declare=False, service="trainer", wait_s=0.3)
+
+
+async def test_the_declare_command_fixes_drift_and_check_reports_it(
+    js: JetStreamContext, nats_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = Settings(nats_url=(nats_url,))
+    assert await declare(settings, check=True) == 1  # nothing declared yet
+    assert "differs: stream KTRDR_COMMANDS is missing" in capsys.readouterr().out
+    assert await declare(settings, check=False) == 0
+    await js.update_stream(streams.EVENTS.evolve(max_msgs=1))
+    assert await declare(settings, check=True) == 1
+    assert "differs: stream KTRDR_EVENTS max_msgs is 1, declared -1" in capsys.readouterr().out
+    assert await declare(settings, check=False) == 0
+    out = capsys.readouterr().out
+    assert "fixing: stream KTRDR_EVENTS max_msgs is 1" in out and "(1 fixed)" in out
+    assert (await js.stream_info("KTRDR_EVENTS")).config.max_msgs == -1
+    assert await declare(settings, check=True) == 0
+
+
+async def test_a_non_declaring_consumer_waits_for_its_durable(js: JetStreamContext) -> None:
+    await streams.ensure_streams(js)
+    stopping = asyncio.Event()
+    batches = fetch_batches(js, streams.TRAIN_COMMANDS, stopping, fetch_timeout_s=0.5,
+                            declare=False)  # fmt: skip
+    first = asyncio.ensure_future(anext(batches))
+    await asyncio.sleep(1.0)
+    assert not first.done()
+    names = [c.name for c in await js.consumers_info(streams.COMMANDS.name or "")]
+    assert names == []  # it did not create the consumer it may not manage
+    await streams.ensure_consumer(js, streams.TRAIN_COMMANDS)
+    await js.publish("ktrdr.cmd.train.start", b"{}")
+    messages = await asyncio.wait_for(first, 15)
+    assert [m.subject for m in messages] == ["ktrdr.cmd.train.start"]
+    stopping.set()
+    await batches.aclose()
+
+
+def test_a_service_exits_2_naming_the_drift(nats_url: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KTRDR_")}
+    env |= {"KTRDR_NATS_URL": nats_url, "KTRDR_NATS_DECLARE": "false",
+            "KTRDR_NATS_DECLARE_WAIT_S": "0.5", "KTRDR_DATA_DIR": "/tmp/unused"}  # fmt: skip
+    done = subprocess.run([sys.executable, "-m", "ktrdr_data_store"], env=env, timeout=60,
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("data-store: configuration error: JetStream is not as declared: ")
+    assert "stream KTRDR_COMMANDS is missing" in last and "ktrdr_shared.declare" in last
+
+
+def test_the_declare_command_without_a_server_fails_clearly(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KTRDR_NATS_URL", "nats://127.0.0.1:1")
+    assert main([]) == 1
+    assert "declare: failed" in capsys.readouterr().err
