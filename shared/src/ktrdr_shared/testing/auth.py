@@ -59,6 +59,7 @@ class TestUsers:
     )
     tls: bool = True
     tls_dir: Path | None = None  # where the certificates go; one per test process when None
+    tls_hosts: tuple[str, ...] = ()  # the server certificate's names beyond the defaults
     _files: TlsFiles | None = field(default=None, init=False, repr=False)
 
     @property
@@ -69,7 +70,7 @@ class TestUsers:
 
             if self.tls_dir is None:
                 self.tls_dir = _process_tls_dir()
-            ensure_certificates(self.tls_dir, USERS)
+            ensure_certificates(self.tls_dir, USERS, self.tls_hosts)
             self._files = TlsFiles(self.tls_dir)
         return self._files
 

