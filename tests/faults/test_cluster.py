@@ -119,11 +119,11 @@ async def publish_until_acked(js: JetStreamContext, b: BarBatch) -> None:
 
 
 async def declare_at_r3(js: JetStreamContext) -> None:
-    """Declare the streams at R3 once the cluster has elected its meta leader."""
+    """Declare everything at R3 (the admin's step) once the cluster has elected its meta leader."""
     async with asyncio.timeout(30):
         while True:
             try:
-                await streams.ensure_streams(js)
+                await streams.ensure_all(js)
                 return
             except RETRYABLE:  # "JetStream system temporarily unavailable" while forming
                 await asyncio.sleep(0.2)

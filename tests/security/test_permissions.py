@@ -350,6 +350,10 @@ def management_subjects() -> list[str]:
                   f"{api}.CONSUMER.CREATE.{stream}.{durable}",
                   f"{api}.CONSUMER.CREATE.{stream}.{durable}.ktrdr.cmd.>",
                   f"{api}.CONSUMER.DELETE.{stream}.{durable}"]  # fmt: skip
+    for stream in ("KTRDR_EVENTS", "OBJ_ktrdr_models"):  # readers create ephemerals only
+        found += [f"{api}.CONSUMER.CREATE.{stream}.evil",
+                  f"{api}.CONSUMER.CREATE.{stream}.evil.ktrdr.evt.>",
+                  f"{api}.CONSUMER.DURABLE.CREATE.{stream}.evil"]  # fmt: skip
     return found
 
 
