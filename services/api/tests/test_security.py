@@ -157,6 +157,25 @@ async def test_python_m_ktrdr_api_refuses_off_loopback_without_a_key(nats_url: s
 
 
 @pytest.mark.integration
+async def test_python_m_ktrdr_api_exits_naming_undeclared_streams_where_it_may_only_verify(
+    nats_url: str,
+) -> None:
+    """Where NATS has users the api may not declare; before any worker starts it says so."""
+    env = _env(nats_url, KTRDR_NATS_DECLARE="false", KTRDR_NATS_DECLARE_WAIT_S="0.3",
+               KTRDR_API_PORT=str(free_port()))  # fmt: skip
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ktrdr_api", env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)  # fmt: skip
+    _, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 2
+    last = err.decode().strip().splitlines()[-1]
+    assert last.startswith("api: configuration error: JetStream is not as declared: "
+                           "stream KTRDR_COMMANDS is missing")  # fmt: skip
+    assert last.endswith("Fix: python -m ktrdr_shared.declare (as the NATS admin; `just declare`)")
+    assert "Traceback" not in err.decode()
+
+
+@pytest.mark.integration
 @pytest.mark.e2e
 async def test_python_m_ktrdr_api_serves_under_granian_and_stops_on_sigterm(
     nats_url: str,

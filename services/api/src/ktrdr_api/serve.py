@@ -9,10 +9,12 @@ environment through ``app_from_env``.
 
 from __future__ import annotations
 
+import asyncio
 import sys
 
+from ktrdr_shared import streams
 from ktrdr_shared.errors import ConfigError
-from ktrdr_shared.runtime import configure_logging
+from ktrdr_shared.runtime import configure_logging, connect
 from litestar import Litestar
 
 from ktrdr_api.app import SERVICE_NAME, create_app
@@ -37,6 +39,31 @@ def load_settings() -> ApiSettings:
     return settings
 
 
+def verify_jetstream(settings: ApiSettings) -> None:
+    """Check once, before any worker starts, that the admin declared what the api reads.
+
+    Where NATS has users the api only verifies (``streams.prepare``); drift or a
+    missing stream exits 2 with one line naming it and the fix, not a worker's
+    traceback. Each worker's lifespan checks again (a quick read).
+    """
+
+    async def check() -> None:
+        nc = await connect(settings, name=f"{SERVICE_NAME}-preflight")
+        try:
+            await streams.prepare(nc.jetstream(), buckets=True, declare=False,
+                                  service=SERVICE_NAME,
+                                  wait_s=settings.nats_declare_wait_s)  # fmt: skip
+        finally:
+            await nc.close()
+
+    try:
+        asyncio.run(check())
+    except ConfigError as e:
+        message = e.message.removeprefix(f"{SERVICE_NAME}: ")
+        print(f"{SERVICE_NAME}: configuration error: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def main() -> None:
     """Serve until SIGTERM/SIGINT: granian stops taking connections and the lifespan drains NATS."""
     from granian.constants import Interfaces
@@ -44,6 +71,8 @@ def main() -> None:
     from granian.server import Server
 
     settings = load_settings()
+    if not settings.declares:
+        verify_jetstream(settings)
     level = settings.log_level.lower()
     Server(
         "ktrdr_api.serve:app_from_env",
