@@ -43,6 +43,7 @@ from ktrdr_shared.testing.auth import TestUsers
 from ktrdr_shared.testing.nats_server import NatsServer, free_port
 from ktrdr_shared.tls import client_context
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.js.api import RePublish, StreamSource
 
 pytestmark = pytest.mark.integration
@@ -403,17 +404,29 @@ async def test_attack_1_stream_updates_by_service_users_fail(
     assert (await ajs.stream_info("KTRDR_EVENTS")).state.messages == 1
 
 
+@pytest.mark.parametrize("user", SERVICE_USERS)
 async def test_attack_2_no_user_reads_another_users_replies(
-    connect_as: ConnectAs, declared: None
+    connect_as: ConnectAs, declared: None, user: str
 ) -> None:
     """The connector listening on every inbox got the api's pages and the admin's replies."""
-    connector, violations = await connect_as("ib-connector")
-    for inbox in ("_INBOX.>", "_INBOX.api.>", "_INBOX.data-store.>", "_INBOX.*.*"):
-        await connector.subscribe(inbox)
+    nc, violations = await connect_as(user)
+    assert nc.new_inbox().startswith(f"_INBOX.{user}.")  # where its own replies come
+    others = [f"_INBOX.{other}.>" for other in [*SERVICE_USERS, "admin"] if other != user]
+    for inbox in ["_INBOX.>", "_INBOX.*.*", *others]:
+        await nc.subscribe(inbox)
         found = await violations.wait_for(inbox)
         assert "for subscription" in found[0]
-    api, _ = await connect_as("api")
-    assert api.new_inbox().startswith("_INBOX.api.")  # where its own replies come
+    # and its own reply space works: a request it may make, answered by the admin, comes back
+    asks = {"api": "ktrdr.train.status", "data-store": "ktrdr.ib.status",
+            "trainer": "ktrdr.store.query", "ib-connector": "$SRV.PING.ib-connector"}  # fmt: skip
+    admin, _ = await connect_as("admin")
+
+    async def pong(msg: Msg) -> None:
+        await msg.respond(b"pong")
+
+    await admin.subscribe(asks[user], cb=pong)
+    await admin.flush()
+    assert (await nc.request(asks[user], b"", timeout=5)).data == b"pong"
 
 
 async def test_attack_2_no_user_acks_another_users_delivery(
