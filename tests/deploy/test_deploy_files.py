@@ -321,3 +321,23 @@ def test_compose_declares_the_streams_as_admin_before_the_services(
     for variable in ("KTRDR_NATS_TLS_CA", "KTRDR_NATS_TLS_CERT", "KTRDR_NATS_TLS_KEY"):
         assert env[variable].removeprefix("/run/secrets/") in declare["secrets"]
     assert declare["depends_on"]["nats"] == {"condition": "service_healthy"}
+
+
+@pytest.mark.unit
+def test_every_services_settings_are_known_to_every_other_service() -> None:
+    """One environment feeds every process of `just up`: a variable one service reads must not
+    stop another as an unknown setting (KTRDR_INGEST_RETRY_DELAY_S stopped the api)."""
+    from ktrdr_api.config import ApiSettings
+    from ktrdr_data_store.config import DataStoreSettings
+    from ktrdr_ib_connector.config import IbConnectorSettings
+    from ktrdr_shared.config import Settings, variable_name
+    from ktrdr_trainer.config import TrainerSettings
+
+    base = {variable_name(f) for f in Settings.__struct_fields__}
+    for settings in (ApiSettings, DataStoreSettings, IbConnectorSettings, TrainerSettings):
+        unknown = sorted(name for f in settings.__struct_fields__
+                         if (name := variable_name(f)) not in KNOWN_VARIABLES | base)  # fmt: skip
+        assert unknown == [], settings.__name__
+    everything = {variable_name(f): "1" for s in (ApiSettings, DataStoreSettings)
+                  for f in s.__struct_fields__ if f.endswith("_s")}  # fmt: skip
+    IbConnectorSettings.from_env(everything)  # reads none of them, refuses none
