@@ -46,7 +46,8 @@ def tour_blocks(readme: str) -> list[tuple[str, str]]:
 def shell_commands(block: str) -> list[str]:
     """Split a bash block into commands (continuation lines joined, blank lines dropped)."""
     joined = re.sub(r"\\\n\s*", " ", block)
-    return [line for line in joined.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    lines = [line for line in joined.splitlines() if line.strip()]
+    return [line for line in lines if not line.lstrip().startswith("#")]
 
 
 @dataclass
@@ -125,8 +126,10 @@ def run_shell(tour: Tour, command: str) -> str | None:
     prepared = tour.prepare(command)
     tour.ran.append(prepared)
     if any(marker in prepared for marker in STREAMING):
-        process = subprocess.Popen(["bash", "-c", prepared], env=tour.env, cwd=tour.workdir,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        process = subprocess.Popen(
+            ["bash", "-c", prepared], env=tour.env, cwd=tour.workdir,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
         try:
             out, err = process.communicate(timeout=4)
             if process.returncode != 0:
