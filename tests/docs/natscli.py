@@ -36,7 +36,7 @@ async def main(argv: list[str]) -> int:
             nc = await nats.connect(url)
             await nc.publish(subject, body.encode())
             await nc.flush()
-            print(f"Published {len(body)} bytes to \"{subject}\"")
+            print(f'Published {len(body)} bytes to "{subject}"')
         case ["sub", subject]:
             nc = await nats.connect(url)
             print(f"Subscribing on {subject}", flush=True)

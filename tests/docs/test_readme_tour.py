@@ -179,7 +179,8 @@ def test_the_readme_tour_runs_as_written(tour: Tour) -> None:
 
 
 def test_the_tour_parser_sees_every_command() -> None:
-    blocks = tour_blocks(textwrap.dedent("""
+    blocks = tour_blocks(
+        textwrap.dedent("""
         ## A five-minute tour
         ```bash
         curl -s a \\
@@ -195,6 +196,7 @@ def test_the_tour_parser_sees_every_command() -> None:
         ```bash
         not in the tour
         ```
-    """))
+    """)
+    )
     assert [lang for lang, _ in blocks] == ["bash", "python"]
     assert shell_commands(blocks[0][1]) == ["curl -s a -d b          # comment", "ktrdr status"]
