@@ -45,7 +45,7 @@ def tour_blocks(readme: str) -> list[tuple[str, str]]:
 
 def shell_commands(block: str) -> list[str]:
     """Split a bash block into commands (continuation lines joined, blank lines dropped)."""
-    joined = re.sub(r"\\\n\s*", " ", block)
+    joined = re.sub(r"\s*\\\n\s*", " ", block)
     lines = [line for line in joined.splitlines() if line.strip()]
     return [line for line in lines if not line.lstrip().startswith("#")]
 
