@@ -8,7 +8,7 @@ import msgspec
 import pytest
 from ktrdr_shared import codec, messages
 from ktrdr_shared.errors import MessageDecodeError
-from ktrdr_shared.messages import BarBatch, JobEvent, LoadData
+from ktrdr_shared.messages import BarBatch, DatasetRepaired, JobEvent, LoadData
 from ktrdr_shared.testing.examples import EXAMPLES
 
 pytestmark = pytest.mark.unit
@@ -93,6 +93,30 @@ def test_bad_load_commands_name_the_field(payload: bytes, field: str | None, nee
     assert err.subject == "ktrdr.cmd.data.load"
     assert err.code == "invalid_request"
     assert "ktrdr.cmd.data.load" in err.message
+
+
+NAIVE_FIX = "has no timezone; add Z (UTC) or an offset such as +02:00"
+
+
+@pytest.mark.parametrize("content_type", [codec.JSON, codec.MSGPACK])
+def test_a_naive_timestamp_by_hand_says_to_add_z_or_an_offset(content_type: str) -> None:
+    raw = {"symbol": "AAPL", "timeframe": "1h", "start": "2024-06-24T00:00:00"}
+    with pytest.raises(MessageDecodeError) as caught:
+        codec.decode(codec.encode(raw, content_type=content_type), LoadData,
+                     subject="ktrdr.cmd.data.load",
+                     headers=codec.headers_for(content_type))  # fmt: skip
+    assert caught.value.field == "start"
+    assert caught.value.message == ("invalid LoadData on 'ktrdr.cmd.data.load': field 'start': "
+                                    f"2024-06-24T00:00:00 {NAIVE_FIX}")  # fmt: skip
+
+
+def test_a_naive_timestamp_deep_inside_a_message_is_named_with_its_value() -> None:
+    raw = b'{"symbol": "AAPL", "timeframe": "1h", "forgotten": [{"start": "2024-01-01T00:00:00Z",'
+    raw += b' "end": "2024-01-02T00:00:00"}]}'
+    with pytest.raises(MessageDecodeError) as caught:
+        codec.decode(raw, DatasetRepaired, subject="ktrdr.store.repair")
+    assert caught.value.field == "forgotten[0].end"
+    assert caught.value.problem == f"2024-01-02T00:00:00 {NAIVE_FIX}"
 
 
 def _batch_dict(**changes: object) -> dict[str, object]:

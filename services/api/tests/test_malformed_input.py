@@ -78,3 +78,19 @@ async def test_the_exact_attack_aapl_percent_0a_is_a_400(http: httpx.AsyncClient
     response = await http.get("/api/v1/data/AAPL%0A/1h")
     assert response.status_code == 400, response.text
     assert response.json()["errors"][0]["field"] == "symbol"
+
+
+NAIVE_FIX = "has no timezone; add Z (UTC) or an offset such as +02:00"
+
+
+@pytest.mark.integration
+async def test_a_naive_timestamp_says_to_add_z_or_an_offset(http: httpx.AsyncClient) -> None:
+    load = await http.post("/api/v1/data/load",
+                           json={"symbol": "AAPL", "timeframe": "1h",
+                                 "start": "2024-06-24T00:00:00"})  # fmt: skip
+    detail = str(_problem(load, "start")["detail"])
+    assert detail == f"body field 'start': 2024-06-24T00:00:00 {NAIVE_FIX}"
+    for route in ("/api/v1/data/AAPL/1h", "/api/v1/data/AAPL/1h/coverage"):
+        query = await http.get(route, params={"start": "2024-06-24T00:00:00"})
+        detail = str(_problem(query, "start")["detail"])
+        assert detail == f"query field 'start': 2024-06-24T00:00:00 {NAIVE_FIX}"

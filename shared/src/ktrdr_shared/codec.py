@@ -28,6 +28,9 @@ MSGPACK = "application/msgpack"
 _json_encoder = msgspec.json.Encoder()
 _msgpack_encoder = msgspec.msgpack.Encoder()
 _PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+# msgspec's words for a timestamp without an offset (``UtcDatetime`` is ``Meta(tz=True)``).
+_NAIVE = "Expected `datetime` with a timezone component"
+_PATH_PART = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
 
 
 def encode(message: Any, *, content_type: str = JSON) -> bytes:
@@ -104,7 +107,7 @@ def decode(
             return _msgpack_decoder(message_type).decode(data)
         return _json_decoder(message_type).decode(data)
     except msgspec.ValidationError as e:
-        raise _describe(e, message_type, subject) from e
+        raise _describe(e, message_type, subject, data, msgpack=msgpack) from e
     except msgspec.DecodeError as e:
         kind = "msgpack" if msgpack else "JSON"
         raise MessageDecodeError(
@@ -115,11 +118,48 @@ def decode(
         ) from e
 
 
+def naive_timestamp(value: object) -> str:
+    """Return the problem of a timestamp without an offset, naming it and how to fix it."""
+    return f"{value} has no timezone; add Z (UTC) or an offset such as +02:00"
+
+
+def explain_naive(message: str, data: bytes, *, msgpack: bool = False) -> str:
+    """Return msgspec's validation ``message`` with a naive timestamp's problem made plain.
+
+    ``Expected `datetime` with a timezone component - at `$.start``` becomes
+    ``2024-06-24T00:00:00 has no timezone; add Z (UTC) or an offset such as +02:00 - at
+    `$.start``` (the value read back from ``data``); any other message is returned as is.
+    """
+    if not message.startswith(_NAIVE):
+        return message
+    match = _PATH.search(message)
+    value = _value_at(data, match.group("path") if match else "", msgpack=msgpack)
+    shown = value if isinstance(value, str) else "the timestamp"
+    return naive_timestamp(shown) + message[len(_NAIVE) :]
+
+
+def _value_at(data: bytes, path: str, *, msgpack: bool) -> object:
+    """Return the value at msgspec's ``path`` (``.start``, ``.items[2].ts``) in raw ``data``."""
+    try:
+        value: object = msgspec.msgpack.decode(data) if msgpack else msgspec.json.decode(data)
+    except msgspec.DecodeError:
+        return None
+    for name, index in _PATH_PART.findall(path):
+        if name and isinstance(value, dict):
+            value = value.get(name)
+        elif index and isinstance(value, list) and int(index) < len(value):
+            value = value[int(index)]
+        else:
+            return None
+    return value
+
+
 def _describe(
-    error: msgspec.ValidationError, message_type: Any, subject: str
-) -> MessageDecodeError:
+    error: msgspec.ValidationError, message_type: Any, subject: str, data: bytes = b"",
+    *, msgpack: bool = False,
+) -> MessageDecodeError:  # fmt: skip
     """Turn msgspec's message into subject + field + problem (+ allowed values)."""
-    text = str(error)
+    text = explain_naive(str(error), data, msgpack=msgpack)
     match = _PATH.search(text)
     path = match.group("path").lstrip(".") if match else ""
     problem = text[: match.start()] if match else text

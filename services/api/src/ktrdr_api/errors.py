@@ -21,6 +21,7 @@ from http import HTTPStatus
 from typing import Any
 
 import msgspec
+from ktrdr_shared.codec import explain_naive
 from ktrdr_shared.errors import KtrdrError
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
@@ -264,6 +265,23 @@ def describe_decode_error(request: Request[Any, Any, Any], message: str) -> ApiE
 
 # ---------------------------------------------------------------- field names and allowed values
 
+
+def _received_body(request: Request[Any, Any, Any]) -> bytes:
+    """Return the body Litestar has already read (b"" when it has not).
+
+    The exception handlers are synchronous, so ``await request.body()`` is out of reach; the
+    bytes Litestar cached in its connection state are read instead (only to quote a rejected
+    value back, so anything unexpected there just leaves the value out).
+    """
+    try:
+        from litestar.utils.scope.state import ScopeState
+
+        body = ScopeState.from_scope(request.scope).body
+    except (ImportError, AttributeError, KeyError, TypeError):
+        return b""
+    return body if isinstance(body, bytes) else b""
+
+
 _BACKTICKED = re.compile(r"`([^`]+)`")
 _MISSING = re.compile(r"Missing required (\w+) parameter '([^']+)'")
 _PATH = re.compile(r" - at `\$\.?([^`]*)`$")
@@ -271,11 +289,14 @@ _PATH = re.compile(r" - at `\$\.?([^`]*)`$")
 
 def _field_error(request: Request[Any, Any, Any], item: dict[str, Any]) -> FieldError:
     """Turn one Litestar validation item into a field error with the field's real name."""
-    raw = str(item.get("message", "invalid value"))
-    message = _clean(raw)
     key = str(item.get("key") or "")
     raw_source = item.get("source") or "request"
     source = str(getattr(raw_source, "value", raw_source))
+    raw = str(item.get("message", "invalid value"))
+    if source == "body":  # a naive timestamp: name its value and the fix
+        at = "" if key in ("", "data") or " - at `$" in raw else f" - at `$.{key}`"
+        raw = explain_naive(raw + at, _received_body(request)).removesuffix(at)
+    message = _clean(raw)
     match = _PATH.search(message)
     if match:  # a nested field: msgspec's path says where
         message = message[: match.start()]

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import msgspec
+from ktrdr_shared.codec import explain_naive, naive_timestamp
 from litestar import Request
 
 from ktrdr_api.errors import ApiError, describe_decode_error, invalid
@@ -46,7 +47,7 @@ async def strict_body(request: Request[Any, Any, Any], body_type: type[T]) -> T 
     try:
         body = msgspec.json.decode(raw, type=body_type)
     except msgspec.ValidationError as e:
-        raise describe_decode_error(request, str(e)) from e
+        raise describe_decode_error(request, explain_naive(str(e), raw)) from e
     except msgspec.DecodeError as e:
         raise ApiError(400, "invalid_request", f"the body is not valid JSON: {e}") from e
     check_timestamps(body, "body")
@@ -120,8 +121,7 @@ def query_timestamp(request: Request[Any, Any, Any], name: str) -> datetime | No
         raise invalid(name, "query", f"{raw!r} is not an RFC 3339 timestamp; write it like "
                       f"{EXAMPLE_TIMESTAMP}") from e  # fmt: skip
     if moment.tzinfo is None:
-        raise invalid(name, "query", f"timestamp {raw} has no offset; give it one, e.g. "
-                      f"{EXAMPLE_TIMESTAMP}")  # fmt: skip
+        raise invalid(name, "query", naive_timestamp(raw))
     check_span(moment, name, "query")
     return moment.astimezone(UTC)
 
