@@ -148,6 +148,29 @@ async def test_datasets_with_coverage_and_the_coverage_route(
     assert all(r["start"].endswith("Z") for r in coverage["stored"] + coverage["gaps"])
 
 
+@pytest.mark.parametrize("route", ["/api/v1/data/MSFT/1m", "/api/v1/data/MSFT/1m/coverage"])
+async def test_a_dataset_never_loaded_is_a_404_with_a_hint_to_load_it(
+    seeded: ServiceApp, http: httpx.AsyncClient, route: str
+) -> None:
+    response = await http.get(route)
+    assert response.status_code == 404, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert (problem["code"], problem["service"]) == ("not_found", "data-store")
+    assert problem["detail"] == "nothing is stored for MSFT 1m"
+    assert problem["hint"] == ('load it: `ktrdr data load MSFT 1m` or POST /api/v1/data/load '
+                               '{"symbol": "MSFT", "timeframe": "1m"} (LoadData on '
+                               'ktrdr.cmd.data.load)')  # fmt: skip
+
+
+async def test_a_stored_dataset_with_nothing_in_the_range_is_an_empty_page(
+    seeded: ServiceApp, http: httpx.AsyncClient
+) -> None:
+    response = await http.get("/api/v1/data/AAPL/1m", params={"start": "2030-01-01T00:00:00Z"})
+    assert response.status_code == 200, response.text
+    assert response.json()["bars"] == []
+
+
 @pytest.mark.parametrize(
     ("method", "path", "body", "field", "words"),
     [

@@ -80,7 +80,10 @@ async def test_repair_moves_forgets_and_starts_the_reload(
     msg = await commands.next_msg(timeout=10)
     command = codec.decode(msg.data, LoadData, headers=msg.headers)
     assert (command.job_id, command.symbol, command.mode) == (job_id, "AAPL", LoadMode.FULL)
-    assert (await http.get("/api/v1/data/AAPL/1h")).status_code == 200  # it reads again
+    # it reads again: no longer damaged, and empty (its only year moved) until the reload runs
+    emptied = await http.get("/api/v1/data/AAPL/1h")
+    assert emptied.status_code == 404, emptied.text
+    assert emptied.json()["detail"] == "nothing is stored for AAPL 1h"
 
     nothing = await http.post("/api/v1/data/MSFT/1h/repair")
     assert nothing.status_code == 202

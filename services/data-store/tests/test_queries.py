@@ -9,11 +9,12 @@ import pyarrow as pa
 import pytest
 from ktrdr_data_store.app import build_app
 from ktrdr_data_store.config import DataStoreSettings
+from ktrdr_data_store.ledger import AnsweredLedger
 from ktrdr_data_store.store import SCHEMA, ParquetBarStore
 from ktrdr_shared import codec, subjects
 from ktrdr_shared.client import KtrdrClient
-from ktrdr_shared.errors import InvalidRequest
-from ktrdr_shared.messages import BarsPage, DatasetList, QueryBars, StatusRequest
+from ktrdr_shared.errors import InvalidRequest, NotFound
+from ktrdr_shared.messages import BarsPage, Coverage, DatasetList, QueryBars, StatusRequest
 from ktrdr_shared.runtime import ServiceApp
 from ktrdr_shared.types import Timeframe, from_unix_nanos
 from nats.aio.client import Client as NATS
@@ -91,10 +92,41 @@ async def test_bad_queries_get_specific_errors(data_store: ServiceApp, nc: NATS)
     with pytest.raises(InvalidRequest, match="invalid cursor"):
         await client.request(subjects.STORE_QUERY, {"symbol": "AAPL", "timeframe": "1m",
                              "cursor": "%%%"}, BarsPage)  # fmt: skip
-    empty = await client.request(subjects.STORE_QUERY, {"symbol": "MSFT", "timeframe": "1m"},
-                                 BarsPage)  # fmt: skip
+    # a range with nothing in it, of a dataset that holds bars: an empty page, not an error
+    empty = await client.request(subjects.STORE_QUERY, {"symbol": "AAPL", "timeframe": "1m",
+                                 "start": "2030-01-01T00:00:00Z"}, BarsPage)  # fmt: skip
     assert empty.ts == []
     assert empty.next_cursor is None
+
+
+LOAD_HINT = ('load it: `ktrdr data load MSFT 1m` or POST /api/v1/data/load {"symbol": "MSFT", '
+             '"timeframe": "1m"} (LoadData on ktrdr.cmd.data.load)')  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("subject", "reply_type"),
+    [(subjects.STORE_QUERY, BarsPage), (subjects.STORE_COVERAGE, Coverage)],
+)
+async def test_a_dataset_never_loaded_is_not_found_and_says_how_to_load_it(
+    data_store: ServiceApp, nc: NATS, subject: str, reply_type: type
+) -> None:
+    with pytest.raises(NotFound) as caught:
+        await KtrdrClient(nc).request(subject, {"symbol": "msft", "timeframe": "1m"}, reply_type)
+    assert caught.value.message == f"nothing is stored for MSFT 1m; {LOAD_HINT}"
+    assert caught.value.details == {"symbol": "MSFT", "timeframe": "1m", "hint": LOAD_HINT}
+
+
+async def test_a_dataset_ib_answered_empty_is_no_error(
+    data_store: ServiceApp, nc: NATS, tmp_path: Path
+) -> None:
+    AnsweredLedger(tmp_path).add("MSFT", Timeframe.M1, [(T0, T0 + 60 * MIN)])
+    client = KtrdrClient(nc)
+    page = await client.request(subjects.STORE_QUERY, {"symbol": "MSFT", "timeframe": "1m"},
+                                BarsPage)  # fmt: skip
+    assert page.ts == []
+    coverage = await client.request(subjects.STORE_COVERAGE,
+                                    {"symbol": "MSFT", "timeframe": "1m"}, Coverage)  # fmt: skip
+    assert coverage.rows == 0
 
 
 async def test_datasets_lists_what_is_stored(data_store: ServiceApp, nc: NATS) -> None:

@@ -144,8 +144,10 @@ async def test_bars_that_are_not_stored_fail_with_the_reason(
     done = await finished(js, job_id)
     assert isinstance(done, JobFailed)
     assert done.code == "not_found"
-    assert done.message.startswith("no bars for MSFT 1h in range")
-    assert done.message.endswith("load them first")
+    # never loaded: the data-store's own not_found, naming the command that loads it (a range
+    # with no bars of a stored dataset is the trainer's "no bars ... load them first")
+    assert done.message.startswith("nothing is stored for MSFT 1h; load it: `ktrdr data load "
+                                   "MSFT 1h`")  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -58,13 +58,15 @@ class FieldError(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 
 
 class Problem(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """An RFC 9457 problem: what was wrong and what to do."""
+    """An RFC 9457 problem: what was wrong (``detail``) and what to do (``hint``, where the
+    service said it apart, e.g. the command that loads a dataset never loaded)."""
 
     type: str
     title: str
     status: int
     detail: str
     code: str
+    hint: str | None = None
     instance: str | None = None
     service: str | None = None
     errors: list[FieldError] | None = None
@@ -81,15 +83,17 @@ class ApiError(Exception):
         service: the service the failure came from, if any.
         errors: the invalid inputs, for a validation failure.
         retry_after_s: when trying again makes sense (sent as ``Retry-After``).
+        hint: what to do, where it is said apart from the detail.
     """
 
     def __init__(self, status: int, code: str, detail: str, *, service: str | None = None,
-                 errors: list[FieldError] | None = None,
-                 retry_after_s: float | None = None) -> None:  # fmt: skip
+                 errors: list[FieldError] | None = None, retry_after_s: float | None = None,
+                 hint: str | None = None) -> None:  # fmt: skip
         super().__init__(detail)
         self.status = status
         self.code = code
         self.detail = detail
+        self.hint = hint
         self.service = service
         self.errors = errors
         self.retry_after_s = retry_after_s
@@ -122,13 +126,22 @@ def service_timeout(service: str, subject: str, timeout_s: float) -> ApiError:
                     service=service, retry_after_s=5.0)  # fmt: skip
 
 
-def from_service(service: str, code: str, message: str) -> ApiError:
-    """Return the HTTP form of a service's own error reply."""
+def from_service(service: str, code: str, message: str,
+                 details: dict[str, Any] | None = None) -> ApiError:  # fmt: skip
+    """Return the HTTP form of a service's own error reply.
+
+    A service's message says what was wrong and what to do; where ``details["hint"]`` repeats
+    the second part on its own, the problem answers it as ``hint`` and the detail without it.
+    """
     status = STATUS_BY_CODE.get(code, UPSTREAM_FAILURE)
+    hint = (details or {}).get("hint")
+    hint = hint if isinstance(hint, str) and hint else None
+    if hint is not None:
+        message = message.removesuffix(f"; {hint}")
     if status == UPSTREAM_FAILURE:
         message = f"the {service} failed ({code}): {message}; see its log"
     retry = 5.0 if status in (429, 503, 504) else None
-    return ApiError(status, code, message, service=service, retry_after_s=retry)
+    return ApiError(status, code, message, service=service, retry_after_s=retry, hint=hint)
 
 
 def problem_response(request: Request[Any, Any, Any], error: ApiError) -> Response[Problem]:
@@ -139,6 +152,7 @@ def problem_response(request: Request[Any, Any, Any], error: ApiError) -> Respon
         status=error.status,
         detail=error.detail,
         code=error.code,
+        hint=error.hint,
         instance=request.url.path,
         service=error.service,
         errors=error.errors,

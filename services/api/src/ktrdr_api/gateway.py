@@ -165,4 +165,4 @@ def _error_reply(service: str, subject: str, data: bytes, headers: dict[str, str
         message = headers.get("Nats-Service-Error", "") or data.decode(errors="replace")
         code = {"400": "invalid_request", "404": "not_found"}.get(status, "internal")
         return from_service(service, code, message)
-    return from_service(service, body.code, body.message)
+    return from_service(service, body.code, body.message, body.details)

@@ -84,7 +84,7 @@ def build_app(settings: DataStoreSettings) -> ServiceApp:
         @app.endpoint("query", subjects.STORE_QUERY, QueryBars, "a page of stored bars")
         async def query(request: QueryBars) -> BarsPage | RawReply:
             table, cursor = await asyncio.to_thread(queries.query_page, store, request,
-                                                    nc.max_payload)  # fmt: skip
+                                                    nc.max_payload, ledger)  # fmt: skip
             if request.format is QueryFormat.ARROW:
                 return RawReply(queries.arrow_page(table, cursor), queries.ARROW_STREAM)
             return queries.json_page(request, table, cursor)
@@ -92,6 +92,8 @@ def build_app(settings: DataStoreSettings) -> ServiceApp:
         @app.endpoint("coverage", subjects.STORE_COVERAGE, CoverageRequest,
                       "stored ranges, gaps and answered-empty ranges of one dataset")  # fmt: skip
         async def coverage(request: CoverageRequest) -> Coverage:
+            await asyncio.to_thread(queries.require_loaded, store, ledger, request.symbol,
+                                    request.timeframe)  # fmt: skip
             known = await asyncio.to_thread(runner.instruments.get, request.symbol)
             instrument_type, exchange = known if known is not None else (None, None)
             profile = await asyncio.to_thread(runner.profiles.get, request.symbol,

@@ -3,18 +3,24 @@
 A query returns one page of bars in ``[start, end)`` and a cursor for the
 next page. Pages are sized to stay under the NATS max payload: the row count
 is capped by an estimate of bytes per row for the format asked.
+
+A dataset that was never loaded (no bar stored, no range IB answered) is ``not_found``, with
+the command that loads it (``require_loaded``), for queries and coverage alike; a dataset that
+holds bars answers an empty page for a range with none in it.
 """
 
 from __future__ import annotations
 
 import base64
 import io
+import json
+import shlex
 from dataclasses import replace
 
 import pyarrow as pa
-from ktrdr_shared.errors import InvalidRequest
+from ktrdr_shared.errors import InvalidRequest, NotFound
 from ktrdr_shared.messages import BarsPage, DatasetInfo, DatasetList, QueryBars, QueryFormat
-from ktrdr_shared.types import from_unix_nanos, to_unix_nanos
+from ktrdr_shared.types import Timeframe, from_unix_nanos, to_unix_nanos
 
 from ktrdr_data_store.ledger import AnsweredLedger
 from ktrdr_data_store.store import BarStore, DatasetStats
@@ -48,13 +54,50 @@ def page_rows(query: QueryBars, max_payload: int) -> int:
     return max(1, min(query.limit, (max_payload - 4096) // BYTES_PER_ROW[query.format]))
 
 
-def query_page(store: BarStore, query: QueryBars, max_payload: int) -> tuple[pa.Table, str | None]:
-    """Return one page of bars and the cursor of the next page (None at the end)."""
+def never_loaded(symbol: str, timeframe: Timeframe) -> NotFound:
+    """Return the ``not_found`` of a dataset with nothing stored, saying how to load it.
+
+    The message ends with the hint, which ``details["hint"]`` repeats on its own (the REST
+    gateway answers it apart from the detail).
+    """
+    tf = Timeframe(timeframe).value
+    body = json.dumps({"symbol": symbol, "timeframe": tf})
+    hint = (f"load it: `ktrdr data load {shlex.quote(symbol)} {tf}` or POST /api/v1/data/load "
+            f"{body} (LoadData on ktrdr.cmd.data.load)")  # fmt: skip
+    return NotFound(f"nothing is stored for {symbol} {tf}; {hint}",
+                    details={"symbol": symbol, "timeframe": tf, "hint": hint})  # fmt: skip
+
+
+def require_loaded(store: BarStore, ledger: AnsweredLedger, symbol: str,
+                   timeframe: Timeframe) -> None:  # fmt: skip
+    """Refuse a dataset that was never loaded: no bar stored and no range IB answered.
+
+    A dataset IB answered empty (a symbol with no history there yet) was loaded: it is no
+    error to ask for it.
+
+    Raises:
+        NotFound: ``never_loaded``.
+        DatasetDamaged: a file of the dataset cannot be read.
+    """
+    if store.stats(symbol, timeframe).rows == 0 and not ledger.ranges(symbol, timeframe):
+        raise never_loaded(symbol, timeframe)
+
+
+def query_page(store: BarStore, query: QueryBars, max_payload: int,
+               ledger: AnsweredLedger | None = None) -> tuple[pa.Table, str | None]:  # fmt: skip
+    """Return one page of bars and the cursor of the next page (None at the end).
+
+    Raises:
+        NotFound: the first page is empty and the dataset was never loaded (checked when
+            ``ledger`` is given; see ``require_loaded``).
+    """
     start = decode_cursor(query.cursor) if query.cursor else (
         to_unix_nanos(query.start) if query.start else None)  # fmt: skip
     end = to_unix_nanos(query.end) if query.end else None
     rows = page_rows(query, max_payload)
     table = store.read(query.symbol, query.timeframe, start, end, limit=rows + 1)
+    if table.num_rows == 0 and query.cursor is None and ledger is not None:
+        require_loaded(store, ledger, query.symbol, query.timeframe)
     if table.num_rows <= rows:
         return table, None
     next_ts = int(table.column("ts").cast(pa.int64())[rows].as_py())

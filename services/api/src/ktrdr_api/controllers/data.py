@@ -74,6 +74,18 @@ DAMAGED = {409: ResponseSpec(
         "type": "urn:ktrdr:problem:dataset_damaged", "title": "Conflict", "status": 409,
         "detail": DAMAGED_DETAIL, "code": "dataset_damaged"})])}  # fmt: skip
 
+NOT_LOADED = {404: ResponseSpec(
+    data_container=Problem, media_type=PROBLEM_JSON, generate_examples=False,
+    description="Nothing is stored for the dataset: no bar, and no range IB answered (it was "
+    "never loaded, or the symbol is unknown). ``hint`` says how to load it. A dataset that "
+    "holds bars answers 200 with what lies in the range, an empty list when nothing does.",
+    examples=[Example(summary="not_found", value={
+        "type": "urn:ktrdr:problem:not_found", "title": "Not Found", "status": 404,
+        "detail": "nothing is stored for AAPL 1h", "code": "not_found",
+        "hint": 'load it: `ktrdr data load AAPL 1h` or POST /api/v1/data/load {"symbol": '
+                '"AAPL", "timeframe": "1h"} (LoadData on ktrdr.cmd.data.load)',
+        "service": "data-store"})])}  # fmt: skip
+
 
 class BarFormat(enum.StrEnum):
     """A bar page's representation (overrides ``Accept``)."""
@@ -176,7 +188,10 @@ class DataController(Controller):
 
     @get("/{symbol:str}/{timeframe:str}/coverage", operation_id="getCoverage",
          summary="What is stored, what is missing, and what IB already answered empty",
-         responses={**problem_responses(400, 401, 502, 503, 504), **DAMAGED})  # fmt: skip
+         description="A dataset never loaded (no bar stored, no range IB answered) is a 404 "
+         "whose ``hint`` says how to load it.",
+         responses={**problem_responses(400, 401, 502, 503, 504), **DAMAGED,
+                    **NOT_LOADED})  # fmt: skip
     async def coverage(self, request: Request[Any, Any, Any], gateway: GatewayDep,
                        symbol: PathSymbol, timeframe: PathTimeframe, start: Start = None,
                        end: End = None) -> CoverageOut:  # fmt: skip
@@ -191,9 +206,12 @@ class DataController(Controller):
          "application/vnd.apache.arrow.stream`` an Arrow IPC stream (``format`` overrides "
          "Accept). A page holds at most ``limit`` bars and fewer when the page would not fit "
          "one NATS message; the next page is at ``links.next`` (JSON) or in the ``Link`` "
-         "header (``rel=next``) and ``X-Next-Cursor``.",
+         "header (``rel=next``) and ``X-Next-Cursor``. A dataset never loaded is a 404 whose "
+         "``hint`` says how to load it; a range with no bars of a stored dataset is an empty "
+         "page.",
          operation_class=BarsOperation,
-         responses={**problem_responses(400, 401, 502, 503, 504), **DAMAGED})  # fmt: skip
+         responses={**problem_responses(400, 401, 502, 503, 504), **DAMAGED,
+                    **NOT_LOADED})  # fmt: skip
     async def bars(
         self,
         request: Request[Any, Any, Any],
