@@ -20,14 +20,14 @@ class ExitCode:
     """How a ``ktrdr`` command ended (documented in the README)."""
 
     OK = 0
-    JOB_FAILED = 1
+    JOB_FAILED = 1  # a followed or shown job failed (6 and 7 too: followed or shown)
     USAGE = 2
     REFUSED = 3  # the API answered 4xx: invalid input, unknown symbol/job/model, conflict
     UNAVAILABLE = 4  # the API, NATS or a service is unreachable or too slow (5xx)
     UNAUTHORIZED = 5  # missing or wrong API key (401)
     JOB_CANCELLED = 6
     JOB_PARTIAL = 7  # completed, but some segments could not be fetched
-    DEGRADED = 8  # ``status``: everything answers, but something is degraded (IB down, a farm)
+    DEGRADED = 8  # ``status``, ``ib status``: all answers, but something is degraded (IB, a farm)
     INTERRUPTED = 130  # Ctrl-C twice: stopped following before the job ended
 
 

@@ -1,4 +1,4 @@
-"""The ``ktrdr`` commands: status, ib, data, jobs (train and models: ``training``)."""
+"""The ``ktrdr`` commands: status, ib, jobs (data: ``data``; train and models: ``training``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 import click
 
-from ktrdr_api.cli import render
+from ktrdr_api.cli import hints, render
 from ktrdr_api.cli.api_client import DEFAULT_URL, ApiClient, CliError, ExitCode
 from ktrdr_api.cli.follow import JobFollower, job_exit_code
 
@@ -19,10 +19,26 @@ SHOWS = click.Choice(["TRADES", "MIDPOINT", "BID", "ASK", "BID_ASK"], case_sensi
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
+JSON_HELP = "Print JSON on stdout (for scripts); allowed anywhere on the command line."
+
+
+def _json_wanted(ctx: click.Context, _: click.Parameter, value: bool) -> bool:
+    """Remember ``--json`` for the whole invocation (``ctx.meta`` is shared by every level)."""
+    if value:
+        ctx.meta["ktrdr.json"] = True
+    return bool(ctx.meta.get("ktrdr.json", False))
+
+
 def json_option(command: F) -> F:
     """Add ``--json`` (machine-readable output on stdout) to a command."""
-    return click.option("--json", "as_json", is_flag=True,
-                        help="Print JSON on stdout (for scripts).")(command)  # fmt: skip
+    return click.option("--json", "as_json", is_flag=True, callback=_json_wanted,
+                        help=JSON_HELP)(command)  # fmt: skip
+
+
+def json_anywhere(group: F) -> F:
+    """Let a group take ``--json`` for the command under it (``ktrdr --json status``)."""
+    return click.option("--json", is_flag=True, expose_value=False, callback=_json_wanted,
+                        help=JSON_HELP)(group)  # fmt: skip
 
 
 def client_of(ctx: click.Context) -> ApiClient:
@@ -39,6 +55,7 @@ def timestamp(value: str | None) -> str | None:
 
 
 @click.group()
+@json_anywhere
 @click.option(
     "--url",
     envvar="KTRDR_API_URL",
@@ -83,6 +100,7 @@ def status(ctx: click.Context, as_json: bool) -> int:
 
 
 @cli.group()
+@json_anywhere
 def ib() -> None:
     """The IB connection and symbol discovery."""
 
@@ -94,7 +112,18 @@ def ib_status(ctx: click.Context, as_json: bool) -> int:
     """The IB connection, as the connector holds it."""
     value = client_of(ctx).get("/api/v1/ib/status")
     render.print_json(value) if as_json else render.fields(value)
-    return ExitCode.OK if value.get("connected") else ExitCode.DEGRADED
+    return ib_exit_code(value)
+
+
+def ib_exit_code(value: dict[str, Any]) -> int:
+    """Return 8 (degraded) for the IB states ``status`` calls degraded, else 0.
+
+    Not connected, the gateway's link to IB lost, or a data farm broken.
+    """
+    farms = value.get("farms") or {}
+    if value.get("connected") and value.get("link_ok", True) and "broken" not in farms.values():
+        return ExitCode.OK
+    return ExitCode.DEGRADED
 
 
 @ib.command("validate")
@@ -109,7 +138,10 @@ def ib_validate(ctx: click.Context, symbol: str, instrument_type: str | None, as
         "instrument_type": instrument_type.upper() if instrument_type else None,
     }
     value = client_of(ctx).post("/api/v1/ib/symbols/validate", {k: v for k, v in body.items() if v})
-    render.print_json(value) if as_json else render.fields(value)
+    if as_json:
+        render.print_json(value)
+    else:
+        render.fields(value, unknown={"head_timestamp": "unknown: IB did not report one"})
     return ExitCode.OK
 
 
@@ -132,234 +164,11 @@ def ib_head(ctx: click.Context, symbol: str, instrument_type: str | None,
     return ExitCode.OK
 
 
-# ---------------------------------------------------------------- data
-
-
-@cli.group()
-def data() -> None:
-    """Load, list and show stored bars."""
-
-
-@data.command("load")
-@click.argument("symbol")
-@click.argument("timeframe", type=click.Choice(TIMEFRAMES))
-@click.option(
-    "--mode",
-    type=click.Choice(["tail", "backfill", "full"]),
-    default="tail",
-    show_default=True,
-    help="After the last bar, before the first, or both plus gaps.",
-)
-@click.option("--start", help="RFC 3339 (or a date: 00:00 UTC).")
-@click.option("--end", help="RFC 3339 (or a date: 00:00 UTC), exclusive.")
-@click.option("--type", "instrument_type", type=TYPES)
-@click.option("--what-to-show", type=SHOWS)
-@click.option(
-    "--rth",
-    "use_rth",
-    is_flag=True,
-    help="Regular trading hours only (default: with extended hours).",
-)
-@click.option("--currency", help="The contract's currency, e.g. USD (a stock listed twice).")
-@click.option("--primary-exchange", help="The listing exchange, e.g. NASDAQ (routing stays SMART).")
-@click.option("--exchange", help="The exchange, e.g. CME for a future.")
-@click.option("--contract-month", help="A future's expiry: YYYYMM or YYYYMMDD.")
-@click.option("--con-id", type=int, help="IB's contract id: exactly this contract.")
-@click.option("--detach", is_flag=True, help="Print the job and return at once.")
-@json_option
-@click.pass_context
-def data_load(ctx: click.Context, symbol: str, timeframe: str, mode: str, start: str | None,
-              end: str | None, instrument_type: str | None, what_to_show: str | None,
-              use_rth: bool, currency: str | None, primary_exchange: str | None,
-              exchange: str | None, contract_month: str | None, con_id: int | None,
-              detach: bool, as_json: bool) -> int:  # fmt: skip
-    """Load SYMBOL's TIMEFRAME bars, with a live progress bar; Ctrl-C asks to cancel.
-
-    Without contract options a future is the contract whose expiry covers the range, a
-    range over a roll is fetched from each front month in turn.
-    """
-    spec = {"currency": currency and currency.upper(),
-            "primary_exchange": primary_exchange and primary_exchange.upper(),
-            "exchange": exchange and exchange.upper(), "contract_month": contract_month,
-            "con_id": con_id}  # fmt: skip
-    body = {"symbol": symbol, "timeframe": timeframe, "mode": mode, "start": timestamp(start),
-            "end": timestamp(end), "instrument_type": instrument_type and instrument_type.upper(),
-            "what_to_show": what_to_show and what_to_show.upper(), "use_rth": use_rth,
-            "contract": {k: v for k, v in spec.items() if v} or None}  # fmt: skip
-    job = client_of(ctx).post("/api/v1/data/load", {k: v for k, v in body.items() if v})
-    return follow_or_detach(ctx, job, detach=detach, as_json=as_json)
-
-
-@data.command("ls")
-@click.option("--coverage", is_flag=True, help="Add stored ranges and gaps.")
-@json_option
-@click.pass_context
-def data_ls(ctx: click.Context, coverage: bool, as_json: bool) -> int:
-    """Every stored dataset."""
-    value = client_of(ctx).get("/api/v1/data", coverage=str(coverage).lower())
-    if as_json:
-        render.print_json(value)
-        return ExitCode.OK
-    rows = [(d["symbol"], d["timeframe"], d["rows"], d.get("first"), d.get("last"),
-             len((d.get("coverage") or {}).get("gaps", [])) if coverage else None,
-             d.get("damaged"))
-            for d in value["datasets"]]  # fmt: skip
-    render.table(None, ["symbol", "timeframe", "rows", "first", "last", "gaps", "damaged"], rows)
-    return ExitCode.OK
-
-
-@data.group("quarantine", invoke_without_command=True)
-@json_option
-@click.pass_context
-def data_quarantine(ctx: click.Context, as_json: bool) -> int:
-    """Every bar batch ingest rejected and kept, newest first, with its reason.
-
-    ``release ID`` sends one through ingest again (after a fix); ``delete ID`` forgets it.
-    """
-    if ctx.invoked_subcommand is not None:
-        return ExitCode.OK
-    value = client_of(ctx).get("/api/v1/quarantine")
-    if as_json:
-        render.print_json(value)
-        return ExitCode.OK
-    rows = [(q["id"], q["received"], q["subject"], q["code"], q["bytes"], q.get("job_id"),
-             q["message"]) for q in value["entries"]]  # fmt: skip
-    render.table(None, ["id", "received", "subject", "code", "bytes", "job", "message"], rows)
-    return ExitCode.OK
-
-
-@data_quarantine.command("release")
-@click.argument("entry_id", metavar="ID")
-@json_option
-@click.pass_context
-def data_quarantine_release(ctx: click.Context, entry_id: str, as_json: bool) -> int:
-    """Republish quarantined batch ID on its subject: ingest checks it again."""
-    value = client_of(ctx).post(f"/api/v1/quarantine/{entry_id}/release")
-    if as_json:
-        render.print_json(value)
-    else:
-        render.out.print(f"released {value['id']} on {value['subject']}; if it still fails, "
-                         "it is quarantined again")  # fmt: skip
-    return ExitCode.OK
-
-
-@data_quarantine.command("delete")
-@click.argument("entry_id", metavar="ID")
-@click.pass_context
-def data_quarantine_delete(ctx: click.Context, entry_id: str) -> int:
-    """Forget quarantined batch ID (its bytes are deleted)."""
-    client_of(ctx).call("DELETE", f"/api/v1/quarantine/{entry_id}")
-    render.out.print(f"deleted {entry_id}")
-    return ExitCode.OK
-
-
-@data.command("repair")
-@click.argument("symbol")
-@click.argument("timeframe", type=click.Choice(TIMEFRAMES))
-@click.option("--detach", is_flag=True, help="Print what was done and the job; do not follow.")
-@json_option
-@click.pass_context
-def data_repair(ctx: click.Context, symbol: str, timeframe: str, detach: bool,
-                as_json: bool) -> int:  # fmt: skip
-    """Move SYMBOL TIMEFRAME's unreadable files aside, forget their range and reload it."""
-    value = client_of(ctx).post(f"/api/v1/data/{symbol}/{timeframe}/repair")
-    if as_json and (detach or not value.get("job_id")):
-        render.print_json(value)
-        return ExitCode.OK
-    if not as_json:
-        out = render.out if detach or not value.get("job_id") else render.err
-        for name in value["moved"]:
-            out.print(f"moved {name} to damaged/")
-        for r in value["forgotten"]:
-            out.print(f"forgot answered {r['start']} .. {r['end']}")
-        if not value["moved"]:
-            out.print(f"{value['symbol']} {value['timeframe']}: nothing unreadable, nothing to do")
-        elif value.get("job_id"):
-            out.print(f"reload job {value['job_id']}")
-    if not value.get("job_id") or detach:
-        return ExitCode.OK
-    return _follow(ctx, value["job_id"], as_json=as_json)
-
-
-@data.command("show")
-@click.argument("symbol")
-@click.argument("timeframe", type=click.Choice(TIMEFRAMES))
-@click.option("--start", help="RFC 3339 (or a date: 00:00 UTC).")
-@click.option("--end", help="RFC 3339 (or a date: 00:00 UTC), exclusive.")
-@click.option(
-    "--limit",
-    type=click.IntRange(1, 10_000_000),
-    default=100,
-    show_default=True,
-    help="At most this many bars (pages are followed).",
-)
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "csv", "json"]),
-    default="table",
-    show_default=True,
-)
-@json_option
-@click.pass_context
-def data_show(ctx: click.Context, symbol: str, timeframe: str, start: str | None,
-              end: str | None, limit: int, fmt: str, as_json: bool) -> int:  # fmt: skip
-    """Stored bars of SYMBOL and TIMEFRAME as a table, CSV or JSON."""
-    client = client_of(ctx)
-    fmt = "json" if as_json else fmt
-    params: dict[str, Any] = {"start": timestamp(start), "end": timestamp(end)}
-    path = f"/api/v1/data/{symbol.upper()}/{timeframe}"
-    if fmt == "csv":
-        _print_csv(client, path, params, limit)
-        return ExitCode.OK
-    bars: list[dict[str, Any]] = []
-    cursor = None
-    while len(bars) < limit:
-        page = client.get(path, **params, limit=min(10_000, limit - len(bars)), cursor=cursor)
-        bars += page["bars"]
-        cursor = page.get("next_cursor")
-        if not cursor:
-            break
-    if fmt == "json":
-        render.print_json({"symbol": symbol.upper(), "timeframe": timeframe, "bars": bars})
-    else:
-        columns = ["ts", "open", "high", "low", "close", "volume"]
-        render.table(f"{symbol.upper()} {timeframe}", columns,
-                     [[b.get(c) for c in columns] for b in bars])  # fmt: skip
-    return ExitCode.OK
-
-
-def _print_csv(client: ApiClient, path: str, params: dict[str, Any], limit: int) -> None:
-    printed, cursor, header = 0, None, True
-    while printed < limit:
-        response = client.call("GET", path, accept="text/csv", params={
-            **params, "limit": min(10_000, limit - printed), "cursor": cursor})  # fmt: skip
-        lines = response.text.splitlines()
-        rows = lines[1:]
-        click.echo("\n".join(lines if header else rows), nl=bool(lines if header else rows))
-        header = False
-        printed += len(rows)
-        cursor = response.headers.get("X-Next-Cursor")
-        if not cursor:
-            break
-
-
-@data.command("coverage")
-@click.argument("symbol")
-@click.argument("timeframe", type=click.Choice(TIMEFRAMES))
-@json_option
-@click.pass_context
-def data_coverage(ctx: click.Context, symbol: str, timeframe: str, as_json: bool) -> int:
-    """What is stored and what is missing for SYMBOL and TIMEFRAME."""
-    value = client_of(ctx).get(f"/api/v1/data/{symbol.upper()}/{timeframe}/coverage")
-    render.print_json(value) if as_json else render.fields(value)
-    return ExitCode.OK
-
-
 # ---------------------------------------------------------------- jobs
 
 
 @cli.group()
+@json_anywhere
 def jobs() -> None:
     """Data loads and training runs."""
 
@@ -375,7 +184,12 @@ def jobs_ls(ctx: click.Context, kind: str | None, status: str | None, limit: int
             as_json: bool) -> int:  # fmt: skip
     """Jobs in the event log, newest first."""
     value = client_of(ctx).get("/api/v1/jobs", kind=kind, status=status, limit=limit)
-    render.print_json(value) if as_json else render.jobs(value["jobs"])
+    if as_json:
+        render.print_json(value)
+    elif value["jobs"]:
+        render.jobs(value["jobs"])
+    else:
+        render.hint(hints.no_jobs(kind, status))
     return ExitCode.OK
 
 
@@ -384,10 +198,10 @@ def jobs_ls(ctx: click.Context, kind: str | None, status: str | None, limit: int
 @json_option
 @click.pass_context
 def jobs_show(ctx: click.Context, job_id: str, as_json: bool) -> int:
-    """A job's state, folded from its events."""
+    """A job's state, folded from its events (the exit code says how an ended job ended)."""
     value = client_of(ctx).get(f"/api/v1/jobs/{job_id}")
     render.print_json(value) if as_json else render.job(value)
-    return ExitCode.OK
+    return job_exit_code(value)
 
 
 @jobs.command("cancel")
@@ -408,7 +222,7 @@ def jobs_cancel(ctx: click.Context, job_id: str, reason: str, as_json: bool) -> 
 @click.pass_context
 def jobs_follow(ctx: click.Context, job_id: str, as_json: bool) -> int:
     """Follow a job until it ends (Ctrl-C asks to cancel it)."""
-    return _follow(ctx, job_id, as_json=as_json)
+    return follow_job(ctx, job_id, as_json=as_json)
 
 
 # ---------------------------------------------------------------- following a job
@@ -416,15 +230,17 @@ def jobs_follow(ctx: click.Context, job_id: str, as_json: bool) -> int:
 
 def follow_or_detach(ctx: click.Context, job: dict[str, Any], *, detach: bool,
                       as_json: bool) -> int:  # fmt: skip
+    """Print a submitted job's id and return (``--detach``), or follow it to its end."""
     if detach:
         render.print_json(job) if as_json else render.out.print(job["job_id"])
         return ExitCode.OK
     if not as_json:
         render.err.print(f"job {job['job_id']} submitted")
-    return _follow(ctx, job["job_id"], as_json=as_json)
+    return follow_job(ctx, job["job_id"], as_json=as_json)
 
 
-def _follow(ctx: click.Context, job_id: str, *, as_json: bool) -> int:
+def follow_job(ctx: click.Context, job_id: str, *, as_json: bool) -> int:
+    """Follow a job to its end; print its final state; return its exit code."""
     follower = JobFollower(client_of(ctx), job_id, console=render.err, show=not as_json)
     final = follower.run()
     if as_json:

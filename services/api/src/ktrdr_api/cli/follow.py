@@ -23,6 +23,7 @@ from rich.progress import (
 
 from ktrdr_api.cli.api_client import ApiClient, CliError, ExitCode, SseEvent
 from ktrdr_api.cli.explain import explain
+from ktrdr_api.cli.hints import plan_lines
 
 TERMINAL = {"completed", "failed", "cancelled"}
 
@@ -52,6 +53,7 @@ class JobFollower:
         self.cancel_sent = False
         self.ended: str | None = None
         self.reason: str | None = None
+        self.asked: dict[str, Any] = {}  # the job's parameters, from its accepted event
 
     def run(self) -> dict[str, Any]:
         """Follow until the job ends; return its final state (``GET /jobs/{id}``)."""
@@ -98,10 +100,8 @@ class JobFollower:
             segments = len(data.get("segments", []))
             progress.update(task, total=max(segments, 1) if segments else 1,
                             completed=0 if segments else 1, unit="segments")  # fmt: skip
-            self._note(f"planned: {segments} segment(s) to fetch, "
-                       f"{data.get('cached_before', 0)} bars already stored")  # fmt: skip
-            for note in data.get("notes") or []:
-                self._note(f"note: {note}")
+            for line in plan_lines(data, self.asked):
+                self._note(line)
         elif kind in ("segment_fetched", "segment_failed"):
             if progress.tasks[0].fields.get("unit") == "segments":
                 progress.advance(task)
@@ -111,6 +111,7 @@ class JobFollower:
         elif kind == "epoch_completed":
             progress.update(task, total=data["epochs"], completed=data["epoch"], unit="epochs")
         elif kind == "accepted":
+            self.asked = dict(data.get("params") or {})
             self._note(f"job {self.job_id} accepted ({data.get('kind')})")
         elif kind == "cancel_requested":
             self._note(f"cancel requested: {data.get('reason', '')}")
@@ -148,7 +149,7 @@ class JobFollower:
 
     def _note(self, text: str) -> None:
         if self.show:
-            self.console.print(text)
+            self.console.print(text, markup=False)
 
 
 def _did(data: dict[str, Any]) -> str:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import textwrap
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ktrdr_api.cli.explain import PHRASES, counts, explain
+from ktrdr_api.cli.hints import when
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -20,23 +24,60 @@ def print_json(value: Any) -> None:
     print(json.dumps(value, indent=2, sort_keys=False))
 
 
-def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    """Print rows as a table on stdout."""
-    t = Table(title=title, show_lines=False, header_style="bold")
+def hint(text: str) -> None:
+    """Print what was assumed or what to do next on stderr (stdout keeps the answer)."""
+    err.print(text, markup=False)
+
+
+def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]],
+          whole: Sequence[str] = ()) -> None:  # fmt: skip
+    """Print rows as a table on stdout, as wide as the terminal and no wider.
+
+    Args:
+        title: a line above the table, or None.
+        columns: the column headers.
+        rows: the cells (None prints empty).
+        whole: columns never wrapped nor cut (ids, times); the others wrap to fit.
+    """
+    t = Table(title=title, box=box.SIMPLE, pad_edge=False, collapse_padding=True,
+              header_style="bold")  # fmt: skip
     for column in columns:
-        t.add_column(column)
+        t.add_column(column, no_wrap=column in whole, overflow="fold")
     for row in rows:
         t.add_row(*("" if v is None else str(v) for v in row))
     out.print(t)
 
 
-def fields(value: dict[str, Any], keys: Sequence[str] | None = None) -> None:
-    """Print a resource's fields, one per line."""
+def fields(value: dict[str, Any], keys: Sequence[str] | None = None,
+           unknown: dict[str, str] | None = None) -> None:  # fmt: skip
+    """Print a resource's fields, one per line (wrapped to the terminal); an empty one is left out.
+
+    Args:
+        value: the resource.
+        keys: the fields to print, in order (default: all).
+        unknown: what to print for a field that is empty, where leaving it out would hide
+            something (``{"head_timestamp": "unknown: IB did not report one"}``).
+    """
+    unknown = unknown or {}
     for key in keys or list(value):
         item = value.get(key)
+        if item is None or item == "":
+            if key in unknown:
+                field(key, unknown[key])
+            continue
         if isinstance(item, dict | list):
-            item = json.dumps(item)
-        out.print(f"[bold]{key}[/bold]: {'' if item is None else item}")
+            item = json.dumps(item) if item else "none"
+        field(key, str(item))
+
+
+def field(key: str, text: str) -> None:
+    """Print ``key: text``, wrapped to the terminal's width, continued lines indented."""
+    lines = textwrap.wrap(f"{key}: {text}", width=max(out.width, 40), subsequent_indent="  ",
+                          break_on_hyphens=False)  # fmt: skip
+    first, *rest = lines or [f"{key}:"]
+    out.print(f"[bold]{escape(key)}[/bold]:{escape(first[len(key) + 1 :])}")
+    for line in rest:
+        out.print(line, markup=False)
 
 
 def health(report: dict[str, Any]) -> None:
@@ -47,7 +88,24 @@ def health(report: dict[str, Any]) -> None:
         None,
         ["service", "status", "version", "detail"],
         [(s["name"], s["status"], s.get("version"), s.get("detail")) for s in report["services"]],
+        whole=["service"],
     )
+
+
+def coverage(value: dict[str, Any]) -> None:
+    """Print a dataset's coverage: counts, then each list of ranges one range a line (UTC)."""
+    fields(value, ["symbol", "timeframe", "rows"])
+    for key in ("first", "last"):
+        if value.get(key):
+            out.print(f"[bold]{key}[/bold]: {when(value[key])} UTC")
+    for key in ("stored", "gaps", "answered_empty"):
+        ranges = [f"{when(r['start'])} to {when(r['end'])}" for r in value.get(key) or []]
+        if len(ranges) == 1:
+            out.print(f"[bold]{key}[/bold]: {ranges[0]} UTC")
+        else:
+            out.print(f"[bold]{key}[/bold]: {f'{len(ranges)} ranges (UTC)' if ranges else 'none'}")
+            for line in ranges:
+                out.print(f"  {line}")
 
 
 def job(value: dict[str, Any]) -> None:
@@ -86,14 +144,22 @@ def progress_line(progress: dict[str, Any]) -> str:
 
 
 def jobs(items: list[dict[str, Any]]) -> None:
-    """Print a list of jobs."""
-    table(None, ["job", "kind", "status", "symbol", "timeframe", "created", "progress"],
-          [(j["job_id"], j.get("kind"), j["status"], j.get("symbol"), j.get("timeframe"),
-            j.get("created"), _percent(j.get("progress") or {})) for j in items])  # fmt: skip
+    """Print a list of jobs: id, what, created (UTC, to the minute), status and progress."""
+    table(None, ["job", "what", "created (UTC)", "status"],
+          [(j["job_id"], _what(j), when(j.get("created"), minute=True),
+            f"{j['status']} {_percent(j.get('progress') or {})}".strip())
+           for j in items], whole=["job", "created (UTC)"])  # fmt: skip
+
+
+def _what(job: dict[str, Any]) -> str:
+    kind = {"data_load": "load", "training": "train"}.get(job.get("kind") or "", job.get("kind"))
+    return " ".join(str(w) for w in (kind, job.get("symbol"), job.get("timeframe")) if w)
 
 
 def _percent(progress: dict[str, Any]) -> str:
     percent = progress.get("percent")
     shown = "" if percent is None else f"{percent:g}%"
     reason = progress.get("reason")
+    if reason == "done" and (percent is None or percent >= 100):
+        return ""  # "completed" says it already
     return f"{shown} {PHRASES.get(reason, reason)}".strip() if reason else shown

@@ -6,19 +6,22 @@ from pathlib import Path
 
 import click
 
-from ktrdr_api.cli import render
+from ktrdr_api.cli import hints, render
 from ktrdr_api.cli.api_client import ExitCode
 from ktrdr_api.cli.commands import (
     TIMEFRAMES,
     cli,
     client_of,
     follow_or_detach,
+    json_anywhere,
     json_option,
     timestamp,
 )
+from ktrdr_api.cli.follow import job_exit_code
 
 
 @cli.group()
+@json_anywhere
 def train() -> None:
     """Training runs."""
 
@@ -59,13 +62,14 @@ def train_start(ctx: click.Context, symbols: tuple[str, ...], timeframe: str, st
 @json_option
 @click.pass_context
 def train_show(ctx: click.Context, job_id: str, as_json: bool) -> int:
-    """A training run's state."""
+    """A training run's state (the exit code says how an ended run ended)."""
     value = client_of(ctx).get(f"/api/v1/training/runs/{job_id}")
     render.print_json(value) if as_json else render.job(value)
-    return ExitCode.OK
+    return job_exit_code(value)
 
 
 @cli.group()
+@json_anywhere
 def models() -> None:
     """Trained models."""
 
@@ -78,10 +82,21 @@ def models_ls(ctx: click.Context, as_json: bool) -> int:
     value = client_of(ctx).get("/api/v1/models")
     if as_json:
         render.print_json(value)
+    elif not value["models"]:
+        render.hint(hints.no_models())
     else:
-        render.table(None, ["model", "symbols", "timeframe", "created", "device"],
-                     [(m["model_id"], ",".join(m["symbols"]), m["timeframe"], m["created"],
-                       m["device"]) for m in value["models"]])  # fmt: skip
+        rows = [
+            (
+                m["model_id"],
+                ",".join(m["symbols"]),
+                m["timeframe"],
+                hints.when(m["created"], minute=True),
+                m["device"],
+            )
+            for m in value["models"]
+        ]
+        render.table(None, ["model", "symbols", "timeframe", "created (UTC)", "device"], rows,
+                     whole=["model", "created (UTC)"])  # fmt: skip
     return ExitCode.OK
 
 
