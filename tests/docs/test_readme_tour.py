@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import textwrap
@@ -74,6 +75,23 @@ class Tour:
             self.job_id = found.group(1)
 
 
+def free_with(offset: int) -> int:
+    """Return a free port whose companion ``port + offset`` is free too (`up` takes both)."""
+    while True:
+        port = free_port()
+        if port + offset < 65536 and _free(port + offset):
+            return port
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 @pytest.fixture
 def tour(tmp_path: Path) -> Iterator[Tour]:
     bin_dir = tmp_path / "bin"
@@ -81,11 +99,11 @@ def tour(tmp_path: Path) -> Iterator[Tour]:
     nats = bin_dir / "nats"
     nats.write_text(f"#!{sys.executable}\n" + (Path(__file__).parent / "natscli.py").read_text())
     nats.chmod(0o755)
-    nats_url = f"nats://127.0.0.1:{free_port()}"
+    nats_url = f"nats://127.0.0.1:{free_with(4000)}"  # monitoring: its port + 4000
     api_port = str(free_port())
     env = {k: v for k, v in os.environ.items() if not k.startswith("KTRDR_")}
     env.update(KTRDR_DATA_DIR=str(tmp_path / "data"), KTRDR_NATS_URL=nats_url,
-               KTRDR_IB_PORT=str(free_port()), KTRDR_API_PORT=api_port,
+               KTRDR_IB_PORT=str(free_with(1)), KTRDR_API_PORT=api_port,
                KTRDR_API_URL=f"http://127.0.0.1:{api_port}", NATS_URL=nats_url,
                PATH=f"{bin_dir}:{VENV_BIN}:{env['PATH']}", COLUMNS=str(CLI_WIDTH))  # fmt: skip
     up = subprocess.run([sys.executable, str(STACK), "up"], env=env, cwd=tmp_path,
