@@ -137,6 +137,8 @@ def misreadings(command: str, out: str, err: str) -> list[str]:
                 found.append(f"a line wider than {CLI_WIDTH} columns: {line!r}")
             if re.fullmatch(r"\s*[A-Za-z_][\w ]*:\s*", line):
                 found.append(f"a label with no value: {line!r}")
+            if '{"' in line:
+                found.append(f"raw JSON where a person reads (--json is for that): {line!r}")
     return found
 
 

@@ -323,7 +323,9 @@ async def test_a_tail_load_and_a_show_before_the_data_say_what_is_stored(
         r"to \d{4}-\d\d-\d\d \d\d:\d\d UTC[:;] .*",
         planned,
     ), planned
-    assert "bars already stored" not in tail.err and "segment(s)" not in tail.err
+    # the old line counted only the bars inside the tail's range as if they were the dataset's
+    assert re.search(r"of that range already stored|none of it stored", planned), planned
+    assert not re.search(r"\b1 bars\b", tail.err) and "segment(s)" not in tail.err
     assert "extended hours" in tail.err  # AAPL 1h without --rth: said by the plan or the CLI
     total = f"AAPL 1h: {dataset['rows']:,} bars stored, from 2024-06-17"
     assert total in tail.err, tail.err
@@ -338,3 +340,47 @@ async def test_a_tail_load_and_a_show_before_the_data_say_what_is_stored(
     inside = await ktrdr(api_url, "data", "show", "AAPL", "1h", "--start", "2024-06-18",
                          "--limit", "5")  # fmt: skip
     assert inside.err == "", inside.err  # stored from there on: nothing to say
+
+
+TRAINING_RESULT = {
+    "kind": "training", "model_id": "AAPL-1h-ba7c0ee2912c", "device": "cpu",
+    "metrics": {"samples": 281, "accuracy": 0.4164, "majority_class": "buy",
+                "majority_baseline_accuracy": 0.4484, "best_epoch": 2, "epochs_run": 7,
+                "stopped_early": True, "split_samples": {"train": 1306, "validation": 276,
+                                                          "test": 281},
+                "backtest": {"bars": 281, "strategy": {"total_return": 0.0844, "sharpe": 3.49},
+                             "buy_and_hold": {"total_return": 0.1606, "sharpe": 6.13}}},
+}  # fmt: skip
+
+
+@pytest.mark.unit
+def test_a_training_result_below_the_majority_baseline_says_so_before_its_backtest() -> None:
+    """Issue 16 item 11 in the CLI: `ktrdr train start` printed the whole result as one JSON
+    blob, a Sharpe of 3.49 beside a model worse than always predicting 'buy'."""
+    lines = dict(render.result_lines(TRAINING_RESULT))
+    assert lines["verdict"] == ("does not beat always predicting the most common class "
+                                "(0.416 < 0.448): treat its backtest as noise")  # fmt: skip
+    assert lines["accuracy"] == "0.416 on the 281 test samples; always predicting buy scores 0.448"
+    assert lines["backtest"].startswith(
+        "test split only (281 bars), signals only, no costs: return +8.4%, Sharpe 3.490; "
+        "buy and hold +16.1%"
+    )
+    assert lines["epochs"] == "7 run, stopped early: best epoch 2"
+    better = json.loads(json.dumps(TRAINING_RESULT))
+    better["metrics"]["accuracy"] = 0.51
+    verdict = dict(render.result_lines(better))["verdict"]
+    assert verdict == "beats always predicting the most common class (0.510 > 0.448)"
+
+
+@pytest.mark.unit
+def test_a_load_result_reads_as_a_sentence_not_json() -> None:
+    missed = {"segment_id": "s0001", "start": "2024-03-01T00:00:00Z",
+              "end": "2024-03-02T00:00:00Z", "code": "ib_timeout",
+              "message": "no answer"}  # fmt: skip
+    result = {"kind": "data_load", "fetched_bars": 1252, "cached_before": 0,
+              "gaps_analyzed": 1, "segments_fetched": 1, "ib_requests_made": 1,
+              "failed_segments": [missed]}  # fmt: skip
+    assert render.result_lines(result) == [
+        ("fetched", "1,252 bars in 1 IB request (1 segment)"),
+        ("missed", "2024-03-01 00:00 to 2024-03-02 00:00 UTC: ib_timeout: no answer"),
+    ]

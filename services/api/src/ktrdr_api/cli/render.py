@@ -122,11 +122,89 @@ def job(value: dict[str, Any]) -> None:
         shown["did"] = counts(progress)  # what a cancelled job did before it stopped
     if value.get("notes"):
         shown["notes"] = "; ".join(value["notes"])
-    if value.get("result"):
-        shown["result"] = value["result"]
     if value.get("error"):
         shown["error"] = value["error"]
     fields({k: v for k, v in shown.items() if v is not None})
+    if value.get("result"):
+        for key, text in result_lines(value["result"]):
+            field(key, text)
+
+
+def result_lines(result: dict[str, Any]) -> list[tuple[str, str]]:
+    """Return a job's result as ``(label, text)`` lines a person reads (``--json``: all of it).
+
+    A training result says whether the model beats always predicting the most common
+    class before it shows a backtest, and what the backtest is computed on, so a high
+    Sharpe next to a model worse than that baseline is not misread.
+    """
+    kind = result.get("kind")
+    if kind == "data_load":
+        failed = result.get("failed_segments") or []
+        lines = [("fetched", f"{_count(result.get('fetched_bars'), 'bar')} in "
+                             f"{_count(result.get('ib_requests_made'), 'IB request')} "
+                             f"({_count(result.get('segments_fetched'), 'segment')})")]  # fmt: skip
+        for f in failed:
+            lines.append(("missed", f"{when(f.get('start'))} to {when(f.get('end'))} UTC: "
+                                    f"{f.get('code')}: {f.get('message')}"))  # fmt: skip
+        return lines
+    if kind == "training":
+        return training_lines(result)
+    return [("result", json.dumps(result))]
+
+
+def training_lines(result: dict[str, Any]) -> list[tuple[str, str]]:
+    """Return a training result's lines: model, the baseline check, then the backtest."""
+    metrics = result.get("metrics") or {}
+    split = metrics.get("split_samples") or {}
+    accuracy, baseline = metrics.get("accuracy"), metrics.get("majority_baseline_accuracy")
+    lines = [("model", f"{result.get('model_id')} (trained on {result.get('device')})")]
+    epochs = metrics.get("epochs_run")
+    if epochs is not None:
+        early = (f", stopped early: best epoch {metrics.get('best_epoch')}"
+                 if metrics.get("stopped_early") else "")  # fmt: skip
+        lines.append(("epochs", f"{epochs} run{early}"))
+    if isinstance(accuracy, int | float):
+        lines.append(("accuracy", f"{accuracy:.3f} on the {split.get('test', '?')} test samples; "
+                                  f"always predicting {metrics.get('majority_class', '?')} "
+                                  f"scores {_num(baseline)}"))  # fmt: skip
+        lines.append(("verdict", verdict(accuracy, baseline)))
+    backtest = metrics.get("backtest") or {}
+    strategy, hold = backtest.get("strategy") or {}, backtest.get("buy_and_hold") or {}
+    if strategy:
+        lines.append(("backtest", f"test split only ({backtest.get('bars', '?')} bars), signals "
+                                  "only, no costs: return "
+                                  f"{_pct(strategy.get('total_return'))}, Sharpe "
+                                  f"{_num(strategy.get('sharpe'))}; buy and hold "
+                                  f"{_pct(hold.get('total_return'))}, Sharpe "
+                                  f"{_num(hold.get('sharpe'))} (Sharpe annualised from one "
+                                  "short period: it swings widely)"))  # fmt: skip
+    return lines
+
+
+def verdict(accuracy: float, baseline: Any) -> str:
+    """Return whether a model beats always predicting the most common class, in words."""
+    if not isinstance(baseline, int | float):
+        return "no majority-class baseline to compare with: treat the backtest as unverified"
+    if accuracy <= baseline:
+        return (f"does not beat always predicting the most common class ({accuracy:.3f} "
+                f"{'<' if accuracy < baseline else '='} {baseline:.3f}): treat its backtest "
+                "as noise")  # fmt: skip
+    return (f"beats always predicting the most common class ({accuracy:.3f} > "
+            f"{baseline:.3f})")  # fmt: skip
+
+
+def _count(n: Any, noun: str) -> str:
+    if not isinstance(n, int):
+        return f"? {noun}s"
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+def _num(x: Any) -> str:
+    return f"{x:.3f}" if isinstance(x, int | float) else "?"
+
+
+def _pct(x: Any) -> str:
+    return f"{x:+.1%}" if isinstance(x, int | float) else "?"
 
 
 def progress_line(progress: dict[str, Any]) -> str:
