@@ -21,6 +21,10 @@ pytestmark = pytest.mark.integration
 MIN = 60 * 10**9
 T0 = 1_704_205_800 * 10**9  # 2024-01-02T14:30:00Z
 ROWS = 2_500
+EXTENDED_HOURS = (
+    "use_rth not set: 1h bars include extended hours (pre- and post-market); set "
+    "use_rth (ktrdr data load --rth) for regular trading hours only"
+)
 
 
 def seed(data_dir: Path, rows: int = ROWS) -> None:
@@ -55,6 +59,7 @@ async def test_a_load_through_the_api_end_to_end(
     assert body["cached_before"] == 0
     assert body["execution_time_s"] >= 0
     assert body["failed_segments"] == []
+    assert body["notes"] == [EXTENDED_HOURS]  # a start was given: only the hours were assumed
     assert response.headers["location"] == f"/api/v1/jobs/{body['job_id']}"
 
     datasets = (await http.get("/api/v1/data")).json()["datasets"]
@@ -69,6 +74,12 @@ async def test_a_load_through_the_api_end_to_end(
                             json={"symbol": "AAPL", "timeframe": "1h"})  # fmt: skip
     assert again.json()["status"] == "completed"
     assert again.json()["ib_requests_made"] == 0
+    assert again.json()["notes"][0].startswith(
+        "no start given: this tail load starts at the last stored bar, "
+    )
+    assert again.json()["notes"][0].endswith(
+        f"(AAPL 1h holds {body['fetched_bars']:,} bars from 2024-06-17T08:00:00Z)"
+    )
 
 
 async def test_a_load_without_wait_answers_202_with_links(

@@ -104,6 +104,16 @@ async def test_a_hand_published_json_load_runs_to_completed(
     assert repeat.result.ib_requests_made == 0
     assert repeat.result.gaps_analyzed == 0
     assert repeat.result.cached_before == 1  # the last stored bar, where a tail starts
+    [planned] = [e for e in await read_all(js, subjects.job_events(again), JobEvent)
+                 if isinstance(e, JobPlanned)]  # fmt: skip
+    first, last = (dt.datetime.fromtimestamp(int(t) / 1e9, UTC) for t in (got[0], got[-1]))
+    assert planned.notes == [
+        f"no start given: this tail load starts at the last stored bar, "
+        f"{last:%Y-%m-%dT%H:%M:%SZ} (AAPL 1h holds {len(want):,} bars from "
+        f"{first:%Y-%m-%dT%H:%M:%SZ})",
+        "use_rth not set: 1h bars include extended hours (pre- and post-market); set use_rth "
+        "(ktrdr data load --rth) for regular trading hours only",
+    ]
 
 
 async def test_a_load_fetches_only_what_is_missing(

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ktrdr_data_store.calendar import MarketCalendar, calendar_for
 from ktrdr_data_store.planning import (
+    assumed_notes,
     ib_history_start,
     load_range,
     market_calendar,
@@ -319,3 +320,86 @@ def test_the_gap_filler_is_due_exactly_when_a_tail_load_would_fetch(
     plan = plan_segments(timeframe, fitted, calendar=market, stored_ts=np.array([last]),
                          answered=[])  # fmt: skip
     assert traded_since(market, timeframe, last, now) is bool(plan.segments)
+
+
+# ---------------------------------------------------------------- what a load assumed
+
+EXTENDED_STK = (
+    "use_rth not set: 1h bars include extended hours (pre- and post-market); set "
+    "use_rth (ktrdr data load --rth) for regular trading hours only"
+)
+EXTENDED_FUT = (
+    "use_rth not set: 1h bars include extended hours (the sessions outside regular "
+    "trading hours); set use_rth (ktrdr data load --rth) for regular trading hours "
+    "only"
+)
+
+
+@dataclass(frozen=True)
+class Assumed:
+    command: LoadData
+    kind: InstrumentType
+    notes: list[str]
+    rows: int = 0
+    first: int | None = None
+    last: int | None = None
+    start: int = ns(2024, 1, 2)
+
+
+def load(**fields: object) -> LoadData:
+    return LoadData(**{"symbol": "AAPL", "timeframe": Timeframe.H1, **fields})  # type: ignore[arg-type]
+
+
+GIVEN = {"start": dt.datetime(2024, 6, 3, tzinfo=dt.UTC)}
+ASSUMED = {
+    "a tail of an empty dataset: where it starts, and why": Assumed(
+        load(use_rth=True), InstrumentType.STK,
+        ["no start given: loading from 2024-01-02T00:00:00Z (a tail load of an empty dataset "
+         "reaches back 180 days for 1h bars; give a start to reach further, or use mode full for "
+         "all IB has)"]),
+    "a tail of a stored dataset: what is stored, and that it starts at the last bar": Assumed(
+        load(use_rth=True), InstrumentType.STK,
+        ["no start given: this tail load starts at the last stored bar, 2024-06-28T19:00:00Z "
+         "(AAPL 1h holds 1,979 bars from 2024-01-02T00:00:00Z)"],
+        rows=1979, first=ns(2024, 1, 2), last=ns(2024, 6, 28, 19), start=ns(2024, 6, 28, 19)),
+    "a full load: IB's earliest bar": Assumed(
+        load(mode=LoadMode.FULL, use_rth=True), InstrumentType.STK,
+        ["no start given: loading from 1980-12-12T00:00:00Z, IB's earliest bar (mode full loads "
+         "all IB has)"], start=ns(1980, 12, 12)),
+    "a backfill: IB's earliest bar up to the first stored one": Assumed(
+        load(mode=LoadMode.BACKFILL, use_rth=True), InstrumentType.STK,
+        ["no start given: loading from 1980-12-12T00:00:00Z, IB's earliest bar, up to the first "
+         "stored bar, 2024-01-02T00:00:00Z (mode backfill loads what IB has before it)"],
+        rows=10, first=ns(2024, 1, 2), last=ns(2024, 1, 3), start=ns(1980, 12, 12)),
+    "a stock's extended hours": Assumed(load(**GIVEN), InstrumentType.STK, [EXTENDED_STK]),
+    "a future's sessions outside regular hours": Assumed(
+        load(symbol="ES", **GIVEN), InstrumentType.FUT, [EXTENDED_FUT]),
+    "both": Assumed(load(), InstrumentType.STK, [
+        "no start given: loading from 2024-01-02T00:00:00Z (a tail load of an empty dataset "
+        "reaches back 180 days for 1h bars; give a start to reach further, or use mode full for "
+        "all IB has)", EXTENDED_STK]),
+    "nothing assumed with a start and regular hours": Assumed(
+        load(use_rth=True, **GIVEN), InstrumentType.STK, []),
+    "forex has no extended hours": Assumed(load(symbol="EURUSD", **GIVEN), InstrumentType.CASH, []),
+    "an index has no extended hours": Assumed(load(symbol="SPX", **GIVEN), InstrumentType.IND, []),
+    "daily bars are not changed by extended hours": Assumed(
+        load(timeframe=Timeframe.D1, **GIVEN), InstrumentType.STK, []),
+    "the lookback in hours, for 1s bars": Assumed(
+        load(timeframe=Timeframe.S1, use_rth=True), InstrumentType.STK,
+        ["no start given: loading from 2024-01-02T00:00:00Z (a tail load of an empty dataset "
+         "reaches back 6 hours for 1s bars; give a start to reach further, or use mode full for "
+         "all IB has)"]),
+    "the lookback in years, for daily bars": Assumed(
+        load(timeframe=Timeframe.D1), InstrumentType.STK,
+        ["no start given: loading from 2024-01-02T00:00:00Z (a tail load of an empty dataset "
+         "reaches back 5 years for 1d bars; give a start to reach further, or use mode full for "
+         "all IB has)"]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", ASSUMED.values(), ids=list(ASSUMED))
+def test_a_plan_says_what_the_load_assumed(case: Assumed) -> None:
+    notes = assumed_notes(case.command, start_ns=case.start, instrument_type=case.kind,
+                          stored_rows=case.rows, first_stored=case.first,
+                          last_stored=case.last)  # fmt: skip
+    assert notes == case.notes

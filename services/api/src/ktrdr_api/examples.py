@@ -75,7 +75,13 @@ EXAMPLES: dict[str, Any] = {
                                            timeframe=Timeframe.H1),
     "LoadOut": s.LoadOut(job_id=JOB, status=JobStatus.COMPLETED, links=LINKS, fetched_bars=142,
                          cached_before=0, gaps_analyzed=1, segments_fetched=1,
-                         ib_requests_made=1, execution_time_s=0.47),
+                         ib_requests_made=1, execution_time_s=0.47,
+                         notes=["no start given: loading from 2024-01-02T00:00:00Z (a tail load "
+                                "of an empty dataset reaches back 180 days for 1h bars; give a "
+                                "start to reach further, or use mode full for all IB has)",
+                                "use_rth not set: 1h bars include extended hours (pre- and "
+                                "post-market); set use_rth (ktrdr data load --rth) for regular "
+                                "trading hours only"]),
     "DatasetsOut": s.DatasetsOut(datasets=[DATASET]),
     "QuarantineOut": s.QuarantineOut(entries=[s.QuarantinedOut(
         id="3f2a9c0d5e7b41a68c2d0e1f", subject="ktrdr.bars.AAPL.1h", code="invalid_bars",

@@ -214,13 +214,20 @@ class LoadOut(Struct, frozen=True, kw_only=True):
     status: JobStatus
     links: JobLinks
     fetched_bars: Count | None = None
-    cached_before: Count | None = None
+    cached_before: Annotated[Count | None, Meta(description=(
+        "Bars already stored inside the planned range, not the dataset's total: a tail load "
+        "starts at the last stored bar, so it is usually 1 there. The notes give the total."
+    ))] = None  # fmt: skip
     gaps_analyzed: Count | None = None
     segments_fetched: Count | None = None
     ib_requests_made: Count | None = None
     execution_time_s: float | None = None
     failed_segments: list[FailedSegmentOut] = msgspec.field(default_factory=list)
     error: JobError | None = None
+    notes: Annotated[list[str], Meta(description=(
+        "What the plan assumed and left out, in sentences: the start taken when none was "
+        "given and why, the bars already stored, extended hours, IB's history limits."
+    ))] = msgspec.field(default_factory=list)  # fmt: skip
 
 
 class RangeOut(Struct, frozen=True, kw_only=True):

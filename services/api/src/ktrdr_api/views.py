@@ -124,7 +124,7 @@ def load_out(state: JobState) -> LoadOut:
         failed_segments=[FailedSegmentOut(segment_id=f.segment_id, start=_utc(f.start),
                                           end=_utc(f.end), code=f.code, message=f.message)
                          for f in (result.failed_segments if result else [])],
-        error=error,
+        error=error, notes=list(state.notes),
     )  # fmt: skip
 
 

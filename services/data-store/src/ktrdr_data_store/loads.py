@@ -70,7 +70,13 @@ from ktrdr_data_store import jobs
 from ktrdr_data_store.config import DataStoreSettings
 from ktrdr_data_store.jobs import ConnectorFacts, Dispatch, Effect, Facts, LoadState, Plan, Policy
 from ktrdr_data_store.ledger import AnsweredLedger, InstrumentBook, merge_ranges
-from ktrdr_data_store.planning import load_range, market_calendar, plan_segments, read_margin_ns
+from ktrdr_data_store.planning import (
+    assumed_notes,
+    load_range,
+    market_calendar,
+    plan_segments,
+    read_margin_ns,
+)
 from ktrdr_data_store.profiles import DatasetProfile, ProfileBook
 from ktrdr_data_store.segments import SegmentBook
 from ktrdr_data_store.storage import is_full, storage_full
@@ -412,7 +418,9 @@ class LoadRunner:
                       for i, (a, b) in enumerate(plan.segments)],
             start=from_unix_nanos(plan.start_ns), end=from_unix_nanos(plan.end_ns),
             instrument_type=instrument_type, exchange=exchange, what_to_show=what,
-            notes=list(plan.notes),
+            notes=assumed_notes(command, start_ns=plan.start_ns, instrument_type=instrument_type,
+                                stored_rows=stats.rows, first_stored=stats.first_ns,
+                                last_stored=stats.last_ns) + list(plan.notes),
         )  # fmt: skip
 
     async def instrument(self, command: LoadData) -> tuple[InstrumentType, str]:

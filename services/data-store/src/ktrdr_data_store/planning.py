@@ -5,7 +5,8 @@ market: it starts no earlier than the calendar knows and ends where the last *co
 ends (``MarketCalendar.complete_until``), so the bar still forming is never fetched and never
 recorded as answered. Bars of 30 s or less start no earlier than IB keeps them
 (``SMALL_BAR_HISTORY_NS``, six months back from IB's clock), and the plan says so in a note.
-``plan_missing_segments`` then finds what is missing inside it.
+``plan_missing_segments`` then finds what is missing inside it, and ``assumed_notes`` says in
+the plan's notes what the load took without being told (its start, extended hours).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 from ktrdr_shared.messages import LoadData
-from ktrdr_shared.types import InstrumentType, Timeframe, from_unix_nanos
+from ktrdr_shared.types import InstrumentType, LoadMode, Timeframe, from_unix_nanos
 
 from ktrdr_data_store.calendar import DAY_NS, MarketCalendar, calendar_for
 from ktrdr_data_store.gaps import is_small_bar, plan_missing_segments, resolve_range
@@ -46,6 +47,14 @@ DEFAULT_LOOKBACK: dict[Timeframe, timedelta] = {
     Timeframe.H4: timedelta(days=365),
     Timeframe.D1: timedelta(days=5 * 365),
     Timeframe.W1: timedelta(days=10 * 365),
+}
+
+
+#: Types whose intraday bars IB's useRTH changes: stocks' pre- and post-market, futures'
+#: sessions outside regular hours (Globex overnight). Forex and indexes have none.
+_EXTENDED_HOURS = {
+    InstrumentType.STK: "pre- and post-market",
+    InstrumentType.FUT: "the sessions outside regular trading hours",
 }
 
 
@@ -184,6 +193,70 @@ def plan_segments(
         zone=calendar.zone,
     )  # fmt: skip
     return LoadPlan(start, end, segments, int(inside.size), notes)
+
+
+def assumed_notes(
+    command: LoadData,
+    *,
+    start_ns: int,
+    instrument_type: InstrumentType,
+    stored_rows: int,
+    first_stored: int | None,
+    last_stored: int | None,
+) -> list[str]:
+    """Return, for the plan's notes, what a load took without being told.
+
+    Without a start: where it starts and why (a tail's default reach, the last stored bar with
+    how many bars the dataset holds, or IB's earliest bar). Without ``use_rth``, for intraday
+    bars of a stock or a future: that they include extended hours.
+
+    Args:
+        command: the load as asked.
+        start_ns: where the plan starts (``LoadPlan.start_ns``).
+        instrument_type: what the symbol turned out to be.
+        stored_rows: bars the dataset held before the load.
+        first_stored: its first bar's stamp, if any.
+        last_stored: its last bar's stamp, if any.
+    """
+    notes = []
+    if command.start is None:
+        notes.append(_start_note(command, start_ns, stored_rows, first_stored, last_stored))
+    extended = _EXTENDED_HOURS.get(instrument_type)
+    if extended and command.timeframe.is_intraday and not command.use_rth:
+        notes.append(f"use_rth not set: {command.timeframe} bars include extended hours "
+                     f"({extended}); set use_rth (ktrdr data load --rth) for regular trading "
+                     "hours only")  # fmt: skip
+    return notes
+
+
+def _start_note(command: LoadData, start_ns: int, rows: int, first: int | None,
+                last: int | None) -> str:  # fmt: skip
+    timeframe, begin = command.timeframe, _iso(start_ns)
+    if command.mode is LoadMode.TAIL and last is not None and first is not None:
+        held = f"{command.symbol} {timeframe} holds {rows:,} bars from {_iso(first)}"
+        return (
+            f"no start given: this tail load starts at the last stored bar, {_iso(last)} ({held})"
+        )
+    if command.mode is LoadMode.TAIL:
+        reach = f"reaches back {_span(DEFAULT_LOOKBACK[timeframe])} for {timeframe} bars"
+        return (f"no start given: loading from {begin} (a tail load of an empty dataset {reach}; "
+                "give a start to reach further, or use mode full for all IB has)")  # fmt: skip
+    if command.mode is LoadMode.BACKFILL and first is not None and command.end is None:
+        until = f"up to the first stored bar, {_iso(first)}"
+        return (f"no start given: loading from {begin}, IB's earliest bar, {until} (mode "
+                "backfill loads what IB has before it)")  # fmt: skip
+    return (f"no start given: loading from {begin}, IB's earliest bar (mode {command.mode} "
+            "loads all IB has)")  # fmt: skip
+
+
+def _span(length: timedelta) -> str:
+    """Return a lookback in words: ``6 hours``, ``180 days``, ``5 years``."""
+    if length < timedelta(days=1):
+        return f"{length // timedelta(hours=1)} hours"
+    if length.days % 365 == 0:
+        years = length.days // 365
+        return f"{years} year" if years == 1 else f"{years} years"
+    return f"{length.days} day" if length.days == 1 else f"{length.days} days"
 
 
 def read_margin_ns(timeframe: Timeframe) -> int:
