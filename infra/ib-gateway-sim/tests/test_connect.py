@@ -41,6 +41,15 @@ async def test_connect_variants_complete_every_startup_request(
     assert startup_requests_seen(sim) == expected
 
 
+async def test_the_simulator_says_what_it_is_and_which_symbols_it_serves(sim, connect_ib) -> None:
+    client = await connect_ib(sim.port, 1, readonly=True, fetchFields=StartupFetchNONE)
+    await asyncio.sleep(0)  # notices follow the startup sync in the same flush
+    notices = [(code, text) for req_id, code, text in client.errors.seen if req_id == -1]
+    assert notices[-1] == (2199, "ktrdr IB Gateway simulator; it serves: AAPL, MSFT, SPY, "
+                                 "BRK B, EURUSD, GBPUSD, USDJPY, ES, SPX, CL")  # fmt: skip
+    assert [code for code, _ in notices[:-1]] == [2104, 2106, 2158]  # a real gateway's, first
+
+
 async def test_client_id_zero_binds_manual_orders(sim, connect_ib) -> None:
     await connect_ib(sim.port, 0, readonly=True, fetchFields=StartupFetchNONE, raiseSyncErrors=True)
     assert sim.counters()["messages_by_type"]["auto_open_orders"] == 1

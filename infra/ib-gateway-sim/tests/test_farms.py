@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 from ib_async import IB, Stock
+from ktrdr_ib_sim.codes import SIMULATOR_NOTICE_CODE
 
 pytestmark = pytest.mark.integration
 
@@ -19,24 +20,28 @@ async def sim(start_sim):
     return await start_sim(soft_delay_ms=0)
 
 
+SIM = SIMULATOR_NOTICE_CODE
+
+
 async def hourly(ib: IB, **kwargs):
     return await ib.reqHistoricalDataAsync(AAPL, END, "1 D", "1 hour", "TRADES", True, 2, **kwargs)
 
 
 async def test_connect_reports_the_farms_in_a_real_gateways_order(sim, connect_ib):
     client = await connect_ib(sim.port, 1)
-    assert client.errors.seen == [
+    assert client.errors.seen[:-1] == [
         (-1, 2104, "Market data farm connection is OK:usfarm"),
         (-1, 2106, "HMDS data farm connection is OK:ushmds"),
         (-1, 2158, "Sec-def data farm connection is OK:secdefnj"),
     ]
+    assert client.errors.codes[-1] == SIM  # then the simulator names itself (no IB code)
 
 
 async def test_an_inactive_hmds_farm_wakes_on_the_first_request(start_sim, connect_ib):
     sim = await start_sim(soft_delay_ms=0, hmds_at_connect="inactive", farm_activation_ms=2000,
                           time_scale=0.05)  # fmt: skip
     client = await connect_ib(sim.port, 1)
-    assert client.errors.codes == [2104, 2107, 2158]
+    assert client.errors.codes == [2104, 2107, 2158, SIM]
     assert "inactive but should be available upon demand.ushmds" in client.errors.seen[1][2]
     assert len(await hourly(client.ib)) == 7
     assert client.errors.codes[-1] == 2106  # woken before the answer
@@ -60,7 +65,7 @@ async def test_every_farm_change_is_announced(sim, connect_ib, farm, state, code
     sim.set_farm(farm, "ok")
     await client.errors.wait_for({"market": 2104, "hmds": 2106, "secdef": 2158}[farm])
     late = await connect_ib(sim.port, 2)
-    assert late.errors.codes == [2104, 2106, 2158]
+    assert late.errors.codes == [2104, 2106, 2158, SIM]
 
 
 async def test_an_hmds_outage_can_hold_requests_until_the_farm_returns(sim, connect_ib):

@@ -114,4 +114,4 @@ async def test_ibs_own_client_talks_to_the_simulator(sim) -> None:
                                               "20240628 10:00:00 US/Eastern"]  # fmt: skip
     assert len(bars) == 7 and all(bar.low <= bar.open <= bar.high for bar in bars)
     assert seen["error"] == (3, 200, "No security definition has been found for the request")
-    assert seen["notices"] == [2104, 2106, 2158]
+    assert seen["notices"] == [2104, 2106, 2158, 2199]  # a real gateway's, then who it is

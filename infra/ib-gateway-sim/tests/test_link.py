@@ -7,6 +7,7 @@ import datetime as dt
 
 import pytest
 from ib_async import IB, Stock
+from ktrdr_ib_sim.codes import SIMULATOR_NOTICE_CODE
 from ktrdr_ib_sim.resets import next_reset_s
 
 pytestmark = pytest.mark.integration
@@ -37,7 +38,7 @@ async def test_lost_link_holds_answers_until_restored_with_data_maintained(sim, 
     await sim.wait_until(lambda c: c["requests_held"] == 2)
     assert not bars.done() and not details.done()
     late = await connect_ib(sim.port, 2)  # a client that connects meanwhile is told too
-    assert late.errors.codes[-1] == 1100
+    assert late.errors.codes[-2:] == [1100, SIMULATOR_NOTICE_CODE]  # the simulator's notice last
     assert sim.restore_link(data_lost=False)
     await client.errors.wait_for(1102)
     assert len(await asyncio.wait_for(bars, 5)) == 7

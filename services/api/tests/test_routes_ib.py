@@ -89,6 +89,10 @@ async def test_unknown_symbol_is_a_404_problem_with_the_connectors_message(
     assert problem["code"] == "unknown_symbol"
     assert problem["service"] == "ib-connector"
     assert "NOSUCH" in problem["detail"]
+    assert problem["detail"].endswith("check the symbol, its type or what was said of the "
+                                      "contract")  # fmt: skip
+    assert problem["hint"] == ("this gateway is the ktrdr simulator, which serves only AAPL, "
+                               "MSFT, SPY, BRK B, EURUSD, GBPUSD, USDJPY, ES, SPX, CL")  # fmt: skip
 
 
 async def test_head_timestamp_in_utc(connector: ServiceApp, http: httpx.AsyncClient) -> None:

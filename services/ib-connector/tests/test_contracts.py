@@ -145,3 +145,38 @@ async def test_an_expired_contract_found_for_a_past_range_keeps_include_expired(
     spans = await resolver.spans("CL", FUT, None, day(2020, 4, 1), day(2020, 4, 21))
     assert [d.contract.conId for _, _, d in spans] == [1]
     assert spans[0][2].contract.includeExpired  # IB answers 200 for it otherwise
+
+
+SERVED = ["AAPL", "MSFT", "SPY", "BRK B", "EURUSD"]
+
+
+async def test_an_unknown_symbol_on_the_simulator_names_the_symbols_it_serves() -> None:
+    resolver = ContractResolver(Lookup(live=[], expired=[]), served=lambda: SERVED)
+    with pytest.raises(UnknownSymbol) as caught:
+        await resolver.resolve("NOSUCH", STK)
+    hint = "this gateway is the ktrdr simulator, which serves only AAPL, MSFT, SPY, BRK B, EURUSD"
+    assert caught.value.message.endswith(f"; {hint}")
+    assert caught.value.details["hint"] == hint
+    assert caught.value.details["served"] == SERVED
+
+
+async def test_a_long_list_of_served_symbols_is_cut_short() -> None:
+    served = [f"S{i:02d}" for i in range(30)]
+    resolver = ContractResolver(Lookup(live=[], expired=[]), served=lambda: served)
+    with pytest.raises(UnknownSymbol) as caught:
+        await resolver.resolve("NOSUCH", STK)
+    assert caught.value.message.endswith("which serves only S00, S01, S02, S03, S04, S05, S06, "
+                                         "S07, S08, S09, S10, S11, S12, S13, S14, S15, S16, S17, "
+                                         "S18, S19, … (10 more)")  # fmt: skip
+
+
+async def test_an_unknown_symbol_on_a_real_gateway_names_no_symbols() -> None:
+    lookup = Lookup(live=[], expired=[])
+    for resolver in (ContractResolver(lookup), ContractResolver(lookup, served=lambda: None)):
+        with pytest.raises(UnknownSymbol) as caught:
+            await resolver.resolve("NOSUCH", STK)
+        assert caught.value.message == (
+            "IB has no contract for 'NOSUCH' (tried STK); check the symbol, its type or what "
+            "was said of the contract"
+        )
+        assert "hint" not in caught.value.details and "served" not in caught.value.details

@@ -69,10 +69,15 @@ async def test_validate_discovers_the_instrument_type(
 async def test_validate_unknown_symbol_is_a_404_with_what_was_tried(
     ready: ServiceApp, nc: NATS
 ) -> None:
-    with pytest.raises(UnknownSymbol, match="tried CASH / STK / FUT / IND"):
+    with pytest.raises(UnknownSymbol, match="tried CASH / STK / FUT / IND") as caught:
         await KtrdrClient(nc, timeout_s=10).request(
             subjects.IB_VALIDATE, ValidateSymbol(symbol="NOSUCH"), SymbolInfo
         )
+    # the gateway is the simulator, which said so at connect: the error lists what it serves
+    assert caught.value.message.endswith(
+        "; this gateway is the ktrdr simulator, which serves only AAPL, MSFT, SPY, BRK B, "
+        "EURUSD, GBPUSD, USDJPY, ES, SPX, CL"
+    )
 
 
 async def test_head_timestamp(ready: ServiceApp, nc: NATS) -> None:

@@ -330,6 +330,15 @@ def _spx() -> Instrument:
     )
 
 
+def served_symbols(catalogue: tuple[Instrument, ...]) -> list[str]:
+    """Return each symbol the catalogue serves once, as a user writes it, in catalogue order.
+
+    A forex pair is written as one symbol (``EURUSD``); a future once for all its months.
+    """
+    names = [f"{i.symbol}{i.currency}" if i.sec_type == "CASH" else i.symbol for i in catalogue]
+    return list(dict.fromkeys(names))
+
+
 def build_catalogue(today: dt.date, futures_listing: str = "live") -> tuple[Instrument, ...]:
     """Return every instrument, with ES quarterlies from two years before ``today`` to three after.
 

@@ -137,3 +137,16 @@ LINK_RESTORED_DATA_LOST = IBError(
 LINK_RESTORED_DATA_MAINTAINED = IBError(
     1102, "Connectivity between IB and TWS has been restored- data maintained."
 )
+
+
+#: Not an IB code: the simulator's own notice, sent after the farm notices at connect, saying
+#: what it is and which symbols it serves, so a client can name them when a symbol is unknown
+#: (the ib-connector does). 2199 sits in IB's informational band (ib_async logs it as a
+#: warning, not an error) and is not among the codes IB documents.
+SIMULATOR_NOTICE_CODE = 2199
+SIMULATOR_MARKER = "ktrdr IB Gateway simulator; it serves:"
+
+
+def simulator_notice(symbols: list[str]) -> IBError:
+    """Return the notice that names the simulator and the symbols it serves."""
+    return IBError(SIMULATOR_NOTICE_CODE, f"{SIMULATOR_MARKER} {', '.join(symbols)}")

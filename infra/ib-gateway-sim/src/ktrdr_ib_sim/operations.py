@@ -16,6 +16,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from ktrdr_ib_sim import codes
+from ktrdr_ib_sim.catalogue import served_symbols
 from ktrdr_ib_sim.codes import IBError
 from ktrdr_ib_sim.ledger import RequestRecord
 
@@ -107,10 +108,12 @@ class Operations:
         return True
 
     def connect_notices(self) -> list[IBError]:
-        """Return the notices a client gets after startApi: farms in a real gateway's order."""
+        """Return the notices a client gets after startApi: farms in a real gateway's order,
+        then the simulator's own notice naming itself and the symbols it serves."""
         notices = [codes.FARM_NOTICES[farm, self.farms[farm]] for farm in FARMS]
         if self.link_lost:
             notices.append(codes.LINK_LOST)
+        notices.append(codes.simulator_notice(served_symbols(self._sim.catalogue)))
         return notices
 
     def refuse_while_hmds_down(self) -> bool:

@@ -11,6 +11,7 @@ import contextlib
 import struct
 from collections.abc import Callable, Sequence
 
+from ktrdr_ib_sim.codes import SIMULATOR_NOTICE_CODE
 from ktrdr_ib_sim.config import MIN_CLIENT_VERSION, SERVER_VERSION
 from ktrdr_ib_sim.wire import GREETING, WireValue, decode_payload, encode_message
 
@@ -32,8 +33,9 @@ class RawTwsClient:
     ) -> RawTwsClient:
         """Open a connection, do the handshake and (by default) startApi.
 
-        With ``start_api`` it returns after the startup notices, which end with the sec-def farm
-        notice (2158), so the next message read is an answer to the caller's own requests.
+        With ``start_api`` it returns after the startup notices, which end with the simulator's
+        own notice (``codes.SIMULATOR_NOTICE_CODE``), so the next message read is an answer to
+        the caller's own requests.
         """
         reader, writer = await asyncio.open_connection(host, port)
         client = cls(reader, writer)
@@ -45,7 +47,7 @@ class RawTwsClient:
             client.send(71, 2, client_id, "")
             first = await client.recv()
             if error_code(first) != 326:
-                await client.recv_until(lambda m: error_code(m) == 2158)
+                await client.recv_until(lambda m: error_code(m) == SIMULATOR_NOTICE_CODE)
         return client
 
     def send(self, *fields: WireValue) -> None:

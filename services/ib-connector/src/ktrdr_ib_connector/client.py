@@ -46,6 +46,10 @@ log = logging.getLogger(__name__)
 EventSink = Callable[[Event], Awaitable[None]]
 
 CLIENT_ID_IN_USE = 326
+#: How ktrdr's IB Gateway simulator names itself at connect (a reqId -1 notice, code 2199,
+#: after the farm notices): the marker, then the symbols it serves, comma-separated. A real
+#: gateway sends no such notice.
+SIMULATOR_MARKER = "ktrdr IB Gateway simulator; it serves:"
 
 
 class SleepWatch:
@@ -113,6 +117,9 @@ class ConnectionState:
     # IB's clock minus ours, from reqCurrentTime at connect (0 until then): what is expired,
     # which contract is the front month, is IB's call (a frozen simulator is years back)
     clock_offset_s: float = 0.0
+    # The symbols the gateway serves when it is ktrdr's simulator (it says so at connect);
+    # None for a real gateway.
+    simulator_symbols: tuple[str, ...] | None = None
 
     @property
     def hmds_ok(self) -> bool:
@@ -198,6 +205,7 @@ class IbConnection:
         self._lost.clear()
         s.link_ok, s.link_lost_since = True, None
         s.farms.reset()
+        s.simulator_symbols = None  # until this gateway says it is the simulator
         try:
             await self.ib.connectAsync(o.host, o.port, clientId=s.client_id,
                                        timeout=o.connect_timeout_s, readonly=True,
@@ -259,6 +267,9 @@ class IbConnection:
             self._link_lost(code, message)
         elif code in (LINK_RESTORED_DATA_LOST, LINK_RESTORED_KEPT):
             self._link_restored(code, message)
+        elif req_id == -1 and message.startswith(SIMULATOR_MARKER):
+            listed = message.removeprefix(SIMULATOR_MARKER).split(",")
+            s.simulator_symbols = tuple(name.strip() for name in listed if name.strip())
         else:
             s.farms.note(code, message)
         if req_id >= 0:

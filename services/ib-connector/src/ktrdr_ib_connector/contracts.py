@@ -24,7 +24,7 @@ for again).
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -36,6 +36,10 @@ from ktrdr_shared.types import InstrumentType
 
 DetailsLookup = Callable[[Contract], Awaitable[list[ContractDetails]]]
 Clock = Callable[[], datetime]
+# The symbols the gateway serves, when it says (ktrdr's simulator does); None when it does not.
+Served = Callable[[], Sequence[str] | None]
+#: How many served symbols an unknown-symbol error names before it says how many more.
+SERVED_SHOWN = 20
 
 DISCOVERY_ORDER = (InstrumentType.CASH, InstrumentType.STK, InstrumentType.FUT, InstrumentType.IND)
 
@@ -197,12 +201,32 @@ class _Cached:
     until: datetime | None  # None: until the process ends
 
 
+def _unknown(symbol: str, instrument_type: InstrumentType | None, spec: ContractSpec | None,
+             served: Sequence[str] | None) -> UnknownSymbol:  # fmt: skip
+    """Return the error of a symbol IB has no contract for; on the simulator, name what it has."""
+    tried = instrument_type.value if instrument_type else " / ".join(DISCOVERY_ORDER)
+    described = "" if spec is None else f" with {spec.describe()}"
+    message = (f"IB has no contract for {symbol!r}{described} (tried {tried}); check the symbol, "
+               "its type or what was said of the contract")  # fmt: skip
+    details: dict[str, object] = {"symbol": symbol, "tried": tried, "ib_code": 200}
+    if served:
+        shown = ", ".join(served[:SERVED_SHOWN])
+        more = len(served) - SERVED_SHOWN
+        hint = ("this gateway is the ktrdr simulator, which serves only "
+                f"{shown}{f', … ({more} more)' if more > 0 else ''}")  # fmt: skip
+        message += f"; {hint}"
+        details |= {"hint": hint, "served": list(served)}
+    return UnknownSymbol(message, details=details)
+
+
 class ContractResolver:
     """Resolve symbols through IB; remember each answer until it can change (an expiry)."""
 
-    def __init__(self, ib_details: DetailsLookup, clock: Clock | None = None) -> None:
+    def __init__(self, ib_details: DetailsLookup, clock: Clock | None = None,
+                 served: Served | None = None) -> None:  # fmt: skip
         self._lookup = ib_details
         self._now = clock or (lambda: datetime.now(UTC))
+        self._served = served or (lambda: None)
         self._cache: dict[tuple[object, ...], _Cached] = {}
 
     async def resolve(
@@ -268,10 +292,4 @@ class ContractResolver:
                 live = [e for e, _ in _by_expiry(details) if e > now]
                 self._cache[key] = _Cached(details, min(live) if live else None)
                 return kind, details
-        tried = instrument_type.value if instrument_type else " / ".join(DISCOVERY_ORDER)
-        described = "" if spec is None else f" with {spec.describe()}"
-        raise UnknownSymbol(
-            f"IB has no contract for {symbol!r}{described} (tried {tried}); check the symbol, "
-            "its type or what was said of the contract",
-            details={"symbol": symbol, "tried": tried, "ib_code": 200},
-        )
+        raise _unknown(symbol, instrument_type, spec, self._served())

@@ -93,7 +93,11 @@ class Connector:
     carried_requests: OrderedDict[tuple[str, str], int] = field(default_factory=OrderedDict)
 
     def __post_init__(self) -> None:
-        self.resolver = ContractResolver(self._details, clock=self.connection.ib_now)
+        self.resolver = ContractResolver(
+            self._details,
+            clock=self.connection.ib_now,
+            served=lambda: self.connection.state.simulator_symbols,
+        )
         self.progress = ProgressReporter(self.publish_event, self.fetcher.gate,
                                          self.connection.ready.is_set)  # fmt: skip
 
