@@ -22,10 +22,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import nats
 import nats.errors
 from ktrdr_shared.config import Settings
-from ktrdr_shared.runtime import auth_options
+from ktrdr_shared.nats_errors import NatsRefused
+from ktrdr_shared.runtime import connect
 
 SERVICES = ("ib-connector", "data-store", "trainer", "api")
 RETRY_S = 0.2  # between pings of a service that is still starting
@@ -50,31 +50,30 @@ async def connect_until(settings: Settings, deadline: float, gone: Callable[[], 
 
     Raises:
         TimeoutError: NATS did not accept a connection in time.
-        RuntimeError: ``gone`` reported that the server process ended.
+        RuntimeError: ``gone`` reported that the server process ended, or NATS refused
+            the user (the message names the server, the user and the server's reason).
     """
     loop = asyncio.get_running_loop()
 
-    async def quiet(_: Exception) -> None:  # nats-py prints a traceback per failed attempt
+    async def quiet(_: Exception) -> None:  # the failed attempts of a server still starting
         return None
 
     # One quick attempt per call (nats-py retries a refused first connect forever
     # unless max_reconnect_attempts > 0), so that ``gone`` is asked between attempts.
-    options: dict[str, Any] = {"servers": list(settings.nats_url), "name": "ktrdr-wait-ready",
-                               "allow_reconnect": False, "max_reconnect_attempts": 1,
+    options: dict[str, Any] = {"allow_reconnect": False, "max_reconnect_attempts": 1,
                                "reconnect_time_wait": RETRY_S, "connect_timeout": 1,
                                "error_cb": quiet}  # fmt: skip
-    options.update(auth_options(settings))  # credentials, TLS, the user's inbox prefix
     last: Exception | None = None
     while loop.time() < deadline:
         reason = gone()
         if reason:
             raise RuntimeError(reason)
         try:
-            return await nats.connect(**options)
-        except (nats.errors.Error, OSError, TimeoutError) as e:
+            return await connect(settings, name="ktrdr-wait-ready", **options)
+        except NatsRefused as e:
+            raise RuntimeError(str(e)) from e
+        except (nats.errors.Error, OSError, TimeoutError) as e:  # not up yet
             last = e
-            if "Authorization Violation" in str(e):
-                raise RuntimeError(f"NATS refused the credentials of {settings.nats_user}") from e
             await asyncio.sleep(RETRY_S)
     raise TimeoutError(f"NATS at {', '.join(settings.nats_url)} did not answer: {last}")
 

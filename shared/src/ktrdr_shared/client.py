@@ -8,6 +8,9 @@
 Requests raise the same ``KtrdrError`` subclasses the service raised, rebuilt
 from the micro error reply; "nobody is serving this subject" and "too slow"
 become ``ServiceUnavailable``-style ``RetryableError`` and ``ServiceTimeout``.
+A request or command the connection's NATS user may not send fails at once
+with ``PermissionDenied`` naming the user and the subject (NATS reports it
+out of band; without this it would wait for the timeout).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from ktrdr_shared.messages import (
     LoadData,
     StartTraining,
 )
+from ktrdr_shared.nats_errors import unless_denied
 from ktrdr_shared.runtime import connect
 
 R = TypeVar("R")
@@ -54,7 +58,12 @@ class KtrdrClient:
 
     @classmethod
     async def connect(cls, settings: Settings | None = None, **options: Any) -> KtrdrClient:
-        """Connect with ``settings`` (default: from the environment)."""
+        """Connect with ``settings`` (default: from the environment).
+
+        Raises:
+            NatsRefused: the server refused the user; the message names server, user, reason.
+            NatsConnectError: the attempts ``options`` allow ran out (by default it waits).
+        """
         settings = settings or Settings.from_env()
         return cls(await connect(settings, name="ktrdr-client", **options))
 
@@ -71,10 +80,13 @@ class KtrdrClient:
             KtrdrError: the subclass the service reported (``UnknownSymbol``, ...).
             RetryableError: no service is subscribed to ``subject``.
             ServiceTimeout: the service did not answer in time.
+            PermissionDenied: this connection's NATS user may not publish to ``subject``.
         """
         timeout = timeout_s or self.timeout_s
         try:
-            reply = await self.nc.request(subject, codec.encode(message), timeout=timeout)
+            reply = await unless_denied(
+                self.nc, subject, self.nc.request(subject, codec.encode(message), timeout=timeout)
+            )
         except nats.errors.NoRespondersError as e:
             raise RetryableError(
                 f"no service is answering {subject}; is it running?", details={"subject": subject}
@@ -93,11 +105,15 @@ class KtrdrClient:
 
         A command without ``job_id`` gets a fresh one. Returns the job id; a
         resend with the same id inside the dedup window is dropped by NATS.
+
+        Raises:
+            PermissionDenied: this connection's NATS user may not publish to ``subject``.
         """
         if getattr(command, "job_id", None) is None:
             command = msgspec.structs.replace(command, job_id=new_job_id())
-        await self.js.publish(
-            subject, codec.encode(command), headers={"Nats-Msg-Id": command.job_id}
+        headers = {"Nats-Msg-Id": command.job_id}
+        await unless_denied(
+            self.nc, subject, self.js.publish(subject, codec.encode(command), headers=headers)
         )
         return str(command.job_id)
 

@@ -35,6 +35,7 @@ from ktrdr_shared.errors import ConfigError, KtrdrError
 from ktrdr_shared.messages.base import Event
 from ktrdr_shared.messages.common import ErrorReply
 from ktrdr_shared.messages.jobs import JobKind
+from ktrdr_shared.nats_errors import ConnectionErrors, first_connect
 
 log = logging.getLogger(__name__)
 
@@ -42,20 +43,31 @@ _error_encoder = msgspec.json.Encoder(enc_hook=str)
 
 
 async def connect(settings: Settings, *, name: str, **options: Any) -> NATS:
-    """Connect to NATS with reconnects that never give up.
+    """Connect to NATS with reconnects that never give up, and errors that say why.
 
     nats-py stops reconnecting after 60 attempts by default; a ktrdr service
     must outlive any NATS outage, so ``max_reconnect_attempts`` is -1 (also for
-    the first connect: a service started before its server waits for it).
+    the first connect: a service started before its server waits for it). A
+    server that refuses the credentials ends the wait at once. What the server
+    reports later (a permissions violation) is logged naming the user and the
+    subject, and fails a ``KtrdrClient`` call on that subject at once
+    (``ktrdr_shared.nats_errors``).
 
     Args:
         settings: where NATS is and how to authenticate.
         name: the client name NATS shows for this connection.
-        **options: overrides for ``nats.connect`` (tests shorten timeouts).
-    """
+        **options: overrides for ``nats.connect`` (tests shorten timeouts); an
+            ``error_cb`` given here gets every error instead of the log.
 
-    async def on_error(e: Exception) -> None:
-        log.warning("nats %s: %s", name, e)
+    Raises:
+        NatsRefused: the server refused the user (a ``ConfigError``: fix a setting).
+        NatsConnectError: the attempts ``options`` allow ran out; it names the
+            servers, the user and the last reason.
+    """
+    auth = auth_options(settings)
+    errors = ConnectionErrors(name, settings.nats_user, auth.get("inbox_prefix", "_INBOX"),
+                              forward=options.pop("error_cb", None),
+                              creds=settings.nats_creds)  # fmt: skip
 
     async def on_disconnected() -> None:
         log.warning("nats %s: disconnected; reconnecting", name)
@@ -64,7 +76,7 @@ async def connect(settings: Settings, *, name: str, **options: Any) -> NATS:
         log.info("nats %s: reconnected", name)
 
     params: dict[str, Any] = {
-        **auth_options(settings),
+        **auth,
         "servers": list(settings.nats_url),
         "name": name,
         "allow_reconnect": True,
@@ -73,12 +85,14 @@ async def connect(settings: Settings, *, name: str, **options: Any) -> NATS:
         "connect_timeout": 2,
         "ping_interval": 10,
         "max_outstanding_pings": 3,
-        "error_cb": on_error,
+        "error_cb": errors.on_error,
         "disconnected_cb": on_disconnected,
         "reconnected_cb": on_reconnected,
     }
     params.update(options)
-    return await nats.connect(**params)
+    nc = NATS()
+    await first_connect(nc, errors, params)
+    return nc
 
 
 def auth_options(settings: Settings) -> dict[str, Any]:
