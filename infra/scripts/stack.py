@@ -21,8 +21,14 @@ addresses to the server certificate) and passwords are never printed.
 Everything the stack writes lives under ``KTRDR_DATA_DIR`` (default
 ``./data``): ``bars/`` (Parquet), ``nats/``, ``logs/<process>.log``, ``run/``
 (pid files, exit statuses, ``stack.json``) and ``secrets/``. Ports come from
-the usual settings: ``KTRDR_NATS_URL`` (default 4222), ``KTRDR_IB_PORT``
-(4002), ``KTRDR_API_PORT`` (8000).
+the usual settings: ``KTRDR_NATS_URL`` (default 4222; NATS monitoring on its
+port + 4000, 8222), ``KTRDR_IB_PORT`` (4002; the simulator's control port is
+the next, 4003), ``KTRDR_API_PORT`` (8000).
+
+``up`` also records the running stack's data directory in this checkout's
+registry (``.run/stacks/``, or ``STACK_REGISTRY_DIR``), so that ``down`` and
+``status`` find it whatever ``KTRDR_DATA_DIR`` says when they run: with no
+stack under ``KTRDR_DATA_DIR`` they act on the one recorded, and say which.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import os
 import secrets
@@ -49,6 +56,7 @@ import nats.errors
 from ktrdr_shared.certs import ensure_certificates, parse_hosts
 from ktrdr_shared.config import Secret, Settings
 from ktrdr_shared.declare import declare
+from ktrdr_shared.nats_errors import NatsRefused
 from ktrdr_shared.tls import TlsFiles
 from wait_ready import SERVICES, Readiness, wait_ready
 
@@ -60,6 +68,7 @@ BCRYPT_ROUNDS = 11
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 STOP_ORDER = (SERVICES, ("sim",), ("nats",))  # services drain while NATS is still there
 LOG_TAIL_LINES = 20
+REGISTRY = ROOT / ".run" / "stacks"  # ignored by git: one entry per running stack
 
 
 class StackError(Exception):
@@ -95,6 +104,74 @@ class Layout:
     def exit_status(self, name: str) -> int | None:
         """Return ``name``'s exit status once it has ended, else None."""
         return _read_int(self.run / f"{name}.exit")
+
+    def running(self) -> bool:
+        """Return True while honcho or any process of the stack recorded here is alive."""
+        names = [n for group in STOP_ORDER for n in group]
+        return _alive(_honcho_pid(self)) or any(_alive(self.pid(n)) for n in names)
+
+
+@dataclass(frozen=True)
+class Registry:
+    """The stacks this checkout's ``up`` started and ``down`` has not stopped yet.
+
+    One small file per data directory, so that ``down`` finds a stack started
+    with another ``KTRDR_DATA_DIR`` than the one it runs with.
+    """
+
+    directory: Path
+
+    def _entry(self, data_dir: Path) -> Path:
+        return self.directory / (hashlib.sha256(str(data_dir).encode()).hexdigest()[:16] + ".json")
+
+    def record(self, layout: Layout, honcho_pid: int) -> None:
+        """Note that a stack runs from ``layout``."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        entry = {"data_dir": str(layout.root), "pid": honcho_pid}
+        self._entry(layout.root).write_text(json.dumps(entry) + "\n", encoding="utf-8")
+
+    def forget(self, layout: Layout) -> None:
+        """Note that the stack of ``layout`` is stopped."""
+        self._entry(layout.root).unlink(missing_ok=True)
+
+    def running(self) -> list[Layout]:
+        """Return the recorded stacks that still run, forgetting those that do not."""
+        found = []
+        for path in sorted(self.directory.glob("*.json")):
+            try:
+                layout = Layout(Path(json.loads(path.read_text(encoding="utf-8"))["data_dir"]))
+            except (OSError, ValueError, KeyError, TypeError):
+                path.unlink(missing_ok=True)
+                continue
+            if layout.running():
+                found.append(layout)
+            else:
+                path.unlink(missing_ok=True)
+        return found
+
+
+def locate(requested: Layout, registry: Registry) -> tuple[Layout, str | None]:
+    """Return the stack ``down`` and ``status`` act on, and a note when it is not ``requested``.
+
+    ``requested`` (from ``KTRDR_DATA_DIR``) when its stack runs or none is recorded;
+    otherwise the one recorded stack.
+
+    Raises:
+        StackError: ``requested`` runs nothing and several recorded stacks run.
+    """
+    if requested.running():
+        return requested, None
+    others = [layout for layout in registry.running() if layout.root != requested.root]
+    if not others:
+        return requested, None
+    if len(others) > 1:
+        raise StackError(
+            f"no stack runs from KTRDR_DATA_DIR={requested.root}, but {len(others)} others do: "
+            + ", ".join(str(o.root) for o in others)
+            + "; set KTRDR_DATA_DIR to the one you mean"
+        )
+    return others[0], (f"no stack runs from KTRDR_DATA_DIR={requested.root}; "
+                       f"using the one started from {others[0].root}")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -235,13 +312,13 @@ def admin_settings(config: StackConfig, layout: Layout) -> Settings:
 # -- up -----------------------------------------------------------------------------------
 
 
-def up(config: StackConfig, timeout_s: float) -> int:
+def up(config: StackConfig, timeout_s: float, registry: Registry) -> int:
     """Start the stack in the background and wait until it serves; return the exit status."""
     layout = Layout(config.data_dir)
     if _alive(_honcho_pid(layout)):
         print(f"ktrdr: the stack is already running ({layout.state_file}); `just down` stops it")
         return 0
-    _check_ports_free(config)
+    _check_ports_free(config, registry.running())
     for directory in (layout.logs, layout.run, config.data_dir / "nats"):
         directory.mkdir(parents=True, exist_ok=True)
     if config.secure:
@@ -251,14 +328,15 @@ def up(config: StackConfig, timeout_s: float) -> int:
     started = time.monotonic()
     honcho = _start_honcho(config, layout)
     _write_state(layout, config, honcho.pid)
+    registry.record(layout, honcho.pid)
     if config.secure and not _declared(admin_settings(config, layout), timeout_s):
-        down(layout, timeout_s=15.0, quiet=True)
+        down(layout, timeout_s=15.0, registry=registry, quiet=True)
         return 1
     result = asyncio.run(wait_ready(admin_settings(config, layout), SERVICES, timeout_s,
                                     lambda name: _gone(layout, honcho, name)))  # fmt: skip
     if not result.ok:
         _report_failure(layout, result)
-        down(layout, timeout_s=15.0, quiet=True)
+        down(layout, timeout_s=15.0, registry=registry, quiet=True)
         return 1
     _print_summary(config, layout, result, time.monotonic() - started)
     return 0
@@ -274,6 +352,9 @@ def _declared(settings: Settings, timeout_s: float) -> bool:
     while True:
         try:
             status = asyncio.run(declare(settings, check=False))
+        except NatsRefused as e:  # a wrong password does not start to work
+            print(f"ktrdr: could not declare the JetStream streams as admin: {e}")
+            return False
         except (nats.errors.Error, OSError, TimeoutError) as e:
             if time.monotonic() < deadline:
                 time.sleep(0.2)
@@ -285,7 +366,7 @@ def _declared(settings: Settings, timeout_s: float) -> bool:
         return status == 0
 
 
-def _check_ports_free(config: StackConfig) -> None:
+def _check_ports_free(config: StackConfig, running: Sequence[Layout] = ()) -> None:
     wanted = [("127.0.0.1", config.nats_port, "NATS (KTRDR_NATS_URL)"),
               (config.api_host, config.api_port, "the api (KTRDR_API_PORT)")]  # fmt: skip
     if config.monitor_port is not None:
@@ -297,9 +378,12 @@ def _check_ports_free(config: StackConfig) -> None:
         ]
     busy = [f"{host}:{port} ({what})" for host, port, what in wanted if _port_busy(host, port)]
     if busy:
+        hint = (f"a stack started from {running[0].root} runs: `just down` stops it" if running
+                else "is another stack running (`just down`)?")  # fmt: skip
         raise StackError(
-            "ports already in use: " + ", ".join(busy) + "; is another stack running "
-            "(`just down`)? Otherwise set the KTRDR_* port to a free one"
+            "ports already in use: " + ", ".join(busy) + f"; {hint} Otherwise set the "
+            "port's variable (KTRDR_NATS_URL, KTRDR_IB_PORT, KTRDR_API_PORT) or flag "
+            "(--monitor-port, --sim-control-port) to a free one"
         )
 
 
@@ -427,7 +511,7 @@ def _print_summary(config: StackConfig, layout: Layout, result: Readiness,
 # -- down ---------------------------------------------------------------------------------
 
 
-def down(layout: Layout, timeout_s: float, quiet: bool = False) -> int:
+def down(layout: Layout, timeout_s: float, registry: Registry, quiet: bool = False) -> int:
     """Stop services, then the simulator and NATS, then honcho; return the exit status.
 
     Each group gets SIGTERM and ``timeout_s`` to exit; what is still there then
@@ -436,9 +520,10 @@ def down(layout: Layout, timeout_s: float, quiet: bool = False) -> int:
     """
     honcho_pid = _honcho_pid(layout)
     recorded = [n for group in STOP_ORDER for n in group if layout.pid(n) is not None]
-    if not _alive(honcho_pid) and not any(_alive(layout.pid(n)) for n in recorded):
+    if not layout.running():
+        registry.forget(layout)
         if not quiet:
-            print("ktrdr: the stack is not running")
+            print(f"ktrdr: the stack is not running (KTRDR_DATA_DIR={layout.root})")
         return 0
     # Each Procfile line runs in a process group of its own (honcho starts a session per
     # line); what a service spawned (the api's server workers) lives in it too.
@@ -452,6 +537,7 @@ def down(layout: Layout, timeout_s: float, quiet: bool = False) -> int:
     statuses = {n: layout.exit_status(n) for group in STOP_ORDER for n in group}
     problems += [f"{n} exited with status {s}" for n, s in statuses.items() if s not in (None, 0)]
     layout.state_file.unlink(missing_ok=True)
+    registry.forget(layout)
     if not quiet:
         stopped = ", ".join(f"{n} ({s})" for n, s in statuses.items() if s is not None)
         print(f"ktrdr: stopped {stopped}" if stopped else "ktrdr: stopped")
@@ -516,7 +602,7 @@ def status(layout: Layout) -> int:
     try:
         state = json.loads(layout.state_file.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        print("ktrdr: the stack is not running")
+        print(f"ktrdr: the stack is not running (KTRDR_DATA_DIR={layout.root})")
         return 1
     healthy = _alive(state.get("pid"))
     print(f"ktrdr: honcho pid {state.get('pid')} {'running' if healthy else 'GONE'}, "
@@ -591,13 +677,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     env = os.environ
     layout = Layout(Path(env.get("KTRDR_DATA_DIR", "data")).resolve())
+    registry = Registry(Path(env.get("STACK_REGISTRY_DIR") or REGISTRY))
     try:
         if args.command == "up":
             config = load_config(env, args.secure, args.monitor_port, args.sim_control_port)
-            return up(config, args.timeout)
-        if args.command == "down":
-            return down(layout, args.timeout)
-        if args.command == "status":
+            return up(config, args.timeout, registry)
+        if args.command in ("down", "status"):
+            layout, note = locate(layout, registry)
+            if note:
+                print(f"ktrdr: {note}")
+            if args.command == "down":
+                return down(layout, args.timeout, registry)
             return status(layout)
         ensure_secrets(layout.secrets, tls_hosts(env))
         print(f"ktrdr: secrets in {layout.secrets} (passwords are not printed)")

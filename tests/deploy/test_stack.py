@@ -96,7 +96,8 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     env.update(KTRDR_DATA_DIR=str(tmp_path / "data"),
                KTRDR_NATS_URL=f"nats://127.0.0.1:{free_port()}",
                KTRDR_IB_PORT=str(free_port()), KTRDR_API_PORT=str(free_port()),
-               KTRDR_IB_TIME_SCALE="0.01")  # fmt: skip
+               KTRDR_IB_TIME_SCALE="0.01",
+               STACK_REGISTRY_DIR=str(tmp_path / "registry"))  # not the checkout's  # fmt: skip
     started = Stack(env, tmp_path / "data", free_port(), free_port())
     try:
         yield started
@@ -158,6 +159,25 @@ def test_up_starts_everything_and_down_stops_it_in_order(stack: Stack) -> None:
     assert down.returncode == 0, down.stdout + down.stderr
     assert_stopped_cleanly(stack, pids)
     assert stack.run("down").returncode == 0  # stopping a stopped stack is fine
+
+
+def test_down_and_status_find_the_stack_whatever_ktrdr_data_dir_says(
+    stack: Stack, tmp_path: Path
+) -> None:
+    up = stack.run("up")
+    assert up.returncode == 0, up.stdout + up.stderr
+    pids = {name: stack.pid(name) for name in PROCESSES}
+    stack.env["KTRDR_DATA_DIR"] = str(tmp_path / "elsewhere")  # another shell, another setting
+
+    status = stack.run("status")
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert str(stack.data_dir) in status.stdout  # which stack it looked at
+    down = stack.run("down")
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert str(stack.data_dir) in down.stdout  # which stack it stopped
+    assert "not running" not in down.stdout
+    assert_stopped_cleanly(stack, pids)
+    assert list((tmp_path / "registry").glob("*.json")) == []  # forgotten once stopped
 
 
 def test_down_leaves_nothing_behind_after_a_service_was_killed(stack: Stack) -> None:
