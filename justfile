@@ -10,7 +10,7 @@ setup_inputs := "requirements-dev.txt shared/pyproject.toml services/ib-connecto
 default:
     @just --list
 
-# Create .venv and install all five packages (editable), the simulator and the dev tools.
+# Create .venv and install the five packages (editable), the simulator, dev and research tools.
 setup:
     #!/usr/bin/env bash
     set -euo pipefail
@@ -38,11 +38,11 @@ _ensure-venv:
 test *ARGS: _ensure-venv
     {{py}} -m pytest {{ARGS}}
 
-# Only the fast, process-free tests.
+# Run only the fast, process-free tests (marker `unit`). Extra args go to pytest.
 test-unit *ARGS: _ensure-venv
     {{py}} -m pytest -m unit {{ARGS}}
 
-# Lint: ruff on everything, mypy (strict) on every package's source. CI runs it before the tests.
+# Lint: ruff on everything, mypy (strict) on every package's source; CI runs it first.
 lint: _ensure-venv
     {{venv}}/bin/ruff check .
     {{venv}}/bin/ruff format --check .
@@ -69,22 +69,38 @@ connector: _ensure-venv
 # `just up` runs infra/Procfile under honcho: nats-server, the IB Gateway simulator (unless
 # KTRDR_IB_HOST names a real gateway) and the four services, then waits until each answers
 # $SRV.PING. Logs: data/logs/<process>.log. See docs/deploy.md.
+#
+# `just --list` shows only the one comment line right above a recipe: keep each such line a
+# whole sentence, and put longer explanations in a block like this one, a blank line above.
 
 # Start the stack in the background (`just up --secure`: one NATS user per service).
 up *FLAGS: _ensure-venv
     {{py}} infra/scripts/stack.py up {{FLAGS}}
 
-# Declare the JetStream streams, consumers and buckets (`--check`: only report drift). Run it
-# as the NATS admin where the server has users: `just up --secure` does, before the services start.
+# `declare` must run as the NATS admin where the server has users; `just up --secure` runs it
+# so, before the services start.
+
+# Declare the JetStream streams, consumers and buckets (`--check`: only report drift).
 declare *FLAGS: _ensure-venv
     {{py}} -m ktrdr_shared.declare {{FLAGS}}
 
-# Stop the stack of `just up`: services first (SIGTERM, they drain), then the simulator and NATS.
+# Stop the stack of `just up` (whatever KTRDR_DATA_DIR it had): services first, then NATS.
 down:
     {{py}} infra/scripts/stack.py down
 
-# Set up, start everything, load a stock, a forex pair and a future through the REST API,
-# train a model, print a summary and stop everything (under data/demo, free loopback ports).
+# Show each process of the running `just up` stack.
+status:
+    {{py}} infra/scripts/stack.py status
+
+# Run the `ktrdr` CLI from .venv against the API (`just ktrdr status`); arguments pass through.
+[positional-arguments]
+ktrdr *ARGS: _ensure-venv
+    @{{venv}}/bin/ktrdr "$@"
+
+# The demo: set up, start the system on free loopback ports under data/demo, load a stock, a
+# forex pair and a future through the REST API, train a model, print a summary, stop it all.
+
+# Start the system under data/demo, load three instruments, train a model, summarise, stop it.
 demo: _ensure-venv
     {{py}} infra/scripts/demo.py
 

@@ -117,17 +117,53 @@ def _summary(stack: Stack, datasets: Any, loads: dict[str, Any], model: dict[str
         result = job.get("result") or {}
         print(f"load {symbol}: {job['status']}, fetched {result.get('fetched_bars')} bars in "
               f"{result.get('ib_requests_made')} IB requests")  # fmt: skip
-    metrics = model.get("metrics", {})
-    backtest = metrics.get("backtest", {})
-    print(f"model {model['model_id']} on {model.get('device')}: test accuracy "
-          f"{_num(metrics.get('accuracy'))} (majority class "
-          f"{_num(metrics.get('majority_baseline_accuracy'))}), macro F1 "
-          f"{_num(metrics.get('macro_f1'))}; test-period signals returned "
-          f"{_num(backtest.get('strategy', {}).get('total_return'))} vs buy-and-hold "
-          f"{_num(backtest.get('buy_and_hold', {}).get('total_return'))}")  # fmt: skip
+    print("\n".join(model_lines(model)))
     print(f"Parquet files: {stack.data_dir / 'bars'}  (pandas.read_parquet(...) reads them)")
     print(f"training report: {report}")
     print(f"logs: {stack.root / 'logs'}; API docs were at {stack.api_url}/schema")
+
+
+def model_lines(model: dict[str, Any]) -> list[str]:
+    """Return the summary's lines on the model: its scores, what they measure, and a verdict.
+
+    The backtest's Sharpe of one short test period can be large by luck, so it is
+    printed with what it is computed on, next to whether the model beats the
+    simplest baseline at all.
+    """
+    metrics = model.get("metrics", {})
+    backtest = metrics.get("backtest", {})
+    strategy, hold = backtest.get("strategy", {}), backtest.get("buy_and_hold", {})
+    split = metrics.get("split_samples", {})
+    accuracy, baseline = metrics.get("accuracy"), metrics.get("majority_baseline_accuracy")
+    return [
+        f"model {model['model_id']} on {model.get('device')}: test accuracy {_num(accuracy)} "
+        f"(always predicting the most common class, {metrics.get('majority_class', '?')}: "
+        f"{_num(baseline)}), macro F1 {_num(metrics.get('macro_f1'))}",
+        f"  {baseline_verdict(accuracy, baseline)}",
+        f"  backtest of its signals on the test split only: the {split.get('test', '?')} "
+        f"samples after the {split.get('train', '?')} it trained on and the "
+        f"{split.get('validation', '?')} it was validated on; {backtest.get('bars', '?')} "
+        "bars, no costs or slippage:",
+        f"    strategy return {_num(strategy.get('total_return'))}, Sharpe "
+        f"{_num(strategy.get('sharpe'))}; buy-and-hold return "
+        f"{_num(hold.get('total_return'))}, Sharpe {_num(hold.get('sharpe'))}",
+        "    (Sharpe is annualised from this one short period, so it swings widely: read "
+        "it only next to the baseline check above)",
+    ]
+
+
+def baseline_verdict(accuracy: Any, baseline: Any) -> str:
+    """Return whether the model beats always predicting the most common class, in words."""
+    if not (isinstance(accuracy, int | float) and isinstance(baseline, int | float)):
+        return "no majority-class baseline to compare with: treat the backtest as unverified"
+    if accuracy <= baseline:
+        sign = "<" if accuracy < baseline else "="
+        return (
+            f"the model does not beat always predicting the most common class "
+            f"({_num(accuracy)} {sign} {_num(baseline)}): treat its backtest as noise"
+        )
+    return (f"the model beats always predicting the most common class ({_num(accuracy)} > "
+            f"{_num(baseline)}); one run on one test period is still weak evidence")  # fmt: skip
 
 
 def _num(value: Any) -> str:
