@@ -76,6 +76,10 @@ class JobPlanned(JobEventBase, frozen=True, kw_only=True, tag="planned"):
 
     For a data load it also records what the plan rests on, so a restarted data-store
     resumes the job from its events alone: the load's range and the instrument it fetches.
+    ``cached_before`` counts the bars already stored inside ``[start, end)``, not the
+    dataset's total (a tail load starts at the last stored bar, so it is usually 1 there).
+    ``notes`` say in sentences what the load assumed (its start when none was given, extended
+    hours without ``use_rth``) and what the plan left out (bars older than IB keeps).
     """
 
     gaps_analyzed: NonNegativeInt
