@@ -115,8 +115,9 @@ def _summary(stack: Stack, datasets: Any, loads: dict[str, Any], model: dict[str
               f"{d['last']:<26}")  # fmt: skip
     for symbol, job in loads.items():
         result = job.get("result") or {}
+        requests = result.get("ib_requests_made")
         print(f"load {symbol}: {job['status']}, fetched {result.get('fetched_bars')} bars in "
-              f"{result.get('ib_requests_made')} IB requests")  # fmt: skip
+              f"{requests} IB request{'' if requests == 1 else 's'}")  # fmt: skip
     print("\n".join(model_lines(model)))
     print(f"Parquet files: {stack.data_dir / 'bars'}  (pandas.read_parquet(...) reads them)")
     print(f"training report: {report}")
