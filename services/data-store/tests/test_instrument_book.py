@@ -30,7 +30,8 @@ def test_an_unreadable_book_is_unknown_and_rewritten_by_the_next_put(
     assert book.get("AAPL") is None
     book.put("AAPL", InstrumentType.STK, "NASDAQ")
     assert book.get("AAPL") == (InstrumentType.STK, "NASDAQ")
-    assert json.loads((tmp_path / "instruments.json").read_text()) == {"AAPL": ["STK", "NASDAQ"]}
+    written = json.loads((tmp_path / "instruments.json").read_text())
+    assert written == {"AAPL": ["STK", "NASDAQ", "AAPL"]}  # type, exchange, the symbol loaded
 
 
 @pytest.mark.unit

@@ -248,3 +248,27 @@ async def test_the_gap_filler_tops_up_a_dataset_whose_market_traded(
     np.testing.assert_array_equal(stored_ts(data_dir, "AAPL", Timeframe.H1), want)
     # up to date now: IB's "now" is 22:00 on Friday and the 21:00 bar is stored
     assert await fill_once(runner, store) == []
+
+
+async def test_the_gap_filler_asks_ib_for_the_symbol_not_the_store_key(
+    connector: ServiceApp, start_store: StartStore, js: JetStreamContext, nc: NATS,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """Issue 17: a dataset stored under the key BRK_B was topped up as symbol BRK_B, which IB
+    does not know; the load that filled it said BRK B."""
+    await start_store()
+    data_dir = tmp_path / "data"
+    start, end = dt.datetime(2024, 6, 24, tzinfo=UTC), dt.datetime(2024, 6, 26, tzinfo=UTC)
+    job_id = await KtrdrClient(nc).load_data("BRK B", "1h", start=start, end=end)
+    assert isinstance(await finished(js, job_id), JobCompleted)
+    store = ParquetBarStore(data_dir)
+    settings = DataStoreSettings(data_dir=str(data_dir))
+    runner = LoadRunner(nc, store, AnsweredLedger(data_dir), settings)
+    ends = await nc.subscribe("ktrdr.evt.job.data_load.*.*")
+    sent = await fill_once(runner, store)
+    assert [(c.symbol, c.timeframe) for c in sent] == [("BRK B", Timeframe.H1)]
+    async with asyncio.timeout(30):  # IB knows BRK B: the top-up completes (BRK_B would fail)
+        async for msg in ends.messages:
+            if msg.subject.endswith((".completed", ".failed")):
+                assert msg.subject.endswith(".completed"), msg.data
+                break

@@ -168,3 +168,13 @@ def test_the_instrument_book_keeps_one_entry_per_symbol(tmp_path: Path) -> None:
     assert InstrumentBook(tmp_path).get("BRK_B") == (InstrumentType.STK, "SMART")  # by key
     book.put("ES", InstrumentType.FUT, "GLOBEX")  # a later resolution replaces it
     assert book.get("ES") == (InstrumentType.FUT, "GLOBEX")
+
+
+def test_the_instrument_book_gives_back_the_symbol_a_store_key_stands_for(tmp_path: Path) -> None:
+    """Issue 17: the gap filler sent the store's key to IB (`BRK_B` for `BRK B`)."""
+    book = InstrumentBook(tmp_path)
+    book.put("BRK B", InstrumentType.STK, "SMART")
+    assert InstrumentBook(tmp_path).symbol("BRK_B") == "BRK B"
+    assert book.symbol("MSFT") is None  # never loaded
+    (tmp_path / "instruments.json").write_text('{"AAPL": ["STK", "NASDAQ"]}')  # an older book
+    assert book.get("AAPL") == (InstrumentType.STK, "NASDAQ") and book.symbol("AAPL") is None

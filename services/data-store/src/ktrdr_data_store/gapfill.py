@@ -35,7 +35,9 @@ async def fill_once(runner: LoadRunner, store: BarStore) -> list[LoadData]:
     for dataset in datasets:
         if dataset.last_ns is None:
             continue
-        symbol = dataset.symbol_key  # the store keeps keys: "BRK B" comes back as "BRK_B"
+        # the store keeps keys ("BRK B" is stored as "BRK_B"): IB needs the symbol its loads used
+        named = await asyncio.to_thread(runner.instruments.symbol, dataset.symbol_key)
+        symbol = named or dataset.symbol_key
         profile = await asyncio.to_thread(runner.profiles.get, symbol, dataset.timeframe)
         try:  # known from earlier loads; asked of the connector once for imported data
             instrument_type, exchange = await runner.instrument(LoadData(

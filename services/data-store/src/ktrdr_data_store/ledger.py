@@ -151,15 +151,26 @@ class InstrumentBook:
         if entry is None:
             return None
         try:
-            kind, exchange = entry
+            kind, exchange = entry[:2]
             return InstrumentType(kind), str(exchange)
         except (TypeError, ValueError) as e:
             self._report(f"entry {key!r} is {entry!r} ({e})")
             return None
 
+    def symbol(self, key: str) -> str | None:
+        """Return the symbol as its loads named it (``BRK B``) for a store key (``BRK_B``).
+
+        The store's paths and subjects hold keys, which lose spaces and dots; IB needs the
+        symbol. None for an entry written before symbols were kept, or none at all.
+        """
+        entry = self._all().get(symbol_key(key))
+        if isinstance(entry, list) and len(entry) >= 3 and isinstance(entry[2], str):
+            return entry[2]
+        return None
+
     def put(self, symbol: str, instrument_type: InstrumentType, exchange: str) -> None:
-        """Record the symbol's instrument (no write when it is already known)."""
-        entry = [InstrumentType(instrument_type).value, exchange]
+        """Record the symbol's instrument and its name (no write when it is already known)."""
+        entry = [InstrumentType(instrument_type).value, exchange, symbol.strip().upper()]
         with self._lock:
             known = self._all()
             if known.get(symbol_key(symbol)) == entry:
