@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from ktrdr_shared.types import Timeframe, from_unix_nanos, symbol_key, to_unix_nanos
+from ktrdr_shared.types import Timeframe, from_unix_nanos, is_timeframe, symbol_key, to_unix_nanos
 
 pytestmark = pytest.mark.unit
 
@@ -70,3 +70,9 @@ def test_naive_datetimes_are_rejected() -> None:
 @given(st.integers(min_value=0, max_value=4_000_000_000_000_000_000))
 def test_nanos_survive_to_the_microsecond(nanos: int) -> None:
     assert to_unix_nanos(from_unix_nanos(nanos)) == nanos - nanos % 1_000
+
+
+@pytest.mark.unit
+def test_is_timeframe_names_exactly_the_timeframes() -> None:
+    assert all(is_timeframe(t.value) for t in Timeframe)
+    assert not any(is_timeframe(v) for v in ("2h", "1H", "", "M1", "1h "))

@@ -112,6 +112,11 @@ _TIMEFRAME_SECONDS = {
 }  # fmt: skip
 
 
+def is_timeframe(value: str) -> bool:
+    """Return True if ``value`` names a timeframe (``"1h"``), e.g. a directory of the store."""
+    return value in _TIMEFRAME_SECONDS
+
+
 class InstrumentType(enum.StrEnum):
     """IB security types ktrdr knows (IB's ``secType``)."""
 

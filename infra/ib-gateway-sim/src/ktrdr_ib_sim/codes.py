@@ -126,7 +126,6 @@ FARM_NOTICES: dict[tuple[str, str], IBError] = {
 MARKET_FARM_OK = FARM_NOTICES["market", "ok"]
 HMDS_FARM_OK = FARM_NOTICES["hmds", "ok"]
 HMDS_FARM_BROKEN = FARM_NOTICES["hmds", "down"]
-HMDS_FARM_INACTIVE = FARM_NOTICES["hmds", "inactive"]
 SECDEF_FARM_OK = FARM_NOTICES["secdef", "ok"]
 
 # Connectivity between the gateway and IB's servers, with the socket to the client still up.

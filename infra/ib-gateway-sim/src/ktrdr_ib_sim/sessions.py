@@ -73,11 +73,6 @@ def _exchange_calendar(name: str) -> pd.DataFrame:
         return xcals.get_calendar(name, start=CALENDAR_START).schedule
 
 
-def calendar_end_day() -> int:
-    """Return the last session date the calendars cover, as days since 1970-01-01."""
-    return int(_days(pd.DatetimeIndex(_exchange_calendar("XNYS").index[-1:]))[0])
-
-
 def _at_local(dates: pd.DatetimeIndex, hour: int, minute: int, zone: str) -> np.ndarray:
     """Return ``hour:minute`` local time in ``zone`` on each date, as epoch seconds."""
     local = (dates + pd.Timedelta(hours=hour, minutes=minute)).tz_localize(

@@ -37,7 +37,6 @@ Timestamp = Annotated[
 ]  # fmt: skip
 Count = Annotated[int, Meta(ge=0)]
 Rate = Annotated[float, Meta(ge=0)]
-JOB_ID_EXAMPLE = "0123456789abcdef0123456789abcdef"
 
 
 class Struct(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ktrdr_shared.errors import DatasetDamaged
-from ktrdr_shared.types import Timeframe
+from ktrdr_shared.types import is_timeframe
 
 REMEDY = "move the file aside and load the range again"
 
@@ -41,7 +41,7 @@ def dataset_of(name: str) -> tuple[str, str] | None:
         key, _, timeframe = parts[1].removesuffix(".json").rpartition(".")
     else:
         return None
-    return (key, timeframe) if key and timeframe in Timeframe._value2member_map_ else None
+    return (key, timeframe) if key and is_timeframe(timeframe) else None
 
 
 def describe(root: Path, path: Path, problem: object) -> str:

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from ktrdr_shared.types import Timeframe, symbol_key
+from ktrdr_shared.types import Timeframe, is_timeframe, symbol_key
 
 from ktrdr_data_store.store import SCHEMA, BarStore, merge_tables
 
@@ -86,7 +86,7 @@ def dataset_of(path: Path) -> tuple[str, Timeframe]:
     if match is None:
         raise SkipFile(f"file name {path.name!r} is not SYMBOL_TIMEFRAME.csv (e.g. AAPL_1h.csv)")
     timeframe = match["timeframe"]
-    if timeframe not in Timeframe._value2member_map_:
+    if not is_timeframe(timeframe):
         known = " ".join(t.value for t in Timeframe)
         raise SkipFile(f"unknown timeframe {timeframe!r} in the file name; use one of {known}")
     return symbol_key(match["symbol"]), Timeframe(timeframe)

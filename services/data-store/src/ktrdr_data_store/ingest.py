@@ -194,10 +194,6 @@ class Ingestor:
             fetching.cancel()
         await self._write(hand.take())
 
-    async def ingest(self, msgs: list[Msg]) -> None:
-        """Store one micro-batch now: decode, merge per dataset, make durable, ack, announce."""
-        await self._write(await self._decode_all(msgs))
-
     async def _decode_all(self, msgs: list[Msg]) -> list[_Held]:
         held = [await self._decode(msg) for msg in msgs]
         return [item for item in held if item is not None]

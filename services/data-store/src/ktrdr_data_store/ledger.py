@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 
 from ktrdr_shared.errors import DatasetDamaged
-from ktrdr_shared.types import InstrumentType, Timeframe, symbol_key
+from ktrdr_shared.types import InstrumentType, Timeframe, is_timeframe, symbol_key
 
 from ktrdr_data_store.atomic import write_bytes_atomically
 from ktrdr_data_store.damage import damaged_error
@@ -80,7 +80,7 @@ class AnsweredLedger:
         found: dict[tuple[str, Timeframe], str] = {}
         for path in sorted(self.root.glob("*.json")):
             key, _, timeframe = path.name.removesuffix(".json").rpartition(".")
-            if not key or timeframe not in Timeframe._value2member_map_:
+            if not key or not is_timeframe(timeframe):
                 continue
             try:
                 self._read(path)

@@ -20,7 +20,6 @@ implement it and share one contract test suite.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,7 +32,7 @@ import pyarrow.parquet as pq
 from ktrdr_shared import bar_checks
 from ktrdr_shared.errors import DatasetDamaged
 from ktrdr_shared.messages import BarBatch
-from ktrdr_shared.types import Timeframe, symbol_key
+from ktrdr_shared.types import Timeframe, is_timeframe, symbol_key
 
 from ktrdr_data_store.atomic import replace_atomically
 from ktrdr_data_store.damage import damaged_error
@@ -228,7 +227,7 @@ class ParquetBarStore:
         found = []
         for key_dir in sorted(p for p in self.bars_dir.iterdir() if p.is_dir()):
             for tf_dir in sorted(p for p in key_dir.iterdir() if p.is_dir()):
-                if tf_dir.name in Timeframe._value2member_map_:
+                if is_timeframe(tf_dir.name):
                     stats, _ = self._scan(key_dir.name, Timeframe(tf_dir.name))
                     if stats.rows or stats.damaged:
                         found.append(stats)
@@ -353,9 +352,3 @@ def _ts_bounds(meta: pq.FileMetaData) -> tuple[int, int] | None:
 
 def _year(ts_ns: int) -> int:
     return datetime.fromtimestamp(ts_ns // 10**9, UTC).year
-
-
-def batches_to_table(batches: Iterable[BarBatch]) -> pa.Table:
-    """Return the bars of many batches as one table (not yet sorted or unique)."""
-    tables = [table_from_batch(b) for b in batches if len(b)]
-    return pa.concat_tables(tables) if tables else SCHEMA.empty_table()
