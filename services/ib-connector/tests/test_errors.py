@@ -22,7 +22,7 @@ HMDS = "Historical Market Data Service error message:"
         (162, HMDS + "Trading TWS session is connected from a different IP address",
          Failure.COMPETING_SESSION, True),
         (200, "No security definition has been found for the request",
-         Failure.UNKNOWN_CONTRACT, False),
+         Failure.UNKNOWN_SYMBOL, False),
         (166, "HMDS Expired Contract Violation", Failure.EXPIRED_CONTRACT, False),
         (322, "Error processing request:-'bS' : cause - Only 50 simultaneous API historical "
               "data requests allowed.", Failure.TOO_MANY_OPEN, True),
@@ -30,7 +30,7 @@ HMDS = "Historical Market Data Service error message:"
               "invalid.", Failure.INVALID_REQUEST, False),
         (10314, "End Date/Time: The date, time, or time-zone entered is invalid.",
          Failure.INVALID_REQUEST, False),
-        (1100, "Connectivity between IB and TWS has been lost.", Failure.CONNECTION_LOST, True),
+        (1100, "Connectivity between IB and TWS has been lost.", Failure.IB_UNAVAILABLE, True),
         (2105, "HMDS data farm connection is broken:ushmds", Failure.FARM_DOWN, True),
         (99999, "something new", Failure.UNKNOWN, True),
     ],

@@ -220,7 +220,7 @@ class IbBoundary:
         req_id, answered = self._start(query, [])
         client.reqContractDetails(req_id, query)
         answer = await self._await(answered, None)
-        if isinstance(answer, Failed) and answer.failure.failure is Failure.UNKNOWN_CONTRACT:
+        if isinstance(answer, Failed) and answer.failure.failure is Failure.UNKNOWN_SYMBOL:
             return Empty(answer.failure.message, answer.failure.ib_code, answer.at)
         if isinstance(answer, _Answered):
             return Details(list(answered.result()), answer.at)

@@ -18,12 +18,12 @@ class Failure(enum.StrEnum):
 
     PACING = "pacing"
     NO_DATA = "no_data"
-    UNKNOWN_CONTRACT = "unknown_symbol"
+    UNKNOWN_SYMBOL = "unknown_symbol"
     NOT_SUBSCRIBED = "not_subscribed"
     EXPIRED_CONTRACT = "expired_contract"
     FARM_DOWN = "farm_down"
     TIMEOUT = "timeout"
-    CONNECTION_LOST = "ib_unavailable"
+    IB_UNAVAILABLE = "ib_unavailable"
     TOO_MANY_OPEN = "too_many_requests"
     INVALID_REQUEST = "invalid_request"
     CANCELLED = "cancelled"
@@ -57,19 +57,19 @@ class Classified:
 
 _BY_CODE: dict[int, tuple[Failure, bool, float]] = {
     166: (Failure.EXPIRED_CONTRACT, False, 0.0),
-    200: (Failure.UNKNOWN_CONTRACT, False, 0.0),
+    200: (Failure.UNKNOWN_SYMBOL, False, 0.0),
     321: (Failure.INVALID_REQUEST, False, 0.0),
     322: (Failure.TOO_MANY_OPEN, True, 2.0),
     354: (Failure.NOT_SUBSCRIBED, False, 0.0),
     366: (Failure.CANCELLED, False, 0.0),
-    502: (Failure.CONNECTION_LOST, True, 5.0),
-    504: (Failure.CONNECTION_LOST, True, 5.0),
-    1100: (Failure.CONNECTION_LOST, True, 5.0),
+    502: (Failure.IB_UNAVAILABLE, True, 5.0),
+    504: (Failure.IB_UNAVAILABLE, True, 5.0),
+    1100: (Failure.IB_UNAVAILABLE, True, 5.0),
     2105: (Failure.FARM_DOWN, True, 30.0),
     2107: (Failure.FARM_DOWN, True, 30.0),
     10089: (Failure.NOT_SUBSCRIBED, False, 0.0),
     10168: (Failure.NOT_SUBSCRIBED, False, 0.0),
-    10182: (Failure.CONNECTION_LOST, True, 5.0),
+    10182: (Failure.IB_UNAVAILABLE, True, 5.0),
     10197: (Failure.COMPETING_SESSION, True, 60.0),
     10314: (Failure.INVALID_REQUEST, False, 0.0),
 }
@@ -133,7 +133,7 @@ def timed_out(after_s: float) -> Classified:
 
 def connection_lost(reason: str) -> Classified:
     """Return the classification of a request cut off by a lost connection."""
-    return Classified(Failure.CONNECTION_LOST, True, 5.0, None, f"IB connection lost: {reason}")
+    return Classified(Failure.IB_UNAVAILABLE, True, 5.0, None, f"IB connection lost: {reason}")
 
 
 @dataclass(frozen=True)
@@ -155,7 +155,7 @@ class RetryPolicy:
         """Return the delay before the next try after ``attempt`` failures, or None to give up."""
         if not failure.retryable:
             return None
-        free = failure.failure in (Failure.PACING, Failure.CONNECTION_LOST, Failure.FARM_DOWN)
+        free = failure.failure in (Failure.PACING, Failure.IB_UNAVAILABLE, Failure.FARM_DOWN)
         if not free and attempt >= self.max_attempts:
             return None
         backoff = min(self.cap_s, self.base_s * self.factor ** max(0, attempt - 1))
