@@ -182,6 +182,10 @@ def load_result(bars: int, requests: int, segments: int = 1) -> LoadResult:
         # a late account of an ended segment changes nothing
         ([planned("s0"), fetched("s0", 100, 3), seg_progress("s0", 90, 2, t=5)], 100, 3),
         ([planned("s0", "s1"), fetched("s0", 100, 3), seg_progress("s1", 30, 1, t=5)], 130, 4),
+        # a segment reported twice (a redelivered fetch command run again) counts once: the
+        # first report, as in the data-store's fold (issue 17)
+        ([planned("s0"), fetched("s0", 100, 3), fetched("s0", 100, 3, t=6)], 100, 3),
+        ([planned("s0"), failed("s0", 40, 3), fetched("s0", 100, 2, t=6)], 40, 3),
     ],
 )  # fmt: skip
 def test_every_request_and_bar_a_segment_reports_counts_once(

@@ -196,11 +196,15 @@ def _segment_ended(state: JobState, segment_id: str, bars: int, ib_requests: int
 
 
 def _segment_fetched(state: JobState, e: SegmentFetched) -> None:
+    if e.segment_id in state.ended_segments:  # reported again (a redelivered command): the
+        return  # first report counts, as in the data-store's fold
     state.segments_fetched += 1
     _segment_ended(state, e.segment_id, e.bars, e.ib_requests)
 
 
 def _segment_failed(state: JobState, e: SegmentFailed) -> None:
+    if e.segment_id in state.ended_segments:
+        return
     state.segments_failed += 1  # a failed or cancelled segment still sent requests
     _segment_ended(state, e.segment_id, e.bars, e.ib_requests)
 
