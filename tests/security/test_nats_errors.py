@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import msgspec
 import pytest
@@ -22,29 +21,12 @@ from ktrdr_shared.messages import StatusRequest
 from ktrdr_shared.nats_errors import NatsRefused, PermissionDenied
 from ktrdr_shared.runtime import connect
 from ktrdr_shared.testing.auth import TestUsers
-from ktrdr_shared.testing.nats_server import NatsServer, free_port
+from ktrdr_shared.testing.nats_server import NatsServer
 
 pytestmark = pytest.mark.integration
 
-SECURE_CONF = Path(__file__).resolve().parents[2] / "infra/nats/nats-secure.conf"
 # Far longer than these tests may take: a call that waited for it would have timed out.
 PATIENT_S = 60.0
-
-
-@pytest.fixture
-def users() -> TestUsers:
-    return TestUsers()
-
-
-@pytest.fixture
-def server(tmp_path: Path, users: TestUsers) -> Iterator[NatsServer]:
-    secure = NatsServer(store_dir=tmp_path / "jetstream", config_file=SECURE_CONF,
-                        extra_args=["-m", str(free_port())], env=users.server_env())  # fmt: skip
-    secure.start()
-    try:
-        yield secure
-    finally:
-        secure.stop()
 
 
 @pytest.fixture

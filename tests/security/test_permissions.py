@@ -11,11 +11,10 @@ load that the api user asks for, without one permission violation.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import nats
@@ -38,90 +37,17 @@ from ktrdr_shared.messages import (
     QueryBars,
     StatusRequest,
 )
-from ktrdr_shared.runtime import connect
-from ktrdr_shared.testing.auth import TestUsers
-from ktrdr_shared.testing.nats_server import NatsServer, free_port
+from ktrdr_shared.testing.auth import ConnectAs, TestUsers, Violations
+from ktrdr_shared.testing.nats_server import NatsServer
 from ktrdr_shared.tls import client_context
-from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js.api import RePublish, StreamSource
 
 pytestmark = pytest.mark.integration
 
-SECURE_CONF = Path(__file__).resolve().parents[2] / "infra/nats/nats-secure.conf"
 NOW = dt.datetime(2024, 6, 28, 22, 0, tzinfo=dt.UTC)  # the simulator's frozen "now"
 TIME_SCALE = 0.01
 JOB = "0123456789abcdef0123456789abcdef"
-
-
-class Violations:
-    """The asynchronous errors NATS sent one connection (its ``error_cb``)."""
-
-    def __init__(self) -> None:
-        self.errors: list[str] = []
-        self._changed = asyncio.Event()
-
-    async def record(self, error: Exception) -> None:
-        """The connection's ``error_cb``."""
-        self.errors.append(str(error))
-        self._changed.set()
-
-    def about(self, subject: str) -> list[str]:
-        """Return the permission violations naming ``subject`` (the server lower-cases it)."""
-        quoted = f'"{subject}"'.lower()
-        return [e for e in self.errors if "permissions violation" in e and quoted in e.lower()]
-
-    async def wait_for(self, subject: str, timeout_s: float = 10.0) -> list[str]:
-        """Wait until the server reported a violation naming ``subject``; return them."""
-        async with asyncio.timeout(timeout_s):
-            while not self.about(subject):
-                self._changed.clear()
-                await self._changed.wait()
-        return self.about(subject)
-
-
-ConnectAs = Callable[[str], Awaitable[tuple[NATS, Violations]]]
-
-
-@pytest.fixture
-def users() -> TestUsers:
-    return TestUsers()
-
-
-@pytest.fixture
-def server(tmp_path: Path, users: TestUsers) -> Iterator[NatsServer]:
-    secure = NatsServer(store_dir=tmp_path / "jetstream", config_file=SECURE_CONF,
-                        extra_args=["-m", str(free_port())], env=users.server_env())  # fmt: skip
-    secure.start()
-    try:
-        yield secure
-    finally:
-        secure.stop()
-
-
-@pytest.fixture
-async def connect_as(server: NatsServer, users: TestUsers) -> AsyncIterator[ConnectAs]:
-    """Return ``connect(user) -> (connection, violations)``; close them all after the test."""
-    opened: list[NATS] = []
-
-    async def open_as(user: str) -> tuple[NATS, Violations]:
-        violations = Violations()
-        nc = await connect(users.settings(user, server.url), name=f"test-{user}",
-                           error_cb=violations.record)  # fmt: skip
-        opened.append(nc)
-        return nc, violations
-
-    yield open_as
-    for nc in opened:
-        if not nc.is_closed:
-            await nc.close()
-
-
-@pytest.fixture
-async def declared(connect_as: ConnectAs) -> None:
-    """Declare every stream, consumer and bucket (as admin, like a first `just up`)."""
-    nc, _ = await connect_as("admin")
-    await streams.ensure_all(nc.jetstream())
 
 
 def tls_of(users: TestUsers, user: str) -> ssl.SSLContext:

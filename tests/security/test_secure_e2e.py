@@ -20,7 +20,7 @@ import shutil
 import subprocess
 import sys
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,16 +47,13 @@ from ktrdr_shared.messages import (
     TrainingResult,
     ZigZagLabel,
 )
-from ktrdr_shared.runtime import connect
-from ktrdr_shared.testing.auth import TestUsers
-from ktrdr_shared.testing.nats_server import NatsServer, free_port
+from ktrdr_shared.testing.auth import ConnectAs, TestUsers
+from ktrdr_shared.testing.nats_server import NatsServer
 from ktrdr_shared.types import Timeframe
 from ktrdr_trainer.repository import ModelRepository
-from nats.aio.client import Client as NATS
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.slow]
 
-SECURE_CONF = Path(__file__).resolve().parents[2] / "infra/nats/nats-secure.conf"
 NOW = dt.datetime(2024, 6, 28, 22, 0, tzinfo=dt.UTC)  # the simulator's frozen "now"
 START = dt.datetime(2024, 5, 1, tzinfo=dt.UTC)  # about 1000 hourly EURUSD bars to NOW
 TIME_SCALE = 0.01
@@ -71,20 +68,6 @@ except OSError as e:
     print(type(e).__name__, e)
     sys.exit(1)
 """
-
-
-class Violations:
-    """The asynchronous errors NATS sent one connection (its ``error_cb``)."""
-
-    def __init__(self) -> None:
-        self.errors: list[str] = []
-
-    async def record(self, error: Exception) -> None:
-        """The connection's ``error_cb``."""
-        self.errors.append(str(error))
-
-
-ConnectAs = Callable[[str], Awaitable[tuple[NATS, Violations]]]
 
 
 @dataclass(frozen=True)
@@ -139,47 +122,9 @@ def netns() -> Iterator[Netns]:
 
 
 @pytest.fixture
-def users(tmp_path: Path, netns: Netns) -> TestUsers:
-    """Fresh users; the server certificate also names the veth address."""
-    return TestUsers(tls_dir=tmp_path / "tls", tls_hosts=(netns.host_ip,))
-
-
-@pytest.fixture
-def server(tmp_path: Path, users: TestUsers, netns: Netns) -> Iterator[NatsServer]:
-    """nats-server in secure mode, listening on the host's veth address only."""
-    secure = NatsServer(store_dir=tmp_path / "jetstream", config_file=SECURE_CONF,
-                        extra_args=["-m", str(free_port())], env=users.server_env(),
-                        host=netns.host_ip)  # fmt: skip
-    secure.start()
-    try:
-        yield secure
-    finally:
-        secure.stop()
-
-
-@pytest.fixture
-async def connect_as(server: NatsServer, users: TestUsers) -> AsyncIterator[ConnectAs]:
-    """Return ``connect(user) -> (connection, violations)`` over TLS; close them after."""
-    opened: list[NATS] = []
-
-    async def open_as(user: str) -> tuple[NATS, Violations]:
-        violations = Violations()
-        nc = await connect(users.settings(user, server.url), name=f"test-{user}",
-                           error_cb=violations.record)  # fmt: skip
-        opened.append(nc)
-        return nc, violations
-
-    yield open_as
-    for nc in opened:
-        if not nc.is_closed:
-            await nc.close()
-
-
-@pytest.fixture
-async def declared(connect_as: ConnectAs) -> None:
-    """Declare every stream, consumer and bucket as admin (services only verify)."""
-    nc, _ = await connect_as("admin")
-    await streams.ensure_all(nc.jetstream())
+def secure_host(netns: Netns) -> str:
+    """The secure server listens on the host's veth address only (its certificate names it)."""
+    return netns.host_ip
 
 
 @pytest.fixture

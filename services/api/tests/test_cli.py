@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import sys
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import msgspec
@@ -20,6 +18,8 @@ from ktrdr_api.cli.api_client import ExitCode
 from ktrdr_api.testing import (
     Responder,
     api_settings,
+    cli_env,
+    ktrdr,
     load_events,
     publish_all,
     serve_api,
@@ -48,29 +48,6 @@ from ktrdr_shared.testing.nats_server import free_port
 from nats.js import JetStreamContext
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
-
-
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-
-def cli_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KTRDR_")}
-    return env | {"COLUMNS": "200"}
-
-
-async def ktrdr(api_url: str | None, *args: str, env: dict[str, str] | None = None) -> Run:
-    """Run ``ktrdr [--url <api>] ARGS`` to its end."""
-    url = ["--url", api_url] if api_url else []
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ktrdr_api.cli", *url, *args, env=env or cli_env(),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)  # fmt: skip
-    out, err = await asyncio.wait_for(process.communicate(), timeout=120)
-    assert process.returncode is not None
-    return Run(process.returncode, out.decode(), err.decode())
 
 
 async def test_load_follows_progress_to_completion_then_ls_and_show(

@@ -8,14 +8,10 @@ client; the rest is the real ``ktrdr`` process against the gateway and real serv
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
-import os
 import re
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,7 +22,7 @@ from ktrdr_api.cli.api_client import CliError, ExitCode, SseEvent
 from ktrdr_api.cli.commands import ib_exit_code
 from ktrdr_api.cli.follow import JobFollower
 from ktrdr_api.jobs import fold
-from ktrdr_api.testing import load_events, publish_all
+from ktrdr_api.testing import cli_env, ktrdr, load_events, publish_all
 from ktrdr_api.views import job_out
 from ktrdr_shared.messages import (
     JobAccepted,
@@ -46,28 +42,6 @@ from rich.console import Console
 
 JOB = "0123456789abcdef0123456789abcdef"
 T = datetime(2024, 6, 28, 20, 0, tzinfo=UTC)
-
-
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-
-def cli_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KTRDR_")}
-    return env | {"COLUMNS": "200"}
-
-
-async def ktrdr(api_url: str, *args: str, env: dict[str, str] | None = None) -> Run:
-    """Run ``ktrdr --url <api> ARGS`` as a real process, to its end."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ktrdr_api.cli", "--url", api_url, *args, env=env or cli_env(),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)  # fmt: skip
-    out, err = await asyncio.wait_for(process.communicate(), timeout=120)
-    assert process.returncode is not None
-    return Run(process.returncode, out.decode(), err.decode())
 
 
 # ---------------------------------------------------------------- a load's plan (5, 9)

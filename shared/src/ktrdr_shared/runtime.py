@@ -18,7 +18,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import msgspec
 import nats
@@ -335,6 +335,13 @@ def configure_logging(level: str, service: str) -> None:
     )
 
 
+def exit_on_config_error(service: str, error: ConfigError) -> NoReturn:
+    """Print ``<service>: configuration error: <message>`` on stderr and exit with status 2."""
+    message = error.message.removeprefix(f"{service}: ")
+    print(f"{service}: configuration error: {message}", file=sys.stderr)
+    raise SystemExit(2) from None
+
+
 def run_main(service: str, build: Callable[[], ServiceApp]) -> None:
     """Build the service from the environment and run it until SIGTERM (a ``main``).
 
@@ -346,6 +353,4 @@ def run_main(service: str, build: Callable[[], ServiceApp]) -> None:
         configure_logging(app.settings.log_level, app.name)
         asyncio.run(app.run())
     except ConfigError as e:
-        message = e.message.removeprefix(f"{service}: ")
-        print(f"{service}: configuration error: {message}", file=sys.stderr)
-        raise SystemExit(2) from None
+        exit_on_config_error(service, e)

@@ -137,6 +137,8 @@ STORE_BARS = ConsumerSpec(
 CONSUMERS: tuple[ConsumerSpec, ...] = (DATA_COMMANDS, IB_COMMANDS, TRAIN_COMMANDS, STORE_BARS)
 
 SYMBOLS_BUCKET = "ktrdr_symbols"
+SYMBOLS_TTL_S = 7 * DAY_S  # a symbol's contract details and head timestamp are asked again weekly
+SYMBOLS_HISTORY = 1
 MODELS_BUCKET = "ktrdr_models"
 
 REPLICAS_VARIABLE = "KTRDR_NATS_REPLICAS"
@@ -216,8 +218,8 @@ async def ensure_buckets(js: JetStreamContext, replicas: int | None = None) -> N
         await js.create_key_value(
             bucket=SYMBOLS_BUCKET,
             description="IB symbol discovery cache (contract details, head timestamps)",
-            history=1,
-            ttl=7 * DAY_S,
+            history=SYMBOLS_HISTORY,
+            ttl=SYMBOLS_TTL_S,
             replicas=copies,
         )
     try:
@@ -318,12 +320,12 @@ async def _stream_problems(
     return [Problem(what, d) for d in stream_drift(declared, info.config, replicas)]
 
 
-def _bucket_streams(replicas: int) -> list[tuple[str, StreamConfig]]:
+def _bucket_streams() -> list[tuple[str, StreamConfig]]:
     """The streams behind the two buckets, as ``ensure_buckets`` creates them."""
     kv = StreamConfig(
         name=f"KV_{SYMBOLS_BUCKET}", subjects=[f"$KV.{SYMBOLS_BUCKET}.>"],
         retention=RetentionPolicy.LIMITS, storage=StorageType.FILE, discard=DiscardPolicy.NEW,
-        max_age=7 * DAY_S, max_msgs_per_subject=1, allow_rollup_hdrs=True,
+        max_age=SYMBOLS_TTL_S, max_msgs_per_subject=SYMBOLS_HISTORY, allow_rollup_hdrs=True,
         duplicate_window=120.0, deny_delete=True,
     )  # fmt: skip
     obj = StreamConfig(
@@ -364,7 +366,7 @@ async def verify(
             continue
         problems += [Problem(what, d) for d in consumer_drift(spec.config, info.config)]
     if buckets:
-        for label, config in _bucket_streams(copies):
+        for label, config in _bucket_streams():
             problems += await _stream_problems(js, config, copies, label)
     return problems
 

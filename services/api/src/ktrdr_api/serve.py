@@ -10,11 +10,10 @@ environment through ``app_from_env``.
 from __future__ import annotations
 
 import asyncio
-import sys
 
 from ktrdr_shared import streams
 from ktrdr_shared.errors import ConfigError
-from ktrdr_shared.runtime import configure_logging, connect
+from ktrdr_shared.runtime import configure_logging, connect, exit_on_config_error
 from litestar import Litestar
 
 from ktrdr_api.app import SERVICE_NAME, create_app
@@ -34,8 +33,7 @@ def load_settings() -> ApiSettings:
         settings = ApiSettings.from_env()
         check_exposure(settings)
     except ConfigError as e:
-        print(f"{SERVICE_NAME}: configuration error: {e.message}", file=sys.stderr)
-        raise SystemExit(2) from None
+        exit_on_config_error(SERVICE_NAME, e)
     return settings
 
 
@@ -59,9 +57,7 @@ def verify_jetstream(settings: ApiSettings) -> None:
     try:
         asyncio.run(check())
     except ConfigError as e:
-        message = e.message.removeprefix(f"{SERVICE_NAME}: ")
-        print(f"{SERVICE_NAME}: configuration error: {message}", file=sys.stderr)
-        raise SystemExit(2) from None
+        exit_on_config_error(SERVICE_NAME, e)
 
 
 def main() -> None:

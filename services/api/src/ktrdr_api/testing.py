@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -142,3 +145,29 @@ async def publish_all(js: JetStreamContext, events: list[JobEvent],
     """Append ``events``, of jobs of one ``kind``, to the event log in order."""
     for event in events:
         await publish_event(js, event, kind=kind)
+
+
+@dataclass
+class CliRun:
+    """What one ``ktrdr`` process did: its exit status and its output."""
+
+    code: int
+    out: str
+    err: str
+
+
+def cli_env() -> dict[str, str]:
+    """Return this environment without ``KTRDR_*`` settings, 200 columns wide."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KTRDR_")}
+    return env | {"COLUMNS": "200"}
+
+
+async def ktrdr(api_url: str | None, *args: str, env: dict[str, str] | None = None) -> CliRun:
+    """Run ``ktrdr [--url <api>] ARGS`` as a real process, to its end."""
+    url = ["--url", api_url] if api_url else []
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ktrdr_api.cli", *url, *args, env=env or cli_env(),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), timeout=120)
+    assert process.returncode is not None
+    return CliRun(process.returncode, out.decode(), err.decode())

@@ -15,15 +15,18 @@ settings and environment. ``TestUsers(tls=False)`` leaves TLS out.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import functools
 import secrets
 import shutil
 import tempfile
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import bcrypt
+from nats.aio.client import Client as NATS
 
 from ktrdr_shared.config import Secret, Settings
 from ktrdr_shared.tls import TlsFiles
@@ -100,3 +103,32 @@ class TestUsers:
         if self.tls:
             env.update(self.tls_files.client_env(user))
         return env
+
+
+class Violations:
+    """The asynchronous errors NATS sent one connection (its ``error_cb``)."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+        self._changed = asyncio.Event()
+
+    async def record(self, error: Exception) -> None:
+        """The connection's ``error_cb``."""
+        self.errors.append(str(error))
+        self._changed.set()
+
+    def about(self, subject: str) -> list[str]:
+        """Return the permission violations naming ``subject`` (the server lower-cases it)."""
+        quoted = f'"{subject}"'.lower()
+        return [e for e in self.errors if "permissions violation" in e and quoted in e.lower()]
+
+    async def wait_for(self, subject: str, timeout_s: float = 10.0) -> list[str]:
+        """Wait until the server reported a violation naming ``subject``; return them."""
+        async with asyncio.timeout(timeout_s):
+            while not self.about(subject):
+                self._changed.clear()
+                await self._changed.wait()
+        return self.about(subject)
+
+
+ConnectAs = Callable[[str], Awaitable[tuple[NATS, Violations]]]
