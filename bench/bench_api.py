@@ -55,11 +55,21 @@ async def _responder(nats_url: str) -> None:
     from ktrdr_shared.messages import IbStatus, StatusRequest
     from ktrdr_shared.runtime import ServiceApp
 
-    app = ServiceApp(name="ib-connector", version="0.1.0", description="bench responder",
-                     settings=Settings.from_env({"KTRDR_NATS_URL": nats_url}))  # fmt: skip
-    status = IbStatus(connected=True, host="127.0.0.1", port=4002, client_id=1,
-                      server_version=178, since=datetime(2024, 6, 28, tzinfo=UTC),
-                      pacing={"open_requests": 0.0})  # fmt: skip
+    app = ServiceApp(
+        name="ib-connector",
+        version="0.1.0",
+        description="bench responder",
+        settings=Settings.from_env({"KTRDR_NATS_URL": nats_url}),
+    )
+    status = IbStatus(
+        connected=True,
+        host="127.0.0.1",
+        port=4002,
+        client_id=1,
+        server_version=178,
+        since=datetime(2024, 6, 28, tzinfo=UTC),
+        pacing={"open_requests": 0.0},
+    )
 
     async def answer(_: StatusRequest) -> IbStatus:
         return status
@@ -132,9 +142,12 @@ def _content_length(head: bytes) -> int:
 
 def _summary(latencies: list[float], elapsed: float) -> dict[str, Any]:
     ordered = sorted(latencies)
-    return {"requests": len(ordered), "rps": len(ordered) / elapsed,
-            "p50_ms": 1000 * statistics.median(ordered),
-            "p99_ms": 1000 * ordered[int(0.99 * (len(ordered) - 1))]}  # fmt: skip
+    return {
+        "requests": len(ordered),
+        "rps": len(ordered) / elapsed,
+        "p50_ms": 1000 * statistics.median(ordered),
+        "p99_ms": 1000 * ordered[int(0.99 * (len(ordered) - 1))],
+    }
 
 
 # ---------------------------------------------------------------- orchestration
@@ -161,13 +174,19 @@ def _wait_http(port: int, path: str, timeout_s: float = 60.0) -> None:
 
 
 def _child(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, *args], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, *args],
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def _run_json(*args: str) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, str(HERE), *args], check=True, text=True,
-                         capture_output=True).stdout  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, str(HERE), *args], check=True, text=True, capture_output=True
+    ).stdout
     return dict(json.loads(out.strip().splitlines()[-1]))
 
 
@@ -175,8 +194,11 @@ def _build_httpload(tmp: str) -> str | None:
     """Compile ``httpload.c`` (an epoll load generator); None without a C compiler."""
     binary = Path(tmp) / "httpload"
     try:
-        subprocess.run(["cc", "-O2", "-o", str(binary), str(HERE.with_name("httpload.c"))],
-                       check=True, capture_output=True)  # fmt: skip
+        subprocess.run(
+            ["cc", "-O2", "-o", str(binary), str(HERE.with_name("httpload.c"))],
+            check=True,
+            capture_output=True,
+        )
     except (OSError, subprocess.CalledProcessError):
         return None
     return str(binary)
@@ -186,8 +208,12 @@ def _http_figures(httpload: str | None, port: int, path: str, seconds: float) ->
     """Load ``path`` at 32 connections: with the C generator, or the asyncio one without."""
     if httpload is None:
         return _run_json("httpload", str(port), path, str(seconds)) | {"generator": "asyncio"}
-    out = subprocess.run([httpload, str(port), path, str(CONCURRENCY), str(seconds), "1"],
-                         check=True, text=True, capture_output=True).stdout  # fmt: skip
+    out = subprocess.run(
+        [httpload, str(port), path, str(CONCURRENCY), str(seconds), "1"],
+        check=True,
+        text=True,
+        capture_output=True,
+    ).stdout
     return dict(json.loads(out)) | {"generator": "httpload.c (epoll)"}
 
 
@@ -262,8 +288,11 @@ def run(quick: bool) -> list[dict[str, Any]]:
         nats.start()
         (Path(tmp) / "hello_app.py").write_text(HELLO)
         env = {k: v for k, v in os.environ.items() if not k.startswith("KTRDR_")}
-        env |= {"KTRDR_NATS_URL": nats.url, "KTRDR_LOG_LEVEL": "WARNING",
-                "PYTHONPATH": os.pathsep.join([tmp, env.get("PYTHONPATH", "")])}  # fmt: skip
+        env |= {
+            "KTRDR_NATS_URL": nats.url,
+            "KTRDR_LOG_LEVEL": "WARNING",
+            "PYTHONPATH": os.pathsep.join([tmp, env.get("PYTHONPATH", "")]),
+        }
         httpload = _build_httpload(tmp)
         responder = _child(str(HERE), "responder", nats.url, env=env)
         try:
@@ -275,8 +304,9 @@ def run(quick: bool) -> list[dict[str, Any]]:
     return _results(figures, seconds)
 
 
-def _figures(env: dict[str, str], seconds: float, httpload: str | None,
-             rounds: int) -> dict[str, dict[str, Any]]:  # fmt: skip
+def _figures(
+    env: dict[str, str], seconds: float, httpload: str | None, rounds: int
+) -> dict[str, dict[str, Any]]:
     """Serve every app under both servers at once, then load them in alternating rounds.
 
     These machines are shared and noisy: alternating the loads lets drift hit every figure
@@ -322,26 +352,54 @@ def _results(f: dict[str, dict[str, Any]], seconds: float) -> list[dict[str, Any
         "responder": "minimal nats.micro responder on ktrdr.ib.status (own process)",
     }
     return [
-        {"name": "api.ib_status_throughput", "value": api["rps"], "baseline": raw["rps"],
-         "ratio": api["rps"] / raw["rps"], "unit": "req/s", "target": ">= 0.4",
-         "baseline_name": "raw nats-py request/reply, 32 in flight",
-         "errors": api["errors"], **common},
-        {"name": "api.ib_status_p99_ms", "value": api["p99_ms"], "baseline": raw["p99_ms"],
-         "ratio": api["p99_ms"] / raw["p99_ms"], "unit": "ms", "target": "<= 15 ms",
-         "p50_ms": api["p50_ms"], "baseline_p50_ms": raw["p50_ms"],
-         "baseline_name": "raw nats-py request/reply p99", **common},
-        {"name": "api.server_hello_world_rps", "value": f["hello_granian"]["rps"],
-         "baseline": f["hello_uvicorn"]["rps"],
-         "ratio": f["hello_granian"]["rps"] / f["hello_uvicorn"]["rps"], "unit": "req/s",
-         "target": "granian > uvicorn", "baseline_name": "uvicorn (no extras), same app",
-         "p99_ms": f["hello_granian"]["p99_ms"],
-         "baseline_p99_ms": f["hello_uvicorn"]["p99_ms"], **common},
-        {"name": "api.server_ib_status_rps", "value": api["rps"],
-         "baseline": f["status_uvicorn"]["rps"],
-         "ratio": api["rps"] / f["status_uvicorn"]["rps"], "unit": "req/s",
-         "target": "granian > uvicorn", "baseline_name": "the gateway under uvicorn (no extras)",
-         "p99_ms": api["p99_ms"], "baseline_p99_ms": f["status_uvicorn"]["p99_ms"], **common},
-    ]  # fmt: skip
+        {
+            "name": "api.ib_status_throughput",
+            "value": api["rps"],
+            "baseline": raw["rps"],
+            "ratio": api["rps"] / raw["rps"],
+            "unit": "req/s",
+            "target": ">= 0.4",
+            "baseline_name": "raw nats-py request/reply, 32 in flight",
+            "errors": api["errors"],
+            **common,
+        },
+        {
+            "name": "api.ib_status_p99_ms",
+            "value": api["p99_ms"],
+            "baseline": raw["p99_ms"],
+            "ratio": api["p99_ms"] / raw["p99_ms"],
+            "unit": "ms",
+            "target": "<= 15 ms",
+            "p50_ms": api["p50_ms"],
+            "baseline_p50_ms": raw["p50_ms"],
+            "baseline_name": "raw nats-py request/reply p99",
+            **common,
+        },
+        {
+            "name": "api.server_hello_world_rps",
+            "value": f["hello_granian"]["rps"],
+            "baseline": f["hello_uvicorn"]["rps"],
+            "ratio": f["hello_granian"]["rps"] / f["hello_uvicorn"]["rps"],
+            "unit": "req/s",
+            "target": "granian > uvicorn",
+            "baseline_name": "uvicorn (no extras), same app",
+            "p99_ms": f["hello_granian"]["p99_ms"],
+            "baseline_p99_ms": f["hello_uvicorn"]["p99_ms"],
+            **common,
+        },
+        {
+            "name": "api.server_ib_status_rps",
+            "value": api["rps"],
+            "baseline": f["status_uvicorn"]["rps"],
+            "ratio": api["rps"] / f["status_uvicorn"]["rps"],
+            "unit": "req/s",
+            "target": "granian > uvicorn",
+            "baseline_name": "the gateway under uvicorn (no extras)",
+            "p99_ms": api["p99_ms"],
+            "baseline_p99_ms": f["status_uvicorn"]["p99_ms"],
+            **common,
+        },
+    ]
 
 
 def main(argv: list[str]) -> None:

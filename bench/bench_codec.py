@@ -49,12 +49,19 @@ def _batch(n: int) -> BarBatch:
     ts0 = 1_704_205_800_000_000_000
     closes = [100.0 + (i % 97) * 0.01 for i in range(n)]
     return BarBatch(
-        symbol="AAPL", timeframe="1m", start=ts0, end=ts0 + n * 60_000_000_000,  # type: ignore[arg-type]
+        symbol="AAPL",
+        timeframe="1m",
+        start=ts0,
+        end=ts0 + n * 60_000_000_000,  # type: ignore[arg-type]
         ts=[ts0 + i * 60_000_000_000 for i in range(n)],
-        open=closes, high=[c + 0.05 for c in closes], low=[c - 0.05 for c in closes],
-        close=closes, volume=[float(1000 + i % 500) for i in range(n)],
-        wap=closes, count=[10 + i % 50 for i in range(n)],
-    )  # fmt: skip
+        open=closes,
+        high=[c + 0.05 for c in closes],
+        low=[c - 0.05 for c in closes],
+        close=closes,
+        volume=[float(1000 + i % 500) for i in range(n)],
+        wap=closes,
+        count=[10 + i % 50 for i in range(n)],
+    )
 
 
 def _rate(decode: Any, data: bytes, bars: int, min_s: float) -> float:
@@ -72,8 +79,19 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     n, min_s = 5_000, (0.3 if quick else 2.0)
     batch = _batch(n)
     columnar = codec.encode(batch, content_type=codec.MSGPACK)
-    values = list(zip(batch.ts, batch.open, batch.high, batch.low, batch.close,
-                      batch.volume, batch.wap or [], batch.count or [], strict=True))  # fmt: skip
+    values = list(
+        zip(
+            batch.ts,
+            batch.open,
+            batch.high,
+            batch.low,
+            batch.close,
+            batch.volume,
+            batch.wap or [],
+            batch.count or [],
+            strict=True,
+        )
+    )
     rows = msgspec.msgpack.encode(RowBatch("AAPL", "1m", [RowBar(*v) for v in values]))
     tuples = msgspec.msgpack.encode(TupleBatch("AAPL", "1m", [TupleBar(*v) for v in values]))
     headers = codec.headers_for(codec.MSGPACK)
@@ -82,13 +100,30 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     tuple_rate = _rate(msgspec.msgpack.Decoder(TupleBatch).decode, tuples, n, min_s)
     base = "row structs (msgpack maps, same constraints)"
     return [
-        {"name": "bar_batch.bytes_per_bar", "value": len(columnar) / n,
-         "baseline": len(rows) / n, "ratio": len(columnar) / len(rows), "unit": "B/bar",
-         "baseline_name": base, "target": "< 1"},
-        {"name": "bar_batch.decode_bars_per_s", "value": col_rate, "baseline": row_rate,
-         "ratio": col_rate / row_rate, "unit": "bars/s", "baseline_name": base,
-         "target": "> 1"},
-        {"name": "bar_batch.decode_vs_row_tuples", "value": col_rate, "baseline": tuple_rate,
-         "ratio": col_rate / tuple_rate, "unit": "bars/s",
-         "baseline_name": "row structs as msgpack arrays (rows' best case)"},
-    ]  # fmt: skip
+        {
+            "name": "bar_batch.bytes_per_bar",
+            "value": len(columnar) / n,
+            "baseline": len(rows) / n,
+            "ratio": len(columnar) / len(rows),
+            "unit": "B/bar",
+            "baseline_name": base,
+            "target": "< 1",
+        },
+        {
+            "name": "bar_batch.decode_bars_per_s",
+            "value": col_rate,
+            "baseline": row_rate,
+            "ratio": col_rate / row_rate,
+            "unit": "bars/s",
+            "baseline_name": base,
+            "target": "> 1",
+        },
+        {
+            "name": "bar_batch.decode_vs_row_tuples",
+            "value": col_rate,
+            "baseline": tuple_rate,
+            "ratio": col_rate / tuple_rate,
+            "unit": "bars/s",
+            "baseline_name": "row structs as msgpack arrays (rows' best case)",
+        },
+    ]

@@ -41,9 +41,22 @@ NOW = "2024-06-28T22:00:00+00:00"
 
 def _start_sim(*args: str) -> tuple[subprocess.Popen[str], int, int | None]:
     """Run the simulator as its own process (as a real gateway is); return its ports."""
-    proc = subprocess.Popen([sys.executable, "-m", "ktrdr_ib_sim", "--port", "0", "--now", NOW,
-                             "--log-level", "WARNING", *args],
-                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ktrdr_ib_sim",
+            "--port",
+            "0",
+            "--now",
+            NOW,
+            "--log-level",
+            "WARNING",
+            *args,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None
     line = proc.stdout.readline()
     ports = [int(p) for p in re.findall(r"127\.0\.0\.1:(\d+)", line)]
@@ -59,9 +72,14 @@ def _stop(proc: subprocess.Popen[str]) -> None:
 
 
 async def _connector(nats_url: str, port: int, scale: float) -> Any:
-    settings = IbConnectorSettings.from_env({
-        "KTRDR_NATS_URL": nats_url, "KTRDR_IB_PORT": str(port), "KTRDR_IB_TIME_SCALE": str(scale),
-        "KTRDR_LOG_LEVEL": "WARNING"})  # fmt: skip
+    settings = IbConnectorSettings.from_env(
+        {
+            "KTRDR_NATS_URL": nats_url,
+            "KTRDR_IB_PORT": str(port),
+            "KTRDR_IB_TIME_SCALE": str(scale),
+            "KTRDR_LOG_LEVEL": "WARNING",
+        }
+    )
     app = build_app(settings)
     await app.start()
     return app
@@ -87,10 +105,21 @@ async def _utilisation(nats_url: str, windows: int) -> list[dict[str, Any]]:
         count = 60 * windows + 40  # more than the windows can take: the gate is the limit
         for i in range(count):
             begin = start + dt.timedelta(minutes=i)
-            await js.publish(subjects.CMD_IB_FETCH, codec.encode(FetchBars(
-                job_id=uuid.uuid4().hex, segment_id=f"u{i}", symbol=("AAPL", "MSFT", "SPY")[i % 3],
-                timeframe=Timeframe.S30, start=begin, end=begin + dt.timedelta(minutes=1),
-                instrument_type=InstrumentType.STK, what_to_show=WhatToShow.TRADES)))  # fmt: skip
+            await js.publish(
+                subjects.CMD_IB_FETCH,
+                codec.encode(
+                    FetchBars(
+                        job_id=uuid.uuid4().hex,
+                        segment_id=f"u{i}",
+                        symbol=("AAPL", "MSFT", "SPY")[i % 3],
+                        timeframe=Timeframe.S30,
+                        start=begin,
+                        end=begin + dt.timedelta(minutes=1),
+                        instrument_type=InstrumentType.STK,
+                        what_to_show=WhatToShow.TRADES,
+                    )
+                ),
+            )
         window_s = 600 * scale
         await asyncio.sleep(window_s * windows + 2.0)
         ledger = await _ledger(control)
@@ -98,17 +127,26 @@ async def _utilisation(nats_url: str, windows: int) -> list[dict[str, Any]]:
         await app.stop()
         await nc.close()
         _stop(proc)
-    admitted = sorted(r["at"] for r in ledger["records"]
-                      if r["kind"] == "historical" and r["outcome"] == "ok")  # fmt: skip
+    admitted = sorted(
+        r["at"] for r in ledger["records"] if r["kind"] == "historical" and r["outcome"] == "ok"
+    )
     first = admitted[0]
     within = [t for t in admitted if t < first + windows * window_s]
     violations = ledger["counters"]["pacing_violations"]
     ceiling = 60 * windows
-    return [{"name": "connector.pacing_utilisation_30s_bars", "value": len(within),
-             "baseline": ceiling, "ratio": len(within) / ceiling, "unit": "requests",
-             "baseline_name": f"IB ceiling: 60 per 10 min x {windows} windows",
-             "target": ">= 0.95", "pacing_violations": violations,
-             "time_scale": scale}]  # fmt: skip
+    return [
+        {
+            "name": "connector.pacing_utilisation_30s_bars",
+            "value": len(within),
+            "baseline": ceiling,
+            "ratio": len(within) / ceiling,
+            "unit": "requests",
+            "baseline_name": f"IB ceiling: 60 per 10 min x {windows} windows",
+            "target": ">= 0.95",
+            "pacing_violations": violations,
+            "time_scale": scale,
+        }
+    ]
 
 
 async def _year_of_minutes(nats_url: str) -> list[dict[str, Any]]:
@@ -125,10 +163,21 @@ async def _year_of_minutes(nats_url: str) -> list[dict[str, Any]]:
         try:
             job = uuid.uuid4().hex
             started = time.perf_counter()
-            await js.publish(subjects.CMD_IB_FETCH, codec.encode(FetchBars(
-                job_id=job, segment_id="year", symbol="AAPL", timeframe=Timeframe.M1,
-                start=start, end=end, instrument_type=InstrumentType.STK,
-                what_to_show=WhatToShow.TRADES)))  # fmt: skip
+            await js.publish(
+                subjects.CMD_IB_FETCH,
+                codec.encode(
+                    FetchBars(
+                        job_id=job,
+                        segment_id="year",
+                        symbol="AAPL",
+                        timeframe=Timeframe.M1,
+                        start=start,
+                        end=end,
+                        instrument_type=InstrumentType.STK,
+                        what_to_show=WhatToShow.TRADES,
+                    )
+                ),
+            )
             done = await wait_for_job_event(js, job, {"segment_fetched", "segment_failed"}, 600)
             ours_s = time.perf_counter() - started
             status = await KtrdrClient(nc).request(subjects.IB_STATUS, StatusRequest(), IbStatus)
@@ -137,17 +186,29 @@ async def _year_of_minutes(nats_url: str) -> list[dict[str, Any]]:
             await nc.close()
     finally:
         _stop(proc)
-    return [{"name": "connector.one_year_1min_wall_s", "value": ours_s, "baseline": baseline_s,
-             "ratio": ours_s / baseline_s, "unit": "s", "target": "<= 0.33",
-             "baseline_name": "sequential ib_async requests with a fixed 2 s gap (scaled)",
-             "bars": getattr(done, "bars", None), "baseline_bars": baseline_bars,
-             "outcome": type(done).__name__, "ib_requests": getattr(done, "ib_requests", None),
-             "time_scale": scale, "sim_latency": " ".join(latency),
-             "pacing": status.pacing}]  # fmt: skip
+    return [
+        {
+            "name": "connector.one_year_1min_wall_s",
+            "value": ours_s,
+            "baseline": baseline_s,
+            "ratio": ours_s / baseline_s,
+            "unit": "s",
+            "target": "<= 0.33",
+            "baseline_name": "sequential ib_async requests with a fixed 2 s gap (scaled)",
+            "bars": getattr(done, "bars", None),
+            "baseline_bars": baseline_bars,
+            "outcome": type(done).__name__,
+            "ib_requests": getattr(done, "ib_requests", None),
+            "time_scale": scale,
+            "sim_latency": " ".join(latency),
+            "pacing": status.pacing,
+        }
+    ]
 
 
-async def _sequential_baseline(port: int, start: dt.datetime, end: dt.datetime,
-                               gap_s: float) -> tuple[float, int]:  # fmt: skip
+async def _sequential_baseline(
+    port: int, start: dt.datetime, end: dt.datetime, gap_s: float
+) -> tuple[float, int]:
     ib = IB()
     await ib.connectAsync("127.0.0.1", port, clientId=99, timeout=10, readonly=True)
     try:

@@ -80,8 +80,9 @@ async def _window_full(control_port: int) -> None:
 
 async def _completion_s(js: Any, job_id: str) -> float:
     """Return seconds from the job's ``accepted`` to its ``completed`` event (it must complete)."""
-    end = await wait_for_job_event(js, job_id, {"completed", "failed", "cancelled"},
-                                   timeout_s=TIMEOUT_S)  # fmt: skip
+    end = await wait_for_job_event(
+        js, job_id, {"completed", "failed", "cancelled"}, timeout_s=TIMEOUT_S
+    )
     if not isinstance(end, JobCompleted):
         raise RuntimeError(f"short load {job_id} ended {end!r}")
     accepted_on = subjects.job_event(JobKind.DATA_LOAD, job_id, "accepted")
@@ -113,10 +114,14 @@ async def _phase(root: Path, with_paced: bool, paced_end: datetime) -> dict[str,
         times = await asyncio.gather(*(_completion_s(js, job) for job in jobs))
         paced_requests = await _paced_requests(stack.sim_control_port) if with_paced else 0
         if paced_job is not None:  # let it end, so the run also says how long it took
-            await wait_for_job_event(js, paced_job, {"completed", "failed", "cancelled"},
-                                     timeout_s=TIMEOUT_S)  # fmt: skip
-        return {"median_s": statistics.median(times), "times_s": [round(t, 3) for t in times],
-                "paced_requests_when_short_done": paced_requests}  # fmt: skip
+            await wait_for_job_event(
+                js, paced_job, {"completed", "failed", "cancelled"}, timeout_s=TIMEOUT_S
+            )
+        return {
+            "median_s": statistics.median(times),
+            "times_s": [round(t, 3) for t in times],
+            "paced_requests_when_short_done": paced_requests,
+        }
     finally:
         stack.down()
         await nc.close()
@@ -133,14 +138,22 @@ async def _measure(tmp: Path, quick: bool) -> dict[str, Any]:
     baseline = min(p["median_s"] for p in alone)
     value = min(p["median_s"] for p in mixed)
     return {
-        "name": "loads.short_median_with_paced_vs_alone", "value": value, "baseline": baseline,
-        "ratio": value / baseline, "unit": "s", "target": "<= 1.5",
+        "name": "loads.short_median_with_paced_vs_alone",
+        "value": value,
+        "baseline": baseline,
+        "ratio": value / baseline,
+        "unit": "s",
+        "target": "<= 1.5",
         "baseline_name": "the same ten short loads on a fresh stack with no paced load",
         "short_loads": [f"{s} {tf}" for s, tf in SHORT_LOADS],
         "paced_load": f"{PACED[0]} {PACED[1]} {PACED_START:%Y-%m-%d}..{paced_end:%Y-%m-%d}",
-        "time_scale": SIM_TIME_SCALE, "rounds": rounds, "kept": "each side's best median",
-        "alone": alone, "mixed": mixed, "quick": quick,
-    }  # fmt: skip
+        "time_scale": SIM_TIME_SCALE,
+        "rounds": rounds,
+        "kept": "each side's best median",
+        "alone": alone,
+        "mixed": mixed,
+        "quick": quick,
+    }
 
 
 def run(quick: bool = False) -> list[dict[str, Any]]:

@@ -39,8 +39,9 @@ async def _as(settings: Settings, name: str) -> NATS:
     async def report(e: Exception) -> None:
         print(f"# {name}: {e}")
 
-    return await connect(settings, name=name, max_reconnect_attempts=0, allow_reconnect=False,
-                         error_cb=report)  # fmt: skip
+    return await connect(
+        settings, name=name, max_reconnect_attempts=0, allow_reconnect=False, error_cb=report
+    )
 
 
 async def _round_trips(api: NATS, store: NATS, seconds: float) -> float:
@@ -69,8 +70,11 @@ async def _publishes(connector: NATS, seconds: float) -> float:
 async def _measure(secure: bool, seconds: float) -> dict[str, float]:
     users = TestUsers()
     with tempfile.TemporaryDirectory(prefix="ktrdr-bench-secure-") as tmp:
-        server = NatsServer(store_dir=Path(tmp) / "js", config_file=SECURE_CONF if secure else None,
-                            env=users.server_env() if secure else None)  # fmt: skip
+        server = NatsServer(
+            store_dir=Path(tmp) / "js",
+            config_file=SECURE_CONF if secure else None,
+            env=users.server_env() if secure else None,
+        )
         server.start()
         try:
 
@@ -84,11 +88,21 @@ async def _measure(secure: bool, seconds: float) -> dict[str, float]:
             if secure:
                 await streams.ensure_all(admin.jetstream())  # the admin's step, not timed
                 start_s = time.perf_counter()
-                await streams.prepare(admin.jetstream(), *streams.CONSUMERS, buckets=True,
-                                      declare=False, service="bench")  # fmt: skip
+                await streams.prepare(
+                    admin.jetstream(),
+                    *streams.CONSUMERS,
+                    buckets=True,
+                    declare=False,
+                    service="bench",
+                )
             else:
-                await streams.prepare(admin.jetstream(), *streams.CONSUMERS, buckets=True,
-                                      declare=True, service="bench")  # fmt: skip
+                await streams.prepare(
+                    admin.jetstream(),
+                    *streams.CONSUMERS,
+                    buckets=True,
+                    declare=True,
+                    service="bench",
+                )
             start_ms = (time.perf_counter() - start_s) * 1000
             api, store = (
                 await _as(settings("api"), "b-api"),
@@ -110,12 +124,21 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     open_ = asyncio.run(_measure(False, seconds))
     secure = asyncio.run(_measure(True, seconds))
     results: list[dict[str, Any]] = []
-    for name, unit in (("page_round_trip", "round trips/s"), ("bar_publish", "acked batches/s"),
-                       ("start_check", "ms")):  # fmt: skip
+    for name, unit in (
+        ("page_round_trip", "round trips/s"),
+        ("bar_publish", "acked batches/s"),
+        ("start_check", "ms"),
+    ):
         value, baseline = secure[name], open_[name]
-        results.append({
-            "name": f"secure.{name}", "unit": unit, "value": round(value, 2),
-            "baseline": round(baseline, 2), "ratio": round(value / baseline, 3),
-            "baseline_name": "the open server (no users, no TLS), same run", "quick": quick,
-        })  # fmt: skip
+        results.append(
+            {
+                "name": f"secure.{name}",
+                "unit": unit,
+                "value": round(value, 2),
+                "baseline": round(baseline, 2),
+                "ratio": round(value / baseline, 3),
+                "baseline_name": "the open server (no users, no TLS), same run",
+                "quick": quick,
+            }
+        )
     return results

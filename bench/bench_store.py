@@ -53,11 +53,19 @@ def _batch(symbol: str, first: int, count: int) -> BarBatch:
     ts = [T0 + (first + i) * MIN_NS for i in range(count)]
     close = [100.0 + (i % 97) * 0.01 for i in range(count)]
     return BarBatch(
-        symbol=symbol, timeframe=Timeframe.M1, start=ts[0], end=ts[-1] + MIN_NS, ts=ts,
-        open=close, high=[c + 0.05 for c in close], low=[c - 0.05 for c in close], close=close,
-        volume=[float(1000 + i % 500) for i in range(count)], wap=close,
+        symbol=symbol,
+        timeframe=Timeframe.M1,
+        start=ts[0],
+        end=ts[-1] + MIN_NS,
+        ts=ts,
+        open=close,
+        high=[c + 0.05 for c in close],
+        low=[c - 0.05 for c in close],
+        close=close,
+        volume=[float(1000 + i % 500) for i in range(count)],
+        wap=close,
         count=[10 + i % 50 for i in range(count)],
-    )  # fmt: skip
+    )
 
 
 async def _publish_all(nc: NATS, per_partition: int) -> tuple[int, int]:
@@ -81,9 +89,13 @@ async def _raw_consume(nc: NATS, messages: int) -> float:
     """Return seconds to pull, decode and ack ``messages`` bar batches with a bare consumer."""
     js = nc.jetstream()
     name = f"bench-raw-{time.monotonic_ns()}"
-    config = ConsumerConfig(durable_name=name, filter_subject=subjects.BARS_ALL,
-                            ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
-                            max_ack_pending=20_000)  # fmt: skip
+    config = ConsumerConfig(
+        durable_name=name,
+        filter_subject=subjects.BARS_ALL,
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        max_ack_pending=20_000,
+    )
     await js.add_consumer(streams.BARS.name or "", config)
     sub = await js.pull_subscribe_bind(name, stream=streams.BARS.name or "")
     seen = 0
@@ -115,9 +127,14 @@ async def _ingest(nc: NATS, data_dir: Path, bars: int, *, validate: bool = True)
 
     sub = await nc.subscribe(subjects.store_event("bars_stored"), cb=count)
     store = ParquetBarStore(data_dir)
-    ingestor = Ingestor(js=js, store=store, ledger=AnsweredLedger(data_dir),
-                        quarantine=Quarantine.under(data_dir), batch=FETCH,
-                        validate=validate)  # fmt: skip
+    ingestor = Ingestor(
+        js=js,
+        store=store,
+        ledger=AnsweredLedger(data_dir),
+        quarantine=Quarantine.under(data_dir),
+        batch=FETCH,
+        validate=validate,
+    )
     stopping = asyncio.Event()
     started = time.perf_counter()
     task = asyncio.create_task(ingestor.run(stopping))
@@ -133,8 +150,7 @@ async def _ingest(nc: NATS, data_dir: Path, bars: int, *, validate: bool = True)
     return elapsed
 
 
-async def _ingest_rate(url: str, data_dir: Path, per_partition: int,
-                       rounds: int) -> dict[str, Any]:  # fmt: skip
+async def _ingest_rate(url: str, data_dir: Path, per_partition: int, rounds: int) -> dict[str, Any]:
     """Publish once; time both consumers ``rounds`` times, alternating; keep each one's best."""
     nc = await nats.connect(url, max_reconnect_attempts=0)
     raw_times, ingest_times, unchecked_times = [], [], []
@@ -147,24 +163,35 @@ async def _ingest_rate(url: str, data_dir: Path, per_partition: int,
             # row runs measurably faster, which would otherwise be counted as validation cost
             for validate in (True, False) if i % 2 == 0 else (False, True):
                 times = ingest_times if validate else unchecked_times
-                times.append(await _ingest(nc, data_dir / f"round-{i}-{validate}", bars,
-                                           validate=validate))  # fmt: skip
+                times.append(
+                    await _ingest(nc, data_dir / f"round-{i}-{validate}", bars, validate=validate)
+                )
     finally:
         await nc.close()
     raw_s, ingest_s = min(raw_times), min(ingest_times)
     raw_rate, rate = bars / raw_s, bars / ingest_s
     unchecked_ratio = bars / min(unchecked_times) / raw_rate
-    return {"name": "store.durable_ingest_bars_per_s", "value": rate, "baseline": raw_rate,
-            "ratio": rate / raw_rate, "unit": "bars/s", "target": ">= 0.5",
-            "baseline_name": "raw JetStream pull + codec.decode + ack, same messages",
-            "bars": bars, "messages": messages, "partitions": PARTITIONS,
-            "bars_per_message": BARS_PER_MESSAGE, "rounds": rounds, "kept": "each side's best",
-            "ingest_s": [round(t, 3) for t in ingest_times],
-            "raw_s": [round(t, 3) for t in raw_times],
-            "unchecked_s": [round(t, 3) for t in unchecked_times],
-            "ratio_without_validation": unchecked_ratio,
-            "validation_cost": unchecked_ratio - rate / raw_rate,  # target <= 0.02
-            "store_at_start": "empty (each merge rewrites only this run's bars)"}  # fmt: skip
+    return {
+        "name": "store.durable_ingest_bars_per_s",
+        "value": rate,
+        "baseline": raw_rate,
+        "ratio": rate / raw_rate,
+        "unit": "bars/s",
+        "target": ">= 0.5",
+        "baseline_name": "raw JetStream pull + codec.decode + ack, same messages",
+        "bars": bars,
+        "messages": messages,
+        "partitions": PARTITIONS,
+        "bars_per_message": BARS_PER_MESSAGE,
+        "rounds": rounds,
+        "kept": "each side's best",
+        "ingest_s": [round(t, 3) for t in ingest_times],
+        "raw_s": [round(t, 3) for t in raw_times],
+        "unchecked_s": [round(t, 3) for t in unchecked_times],
+        "ratio_without_validation": unchecked_ratio,
+        "validation_cost": unchecked_ratio - rate / raw_rate,  # target <= 0.02
+        "store_at_start": "empty (each merge rewrites only this run's bars)",
+    }
 
 
 def _write_minutes(store: ParquetBarStore, symbol: str, end_ns: int, rows: int) -> None:
@@ -174,16 +201,25 @@ def _write_minutes(store: ParquetBarStore, symbol: str, end_ns: int, rows: int) 
     for year in np.unique(years):
         part = ts[years == year]
         close = 100.0 + (part // MIN_NS % 997) * 0.01
-        table = pa.table({
-            "ts": pa.array(part, pa.int64()).cast(pa.timestamp("ns", tz="UTC")),
-            "open": close, "high": close + 0.05, "low": close - 0.05, "close": close,
-            "volume": np.full(len(part), 100.0), "wap": close,
-            "count": np.full(len(part), 7, dtype=np.int64)}, schema=SCHEMA)  # fmt: skip
+        table = pa.table(
+            {
+                "ts": pa.array(part, pa.int64()).cast(pa.timestamp("ns", tz="UTC")),
+                "open": close,
+                "high": close + 0.05,
+                "low": close - 0.05,
+                "close": close,
+                "volume": np.full(len(part), 100.0),
+                "wap": close,
+                "count": np.full(len(part), 7, dtype=np.int64),
+            },
+            schema=SCHEMA,
+        )
         store.merge(symbol, Timeframe.M1, table)
 
 
-async def _medians_s(calls: dict[Any, Callable[[], Awaitable[Any]]],
-                     repeats: int) -> dict[Any, float]:  # fmt: skip
+async def _medians_s(
+    calls: dict[Any, Callable[[], Awaitable[Any]]], repeats: int
+) -> dict[Any, float]:
     """Return each call's median seconds, the calls interleaved so that load drifts hit all."""
     for call in calls.values():  # warm caches and connections
         for _ in range(3):
@@ -205,8 +241,9 @@ async def _query(url: str, data_dir: Path, large_rows: int, repeats: int) -> lis
     _write_minutes(store, "LARGE", to_unix_nanos(datetime(2024, 7, 1, tzinfo=UTC)), large_rows)
     day = datetime(2023, 6, 12, tzinfo=UTC)
     lo, hi = to_unix_nanos(day), to_unix_nanos(day + timedelta(days=1))
-    settings = DataStoreSettings.from_env({"KTRDR_NATS_URL": url, "KTRDR_DATA_DIR": str(data_dir),
-                                           "KTRDR_LOG_LEVEL": "WARNING"})  # fmt: skip
+    settings = DataStoreSettings.from_env(
+        {"KTRDR_NATS_URL": url, "KTRDR_DATA_DIR": str(data_dir), "KTRDR_LOG_LEVEL": "WARNING"}
+    )
     nc = await nats.connect(url, max_reconnect_attempts=0)
     # the ingest benchmark's batches (no load dispatched them) would otherwise be ingested,
     # i.e. quarantined one by one, by this app while the queries are timed
@@ -217,13 +254,21 @@ async def _query(url: str, data_dir: Path, large_rows: int, repeats: int) -> lis
     calls: dict[tuple[str, str], Callable[[], Awaitable[Any]]] = {}
     try:
         for symbol in ("SMALL", "LARGE"):
-            json_q = QueryBars(symbol=symbol, timeframe=Timeframe.M1, start=day,
-                               end=day + timedelta(days=1))  # fmt: skip
-            arrow_q = QueryBars(symbol=symbol, timeframe=Timeframe.M1, start=day,
-                                end=day + timedelta(days=1), format=QueryFormat.ARROW)  # fmt: skip
+            json_q = QueryBars(
+                symbol=symbol, timeframe=Timeframe.M1, start=day, end=day + timedelta(days=1)
+            )
+            arrow_q = QueryBars(
+                symbol=symbol,
+                timeframe=Timeframe.M1,
+                start=day,
+                end=day + timedelta(days=1),
+                format=QueryFormat.ARROW,
+            )
             path = store.dataset_dir(symbol, Timeframe.M1) / "2023.parquet"
-            filters = [("ts", ">=", pa.scalar(lo, pa.timestamp("ns", tz="UTC"))),
-                       ("ts", "<", pa.scalar(hi, pa.timestamp("ns", tz="UTC")))]  # fmt: skip
+            filters = [
+                ("ts", ">=", pa.scalar(lo, pa.timestamp("ns", tz="UTC"))),
+                ("ts", "<", pa.scalar(hi, pa.timestamp("ns", tz="UTC"))),
+            ]
 
             async def by_json(q: QueryBars = json_q) -> None:
                 page = await client.request(subjects.STORE_QUERY, q, BarsPage)
@@ -242,27 +287,44 @@ async def _query(url: str, data_dir: Path, large_rows: int, repeats: int) -> lis
     finally:
         await nc.close()
         await app.stop()
-    file_rows = {s: pq.ParquetFile(store.dataset_dir(s, Timeframe.M1) / "2023.parquet")
-                 .metadata.num_rows for s in ("SMALL", "LARGE")}  # fmt: skip
+    file_rows = {
+        s: pq.ParquetFile(store.dataset_dir(s, Timeframe.M1) / "2023.parquet").metadata.num_rows
+        for s in ("SMALL", "LARGE")
+    }
     ms = {k: v * 1000 for k, v in timings.items()}
-    common = {"unit": "ms", "rows_returned": 1440, "repeats": repeats,
-              "year_file_rows": file_rows}  # fmt: skip
+    common = {"unit": "ms", "rows_returned": 1440, "repeats": repeats, "year_file_rows": file_rows}
     return [
-        {"name": "store.query_day_1m_json_vs_pyarrow", "value": ms["LARGE", "json"],
-         "baseline": ms["LARGE", "pyarrow"], "ratio": ms["LARGE", "json"] / ms["LARGE", "pyarrow"],
-         "target": "<= 3", "baseline_name": "pq.read_table of the year file with a ts filter",
-         "stored_rows": large_rows, **common},
-        {"name": "store.query_day_1m_arrow_vs_pyarrow", "value": ms["LARGE", "arrow"],
-         "baseline": ms["LARGE", "pyarrow"],
-         "ratio": ms["LARGE", "arrow"] / ms["LARGE", "pyarrow"], "target": "<= 3",
-         "baseline_name": "pq.read_table of the year file with a ts filter",
-         "stored_rows": large_rows, **common},
-        {"name": f"store.query_day_1m_growth_100k_to_{_size(large_rows)}",
-         "value": ms["LARGE", "json"], "baseline": ms["SMALL", "json"],
-         "ratio": ms["LARGE", "json"] / ms["SMALL", "json"], "target": "<= 1.5",
-         "baseline_name": "the same query on a 100 k-row dataset",
-         "stored_rows": large_rows, **common},
-    ]  # fmt: skip
+        {
+            "name": "store.query_day_1m_json_vs_pyarrow",
+            "value": ms["LARGE", "json"],
+            "baseline": ms["LARGE", "pyarrow"],
+            "ratio": ms["LARGE", "json"] / ms["LARGE", "pyarrow"],
+            "target": "<= 3",
+            "baseline_name": "pq.read_table of the year file with a ts filter",
+            "stored_rows": large_rows,
+            **common,
+        },
+        {
+            "name": "store.query_day_1m_arrow_vs_pyarrow",
+            "value": ms["LARGE", "arrow"],
+            "baseline": ms["LARGE", "pyarrow"],
+            "ratio": ms["LARGE", "arrow"] / ms["LARGE", "pyarrow"],
+            "target": "<= 3",
+            "baseline_name": "pq.read_table of the year file with a ts filter",
+            "stored_rows": large_rows,
+            **common,
+        },
+        {
+            "name": f"store.query_day_1m_growth_100k_to_{_size(large_rows)}",
+            "value": ms["LARGE", "json"],
+            "baseline": ms["SMALL", "json"],
+            "ratio": ms["LARGE", "json"] / ms["SMALL", "json"],
+            "target": "<= 1.5",
+            "baseline_name": "the same query on a 100 k-row dataset",
+            "stored_rows": large_rows,
+            **common,
+        },
+    ]
 
 
 def _size(rows: int) -> str:
@@ -281,8 +343,9 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
         server = NatsServer(store_dir=Path(tmp) / "js")
         server.start()
         try:
-            ingest = asyncio.run(_ingest_rate(server.url, Path(tmp) / "ingest", per_partition,
-                                              rounds))  # fmt: skip
+            ingest = asyncio.run(
+                _ingest_rate(server.url, Path(tmp) / "ingest", per_partition, rounds)
+            )
             ingest["quick"] = quick
             query = asyncio.run(_query(server.url, Path(tmp) / "query", large_rows, repeats))
         finally:

@@ -36,14 +36,14 @@ TRAIN = ["AAPL", "--timeframe", "1h", "--epochs", "15", "--model", "mlp"]
 
 def ktrdr(stack: Stack, *args: str, capture: bool = False) -> Any:
     """Run the `ktrdr` CLI against the demo's API; return its JSON output when captured."""
-    argv = [sys.executable, "-m", "ktrdr_api.cli", "--url", stack.api_url, "--timeout", "60",
-            *args]  # fmt: skip
+    argv = [sys.executable, "-m", "ktrdr_api.cli", "--url", stack.api_url, "--timeout", "60", *args]
     env = {k: v for k, v in os.environ.items() if k not in ("KTRDR_API_URL", "KTRDR_API_KEY")}
     if capture:
         done = subprocess.run([*argv, "--json"], env=env, capture_output=True, text=True)
         if done.returncode != 0:
-            raise SystemExit(f"ktrdr {' '.join(args)} failed ({done.returncode}):\n"
-                             f"{done.stdout}{done.stderr}")  # fmt: skip
+            raise SystemExit(
+                f"ktrdr {' '.join(args)} failed ({done.returncode}):\n{done.stdout}{done.stderr}"
+            )
         return json.loads(done.stdout)
     code = subprocess.run(argv, env=env).returncode
     if code != 0:
@@ -67,13 +67,20 @@ async def demo() -> int:
     await nc.connect(server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.1)
     codes: dict[str, int | None] = {}
     try:
-        source = f"the IB gateway at {real[0]}:{real[1]}" if real else (
-            "the embedded IB Gateway simulator (KTRDR_IB_HOST is not set; IB's pacing "
-            "windows run 100x faster)")  # fmt: skip
+        source = (
+            f"the IB gateway at {real[0]}:{real[1]}"
+            if real
+            else (
+                "the embedded IB Gateway simulator (KTRDR_IB_HOST is not set; IB's pacing "
+                "windows run 100x faster)"
+            )
+        )
         print(f"ktrdr demo: nats-server {server.url}, {source}, and {', '.join(SERVICES)}")
         await stack.up(nc, timeout_s=120)
-        print(f"  stack ready in {time.perf_counter() - began:.1f} s; API docs at "
-              f"{stack.api_url}/schema")  # fmt: skip
+        print(
+            f"  stack ready in {time.perf_counter() - began:.1f} s; API docs at "
+            f"{stack.api_url}/schema"
+        )
         results = {}
         for symbol, timeframe, what in LOADS:
             print(f"\n== loading {symbol} {timeframe} ({what}) through POST /api/v1/data/load")
@@ -87,8 +94,9 @@ async def demo() -> int:
         run = ktrdr(stack, "jobs", "show", runs[0]["job_id"], capture=True)
         model_id = run["result"]["model_id"]
         report = DEMO / "report.png"
-        ktrdr(stack, "models", "download", model_id, "--part", "report.png", "--output",
-              str(report))  # fmt: skip
+        ktrdr(
+            stack, "models", "download", model_id, "--part", "report.png", "--output", str(report)
+        )
         datasets = ktrdr(stack, "data", "ls", capture=True)
         model = ktrdr(stack, "models", "show", model_id, capture=True)
         _summary(stack, datasets, results, model, report)
@@ -97,8 +105,10 @@ async def demo() -> int:
         await nc.close()
         server.stop()
     clean = all(code == 0 for code in codes.values())
-    print(f"\nstopped everything ({'cleanly' if clean else f'exit codes {codes}'}); "
-          f"demo took {time.perf_counter() - began:.1f} s")  # fmt: skip
+    print(
+        f"\nstopped everything ({'cleanly' if clean else f'exit codes {codes}'}); "
+        f"demo took {time.perf_counter() - began:.1f} s"
+    )
     return 0 if clean else 1
 
 
@@ -106,18 +116,23 @@ def _items(listing: Any) -> list[dict[str, Any]]:
     return listing["jobs"] if isinstance(listing, dict) and "jobs" in listing else listing
 
 
-def _summary(stack: Stack, datasets: Any, loads: dict[str, Any], model: dict[str, Any],
-             report: Path) -> None:  # fmt: skip
+def _summary(
+    stack: Stack, datasets: Any, loads: dict[str, Any], model: dict[str, Any], report: Path
+) -> None:
     print("\n== summary")
     print(f"{'dataset':<14} {'bars':>7}  {'first':<26} {'last':<26}")
     for d in datasets["datasets"]:
-        print(f"{d['symbol'] + ' ' + d['timeframe']:<14} {d['rows']:>7}  {d['first']:<26} "
-              f"{d['last']:<26}")  # fmt: skip
+        print(
+            f"{d['symbol'] + ' ' + d['timeframe']:<14} {d['rows']:>7}  {d['first']:<26} "
+            f"{d['last']:<26}"
+        )
     for symbol, job in loads.items():
         result = job.get("result") or {}
         requests = result.get("ib_requests_made")
-        print(f"load {symbol}: {job['status']}, fetched {result.get('fetched_bars')} bars in "
-              f"{requests} IB request{'' if requests == 1 else 's'}")  # fmt: skip
+        print(
+            f"load {symbol}: {job['status']}, fetched {result.get('fetched_bars')} bars in "
+            f"{requests} IB request{'' if requests == 1 else 's'}"
+        )
     print("\n".join(model_lines(model)))
     print(f"Parquet files: {stack.data_dir / 'bars'}  (pandas.read_parquet(...) reads them)")
     print(f"training report: {report}")
@@ -163,8 +178,10 @@ def baseline_verdict(accuracy: Any, baseline: Any) -> str:
             f"the model does not beat always predicting the most common class "
             f"({_num(accuracy)} {sign} {_num(baseline)}): treat its backtest as noise"
         )
-    return (f"the model beats always predicting the most common class ({_num(accuracy)} > "
-            f"{_num(baseline)}); one run on one test period is still weak evidence")  # fmt: skip
+    return (
+        f"the model beats always predicting the most common class ({_num(accuracy)} > "
+        f"{_num(baseline)}); one run on one test period is still weak evidence"
+    )
 
 
 def _num(value: Any) -> str:

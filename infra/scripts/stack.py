@@ -170,8 +170,10 @@ def locate(requested: Layout, registry: Registry) -> tuple[Layout, str | None]:
             + ", ".join(str(o.root) for o in others)
             + "; set KTRDR_DATA_DIR to the one you mean"
         )
-    return others[0], (f"no stack runs from KTRDR_DATA_DIR={requested.root}; "
-                       f"using the one started from {others[0].root}")  # fmt: skip
+    return others[0], (
+        f"no stack runs from KTRDR_DATA_DIR={requested.root}; "
+        f"using the one started from {others[0].root}"
+    )
 
 
 @dataclass(frozen=True)
@@ -200,8 +202,9 @@ class StackConfig:
         return f"nats://127.0.0.1:{self.nats_port}"
 
 
-def load_config(env: Mapping[str, str], secure: bool, monitor_port: int | None,
-                sim_control_port: int | None) -> StackConfig:  # fmt: skip
+def load_config(
+    env: Mapping[str, str], secure: bool, monitor_port: int | None, sim_control_port: int | None
+) -> StackConfig:
     """Read ports and paths from the ``KTRDR_*`` settings the services read too.
 
     Raises:
@@ -304,9 +307,14 @@ def admin_settings(config: StackConfig, layout: Layout) -> Settings:
         return Settings(nats_url=(config.nats_url,))
     password = (layout.secrets / "admin.password").read_text(encoding="utf-8").strip()
     files = TlsFiles(layout.secrets)
-    return Settings(nats_url=(config.nats_url,), nats_user="admin", nats_password=Secret(password),
-                    nats_tls_ca=str(files.ca_cert), nats_tls_cert=str(files.client_cert("admin")),
-                    nats_tls_key=str(files.client_key("admin")))  # fmt: skip
+    return Settings(
+        nats_url=(config.nats_url,),
+        nats_user="admin",
+        nats_password=Secret(password),
+        nats_tls_ca=str(files.ca_cert),
+        nats_tls_cert=str(files.client_cert("admin")),
+        nats_tls_key=str(files.client_key("admin")),
+    )
 
 
 # -- up -----------------------------------------------------------------------------------
@@ -332,8 +340,14 @@ def up(config: StackConfig, timeout_s: float, registry: Registry) -> int:
     if config.secure and not _declared(admin_settings(config, layout), timeout_s):
         down(layout, timeout_s=15.0, registry=registry, quiet=True)
         return 1
-    result = asyncio.run(wait_ready(admin_settings(config, layout), SERVICES, timeout_s,
-                                    lambda name: _gone(layout, honcho, name)))  # fmt: skip
+    result = asyncio.run(
+        wait_ready(
+            admin_settings(config, layout),
+            SERVICES,
+            timeout_s,
+            lambda name: _gone(layout, honcho, name),
+        )
+    )
     if not result.ok:
         _report_failure(layout, result)
         down(layout, timeout_s=15.0, registry=registry, quiet=True)
@@ -367,8 +381,10 @@ def _declared(settings: Settings, timeout_s: float) -> bool:
 
 
 def _check_ports_free(config: StackConfig, running: Sequence[Layout] = ()) -> None:
-    wanted = [("127.0.0.1", config.nats_port, "NATS (KTRDR_NATS_URL)"),
-              (config.api_host, config.api_port, "the api (KTRDR_API_PORT)")]  # fmt: skip
+    wanted = [
+        ("127.0.0.1", config.nats_port, "NATS (KTRDR_NATS_URL)"),
+        (config.api_host, config.api_port, "the api (KTRDR_API_PORT)"),
+    ]
     if config.monitor_port is not None:
         wanted.append(("127.0.0.1", config.monitor_port, "NATS monitoring"))
     if not config.ib_host:
@@ -378,8 +394,11 @@ def _check_ports_free(config: StackConfig, running: Sequence[Layout] = ()) -> No
         ]
     busy = [f"{host}:{port} ({what})" for host, port, what in wanted if _port_busy(host, port)]
     if busy:
-        hint = (f"a stack started from {running[0].root} runs: `just down` stops it" if running
-                else "is another stack running (`just down`)?")  # fmt: skip
+        hint = (
+            f"a stack started from {running[0].root} runs: `just down` stops it"
+            if running
+            else "is another stack running (`just down`)?"
+        )
         raise StackError(
             "ports already in use: " + ", ".join(busy) + f"; {hint} Otherwise set the "
             "port's variable (KTRDR_NATS_URL, KTRDR_IB_PORT, KTRDR_API_PORT) or flag "
@@ -412,34 +431,55 @@ def _rotate_logs(layout: Layout, names: Iterable[str]) -> None:
 
 def _start_honcho(config: StackConfig, layout: Layout) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
-    env.update({
-        "STACK_DIR": str(layout.root),
-        "STACK_SECURE": "1" if config.secure else "0",
-        "STACK_NATS_CONF": NATS_CONF[config.secure],
-        "STACK_NATS_PORT": str(config.nats_port),
-        "STACK_NATS_MONITOR_PORT": str(config.monitor_port or 0),  # -m 0: no monitoring
-        "STACK_SIM_CONTROL_PORT": str(config.sim_control_port),
-        "STACK_SIM_TIME_SCALE": config.sim_time_scale,
-        "KTRDR_NATS_URL": config.nats_url,
-        "KTRDR_IB_PORT": str(config.ib_port),
-        "KTRDR_DATA_DIR": str(config.data_dir),
-        "PYTHONUNBUFFERED": "1",
-    })  # fmt: skip
+    env.update(
+        {
+            "STACK_DIR": str(layout.root),
+            "STACK_SECURE": "1" if config.secure else "0",
+            "STACK_NATS_CONF": NATS_CONF[config.secure],
+            "STACK_NATS_PORT": str(config.nats_port),
+            "STACK_NATS_MONITOR_PORT": str(config.monitor_port or 0),  # -m 0: no monitoring
+            "STACK_SIM_CONTROL_PORT": str(config.sim_control_port),
+            "STACK_SIM_TIME_SCALE": config.sim_time_scale,
+            "KTRDR_NATS_URL": config.nats_url,
+            "KTRDR_IB_PORT": str(config.ib_port),
+            "KTRDR_DATA_DIR": str(config.data_dir),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     honcho = Path(sys.executable).with_name("honcho")
-    command = [str(honcho), "-f", PROCFILE, "-d", str(ROOT), "-e", os.devnull, "start",
-               "--no-colour", *config.processes]  # fmt: skip
+    command = [
+        str(honcho),
+        "-f",
+        PROCFILE,
+        "-d",
+        str(ROOT),
+        "-e",
+        os.devnull,
+        "start",
+        "--no-colour",
+        *config.processes,
+    ]
     with (layout.logs / "honcho.log").open("ab") as log:
         # A session of its own: Ctrl-C in the terminal that ran `just up` does not reach it.
         return subprocess.Popen(
-            command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+            command,
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def _write_state(layout: Layout, config: StackConfig, honcho_pid: int) -> None:
-    state = {"pid": honcho_pid, "processes": config.processes,
-             "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-             "nats_url": config.nats_url, **asdict(config)}  # fmt: skip
+    state = {
+        "pid": honcho_pid,
+        "processes": config.processes,
+        "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "nats_url": config.nats_url,
+        **asdict(config),
+    }
     state["data_dir"] = str(config.data_dir)
     layout.state_file.write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
 
@@ -470,17 +510,22 @@ def _tail(path: Path, lines: int) -> str:
     return "\n".join(text.splitlines()[-lines:]) or "(empty)"
 
 
-def _print_summary(config: StackConfig, layout: Layout, result: Readiness,
-                   elapsed_s: float) -> None:  # fmt: skip
-    mode = ("secure: one NATS user per service, TLS" if config.secure
-            else "open NATS on loopback")  # fmt: skip
-    monitoring = (f"monitoring http://127.0.0.1:{config.monitor_port}" if config.monitor_port
-                  else "no monitoring port: --monitor-port N turns it on")  # fmt: skip
+def _print_summary(
+    config: StackConfig, layout: Layout, result: Readiness, elapsed_s: float
+) -> None:
+    mode = "secure: one NATS user per service, TLS" if config.secure else "open NATS on loopback"
+    monitoring = (
+        f"monitoring http://127.0.0.1:{config.monitor_port}"
+        if config.monitor_port
+        else "no monitoring port: --monitor-port N turns it on"
+    )
     if config.ib_host:
         gateway = f"real IB Gateway/TWS at {config.ib_host}:{config.ib_port} (KTRDR_IB_HOST)"
     else:
-        gateway = (f"IB Gateway simulator on 127.0.0.1:{config.ib_port} "
-                   f"(control http://127.0.0.1:{config.sim_control_port})")  # fmt: skip
+        gateway = (
+            f"IB Gateway simulator on 127.0.0.1:{config.ib_port} "
+            f"(control http://127.0.0.1:{config.sim_control_port})"
+        )
     versions = ", ".join(f"{n} {p.get('version', '?')}" for n, p in result.answered.items())
     api = f"http://{config.api_host}:{config.api_port}"
     lines = [
@@ -605,8 +650,10 @@ def status(layout: Layout) -> int:
         print(f"ktrdr: the stack is not running (KTRDR_DATA_DIR={layout.root})")
         return 1
     healthy = _alive(state.get("pid"))
-    print(f"ktrdr: honcho pid {state.get('pid')} {'running' if healthy else 'GONE'}, "
-          f"started {state.get('started')}, secure={state.get('secure')}")  # fmt: skip
+    print(
+        f"ktrdr: honcho pid {state.get('pid')} {'running' if healthy else 'GONE'}, "
+        f"started {state.get('started')}, secure={state.get('secure')}"
+    )
     for name in state.get("processes", []):
         pid, exit_status = layout.pid(name), layout.exit_status(name)
         if exit_status is not None:
@@ -666,9 +713,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     up_cmd = commands.add_parser("up", help="start the stack in the background")
     up_cmd.add_argument("--secure", action="store_true", help="one NATS user per service")
     up_cmd.add_argument("--timeout", type=float, default=90.0, help="readiness wait, seconds")
-    up_cmd.add_argument("--monitor-port", type=int,
-                        help="NATS monitoring on 127.0.0.1 (default: NATS + 4000; with "
-                             "--secure: off unless given; 0: off)")  # fmt: skip
+    up_cmd.add_argument(
+        "--monitor-port",
+        type=int,
+        help="NATS monitoring on 127.0.0.1 (default: NATS + 4000; with "
+        "--secure: off unless given; 0: off)",
+    )
     up_cmd.add_argument("--sim-control-port", type=int, help="default: KTRDR_IB_PORT + 1")
     down_cmd = commands.add_parser("down", help="stop the stack (services first)")
     down_cmd.add_argument("--timeout", type=float, default=60.0, help="per group, seconds")

@@ -60,9 +60,13 @@ async def connect_until(settings: Settings, deadline: float, gone: Callable[[], 
 
     # One quick attempt per call (nats-py retries a refused first connect forever
     # unless max_reconnect_attempts > 0), so that ``gone`` is asked between attempts.
-    options: dict[str, Any] = {"allow_reconnect": False, "max_reconnect_attempts": 1,
-                               "reconnect_time_wait": RETRY_S, "connect_timeout": 1,
-                               "error_cb": quiet}  # fmt: skip
+    options: dict[str, Any] = {
+        "allow_reconnect": False,
+        "max_reconnect_attempts": 1,
+        "reconnect_time_wait": RETRY_S,
+        "connect_timeout": 1,
+        "error_cb": quiet,
+    }
     last: Exception | None = None
     while loop.time() < deadline:
         reason = gone()
@@ -78,8 +82,9 @@ async def connect_until(settings: Settings, deadline: float, gone: Callable[[], 
     raise TimeoutError(f"NATS at {', '.join(settings.nats_url)} did not answer: {last}")
 
 
-async def ping_until(nc: Any, service: str, deadline: float,
-                     gone: Callable[[str], str | None]) -> dict[str, Any]:  # fmt: skip
+async def ping_until(
+    nc: Any, service: str, deadline: float, gone: Callable[[str], str | None]
+) -> dict[str, Any]:
     """Return the service's ``$SRV.PING`` answer, retrying until ``deadline``.
 
     Raises:
@@ -100,8 +105,12 @@ async def ping_until(nc: Any, service: str, deadline: float,
             await asyncio.sleep(RETRY_S)
 
 
-async def wait_ready(settings: Settings, services: Sequence[str], timeout_s: float,
-                     gone: Callable[[str], str | None] = lambda _: None) -> Readiness:  # fmt: skip
+async def wait_ready(
+    settings: Settings,
+    services: Sequence[str],
+    timeout_s: float,
+    gone: Callable[[str], str | None] = lambda _: None,
+) -> Readiness:
     """Wait for NATS, then for each service; never raise for a service that is down.
 
     Args:

@@ -41,15 +41,30 @@ IB_BAR_SIZE = {
 }  # fmt: skip
 
 
-def good(n: int = 5, *, tf: Timeframe = Timeframe.M1, what: WhatToShow = WhatToShow.TRADES,
-         start: int = T0) -> BarBatch:  # fmt: skip
+def good(
+    n: int = 5,
+    *,
+    tf: Timeframe = Timeframe.M1,
+    what: WhatToShow = WhatToShow.TRADES,
+    start: int = T0,
+) -> BarBatch:
     step = tf.nanos if tf.is_intraday else DAY
     prices = [100.0 + i for i in range(n)]
-    return BarBatch(symbol="AAPL", timeframe=tf, what_to_show=what, start=start,
-                    end=start + (n + 2) * step, ts=[start + i * step for i in range(n)],
-                    open=prices, high=[p + 1 for p in prices], low=[p - 1 for p in prices],
-                    close=[p + 0.5 for p in prices], volume=[10.0] * n, wap=prices,
-                    count=[3] * n)  # fmt: skip
+    return BarBatch(
+        symbol="AAPL",
+        timeframe=tf,
+        what_to_show=what,
+        start=start,
+        end=start + (n + 2) * step,
+        ts=[start + i * step for i in range(n)],
+        open=prices,
+        high=[p + 1 for p in prices],
+        low=[p - 1 for p in prices],
+        close=[p + 0.5 for p in prices],
+        volume=[10.0] * n,
+        wap=prices,
+        count=[3] * n,
+    )
 
 
 def with_column(b: BarBatch, name: str, index: int, value: object, **more: object) -> BarBatch:
@@ -63,8 +78,9 @@ def test_a_good_batch_passes() -> None:
 
 
 def test_negative_prices_pass() -> None:  # CL settled at -37.63 on 2020-04-20
-    b = msgspec.structs.replace(good(1), open=[-10.0], high=[-5.0], low=[-40.0], close=[-37.63],
-                                wap=[-20.0])  # fmt: skip
+    b = msgspec.structs.replace(
+        good(1), open=[-10.0], high=[-5.0], low=[-40.0], close=[-37.63], wap=[-20.0]
+    )
     assert check_batch(b) is None
 
 
@@ -96,8 +112,9 @@ CORRUPTIONS: list[tuple[str, BarBatch, str, int | None, str | None]] = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("case", "batch", "check", "index", "field"), CORRUPTIONS,
-                         ids=[c[0] for c in CORRUPTIONS])  # fmt: skip
+@pytest.mark.parametrize(
+    ("case", "batch", "check", "index", "field"), CORRUPTIONS, ids=[c[0] for c in CORRUPTIONS]
+)
 def test_each_corruption_is_caught_by_its_check(
     case: str, batch: BarBatch, check: str, index: int | None, field: str | None
 ) -> None:
@@ -115,8 +132,9 @@ def test_the_future_is_only_checked_against_a_clock() -> None:
     assert check_batch(good(1, start=NOW), now_ns=NOW - 60 * S) is None  # one bar's grace
 
 
-@pytest.mark.parametrize("subject", ["ktrdr.bars.MSFT.1d", "ktrdr.bars.AAPL.1w",
-                                     "ktrdr.bars.AAPL", "ktrdr.evt.store.x"])  # fmt: skip
+@pytest.mark.parametrize(
+    "subject", ["ktrdr.bars.MSFT.1d", "ktrdr.bars.AAPL.1w", "ktrdr.bars.AAPL", "ktrdr.evt.store.x"]
+)
 def test_a_subject_that_disagrees_with_the_body_is_caught(subject: str) -> None:
     problem = check_batch(good(tf=Timeframe.D1, start=D0), subject=subject)
     assert problem is not None and problem.check == "subject_mismatch"
@@ -130,8 +148,9 @@ def test_subjects_use_the_symbol_key() -> None:
 def test_bid_ask_bars_need_only_what_holds_for_aggregates() -> None:
     # open = avg bid, high = max ask, low = min bid, close = avg ask: in a crossed market the
     # average bid can top the max ask and the average ask sit below the min bid.
-    crossed = msgspec.structs.replace(good(1, what=WhatToShow.BID_ASK), open=[10.5], high=[10.4],
-                                      low=[10.0], close=[10.2])  # fmt: skip
+    crossed = msgspec.structs.replace(
+        good(1, what=WhatToShow.BID_ASK), open=[10.5], high=[10.4], low=[10.0], close=[10.2]
+    )
     assert check_batch(crossed) is None
     assert check_batch(msgspec.structs.replace(crossed, what_to_show=WhatToShow.TRADES))
     broken = msgspec.structs.replace(crossed, close=[10.6])  # avg ask above max ask
@@ -139,8 +158,9 @@ def test_bid_ask_bars_need_only_what_holds_for_aggregates() -> None:
 
 
 @st.composite
-def valid_batches(draw: st.DrawFn, tf: Timeframe | None = None,
-                  what: WhatToShow | None = None) -> BarBatch:  # fmt: skip
+def valid_batches(
+    draw: st.DrawFn, tf: Timeframe | None = None, what: WhatToShow | None = None
+) -> BarBatch:
     tf = tf or draw(st.sampled_from(list(Timeframe)))
     what = what or draw(st.sampled_from(list(WhatToShow)))
     step = tf.nanos if tf.is_intraday else DAY
@@ -151,13 +171,21 @@ def valid_batches(draw: st.DrawFn, tf: Timeframe | None = None,
     spread = draw(st.lists(st.floats(0, 1e3), min_size=n, max_size=n))
     o = [m + s * 0.3 for m, s in zip(mid, spread, strict=True)]
     c = [m - s * 0.2 for m, s in zip(mid, spread, strict=True)]
-    return BarBatch(symbol="ES", timeframe=tf, what_to_show=what, start=start,
-                    end=start + 201 * step, ts=[start + k * step for k in slots], open=o,
-                    high=[m + s for m, s in zip(mid, spread, strict=True)],
-                    low=[m - s for m, s in zip(mid, spread, strict=True)], close=c,
-                    volume=draw(st.lists(st.floats(0, 1e12), min_size=n, max_size=n)),
-                    wap=mid, count=draw(st.lists(st.integers(0, 10**9), min_size=n,
-                                                 max_size=n)))  # fmt: skip
+    return BarBatch(
+        symbol="ES",
+        timeframe=tf,
+        what_to_show=what,
+        start=start,
+        end=start + 201 * step,
+        ts=[start + k * step for k in slots],
+        open=o,
+        high=[m + s for m, s in zip(mid, spread, strict=True)],
+        low=[m - s for m, s in zip(mid, spread, strict=True)],
+        close=c,
+        volume=draw(st.lists(st.floats(0, 1e12), min_size=n, max_size=n)),
+        wap=mid,
+        count=draw(st.lists(st.integers(0, 10**9), min_size=n, max_size=n)),
+    )
 
 
 @given(valid_batches())
@@ -184,34 +212,59 @@ def test_one_bad_value_anywhere_is_found_where_it_is(batch: BarBatch, data: st.D
 def test_a_repeated_stamp_is_found(batch: BarBatch, data: st.DataObject) -> None:
     if len(batch.ts) < 2:
         return
-    i, j = sorted(data.draw(st.lists(st.integers(0, len(batch.ts) - 1), min_size=2,
-                                     max_size=2, unique=True)))  # fmt: skip
+    i, j = sorted(
+        data.draw(st.lists(st.integers(0, len(batch.ts) - 1), min_size=2, max_size=2, unique=True))
+    )
     problem = check_batch(with_column(batch, "ts", j, batch.ts[i]))
     assert problem is not None and problem.check == "duplicate_ts"
 
 
-def _simulated(symbol: str, sec_type: str, tf: Timeframe, what: str, use_rth: bool,
-               lo: dt.datetime, hi: dt.datetime) -> BarBatch:  # fmt: skip
+def _simulated(
+    symbol: str,
+    sec_type: str,
+    tf: Timeframe,
+    what: str,
+    use_rth: bool,
+    lo: dt.datetime,
+    hi: dt.datetime,
+) -> BarBatch:
     """Return the batch the connector builds from the simulator's answer (see ``to_columns``)."""
-    frame = expected_bars(symbol, sec_type, IB_BAR_SIZE[tf], what, use_rth, lo, hi,
-                          now_utc=dt.datetime(2025, 1, 1, tzinfo=dt.UTC))  # fmt: skip
+    frame = expected_bars(
+        symbol,
+        sec_type,
+        IB_BAR_SIZE[tf],
+        what,
+        use_rth,
+        lo,
+        hi,
+        now_utc=dt.datetime(2025, 1, 1, tzinfo=dt.UTC),
+    )
     if tf.is_intraday:
         ts = [int(t.value) for t in frame["start_utc"]]  # pandas keeps ns in .value
     else:
-        ts = [to_unix_nanos(dt.datetime(d.year, d.month, d.day, tzinfo=dt.UTC))
-              for d in frame["date"]]  # fmt: skip
+        ts = [
+            to_unix_nanos(dt.datetime(d.year, d.month, d.day, tzinfo=dt.UTC)) for d in frame["date"]
+        ]
     # Like ``to_columns``: keep the bars whose stamp (a daily bar's session date, which for a
     # session opening on Sunday evening is Monday) lies in the window asked for.
     keep = [to_unix_nanos(lo) <= t < to_unix_nanos(hi) for t in ts]
     frame, ts = frame.loc[keep], [t for t, k in zip(ts, keep, strict=True) if k]
     trades = bool(len(frame)) and bool((frame["barCount"] >= 0).all())
-    return BarBatch(symbol=symbol, timeframe=tf, what_to_show=WhatToShow(what),
-                    start=to_unix_nanos(lo), end=to_unix_nanos(hi), ts=ts,
-                    open=frame["open"].tolist(), high=frame["high"].tolist(),
-                    low=frame["low"].tolist(), close=frame["close"].tolist(),
-                    volume=[max(v, 0.0) for v in frame["volume"].tolist()],
-                    wap=frame["average"].tolist() if trades else None,
-                    count=frame["barCount"].tolist() if trades else None)  # fmt: skip
+    return BarBatch(
+        symbol=symbol,
+        timeframe=tf,
+        what_to_show=WhatToShow(what),
+        start=to_unix_nanos(lo),
+        end=to_unix_nanos(hi),
+        ts=ts,
+        open=frame["open"].tolist(),
+        high=frame["high"].tolist(),
+        low=frame["low"].tolist(),
+        close=frame["close"].tolist(),
+        volume=[max(v, 0.0) for v in frame["volume"].tolist()],
+        wap=frame["average"].tolist() if trades else None,
+        count=frame["barCount"].tolist() if trades else None,
+    )
 
 
 def _window(tf: Timeframe) -> tuple[dt.datetime, dt.datetime]:
@@ -243,14 +296,19 @@ def _sorted_or_corrupted(batch: BarBatch, data: st.DataObject) -> BarBatch:
     if data.draw(st.booleans()) and batch.ts:
         order = sorted(range(len(batch.ts)), key=batch.ts.__getitem__)
         columns = ("ts", "open", "high", "low", "close", "volume", "wap", "count")
-        batch = msgspec.structs.replace(batch, **{
-            name: [getattr(batch, name)[k] for k in order] for name in columns})  # fmt: skip
+        batch = msgspec.structs.replace(
+            batch, **{name: [getattr(batch, name)[k] for k in order] for name in columns}
+        )
     if batch.ts and data.draw(st.booleans()):  # one corrupted value, of any kind
         i = data.draw(st.integers(0, len(batch.ts) - 1))
-        name = data.draw(st.sampled_from(["open", "high", "low", "close", "volume", "wap",
-                                          "ts", "count"]))  # fmt: skip
-        value = (data.draw(st.integers(-(2**62), 2**62)) if name in ("ts", "count") else
-                 data.draw(st.floats(allow_nan=True, allow_infinity=True)))  # fmt: skip
+        name = data.draw(
+            st.sampled_from(["open", "high", "low", "close", "volume", "wap", "ts", "count"])
+        )
+        value = (
+            data.draw(st.integers(-(2**62), 2**62))
+            if name in ("ts", "count")
+            else data.draw(st.floats(allow_nan=True, allow_infinity=True))
+        )
         batch = with_column(batch, name, i, value)
     return batch
 
@@ -292,8 +350,9 @@ def test_checking_many_batches_at_once_says_what_checking_each_says(
 def _sorted(batch: BarBatch) -> BarBatch:
     order = sorted(range(len(batch.ts)), key=batch.ts.__getitem__)
     columns = ("ts", "open", "high", "low", "close", "volume", "wap", "count")
-    return msgspec.structs.replace(batch, **{
-        name: [getattr(batch, name)[k] for k in order] for name in columns})  # fmt: skip
+    return msgspec.structs.replace(
+        batch, **{name: [getattr(batch, name)[k] for k in order] for name in columns}
+    )
 
 
 @given(st.sampled_from(list(Timeframe)), st.sampled_from(list(WhatToShow)), st.data())
@@ -301,8 +360,9 @@ def _sorted(batch: BarBatch) -> BarBatch:
 def test_a_round_of_good_batches_of_one_dataset_passes_in_one_go(
     tf: Timeframe, what: WhatToShow, data: st.DataObject
 ) -> None:
-    batches = [_sorted(b) for b in data.draw(st.lists(valid_batches(tf, what), min_size=1,
-                                                       max_size=8))]  # fmt: skip
+    batches = [
+        _sorted(b) for b in data.draw(st.lists(valid_batches(tf, what), min_size=1, max_size=8))
+    ]
     columns = [batch_arrays(b) for b in batches]
     assert not any(isinstance(a, BarProblem) for a in columns)
     headers = [BatchHeader.of(b) for b in batches]

@@ -42,15 +42,24 @@ async def test_load_data_publishes_a_deduplicated_command(nc: NATS, js: JetStrea
 
 
 async def test_request_rebuilds_the_services_error(nc: NATS, nats_url: str) -> None:
-    app = ServiceApp(name="fake-ib", version="0.0.1", description="test",
-                     settings=Settings.from_env({"KTRDR_NATS_URL": nats_url}))  # fmt: skip
+    app = ServiceApp(
+        name="fake-ib",
+        version="0.0.1",
+        description="test",
+        settings=Settings.from_env({"KTRDR_NATS_URL": nats_url}),
+    )
 
     @app.endpoint("validate", subjects.IB_VALIDATE, ValidateSymbol)
     async def validate(request: ValidateSymbol) -> SymbolInfo:
         if request.symbol != "AAPL":
             raise UnknownSymbol(f"IB knows no {request.symbol}", details={"ib_code": 200})
-        return SymbolInfo(symbol="AAPL", instrument_type="STK", exchange="SMART",  # type: ignore[arg-type]
-                          currency="USD", time_zone="US/Eastern")  # fmt: skip
+        return SymbolInfo(
+            symbol="AAPL",
+            instrument_type="STK",
+            exchange="SMART",  # type: ignore[arg-type]
+            currency="USD",
+            time_zone="US/Eastern",
+        )
 
     await app.start()
     client = KtrdrClient(nc, timeout_s=2)

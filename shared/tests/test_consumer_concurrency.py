@@ -17,10 +17,14 @@ pytestmark = pytest.mark.integration
 SPEC = streams.ConsumerSpec(
     stream="KTRDR_COMMANDS",
     config=ConsumerConfig(
-        durable_name="parallel-worker", name="parallel-worker", filter_subject="ktrdr.cmd.test.>",
-        ack_policy=AckPolicy.EXPLICIT, ack_wait=30, max_deliver=-1,
+        durable_name="parallel-worker",
+        name="parallel-worker",
+        filter_subject="ktrdr.cmd.test.>",
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=30,
+        max_deliver=-1,
     ),
-)  # fmt: skip
+)
 
 
 class _Gate:
@@ -54,8 +58,15 @@ class _Gate:
 
 
 def _consumer(js: JetStreamContext, gate: _Gate, concurrency: int) -> PullConsumer:
-    return PullConsumer(js=js, spec=SPEC, handler=gate.handle, batch=10, fetch_timeout_s=0.5,
-                        concurrency=concurrency, drain_timeout_s=0.2)  # fmt: skip
+    return PullConsumer(
+        js=js,
+        spec=SPEC,
+        handler=gate.handle,
+        batch=10,
+        fetch_timeout_s=0.5,
+        concurrency=concurrency,
+        drain_timeout_s=0.2,
+    )
 
 
 async def test_runs_up_to_concurrency_handlers_and_fetches_only_for_free_slots(

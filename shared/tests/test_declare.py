@@ -30,8 +30,9 @@ async def test_declared_objects_verify_clean(js: JetStreamContext) -> None:
     await streams.prepare(js, *streams.CONSUMERS, buckets=True, declare=True, service="t")
     assert await streams.verify(js, streams.CONSUMERS, buckets=True) == []
     # and verifying (what a service user does) then passes at once
-    await streams.prepare(js, *streams.CONSUMERS, buckets=True, declare=False, service="t",
-                          wait_s=0)  # fmt: skip
+    await streams.prepare(
+        js, *streams.CONSUMERS, buckets=True, declare=False, service="t", wait_s=0
+    )
 
 
 async def test_an_emptied_event_log_limit_is_drift_that_stops_the_service(
@@ -99,8 +100,9 @@ async def test_the_declare_command_fixes_drift_and_check_reports_it(
 async def test_a_non_declaring_consumer_waits_for_its_durable(js: JetStreamContext) -> None:
     await streams.ensure_streams(js)
     stopping = asyncio.Event()
-    batches = fetch_batches(js, streams.TRAIN_COMMANDS, stopping, fetch_timeout_s=0.5,
-                            declare=False)  # fmt: skip
+    batches = fetch_batches(
+        js, streams.TRAIN_COMMANDS, stopping, fetch_timeout_s=0.5, declare=False
+    )
     first = asyncio.ensure_future(anext(batches))
     await asyncio.sleep(1.0)
     assert not first.done()
@@ -116,10 +118,19 @@ async def test_a_non_declaring_consumer_waits_for_its_durable(js: JetStreamConte
 
 def test_a_service_exits_2_naming_the_drift(nats_url: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KTRDR_")}
-    env |= {"KTRDR_NATS_URL": nats_url, "KTRDR_NATS_DECLARE": "false",
-            "KTRDR_NATS_DECLARE_WAIT_S": "0.5", "KTRDR_DATA_DIR": "/tmp/unused"}  # fmt: skip
-    done = subprocess.run([sys.executable, "-m", "ktrdr_data_store"], env=env, timeout=60,
-                          capture_output=True, text=True)  # fmt: skip
+    env |= {
+        "KTRDR_NATS_URL": nats_url,
+        "KTRDR_NATS_DECLARE": "false",
+        "KTRDR_NATS_DECLARE_WAIT_S": "0.5",
+        "KTRDR_DATA_DIR": "/tmp/unused",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "ktrdr_data_store"],
+        env=env,
+        timeout=60,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 2, done.stderr
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("data-store: configuration error: JetStream is not as declared: ")

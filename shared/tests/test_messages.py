@@ -102,12 +102,16 @@ NAIVE_FIX = "has no timezone; add Z (UTC) or an offset such as +02:00"
 def test_a_naive_timestamp_by_hand_says_to_add_z_or_an_offset(content_type: str) -> None:
     raw = {"symbol": "AAPL", "timeframe": "1h", "start": "2024-06-24T00:00:00"}
     with pytest.raises(MessageDecodeError) as caught:
-        codec.decode(codec.encode(raw, content_type=content_type), LoadData,
-                     subject="ktrdr.cmd.data.load",
-                     headers=codec.headers_for(content_type))  # fmt: skip
+        codec.decode(
+            codec.encode(raw, content_type=content_type),
+            LoadData,
+            subject="ktrdr.cmd.data.load",
+            headers=codec.headers_for(content_type),
+        )
     assert caught.value.field == "start"
-    assert caught.value.message == ("invalid LoadData on 'ktrdr.cmd.data.load': field 'start': "
-                                    f"2024-06-24T00:00:00 {NAIVE_FIX}")  # fmt: skip
+    assert caught.value.message == (
+        f"invalid LoadData on 'ktrdr.cmd.data.load': field 'start': 2024-06-24T00:00:00 {NAIVE_FIX}"
+    )
 
 
 def test_a_naive_timestamp_deep_inside_a_message_is_named_with_its_value() -> None:
@@ -128,8 +132,9 @@ def _batch_dict(**changes: object) -> dict[str, object]:
 def test_a_negative_price_is_data_not_a_bad_message() -> None:
     # CL (WTI crude, May 2020 contract) settled at -37.63 on 2020-04-20
     data = codec.encode(_batch_dict(low=[184.9, -37.63]), content_type=codec.MSGPACK)
-    batch = codec.decode(data, BarBatch, subject="ktrdr.bars.CL.1d",
-                         headers=codec.headers_for(codec.MSGPACK))  # fmt: skip
+    batch = codec.decode(
+        data, BarBatch, subject="ktrdr.bars.CL.1d", headers=codec.headers_for(codec.MSGPACK)
+    )
     assert batch.low[1] == -37.63
 
 
@@ -149,8 +154,9 @@ def test_bad_bar_batches_name_the_field(
 ) -> None:
     data = codec.encode(_batch_dict(**changes), content_type=content_type)
     with pytest.raises(MessageDecodeError) as caught:
-        codec.decode(data, BarBatch, subject="ktrdr.bars.AAPL.1m",
-                     headers=codec.headers_for(content_type))  # fmt: skip
+        codec.decode(
+            data, BarBatch, subject="ktrdr.bars.AAPL.1m", headers=codec.headers_for(content_type)
+        )
     assert caught.value.field == field
     assert needle in caught.value.problem
 

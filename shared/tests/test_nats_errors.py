@@ -37,16 +37,18 @@ def test_parse_violation(text: str, expected: Violation | None) -> None:
 async def test_a_violation_fails_only_the_calls_it_concerns() -> None:
     errors = ConnectionErrors("api", "api", "_INBOX.api", forward=_ignore)
     with errors.watching("ktrdr.cmd.data.load") as load, errors.watching("ktrdr.store.query") as q:
-        await errors.on_error(nats.errors.Error(
-            'nats: permissions violation for publish to "ktrdr.cmd.data.load"'))  # fmt: skip
+        await errors.on_error(
+            nats.errors.Error('nats: permissions violation for publish to "ktrdr.cmd.data.load"')
+        )
         assert load.done()
         assert not q.done()
         assert str(load.result()) == (
             "permission denied: NATS user 'api' may not publish to ktrdr.cmd.data.load"
         )
         # Replies come to the inbox: refusing it fails every call waiting for a reply.
-        await errors.on_error(nats.errors.Error(
-            'nats: permissions violation for subscription to "_inbox.api.abc.*"'))  # fmt: skip
+        await errors.on_error(
+            nats.errors.Error('nats: permissions violation for subscription to "_inbox.api.abc.*"')
+        )
         assert isinstance(q.result(), PermissionDenied)
         assert "_INBOX.api.>" in str(q.result())
 
@@ -70,8 +72,13 @@ async def test_an_unreachable_server_is_named_with_the_reason() -> None:
     settings = Settings(nats_url=(url,))
     async with asyncio.timeout(10):
         with pytest.raises(NatsConnectError) as failed:
-            await connect(settings, name="probe", max_reconnect_attempts=1,
-                          reconnect_time_wait=0.05, connect_timeout=1)  # fmt: skip
+            await connect(
+                settings,
+                name="probe",
+                max_reconnect_attempts=1,
+                reconnect_time_wait=0.05,
+                connect_timeout=1,
+            )
     assert not isinstance(failed.value, NatsRefused)  # may start working: not a setting
     message = str(failed.value)
     assert message.startswith(f"cannot connect to NATS at {url} as no user: ")

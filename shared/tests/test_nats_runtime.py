@@ -62,9 +62,11 @@ async def test_duplicate_command_inside_dedup_window_is_dropped(js: JetStreamCon
 
 def _status_app(nats_url: str) -> ServiceApp:
     app = ServiceApp(
-        name="probe", version="1.0.0", description="test service",
+        name="probe",
+        version="1.0.0",
+        description="test service",
         settings=Settings.from_env({"KTRDR_NATS_URL": nats_url}),
-    )  # fmt: skip
+    )
 
     @app.endpoint("status", "ktrdr.test.status", StatusRequest)
     async def status(_: StatusRequest) -> IbStatus:
@@ -146,9 +148,13 @@ class _Collector:
 
 def _consumer(js: JetStreamContext, collector: _Collector) -> PullConsumer:
     return PullConsumer(
-        js=js, spec=streams.DATA_COMMANDS, handler=collector.handle,
-        on_permanent=collector.on_permanent, fetch_timeout_s=0.5, heartbeat_s=0.1,
-    )  # fmt: skip
+        js=js,
+        spec=streams.DATA_COMMANDS,
+        handler=collector.handle,
+        on_permanent=collector.on_permanent,
+        fetch_timeout_s=0.5,
+        heartbeat_s=0.1,
+    )
 
 
 async def test_pull_consumer_acks_naks_and_terminates(js: JetStreamContext) -> None:
@@ -171,8 +177,9 @@ async def test_pull_consumer_survives_a_server_restart(
     nats_server: NatsServer, nc: NATS, js: JetStreamContext
 ) -> None:
     await streams.ensure_streams(js)
-    worker_nc = await nats.connect(nats_server.url, max_reconnect_attempts=-1,
-                                   reconnect_time_wait=0.1)  # fmt: skip
+    worker_nc = await nats.connect(
+        nats_server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.1
+    )
     collector = _Collector()
     stopping = asyncio.Event()
     task = asyncio.create_task(_consumer(worker_nc.jetstream(), collector).run(stopping))
@@ -211,10 +218,14 @@ async def test_keep_alive_holds_a_message_past_its_ack_wait(js: JetStreamContext
     spec = streams.ConsumerSpec(
         stream="KTRDR_COMMANDS",
         config=ConsumerConfig(
-            durable_name="slow-worker", name="slow-worker", filter_subject="ktrdr.cmd.test.>",
-            ack_policy=AckPolicy.EXPLICIT, ack_wait=1.0, max_deliver=-1,
+            durable_name="slow-worker",
+            name="slow-worker",
+            filter_subject="ktrdr.cmd.test.>",
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=1.0,
+            max_deliver=-1,
         ),
-    )  # fmt: skip
+    )
     calls: list[int] = []
 
     async def slow(msg: Msg) -> None:

@@ -29,8 +29,9 @@ def test_the_tls_files_are_read_from_the_environment(files: TlsFiles) -> None:
     assert settings.nats_tls_key == str(files.client_key("api"))
 
 
-@pytest.mark.parametrize("variable", ["KTRDR_NATS_TLS_CA", "KTRDR_NATS_TLS_CERT",
-                                      "KTRDR_NATS_TLS_KEY"])  # fmt: skip
+@pytest.mark.parametrize(
+    "variable", ["KTRDR_NATS_TLS_CA", "KTRDR_NATS_TLS_CERT", "KTRDR_NATS_TLS_KEY"]
+)
 def test_a_missing_tls_file_is_a_config_error_naming_the_variable_and_path(
     files: TlsFiles, tmp_path: Path, variable: str
 ) -> None:
@@ -42,16 +43,22 @@ def test_a_missing_tls_file_is_a_config_error_naming_the_variable_and_path(
 
 
 def test_a_client_certificate_without_its_key_is_a_config_error(files: TlsFiles) -> None:
-    env = {"KTRDR_NATS_TLS_CA": str(files.ca_cert),
-           "KTRDR_NATS_TLS_CERT": str(files.client_cert("api"))}  # fmt: skip
+    env = {
+        "KTRDR_NATS_TLS_CA": str(files.ca_cert),
+        "KTRDR_NATS_TLS_CERT": str(files.client_cert("api")),
+    }
     with pytest.raises(ConfigError, match="KTRDR_NATS_TLS_KEY"):
         Settings.from_env(env)
 
 
 def test_connect_options_carry_tls_and_the_users_inbox_prefix(files: TlsFiles) -> None:
-    settings = Settings(nats_user="api", nats_password=Secret("pw"),
-                        nats_tls_ca=str(files.ca_cert), nats_tls_cert=str(files.client_cert("api")),
-                        nats_tls_key=str(files.client_key("api")))  # fmt: skip
+    settings = Settings(
+        nats_user="api",
+        nats_password=Secret("pw"),
+        nats_tls_ca=str(files.ca_cert),
+        nats_tls_cert=str(files.client_cert("api")),
+        nats_tls_key=str(files.client_key("api")),
+    )
     options = auth_options(settings)
     assert options["inbox_prefix"] == "_INBOX.api"
     context = options["tls"]
@@ -72,6 +79,12 @@ def test_a_file_that_is_not_a_certificate_is_a_config_error(tmp_path: Path) -> N
 
 def test_extra_server_names_are_checked_and_added_after_the_defaults() -> None:
     assert server_hosts(parse_hosts(" 10.0.0.1, nats.lan ,")) == [
-        "127.0.0.1", "::1", "localhost", "nats", "10.0.0.1", "nats.lan"]  # fmt: skip
+        "127.0.0.1",
+        "::1",
+        "localhost",
+        "nats",
+        "10.0.0.1",
+        "nats.lan",
+    ]
     with pytest.raises(ValueError, match="neither"):
         parse_hosts("nats lan")

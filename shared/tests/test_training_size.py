@@ -29,9 +29,12 @@ def test_parameters_of_an_mlp_and_an_lstm() -> None:
 
 
 def test_the_default_spec_and_large_but_sane_ones_fit_the_default_limit() -> None:
-    for spec in (_spec(), _spec(batch_size=1_000_000),
-                 _spec(model={"kind": "lstm", "seq_len": 4096, "hidden_size": 64}),
-                 _spec(model={"kind": "mlp", "hidden_sizes": [4096, 4096]})):  # fmt: skip
+    for spec in (
+        _spec(),
+        _spec(batch_size=1_000_000),
+        _spec(model={"kind": "lstm", "seq_len": 4096, "hidden_size": 64}),
+        _spec(model={"kind": "mlp", "hidden_sizes": [4096, 4096]}),
+    ):
         check_training_size(spec, MAX_TRAINING_BYTES)
     assert estimated_inputs(_spec().features) > 0
 

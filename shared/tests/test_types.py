@@ -46,8 +46,19 @@ def test_symbol_keys_are_subject_tokens(symbol: str) -> None:
 
 def test_timeframe_lengths() -> None:
     assert [tf.value for tf in Timeframe] == [
-        "1s", "5s", "15s", "30s", "1m", "5m", "15m", "30m", "1h", "4h", "1d", "1w",
-    ]  # fmt: skip
+        "1s",
+        "5s",
+        "15s",
+        "30s",
+        "1m",
+        "5m",
+        "15m",
+        "30m",
+        "1h",
+        "4h",
+        "1d",
+        "1w",
+    ]
     assert Timeframe.M5.seconds == 300
     assert Timeframe.H4.duration == timedelta(hours=4)
     assert Timeframe.D1.nanos == 86_400 * 10**9

@@ -32,10 +32,20 @@ ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
 COMPOSE_FILE = INFRA / "docker/compose.yaml"
 COMPOSE_DIR = COMPOSE_FILE.parent
-SERVICE_DIRS = {"ib-connector": "ktrdr_ib_connector", "data-store": "ktrdr_data_store",
-                "trainer": "ktrdr_trainer", "api": "ktrdr_api"}  # fmt: skip
-NATS_CONFS = ["nats.conf", "nats-secure.conf", "docker.conf",
-              "cluster/node-1.conf", "cluster/node-2.conf", "cluster/node-3.conf"]  # fmt: skip
+SERVICE_DIRS = {
+    "ib-connector": "ktrdr_ib_connector",
+    "data-store": "ktrdr_data_store",
+    "trainer": "ktrdr_trainer",
+    "api": "ktrdr_api",
+}
+NATS_CONFS = [
+    "nats.conf",
+    "nats-secure.conf",
+    "docker.conf",
+    "cluster/node-1.conf",
+    "cluster/node-2.conf",
+    "cluster/node-3.conf",
+]
 
 
 @pytest.fixture(scope="module")
@@ -98,8 +108,10 @@ def test_compose_nats_is_the_tested_version_with_jetstream_and_users(
 def test_compose_publishes_ports_on_loopback_unless_told_otherwise(
     compose: dict[str, Any],
 ) -> None:
-    published = {name: [interpolated_default(p) for p in s.get("ports", [])]
-                 for name, s in compose["services"].items()}  # fmt: skip
+    published = {
+        name: [interpolated_default(p) for p in s.get("ports", [])]
+        for name, s in compose["services"].items()
+    }
     assert published["nats"] == ["127.0.0.1:4222:4222", "127.0.0.1:8222:8222"]
     assert published["api"] == ["127.0.0.1:8000:8000"]
     assert published["data-store"] == []  # it talks to NATS only
@@ -165,8 +177,11 @@ def test_compose_every_service_has_a_health_check_and_named_volumes_are_declared
             assert service["healthcheck"]["test"], name
         for dependency, condition in service.get("depends_on", {}).items():
             assert dependency in compose["services"]
-            assert condition["condition"] in ("service_healthy", "service_started",
-                                              "service_completed_successfully")  # fmt: skip
+            assert condition["condition"] in (
+                "service_healthy",
+                "service_started",
+                "service_completed_successfully",
+            )
         for volume in service.get("volumes", []):
             source = volume.split(":")[0]
             if source.startswith("."):
@@ -192,8 +207,13 @@ def test_secrets_written_by_stack_py_are_the_files_compose_and_nats_read(
 ) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KTRDR_")}
     env["KTRDR_DATA_DIR"] = str(tmp_path)
-    done = subprocess.run([sys.executable, str(INFRA / "scripts/stack.py"), "secrets"],
-                          env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, str(INFRA / "scripts/stack.py"), "secrets"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     for secret in compose["secrets"].values():
         written = tmp_path / "secrets" / Path(secret["file"]).name
@@ -201,18 +221,28 @@ def test_secrets_written_by_stack_py_are_the_files_compose_and_nats_read(
         assert written.stat().st_mode & 0o077 == 0
     # compose reads nats.env's single-quoted values literally; give nats-server the same.
     lines = (tmp_path / "secrets/nats.env").read_text().splitlines()
-    hashes = dict(re.fullmatch(r"(NATS_HASH_[A-Z_]+)='(.*)'", line).groups()  # type: ignore[union-attr]
-                  for line in lines if not line.startswith("#"))  # fmt: skip
+    hashes = dict(
+        re.fullmatch(r"(NATS_HASH_[A-Z_]+)='(.*)'", line).groups()  # type: ignore[union-attr]
+        for line in lines
+        if not line.startswith("#")
+    )
     assert sorted(hashes) == sorted(f"NATS_HASH_{u.upper().replace('-', '_')}" for u in USERS)
     # compose mounts each secret at /run/secrets/<name>: point NATS_TLS_* at the files here.
-    mounted = {f"/run/secrets/{name}": str(tmp_path / "secrets" / Path(secret["file"]).name)
-               for name, secret in compose["secrets"].items()}  # fmt: skip
-    tls = {name: re.sub(r"/run/secrets/\w+", lambda m: mounted[m.group(0)], value)
-           for name, value in compose["services"]["nats"]["environment"].items()}  # fmt: skip
+    mounted = {
+        f"/run/secrets/{name}": str(tmp_path / "secrets" / Path(secret["file"]).name)
+        for name, secret in compose["secrets"].items()
+    }
+    tls = {
+        name: re.sub(r"/run/secrets/\w+", lambda m: mounted[m.group(0)], value)
+        for name, value in compose["services"]["nats"]["environment"].items()
+    }
     assert sorted(tls) == ["NATS_TLS_CA", "NATS_TLS_CERT", "NATS_TLS_KEY"]
-    checked = subprocess.run([nats_server_binary(), "-t", "-c", str(INFRA / "nats/docker.conf")],
-                             env={**env, **hashes, **tls}, capture_output=True,
-                             text=True)  # fmt: skip
+    checked = subprocess.run(
+        [nats_server_binary(), "-t", "-c", str(INFRA / "nats/docker.conf")],
+        env={**env, **hashes, **tls},
+        capture_output=True,
+        text=True,
+    )
     assert checked.returncode == 0, checked.stderr
 
 
@@ -227,9 +257,12 @@ def test_auth_conf_has_one_user_per_service_and_the_operator() -> None:
 @pytest.mark.integration
 @pytest.mark.parametrize("conf", NATS_CONFS)
 def test_every_nats_config_is_valid_for_nats_server(conf: str) -> None:
-    checked = subprocess.run([nats_server_binary(), "-t", "-c", str(INFRA / "nats" / conf)],
-                             env={**os.environ, **TestUsers().server_env()},
-                             capture_output=True, text=True)  # fmt: skip
+    checked = subprocess.run(
+        [nats_server_binary(), "-t", "-c", str(INFRA / "nats" / conf)],
+        env={**os.environ, **TestUsers().server_env()},
+        capture_output=True,
+        text=True,
+    )
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
@@ -295,8 +328,11 @@ def test_launchd_agents_start_a_module_with_known_settings(plist: Path) -> None:
 
 @pytest.mark.unit
 def test_the_procfile_runs_nats_the_simulator_and_the_four_services() -> None:
-    lines = [line for line in (INFRA / "Procfile").read_text().splitlines()
-             if line.strip() and not line.startswith("#")]  # fmt: skip
+    lines = [
+        line
+        for line in (INFRA / "Procfile").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     commands = dict(line.split(": ", 1) for line in lines)
     assert list(commands) == ["nats", "sim", *SERVICE_DIRS]
     for name, command in commands.items():
@@ -335,9 +371,16 @@ def test_every_services_settings_are_known_to_every_other_service() -> None:
 
     base = {variable_name(f) for f in Settings.__struct_fields__}
     for settings in (ApiSettings, DataStoreSettings, IbConnectorSettings, TrainerSettings):
-        unknown = sorted(name for f in settings.__struct_fields__
-                         if (name := variable_name(f)) not in KNOWN_VARIABLES | base)  # fmt: skip
+        unknown = sorted(
+            name
+            for f in settings.__struct_fields__
+            if (name := variable_name(f)) not in KNOWN_VARIABLES | base
+        )
         assert unknown == [], settings.__name__
-    everything = {variable_name(f): "1" for s in (ApiSettings, DataStoreSettings)
-                  for f in s.__struct_fields__ if f.endswith("_s")}  # fmt: skip
+    everything = {
+        variable_name(f): "1"
+        for s in (ApiSettings, DataStoreSettings)
+        for f in s.__struct_fields__
+        if f.endswith("_s")
+    }
     IbConnectorSettings.from_env(everything)  # reads none of them, refuses none

@@ -87,24 +87,33 @@ def test_setup_installs_duckdb_pinned() -> None:
 def test_the_readmes_parquet_example_runs(tmp_path: Path) -> None:
     import pandas as pd
 
-    [block] = [b for b in re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
-               if "read_parquet" in b]  # fmt: skip
+    [block] = [
+        b
+        for b in re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+        if "read_parquet" in b
+    ]
     stored = tmp_path / "data/bars/AAPL/1h"
     stored.mkdir(parents=True)
     ts = pd.date_range("2024-06-24 13:30", periods=48, freq="1h", tz="UTC")
-    bars = pd.DataFrame({"ts": ts, "open": 1.0, "high": 2.0, "low": 0.5, "close": 1.5,
-                         "volume": 100.0})  # fmt: skip
+    bars = pd.DataFrame(
+        {"ts": ts, "open": 1.0, "high": 2.0, "low": 0.5, "close": 1.5, "volume": 100.0}
+    )
     bars.to_parquet(stored / "2024.parquet", index=False)
     # Run the block as a notebook would, in the directory its paths are relative to, and
     # show its last expression (a duckdb relation runs its query when it is shown).
     program = ast.parse(block)
     last = program.body[-1]
     assert isinstance(last, ast.Expr), "the example ends with the query it shows"
-    script = "\n".join([ast.unparse(ast.Module(program.body[:-1], [])),
-                        f"shown = ({ast.unparse(last.value)}).fetchall()",
-                        "print(len(bars), len(shown), {row[1] for row in shown})"])  # fmt: skip
-    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=120)  # fmt: skip
+    script = "\n".join(
+        [
+            ast.unparse(ast.Module(program.body[:-1], [])),
+            f"shown = ({ast.unparse(last.value)}).fetchall()",
+            "print(len(bars), len(shown), {row[1] for row in shown})",
+        ]
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     count, days, highs = done.stdout.split(" ", 2)
     assert int(count) == 48
@@ -120,12 +129,22 @@ def test_the_readme_lists_every_port_just_up_takes_and_its_variable() -> None:
     stack = load_script("stack")
     config = stack.load_config({}, False, None, None)
     section = readme_section("The two commands")
-    ports = {config.nats_port, config.monitor_port, config.ib_port, config.sim_control_port,
-             config.api_port}  # fmt: skip
+    ports = {
+        config.nats_port,
+        config.monitor_port,
+        config.ib_port,
+        config.sim_control_port,
+        config.api_port,
+    }
     missing = [port for port in sorted(ports) if str(port) not in section]
     assert missing == [], f"the README's `just up` paragraph omits ports {missing}"
-    for variable in ("KTRDR_NATS_URL", "KTRDR_IB_PORT", "KTRDR_API_PORT", "--monitor-port",
-                     "--sim-control-port"):  # fmt: skip
+    for variable in (
+        "KTRDR_NATS_URL",
+        "KTRDR_IB_PORT",
+        "KTRDR_API_PORT",
+        "--monitor-port",
+        "--sim-control-port",
+    ):
         assert variable in section
 
 
@@ -202,20 +221,33 @@ def test_just_list_shows_a_whole_sentence_for_every_recipe() -> None:
 
 
 def model(accuracy: float, baseline: float, sharpe: float) -> dict[str, Any]:
-    return {"model_id": "m1", "device": "cpu", "metrics": {
-        "accuracy": accuracy, "majority_baseline_accuracy": baseline, "majority_class": "hold",
-        "macro_f1": 0.3, "split_samples": {"train": 700, "validation": 150, "test": 150},
-        "backtest": {"bars": 149, "costs": "none (signals only)",
-                     "strategy": {"total_return": 0.05, "sharpe": sharpe},
-                     "buy_and_hold": {"total_return": 0.01, "sharpe": 0.4}}}}  # fmt: skip
+    return {
+        "model_id": "m1",
+        "device": "cpu",
+        "metrics": {
+            "accuracy": accuracy,
+            "majority_baseline_accuracy": baseline,
+            "majority_class": "hold",
+            "macro_f1": 0.3,
+            "split_samples": {"train": 700, "validation": 150, "test": 150},
+            "backtest": {
+                "bars": 149,
+                "costs": "none (signals only)",
+                "strategy": {"total_return": 0.05, "sharpe": sharpe},
+                "buy_and_hold": {"total_return": 0.01, "sharpe": 0.4},
+            },
+        },
+    }
 
 
 @pytest.mark.unit
 def test_the_summary_says_when_the_model_does_not_beat_the_baseline() -> None:
     demo = load_script("demo")
     text = "\n".join(demo.model_lines(model(0.40, 0.448, 7.4)))
-    assert ("the model does not beat always predicting the most common class "
-            "(0.400 < 0.448): treat its backtest as noise") in text  # fmt: skip
+    assert (
+        "the model does not beat always predicting the most common class "
+        "(0.400 < 0.448): treat its backtest as noise"
+    ) in text
     assert "7.400" in text
     assert "test split" in text and "no costs" in text  # what the Sharpe is computed on
 

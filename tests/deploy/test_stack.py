@@ -64,10 +64,21 @@ class Stack:
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run ``stack.py <args>`` the way `just up` / `just down` do."""
         if args[0] == "up":
-            args = (*args, "--monitor-port", str(self.monitor_port),
-                    "--sim-control-port", str(self.sim_control_port))  # fmt: skip
-        return subprocess.run([sys.executable, str(STACK), *args], cwd=ROOT, env=self.env,
-                              capture_output=True, text=True, timeout=180)  # fmt: skip
+            args = (
+                *args,
+                "--monitor-port",
+                str(self.monitor_port),
+                "--sim-control-port",
+                str(self.sim_control_port),
+            )
+        return subprocess.run(
+            [sys.executable, str(STACK), *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
 
     def pid(self, name: str) -> int | None:
         path = self.data_dir / "run" / f"{name}.pid"
@@ -83,21 +94,28 @@ class Stack:
     def admin(self) -> Settings:
         password = (self.data_dir / "secrets" / "admin.password").read_text().strip()
         files = TlsFiles(self.data_dir / "secrets")
-        return Settings(nats_url=(self.nats_url,), nats_user="admin",
-                        nats_password=Secret(password), nats_tls_ca=str(files.ca_cert),
-                        nats_tls_cert=str(files.client_cert("admin")),
-                        nats_tls_key=str(files.client_key("admin")))  # fmt: skip
+        return Settings(
+            nats_url=(self.nats_url,),
+            nats_user="admin",
+            nats_password=Secret(password),
+            nats_tls_ca=str(files.ca_cert),
+            nats_tls_cert=str(files.client_cert("admin")),
+            nats_tls_key=str(files.client_key("admin")),
+        )
 
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KTRDR_")}
     # KTRDR_IB_TIME_SCALE reaches both the simulator and the connector (compressed pacing).
-    env.update(KTRDR_DATA_DIR=str(tmp_path / "data"),
-               KTRDR_NATS_URL=f"nats://127.0.0.1:{free_port()}",
-               KTRDR_IB_PORT=str(free_port()), KTRDR_API_PORT=str(free_port()),
-               KTRDR_IB_TIME_SCALE="0.01",
-               STACK_REGISTRY_DIR=str(tmp_path / "registry"))  # not the checkout's  # fmt: skip
+    env.update(
+        KTRDR_DATA_DIR=str(tmp_path / "data"),
+        KTRDR_NATS_URL=f"nats://127.0.0.1:{free_port()}",
+        KTRDR_IB_PORT=str(free_port()),
+        KTRDR_API_PORT=str(free_port()),
+        KTRDR_IB_TIME_SCALE="0.01",
+        STACK_REGISTRY_DIR=str(tmp_path / "registry"),
+    )  # not the checkout's
     started = Stack(env, tmp_path / "data", free_port(), free_port())
     try:
         yield started
@@ -126,8 +144,9 @@ async def ping_all(settings: Settings) -> dict[str, dict[str, Any]]:
 
 def http(method: str, url: str, body: dict[str, Any] | None = None) -> tuple[int, bytes]:
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})  # fmt: skip
+    request = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(request, timeout=120) as response:
         return response.status, response.read()
 
@@ -215,34 +234,54 @@ async def test_secure_stack_loads_and_trains_with_one_user_per_service(stack: St
     up = await asyncio.to_thread(stack.run, "up", "--secure")
     assert up.returncode == 0, up.stdout + up.stderr
     secrets = stack.data_dir / "secrets"
-    assert all((secrets / f"{u}.password").stat().st_mode & 0o077 == 0
-               for u in (*SERVICES, "admin"))  # fmt: skip
-    assert all(stack.data_dir.joinpath("secrets", f"{u}.password").read_text().strip() not in
-               up.stdout + up.stderr for u in (*SERVICES, "admin"))  # never printed  # fmt: skip
+    assert all(
+        (secrets / f"{u}.password").stat().st_mode & 0o077 == 0 for u in (*SERVICES, "admin")
+    )
+    assert all(
+        stack.data_dir.joinpath("secrets", f"{u}.password").read_text().strip()
+        not in up.stdout + up.stderr
+        for u in (*SERVICES, "admin")
+    )  # never printed
     assert "--tlscert" in up.stdout  # how to connect by hand
     files = TlsFiles(secrets)
     assert files.client_key("admin").stat().st_mode & 0o077 == 0
     with pytest.raises((nats.errors.Error, OSError)):  # no TLS certificate: refused
-        await nats.connect(stack.nats_url, allow_reconnect=False, max_reconnect_attempts=1,
-                           connect_timeout=2, error_cb=_ignore)  # fmt: skip
+        await nats.connect(
+            stack.nats_url,
+            allow_reconnect=False,
+            max_reconnect_attempts=1,
+            connect_timeout=2,
+            error_cb=_ignore,
+        )
     with pytest.raises(nats.errors.Error, match="Authorization Violation"):  # a certificate only
-        await nats.connect(stack.nats_url, allow_reconnect=False, max_reconnect_attempts=1,
-                           tls=client_context(str(files.ca_cert), str(files.client_cert("api")),
-                                              str(files.client_key("api"))),
-                           error_cb=_ignore)  # fmt: skip
+        await nats.connect(
+            stack.nats_url,
+            allow_reconnect=False,
+            max_reconnect_attempts=1,
+            tls=client_context(
+                str(files.ca_cert), str(files.client_cert("api")), str(files.client_key("api"))
+            ),
+            error_cb=_ignore,
+        )
     pings = await ping_all(stack.admin())
     assert set(pings) == set(SERVICES)
 
     window = {"start": "2024-01-02T00:00:00Z", "end": "2024-04-01T00:00:00Z"}
     status, body = await asyncio.to_thread(
-        http, "POST", f"{stack.api_url}/api/v1/data/load?wait=true",
-        {"symbol": "AAPL", "timeframe": "1h", **window})  # fmt: skip
+        http,
+        "POST",
+        f"{stack.api_url}/api/v1/data/load?wait=true",
+        {"symbol": "AAPL", "timeframe": "1h", **window},
+    )
     load = json.loads(body)
     assert (status, load["status"]) == (200, "completed"), load
     assert load["fetched_bars"] > 0
     status, body = await asyncio.to_thread(
-        http, "POST", f"{stack.api_url}/api/v1/training/runs",
-        {"symbols": ["AAPL"], "timeframe": "1h", "epochs": 1, **window})  # fmt: skip
+        http,
+        "POST",
+        f"{stack.api_url}/api/v1/training/runs",
+        {"symbols": ["AAPL"], "timeframe": "1h", "epochs": 1, **window},
+    )
     assert status == 202, body
     client = KtrdrClient(await connect(stack.admin(), name="test-stack"), timeout_s=10)
     try:

@@ -42,8 +42,10 @@ async def main(argv: list[str]) -> int:
             print(f"Subscribing on {subject}", flush=True)
             sub = await nc.subscribe(subject)
             async for msg in sub.messages:
-                print(f"[#] Received on \"{msg.subject}\"\n{msg.data.decode(errors='replace')}\n",
-                      flush=True)  # fmt: skip
+                print(
+                    f'[#] Received on "{msg.subject}"\n{msg.data.decode(errors="replace")}\n',
+                    flush=True,
+                )
         case ["req", subject, body]:
             nc = await nats.connect(url)
             try:

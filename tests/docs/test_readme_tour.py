@@ -102,18 +102,36 @@ def tour(tmp_path: Path) -> Iterator[Tour]:
     nats_url = f"nats://127.0.0.1:{free_with(4000)}"  # monitoring: its port + 4000
     api_port = str(free_port())
     env = {k: v for k, v in os.environ.items() if not k.startswith("KTRDR_")}
-    env.update(KTRDR_DATA_DIR=str(tmp_path / "data"), KTRDR_NATS_URL=nats_url,
-               KTRDR_IB_PORT=str(free_with(1)), KTRDR_API_PORT=api_port,
-               KTRDR_API_URL=f"http://127.0.0.1:{api_port}", NATS_URL=nats_url,
-               PATH=f"{bin_dir}:{VENV_BIN}:{env['PATH']}", COLUMNS=str(CLI_WIDTH))  # fmt: skip
-    up = subprocess.run([sys.executable, str(STACK), "up"], env=env, cwd=tmp_path,
-                        capture_output=True, text=True, timeout=180)  # fmt: skip
+    env.update(
+        KTRDR_DATA_DIR=str(tmp_path / "data"),
+        KTRDR_NATS_URL=nats_url,
+        KTRDR_IB_PORT=str(free_with(1)),
+        KTRDR_API_PORT=api_port,
+        KTRDR_API_URL=f"http://127.0.0.1:{api_port}",
+        NATS_URL=nats_url,
+        PATH=f"{bin_dir}:{VENV_BIN}:{env['PATH']}",
+        COLUMNS=str(CLI_WIDTH),
+    )
+    up = subprocess.run(
+        [sys.executable, str(STACK), "up"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert up.returncode == 0, up.stdout + up.stderr
     try:
         yield Tour(env=env, workdir=tmp_path, api_port=api_port)
     finally:
-        subprocess.run([sys.executable, str(STACK), "down"], env=env, cwd=tmp_path,
-                       capture_output=True, text=True, timeout=180)  # fmt: skip
+        subprocess.run(
+            [sys.executable, str(STACK), "down"],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
 
 
 def misreadings(command: str, out: str, err: str) -> list[str]:
@@ -147,9 +165,13 @@ def run_shell(tour: Tour, command: str) -> str | None:
     tour.ran.append(prepared)
     if any(marker in prepared for marker in STREAMING):
         process = subprocess.Popen(
-            ["bash", "-c", prepared], env=tour.env, cwd=tour.workdir,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            ["bash", "-c", prepared],
+            env=tour.env,
+            cwd=tour.workdir,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             out, err = process.communicate(timeout=4)
             if process.returncode != 0:
@@ -160,8 +182,14 @@ def run_shell(tour: Tour, command: str) -> str | None:
         if not out.strip():
             return f"{prepared}: printed nothing while it followed\n{err}"
     else:
-        done = subprocess.run(["bash", "-c", prepared], env=tour.env, cwd=tour.workdir,
-                              capture_output=True, text=True, timeout=240)  # fmt: skip
+        done = subprocess.run(
+            ["bash", "-c", prepared],
+            env=tour.env,
+            cwd=tour.workdir,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
         out, err = done.stdout, done.stderr
         if done.returncode != 0:
             return f"{prepared}\nexit {done.returncode}\n{out}\n{err}"
@@ -176,8 +204,14 @@ def run_python(tour: Tour, code: str) -> str | None:
     if "await " in code:  # the tour shows the body of a coroutine: run it as one
         code = "import asyncio\n\nasync def _tour() -> None:\n" + textwrap.indent(code, "    ")
         code += "\n    globals().update(locals())\n\nasyncio.run(_tour())\n"
-    done = subprocess.run([sys.executable, "-c", code], env=tour.env, cwd=tour.workdir,
-                          capture_output=True, text=True, timeout=240)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env=tour.env,
+        cwd=tour.workdir,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     if done.returncode != 0 or "Traceback" in done.stderr:
         return f"{code}\nexit {done.returncode}\n{done.stdout}\n{done.stderr}"
     return None

@@ -79,10 +79,16 @@ def cluster(tmp_path: Path, users: TestUsers) -> Iterator[Cluster]:
         nodes[f"ktrdr-nats-{n}"] = NatsServer(
             store_dir=tmp_path / f"node-{n}",
             config_file=CLUSTER_DIR / f"node-{n}.conf",
-            extra_args=["-m", str(free_port()), "--cluster",
-                        f"nats://127.0.0.1:{route_ports[n - 1]}", "--routes", routes],
+            extra_args=[
+                "-m",
+                str(free_port()),
+                "--cluster",
+                f"nats://127.0.0.1:{route_ports[n - 1]}",
+                "--routes",
+                routes,
+            ],
             env=users.server_env(),
-        )  # fmt: skip
+        )
     try:
         for node in nodes.values():
             node.start()
@@ -97,22 +103,35 @@ def batch(index: int) -> BarBatch:
     ts = [T0 + (first + i) * MIN for i in range(BARS_PER_BATCH)]
     prices = [100.0 + (first + i) / 100 for i in range(BARS_PER_BATCH)]
     volumes = [float(i % 7 + 1) for i in range(BARS_PER_BATCH)]
-    return BarBatch(symbol="AAPL", timeframe=Timeframe.M1, job_id=JOB, segment_id="s0000",
-                    start=ts[0], end=ts[-1] + MIN,
-                    ts=ts, open=prices, high=[p + 0.5 for p in prices],
-                    low=[p - 0.5 for p in prices], close=prices, volume=volumes)  # fmt: skip
+    return BarBatch(
+        symbol="AAPL",
+        timeframe=Timeframe.M1,
+        job_id=JOB,
+        segment_id="s0000",
+        start=ts[0],
+        end=ts[-1] + MIN,
+        ts=ts,
+        open=prices,
+        high=[p + 0.5 for p in prices],
+        low=[p - 0.5 for p in prices],
+        close=prices,
+        volume=volumes,
+    )
 
 
 async def publish_until_acked(js: JetStreamContext, b: BarBatch) -> None:
     """Publish like the connector: the same id on every retry, so JetStream keeps one copy."""
     payload = codec.encode(b, content_type=codec.MSGPACK)
-    headers = {codec.CONTENT_TYPE: codec.MSGPACK,
-               "Nats-Msg-Id": hashlib.sha256(payload).hexdigest()[:40]}  # fmt: skip
+    headers = {
+        codec.CONTENT_TYPE: codec.MSGPACK,
+        "Nats-Msg-Id": hashlib.sha256(payload).hexdigest()[:40],
+    }
     async with asyncio.timeout(30):
         while True:
             try:
-                await js.publish(subjects.bars(b.symbol, b.timeframe), payload, headers=headers,
-                                 timeout=2)  # fmt: skip
+                await js.publish(
+                    subjects.bars(b.symbol, b.timeframe), payload, headers=headers, timeout=2
+                )
                 return
             except RETRYABLE:  # no leader yet, or the connection is moving to another node
                 await asyncio.sleep(0.1)
@@ -144,8 +163,9 @@ async def drained(js: JetStreamContext) -> None:
 
 @pytest.fixture
 async def admin(cluster: Cluster, users: TestUsers) -> AsyncIterator[NATS]:
-    nc = await connect(users.settings("admin", *cluster.urls), name="test-admin",
-                       reconnect_time_wait=0.2)  # fmt: skip
+    nc = await connect(
+        users.settings("admin", *cluster.urls), name="test-admin", reconnect_time_wait=0.2
+    )
     try:
         yield nc
     finally:
@@ -153,22 +173,31 @@ async def admin(cluster: Cluster, users: TestUsers) -> AsyncIterator[NATS]:
 
 
 async def test_a_killed_stream_leader_loses_no_bar_and_stores_none_twice(
-    cluster: Cluster, users: TestUsers, admin: NATS, tmp_path: Path,
+    cluster: Cluster,
+    users: TestUsers,
+    admin: NATS,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     monkeypatch.setenv("KTRDR_NATS_REPLICAS", "3")  # what every process of a cluster sets
     await declare_at_r3(admin.jetstream())
     info = await admin.jetstream().stream_info(streams.BARS.name or "")
     assert info.config.num_replicas == 3
-    settings = DataStoreSettings.from_env({
-        "KTRDR_NATS_URL": ",".join(cluster.urls), "KTRDR_DATA_DIR": str(tmp_path / "data"),
-        **users.env("data-store")})  # fmt: skip
-    await dispatch_by_hand(admin.jetstream(), JOB, "AAPL", Timeframe.M1, T0,
-                           T0 + BATCHES * BARS_PER_BATCH * MIN)  # fmt: skip
+    settings = DataStoreSettings.from_env(
+        {
+            "KTRDR_NATS_URL": ",".join(cluster.urls),
+            "KTRDR_DATA_DIR": str(tmp_path / "data"),
+            **users.env("data-store"),
+        }
+    )
+    await dispatch_by_hand(
+        admin.jetstream(), JOB, "AAPL", Timeframe.M1, T0, T0 + BATCHES * BARS_PER_BATCH * MIN
+    )
     store_app: ServiceApp = build_app(settings)
     await store_app.start(await connect(settings, name="data-store", reconnect_time_wait=0.2))
-    publisher = await connect(users.settings("ib-connector", *cluster.urls),
-                              name="ib-connector", reconnect_time_wait=0.2)  # fmt: skip
+    publisher = await connect(
+        users.settings("ib-connector", *cluster.urls), name="ib-connector", reconnect_time_wait=0.2
+    )
     try:
         js = publisher.jetstream()
         for i in range(BATCHES // 2):
@@ -179,8 +208,9 @@ async def test_a_killed_stream_leader_loses_no_bar_and_stores_none_twice(
             await publish_until_acked(js, batch(i))
         await drained(admin.jetstream())
         after = await admin.jetstream().stream_info(streams.BARS.name or "")
-        consumer = await admin.jetstream().consumer_info(streams.BARS.name or "",
-                                                         streams.STORE_BARS.durable)  # fmt: skip
+        consumer = await admin.jetstream().consumer_info(
+            streams.BARS.name or "", streams.STORE_BARS.durable
+        )
     finally:
         await store_app.stop()
         await publisher.close()

@@ -52,8 +52,9 @@ def canonical_rows(data_dir: Path) -> dict[str, str]:
     return hashes
 
 
-async def run_waves(stack: Stack, nc: NATS, js: JetStreamContext, rng: random.Random | None,
-                    kills: list[str]) -> None:  # fmt: skip
+async def run_waves(
+    stack: Stack, nc: NATS, js: JetStreamContext, rng: random.Random | None, kills: list[str]
+) -> None:
     client = KtrdrClient(nc)
     victims = iter(SERVICES * KILLS_PER_WAVE)
     for wave in range(WAVES):
@@ -67,8 +68,9 @@ async def run_waves(stack: Stack, nc: NATS, js: JetStreamContext, rng: random.Ra
                 kills.append(victim)
                 await stack.wait_ready(nc, [victim])
         for job_id in jobs:
-            done = await wait_for_job_event(js, job_id, {"completed", "failed", "cancelled"},
-                                            timeout_s=180)  # fmt: skip
+            done = await wait_for_job_event(
+                js, job_id, {"completed", "failed", "cancelled"}, timeout_s=180
+            )
             assert isinstance(done, JobCompleted), done
             assert isinstance(done.result, LoadResult)
             assert not done.result.failed_segments, done.result.failed_segments

@@ -32,8 +32,12 @@ REQUEST_SUBJECTS = [
     subjects.IB_STATUS, subjects.IB_VALIDATE, subjects.IB_HEAD_TIMESTAMP, subjects.STORE_QUERY,
     subjects.STORE_COVERAGE, subjects.STORE_DATASETS, subjects.TRAIN_STATUS, subjects.TRAIN_MODELS,
 ]  # fmt: skip
-NO_FIELDS = {subjects.IB_STATUS, subjects.STORE_DATASETS, subjects.TRAIN_STATUS,
-             subjects.TRAIN_MODELS}  # fmt: skip
+NO_FIELDS = {
+    subjects.IB_STATUS,
+    subjects.STORE_DATASETS,
+    subjects.TRAIN_STATUS,
+    subjects.TRAIN_MODELS,
+}
 COMMAND_SUBJECTS = [subjects.CMD_DATA_LOAD, subjects.CMD_IB_FETCH, subjects.CMD_TRAIN_START]
 
 
@@ -81,8 +85,13 @@ async def test_every_subject_survives_bad_payloads(stack: Stack, nc: NATS) -> No
         for payload in payloads.values():
             await js.publish(subject, payload)
         job_id = new_job_id()
-        wrong = {"job_id": job_id, "segment_id": "s1", "symbol": "AAPL", "symbols": ["AAPL"],
-                 "timeframe": "2h"}  # fmt: skip
+        wrong = {
+            "job_id": job_id,
+            "segment_id": "s1",
+            "symbol": "AAPL",
+            "symbols": ["AAPL"],
+            "timeframe": "2h",
+        }
         await js.publish(subject, json.dumps(wrong).encode())
         failing[subject] = job_id
     for subject, job_id in failing.items():

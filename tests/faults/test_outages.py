@@ -72,8 +72,9 @@ async def outcome(nc: NATS, job_id: str) -> object:
     async with asyncio.timeout(180):
         while True:
             try:
-                return await wait_for_job_event(nc.jetstream(), job_id,
-                                                {"completed", "failed", "cancelled"})  # fmt: skip
+                return await wait_for_job_event(
+                    nc.jetstream(), job_id, {"completed", "failed", "cancelled"}
+                )
             except nats.errors.Error:
                 await asyncio.sleep(0.2)
 

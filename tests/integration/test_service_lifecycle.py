@@ -52,10 +52,13 @@ async def test_service_starts_serves_and_stops_on_sigterm(
     package: str, name: str, nc: NATS, nats_url: str, tmp_path: Path
 ) -> None:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", package,
+        sys.executable,
+        "-m",
+        package,
         env=_service_env(nats_url, tmp_path),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     try:
         ping = await _ping(nc, name)
         assert ping["name"] == name
@@ -77,9 +80,13 @@ async def test_unknown_setting_stops_a_service_with_a_clear_message(
 ) -> None:
     env = _service_env(nats_url, tmp_path) | {"KTRDR_IB_PROT": "4001"}
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ktrdr_ib_connector", env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "ktrdr_ib_connector",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     output, _ = await asyncio.wait_for(process.communicate(), timeout=30)
     assert process.returncode == 2
     assert b"unknown setting KTRDR_IB_PROT; did you mean KTRDR_IB_PORT?" in output
@@ -93,9 +100,13 @@ async def test_sigterm_while_nats_is_unreachable_still_stops_the_service(
     # nothing listens on this port: the first connect retries forever, SIGTERM must win
     env = _service_env(f"nats://127.0.0.1:{free_port()}", tmp_path)
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", package, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        package,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     try:
         assert process.stdout is not None
         seen = b""

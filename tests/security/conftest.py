@@ -37,9 +37,13 @@ def users(tmp_path: Path, secure_host: str) -> TestUsers:
 @pytest.fixture
 def server(tmp_path: Path, users: TestUsers, secure_host: str) -> Iterator[NatsServer]:
     """nats-server as `just up --secure` runs it: users, permissions, TLS with client certs."""
-    secure = NatsServer(store_dir=tmp_path / "jetstream", config_file=SECURE_CONF,
-                        extra_args=["-m", str(free_port())], env=users.server_env(),
-                        host=secure_host)  # fmt: skip
+    secure = NatsServer(
+        store_dir=tmp_path / "jetstream",
+        config_file=SECURE_CONF,
+        extra_args=["-m", str(free_port())],
+        env=users.server_env(),
+        host=secure_host,
+    )
     secure.start()
     try:
         yield secure
@@ -54,8 +58,9 @@ async def connect_as(server: NatsServer, users: TestUsers) -> AsyncIterator[Conn
 
     async def open_as(user: str) -> tuple[NATS, Violations]:
         violations = Violations()
-        nc = await connect(users.settings(user, server.url), name=f"test-{user}",
-                           error_cb=violations.record)  # fmt: skip
+        nc = await connect(
+            users.settings(user, server.url), name=f"test-{user}", error_cb=violations.record
+        )
         opened.append(nc)
         return nc, violations
 

@@ -53,22 +53,34 @@ JOB = "0123456789abcdef0123456789abcdef"
 def tls_of(users: TestUsers, user: str) -> ssl.SSLContext:
     """Return ``user``'s TLS context: the CA and its client certificate, no password."""
     files = users.tls_files
-    return client_context(str(files.ca_cert), str(files.client_cert(user)),
-                          str(files.client_key(user)))  # fmt: skip
+    return client_context(
+        str(files.ca_cert), str(files.client_cert(user)), str(files.client_key(user))
+    )
 
 
 async def test_an_anonymous_client_is_refused(server: NatsServer, users: TestUsers) -> None:
     # A valid client certificate gets through TLS (tests/security/test_tls.py); no user, no entry.
     with pytest.raises(nats.errors.Error, match="Authorization Violation"):
-        await nats.connect(server.url, tls=tls_of(users, "api"), allow_reconnect=False,
-                           max_reconnect_attempts=1, error_cb=Violations().record)  # fmt: skip
+        await nats.connect(
+            server.url,
+            tls=tls_of(users, "api"),
+            allow_reconnect=False,
+            max_reconnect_attempts=1,
+            error_cb=Violations().record,
+        )
 
 
 async def test_a_wrong_password_is_refused(server: NatsServer, users: TestUsers) -> None:
     with pytest.raises(nats.errors.Error, match="Authorization Violation"):
-        await nats.connect(server.url, user="api", password="not-the-password",
-                           tls=tls_of(users, "api"), allow_reconnect=False,
-                           max_reconnect_attempts=1, error_cb=Violations().record)  # fmt: skip
+        await nats.connect(
+            server.url,
+            user="api",
+            password="not-the-password",
+            tls=tls_of(users, "api"),
+            allow_reconnect=False,
+            max_reconnect_attempts=1,
+            error_cb=Violations().record,
+        )
 
 
 # (user, subject) pairs each user may and may not publish on: the core of least privilege.
@@ -140,8 +152,9 @@ DENIED = [
 
 
 @pytest.mark.parametrize(("user", "subject"), ALLOWED, ids=[f"{u}:{s}" for u, s in ALLOWED])
-async def test_a_user_may_publish_where_its_service_does(connect_as: ConnectAs, user: str,
-                                                         subject: str) -> None:  # fmt: skip
+async def test_a_user_may_publish_where_its_service_does(
+    connect_as: ConnectAs, user: str, subject: str
+) -> None:
     admin, _ = await connect_as("admin")
     seen = await admin.subscribe(subject)
     await admin.flush()
@@ -152,8 +165,9 @@ async def test_a_user_may_publish_where_its_service_does(connect_as: ConnectAs, 
 
 
 @pytest.mark.parametrize(("user", "subject"), DENIED, ids=[f"{u}:{s}" for u, s in DENIED])
-async def test_a_user_may_not_publish_anywhere_else(connect_as: ConnectAs, user: str,
-                                                    subject: str) -> None:  # fmt: skip
+async def test_a_user_may_not_publish_anywhere_else(
+    connect_as: ConnectAs, user: str, subject: str
+) -> None:
     nc, violations = await connect_as(user)
     await nc.publish(subject, b"{}")
     assert len(await violations.wait_for(subject)) == 1
@@ -165,8 +179,9 @@ async def test_a_user_may_not_publish_anywhere_else(connect_as: ConnectAs, user:
     ("ib-connector", "ktrdr.store.query"),
     ("trainer", "ktrdr.ib.validate"),
 ])  # fmt: skip
-async def test_a_user_may_not_listen_to_others_traffic(connect_as: ConnectAs, user: str,
-                                                       subject: str) -> None:  # fmt: skip
+async def test_a_user_may_not_listen_to_others_traffic(
+    connect_as: ConnectAs, user: str, subject: str
+) -> None:
     nc, violations = await connect_as(user)
     await nc.subscribe(subject)
     found = await violations.wait_for(subject)
@@ -204,8 +219,9 @@ async def test_the_connector_cannot_give_the_commands_of_others(
 
 @pytest.fixture
 async def sim() -> AsyncIterator[IBGatewaySimulator]:
-    simulator = IBGatewaySimulator(SimulatorConfig(port=0, time_scale=TIME_SCALE, now_utc=NOW,
-                                                   soft_delay_ms=0))  # fmt: skip
+    simulator = IBGatewaySimulator(
+        SimulatorConfig(port=0, time_scale=TIME_SCALE, now_utc=NOW, soft_delay_ms=0)
+    )
     await simulator.start()
     try:
         yield simulator
@@ -224,12 +240,23 @@ async def test_each_service_does_its_work_as_its_own_user(
     """A load asked for by the api user completes through the connector and the data-store,
     each connected as itself (the admin declared the streams), with no violation at all."""
     auth = {"KTRDR_NATS_URL": server.url}
-    connector = build_connector(IbConnectorSettings.from_env({
-        **auth, **users.env("ib-connector"), "KTRDR_IB_PORT": str(sim.port),
-        "KTRDR_IB_TIME_SCALE": str(TIME_SCALE), "KTRDR_IB_REQUEST_TIMEOUT_S": "5",
-        "KTRDR_IB_RETRY_DELAY_S": "0.2"}))  # fmt: skip
-    store = build_data_store(DataStoreSettings.from_env({
-        **auth, **users.env("data-store"), "KTRDR_DATA_DIR": str(tmp_path / "data")}))  # fmt: skip
+    connector = build_connector(
+        IbConnectorSettings.from_env(
+            {
+                **auth,
+                **users.env("ib-connector"),
+                "KTRDR_IB_PORT": str(sim.port),
+                "KTRDR_IB_TIME_SCALE": str(TIME_SCALE),
+                "KTRDR_IB_REQUEST_TIMEOUT_S": "5",
+                "KTRDR_IB_RETRY_DELAY_S": "0.2",
+            }
+        )
+    )
+    store = build_data_store(
+        DataStoreSettings.from_env(
+            {**auth, **users.env("data-store"), "KTRDR_DATA_DIR": str(tmp_path / "data")}
+        )
+    )
     connector_nc, connector_violations = await connect_as("ib-connector")
     store_nc, store_violations = await connect_as("data-store")
     await connector.start(connector_nc)
@@ -244,8 +271,9 @@ async def test_each_service_does_its_work_as_its_own_user(
         result = events[-1].result
         assert isinstance(result, LoadResult)
         assert result.fetched_bars > 0
-        page = await client.request(subjects.STORE_QUERY, QueryBars(symbol="AAPL", timeframe="1h"),
-                                    BarsPage)  # fmt: skip
+        page = await client.request(
+            subjects.STORE_QUERY, QueryBars(symbol="AAPL", timeframe="1h"), BarsPage
+        )
         assert len(page.ts) == result.fetched_bars
         found = await client.request(subjects.STORE_DATASETS, StatusRequest(), DatasetList)
         assert [(d.symbol, d.rows) for d in found.datasets] == [("AAPL", result.fetched_bars)]
@@ -260,27 +288,39 @@ async def test_each_service_does_its_work_as_its_own_user(
 # -- issue 15: no service user manages JetStream, reads another's replies or acks for it --------
 
 SERVICE_USERS = ["ib-connector", "data-store", "trainer", "api"]
-ALL_STREAMS = ["KTRDR_COMMANDS", "KTRDR_BARS", "KTRDR_EVENTS", "KV_ktrdr_symbols",
-               "OBJ_ktrdr_models"]  # fmt: skip
+ALL_STREAMS = [
+    "KTRDR_COMMANDS",
+    "KTRDR_BARS",
+    "KTRDR_EVENTS",
+    "KV_ktrdr_symbols",
+    "OBJ_ktrdr_models",
+]
 DURABLES = [(spec.stream, spec.durable) for spec in streams.CONSUMERS]
 
 
 def management_subjects() -> list[str]:
     """Every JetStream management request a service user must be refused."""
     api = "$JS.API"
-    found = [f"{api}.STREAM.CREATE.EVIL", f"{api}.STREAM.CREATE.KV_evil",
-             f"{api}.STREAM.CREATE.OBJ_evil"]  # fmt: skip
+    found = [
+        f"{api}.STREAM.CREATE.EVIL",
+        f"{api}.STREAM.CREATE.KV_evil",
+        f"{api}.STREAM.CREATE.OBJ_evil",
+    ]
     for stream in ALL_STREAMS:
         found += [f"{api}.STREAM.{op}.{stream}" for op in ("CREATE", "UPDATE", "DELETE", "PURGE")]
     for stream, durable in DURABLES:
-        found += [f"{api}.CONSUMER.DURABLE.CREATE.{stream}.{durable}",
-                  f"{api}.CONSUMER.CREATE.{stream}.{durable}",
-                  f"{api}.CONSUMER.CREATE.{stream}.{durable}.ktrdr.cmd.>",
-                  f"{api}.CONSUMER.DELETE.{stream}.{durable}"]  # fmt: skip
+        found += [
+            f"{api}.CONSUMER.DURABLE.CREATE.{stream}.{durable}",
+            f"{api}.CONSUMER.CREATE.{stream}.{durable}",
+            f"{api}.CONSUMER.CREATE.{stream}.{durable}.ktrdr.cmd.>",
+            f"{api}.CONSUMER.DELETE.{stream}.{durable}",
+        ]
     for stream in ("KTRDR_EVENTS", "OBJ_ktrdr_models"):  # readers create ephemerals only
-        found += [f"{api}.CONSUMER.CREATE.{stream}.evil",
-                  f"{api}.CONSUMER.CREATE.{stream}.evil.ktrdr.evt.>",
-                  f"{api}.CONSUMER.DURABLE.CREATE.{stream}.evil"]  # fmt: skip
+        found += [
+            f"{api}.CONSUMER.CREATE.{stream}.evil",
+            f"{api}.CONSUMER.CREATE.{stream}.evil.ktrdr.evt.>",
+            f"{api}.CONSUMER.DURABLE.CREATE.{stream}.evil",
+        ]
     return found
 
 
@@ -314,14 +354,28 @@ async def test_attack_1_stream_updates_by_service_users_fail(
     api, api_violations = await connect_as("api")
     connector, connector_violations = await connect_as("ib-connector")
     attacks = [
-        (api, api_violations, "KTRDR_BARS",
-         streams.BARS.evolve(sources=[StreamSource(name="EVIL")])),
-        (api, api_violations, "KTRDR_EVENTS", streams.EVENTS.evolve(
-            republish=RePublish(src="ktrdr.evt.>", dest="ktrdr.bars.AAPL.1d"))),
+        (
+            api,
+            api_violations,
+            "KTRDR_BARS",
+            streams.BARS.evolve(sources=[StreamSource(name="EVIL")]),
+        ),
+        (
+            api,
+            api_violations,
+            "KTRDR_EVENTS",
+            streams.EVENTS.evolve(
+                republish=RePublish(src="ktrdr.evt.>", dest="ktrdr.bars.AAPL.1d")
+            ),
+        ),
         (api, api_violations, "KTRDR_EVENTS", streams.EVENTS.evolve(max_msgs=1)),
-        (connector, connector_violations, "KTRDR_COMMANDS",
-         streams.COMMANDS.evolve(subjects=["ktrdr.cmd.ib.>"])),
-    ]  # fmt: skip
+        (
+            connector,
+            connector_violations,
+            "KTRDR_COMMANDS",
+            streams.COMMANDS.evolve(subjects=["ktrdr.cmd.ib.>"]),
+        ),
+    ]
     for nc, violations, name, config in attacks:
         with pytest.raises(nats.errors.TimeoutError):
             await nc.jetstream(timeout=1).update_stream(config)
@@ -343,8 +397,12 @@ async def test_attack_2_no_user_reads_another_users_replies(
         found = await violations.wait_for(inbox)
         assert "for subscription" in found[0]
     # and its own reply space works: a request it may make, answered by the admin, comes back
-    asks = {"api": "ktrdr.train.status", "data-store": "ktrdr.ib.status",
-            "trainer": "ktrdr.store.query", "ib-connector": "$SRV.PING.ib-connector"}  # fmt: skip
+    asks = {
+        "api": "ktrdr.train.status",
+        "data-store": "ktrdr.ib.status",
+        "trainer": "ktrdr.store.query",
+        "ib-connector": "$SRV.PING.ib-connector",
+    }
     admin, _ = await connect_as("admin")
 
     async def pong(msg: Msg) -> None:

@@ -129,8 +129,9 @@ def secure_host(netns: Netns) -> str:
 
 @pytest.fixture
 async def sim() -> AsyncIterator[IBGatewaySimulator]:
-    simulator = IBGatewaySimulator(SimulatorConfig(port=0, time_scale=TIME_SCALE, now_utc=NOW,
-                                                   soft_delay_ms=0))  # fmt: skip
+    simulator = IBGatewaySimulator(
+        SimulatorConfig(port=0, time_scale=TIME_SCALE, now_utc=NOW, soft_delay_ms=0)
+    )
     await simulator.start()
     try:
         yield simulator
@@ -152,8 +153,9 @@ class Trainer:
 
 
 @pytest.fixture
-def trainer(tmp_path: Path, netns: Netns, server: NatsServer, users: TestUsers,
-            declared: None) -> Iterator[Trainer]:  # fmt: skip
+def trainer(
+    tmp_path: Path, netns: Netns, server: NatsServer, users: TestUsers, declared: None
+) -> Iterator[Trainer]:
     """Start ``python -m ktrdr_trainer`` in the namespace as the trainer user; kill it after."""
     password_file = tmp_path / "trainer.password"
     password_file.write_text(users.passwords["trainer"])
@@ -170,8 +172,12 @@ def trainer(tmp_path: Path, netns: Netns, server: NatsServer, users: TestUsers,
     }
     log = tmp_path / "trainer.log"
     with log.open("wb") as out:
-        process = subprocess.Popen(netns.exec(sys.executable, "-m", "ktrdr_trainer"),
-                                   stdout=out, stderr=subprocess.STDOUT, env=env)  # fmt: skip
+        process = subprocess.Popen(
+            netns.exec(sys.executable, "-m", "ktrdr_trainer"),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
     try:
         yield Trainer(process, log)
     finally:
@@ -187,7 +193,9 @@ async def probe(netns: Netns, host: str, port: int) -> tuple[bool, str]:
     """Return whether a TCP connect to ``host:port`` from inside the namespace succeeds."""
     child = await asyncio.create_subprocess_exec(
         *netns.exec(sys.executable, "-c", PROBE, host, str(port)),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)  # fmt: skip
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     out, _ = await child.communicate()
     return child.returncode == 0, out.decode(errors="replace").strip()
 
@@ -200,8 +208,9 @@ def connections(monitor_port: int) -> list[dict[str, object]]:
     return found
 
 
-async def trainer_connected(monitor_port: int, netns: Netns,
-                            trainer: Trainer) -> set[tuple[object, object]]:  # fmt: skip
+async def trainer_connected(
+    monitor_port: int, netns: Netns, trainer: Trainer
+) -> set[tuple[object, object]]:
     """Wait until the server lists the trainer user connected from the namespace's address;
     return every connection's (user, address)."""
     deadline = asyncio.get_running_loop().time() + JOB_TIMEOUT_S
@@ -230,8 +239,9 @@ async def until_done(client: KtrdrClient, job_id: str, trainer: Trainer) -> list
                 assert code is None, f"the trainer exited with {code}:\n{trainer.tail()}"
                 await asyncio.wait({following}, timeout=0.2)
     except TimeoutError:
-        pytest.fail(f"training job {job_id} did not end in {JOB_TIMEOUT_S}s; "
-                    f"trainer log:\n{trainer.tail()}")  # fmt: skip
+        pytest.fail(
+            f"training job {job_id} did not end in {JOB_TIMEOUT_S}s; trainer log:\n{trainer.tail()}"
+        )
     finally:
         following.cancel()
     return following.result()
@@ -249,13 +259,28 @@ async def test_load_query_and_train_in_secure_mode_with_the_trainer_on_another_h
 ) -> None:
     monitor_port = int(server.extra_args[1])
     auth = {"KTRDR_NATS_URL": server.url}
-    connector = build_connector(IbConnectorSettings.from_env({
-        **auth, **users.env("ib-connector"), "KTRDR_IB_PORT": str(sim.port),
-        "KTRDR_IB_TIME_SCALE": str(TIME_SCALE), "KTRDR_IB_REQUEST_TIMEOUT_S": "5",
-        "KTRDR_IB_RETRY_DELAY_S": "0.2"}))  # fmt: skip
-    store = build_data_store(DataStoreSettings.from_env({
-        **auth, **users.env("data-store"), "KTRDR_DATA_DIR": str(tmp_path / "data"),
-        "KTRDR_GAP_FILL_INTERVAL_S": "0"}))  # fmt: skip
+    connector = build_connector(
+        IbConnectorSettings.from_env(
+            {
+                **auth,
+                **users.env("ib-connector"),
+                "KTRDR_IB_PORT": str(sim.port),
+                "KTRDR_IB_TIME_SCALE": str(TIME_SCALE),
+                "KTRDR_IB_REQUEST_TIMEOUT_S": "5",
+                "KTRDR_IB_RETRY_DELAY_S": "0.2",
+            }
+        )
+    )
+    store = build_data_store(
+        DataStoreSettings.from_env(
+            {
+                **auth,
+                **users.env("data-store"),
+                "KTRDR_DATA_DIR": str(tmp_path / "data"),
+                "KTRDR_GAP_FILL_INTERVAL_S": "0",
+            }
+        )
+    )
     connector_nc, connector_violations = await connect_as("ib-connector")
     store_nc, store_violations = await connect_as("data-store")
     await connector.start(connector_nc)
@@ -274,16 +299,22 @@ async def test_load_query_and_train_in_secure_mode_with_the_trainer_on_another_h
         assert load.fetched_bars > 500
 
         # 2. a bar query, as the api
-        page = await client.request(subjects.STORE_QUERY,
-                                    QueryBars(symbol="EURUSD", timeframe=Timeframe.H1),
-                                    BarsPage)  # fmt: skip
+        page = await client.request(
+            subjects.STORE_QUERY, QueryBars(symbol="EURUSD", timeframe=Timeframe.H1), BarsPage
+        )
         assert len(page.ts) > 0
 
         # 3. training on those bars, by the trainer in the namespace (it pages the bars
         # from the data-store over NATS: it has no access to the store's files)
-        spec = StartTraining(symbols=["EURUSD"], timeframe=Timeframe.H1, start=START,
-                             epochs=2, label=ZigZagLabel(threshold=0.004), device=Device.CPU,
-                             model=LstmModel(seq_len=8, hidden_size=16))  # fmt: skip
+        spec = StartTraining(
+            symbols=["EURUSD"],
+            timeframe=Timeframe.H1,
+            start=START,
+            epochs=2,
+            label=ZigZagLabel(threshold=0.004),
+            device=Device.CPU,
+            model=LstmModel(seq_len=8, hidden_size=16),
+        )
         job_id = await client.start_training(spec)
         # the server sees the trainer's connection come from the namespace's address
         by_user = await trainer_connected(monitor_port, netns, trainer)

@@ -46,8 +46,12 @@ def users(tmp_path: Path) -> TestUsers:
 
 def secure_server(tmp_path: Path, users: TestUsers, *extra_args: str) -> NatsServer:
     # -m 0 is what the Procfile passes in secure mode when no --monitor-port was given.
-    return NatsServer(store_dir=tmp_path / "jetstream", config_file=SECURE_CONF,
-                      extra_args=["-m", "0", *extra_args], env=users.server_env())  # fmt: skip
+    return NatsServer(
+        store_dir=tmp_path / "jetstream",
+        config_file=SECURE_CONF,
+        extra_args=["-m", "0", *extra_args],
+        env=users.server_env(),
+    )
 
 
 @pytest.fixture
@@ -64,13 +68,22 @@ async def _quiet(_: Exception) -> None:
     return None
 
 
-async def refused(url: str, context: ssl.SSLContext | None, users: TestUsers,
-                  user: str = "api", **options: object) -> BaseException:  # fmt: skip
+async def refused(
+    url: str, context: ssl.SSLContext | None, users: TestUsers, user: str = "api", **options: object
+) -> BaseException:
     """Connect once as ``user`` with ``context``; return why it failed (fail if it did not)."""
     try:
-        nc = await nats.connect(url, user=user, password=users.passwords[user], tls=context,
-                                allow_reconnect=False, max_reconnect_attempts=1,
-                                connect_timeout=2, error_cb=_quiet, **options)  # type: ignore[arg-type]  # fmt: skip
+        nc = await nats.connect(
+            url,
+            user=user,
+            password=users.passwords[user],
+            tls=context,
+            allow_reconnect=False,
+            max_reconnect_attempts=1,
+            connect_timeout=2,
+            error_cb=_quiet,
+            **options,
+        )  # type: ignore[arg-type]
     except (nats.errors.Error, OSError, TimeoutError) as e:
         return e
     await nc.close()
@@ -79,8 +92,9 @@ async def refused(url: str, context: ssl.SSLContext | None, users: TestUsers,
 
 def own_tls(users: TestUsers, user: str) -> ssl.SSLContext:
     files = users.tls_files
-    return client_context(str(files.ca_cert), str(files.client_cert(user)),
-                          str(files.client_key(user)))  # fmt: skip
+    return client_context(
+        str(files.ca_cert), str(files.client_cert(user)), str(files.client_key(user))
+    )
 
 
 async def test_a_client_with_the_ca_and_its_certificate_connects_and_works(
@@ -120,23 +134,27 @@ async def test_a_plaintext_client_is_refused(server: NatsServer, users: TestUser
     assert "TLS handshake error" in server.log_file.read_text()
 
 
-async def test_a_client_without_a_certificate_is_refused(server: NatsServer,
-                                                         users: TestUsers) -> None:  # fmt: skip
+async def test_a_client_without_a_certificate_is_refused(
+    server: NatsServer, users: TestUsers
+) -> None:
     ca_only = client_context(str(users.tls_files.ca_cert), None, None)
     await refused(server.url, ca_only, users)
 
 
-async def test_a_certificate_of_another_ca_is_refused(server: NatsServer, users: TestUsers,
-                                                      tmp_path: Path) -> None:  # fmt: skip
+async def test_a_certificate_of_another_ca_is_refused(
+    server: NatsServer, users: TestUsers, tmp_path: Path
+) -> None:
     other = TlsFiles(tmp_path / "other")
     ensure_certificates(other.directory, ["api"])
     # The right CA for the server, a client certificate from a CA the server does not trust.
-    forged = client_context(str(users.tls_files.ca_cert), str(other.client_cert("api")),
-                            str(other.client_key("api")))  # fmt: skip
+    forged = client_context(
+        str(users.tls_files.ca_cert), str(other.client_cert("api")), str(other.client_key("api"))
+    )
     await refused(server.url, forged, users)
     # And the client refuses a server it cannot verify with its CA.
-    wrong_ca = client_context(str(other.ca_cert), str(other.client_cert("api")),
-                              str(other.client_key("api")))  # fmt: skip
+    wrong_ca = client_context(
+        str(other.ca_cert), str(other.client_cert("api")), str(other.client_key("api"))
+    )
     why = await refused(server.url, wrong_ca, users)
     assert isinstance(why, ssl.SSLCertVerificationError), repr(why)
 
@@ -145,9 +163,15 @@ async def test_the_server_certificate_verifies_for_loopback_names_only(
     server: NatsServer, users: TestUsers
 ) -> None:
     for url in (f"tls://127.0.0.1:{server.port}", f"tls://localhost:{server.port}"):
-        nc = await nats.connect(url, user="api", password=users.passwords["api"],
-                                tls=own_tls(users, "api"), allow_reconnect=False,
-                                max_reconnect_attempts=1, error_cb=_quiet)  # fmt: skip
+        nc = await nats.connect(
+            url,
+            user="api",
+            password=users.passwords["api"],
+            tls=own_tls(users, "api"),
+            allow_reconnect=False,
+            max_reconnect_attempts=1,
+            error_cb=_quiet,
+        )
         await nc.close()
     names = subject_alternative_names(users.tls_files.server_cert)
     assert names == {"127.0.0.1", "::1", "localhost", "nats"}
@@ -185,8 +209,9 @@ def test_the_secure_configuration_has_no_monitoring_port_unless_asked(
 def _listening_ports(pid: int) -> set[int]:
     """Return the TCP ports process ``pid`` listens on (``ss -ltnp``)."""
     out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
-    return {int(line.split()[3].rsplit(":", 1)[1]) for line in out.splitlines()
-            if f"pid={pid}," in line}  # fmt: skip
+    return {
+        int(line.split()[3].rsplit(":", 1)[1]) for line in out.splitlines() if f"pid={pid}," in line
+    }
 
 
 def test_stack_secrets_makes_private_files_and_keeps_them(tmp_path: Path) -> None:
@@ -194,16 +219,28 @@ def test_stack_secrets_makes_private_files_and_keeps_them(tmp_path: Path) -> Non
     env.update(KTRDR_DATA_DIR=str(tmp_path / "data"), KTRDR_NATS_TLS_HOSTS="10.0.0.1,nats.lan")
 
     def secrets() -> dict[str, bytes]:
-        done = subprocess.run([sys.executable, str(STACK), "secrets"], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, str(STACK), "secrets"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert done.returncode == 0, done.stdout + done.stderr
         return {p.name: p.read_bytes() for p in directory.iterdir() if p.name != "nats.env"}
 
     directory = tmp_path / "data" / "secrets"
     first = secrets()
     files = TlsFiles(directory)
-    expected = {"ca.pem", "ca-key.pem", "server.pem", "server-key.pem",
-                *(f"{u}.pem" for u in USERS), *(f"{u}-key.pem" for u in USERS)}  # fmt: skip
+    expected = {
+        "ca.pem",
+        "ca-key.pem",
+        "server.pem",
+        "server-key.pem",
+        *(f"{u}.pem" for u in USERS),
+        *(f"{u}-key.pem" for u in USERS),
+    }
     assert expected <= set(first)
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
     for name in first:

@@ -16,8 +16,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_the_demo_loads_three_markets_trains_and_stops_cleanly() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KTRDR_")}
-    done = subprocess.run([sys.executable, "infra/scripts/demo.py"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=240)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "infra/scripts/demo.py"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-3000:]
     for symbol in ("AAPL", "EURUSD", "ES"):

@@ -58,9 +58,16 @@ async def sim(request: pytest.FixtureRequest) -> AsyncIterator[IBGatewaySimulato
 async def store(nats_url: str, tmp_path: Path) -> AsyncIterator[Path]:
     """Run the data-store on a temporary data dir; return the dir."""
     data_dir = tmp_path / "data"
-    app = build_app(DataStoreSettings.from_env({
-        "KTRDR_NATS_URL": nats_url, "KTRDR_DATA_DIR": str(data_dir),
-        "KTRDR_GAP_FILL_INTERVAL_S": "0", "KTRDR_LOAD_PROGRESS_INTERVAL_S": "0.2"}))  # fmt: skip
+    app = build_app(
+        DataStoreSettings.from_env(
+            {
+                "KTRDR_NATS_URL": nats_url,
+                "KTRDR_DATA_DIR": str(data_dir),
+                "KTRDR_GAP_FILL_INTERVAL_S": "0",
+                "KTRDR_LOAD_PROGRESS_INTERVAL_S": "0.2",
+            }
+        )
+    )
     await app.start()
     try:
         yield data_dir
@@ -81,8 +88,12 @@ def historical(sim: IBGatewaySimulator) -> list[dict[str, Any]]:
 
 
 async def test_a_year_of_minute_bars_comes_through_a_daily_reset_and_a_blip(
-    connector: ServiceApp, store: Path, nc: NATS, js: JetStreamContext, sim: IBGatewaySimulator,
-) -> None:  # fmt: skip
+    connector: ServiceApp,
+    store: Path,
+    nc: NATS,
+    js: JetStreamContext,
+    sim: IBGatewaySimulator,
+) -> None:
     start = dt.datetime(2023, 6, 28, tzinfo=UTC)
     job = await KtrdrClient(nc).load_data("AAPL", "1m", mode="full", start=start, end=NOW)
 
@@ -114,16 +125,21 @@ async def test_a_year_of_minute_bars_comes_through_a_daily_reset_and_a_blip(
     lost = [r for r in records if r["outcome"] == "lost"]
     assert lost  # the reset dropped what was in flight ...
     for r in lost:  # ... and each of those was asked again and answered
-        assert any(a["end"] == r["end"] and a["seq"] > r["seq"] and a["outcome"] == "ok"
-                   for a in records)  # fmt: skip
+        assert any(
+            a["end"] == r["end"] and a["seq"] > r["seq"] and a["outcome"] == "ok" for a in records
+        )
     assert any(r["held"] and r["outcome"] == "ok" for r in records)  # the blip's: answered
     assert all(r["outcome"] in ("ok", "lost") for r in records)
     assert counters["link_restores_data_lost"] == counters["link_restores_data_maintained"] == 1
 
 
 async def test_an_answer_that_does_not_come_in_time_is_cancelled_at_ib_and_asked_again(
-    connector: ServiceApp, store: Path, nc: NATS, js: JetStreamContext, sim: IBGatewaySimulator,
-) -> None:  # fmt: skip
+    connector: ServiceApp,
+    store: Path,
+    nc: NATS,
+    js: JetStreamContext,
+    sim: IBGatewaySimulator,
+) -> None:
     sim.slow_next(1, seconds=30)  # longer than the connector's 5 s request timeout
     start = dt.datetime(2024, 6, 24, tzinfo=UTC)
     job = await KtrdrClient(nc).load_data("AAPL", "1h", mode="full", start=start, end=NOW)
@@ -140,21 +156,26 @@ async def test_an_answer_that_does_not_come_in_time_is_cancelled_at_ib_and_asked
 
 def contract_bars(local_symbol: str, start: dt.datetime, end: dt.datetime) -> pd.DataFrame:
     """Return the simulator's hourly bars of one ES contract, stamped as the store keeps them."""
-    frame = expected_bars(local_symbol, "FUT", "1 hour", "TRADES", False, start, end,
-                          now_utc=NOW)  # fmt: skip
-    frame = frame.assign(ts=pd.to_datetime(frame["start_utc"], utc=True).dt.as_unit("ns")
-                         .astype("int64"))  # fmt: skip
+    frame = expected_bars(local_symbol, "FUT", "1 hour", "TRADES", False, start, end, now_utc=NOW)
+    frame = frame.assign(
+        ts=pd.to_datetime(frame["start_utc"], utc=True).dt.as_unit("ns").astype("int64")
+    )
     lo, hi = int(pd.Timestamp(start).value), int(pd.Timestamp(end).value)
     return frame[(frame["ts"] >= lo) & (frame["ts"] < hi)]
 
 
 async def test_a_load_over_an_es_roll_takes_each_side_from_its_front_month(
-    connector: ServiceApp, store: Path, nc: NATS, js: JetStreamContext, sim: IBGatewaySimulator,
-) -> None:  # fmt: skip
+    connector: ServiceApp,
+    store: Path,
+    nc: NATS,
+    js: JetStreamContext,
+    sim: IBGatewaySimulator,
+) -> None:
     start, end = dt.datetime(2024, 3, 11, tzinfo=UTC), dt.datetime(2024, 3, 21, tzinfo=UTC)
     roll = dt.datetime(2024, 3, 16, tzinfo=UTC)  # ESH4 traded through Friday the 15th
-    job = await KtrdrClient(nc).load_data("ES", "1h", mode="full", start=start, end=end,
-                                          instrument_type="FUT")  # fmt: skip
+    job = await KtrdrClient(nc).load_data(
+        "ES", "1h", mode="full", start=start, end=end, instrument_type="FUT"
+    )
     done = await finished(js, job)
     assert isinstance(done, JobCompleted), done
     table = stored(store, "ES", Timeframe.H1)
@@ -168,11 +189,16 @@ async def test_a_load_over_an_es_roll_takes_each_side_from_its_front_month(
 
 
 async def test_forex_trades_fails_at_once_saying_to_use_midpoint(
-    connector: ServiceApp, store: Path, nc: NATS, js: JetStreamContext, sim: IBGatewaySimulator,
-) -> None:  # fmt: skip
+    connector: ServiceApp,
+    store: Path,
+    nc: NATS,
+    js: JetStreamContext,
+    sim: IBGatewaySimulator,
+) -> None:
     start = dt.datetime(2024, 6, 24, tzinfo=UTC)
-    job = await KtrdrClient(nc).load_data("EURUSD", "1h", mode="full", start=start, end=NOW,
-                                          what_to_show="TRADES")  # fmt: skip
+    job = await KtrdrClient(nc).load_data(
+        "EURUSD", "1h", mode="full", start=start, end=NOW, what_to_show="TRADES"
+    )
     done = await finished(js, job, timeout_s=60)
     assert isinstance(done, JobFailed), done
     assert "MIDPOINT" in done.message
@@ -181,8 +207,12 @@ async def test_forex_trades_fails_at_once_saying_to_use_midpoint(
 
 @pytest.mark.sim_options(hmds_at_connect="inactive")
 async def test_a_load_with_the_data_farm_inactive_at_connect_completes(
-    connector: ServiceApp, store: Path, nc: NATS, js: JetStreamContext, sim: IBGatewaySimulator,
-) -> None:  # fmt: skip
+    connector: ServiceApp,
+    store: Path,
+    nc: NATS,
+    js: JetStreamContext,
+    sim: IBGatewaySimulator,
+) -> None:
     start = dt.datetime(2024, 6, 24, tzinfo=UTC)
     job = await KtrdrClient(nc).load_data("AAPL", "1h", mode="full", start=start, end=NOW)
     done = await finished(js, job)

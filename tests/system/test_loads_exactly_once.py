@@ -67,8 +67,14 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 UTC = dt.UTC
 TERMINAL = {"completed", "failed", "cancelled"}
 PACED_KINDS = {"historical", "head_timestamp"}  # the simulator's records that IB paces
-BAR_SIZE = {"1s": "1 secs", "1m": "1 min", "15m": "15 mins", "1h": "1 hour", "4h": "4 hours",
-            "1d": "1 day"}  # fmt: skip
+BAR_SIZE = {
+    "1s": "1 secs",
+    "1m": "1 min",
+    "15m": "15 mins",
+    "1h": "1 hour",
+    "4h": "4 hours",
+    "1d": "1 day",
+}
 IB_WINDOW_MAX = 60  # hard-paced requests IB admits per 10-minute window
 # Two US sessions of AAPL (04:00-20:00 New York with extended hours: 32 requests of 1800
 # one-second bars each), the night between them closed: 64 requests, so the pacing window
@@ -96,9 +102,19 @@ class ScaledStack(Stack):
 
     def start_sim(self) -> Any:
         """Start the simulator at this stack's time scale."""
-        argv = [sys.executable, "-m", "ktrdr_ib_sim", "--port", str(self.sim_port),
-                "--control-port", str(self.sim_control_port), "--time-scale",
-                str(self.time_scale), "--soft-delay-ms", "0"]  # fmt: skip
+        argv = [
+            sys.executable,
+            "-m",
+            "ktrdr_ib_sim",
+            "--port",
+            str(self.sim_port),
+            "--control-port",
+            str(self.sim_control_port),
+            "--time-scale",
+            str(self.time_scale),
+            "--soft-delay-ms",
+            "0",
+        ]
         if self.sim_now is not None:
             argv += ["--now", self.sim_now]
         child = self._child("sim", argv)
@@ -128,8 +144,7 @@ class System:
     async def sim(self, method: str, path: str) -> dict[str, Any]:
         """Call the simulator's HTTP control port; return its JSON answer."""
         reader, writer = await asyncio.open_connection("127.0.0.1", self.stack.sim_control_port)
-        writer.write(f"{method} {path} HTTP/1.1\r\nHost: sim\r\nConnection: close\r\n\r\n"
-                     .encode())  # fmt: skip
+        writer.write(f"{method} {path} HTTP/1.1\r\nHost: sim\r\nConnection: close\r\n\r\n".encode())
         await writer.drain()
         raw = await reader.read()
         writer.close()
@@ -157,8 +172,9 @@ class System:
         records = await self.records()
         return int(records[-1]["seq"]) if records else 0
 
-    async def until_requests(self, symbol: str, timeframe: str, count: int,
-                             outcome: str | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    async def until_requests(
+        self, symbol: str, timeframe: str, count: int, outcome: str | None = None
+    ) -> list[dict[str, Any]]:
         """Wait until the simulator has seen ``count`` historical requests of a dataset."""
         async with asyncio.timeout(JOB_TIMEOUT_S):
             while True:
@@ -201,28 +217,35 @@ class System:
 
     async def cancel(self, job_id: str) -> None:
         """Publish ``cancel_requested`` for a job (what ``POST /jobs/{id}/cancel`` does)."""
-        await publish_event(self.js, CancelRequested(job_id=job_id, reason="test"),
-                            kind=JobKind.DATA_LOAD)  # fmt: skip
+        await publish_event(
+            self.js, CancelRequested(job_id=job_id, reason="test"), kind=JobKind.DATA_LOAD
+        )
 
     async def ended(self, job_id: str) -> Any:
         """Wait for the job's terminal event and return it."""
         return await wait_for_job_event(self.js, job_id, TERMINAL, timeout_s=JOB_TIMEOUT_S)
 
-    async def first_event(self, job_id: str, wanted: Callable[[Any], bool],
-                          timeout_s: float) -> Any:  # fmt: skip
+    async def first_event(
+        self, job_id: str, wanted: Callable[[Any], bool], timeout_s: float
+    ) -> Any:
         """Return the job's first event (history included) that is ``wanted``.
 
         None when the job ends, or ``timeout_s`` passes, without one (a guard: the event
         comes at once or never).
         """
-        sub = await self.js.subscribe(subjects.job_events(job_id), stream=streams.EVENTS.name,
-                                      ordered_consumer=True, config=from_start())  # fmt: skip
+        sub = await self.js.subscribe(
+            subjects.job_events(job_id),
+            stream=streams.EVENTS.name,
+            ordered_consumer=True,
+            config=from_start(),
+        )
         try:
             async with asyncio.timeout(timeout_s):
                 while True:
                     msg = await sub.next_msg(timeout=None)
-                    event = codec.decode(msg.data, JobEvent, subject=msg.subject,
-                                         headers=msg.headers)  # fmt: skip
+                    event = codec.decode(
+                        msg.data, JobEvent, subject=msg.subject, headers=msg.headers
+                    )
                     if wanted(event):
                         return event
                     if msg.subject.rsplit(".", 1)[-1] in TERMINAL:
@@ -245,10 +268,14 @@ class System:
         async with asyncio.timeout(JOB_TIMEOUT_S):
             while True:
                 commands = await self.js.stream_info(streams.COMMANDS.name or "")
-                bars = await self.js.consumer_info(streams.STORE_BARS.stream,
-                                                   streams.STORE_BARS.durable)  # fmt: skip
-                if (commands.state.messages == 0 and bars.num_pending == 0
-                        and bars.num_ack_pending == 0):  # fmt: skip
+                bars = await self.js.consumer_info(
+                    streams.STORE_BARS.stream, streams.STORE_BARS.durable
+                )
+                if (
+                    commands.state.messages == 0
+                    and bars.num_pending == 0
+                    and bars.num_ack_pending == 0
+                ):
                     return
                 await asyncio.sleep(0.1)
 
@@ -260,8 +287,12 @@ class System:
 
 
 @contextlib.asynccontextmanager
-async def running(tmp: Path, *, services: tuple[str, ...] = ("ib-connector", "data-store"),
-                  time_scale: float = SIM_TIME_SCALE) -> AsyncIterator[System]:  # fmt: skip
+async def running(
+    tmp: Path,
+    *,
+    services: tuple[str, ...] = ("ib-connector", "data-store"),
+    time_scale: float = SIM_TIME_SCALE,
+) -> AsyncIterator[System]:
     """Run nats-server, the simulator and ``services`` as processes around a test."""
     server = NatsServer(store_dir=tmp / "jetstream")
     server.start()
@@ -282,8 +313,9 @@ async def running(tmp: Path, *, services: tuple[str, ...] = ("ib-connector", "da
 
 async def log_events(js: JetStreamContext, subject: str) -> list[tuple[int, Any]]:
     """Return every job event on ``subject`` now in the log, with its stream sequence."""
-    sub = await js.subscribe(subject, stream=streams.EVENTS.name, ordered_consumer=True,
-                             config=from_start())  # fmt: skip
+    sub = await js.subscribe(
+        subject, stream=streams.EVENTS.name, ordered_consumer=True, config=from_start()
+    )
     found: list[tuple[int, Any]] = []
     try:
         while True:
@@ -306,8 +338,13 @@ def from_start() -> ConsumerConfig:
 
 def historical(records: list[dict[str, Any]], symbol: str, timeframe: str) -> list[dict[str, Any]]:
     """Return the historical-data requests of one dataset (the simulator's records)."""
-    return [r for r in records if r["kind"] == "historical" and r["symbol"] == symbol
-            and r["bar_size"] == BAR_SIZE[timeframe]]  # fmt: skip
+    return [
+        r
+        for r in records
+        if r["kind"] == "historical"
+        and r["symbol"] == symbol
+        and r["bar_size"] == BAR_SIZE[timeframe]
+    ]
 
 
 def kinds(events: list[tuple[int, Any]]) -> list[str]:
@@ -320,8 +357,9 @@ def of_type(events: list[tuple[int, Any]], kind: type[Any]) -> list[Any]:
     return [e for _, e in events if isinstance(e, kind)]
 
 
-def assert_requests_match(result: Any, records: list[dict[str, Any]], symbol: str,
-                          timeframe: str) -> None:  # fmt: skip
+def assert_requests_match(
+    result: Any, records: list[dict[str, Any]], symbol: str, timeframe: str
+) -> None:
     """Assert that a job's result counts exactly the requests the simulator saw for it."""
     assert isinstance(result, LoadResult), result
     seen = len(historical(records, symbol, timeframe))
@@ -392,16 +430,20 @@ async def test_a_restart_of_the_stack_sends_nothing_to_ib_and_ends_no_job_twice(
                 assert system.stored_rows("AAPL", "1s") == len(want)
             # A fresh load: its FetchBars queue behind anything the replay sent, so once it
             # is done and the queue is empty, whatever the replay set off has run.
-            sentinel = await system.load(sentinel_symbol, "1h",
-                                         start=dt.datetime(2024, 6, 3, tzinfo=UTC))  # fmt: skip
+            sentinel = await system.load(
+                sentinel_symbol, "1h", start=dt.datetime(2024, 6, 3, tzinfo=UTC)
+            )
             assert isinstance(await system.ended(sentinel), JobCompleted)
             await system.settled()
             # What spends IB's pacing budget, for anything but the fresh load.
             carried_on = ("AAPL", "1 secs") if restart == 1 else None
-            stray = [(r["kind"], r["symbol"], r["bar_size"], r["end"])
-                     for r in await system.records(since=seq)
-                     if r["kind"] in PACED_KINDS and r["symbol"] != ib_symbol
-                     and (r["symbol"], r["bar_size"]) != carried_on]  # fmt: skip
+            stray = [
+                (r["kind"], r["symbol"], r["bar_size"], r["end"])
+                for r in await system.records(since=seq)
+                if r["kind"] in PACED_KINDS
+                and r["symbol"] != ib_symbol
+                and (r["symbol"], r["bar_size"]) != carried_on
+            ]
             assert not stray, (
                 f"after restart {restart} IB was asked {len(stray)} times again for finished "
                 f"jobs (kind, symbol, bar size, end): {stray}"
@@ -410,8 +452,11 @@ async def test_a_restart_of_the_stack_sends_nothing_to_ib_and_ends_no_job_twice(
                 events = await system.events(job_id)
                 tags = kinds(events)
                 assert sum(t in TERMINAL for t in tags) == 1, (job_id, tags)
-                again = [tag for (seq_no, _), tag in zip(events, tags, strict=True)
-                         if seq_no > last_event]  # fmt: skip
+                again = [
+                    tag
+                    for (seq_no, _), tag in zip(events, tags, strict=True)
+                    if seq_no > last_event
+                ]
                 assert not again, (
                     f"job {job_id} ended before restart {restart}, then got events {again}"
                 )
@@ -469,8 +514,11 @@ async def test_a_cancel_stops_requests_to_ib_and_reports_what_the_job_did(
         (cancel,) = of_type(events, CancelRequested)
         records = historical(await system.records(), symbol, timeframe)
         cancel_at = cancel.ts.timestamp()
-        late = [(r["seq"], round(r["at"] - cancel_at, 2), r["end"]) for r in records
-                if r["at"] > cancel_at + 1.0]  # fmt: skip
+        late = [
+            (r["seq"], round(r["at"] - cancel_at, 2), r["end"])
+            for r in records
+            if r["at"] > cancel_at + 1.0
+        ]
         assert not late, (
             f"{len(late)} of {len(records)} requests reached IB more than 1 s after the cancel "
             f"(seq, seconds after, end): {late[:5]}"
@@ -480,8 +528,7 @@ async def test_a_cancel_stops_requests_to_ib_and_reports_what_the_job_did(
         assert isinstance(result, LoadResult), f"cancelled without a result: {end}"
         assert result.ib_requests_made == len(records), (result, len(records))
         assert result.fetched_bars == system.stored_rows(symbol, timeframe), result
-        late_reports = [e for e in of_type(events, SegmentFetched)
-                        if e.ts > end.ts]  # fmt: skip
+        late_reports = [e for e in of_type(events, SegmentFetched) if e.ts > end.ts]
         assert not late_reports, f"segments reported fetched after the cancel: {late_reports}"
 
 
@@ -563,12 +610,15 @@ async def test_progress_says_no_connector_while_none_runs(tmp_path: Path) -> Non
         job_id = await system.load("MSFT", "1h", start=dt.datetime(2024, 4, 1, tzinfo=UTC))
         # Wait for a progress event that names the missing connector, or for the job to end.
         said = await system.first_event(
-            job_id, lambda e: isinstance(e, JobProgress) and e.reason == "no_connector",
+            job_id,
+            lambda e: isinstance(e, JobProgress) and e.reason == "no_connector",
             timeout_s=20,
-        )  # fmt: skip
+        )
         if said is None:
-            seen = [(type(e).__name__, getattr(e, "reason", None))
-                    for _, e in await system.events(job_id)]  # fmt: skip
+            seen = [
+                (type(e).__name__, getattr(e, "reason", None))
+                for _, e in await system.events(job_id)
+            ]
             pytest.fail(f"no progress said 'no_connector' while no ib-connector ran: {seen}")
 
         system.stack.start_service("ib-connector")
@@ -597,9 +647,14 @@ async def test_progress_says_pacing_until_the_window_opens(tmp_path: Path) -> No
 async def test_a_repeated_head_timestamp_request_costs_ib_one_request(tmp_path: Path) -> None:
     async with running(tmp_path) as system:
         ask = HeadTimestampRequest(symbol="SPY")
-        heads = [await system.client.request(subjects.IB_HEAD_TIMESTAMP, ask, HeadTimestamp)
-                 for _ in range(2)]  # fmt: skip
+        heads = [
+            await system.client.request(subjects.IB_HEAD_TIMESTAMP, ask, HeadTimestamp)
+            for _ in range(2)
+        ]
         assert heads[0] == heads[1]
-        asked = [r for r in await system.records()
-                 if r["kind"] == "head_timestamp" and r["symbol"] == "SPY"]  # fmt: skip
+        asked = [
+            r
+            for r in await system.records()
+            if r["kind"] == "head_timestamp" and r["symbol"] == "SPY"
+        ]
         assert len(asked) == 1, f"IB was asked {len(asked)} times for SPY's head timestamp"

@@ -89,8 +89,10 @@ def _store_settings() -> dict[str, str]:
     """
     from ktrdr_data_store.config import DataStoreSettings
 
-    wanted = {"ingest_write_attempts": str(WRITE_ATTEMPTS),
-              "ingest_retry_delay_s": str(RETRY_DELAY_S)}  # fmt: skip
+    wanted = {
+        "ingest_write_attempts": str(WRITE_ATTEMPTS),
+        "ingest_retry_delay_s": str(RETRY_DELAY_S),
+    }
     fields = set(DataStoreSettings.__struct_fields__)
     return {f"KTRDR_{name.upper()}": value for name, value in wanted.items() if name in fields}
 
@@ -104,8 +106,9 @@ class PoisonStack(Stack):
     def start_service(self, name: str) -> ChildProcess:
         """Start one service with the stack's environment plus its own."""
         env = {**self.env(), **self.service_env.get(name, {})}
-        child = ChildProcess(name, [sys.executable, "-m", MODULES[name]], env,
-                             self.root / "logs" / f"{name}.log")  # fmt: skip
+        child = ChildProcess(
+            name, [sys.executable, "-m", MODULES[name]], env, self.root / "logs" / f"{name}.log"
+        )
         self.children[name] = child
         child.start()
         return child
@@ -150,15 +153,21 @@ class World:
             async with asyncio.timeout(timeout_s):
                 while True:
                     commands = await self.js.stream_info(streams.COMMANDS.name or "")
-                    bars = await self.js.consumer_info(streams.STORE_BARS.stream,
-                                                       streams.STORE_BARS.durable)  # fmt: skip
-                    if (commands.state.messages == 0 and bars.num_pending == 0
-                            and bars.num_ack_pending == 0):  # fmt: skip
+                    bars = await self.js.consumer_info(
+                        streams.STORE_BARS.stream, streams.STORE_BARS.durable
+                    )
+                    if (
+                        commands.state.messages == 0
+                        and bars.num_pending == 0
+                        and bars.num_ack_pending == 0
+                    ):
                         return
                     await asyncio.sleep(0.05)
         except TimeoutError:
-            pytest.fail(f"bar batches still pending after {timeout_s}s (redelivered for ever?)"
-                        f"\n{self.log_tail()}")  # fmt: skip
+            pytest.fail(
+                f"bar batches still pending after {timeout_s}s (redelivered for ever?)"
+                f"\n{self.log_tail()}"
+            )
 
     def log_tail(self, lines: int = 25) -> str:
         """Return the end of the data-store's log, for failure messages."""
@@ -168,8 +177,9 @@ class World:
         """Run ``ktrdr <args>`` against the api, as a user runs it."""
         argv = [sys.executable, "-m", "ktrdr_api.cli", "--url", self.stack.api_url, *args]
         env = {k: v for k, v in os.environ.items() if not k.startswith("KTRDR_")}
-        return await asyncio.to_thread(subprocess.run, argv, env=env, capture_output=True,
-                                       text=True, timeout=60)  # fmt: skip
+        return await asyncio.to_thread(
+            subprocess.run, argv, env=env, capture_output=True, text=True, timeout=60
+        )
 
     async def cli_json(self, *args: str) -> Any:
         """Run ``ktrdr <args> --json``; return its JSON (the exit code must be 0)."""
@@ -191,8 +201,12 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
     root = tmp_path_factory.mktemp("poisoning")
     server = NatsServer(store_dir=root / "jetstream")
     server.start()
-    stack = PoisonStack(server.url, root, services=("ib-connector", "data-store", "api"),
-                        service_env={"data-store": _store_settings()})  # fmt: skip
+    stack = PoisonStack(
+        server.url,
+        root,
+        services=("ib-connector", "data-store", "api"),
+        service_env={"data-store": _store_settings()},
+    )
     nc = await _connect(server.url)
     http = httpx.AsyncClient(base_url=stack.api_url, timeout=30.0)
     try:
@@ -265,8 +279,12 @@ async def events_mark(js: JetStreamContext) -> int:
 
 async def raw_events(js: JetStreamContext, subject: str) -> list[dict[str, Any]]:
     """Return every event on ``subject`` now in the log, as JSON objects (any new enum value)."""
-    sub = await js.subscribe(subject, stream=streams.EVENTS.name, ordered_consumer=True,
-                             config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL))  # fmt: skip
+    sub = await js.subscribe(
+        subject,
+        stream=streams.EVENTS.name,
+        ordered_consumer=True,
+        config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
+    )
     found: list[dict[str, Any]] = []
     try:
         while True:
@@ -297,8 +315,11 @@ async def dispatched_segments(world: World, key: tuple[str, str]) -> list[Segmen
     events = await raw_events(world.js, subjects.job_events(job_id))
     (planned,) = [e for e in events if e["type"] == "planned"]
     sent = {s for e in events if e["type"] == "segments_dispatched" for s in e["segment_ids"]}
-    segments = [Segment(job_id, s["segment_id"], _ns(s["start"]), _ns(s["end"]))
-                for s in planned["segments"] if s["segment_id"] in sent]  # fmt: skip
+    segments = [
+        Segment(job_id, s["segment_id"], _ns(s["start"]), _ns(s["end"]))
+        for s in planned["segments"]
+        if s["segment_id"] in sent
+    ]
     assert segments, f"{key}: the starting load dispatched no segment: {events}"
     return segments
 
@@ -318,24 +339,38 @@ async def segment_holding(world: World, key: tuple[str, str], ts: int) -> Segmen
 # -- forging and publishing batches ------------------------------------------------------------
 
 
-def forge(symbol: str, timeframe: str, segment: Segment | None, bars: list[dict[str, Any]], *,
-          start: int, end: int, job_id: str | None = None,
-          segment_id: str | None = None) -> BarBatch:  # fmt: skip
+def forge(
+    symbol: str,
+    timeframe: str,
+    segment: Segment | None,
+    bars: list[dict[str, Any]],
+    *,
+    start: int,
+    end: int,
+    job_id: str | None = None,
+    segment_id: str | None = None,
+) -> BarBatch:
     """Return a ``BarBatch`` of ``bars`` (dicts with ts, open, high, low, close, volume).
 
     Carries the job and segment id of ``segment`` unless ``job_id``/``segment_id`` say
     otherwise (None and no segment: a batch that names no segment at all).
     """
     return BarBatch(
-        symbol=symbol, timeframe=timeframe,  # type: ignore[arg-type]
+        symbol=symbol,
+        timeframe=timeframe,  # type: ignore[arg-type]
         job_id=job_id if job_id is not None else (segment.job_id if segment else None),
-        segment_id=segment_id if segment_id is not None
+        segment_id=segment_id
+        if segment_id is not None
         else (segment.segment_id if segment else None),
-        start=start, end=end,
-        ts=[b["ts"] for b in bars], open=[b["open"] for b in bars],
-        high=[b["high"] for b in bars], low=[b["low"] for b in bars],
-        close=[b["close"] for b in bars], volume=[b["volume"] for b in bars],
-    )  # fmt: skip
+        start=start,
+        end=end,
+        ts=[b["ts"] for b in bars],
+        open=[b["open"] for b in bars],
+        high=[b["high"] for b in bars],
+        low=[b["low"] for b in bars],
+        close=[b["close"] for b in bars],
+        volume=[b["volume"] for b in bars],
+    )
 
 
 @dataclass(frozen=True)
@@ -361,9 +396,12 @@ async def verdict(world: World, sent: Published, timeout_s: float = VERDICT_TIME
     None when neither comes within the guard (an empty batch merged says nothing).
     """
     key, timeframe = subjects.parse_bars(sent.subject)
-    sub = await world.js.subscribe(subjects.STORE_EVENTS, stream=streams.EVENTS.name,
-                                   ordered_consumer=True,
-                                   config=_from_seq(sent.mark + 1))  # fmt: skip
+    sub = await world.js.subscribe(
+        subjects.STORE_EVENTS,
+        stream=streams.EVENTS.name,
+        ordered_consumer=True,
+        config=_from_seq(sent.mark + 1),
+    )
     try:
         async with asyncio.timeout(timeout_s):
             while True:
@@ -371,8 +409,11 @@ async def verdict(world: World, sent: Published, timeout_s: float = VERDICT_TIME
                 event = dict(json.loads(msg.data))
                 if event["type"] == "batch_rejected" and event["subject"] == sent.subject:
                     return event
-                if (event["type"] == "bars_stored" and symbol_key(event["symbol"]) == key
-                        and event["timeframe"] == timeframe.value):  # fmt: skip
+                if (
+                    event["type"] == "bars_stored"
+                    and symbol_key(event["symbol"]) == key
+                    and event["timeframe"] == timeframe.value
+                ):
                     return event
     except TimeoutError:
         return None
@@ -380,8 +421,9 @@ async def verdict(world: World, sent: Published, timeout_s: float = VERDICT_TIME
         await sub.unsubscribe()
 
 
-async def assert_quarantined(world: World, sent: Published, codes: set[str],
-                             timeout_s: float = VERDICT_TIMEOUT_S) -> dict[str, Any]:  # fmt: skip
+async def assert_quarantined(
+    world: World, sent: Published, codes: set[str], timeout_s: float = VERDICT_TIMEOUT_S
+) -> dict[str, Any]:
     """Assert the batch was rejected with one of ``codes`` and is listed in the quarantine.
 
     Both by ``GET /api/v1/quarantine`` and by ``ktrdr data quarantine``; returns the event.
@@ -486,8 +528,9 @@ async def test_symptom_3_bars_in_2200_and_1970_are_quarantined_and_loads_still_f
     assert segment.start_ns <= window["start"] and window["end"] <= segment.end_ns
     for when in (_utc(2200, 1, 1), _utc(1970, 1, 2)):
         bad = {**good, "ts": to_unix_nanos(when)}
-        sent = await publish(world, subjects.bars(*key), forge(*key, segment, [good, bad],
-                                                               **window))  # fmt: skip
+        sent = await publish(
+            world, subjects.bars(*key), forge(*key, segment, [good, bad], **window)
+        )
         await assert_quarantined(world, sent, {"invalid_bars"})
     await assert_untouched(world, before, "bars stamped 2200 and 1970")
 
@@ -519,14 +562,30 @@ async def test_symptom_4_an_empty_batch_without_a_dispatched_segment_is_quaranti
     ledger_bytes = ledger.read_bytes()
     (segment, *_) = await dispatched_segments(world, key)
     claims = {  # 1980-2024 answered empty: no ids, a made-up job, a real job outside its segment
-        "no segment": forge(*key, None, [], start=to_unix_nanos(_utc(1980, 1, 1)),
-                            end=to_unix_nanos(_utc(2024, 1, 1))),
-        "made-up job": forge(*key, None, [], start=to_unix_nanos(_utc(1980, 1, 1)),
-                             end=to_unix_nanos(_utc(2024, 1, 1)), job_id=new_job_id(),
-                             segment_id="s0"),
-        "outside its segment": forge(*key, segment, [], start=to_unix_nanos(_utc(1980, 1, 1)),
-                                     end=to_unix_nanos(_utc(1990, 1, 1))),
-    }  # fmt: skip
+        "no segment": forge(
+            *key,
+            None,
+            [],
+            start=to_unix_nanos(_utc(1980, 1, 1)),
+            end=to_unix_nanos(_utc(2024, 1, 1)),
+        ),
+        "made-up job": forge(
+            *key,
+            None,
+            [],
+            start=to_unix_nanos(_utc(1980, 1, 1)),
+            end=to_unix_nanos(_utc(2024, 1, 1)),
+            job_id=new_job_id(),
+            segment_id="s0",
+        ),
+        "outside its segment": forge(
+            *key,
+            segment,
+            [],
+            start=to_unix_nanos(_utc(1980, 1, 1)),
+            end=to_unix_nanos(_utc(1990, 1, 1)),
+        ),
+    }
     for name, batch in claims.items():
         sent = await publish(world, subjects.bars(*key), batch)
         event = await verdict(world, sent)
@@ -572,14 +631,25 @@ async def test_symptom_6_an_off_grid_bar_and_a_never_loaded_symbol_are_quarantin
     good = bar_at(stored(world.data_dir, *key), to_unix_nanos(_utc(2024, 3, 6)))
     segment = await segment_holding(world, key, good["ts"])
     half_second = {**good, "ts": good["ts"] + SECOND_NS // 2}
-    sent = await publish(world, subjects.bars(*key), forge(
-        *key, segment, [half_second], start=good["ts"], end=good["ts"] + DAY_NS))  # fmt: skip
+    sent = await publish(
+        world,
+        subjects.bars(*key),
+        forge(*key, segment, [half_second], start=good["ts"], end=good["ts"] + DAY_NS),
+    )
     await assert_quarantined(world, sent, {"invalid_bars"})
 
     # ZZZZ: a well-formed bar, once with made-up ids, once with a real AAPL segment's.
     for job_id, segment_id in ((new_job_id(), "s0"), (segment.job_id, segment.segment_id)):
-        batch = forge("ZZZZ", "1d", None, [good], start=good["ts"], end=good["ts"] + DAY_NS,
-                      job_id=job_id, segment_id=segment_id)  # fmt: skip
+        batch = forge(
+            "ZZZZ",
+            "1d",
+            None,
+            [good],
+            start=good["ts"],
+            end=good["ts"] + DAY_NS,
+            job_id=job_id,
+            segment_id=segment_id,
+        )
         sent = await publish(world, subjects.bars("ZZZZ", "1d"), batch)
         await assert_quarantined(world, sent, {"unknown_segment"})
     await assert_untouched(world, before, "an off-grid bar and ZZZZ batches")
@@ -636,14 +706,15 @@ async def _damaged_is_local(world: World, name: str) -> None:
     assert name in (aapl.get("damaged") or ""), f"ktrdr data ls: {aapl}"
 
     year = {"start": "2023-11-01T00:00:00Z", "end": "2023-12-01T00:00:00Z"}
-    problems = [await world.http.get("/api/v1/data/AAPL/1d/coverage"),
-                await world.http.get("/api/v1/data/AAPL/1d", params=year)]  # fmt: skip
+    problems = [
+        await world.http.get("/api/v1/data/AAPL/1d/coverage"),
+        await world.http.get("/api/v1/data/AAPL/1d", params=year),
+    ]
     for problem in problems:
         assert problem.status_code == 409, f"{problem.url}: {problem.status_code} {problem.text}"
         body = problem.json()
         assert body["code"] == "dataset_damaged" and name in body["detail"], body
-    for path in ("/api/v1/data/MSFT/1d/coverage", "/api/v1/data/MSFT/1d",
-                 "/api/v1/data/AAPL/1h"):  # fmt: skip
+    for path in ("/api/v1/data/MSFT/1d/coverage", "/api/v1/data/MSFT/1d", "/api/v1/data/AAPL/1h"):
         answer = await world.http.get(path)
         assert answer.status_code == 200, f"{path}: {answer.status_code} {answer.text}"
     msft = await world.http.get("/api/v1/data/MSFT/1d", params={"limit": 5})
@@ -654,8 +725,7 @@ async def _damaged_is_local(world: World, name: str) -> None:
 
 
 async def _load_of_damaged_fails(world: World) -> None:
-    end = await world.ended(await world.load("AAPL", "1d", mode="full",
-                                             start=_utc(2023, 10, 2)))  # fmt: skip
+    end = await world.ended(await world.load("AAPL", "1d", mode="full", start=_utc(2023, 10, 2)))
     assert isinstance(end, JobFailed), f"a load of a damaged dataset: {end}"
     assert end.code == "dataset_damaged", f"{end.code}: {end.message}"
 
@@ -757,8 +827,9 @@ async def test_symptom_9_a_corrupt_instrument_book_and_ledger_stay_local(world: 
         for symbol, timeframe in [("MSFT", "1d"), ("AAPL", "1h"), *new]:
             answer = await world.http.get(f"/api/v1/data/{symbol}/{timeframe}/coverage")
             assert answer.status_code == 200, f"{symbol} {timeframe}: {answer.text}"
-        assert_same_files(others, fingerprint(world.data_dir, skip=(("AAPL", "1d"),)),
-                          "AAPL 1d's corrupt ledger")  # fmt: skip
+        assert_same_files(
+            others, fingerprint(world.data_dir, skip=(("AAPL", "1d"),)), "AAPL 1d's corrupt ledger"
+        )
         end = await world.ended(await world.load("MSFT", "1d", mode="tail"))
         assert isinstance(end, JobCompleted), f"MSFT 1d beside a damaged ledger: {end}"
     finally:
@@ -773,8 +844,11 @@ async def test_symptom_9_a_corrupt_instrument_book_and_ledger_stay_local(world: 
 def small_disk(path: Path, size: str = "8m") -> Any:
     """Mount a tmpfs of ``size`` on ``path`` (skip when mounting is refused); unmount after."""
     path.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                          capture_output=True, text=True)  # fmt: skip
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs for a full disk: {done.stderr.strip()}")
     try:
@@ -802,9 +876,12 @@ async def _progress_until(
     js: JetStreamContext, job_id: str, wanted: Callable[[dict[str, Any]], bool]
 ) -> dict[str, Any] | None:
     """Return the job's first event that is ``wanted``; None when the job ends without one."""
-    sub = await js.subscribe(subjects.job_events(job_id), stream=streams.EVENTS.name,
-                             ordered_consumer=True,
-                             config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL))  # fmt: skip
+    sub = await js.subscribe(
+        subjects.job_events(job_id),
+        stream=streams.EVENTS.name,
+        ordered_consumer=True,
+        config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
+    )
     try:
         async with asyncio.timeout(JOB_TIMEOUT_S):
             while True:
@@ -840,8 +917,11 @@ async def test_symptom_10_a_full_disk_pauses_a_load_until_space_returns(
                 f"the load on a full disk ended without saying storage_full: {said}{log}"
             )
             assert str(data_dir) in said.get("message", ""), said
-            leftovers = [p.name for p in data_dir.rglob("*") if p.is_file() and p != filler
-                         and ("tmp" in p.name or p.name.startswith("."))]  # fmt: skip
+            leftovers = [
+                p.name
+                for p in data_dir.rglob("*")
+                if p.is_file() and p != filler and ("tmp" in p.name or p.name.startswith("."))
+            ]
             assert not leftovers, f"temp files left on the full disk: {leftovers}"
             for part in data_dir.rglob("*.parquet"):
                 pq.read_table(part)  # nothing half-written

@@ -88,9 +88,18 @@ async def test_a_half_closed_socket_ends_its_requests(start_sim, connect_ib) -> 
 
 async def test_a_client_vanishing_mid_answer_does_not_hurt(sim, connect_ib) -> None:
     client = await RawTwsClient.connect("127.0.0.1", sim.port, 1)
-    client.send(*historical_request(5, "EUR", sec_type="CASH", exchange="IDEALPRO",
-                                    end=END, bar_size="1 min", duration="5 D",
-                                    what_to_show="MIDPOINT"))  # fmt: skip
+    client.send(
+        *historical_request(
+            5,
+            "EUR",
+            sec_type="CASH",
+            exchange="IDEALPRO",
+            end=END,
+            bar_size="1 min",
+            duration="5 D",
+            what_to_show="MIDPOINT",
+        )
+    )
     client._writer.transport.abort()
     await sim.wait_until(lambda c: c["connections"] == 0)
     await still_serves(sim, connect_ib)

@@ -48,8 +48,14 @@ def test_same_seed_same_bars_other_seed_other_bars() -> None:
     assert not np.array_equal(first.close, other.close)
 
 
-UNION_SPANS = {"5 secs": 6 * 3600, "1 min": 5 * 86_400, "15 mins": 9 * 86_400,
-               "1 hour": 20 * 86_400, "1 day": 200 * 86_400, "1 week": 400 * 86_400}  # fmt: skip
+UNION_SPANS = {
+    "5 secs": 6 * 3600,
+    "1 min": 5 * 86_400,
+    "15 mins": 9 * 86_400,
+    "1 hour": 20 * 86_400,
+    "1 day": 200 * 86_400,
+    "1 week": 400 * 86_400,
+}
 
 
 @settings(max_examples=25, deadline=None)
@@ -65,17 +71,20 @@ def test_a_window_is_the_union_of_its_two_halves(size: str, inst: Instrument, sp
     middle = start + int(long_span * split)
     whole = as_frame(bars(inst, size, start, end, "MIDPOINT"))
     halves = pd.concat(
-        [as_frame(bars(inst, size, start, middle, "MIDPOINT")),
-         as_frame(bars(inst, size, middle, end, "MIDPOINT"))],
+        [
+            as_frame(bars(inst, size, start, middle, "MIDPOINT")),
+            as_frame(bars(inst, size, middle, end, "MIDPOINT")),
+        ],
         ignore_index=True,
-    )  # fmt: skip
+    )
     assert len(whole) > 0
     pd.testing.assert_frame_equal(whole, halves)
 
 
 @pytest.mark.parametrize("what", ["TRADES", "MIDPOINT", "BID", "ASK", "BID_ASK"])
-@pytest.mark.parametrize("size", ["1 secs", "30 secs", "1 min", "3 mins", "4 hours", "1 day",
-                                  "1 month"])  # fmt: skip
+@pytest.mark.parametrize(
+    "size", ["1 secs", "30 secs", "1 min", "3 mins", "4 hours", "1 day", "1 month"]
+)
 def test_low_is_lowest_and_high_highest(what: str, size: str) -> None:
     span = {"1 secs": 600, "30 secs": 86_400}.get(size, 40 * 86_400)
     b = bars(ES, size, utc(2024, 6, 28) - span, utc(2024, 6, 28), what)
@@ -144,8 +153,7 @@ def _new_york_times(b: Bars) -> list[str]:
 
 def test_regular_hours_and_the_early_close() -> None:
     july3 = bars(AAPL, "30 mins", utc(2023, 7, 3), utc(2023, 7, 4), rth=True)
-    assert _new_york_times(july3) == ["09:30", "10:00", "10:30", "11:00", "11:30", "12:00",
-                                      "12:30"]  # fmt: skip
+    assert _new_york_times(july3) == ["09:30", "10:00", "10:30", "11:00", "11:30", "12:00", "12:30"]
     extended = bars(AAPL, "1 hour", utc(2024, 6, 27), utc(2024, 6, 28))
     assert _new_york_times(extended)[0] == "04:00" and _new_york_times(extended)[-1] == "19:00"
 
@@ -169,8 +177,14 @@ def test_weeks_and_months_start_with_their_first_session() -> None:
         "2024-06-17",
         "2024-06-24",
     ]  # fmt: skip  (May 27 was Memorial Day)
-    assert month_days == ["2024-01-02", "2024-02-01", "2024-03-01", "2024-04-01", "2024-05-01",
-                          "2024-06-03"]  # fmt: skip
+    assert month_days == [
+        "2024-01-02",
+        "2024-02-01",
+        "2024-03-01",
+        "2024-04-01",
+        "2024-05-01",
+        "2024-06-03",
+    ]
 
 
 def test_bars_exist_only_up_to_now_and_after_the_head_timestamp() -> None:
@@ -191,6 +205,14 @@ def test_expected_bars_names_columns_like_ib_async() -> None:
     frame = expected_bars(
         "EURUSD", "CASH", "1 day", "MIDPOINT", False, NOW - dt.timedelta(days=7), NOW, now_utc=NOW
     )
-    assert list(frame.columns[:8]) == ["date", "open", "high", "low", "close", "volume",
-                                       "average", "barCount"]  # fmt: skip
+    assert list(frame.columns[:8]) == [
+        "date",
+        "open",
+        "high",
+        "low",
+        "close",
+        "volume",
+        "average",
+        "barCount",
+    ]
     assert frame["date"].iloc[-1] == dt.date(2024, 6, 28)

@@ -15,10 +15,21 @@ pytestmark = pytest.mark.integration
 
 async def test_cli_serves_until_sigterm() -> None:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ktrdr_ib_sim", "--port", "0", "--control-port", "0",
-        "--now", "2024-07-01T16:00:00Z", "--time-scale", "0.01", "--log-level", "WARNING",
+        sys.executable,
+        "-m",
+        "ktrdr_ib_sim",
+        "--port",
+        "0",
+        "--control-port",
+        "0",
+        "--now",
+        "2024-07-01T16:00:00Z",
+        "--time-scale",
+        "0.01",
+        "--log-level",
+        "WARNING",
         stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+    )
     try:
         assert process.stdout is not None
         line = (await asyncio.wait_for(process.stdout.readline(), 60)).decode()

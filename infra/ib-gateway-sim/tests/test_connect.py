@@ -12,8 +12,14 @@ from ktrdr_ib_sim.testing import ErrorRecorder
 pytestmark = pytest.mark.integration
 
 FARM_NOTICES = {2104, 2106, 2158}
-STARTUP = {"positions", "open_orders", "completed_orders", "account_updates",
-           "account_updates_multi", "executions"}  # fmt: skip
+STARTUP = {
+    "positions",
+    "open_orders",
+    "completed_orders",
+    "account_updates",
+    "account_updates_multi",
+    "executions",
+}
 
 
 def startup_requests_seen(sim) -> set[str]:
@@ -45,8 +51,11 @@ async def test_the_simulator_says_what_it_is_and_which_symbols_it_serves(sim, co
     client = await connect_ib(sim.port, 1, readonly=True, fetchFields=StartupFetchNONE)
     await asyncio.sleep(0)  # notices follow the startup sync in the same flush
     notices = [(code, text) for req_id, code, text in client.errors.seen if req_id == -1]
-    assert notices[-1] == (2199, "ktrdr IB Gateway simulator; it serves: AAPL, MSFT, SPY, "
-                                 "BRK B, EURUSD, GBPUSD, USDJPY, ES, SPX, CL")  # fmt: skip
+    assert notices[-1] == (
+        2199,
+        "ktrdr IB Gateway simulator; it serves: AAPL, MSFT, SPY, "
+        "BRK B, EURUSD, GBPUSD, USDJPY, ES, SPX, CL",
+    )
     assert [code for code, _ in notices[:-1]] == [2104, 2106, 2158]  # a real gateway's, first
 
 
@@ -57,8 +66,9 @@ async def test_client_id_zero_binds_manual_orders(sim, connect_ib) -> None:
 
 
 async def test_several_clients_with_distinct_ids_connect_at_once(sim, connect_ib) -> None:
-    clients = await asyncio.gather(*(connect_ib(sim.port, cid, raiseSyncErrors=True)
-                                     for cid in (1, 2, 3)))  # fmt: skip
+    clients = await asyncio.gather(
+        *(connect_ib(sim.port, cid, raiseSyncErrors=True) for cid in (1, 2, 3))
+    )
     assert all(c.ib.isConnected() for c in clients)
     assert sim.counters()["client_ids"] == [1, 2, 3]
     times = await asyncio.gather(*(c.ib.reqCurrentTimeAsync() for c in clients))

@@ -37,8 +37,10 @@ async def test_health_counters_and_ledger(controlled, connect_ib) -> None:
     sim, port = controlled
     client = await connect_ib(sim.port, 1)
     await client.ib.reqContractDetailsAsync(Stock("AAPL", "SMART", "USD"))
-    assert await call(port, "GET", "/health") == (200, {"ok": True, "port": sim.port,
-                                                       "listening": True})  # fmt: skip
+    assert await call(port, "GET", "/health") == (
+        200,
+        {"ok": True, "port": sim.port, "listening": True},
+    )
     status, counters = await call(port, "GET", "/counters")
     assert status == 200 and counters["requests_by_type"] == {"contract_details": 1}
     status, ledger = await call(port, "GET", "/ledger")
@@ -88,7 +90,9 @@ async def test_link_farm_and_slow_routes(controlled, connect_ib) -> None:
     sim, port = controlled
     client = await connect_ib(sim.port, 1)
     assert await call(port, "POST", "/faults/link?state=lost") == (
-        200, {"link": "lost", "changed": True})  # fmt: skip
+        200,
+        {"link": "lost", "changed": True},
+    )
     await client.errors.wait_for(1100)
     assert (await call(port, "GET", "/counters"))[1]["link_lost"] is True
     status, body = await call(port, "POST", "/faults/link?state=restored&data=maintained")

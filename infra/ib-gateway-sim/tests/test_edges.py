@@ -24,8 +24,9 @@ async def test_a_day_of_minutes_equals_its_four_quarters(ib) -> None:
     end = dt.datetime(2024, 6, 28, 22, 0, tzinfo=dt.UTC)
 
     async def window(end_at: dt.datetime, seconds: int):
-        return await ib.reqHistoricalDataAsync(aapl, end_at, f"{seconds} S", "1 min", "TRADES",
-                                               False, 2)  # fmt: skip
+        return await ib.reqHistoricalDataAsync(
+            aapl, end_at, f"{seconds} S", "1 min", "TRADES", False, 2
+        )
 
     whole = await window(end, 86_400)
     quarters = []
@@ -52,8 +53,9 @@ async def test_three_sessions_equal_three_one_day_requests(ib) -> None:
 
 async def test_three_months_of_days_equal_three_one_month_requests(ib) -> None:
     [spy] = await ib.qualifyContractsAsync(Stock("SPY", "SMART", "USD"))
-    whole = await ib.reqHistoricalDataAsync(spy, "20240615-12:00:00", "3 M", "1 day", "TRADES",
-                                            True, 1)  # fmt: skip
+    whole = await ib.reqHistoricalDataAsync(
+        spy, "20240615-12:00:00", "3 M", "1 day", "TRADES", True, 1
+    )
     parts = []
     for end in ("20240415-12:00:00", "20240515-12:00:00", "20240615-12:00:00"):
         parts += await ib.reqHistoricalDataAsync(spy, end, "1 M", "1 day", "TRADES", True, 1)

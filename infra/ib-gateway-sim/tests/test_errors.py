@@ -41,8 +41,14 @@ def is_answer_to(req_id: int):
 )  # fmt: skip
 async def test_bad_requests_get_ibs_code(sim, connect_raw, overrides, code, text) -> None:
     client = await connect_raw(sim.port)
-    fields = {"symbol": "AAPL", "end": END, "bar_size": "1 min", "duration": "1 D",
-              "format_date": 1, **overrides}  # fmt: skip
+    fields = {
+        "symbol": "AAPL",
+        "end": END,
+        "bar_size": "1 min",
+        "duration": "1 D",
+        "format_date": 1,
+        **overrides,
+    }
     client.send(*historical_request(5, **fields))
     answer = await client.recv_until(is_answer_to(5))
     assert (error_code(answer), text in answer[4]) == (code, True), answer
@@ -52,8 +58,11 @@ async def test_bad_requests_get_ibs_code(sim, connect_raw, overrides, code, text
 
 async def test_end_time_without_zone_warns_2174_and_answers(sim, connect_raw) -> None:
     client = await connect_raw(sim.port)
-    client.send(*historical_request(5, "AAPL", end="20240628 16:00:00", bar_size="1 hour",
-                                    duration="1 D", use_rth=True))  # fmt: skip
+    client.send(
+        *historical_request(
+            5, "AAPL", end="20240628 16:00:00", bar_size="1 hour", duration="1 D", use_rth=True
+        )
+    )
     warning = await client.recv_until(lambda m: m[0] == "4")
     bars = await client.recv_until(lambda m: m[0] == "17")
     assert error_code(warning) == 2174
@@ -72,8 +81,9 @@ async def test_empty_answer_can_be_an_empty_message(start_sim, connect_raw) -> N
     assert answer[0] == "17" and answer[4] == "0"
 
 
-async def test_cancel_of_a_running_query_gets_162_and_of_an_unknown_one_366(sim, connect_raw
-                                                                          ) -> None:  # fmt: skip
+async def test_cancel_of_a_running_query_gets_162_and_of_an_unknown_one_366(
+    sim, connect_raw
+) -> None:
     client = await connect_raw(sim.port)
     sim.stall_next_historical(1)
     client.send(*historical_request(5, "AAPL", end=END, bar_size="1 hour", duration="1 D"))
@@ -93,8 +103,9 @@ async def test_the_51st_open_request_gets_322(start_sim, connect_raw) -> None:
     client = await connect_raw(sim.port)
     sim.stall_next_historical(50)
     for req_id in range(1, 52):
-        client.send(*historical_request(req_id, "AAPL", end=END, bar_size="1 hour",
-                                        duration=f"{req_id} D"))  # fmt: skip
+        client.send(
+            *historical_request(req_id, "AAPL", end=END, bar_size="1 hour", duration=f"{req_id} D")
+        )
     refused = await client.recv_until(lambda m: m[0] == "4")
     assert (error_code(refused), refused[2]) == (322, "51")
     assert "Only 50 simultaneous" in refused[4]
@@ -118,8 +129,9 @@ async def test_a_reused_open_request_id_gets_322(sim, connect_raw) -> None:
 async def test_keep_up_to_date_streams_updates_until_cancelled(start_sim, connect_raw) -> None:
     sim = await start_sim(time_scale=0.01)  # one update every 50 ms
     client = await connect_raw(sim.port)
-    client.send(*historical_request(5, "AAPL", bar_size="1 min", duration="3600 S",
-                                    keep_up_to_date=True))  # fmt: skip
+    client.send(
+        *historical_request(5, "AAPL", bar_size="1 min", duration="3600 S", keep_up_to_date=True)
+    )
     first = await client.recv_until(lambda m: m[0] == "17")
     update = await client.recv_until(lambda m: m[0] == "90")
     last_bar_date = first[5 + (int(first[4]) - 1) * 8]

@@ -62,9 +62,15 @@ async def test_history_needs_include_expired_and_goes_negative(client) -> None:
     assert by_day[dt.date(2020, 4, 21)].close == 10.01  # back above zero on expiry day
     assert max(by_day) == dt.date(2020, 4, 21)  # nothing after the last trading day
     want = expected_bars(
-        "CL", "FUT", "1 day", "TRADES", False,
-        dt.datetime(2020, 3, 1, tzinfo=dt.UTC), dt.datetime(2020, 5, 1, tzinfo=dt.UTC), now_utc=NOW,
-    )  # fmt: skip
+        "CL",
+        "FUT",
+        "1 day",
+        "TRADES",
+        False,
+        dt.datetime(2020, 3, 1, tzinfo=dt.UTC),
+        dt.datetime(2020, 5, 1, tzinfo=dt.UTC),
+        now_utc=NOW,
+    )
     got = [(b.date, b.open, b.high, b.low, b.close, b.volume) for b in bars]
     cols = ["date", "open", "high", "low", "close", "volume"]
     assert got == [tuple(row) for row in want[want["date"] >= bars[0].date][cols].to_numpy()]
@@ -72,9 +78,14 @@ async def test_history_needs_include_expired_and_goes_negative(client) -> None:
 
 async def test_intraday_bars_cross_zero_on_april_20(client) -> None:
     bars = await client.ib.reqHistoricalDataAsync(
-        _cl(includeExpired=True), "20200420 16:00:00 US/Central", "1 D", "1 hour", "TRADES", True,
+        _cl(includeExpired=True),
+        "20200420 16:00:00 US/Central",
+        "1 D",
+        "1 hour",
+        "TRADES",
+        True,
         formatDate=2,
-    )  # fmt: skip
+    )
     closes = [b.close for b in bars]
     assert closes[-1] == -37.63 and closes[0] > 0
     assert any(b.low < 0 < b.high for b in bars)  # an hour that trades through zero

@@ -38,8 +38,9 @@ async def test_connect_reports_the_farms_in_a_real_gateways_order(sim, connect_i
 
 
 async def test_an_inactive_hmds_farm_wakes_on_the_first_request(start_sim, connect_ib):
-    sim = await start_sim(soft_delay_ms=0, hmds_at_connect="inactive", farm_activation_ms=2000,
-                          time_scale=0.05)  # fmt: skip
+    sim = await start_sim(
+        soft_delay_ms=0, hmds_at_connect="inactive", farm_activation_ms=2000, time_scale=0.05
+    )
     client = await connect_ib(sim.port, 1)
     assert client.errors.codes == [2104, 2107, 2158, SIM]
     assert "inactive but should be available upon demand.ushmds" in client.errors.seen[1][2]

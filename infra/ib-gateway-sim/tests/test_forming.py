@@ -23,9 +23,13 @@ def so_far(start: dt.datetime) -> dict[str, float]:
         expected_bars("AAPL", "STK", "1 secs", "TRADES", True, minute, NOW, now_utc=NOW),
     ]
     rows = [row for part in parts for row in part.itertuples()]
-    return {"open": rows[0].open, "high": max(r.high for r in rows),
-            "low": min(r.low for r in rows), "close": rows[-1].close,
-            "volume": sum(r.volume for r in rows)}  # fmt: skip
+    return {
+        "open": rows[0].open,
+        "high": max(r.high for r in rows),
+        "low": min(r.low for r in rows),
+        "close": rows[-1].close,
+        "volume": sum(r.volume for r in rows),
+    }
 
 
 @pytest.fixture
@@ -42,16 +46,19 @@ async def test_an_open_end_gets_the_forming_bar_with_its_values_so_far(client) -
     got = {k: getattr(forming, k) for k in ("open", "high", "low", "close")}
     assert got == {k: expected[k] for k in got}
     assert forming.volume == pytest.approx(expected["volume"])
-    complete = expected_bars("AAPL", "STK", "1 hour", "TRADES", True, NOW - dt.timedelta(hours=2),
-                             NOW, now_utc=NOW)  # fmt: skip
+    complete = expected_bars(
+        "AAPL", "STK", "1 hour", "TRADES", True, NOW - dt.timedelta(hours=2), NOW, now_utc=NOW
+    )
     assert forming.date not in set(complete["date"])  # ground truth has complete bars only
 
 
 async def test_a_future_end_also_gets_it_and_a_past_end_does_not(client) -> None:
-    later = await client.ib.reqHistoricalDataAsync(AAPL, "20240701-18:00:00", "7200 S", "1 hour",
-                                                   "TRADES", True, 2)  # fmt: skip
-    past = await client.ib.reqHistoricalDataAsync(AAPL, "20240701-16:00:00", "7200 S", "1 hour",
-                                                  "TRADES", True, 2)  # fmt: skip
+    later = await client.ib.reqHistoricalDataAsync(
+        AAPL, "20240701-18:00:00", "7200 S", "1 hour", "TRADES", True, 2
+    )
+    past = await client.ib.reqHistoricalDataAsync(
+        AAPL, "20240701-16:00:00", "7200 S", "1 hour", "TRADES", True, 2
+    )
     assert [b.date.hour for b in later] == [16]  # 12:00 New York, still forming
     assert [b.date.hour for b in past] == [14, 15]  # complete bars only
 

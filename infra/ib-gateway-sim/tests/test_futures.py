@@ -31,8 +31,9 @@ async def test_a_bare_es_lists_every_live_quarter(sim, connect_ib) -> None:
     [dec] = await client.ib.reqContractDetailsAsync(Future("ES", "202412", exchange="CME"))
     assert (dec.contract.localSymbol, dec.contractMonth) == ("ESZ4", "202412")
     # Several matches: a historical request for a bare ES is ambiguous, as at IB (200).
-    bars = await client.ib.reqHistoricalDataAsync(Future("ES", exchange="CME"), "", "1 D",
-                                                  "1 hour", "TRADES", False)  # fmt: skip
+    bars = await client.ib.reqHistoricalDataAsync(
+        Future("ES", exchange="CME"), "", "1 D", "1 hour", "TRADES", False
+    )
     assert len(bars) == 0 and "ambiguous" in client.errors.seen[-1][2]
 
 
@@ -50,16 +51,33 @@ async def test_the_front_month_rolls_as_the_clock_passes_its_expiry(sim, connect
     everything = await client.ib.reqContractDetailsAsync(Future("ES", includeExpired=True))
     assert len(everything) == 5 + 9  # the nine quarters from 2022-09 on have expired
     front.includeExpired = True
-    bars = await client.ib.reqHistoricalDataAsync(front, "20240920-20:00:00", "1 D", "1 hour",
-                                                  "TRADES", False, 2)  # fmt: skip
+    bars = await client.ib.reqHistoricalDataAsync(
+        front, "20240920-20:00:00", "1 D", "1 hour", "TRADES", False, 2
+    )
     assert len(bars) > 0  # an expired future's history is still served with includeExpired
 
 
 def test_the_ground_truth_follows_the_front_month() -> None:
-    before = expected_bars("ES", "FUT", "1 day", "TRADES", False, EXPIRY_DAY - dt.timedelta(days=5),
-                           EXPIRY_DAY, now_utc=EXPIRY_DAY)  # fmt: skip
-    after = expected_bars("ES", "FUT", "1 day", "TRADES", False, EXPIRY_DAY - dt.timedelta(days=5),
-                          EXPIRY_DAY, now_utc=EXPIRY_DAY + dt.timedelta(days=1))  # fmt: skip
+    before = expected_bars(
+        "ES",
+        "FUT",
+        "1 day",
+        "TRADES",
+        False,
+        EXPIRY_DAY - dt.timedelta(days=5),
+        EXPIRY_DAY,
+        now_utc=EXPIRY_DAY,
+    )
+    after = expected_bars(
+        "ES",
+        "FUT",
+        "1 day",
+        "TRADES",
+        False,
+        EXPIRY_DAY - dt.timedelta(days=5),
+        EXPIRY_DAY,
+        now_utc=EXPIRY_DAY + dt.timedelta(days=1),
+    )
     assert len(before) and len(after) and not before["close"].equals(after["close"])
 
 
@@ -67,20 +85,24 @@ async def test_the_front_listing_shows_one_month_and_still_rolls(start_sim, conn
     sim = await start_sim(now_utc=EXPIRY_DAY, soft_delay_ms=0, futures_listing="front")
     client = await connect_ib(sim.port, 1)
     assert months(await client.ib.reqContractDetailsAsync(Future("ES", exchange="CME"))) == [
-        "20240920"]  # fmt: skip
+        "20240920"
+    ]
     sim.set_now(EXPIRY_DAY + dt.timedelta(days=1))
     assert months(await client.ib.reqContractDetailsAsync(Future("ES", exchange="CME"))) == [
-        "20241220"]  # fmt: skip
+        "20241220"
+    ]
     expired = Future("ES", "202409", exchange="CME", includeExpired=True)
     assert months(await client.ib.reqContractDetailsAsync(expired)) == ["20240920"]
 
 
 def test_the_ground_truth_of_a_named_contract_month() -> None:
     window = (dt.datetime(2024, 9, 16, tzinfo=dt.UTC), EXPIRY_DAY)
-    named = expected_bars("ES", "FUT", "1 day", "TRADES", False, *window, now_utc=EXPIRY_DAY,
-                          contract_month="202412")  # fmt: skip
-    later = expected_bars("ES", "FUT", "1 day", "TRADES", False, *window,
-                          now_utc=EXPIRY_DAY + dt.timedelta(days=1))  # fmt: skip
+    named = expected_bars(
+        "ES", "FUT", "1 day", "TRADES", False, *window, now_utc=EXPIRY_DAY, contract_month="202412"
+    )
+    later = expected_bars(
+        "ES", "FUT", "1 day", "TRADES", False, *window, now_utc=EXPIRY_DAY + dt.timedelta(days=1)
+    )
     closes = named["close"].tolist()
     assert closes and closes == later["close"].tolist()[: len(closes)]  # ESZ4 either way
     with pytest.raises(KeyError):

@@ -48,9 +48,13 @@ class Recorder(EWrapper, EClient):  # type: ignore[misc]
         self.events.put(("bars_end", (reqId, start, end)))
 
     def error(
-        self, reqId: int, errorTime: int, errorCode: int, errorString: str,
+        self,
+        reqId: int,
+        errorTime: int,
+        errorCode: int,
+        errorString: str,
         advancedOrderRejectJson: str = "",
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.events.put(("error", (reqId, errorCode, errorString)))
 
     def wait(self, kind: str) -> Any:
@@ -84,8 +88,9 @@ def session(port: int) -> dict[str, Any]:
         app.reqContractDetails(1, aapl())
         result["details"] = app.wait("details")[1]
         app.wait("details_end")
-        app.reqHistoricalData(2, aapl(), "20240628 16:00:00 US/Eastern", "1 D", "1 hour",
-                              "TRADES", 1, 1, False, [])  # fmt: skip
+        app.reqHistoricalData(
+            2, aapl(), "20240628 16:00:00 US/Eastern", "1 D", "1 hour", "TRADES", 1, 1, False, []
+        )
         result["bars_end"] = app.wait("bars_end")
         result["bars"] = [v[1] for k, v in app.seen if k == "bar" and v[0] == 2]
         unknown = Contract()
@@ -107,11 +112,16 @@ async def test_ibs_own_client_talks_to_the_simulator(sim) -> None:
     assert seen["next_id"] == sim.config.next_valid_id
     details = seen["details"]
     assert (details.contract.conId, details.longName, details.timeZoneId) == (
-        265598, "APPLE INC", "US/Eastern")  # fmt: skip
+        265598,
+        "APPLE INC",
+        "US/Eastern",
+    )
     assert details.contract.primaryExchange == "NASDAQ" and details.minTick == 0.01
     bars = seen["bars"]
-    assert [bar.date for bar in bars][:2] == ["20240628 09:30:00 US/Eastern",
-                                              "20240628 10:00:00 US/Eastern"]  # fmt: skip
+    assert [bar.date for bar in bars][:2] == [
+        "20240628 09:30:00 US/Eastern",
+        "20240628 10:00:00 US/Eastern",
+    ]
     assert len(bars) == 7 and all(bar.low <= bar.open <= bar.high for bar in bars)
     assert seen["error"] == (3, 200, "No security definition has been found for the request")
     assert seen["notices"] == [2104, 2106, 2158, 2199]  # a real gateway's, then who it is

@@ -34,8 +34,12 @@ async def test_base_delay_and_per_bar_cost_are_scaled(start_sim, connect_ib) -> 
 
 async def test_slow_answers_are_drawn_from_the_seed(start_sim, connect_ib) -> None:
     async def slow_requests(seed: int) -> list[int]:
-        sim = await start_sim(**{**MODEL, "slow_fraction": 0.3, "slow_ms": 1000}, seed=seed,
-                              time_scale=0.01, soft_delay_ms=0)  # fmt: skip
+        sim = await start_sim(
+            **{**MODEL, "slow_fraction": 0.3, "slow_ms": 1000},
+            seed=seed,
+            time_scale=0.01,
+            soft_delay_ms=0,
+        )
         client = await connect_ib(sim.port, 1)
         for days in range(1, 21):
             await hourly(client.ib, f"{days} D")

@@ -97,8 +97,9 @@ def test_reset_windows_follow_the_published_schedule():
 async def test_daily_reset_schedule_plays_1100_then_1101(start_sim, connect_ib):
     # 00:14:58 New York: the reset starts in 2 IB seconds (0.02 s at this scale), lasts 20.
     now = dt.datetime(2024, 7, 1, 4, 14, 58, tzinfo=dt.UTC)
-    sim = await start_sim(now_utc=now, time_scale=0.01, daily_reset="north_america",
-                          reset_outage_s=20)  # fmt: skip
+    sim = await start_sim(
+        now_utc=now, time_scale=0.01, daily_reset="north_america", reset_outage_s=20
+    )
     client = await connect_ib(sim.port, 1)
     await client.errors.wait_for(1101)
     codes = client.errors.codes

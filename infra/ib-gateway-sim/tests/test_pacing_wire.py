@@ -72,10 +72,12 @@ async def test_larger_bars_are_slowed_down_never_refused(start_sim, connect_ib) 
     sim = await start_sim(time_scale=SCALE, soft_delay_ms=50)
     client = await connect_ib(sim.port, 1)
     [aapl] = await client.ib.qualifyContractsAsync(Stock("AAPL", "SMART", "USD"))
-    results = await asyncio.gather(*(
-        client.ib.reqHistoricalDataAsync(aapl, END, "1 D", "1 hour", "TRADES", True, 2)
-        for _ in range(6)
-    ))  # fmt: skip
+    results = await asyncio.gather(
+        *(
+            client.ib.reqHistoricalDataAsync(aapl, END, "1 D", "1 hour", "TRADES", True, 2)
+            for _ in range(6)
+        )
+    )
     assert all(len(r) == 7 for r in results)
     counters = sim.counters()
     assert (counters["pacing_violations"], counters["soft_delays"]) == (0, 5)
@@ -86,8 +88,9 @@ def distinct_small_requests(count: int, first_id: int = 1):
     symbols, whats = ("AAPL", "MSFT", "SPY", "BRK B"), ("TRADES", "MIDPOINT", "BID", "ASK")
     for n in range(count):
         symbol, what = symbols[n % 4], whats[(n // 4) % 4]
-        yield historical_request(first_id + n, symbol, end=END, duration=f"{60 + n} S",
-                                 what_to_show=what)  # fmt: skip
+        yield historical_request(
+            first_id + n, symbol, end=END, duration=f"{60 + n} S", what_to_show=what
+        )
 
 
 async def send_in_batches(client, requests, batch: int = 25) -> list[list[str]]:

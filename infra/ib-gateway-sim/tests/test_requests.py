@@ -81,8 +81,16 @@ async def test_intraday_bars_in_both_date_formats(sim, client) -> None:
     assert epoch[0].date == dt.datetime(2024, 6, 28, 13, 30, tzinfo=dt.UTC)
     assert [b.date for b in zoned] == [b.date for b in epoch]  # the same instants
     assert [b.close for b in zoned] == [b.close for b in epoch]
-    truth = expected_bars("AAPL", "STK", "1 hour", "TRADES", True, end - dt.timedelta(hours=7),
-                          end, now_utc=sim.config.now_utc)  # fmt: skip
+    truth = expected_bars(
+        "AAPL",
+        "STK",
+        "1 hour",
+        "TRADES",
+        True,
+        end - dt.timedelta(hours=7),
+        end,
+        now_utc=sim.config.now_utc,
+    )
     assert util.df(epoch)[["open", "high", "low", "close", "volume", "average", "barCount"]].equals(
         truth[["open", "high", "low", "close", "volume", "average", "barCount"]]
     )
@@ -97,8 +105,15 @@ async def test_daily_bars_are_dated_yyyymmdd_in_both_formats(client) -> None:
         assert [b.date for b in bars] == [dt.date(2024, 6, d) for d in (24, 25, 26, 27, 28)]
 
 
-DURATION_FOR = {"1 secs": "1800 S", "5 secs": "3600 S", "10 secs": "3600 S", "15 secs": "3600 S",
-                "30 secs": "1 D", "1 week": "6 M", "1 month": "1 Y"}  # fmt: skip
+DURATION_FOR = {
+    "1 secs": "1800 S",
+    "5 secs": "3600 S",
+    "10 secs": "3600 S",
+    "15 secs": "3600 S",
+    "30 secs": "1 D",
+    "1 week": "6 M",
+    "1 month": "1 Y",
+}
 
 
 @pytest.mark.parametrize("bar_size", [s for s in BAR_SIZES if s not in ("1W", "1M")])
@@ -139,8 +154,9 @@ async def test_every_end_time_form_gives_the_same_window(client) -> None:
     ]  # a datetime goes out as "20240628 20:00:00 UTC"; repeating it would be paced
     answers = []
     for end in forms:
-        bars = await client.ib.reqHistoricalDataAsync(aapl, end, "7200 S", "1 min", "MIDPOINT",
-                                                      False, 2)  # fmt: skip
+        bars = await client.ib.reqHistoricalDataAsync(
+            aapl, end, "7200 S", "1 min", "MIDPOINT", False, 2
+        )
         answers.append([(b.date, b.close) for b in bars])
     assert len(answers[0]) == 120
     assert all(a == answers[0] for a in answers)
@@ -150,8 +166,9 @@ async def test_utc_bar_zone_setting_sends_naive_utc_dates(start_sim, connect_ib)
     sim = await start_sim(bar_tz="utc")
     client = await connect_ib(sim.port, 1)
     [aapl] = await client.ib.qualifyContractsAsync(Stock("AAPL", "SMART", "USD"))
-    bars = await client.ib.reqHistoricalDataAsync(aapl, "20240628-20:00:00", "3600 S", "1 hour",
-                                                   "TRADES", True, 1)  # fmt: skip
+    bars = await client.ib.reqHistoricalDataAsync(
+        aapl, "20240628-20:00:00", "3600 S", "1 hour", "TRADES", True, 1
+    )
     assert bars[0].date == dt.datetime(2024, 6, 28, 19, 0)
 
 
@@ -171,9 +188,13 @@ async def test_forex_has_no_trades(client) -> None:
 
 async def test_a_contract_by_con_id_only(client) -> None:
     bars = await client.ib.reqHistoricalDataAsync(
-        Contract(conId=265598, exchange="SMART"), "20240628 23:00:00 US/Eastern", "2 D", "1 day",
-        "TRADES", True,
-    )  # fmt: skip
+        Contract(conId=265598, exchange="SMART"),
+        "20240628 23:00:00 US/Eastern",
+        "2 D",
+        "1 day",
+        "TRADES",
+        True,
+    )
     assert [b.date for b in bars] == [dt.date(2024, 6, 27), dt.date(2024, 6, 28)]
 
 
@@ -181,8 +202,9 @@ async def test_an_operator_zone_setting_renders_dates_in_that_zone(start_sim, co
     sim = await start_sim(bar_tz="Europe/London")
     client = await connect_ib(sim.port, 1)
     [es] = await client.ib.qualifyContractsAsync(Future("ES", "202409", exchange="CME"))
-    bars = await client.ib.reqHistoricalDataAsync(es, "20240628-20:00:00", "3600 S", "30 mins",
-                                                  "TRADES", True, 1)  # fmt: skip
+    bars = await client.ib.reqHistoricalDataAsync(
+        es, "20240628-20:00:00", "3600 S", "30 mins", "TRADES", True, 1
+    )
     assert [b.date for b in bars] == [
         dt.datetime(2024, 6, 28, 20, 0, tzinfo=ZoneInfo("Europe/London")),  # 14:00 Chicago
         dt.datetime(2024, 6, 28, 20, 30, tzinfo=ZoneInfo("Europe/London")),

@@ -40,9 +40,15 @@ def test_end_time_forms_ib_accepts(text: str, expected: EndTime) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["2024-01-05 16:00:00", "20240105", "20241305 16:00:00 UTC", "20240105 16:00:00 Mars/Base",
-     "20240105  16:00:00", "yesterday"],
-)  # fmt: skip
+    [
+        "2024-01-05 16:00:00",
+        "20240105",
+        "20241305 16:00:00 UTC",
+        "20240105 16:00:00 Mars/Base",
+        "20240105  16:00:00",
+        "yesterday",
+    ],
+)
 def test_other_end_times_get_10314(text: str) -> None:
     with pytest.raises(IBError) as caught:
         parse_end(text, login_tz="US/Eastern")
@@ -104,15 +110,22 @@ def test_small_bars_have_a_maximum_duration(bar: str, duration: str, allowed: bo
         with pytest.raises(IBError) as caught:
             check()
         assert (caught.value.code, caught.value.text.endswith("Time length exceed max.")) == (
-            162, True)  # fmt: skip
+            162,
+            True,
+        )
 
 
 def test_validation_reports_the_first_broken_rule_in_ib_order() -> None:
     with pytest.raises(IBError) as caught:
         validate_historical(
-            end_text="garbage", duration_text="", bar_text="1 sec", what_to_show="NOPE",
-            format_date=3, keep_up_to_date=False, login_tz="UTC",
-        )  # fmt: skip
+            end_text="garbage",
+            duration_text="",
+            bar_text="1 sec",
+            what_to_show="NOPE",
+            format_date=3,
+            keep_up_to_date=False,
+            login_tz="UTC",
+        )
     assert caught.value.code == 10314
 
 
@@ -128,9 +141,14 @@ def test_format_and_live_update_rules(
 ) -> None:
     with pytest.raises(IBError) as caught:
         validate_historical(
-            end_text=end, duration_text="1 D", bar_text="1 min", what_to_show=what,
-            format_date=format_date, keep_up_to_date=keep, login_tz="UTC",
-        )  # fmt: skip
+            end_text=end,
+            duration_text="1 D",
+            bar_text="1 min",
+            what_to_show=what,
+            format_date=format_date,
+            keep_up_to_date=keep,
+            login_tz="UTC",
+        )
     assert caught.value.code == 321
     assert cause in caught.value.text
 

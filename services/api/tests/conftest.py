@@ -48,13 +48,19 @@ def data_store_env() -> dict[str, str]:
 
 
 @pytest.fixture
-async def data_store(nats_url: str, data_dir: Path,
-                     data_store_env: dict[str, str]) -> AsyncIterator[ServiceApp]:  # fmt: skip
+async def data_store(
+    nats_url: str, data_dir: Path, data_store_env: dict[str, str]
+) -> AsyncIterator[ServiceApp]:
     """Run the real data-store on ``data_dir`` (gap filler off)."""
-    settings = DataStoreSettings.from_env({
-        "KTRDR_NATS_URL": nats_url, "KTRDR_DATA_DIR": str(data_dir),
-        "KTRDR_GAP_FILL_INTERVAL_S": "0", "KTRDR_LOAD_PROGRESS_INTERVAL_S": "0.2",
-        **data_store_env})  # fmt: skip
+    settings = DataStoreSettings.from_env(
+        {
+            "KTRDR_NATS_URL": nats_url,
+            "KTRDR_DATA_DIR": str(data_dir),
+            "KTRDR_GAP_FILL_INTERVAL_S": "0",
+            "KTRDR_LOAD_PROGRESS_INTERVAL_S": "0.2",
+            **data_store_env,
+        }
+    )
     app = build_store(settings)
     await app.start()
     try:

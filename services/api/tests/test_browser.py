@@ -66,12 +66,14 @@ async def _commands(js: JetStreamContext) -> int:
 @pytest.mark.integration
 @pytest.mark.parametrize(
     "headers",
-    [{"Content-Type": "text/plain", "Origin": "http://evil.example"},
-     {"Content-Type": "text/plain"},
-     {"Content-Type": "application/x-www-form-urlencoded", "Origin": "http://evil.example"},
-     {"Content-Type": "multipart/form-data; boundary=x"},
-     {"Content-Type": "application/json", "Origin": "http://evil.example"}],
-)  # fmt: skip
+    [
+        {"Content-Type": "text/plain", "Origin": "http://evil.example"},
+        {"Content-Type": "text/plain"},
+        {"Content-Type": "application/x-www-form-urlencoded", "Origin": "http://evil.example"},
+        {"Content-Type": "multipart/form-data; boundary=x"},
+        {"Content-Type": "application/json", "Origin": "http://evil.example"},
+    ],
+)
 async def test_a_cross_site_simple_request_changes_nothing(
     http: httpx.AsyncClient, js: JetStreamContext, headers: dict[str, str]
 ) -> None:
@@ -104,8 +106,11 @@ async def test_a_foreign_host_is_refused_before_any_route(
     http: httpx.AsyncClient, js: JetStreamContext, host: str
 ) -> None:
     before = await _commands(js)
-    for method, path in [("GET", "/api/v1/jobs"), ("GET", "/health"),
-                         ("POST", "/api/v1/data/load")]:  # fmt: skip
+    for method, path in [
+        ("GET", "/api/v1/jobs"),
+        ("GET", "/health"),
+        ("POST", "/api/v1/data/load"),
+    ]:
         response = await http.request(
             method, path, headers={"Host": host}, content=LOAD if method == "POST" else None
         )

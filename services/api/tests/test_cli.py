@@ -89,8 +89,19 @@ async def test_ctrl_c_asks_to_cancel_and_the_exit_code_says_cancelled(
     api_url: str, js: JetStreamContext
 ) -> None:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ktrdr_api.cli", "--url", api_url, "data", "load", "AAPL", "1m",
-        env=cli_env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)  # fmt: skip
+        sys.executable,
+        "-m",
+        "ktrdr_api.cli",
+        "--url",
+        api_url,
+        "data",
+        "load",
+        "AAPL",
+        "1m",
+        env=cli_env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     try:
         # stand in for the data-store: take the command, start the job
         command = await take_command(js, streams.DATA_COMMANDS, LoadData)
@@ -135,24 +146,50 @@ async def test_follow_says_why_a_load_waits_and_what_a_cancelled_load_did(
 ) -> None:
     job = "e" * 32
     accepted, planned = load_events(job, segments=2)[:2]
-    planned = msgspec.structs.replace(planned, notes=["1s bars before 2024-01-01 are older "
-                                                      "than IB's six-month limit"])  # fmt: skip
+    planned = msgspec.structs.replace(
+        planned, notes=["1s bars before 2024-01-01 are older than IB's six-month limit"]
+    )
     until = datetime(2024, 6, 28, 14, 5, 12, tzinfo=UTC)
-    result = LoadResult(fetched_bars=4000, cached_before=7, gaps_analyzed=2, segments_fetched=1,
-                        ib_requests_made=9)  # fmt: skip
-    await publish_all(js, [
-        accepted, planned,
-        JobProgress(job_id=job, done=10, total=100, unit="percent",
-                    reason=ProgressReason.FETCHING, rate=1234.0, requests_done=6,
-                    requests_planned=30),
-        JobProgress(job_id=job, done=20, total=100, unit="percent",
-                    reason=ProgressReason.PACING, until=until, requests_done=9,
-                    requests_planned=30),
-        SegmentFetched(job_id=job, segment_id="s0", chunks=2, bars=4000, ib_requests=6),
-        SegmentFailed(job_id=job, segment_id="s1", code="cancelled", message="cancelled",
-                      bars=300, ib_requests=3),
-        JobCancelled(job_id=job, reason="user", result=result),
-    ])  # fmt: skip
+    result = LoadResult(
+        fetched_bars=4000, cached_before=7, gaps_analyzed=2, segments_fetched=1, ib_requests_made=9
+    )
+    await publish_all(
+        js,
+        [
+            accepted,
+            planned,
+            JobProgress(
+                job_id=job,
+                done=10,
+                total=100,
+                unit="percent",
+                reason=ProgressReason.FETCHING,
+                rate=1234.0,
+                requests_done=6,
+                requests_planned=30,
+            ),
+            JobProgress(
+                job_id=job,
+                done=20,
+                total=100,
+                unit="percent",
+                reason=ProgressReason.PACING,
+                until=until,
+                requests_done=9,
+                requests_planned=30,
+            ),
+            SegmentFetched(job_id=job, segment_id="s0", chunks=2, bars=4000, ib_requests=6),
+            SegmentFailed(
+                job_id=job,
+                segment_id="s1",
+                code="cancelled",
+                message="cancelled",
+                bars=300,
+                ib_requests=3,
+            ),
+            JobCancelled(job_id=job, reason="user", result=result),
+        ],
+    )
     run = await ktrdr(api_url, "jobs", "follow", job, env=cli_env() | {"TZ": "UTC"})
     assert run.code == ExitCode.JOB_CANCELLED, run.err
     assert "note: 1s bars before 2024-01-01" in run.err
@@ -214,8 +251,21 @@ async def test_train_start_and_show_through_the_training_route(
     trainer = Responder(nats_url, "trainer")
     trainer.on("status", subjects.TRAIN_STATUS, StatusRequest, status)
     async with trainer:
-        started = await ktrdr(api_url, "train", "start", "AAPL", "MSFT", "--timeframe", "1h",
-                              "--model", "lstm", "--epochs", "3", "--detach", "--json")  # fmt: skip
+        started = await ktrdr(
+            api_url,
+            "train",
+            "start",
+            "AAPL",
+            "MSFT",
+            "--timeframe",
+            "1h",
+            "--model",
+            "lstm",
+            "--epochs",
+            "3",
+            "--detach",
+            "--json",
+        )
     assert started.code == ExitCode.OK, started.err
     run = json.loads(started.out)
     command = await take_command(js, streams.TRAIN_COMMANDS, StartTraining)
@@ -223,7 +273,10 @@ async def test_train_start_and_show_through_the_training_route(
     assert (command.symbols, command.epochs) == (["AAPL", "MSFT"], 3)
     assert isinstance(command.model, LstmModel)
 
-    await publish_all(js, [JobAccepted(job_id=run["job_id"], kind=JobKind.TRAINING, params={})],
-                      kind=JobKind.TRAINING)  # fmt: skip
+    await publish_all(
+        js,
+        [JobAccepted(job_id=run["job_id"], kind=JobKind.TRAINING, params={})],
+        kind=JobKind.TRAINING,
+    )
     shown = await ktrdr(api_url, "train", "show", run["job_id"], "--json")
     assert json.loads(shown.out)["status"] == "accepted"

@@ -51,9 +51,12 @@ class Client:
     """Answers the follower from a scripted event list and the job folded from it."""
 
     def __init__(self, events: list[Any]) -> None:
-        self.script = [SseEvent(id=i + 1, event=event_type(e),
-                                data=msgspec.json.decode(msgspec.json.encode(e)))
-                       for i, e in enumerate(events)]  # fmt: skip
+        self.script = [
+            SseEvent(
+                id=i + 1, event=event_type(e), data=msgspec.json.decode(msgspec.json.encode(e))
+            )
+            for i, e in enumerate(events)
+        ]
         self.final = msgspec.to_builtins(job_out(fold(JOB, events)))
 
     def events(self, path: str, last_id: int | None) -> Iterator[SseEvent]:
@@ -65,13 +68,25 @@ class Client:
 
 def follow(params: dict[str, Any], **planned: Any) -> list[str]:
     """Follow a load of ``params`` with this plan to its end; return the lines printed."""
-    plan = {"gaps_analyzed": 0, "cached_before": 0, "start": T.replace(hour=15), "end": T,
-            "instrument_type": InstrumentType.STK} | planned  # fmt: skip
-    result = LoadResult(fetched_bars=0, cached_before=plan["cached_before"], gaps_analyzed=0,
-                        segments_fetched=0, ib_requests_made=0)  # fmt: skip
-    events = [JobAccepted(job_id=JOB, ts=T, kind=JobKind.DATA_LOAD, params=params),
-              JobPlanned(job_id=JOB, ts=T, **plan),
-              JobCompleted(job_id=JOB, ts=T, result=result)]  # fmt: skip
+    plan = {
+        "gaps_analyzed": 0,
+        "cached_before": 0,
+        "start": T.replace(hour=15),
+        "end": T,
+        "instrument_type": InstrumentType.STK,
+    } | planned
+    result = LoadResult(
+        fetched_bars=0,
+        cached_before=plan["cached_before"],
+        gaps_analyzed=0,
+        segments_fetched=0,
+        ib_requests_made=0,
+    )
+    events = [
+        JobAccepted(job_id=JOB, ts=T, kind=JobKind.DATA_LOAD, params=params),
+        JobPlanned(job_id=JOB, ts=T, **plan),
+        JobCompleted(job_id=JOB, ts=T, result=result),
+    ]
     stream = io.StringIO()
     console = Console(file=stream, force_terminal=False, width=200, highlight=False)
     JobFollower(Client(events), JOB, console=console, show=True).run()  # type: ignore[arg-type]
@@ -84,8 +99,10 @@ TAIL = {"symbol": "AAPL", "timeframe": "1h", "mode": "tail"}
 @pytest.mark.unit
 def test_a_tail_plan_names_its_range_and_what_of_it_is_stored() -> None:
     lines = follow(TAIL, cached_before=1)
-    assert ("planned: nothing to fetch from 2024-06-28 15:00 to 2024-06-28 20:00 UTC: "
-            "1 bar of that range already stored") in lines  # fmt: skip
+    assert (
+        "planned: nothing to fetch from 2024-06-28 15:00 to 2024-06-28 20:00 UTC: "
+        "1 bar of that range already stored"
+    ) in lines
     assert (
         "note: no --start: a tail load begins at the last stored bar; --start loads "
         "earlier bars" in lines
@@ -105,25 +122,36 @@ def test_a_tail_plan_names_its_range_and_what_of_it_is_stored() -> None:
 )  # fmt: skip
 @pytest.mark.unit
 def test_the_plan_line_counts_in_words(segments: int, stored: int, line: str) -> None:
-    planned = [PlannedSegment(segment_id=f"s{i}", start=T.replace(hour=15), end=T)
-               for i in range(segments)]  # fmt: skip
-    assert line in follow(TAIL | {"start": "2024-06-17T00:00:00Z"}, cached_before=stored,
-                          segments=planned, gaps_analyzed=segments)  # fmt: skip
+    planned = [
+        PlannedSegment(segment_id=f"s{i}", start=T.replace(hour=15), end=T) for i in range(segments)
+    ]
+    assert line in follow(
+        TAIL | {"start": "2024-06-17T00:00:00Z"},
+        cached_before=stored,
+        segments=planned,
+        gaps_analyzed=segments,
+    )
 
 
 @pytest.mark.unit
 def test_a_load_without_start_says_what_it_took_and_that_hours_are_extended() -> None:
     lines = follow(TAIL, cached_before=0, start=datetime(2024, 1, 2, tzinfo=UTC))
-    assert ("note: no --start and nothing stored: the data-store's default range for 1h, "
-            "from 2024-01-02 00:00 UTC; --start loads earlier bars") in lines  # fmt: skip
-    assert ("note: 1h bars include extended hours (outside regular trading hours); --rth "
-            "loads regular trading hours only") in lines  # fmt: skip
+    assert (
+        "note: no --start and nothing stored: the data-store's default range for 1h, "
+        "from 2024-01-02 00:00 UTC; --start loads earlier bars"
+    ) in lines
+    assert (
+        "note: 1h bars include extended hours (outside regular trading hours); --rth "
+        "loads regular trading hours only"
+    ) in lines
 
 
 @pytest.mark.unit
 def test_the_plans_own_notes_are_printed_each_and_not_repeated() -> None:
-    notes = ["no start given: loading from 2024-01-02 00:00 UTC (the default for 1h)",
-             "1h bars include extended hours: --rth for regular trading hours"]  # fmt: skip
+    notes = [
+        "no start given: loading from 2024-01-02 00:00 UTC (the default for 1h)",
+        "1h bars include extended hours: --rth for regular trading hours",
+    ]
     lines = follow(TAIL, notes=notes)
     assert [line for line in lines if line.startswith("note: ")] == [f"note: {n}" for n in notes]
 
@@ -134,8 +162,9 @@ def test_the_plans_own_notes_are_printed_each_and_not_repeated() -> None:
      (TAIL | {"timeframe": "1d"}, InstrumentType.STK)],
 )  # fmt: skip
 @pytest.mark.unit
-def test_no_hours_note_for_rth_forex_or_daily_bars(params: dict[str, Any],
-                                                   kind: InstrumentType) -> None:  # fmt: skip
+def test_no_hours_note_for_rth_forex_or_daily_bars(
+    params: dict[str, Any], kind: InstrumentType
+) -> None:
     assert not any("extended hours" in line for line in follow(params, instrument_type=kind))
 
 
@@ -169,8 +198,18 @@ def test_show_says_where_stored_bars_begin_and_how_to_load_the_rest(
     start: str | None, first_bar: str | None, coverage: dict[str, Any], words: str | None
 ) -> None:
     asked = datetime.fromisoformat(f"{start}T00:00:00+00:00") if start else None
-    assert hints.show_hint("AAPL", "1h", start=start, end=None, asked_start=asked,
-                           first_bar=first_bar, coverage=coverage) == words  # fmt: skip
+    assert (
+        hints.show_hint(
+            "AAPL",
+            "1h",
+            start=start,
+            end=None,
+            asked_start=asked,
+            first_bar=first_bar,
+            coverage=coverage,
+        )
+        == words
+    )
 
 
 # ---------------------------------------------------------------- 80 columns, exit codes (8)
@@ -181,9 +220,15 @@ def test_jobs_ls_fits_80_columns_with_whole_ids_and_readable_times(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(render, "out", Console(file=io.StringIO(), width=80, highlight=False))
-    job = {"job_id": JOB, "kind": "data_load", "status": "running", "symbol": "AAPL",
-           "timeframe": "1h", "created": "2026-11-30T14:02:33.123456Z",
-           "progress": {"percent": 40.0, "reason": "pacing"}}  # fmt: skip
+    job = {
+        "job_id": JOB,
+        "kind": "data_load",
+        "status": "running",
+        "symbol": "AAPL",
+        "timeframe": "1h",
+        "created": "2026-11-30T14:02:33.123456Z",
+        "progress": {"percent": 40.0, "reason": "pacing"},
+    }
     render.jobs([job, job | {"kind": "training", "status": "cancelling"}])
     printed = render.out.file.getvalue()  # type: ignore[attr-defined]
     assert all(len(line) <= 80 for line in printed.splitlines()), printed
@@ -198,17 +243,22 @@ def test_jobs_ls_fits_80_columns_with_whole_ids_and_readable_times(
      ({"connected": True, "farms": {"usfarm": "ok", "ushmds": "inactive"}}, ExitCode.OK)],
 )  # fmt: skip
 @pytest.mark.unit
-def test_ib_status_exits_8_on_the_states_status_calls_degraded(status: dict[str, Any],
-                                                               code: int) -> None:  # fmt: skip
+def test_ib_status_exits_8_on_the_states_status_calls_degraded(
+    status: dict[str, Any], code: int
+) -> None:
     assert ib_exit_code(status) == code
 
 
 @pytest.mark.unit
 def test_a_problems_hint_is_printed_after_its_error(capsys: pytest.CaptureFixture[str]) -> None:
-    problem = {"detail": "no bars of AAPL 1h are stored", "code": "dataset_not_found",
-               "hint": "load it with `ktrdr data load AAPL 1h`"}  # fmt: skip
-    code = report_error(CliError(f"404 {problem['detail']}", ExitCode.REFUSED, problem),
-                        as_json=False)  # fmt: skip
+    problem = {
+        "detail": "no bars of AAPL 1h are stored",
+        "code": "dataset_not_found",
+        "hint": "load it with `ktrdr data load AAPL 1h`",
+    }
+    code = report_error(
+        CliError(f"404 {problem['detail']}", ExitCode.REFUSED, problem), as_json=False
+    )
     assert code == ExitCode.REFUSED
     assert capsys.readouterr().err.splitlines() == [
         "ktrdr: 404 no bars of AAPL 1h are stored",
@@ -232,8 +282,9 @@ async def test_json_is_taken_anywhere_on_the_command_line(api_url: str) -> None:
 
 
 @pytest.mark.integration
-async def test_every_empty_answer_says_what_to_do_next(api_url: str,
-                                                       data_store: ServiceApp) -> None:  # fmt: skip
+async def test_every_empty_answer_says_what_to_do_next(
+    api_url: str, data_store: ServiceApp
+) -> None:
     jobs = await ktrdr(api_url, "jobs", "ls")
     assert jobs.code == ExitCode.OK and jobs.out == ""
     assert "no jobs yet: start one with `ktrdr data load AAPL 1h`" in jobs.err
@@ -256,8 +307,7 @@ async def test_showing_a_job_exits_with_how_it_ended_and_tables_fit_80_columns(
     await publish_all(js, [*load_events(failed)[:2], why])
     await publish_all(js, [*load_events(cancelled)[:2], JobCancelled(job_id=cancelled)])
     await publish_all(js, load_events(done))
-    expected = {failed: ExitCode.JOB_FAILED, cancelled: ExitCode.JOB_CANCELLED,
-                done: ExitCode.OK}  # fmt: skip
+    expected = {failed: ExitCode.JOB_FAILED, cancelled: ExitCode.JOB_CANCELLED, done: ExitCode.OK}
     for job, code in expected.items():
         assert (await ktrdr(api_url, "jobs", "show", job)).code == code
     listed = await ktrdr(api_url, "jobs", "ls", env=cli_env() | {"COLUMNS": "80"})
@@ -311,8 +361,9 @@ async def test_a_tail_load_and_a_show_before_the_data_say_what_is_stored(
         "nothing stored from 2024-06-10: load it with "
         "`ktrdr data load AAPL 1h --start 2024-06-10`" in shown.err
     )
-    inside = await ktrdr(api_url, "data", "show", "AAPL", "1h", "--start", "2024-06-18",
-                         "--limit", "5")  # fmt: skip
+    inside = await ktrdr(
+        api_url, "data", "show", "AAPL", "1h", "--start", "2024-06-18", "--limit", "5"
+    )
     assert inside.err == "", inside.err  # stored from there on: nothing to say
 
 
@@ -332,8 +383,10 @@ def test_a_training_result_below_the_majority_baseline_says_so_before_its_backte
     """Issue 16 item 11 in the CLI: `ktrdr train start` printed the whole result as one JSON
     blob, a Sharpe of 3.49 beside a model worse than always predicting 'buy'."""
     lines = dict(render.result_lines(TRAINING_RESULT))
-    assert lines["verdict"] == ("does not beat always predicting the most common class "
-                                "(0.416 < 0.448): treat its backtest as noise")  # fmt: skip
+    assert lines["verdict"] == (
+        "does not beat always predicting the most common class "
+        "(0.416 < 0.448): treat its backtest as noise"
+    )
     assert lines["accuracy"] == "0.416 on the 281 test samples; always predicting buy scores 0.448"
     assert lines["backtest"].startswith(
         "test split only (281 bars), signals only, no costs: return +8.4%, Sharpe 3.490; "
@@ -348,12 +401,22 @@ def test_a_training_result_below_the_majority_baseline_says_so_before_its_backte
 
 @pytest.mark.unit
 def test_a_load_result_reads_as_a_sentence_not_json() -> None:
-    missed = {"segment_id": "s0001", "start": "2024-03-01T00:00:00Z",
-              "end": "2024-03-02T00:00:00Z", "code": "ib_timeout",
-              "message": "no answer"}  # fmt: skip
-    result = {"kind": "data_load", "fetched_bars": 1252, "cached_before": 0,
-              "gaps_analyzed": 1, "segments_fetched": 1, "ib_requests_made": 1,
-              "failed_segments": [missed]}  # fmt: skip
+    missed = {
+        "segment_id": "s0001",
+        "start": "2024-03-01T00:00:00Z",
+        "end": "2024-03-02T00:00:00Z",
+        "code": "ib_timeout",
+        "message": "no answer",
+    }
+    result = {
+        "kind": "data_load",
+        "fetched_bars": 1252,
+        "cached_before": 0,
+        "gaps_analyzed": 1,
+        "segments_fetched": 1,
+        "ib_requests_made": 1,
+        "failed_segments": [missed],
+    }
     assert render.result_lines(result) == [
         ("fetched", "1,252 bars in 1 IB request (1 segment)"),
         ("missed", "2024-03-01 00:00 to 2024-03-02 00:00 UTC: ib_timeout: no answer"),

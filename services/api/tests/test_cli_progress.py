@@ -72,9 +72,12 @@ class Client:
     """Answers the follower's calls from a scripted event list and a final job view."""
 
     def __init__(self, events: list[Any], final: dict[str, Any]) -> None:
-        self.script = [SseEvent(id=i + 1, event=event_type(e),
-                                data=msgspec.json.decode(msgspec.json.encode(e)))
-                       for i, e in enumerate(events)]  # fmt: skip
+        self.script = [
+            SseEvent(
+                id=i + 1, event=event_type(e), data=msgspec.json.decode(msgspec.json.encode(e))
+            )
+            for i, e in enumerate(events)
+        ]
         self.final = final
 
     def events(self, path: str, last_id: int | None) -> Iterator[SseEvent]:
@@ -94,25 +97,36 @@ def follow(events: list[Any]) -> str:
 
 
 def progress(reason: ProgressReason, done: float, **extra: Any) -> JobProgress:
-    return JobProgress(job_id=JOB, ts=NOW, done=done, total=100, unit="percent", reason=reason,
-                       **extra)  # fmt: skip
+    return JobProgress(
+        job_id=JOB, ts=NOW, done=done, total=100, unit="percent", reason=reason, **extra
+    )
 
 
 def test_the_follower_says_why_a_load_waits_and_what_a_cancelled_load_did() -> None:
-    result = LoadResult(fetched_bars=4000, cached_before=0, gaps_analyzed=2, segments_fetched=1,
-                        ib_requests_made=9)  # fmt: skip
-    printed = follow([
-        JobAccepted(job_id=JOB, ts=NOW, kind=JobKind.DATA_LOAD, params={}),
-        progress(ProgressReason.QUEUED, 0),
-        progress(ProgressReason.FETCHING, 10, rate=500.0, requests_done=3, requests_planned=30),
-        progress(ProgressReason.FETCHING, 20, rate=800.0, requests_done=6, requests_planned=30),
-        progress(ProgressReason.PACING, 20, until=datetime(2024, 6, 28, 14, 5, 12, tzinfo=UTC)),
-        progress(ProgressReason.IB_DISCONNECTED, 20, since=NOW),
-        progress(ProgressReason.NO_CONNECTOR, 20),
-        SegmentFailed(job_id=JOB, ts=NOW, segment_id="s1", code="cancelled", message="stopped",
-                      bars=300, ib_requests=3),
-        JobCancelled(job_id=JOB, ts=NOW, reason="user", result=result),
-    ])  # fmt: skip
+    result = LoadResult(
+        fetched_bars=4000, cached_before=0, gaps_analyzed=2, segments_fetched=1, ib_requests_made=9
+    )
+    printed = follow(
+        [
+            JobAccepted(job_id=JOB, ts=NOW, kind=JobKind.DATA_LOAD, params={}),
+            progress(ProgressReason.QUEUED, 0),
+            progress(ProgressReason.FETCHING, 10, rate=500.0, requests_done=3, requests_planned=30),
+            progress(ProgressReason.FETCHING, 20, rate=800.0, requests_done=6, requests_planned=30),
+            progress(ProgressReason.PACING, 20, until=datetime(2024, 6, 28, 14, 5, 12, tzinfo=UTC)),
+            progress(ProgressReason.IB_DISCONNECTED, 20, since=NOW),
+            progress(ProgressReason.NO_CONNECTOR, 20),
+            SegmentFailed(
+                job_id=JOB,
+                ts=NOW,
+                segment_id="s1",
+                code="cancelled",
+                message="stopped",
+                bars=300,
+                ib_requests=3,
+            ),
+            JobCancelled(job_id=JOB, ts=NOW, reason="user", result=result),
+        ]
+    )
     for words in (
         "queued behind other jobs",
         "waiting for IB's pacing window until",
@@ -120,20 +134,37 @@ def test_the_follower_says_why_a_load_waits_and_what_a_cancelled_load_did() -> N
         "no ib-connector running",
         "fetching 500 bars/s",
     ):
-        assert words in printed, printed  # fmt: skip
+        assert words in printed, printed
     assert printed.count("fetching") == 1  # one note per change of reason, not per event
     assert "segment s1 failed: cancelled stopped (after 3 IB requests, 300 bars)" in printed
     assert "job cancelled: user (after 9 IB requests, 4,000 bars fetched)" in printed
 
 
 def test_an_early_stopped_training_bar_ends_at_the_epochs_it_ran() -> None:
-    epochs = [EpochCompleted(job_id=JOB, ts=NOW, epoch=e, epochs=20, train_loss=1.0,
-                             val_loss=1.0, val_accuracy=0.5, samples_per_s=1e4, device="cpu")
-              for e in range(1, 8)]  # fmt: skip
-    result = TrainingResult(model_id="m", device="cpu",
-                            metrics={"epochs_run": 7, "stopped_early": True})  # fmt: skip
-    printed = follow([JobAccepted(job_id=JOB, ts=NOW, kind=JobKind.TRAINING, params={}), *epochs,
-                      JobCompleted(job_id=JOB, ts=NOW, result=result)])  # fmt: skip
+    epochs = [
+        EpochCompleted(
+            job_id=JOB,
+            ts=NOW,
+            epoch=e,
+            epochs=20,
+            train_loss=1.0,
+            val_loss=1.0,
+            val_accuracy=0.5,
+            samples_per_s=1e4,
+            device="cpu",
+        )
+        for e in range(1, 8)
+    ]
+    result = TrainingResult(
+        model_id="m", device="cpu", metrics={"epochs_run": 7, "stopped_early": True}
+    )
+    printed = follow(
+        [
+            JobAccepted(job_id=JOB, ts=NOW, kind=JobKind.TRAINING, params={}),
+            *epochs,
+            JobCompleted(job_id=JOB, ts=NOW, result=result),
+        ]
+    )
     assert "7/7 epochs" in printed and "20/20" not in printed, printed
 
 
@@ -141,14 +172,32 @@ def test_jobs_show_prints_the_progress_in_words_and_what_a_cancel_left(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(render, "out", Console(file=io.StringIO(), width=200))
-    running = {"job_id": JOB, "status": "running", "notes": ["1s bars before 2024-01-01 are "
-               "older than IB's six-month limit: not requested"],
-               "progress": {"done": 40.0, "total": 100.0, "unit": "percent", "reason": "pacing",
-                            "until": "2024-06-28T14:05:12Z", "requests_done": 60}}  # fmt: skip
+    running = {
+        "job_id": JOB,
+        "status": "running",
+        "notes": ["1s bars before 2024-01-01 are older than IB's six-month limit: not requested"],
+        "progress": {
+            "done": 40.0,
+            "total": 100.0,
+            "unit": "percent",
+            "reason": "pacing",
+            "until": "2024-06-28T14:05:12Z",
+            "requests_done": 60,
+        },
+    }
     render.job(running)
-    cancelled = {"job_id": JOB, "status": "cancelled",
-                 "progress": {"done": 40.0, "total": 100.0, "unit": "percent", "reason": "done",
-                              "bars": 4300, "requests_done": 9}}  # fmt: skip
+    cancelled = {
+        "job_id": JOB,
+        "status": "cancelled",
+        "progress": {
+            "done": 40.0,
+            "total": 100.0,
+            "unit": "percent",
+            "reason": "done",
+            "bars": 4300,
+            "requests_done": 9,
+        },
+    }
     render.job(cancelled)
     printed = render.out.file.getvalue()  # type: ignore[attr-defined]
     assert "progress: 40/100 percent · waiting for IB's pacing window until " in printed

@@ -86,9 +86,20 @@ def test_status_after_each_sequence(events: list[JobEvent], status: JobStatus) -
 
 
 def test_training_epochs_become_progress_and_the_model_id_the_result() -> None:
-    epochs = [EpochCompleted(job_id=JOB, ts=at(e), epoch=e, epochs=4, train_loss=1.0 / e,
-                             val_loss=1.0, val_accuracy=0.5, samples_per_s=1e4, device="cpu")
-              for e in (1, 2)]  # fmt: skip
+    epochs = [
+        EpochCompleted(
+            job_id=JOB,
+            ts=at(e),
+            epoch=e,
+            epochs=4,
+            train_loss=1.0 / e,
+            val_loss=1.0,
+            val_accuracy=0.5,
+            samples_per_s=1e4,
+            device="cpu",
+        )
+        for e in (1, 2)
+    ]
     state = fold(JOB, [accepted(JobKind.TRAINING), *epochs])
     assert (state.progress_done, state.progress_total, state.progress_unit) == (2, 4, "epochs")
     assert state.percent == 50.0
@@ -99,8 +110,13 @@ def test_training_epochs_become_progress_and_the_model_id_the_result() -> None:
 
 
 def test_failure_keeps_its_code_and_message() -> None:
-    state = fold(JOB, [accepted(), JobFailed(job_id=JOB, ts=at(5), code="unknown_symbol",
-                                             message="IB has no AAPLX")])  # fmt: skip
+    state = fold(
+        JOB,
+        [
+            accepted(),
+            JobFailed(job_id=JOB, ts=at(5), code="unknown_symbol", message="IB has no AAPLX"),
+        ],
+    )
     assert (state.error_code, state.error_message) == ("unknown_symbol", "IB has no AAPLX")
     assert state.execution_time_s == 5.0
 
@@ -129,8 +145,11 @@ def test_the_first_terminal_event_decides_and_nothing_reopens_the_job(kinds: lis
     events = [accepted(), *(_event(k, i + 1) for i, k in enumerate(kinds))]
     state = fold(JOB, events)
     first_end = next((k for k in kinds if k in ("completed", "failed", "cancelled")), None)
-    expected = {"completed": JobStatus.COMPLETED, "failed": JobStatus.FAILED,
-                "cancelled": JobStatus.CANCELLED}.get(first_end or "")  # fmt: skip
+    expected = {
+        "completed": JobStatus.COMPLETED,
+        "failed": JobStatus.FAILED,
+        "cancelled": JobStatus.CANCELLED,
+    }.get(first_end or "")
     if expected is None:
         assert not state.status.is_terminal
     else:
@@ -143,30 +162,62 @@ def test_the_first_terminal_event_decides_and_nothing_reopens_the_job(kinds: lis
 
 
 def planned(*segments: str, notes: tuple[str, ...] = ()) -> JobPlanned:
-    return JobPlanned(job_id=JOB, ts=at(1), gaps_analyzed=len(segments), cached_before=0,
-                      segments=[PlannedSegment(segment_id=s, start=at(-86_400), end=at(-3600))
-                                for s in segments], notes=list(notes))  # fmt: skip
+    return JobPlanned(
+        job_id=JOB,
+        ts=at(1),
+        gaps_analyzed=len(segments),
+        cached_before=0,
+        segments=[PlannedSegment(segment_id=s, start=at(-86_400), end=at(-3600)) for s in segments],
+        notes=list(notes),
+    )
 
 
-def seg_progress(segment: str, bars: int, requests: int, t: float = 2,
-                 state: ProgressReason = ProgressReason.FETCHING) -> SegmentProgress:  # fmt: skip
-    return SegmentProgress(job_id=JOB, ts=at(t), segment_id=segment, state=state, chunks=4,
-                           chunks_done=1, bars=bars, ib_requests=requests)  # fmt: skip
+def seg_progress(
+    segment: str,
+    bars: int,
+    requests: int,
+    t: float = 2,
+    state: ProgressReason = ProgressReason.FETCHING,
+) -> SegmentProgress:
+    return SegmentProgress(
+        job_id=JOB,
+        ts=at(t),
+        segment_id=segment,
+        state=state,
+        chunks=4,
+        chunks_done=1,
+        bars=bars,
+        ib_requests=requests,
+    )
 
 
 def fetched(segment: str, bars: int, requests: int, t: float = 3) -> SegmentFetched:
-    return SegmentFetched(job_id=JOB, ts=at(t), segment_id=segment, chunks=4, bars=bars,
-                          ib_requests=requests)  # fmt: skip
+    return SegmentFetched(
+        job_id=JOB, ts=at(t), segment_id=segment, chunks=4, bars=bars, ib_requests=requests
+    )
 
 
 def failed(segment: str, bars: int, requests: int, code: str = "cancelled") -> SegmentFailed:
-    return SegmentFailed(job_id=JOB, ts=at(4), segment_id=segment, code=code, message="m",
-                         chunks_done=1, bars=bars, ib_requests=requests)  # fmt: skip
+    return SegmentFailed(
+        job_id=JOB,
+        ts=at(4),
+        segment_id=segment,
+        code=code,
+        message="m",
+        chunks_done=1,
+        bars=bars,
+        ib_requests=requests,
+    )
 
 
 def load_result(bars: int, requests: int, segments: int = 1) -> LoadResult:
-    return LoadResult(fetched_bars=bars, cached_before=0, gaps_analyzed=2,
-                      segments_fetched=segments, ib_requests_made=requests)  # fmt: skip
+    return LoadResult(
+        fetched_bars=bars,
+        cached_before=0,
+        gaps_analyzed=2,
+        segments_fetched=segments,
+        ib_requests_made=requests,
+    )
 
 
 @pytest.mark.parametrize(
@@ -197,22 +248,46 @@ def test_every_request_and_bar_a_segment_reports_counts_once(
 
 
 def test_progress_carries_its_reason_and_estimate() -> None:
-    progress = JobProgress(job_id=JOB, ts=at(2), done=40, total=100, unit="percent",
-                           reason=ProgressReason.PACING, until=at(70), eta=at(600), rate=1234.5,
-                           bars=5000, requests_done=12, requests_planned=30)  # fmt: skip
+    progress = JobProgress(
+        job_id=JOB,
+        ts=at(2),
+        done=40,
+        total=100,
+        unit="percent",
+        reason=ProgressReason.PACING,
+        until=at(70),
+        eta=at(600),
+        rate=1234.5,
+        bars=5000,
+        requests_done=12,
+        requests_planned=30,
+    )
     state = fold(JOB, [accepted(), planned("s0"), progress])
     assert state.progress_reason is ProgressReason.PACING
-    assert (state.progress_until, state.progress_eta, state.progress_since) == (at(70), at(600),
-                                                                               None)  # fmt: skip
+    assert (state.progress_until, state.progress_eta, state.progress_since) == (
+        at(70),
+        at(600),
+        None,
+    )
     assert (state.progress_rate, state.progress_bars) == (1234.5, 5000)
     assert (state.requests_done, state.requests_planned) == (12, 30)
     # the next snapshot replaces the whole account (IB came back: no 'until' any more)
-    later = JobProgress(job_id=JOB, ts=at(3), done=50, total=100, unit="percent",
-                        reason=ProgressReason.IB_DISCONNECTED, since=at(2.5))  # fmt: skip
+    later = JobProgress(
+        job_id=JOB,
+        ts=at(3),
+        done=50,
+        total=100,
+        unit="percent",
+        reason=ProgressReason.IB_DISCONNECTED,
+        since=at(2.5),
+    )
     state = fold(JOB, [accepted(), planned("s0"), progress, later])
     assert state.progress_reason is ProgressReason.IB_DISCONNECTED
-    assert (state.progress_since, state.progress_until, state.progress_rate) == (at(2.5), None,
-                                                                                None)  # fmt: skip
+    assert (state.progress_since, state.progress_until, state.progress_rate) == (
+        at(2.5),
+        None,
+        None,
+    )
 
 
 @pytest.mark.parametrize(
@@ -240,9 +315,17 @@ def test_the_reason_after_each_sequence(
 
 
 def test_a_finished_load_reads_done_not_its_last_stale_progress() -> None:
-    stale = JobProgress(job_id=JOB, ts=at(2), done=0, total=100, unit="percent",
-                        reason=ProgressReason.FETCHING, rate=10.0, eta=at(90),
-                        message="0 of 1 segments fetched (0 bars); 0% stored")  # fmt: skip
+    stale = JobProgress(
+        job_id=JOB,
+        ts=at(2),
+        done=0,
+        total=100,
+        unit="percent",
+        reason=ProgressReason.FETCHING,
+        rate=10.0,
+        eta=at(90),
+        message="0 of 1 segments fetched (0 bars); 0% stored",
+    )
     done = JobCompleted(job_id=JOB, ts=at(5), result=load_result(142, 2))
     state = fold(JOB, [accepted(), planned("s0"), stale, fetched("s0", 142, 2), done])
     assert state.progress_reason is ProgressReason.DONE
@@ -253,9 +336,17 @@ def test_a_finished_load_reads_done_not_its_last_stale_progress() -> None:
 
 
 def test_a_final_done_progress_of_the_owner_is_kept() -> None:
-    final = JobProgress(job_id=JOB, ts=at(4), done=100, total=100, unit="percent",
-                        reason=ProgressReason.DONE, bars=142, requests_done=3,
-                        message="1 of 1 segments fetched (142 bars); 100% stored")  # fmt: skip
+    final = JobProgress(
+        job_id=JOB,
+        ts=at(4),
+        done=100,
+        total=100,
+        unit="percent",
+        reason=ProgressReason.DONE,
+        bars=142,
+        requests_done=3,
+        message="1 of 1 segments fetched (142 bars); 100% stored",
+    )
     done = JobCompleted(job_id=JOB, ts=at(5), result=load_result(142, 3))
     state = fold(JOB, [accepted(), planned("s0"), final, done])
     assert state.progress_message == final.message
@@ -263,10 +354,17 @@ def test_a_final_done_progress_of_the_owner_is_kept() -> None:
 
 
 def test_a_cancelled_load_keeps_what_it_did() -> None:
-    cancelled = JobCancelled(job_id=JOB, ts=at(5), reason="user",
-                             result=load_result(4000, 9, segments=1))  # fmt: skip
-    events: list[JobEvent] = [accepted(), planned("s0", "s1"), fetched("s0", 4000, 6),
-              CancelRequested(job_id=JOB, ts=at(4)), failed("s1", 300, 3), cancelled]  # fmt: skip
+    cancelled = JobCancelled(
+        job_id=JOB, ts=at(5), reason="user", result=load_result(4000, 9, segments=1)
+    )
+    events: list[JobEvent] = [
+        accepted(),
+        planned("s0", "s1"),
+        fetched("s0", 4000, 6),
+        CancelRequested(job_id=JOB, ts=at(4)),
+        failed("s1", 300, 3),
+        cancelled,
+    ]
     state = fold(JOB, events)
     assert state.status is JobStatus.CANCELLED
     assert isinstance(state.result, LoadResult) and state.result.fetched_bars == 4000
@@ -299,9 +397,20 @@ def test_dispatched_segments_and_unknown_event_types_do_not_break_the_fold() -> 
 
 
 def test_an_early_stopped_run_ends_at_the_epochs_it_ran() -> None:
-    epochs = [EpochCompleted(job_id=JOB, ts=at(e), epoch=e, epochs=20, train_loss=1.0,
-                             val_loss=1.0, val_accuracy=0.5, samples_per_s=1e4, device="cpu")
-              for e in range(1, 8)]  # fmt: skip
+    epochs = [
+        EpochCompleted(
+            job_id=JOB,
+            ts=at(e),
+            epoch=e,
+            epochs=20,
+            train_loss=1.0,
+            val_loss=1.0,
+            val_accuracy=0.5,
+            samples_per_s=1e4,
+            device="cpu",
+        )
+        for e in range(1, 8)
+    ]
     result = TrainingResult(
         model_id="m",
         device="cpu",

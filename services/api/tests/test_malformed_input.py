@@ -27,23 +27,27 @@ def _problem(response: httpx.Response, field: str | None = None) -> dict[str, ob
 async def test_deeply_nested_json_is_a_400(http: httpx.AsyncClient, depth: int) -> None:
     body = b"[" * depth + b"]" * depth
     for path in ("/api/v1/data/load", "/api/v1/training/runs"):
-        response = await http.post(path, content=body,
-                                   headers={"Content-Type": "application/json"})  # fmt: skip
+        response = await http.post(path, content=body, headers={"Content-Type": "application/json"})
         assert "nested too deeply" in str(_problem(response)["detail"])
 
 
 @pytest.mark.integration
 @pytest.mark.parametrize(
     "moment",
-    ["1500-01-01T00:00:00Z", "9999-12-31T00:00:00Z", "2262-04-12T00:00:00+00:00",
-     "1677-01-01T00:00:00Z"],
-)  # fmt: skip
+    [
+        "1500-01-01T00:00:00Z",
+        "9999-12-31T00:00:00Z",
+        "2262-04-12T00:00:00+00:00",
+        "1677-01-01T00:00:00Z",
+    ],
+)
 async def test_a_timestamp_outside_int64_nanoseconds_is_a_400_naming_it(
     http: httpx.AsyncClient, js: JetStreamContext, moment: str
 ) -> None:
     before = (await js.stream_info(streams.COMMANDS.name)).state.messages
-    load = await http.post("/api/v1/data/load",
-                           json={"symbol": "AAPL", "timeframe": "1h", "start": moment})  # fmt: skip
+    load = await http.post(
+        "/api/v1/data/load", json={"symbol": "AAPL", "timeframe": "1h", "start": moment}
+    )
     assert "1677-09-22 .. 2262-04-11" in str(_problem(load, "start")["detail"])
     assert (await js.stream_info(streams.COMMANDS.name)).state.messages == before
     query = await http.get("/api/v1/data/AAPL/1h", params={"end": moment})
@@ -85,9 +89,10 @@ NAIVE_FIX = "has no timezone; add Z (UTC) or an offset such as +02:00"
 
 @pytest.mark.integration
 async def test_a_naive_timestamp_says_to_add_z_or_an_offset(http: httpx.AsyncClient) -> None:
-    load = await http.post("/api/v1/data/load",
-                           json={"symbol": "AAPL", "timeframe": "1h",
-                                 "start": "2024-06-24T00:00:00"})  # fmt: skip
+    load = await http.post(
+        "/api/v1/data/load",
+        json={"symbol": "AAPL", "timeframe": "1h", "start": "2024-06-24T00:00:00"},
+    )
     detail = str(_problem(load, "start")["detail"])
     assert detail == f"body field 'start': 2024-06-24T00:00:00 {NAIVE_FIX}"
     for route in ("/api/v1/data/AAPL/1h", "/api/v1/data/AAPL/1h/coverage"):

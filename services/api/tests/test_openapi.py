@@ -20,9 +20,12 @@ def document() -> dict[str, Any]:
 
 
 def operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
-    return [(method.upper(), path, op) for path, item in document["paths"].items()
-            for method, op in item.items() if isinstance(op, dict) and "responses" in op
-            and not path.startswith("/schema")]  # fmt: skip
+    return [
+        (method.upper(), path, op)
+        for path, item in document["paths"].items()
+        for method, op in item.items()
+        if isinstance(op, dict) and "responses" in op and not path.startswith("/schema")
+    ]
 
 
 def test_it_is_openapi_3_1_with_every_route(document: dict[str, Any]) -> None:
@@ -50,8 +53,11 @@ def test_every_route_has_examples(document: dict[str, Any]) -> None:
     schemas = document["components"]["schemas"]
     for method, path, op in operations(document):
         ok = next(r for code, r in op["responses"].items() if code[0] == "2")
-        refs = [m["schema"]["$ref"].rsplit("/", 1)[-1] for m in ok.get("content", {}).values()
-                if "$ref" in m.get("schema", {})]  # fmt: skip
+        refs = [
+            m["schema"]["$ref"].rsplit("/", 1)[-1]
+            for m in ok.get("content", {}).values()
+            if "$ref" in m.get("schema", {})
+        ]
         for ref in refs:
             assert schemas[ref].get("examples"), (method, path, ref)
         if "requestBody" in op:

@@ -27,9 +27,13 @@ BAD = "bars/AAPL/1h/2024.parquet"
 
 def seed(data_dir: Path) -> None:
     """Store ten hourly bars of AAPL and of MSFT, then truncate AAPL's year file."""
-    table = pa.Table.from_pylist([{"ts": T0 + i * HOUR, "open": 1.0, "high": 1.0, "low": 1.0,
-                                   "close": 1.0, "volume": 1.0} for i in range(10)],
-                                 schema=SCHEMA)  # fmt: skip
+    table = pa.Table.from_pylist(
+        [
+            {"ts": T0 + i * HOUR, "open": 1.0, "high": 1.0, "low": 1.0, "close": 1.0, "volume": 1.0}
+            for i in range(10)
+        ],
+        schema=SCHEMA,
+    )
     store = ParquetBarStore(data_dir)
     for symbol in ("AAPL", "MSFT"):
         store.merge(symbol, Timeframe.H1, table)
@@ -74,8 +78,17 @@ async def test_bars_and_coverage_of_the_damaged_dataset_are_409_naming_the_file(
 async def test_ktrdr_data_ls_shows_the_damage(damaged: ServiceApp, api_url: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KTRDR_")} | {"COLUMNS": "300"}
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ktrdr_api.cli", "--url", api_url, "data", "ls", env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)  # fmt: skip
+        sys.executable,
+        "-m",
+        "ktrdr_api.cli",
+        "--url",
+        api_url,
+        "data",
+        "ls",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(process.communicate(), timeout=120)
     assert process.returncode == 0, err.decode()
     lines = out.decode().splitlines()

@@ -31,10 +31,19 @@ def seed(data_dir: Path, rows: int = ROWS) -> None:
     """Write ``rows`` one-minute AAPL bars straight into the store's Parquet files."""
     ts = [T0 + i * MIN for i in range(rows)]
     close = [100.0 + (i % 50) for i in range(rows)]
-    table = pa.table({"ts": pa.array(ts, pa.int64()).cast(pa.timestamp("ns", tz="UTC")),
-                      "open": close, "high": close, "low": close, "close": close,
-                      "volume": [1.0] * rows, "wap": close, "count": [3] * rows},
-                     schema=SCHEMA)  # fmt: skip
+    table = pa.table(
+        {
+            "ts": pa.array(ts, pa.int64()).cast(pa.timestamp("ns", tz="UTC")),
+            "open": close,
+            "high": close,
+            "low": close,
+            "close": close,
+            "volume": [1.0] * rows,
+            "wap": close,
+            "count": [3] * rows,
+        },
+        schema=SCHEMA,
+    )
     ParquetBarStore(data_dir).merge("AAPL", Timeframe.M1, table)
 
 
@@ -47,9 +56,11 @@ async def seeded(data_dir: Path, data_store: ServiceApp) -> ServiceApp:
 async def test_a_load_through_the_api_end_to_end(
     connector: ServiceApp, data_store: ServiceApp, http: httpx.AsyncClient
 ) -> None:
-    response = await http.post("/api/v1/data/load", params={"wait": "true", "timeout_s": 120},
-                               json={"symbol": "aapl", "timeframe": "1h",
-                                     "start": "2024-06-17T00:00:00Z"})  # fmt: skip
+    response = await http.post(
+        "/api/v1/data/load",
+        params={"wait": "true", "timeout_s": 120},
+        json={"symbol": "aapl", "timeframe": "1h", "start": "2024-06-17T00:00:00Z"},
+    )
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["status"] == "completed"
@@ -64,14 +75,16 @@ async def test_a_load_through_the_api_end_to_end(
 
     datasets = (await http.get("/api/v1/data")).json()["datasets"]
     assert [(d["symbol"], d["timeframe"], d["rows"]) for d in datasets] == [
-        ("AAPL", "1h", body["fetched_bars"])]  # fmt: skip
+        ("AAPL", "1h", body["fetched_bars"])
+    ]
     job = (await http.get(body["links"]["self"])).json()
     assert job["status"] == "completed"
     assert job["result"]["fetched_bars"] == body["fetched_bars"]
 
     # the same load again finds nothing missing: the old answer's cached_before says why
-    again = await http.post("/api/v1/data/load?wait=true",
-                            json={"symbol": "AAPL", "timeframe": "1h"})  # fmt: skip
+    again = await http.post(
+        "/api/v1/data/load?wait=true", json={"symbol": "AAPL", "timeframe": "1h"}
+    )
     assert again.json()["status"] == "completed"
     assert again.json()["ib_requests_made"] == 0
     assert again.json()["notes"][0].startswith(
@@ -90,9 +103,11 @@ async def test_a_load_without_wait_answers_202_with_links(
     body = response.json()
     assert body["status"] == "queued"
     assert len(body["job_id"]) == 32
-    assert body["links"] == {"self": f"/api/v1/jobs/{body['job_id']}",
-                             "events": f"/api/v1/jobs/{body['job_id']}/events",
-                             "cancel": f"/api/v1/jobs/{body['job_id']}/cancel"}  # fmt: skip
+    assert body["links"] == {
+        "self": f"/api/v1/jobs/{body['job_id']}",
+        "events": f"/api/v1/jobs/{body['job_id']}/events",
+        "cancel": f"/api/v1/jobs/{body['job_id']}/cancel",
+    }
 
 
 async def test_bar_pages_follow_the_cursor_to_every_bar(
@@ -109,14 +124,24 @@ async def test_bar_pages_follow_the_cursor_to_every_bar(
     assert seen == sorted(seen)
     assert seen[0] == "2024-01-02T14:30:00Z"
     first = (await http.get("/api/v1/data/AAPL/1m", params={"limit": 1})).json()["bars"][0]
-    assert first == {"ts": "2024-01-02T14:30:00Z", "open": 100.0, "high": 100.0, "low": 100.0,
-                     "close": 100.0, "volume": 1.0, "wap": 100.0, "count": 3}  # fmt: skip
+    assert first == {
+        "ts": "2024-01-02T14:30:00Z",
+        "open": 100.0,
+        "high": 100.0,
+        "low": 100.0,
+        "close": 100.0,
+        "volume": 1.0,
+        "wap": 100.0,
+        "count": 3,
+    }
 
 
 async def test_a_range_is_half_open_and_in_utc(seeded: ServiceApp, http: httpx.AsyncClient) -> None:
     # 15:30+01:00 is 14:30Z: the first bar; the end (14:35Z) is excluded
-    response = await http.get("/api/v1/data/aapl/1m", params={
-        "start": "2024-01-02T15:30:00+01:00", "end": "2024-01-02T14:35:00Z"})  # fmt: skip
+    response = await http.get(
+        "/api/v1/data/aapl/1m",
+        params={"start": "2024-01-02T15:30:00+01:00", "end": "2024-01-02T14:35:00Z"},
+    )
     bars = response.json()["bars"]
     assert [b["ts"] for b in bars] == [f"2024-01-02T14:3{i}:00Z" for i in range(5)]
 
@@ -132,15 +157,17 @@ async def test_csv_and_arrow_by_accept_header(seeded: ServiceApp, http: httpx.As
     assert link.endswith('>; rel="next"')
     assert parse_qs(urlsplit(link[1:].split(">")[0]).query)["cursor"] == [cursor]
 
-    arrow = await http.get("/api/v1/data/AAPL/1m?limit=100",
-                           headers={"Accept": "application/vnd.apache.arrow.stream"})  # fmt: skip
+    arrow = await http.get(
+        "/api/v1/data/AAPL/1m?limit=100", headers={"Accept": "application/vnd.apache.arrow.stream"}
+    )
     assert arrow.headers["content-type"] == "application/vnd.apache.arrow.stream"
     table = pa.ipc.open_stream(arrow.content).read_all()
     assert table.num_rows == 100
     assert table.schema.field("ts").type == pa.timestamp("ns", tz="UTC")
     assert arrow.headers["x-next-cursor"] == cursor  # the same page boundary either way
-    rest = await http.get("/api/v1/data/AAPL/1m", params={"cursor": cursor, "format": "arrow",
-                                                          "limit": 100_000})  # fmt: skip
+    rest = await http.get(
+        "/api/v1/data/AAPL/1m", params={"cursor": cursor, "format": "arrow", "limit": 100_000}
+    )
     assert pa.ipc.open_stream(rest.content).read_all().num_rows == ROWS - 100
     assert "x-next-cursor" not in rest.headers
 
@@ -169,9 +196,11 @@ async def test_a_dataset_never_loaded_is_a_404_with_a_hint_to_load_it(
     problem = response.json()
     assert (problem["code"], problem["service"]) == ("not_found", "data-store")
     assert problem["detail"] == "nothing is stored for MSFT 1m"
-    assert problem["hint"] == ('load it: `ktrdr data load MSFT 1m` or POST /api/v1/data/load '
-                               '{"symbol": "MSFT", "timeframe": "1m"} (LoadData on '
-                               'ktrdr.cmd.data.load)')  # fmt: skip
+    assert problem["hint"] == (
+        "load it: `ktrdr data load MSFT 1m` or POST /api/v1/data/load "
+        '{"symbol": "MSFT", "timeframe": "1m"} (LoadData on '
+        "ktrdr.cmd.data.load)"
+    )
 
 
 async def test_a_stored_dataset_with_nothing_in_the_range_is_an_empty_page(

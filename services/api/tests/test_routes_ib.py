@@ -73,7 +73,10 @@ async def test_validate_discovers_the_instrument(
     assert response.status_code == 200, response.text
     body = response.json()
     assert (body["symbol"], body["instrument_type"], body["exchange"]) == (
-        symbol.upper(), kind, exchange)  # fmt: skip
+        symbol.upper(),
+        kind,
+        exchange,
+    )
     assert body["currency"] == "USD"
     assert body["trading_hours"]
 
@@ -89,16 +92,18 @@ async def test_unknown_symbol_is_a_404_problem_with_the_connectors_message(
     assert problem["code"] == "unknown_symbol"
     assert problem["service"] == "ib-connector"
     assert "NOSUCH" in problem["detail"]
-    assert problem["detail"].endswith("check the symbol, its type or what was said of the "
-                                      "contract")  # fmt: skip
-    assert problem["hint"] == ("this gateway is the ktrdr simulator, which serves only AAPL, "
-                               "MSFT, SPY, BRK B, EURUSD, GBPUSD, USDJPY, ES, SPX, CL")  # fmt: skip
+    assert problem["detail"].endswith("check the symbol, its type or what was said of the contract")
+    assert problem["hint"] == (
+        "this gateway is the ktrdr simulator, which serves only AAPL, "
+        "MSFT, SPY, BRK B, EURUSD, GBPUSD, USDJPY, ES, SPX, CL"
+    )
 
 
 async def test_head_timestamp_in_utc(connector: ServiceApp, http: httpx.AsyncClient) -> None:
     await wait_connected(http)
-    response = await http.get("/api/v1/ib/head-timestamp",
-                              params={"symbol": "AAPL", "timeframe": "1h"})  # fmt: skip
+    response = await http.get(
+        "/api/v1/ib/head-timestamp", params={"symbol": "AAPL", "timeframe": "1h"}
+    )
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["timeframe"] == "1h"

@@ -64,10 +64,21 @@ async def test_a_jobs_status_is_the_fold_of_its_events(
     running = (await http.get(f"/api/v1/jobs/{job}")).json()
     assert running["status"] == "running"
     assert (running["segments_planned"], running["segments_fetched"]) == (3, 1)
-    assert running["progress"] == {"done": 1.0, "total": 3.0, "unit": "segments",
-                                   "percent": 33.3, "message": "", "reason": None, "since": None,
-                                   "until": None, "eta": None, "rate": None, "bars": 40,
-                                   "requests_done": 1, "requests_planned": None}  # fmt: skip
+    assert running["progress"] == {
+        "done": 1.0,
+        "total": 3.0,
+        "unit": "segments",
+        "percent": 33.3,
+        "message": "",
+        "reason": None,
+        "since": None,
+        "until": None,
+        "eta": None,
+        "rate": None,
+        "bars": 40,
+        "requests_done": 1,
+        "requests_planned": None,
+    }
     assert running["result"] is None
 
     await publish_all(js, events[4:])
@@ -90,36 +101,74 @@ async def test_progress_says_why_and_when_and_sse_streams_the_new_events(
     accepted, planned = load_events(job, segments=2, bars=40)[:2]
     planned = msgspec.structs.replace(planned, notes=[note])
     live: list[JobEvent] = [
-        accepted, planned,
+        accepted,
+        planned,
         SegmentsDispatched(job_id=job, ts=t0, segment_ids=["s0", "s1"]),
-        SegmentProgress(job_id=job, ts=t0, segment_id="s0", state=ProgressReason.PACING,
-                        chunks=4, chunks_done=1, bars=40, ib_requests=2,
-                        until=t0 + timedelta(seconds=70)),
-        JobProgress(job_id=job, ts=t0, done=20, total=100, unit="percent",
-                    reason=ProgressReason.PACING, until=t0 + timedelta(seconds=70),
-                    eta=t0 + timedelta(minutes=5), rate=0.0, bars=40, requests_done=2,
-                    requests_planned=8),
-    ]  # fmt: skip
+        SegmentProgress(
+            job_id=job,
+            ts=t0,
+            segment_id="s0",
+            state=ProgressReason.PACING,
+            chunks=4,
+            chunks_done=1,
+            bars=40,
+            ib_requests=2,
+            until=t0 + timedelta(seconds=70),
+        ),
+        JobProgress(
+            job_id=job,
+            ts=t0,
+            done=20,
+            total=100,
+            unit="percent",
+            reason=ProgressReason.PACING,
+            until=t0 + timedelta(seconds=70),
+            eta=t0 + timedelta(minutes=5),
+            rate=0.0,
+            bars=40,
+            requests_done=2,
+            requests_planned=8,
+        ),
+    ]
     await publish_all(js, live)
     running = (await http.get(f"/api/v1/jobs/{job}")).json()
     assert running["progress"] | {"message": ""} == {
-        "done": 20.0, "total": 100.0, "unit": "percent", "percent": 20.0, "message": "",
-        "reason": "pacing", "since": None, "until": "2024-06-28T22:01:10Z",
-        "eta": "2024-06-28T22:05:00Z", "rate": 0.0, "bars": 40, "requests_done": 2,
-        "requests_planned": 8}  # fmt: skip
+        "done": 20.0,
+        "total": 100.0,
+        "unit": "percent",
+        "percent": 20.0,
+        "message": "",
+        "reason": "pacing",
+        "since": None,
+        "until": "2024-06-28T22:01:10Z",
+        "eta": "2024-06-28T22:05:00Z",
+        "rate": 0.0,
+        "bars": 40,
+        "requests_done": 2,
+        "requests_planned": 8,
+    }
     assert running["notes"] == [note]
     assert (running["bars_fetched"], running["ib_requests"]) == (40, 2)
     listed = (await http.get("/api/v1/jobs")).json()["jobs"]
     assert [j["progress"]["reason"] for j in listed if j["job_id"] == job] == ["pacing"]
 
-    result = LoadResult(fetched_bars=40, cached_before=7, gaps_analyzed=2, segments_fetched=1,
-                        ib_requests_made=5)  # fmt: skip
+    result = LoadResult(
+        fetched_bars=40, cached_before=7, gaps_analyzed=2, segments_fetched=1, ib_requests_made=5
+    )
     ended: list[JobEvent] = [
         SegmentFetched(job_id=job, ts=t0, segment_id="s0", chunks=4, bars=100, ib_requests=4),
-        SegmentFailed(job_id=job, ts=t0, segment_id="s1", code="cancelled", message="stopped",
-                      chunks_done=1, bars=25, ib_requests=1),
+        SegmentFailed(
+            job_id=job,
+            ts=t0,
+            segment_id="s1",
+            code="cancelled",
+            message="stopped",
+            chunks_done=1,
+            bars=25,
+            ib_requests=1,
+        ),
         JobCancelled(job_id=job, ts=t0 + timedelta(seconds=9), reason="user", result=result),
-    ]  # fmt: skip
+    ]
     await publish_all(js, ended)
     cancelled = (await http.get(f"/api/v1/jobs/{job}")).json()
     assert cancelled["status"] == "cancelled" and cancelled["result"]["ib_requests_made"] == 5
@@ -144,22 +193,42 @@ async def test_the_list_filters_by_kind_and_status(
 ) -> None:
     load, training = new_job_id(), new_job_id()
     await publish_all(js, load_events(load))
-    await publish_all(js, [
-        JobAccepted(job_id=training, kind=JobKind.TRAINING, params={"symbols": ["AAPL", "MSFT"],
-                                                                    "timeframe": "1h"}),
-        EpochCompleted(job_id=training, epoch=1, epochs=4, train_loss=1.0, val_loss=1.0,
-                       val_accuracy=0.4, samples_per_s=1e4, device="cpu")],
-                      kind=JobKind.TRAINING)  # fmt: skip
+    await publish_all(
+        js,
+        [
+            JobAccepted(
+                job_id=training,
+                kind=JobKind.TRAINING,
+                params={"symbols": ["AAPL", "MSFT"], "timeframe": "1h"},
+            ),
+            EpochCompleted(
+                job_id=training,
+                epoch=1,
+                epochs=4,
+                train_loss=1.0,
+                val_loss=1.0,
+                val_accuracy=0.4,
+                samples_per_s=1e4,
+                device="cpu",
+            ),
+        ],
+        kind=JobKind.TRAINING,
+    )
     everything = (await http.get("/api/v1/jobs")).json()["jobs"]
-    assert {j["job_id"]: j["status"] for j in everything} == {load: "completed",
-                                                              training: "running"}  # fmt: skip
+    assert {j["job_id"]: j["status"] for j in everything} == {
+        load: "completed",
+        training: "running",
+    }
     trainings = (await http.get("/api/v1/jobs", params={"kind": "training"})).json()["jobs"]
     assert [(j["job_id"], j["symbol"], j["progress"]["percent"]) for j in trainings] == [
-        (training, "AAPL,MSFT", 25.0)]  # fmt: skip
+        (training, "AAPL,MSFT", 25.0)
+    ]
     completed = (await http.get("/api/v1/jobs", params={"status": "completed"})).json()["jobs"]
     assert [j["job_id"] for j in completed] == [load]
     assert (await http.get("/api/v1/jobs", params={"limit": 1})).json()["jobs"][0]["job_id"] in (
-        load, training)  # fmt: skip
+        load,
+        training,
+    )
 
 
 async def test_cancel_publishes_cancel_requested_and_refuses_an_ended_job(
@@ -185,8 +254,9 @@ async def test_cancel_publishes_under_the_kind_of_the_job(
 ) -> None:
     load, training = new_job_id(), new_job_id()
     await publish_all(js, load_events(load)[:2])
-    await publish_all(js, [JobAccepted(job_id=training, kind=JobKind.TRAINING)],
-                      kind=JobKind.TRAINING)  # fmt: skip
+    await publish_all(
+        js, [JobAccepted(job_id=training, kind=JobKind.TRAINING)], kind=JobKind.TRAINING
+    )
     for job, kind in ((load, JobKind.DATA_LOAD), (training, JobKind.TRAINING)):
         assert (await http.post(f"/api/v1/jobs/{job}/cancel")).status_code == 202
         logged = await wait_for_job_event(js, job, {"cancel_requested"}, timeout_s=5, kind=kind)
@@ -224,8 +294,12 @@ async def test_sse_resumes_after_last_event_id(
     await publish_all(js, events)
     first = [e async for e in sse(http, f"/api/v1/jobs/{job}/events")]
     assert len(first) == len(events)
-    resumed = [e async for e in sse(http, f"/api/v1/jobs/{job}/events",
-                                    **{"Last-Event-ID": str(first[1].id)})]  # fmt: skip
+    resumed = [
+        e
+        async for e in sse(
+            http, f"/api/v1/jobs/{job}/events", **{"Last-Event-ID": str(first[1].id)}
+        )
+    ]
     assert [e.id for e in resumed] == [e.id for e in first[2:]]
 
 

@@ -24,25 +24,44 @@ async def ktrdr(api_url: str, *args: str) -> tuple[int, str, str]:
     """Run ``ktrdr --url <api> ARGS`` as a real process, to its end."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("KTRDR_")} | {"COLUMNS": "200"}
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ktrdr_api.cli", "--url", api_url, *args, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)  # fmt: skip
+        sys.executable,
+        "-m",
+        "ktrdr_api.cli",
+        "--url",
+        api_url,
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(process.communicate(), timeout=120)
     return process.returncode or 0, out.decode(), err.decode()
 
 
-async def test_list_and_delete(data_dir: Path, data_store: ServiceApp, api_url: str,
-                               http: httpx.AsyncClient) -> None:  # fmt: skip
+async def test_list_and_delete(
+    data_dir: Path, data_store: ServiceApp, api_url: str, http: httpx.AsyncClient
+) -> None:
     entry = Quarantine.under(data_dir).put(
-        subject="ktrdr.bars.AAPL.1d", payload=b"\x81bad", code="invalid_bars",
-        message="fails non_finite", job_id="0123456789abcdef0123456789abcdef", received=T0,
-    )  # fmt: skip
+        subject="ktrdr.bars.AAPL.1d",
+        payload=b"\x81bad",
+        code="invalid_bars",
+        message="fails non_finite",
+        job_id="0123456789abcdef0123456789abcdef",
+        received=T0,
+    )
     listed = await http.get("/api/v1/quarantine")
     assert listed.status_code == 200, listed.text
     [item] = listed.json()["entries"]
-    assert item == {"id": entry, "subject": "ktrdr.bars.AAPL.1d", "code": "invalid_bars",
-                    "message": "fails non_finite", "job_id": "0123456789abcdef0123456789abcdef",
-                    "received": "2024-01-02T00:00:00Z", "bytes": 4,
-                    "links": {"self": f"/api/v1/quarantine/{entry}"}}  # fmt: skip
+    assert item == {
+        "id": entry,
+        "subject": "ktrdr.bars.AAPL.1d",
+        "code": "invalid_bars",
+        "message": "fails non_finite",
+        "job_id": "0123456789abcdef0123456789abcdef",
+        "received": "2024-01-02T00:00:00Z",
+        "bytes": 4,
+        "links": {"self": f"/api/v1/quarantine/{entry}"},
+    }
     code, out, err = await ktrdr(api_url, "data", "quarantine", "--json")
     assert code == 0, err
     assert [q["id"] for q in json.loads(out)["entries"]] == [entry]
@@ -62,8 +81,13 @@ async def test_release_republishes_and_the_cli_releases_and_deletes(
     data_dir: Path, data_store: ServiceApp, api_url: str, http: httpx.AsyncClient, nc: NATS
 ) -> None:
     quarantine = Quarantine.under(data_dir)
-    first = quarantine.put(subject="ktrdr.bars.AAPL.1d", payload=b"\x81bad", code="invalid_bars",
-                           message="fails non_finite", received=T0)  # fmt: skip
+    first = quarantine.put(
+        subject="ktrdr.bars.AAPL.1d",
+        payload=b"\x81bad",
+        code="invalid_bars",
+        message="fails non_finite",
+        received=T0,
+    )
     bars = await nc.subscribe("ktrdr.bars.>")
     released = await http.post(f"/api/v1/quarantine/{first}/release")
     assert released.status_code == 200, released.text
@@ -73,13 +97,23 @@ async def test_release_republishes_and_the_cli_releases_and_deletes(
     missing = await http.post(f"/api/v1/quarantine/{'0' * 24}/release")
     assert missing.status_code == 404
 
-    second = quarantine.put(subject="ktrdr.bars.MSFT.1d", payload=b"\x81other",
-                            code="invalid_bars", message="fails", received=T0)  # fmt: skip
+    second = quarantine.put(
+        subject="ktrdr.bars.MSFT.1d",
+        payload=b"\x81other",
+        code="invalid_bars",
+        message="fails",
+        received=T0,
+    )
     code, out, err = await ktrdr(api_url, "data", "quarantine", "release", second)
     assert code == 0, err
     assert f"released {second} on ktrdr.bars.MSFT.1d" in out
-    third = quarantine.put(subject="ktrdr.bars.IBM.1d", payload=b"\x81third",
-                           code="invalid_bars", message="fails", received=T0)  # fmt: skip
+    third = quarantine.put(
+        subject="ktrdr.bars.IBM.1d",
+        payload=b"\x81third",
+        code="invalid_bars",
+        message="fails",
+        received=T0,
+    )
     code, out, err = await ktrdr(api_url, "data", "quarantine", "delete", third)
     assert code == 0, err
     assert quarantine.get(third) is None

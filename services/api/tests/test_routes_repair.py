@@ -33,9 +33,13 @@ BAD = "bars/AAPL/1h/2024.parquet"
 
 def seed(data_dir: Path) -> None:
     """Store ten hourly bars of AAPL and MSFT, answered, then truncate AAPL's year file."""
-    table = pa.Table.from_pylist([{"ts": T0 + i * HOUR, "open": 1.0, "high": 1.0, "low": 1.0,
-                                   "close": 1.0, "volume": 1.0} for i in range(10)],
-                                 schema=SCHEMA)  # fmt: skip
+    table = pa.Table.from_pylist(
+        [
+            {"ts": T0 + i * HOUR, "open": 1.0, "high": 1.0, "low": 1.0, "close": 1.0, "volume": 1.0}
+            for i in range(10)
+        ],
+        schema=SCHEMA,
+    )
     store, ledger = ParquetBarStore(data_dir), AnsweredLedger(data_dir)
     for symbol in ("AAPL", "MSFT"):
         store.merge(symbol, Timeframe.H1, table)
@@ -48,8 +52,16 @@ async def ktrdr(api_url: str, *args: str) -> tuple[int, str, str]:
     """Run ``ktrdr --url <api> ARGS`` as a real process, to its end."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("KTRDR_")} | {"COLUMNS": "200"}
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ktrdr_api.cli", "--url", api_url, *args, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)  # fmt: skip
+        sys.executable,
+        "-m",
+        "ktrdr_api.cli",
+        "--url",
+        api_url,
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(process.communicate(), timeout=120)
     return process.returncode or 0, out.decode(), err.decode()
 
@@ -67,13 +79,18 @@ async def test_repair_moves_forgets_and_starts_the_reload(
     assert response.status_code == 202, response.text
     body = response.json()
     job_id = body["job_id"]
-    assert body == {"symbol": "AAPL", "timeframe": "1h", "moved": [BAD],
-                    "forgotten": [{"start": "2024-06-17T07:00:00Z",
-                                   "end": "2024-06-17T17:00:00Z"}],
-                    "job_id": job_id,
-                    "links": {"self": f"/api/v1/jobs/{job_id}",
-                              "events": f"/api/v1/jobs/{job_id}/events",
-                              "cancel": f"/api/v1/jobs/{job_id}/cancel"}}  # fmt: skip
+    assert body == {
+        "symbol": "AAPL",
+        "timeframe": "1h",
+        "moved": [BAD],
+        "forgotten": [{"start": "2024-06-17T07:00:00Z", "end": "2024-06-17T17:00:00Z"}],
+        "job_id": job_id,
+        "links": {
+            "self": f"/api/v1/jobs/{job_id}",
+            "events": f"/api/v1/jobs/{job_id}/events",
+            "cancel": f"/api/v1/jobs/{job_id}/cancel",
+        },
+    }
     assert response.headers["location"] == f"/api/v1/jobs/{job_id}"
     [kept] = (data_dir / "damaged").glob(f"*/{BAD}")
     assert not (data_dir / BAD).exists() and kept.stat().st_size == 64
@@ -87,8 +104,14 @@ async def test_repair_moves_forgets_and_starts_the_reload(
 
     nothing = await http.post("/api/v1/data/MSFT/1h/repair")
     assert nothing.status_code == 202
-    assert nothing.json() == {"symbol": "MSFT", "timeframe": "1h", "moved": [],
-                              "forgotten": [], "job_id": None, "links": None}  # fmt: skip
+    assert nothing.json() == {
+        "symbol": "MSFT",
+        "timeframe": "1h",
+        "moved": [],
+        "forgotten": [],
+        "job_id": None,
+        "links": None,
+    }
     unknown = await http.post("/api/v1/data/NOPE/1h/repair")
     assert unknown.status_code == 404
     assert unknown.json()["code"] == "not_found"
@@ -105,7 +128,13 @@ async def test_ktrdr_data_repair_prints_what_it_did(
     assert "reload job " in out
     code, out, err = await ktrdr(api_url, "data", "repair", "AAPL", "1h", "--json")
     assert code == 0, err
-    assert json.loads(out) == {"symbol": "AAPL", "timeframe": "1h", "moved": [],
-                               "forgotten": [], "job_id": None, "links": None}  # fmt: skip
+    assert json.loads(out) == {
+        "symbol": "AAPL",
+        "timeframe": "1h",
+        "moved": [],
+        "forgotten": [],
+        "job_id": None,
+        "links": None,
+    }
     code, out, err = await ktrdr(api_url, "data", "repair", "NOPE", "1h")
     assert code != 0 and "NOPE" in err

@@ -35,9 +35,16 @@ from nats.js import JetStreamContext
 pytestmark = pytest.mark.integration
 
 JOB = "0123456789abcdef0123456789abcdef"
-MODEL = ModelInfo(model_id="m-aapl-1", job_id=JOB, created=datetime(2024, 7, 1, tzinfo=UTC),
-                  symbols=["AAPL"], timeframe=Timeframe.H1, device="cpu",
-                  metrics={"accuracy": 0.41}, size_bytes=12)  # fmt: skip
+MODEL = ModelInfo(
+    model_id="m-aapl-1",
+    job_id=JOB,
+    created=datetime(2024, 7, 1, tzinfo=UTC),
+    symbols=["AAPL"],
+    timeframe=Timeframe.H1,
+    device="cpu",
+    metrics={"accuracy": 0.41},
+    size_bytes=12,
+)
 
 
 @pytest.fixture
@@ -78,10 +85,17 @@ async def test_without_a_trainer_every_route_is_a_clear_503(
 async def test_a_run_publishes_start_training_and_is_followed_from_its_events(
     trainer: Responder, http: httpx.AsyncClient, js: JetStreamContext
 ) -> None:
-    response = await http.post("/api/v1/training/runs", json={
-        "symbols": ["aapl", "msft"], "timeframe": "1h", "start": "2024-01-01T00:00:00+02:00",
-        "label": {"kind": "zigzag", "threshold": 0.03}, "model": {"kind": "lstm", "seq_len": 16},
-        "epochs": 3})  # fmt: skip
+    response = await http.post(
+        "/api/v1/training/runs",
+        json={
+            "symbols": ["aapl", "msft"],
+            "timeframe": "1h",
+            "start": "2024-01-01T00:00:00+02:00",
+            "label": {"kind": "zigzag", "threshold": 0.03},
+            "model": {"kind": "lstm", "seq_len": 16},
+            "epochs": 3,
+        },
+    )
     assert response.status_code == 202, response.text
     run = response.json()
     command = await take_command(js, streams.TRAIN_COMMANDS, StartTraining)
@@ -94,24 +108,41 @@ async def test_a_run_publishes_start_training_and_is_followed_from_its_events(
 
     job = run["job_id"]
     await publish_event(js, JobAccepted(job_id=job, kind=JobKind.TRAINING, params={}))
-    await publish_event(js, JobCompleted(job_id=job, result=TrainingResult(
-        model_id="m-aapl-1", device="cpu", metrics={"accuracy": 0.41})))  # fmt: skip
+    await publish_event(
+        js,
+        JobCompleted(
+            job_id=job,
+            result=TrainingResult(model_id="m-aapl-1", device="cpu", metrics={"accuracy": 0.41}),
+        ),
+    )
     state = (await http.get(f"/api/v1/training/runs/{job}")).json()
     assert state["status"] == "completed"
-    assert state["result"] == {"kind": "training", "model_id": "m-aapl-1", "device": "cpu",
-                               "metrics": {"accuracy": 0.41}}  # fmt: skip
+    assert state["result"] == {
+        "kind": "training",
+        "model_id": "m-aapl-1",
+        "device": "cpu",
+        "metrics": {"accuracy": 0.41},
+    }
 
 
 async def test_a_training_run_is_validated_before_anything_is_sent(
     trainer: Responder, http: httpx.AsyncClient
 ) -> None:
-    bad = await http.post("/api/v1/training/runs", json={
-        "symbols": ["AAPL"], "timeframe": "1h", "train_fraction": 0.9,
-        "validation_fraction": 0.2})  # fmt: skip
+    bad = await http.post(
+        "/api/v1/training/runs",
+        json={
+            "symbols": ["AAPL"],
+            "timeframe": "1h",
+            "train_fraction": 0.9,
+            "validation_fraction": 0.2,
+        },
+    )
     assert bad.status_code == 400
     assert "must leave room for a test split" in bad.json()["detail"]
-    unknown = await http.post("/api/v1/training/runs", json={
-        "symbols": ["AAPL"], "timeframe": "1h", "model": {"kind": "transformer"}})  # fmt: skip
+    unknown = await http.post(
+        "/api/v1/training/runs",
+        json={"symbols": ["AAPL"], "timeframe": "1h", "model": {"kind": "transformer"}},
+    )
     assert unknown.status_code == 400
     assert "model" in unknown.json()["detail"]
 
@@ -169,8 +200,12 @@ async def test_a_stored_object_name_that_climbs_out_is_flattened_in_the_zip(
     assert archive.status_code == 200, archive.text
     with zipfile.ZipFile(io.BytesIO(archive.content)) as z:
         names = z.namelist()
-    assert sorted(names) == ["m-aapl-1/etc/passwd", "m-aapl-1/manifest.json",
-                             "m-aapl-1/tmp/evil.sh", "m-aapl-1/weights.pt"]  # fmt: skip
+    assert sorted(names) == [
+        "m-aapl-1/etc/passwd",
+        "m-aapl-1/manifest.json",
+        "m-aapl-1/tmp/evil.sh",
+        "m-aapl-1/weights.pt",
+    ]
     assert not any(".." in n.split("/") or n.startswith("/") for n in names)
 
 
@@ -185,12 +220,16 @@ async def test_a_stored_object_name_that_climbs_out_is_flattened_in_the_zip(
       "over the limit of 4 GiB")],
 )  # fmt: skip
 async def test_a_training_spec_too_big_is_a_400_naming_the_field(
-    http: httpx.AsyncClient, js: JetStreamContext, extra: dict[str, object], field: str,
+    http: httpx.AsyncClient,
+    js: JetStreamContext,
+    extra: dict[str, object],
+    field: str,
     words: str,
-) -> None:  # fmt: skip
+) -> None:
     before = (await js.stream_info(streams.COMMANDS.name)).state.messages
-    response = await http.post("/api/v1/training/runs",
-                               json={"symbols": ["AAPL"], "timeframe": "1h", **extra})  # fmt: skip
+    response = await http.post(
+        "/api/v1/training/runs", json={"symbols": ["AAPL"], "timeframe": "1h", **extra}
+    )
     assert response.status_code == 400, response.text
     problem = response.json()
     assert [e["field"] for e in problem["errors"]] == [field]

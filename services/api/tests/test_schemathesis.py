@@ -48,8 +48,14 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 MIN_REQUESTS = 1_000
 ALLOWED_5XX = {503, 504}
 T = datetime(2024, 6, 28, 22, 0, tzinfo=UTC)
-MODEL = ModelInfo(model_id="m1", job_id="0" * 32, created=T, symbols=["AAPL"],
-                  timeframe=Timeframe.H1, device="cpu")  # fmt: skip
+MODEL = ModelInfo(
+    model_id="m1",
+    job_id="0" * 32,
+    created=T,
+    symbols=["AAPL"],
+    timeframe=Timeframe.H1,
+    device="cpu",
+)
 
 
 class Tally:
@@ -84,13 +90,20 @@ async def ib_stand_in(nats_url: str) -> Responder:
     async def validate(request: ValidateSymbol) -> SymbolInfo:
         if request.symbol.startswith("X"):
             raise UnknownSymbol(f"IB has no contract for {request.symbol}")
-        return SymbolInfo(symbol=request.symbol, exchange="SMART", currency="USD",
-                          instrument_type=request.instrument_type or InstrumentType.STK,
-                          time_zone="US/Eastern")  # fmt: skip
+        return SymbolInfo(
+            symbol=request.symbol,
+            exchange="SMART",
+            currency="USD",
+            instrument_type=request.instrument_type or InstrumentType.STK,
+            time_zone="US/Eastern",
+        )
 
     async def head(request: HeadTimestampRequest) -> HeadTimestamp:
-        return HeadTimestamp(symbol=request.symbol, head_timestamp=datetime(2000, 1, 3, tzinfo=UTC),
-                             what_to_show=request.what_to_show or WhatToShow.TRADES)  # fmt: skip
+        return HeadTimestamp(
+            symbol=request.symbol,
+            head_timestamp=datetime(2000, 1, 3, tzinfo=UTC),
+            what_to_show=request.what_to_show or WhatToShow.TRADES,
+        )
 
     responder = Responder(nats_url, "ib-connector")
     responder.on("status", subjects.IB_STATUS, StatusRequest, status)
@@ -127,8 +140,9 @@ async def refuse_fetches(js: JetStreamContext, stopping: asyncio.Event) -> None:
     waiting for bars that no IB here will ever send.
     """
     await streams.ensure_consumer(js, streams.IB_COMMANDS)
-    sub = await js.pull_subscribe_bind(streams.IB_COMMANDS.durable,
-                                       stream=streams.IB_COMMANDS.stream)  # fmt: skip
+    sub = await js.pull_subscribe_bind(
+        streams.IB_COMMANDS.durable, stream=streams.IB_COMMANDS.stream
+    )
     while not stopping.is_set():
         try:
             msgs = await sub.fetch(16, timeout=0.5)
@@ -136,16 +150,23 @@ async def refuse_fetches(js: JetStreamContext, stopping: asyncio.Event) -> None:
             continue
         for msg in msgs:
             fetch = codec.decode(msg.data, FetchBars, subject=msg.subject)
-            await publish_event(js, SegmentFailed(
-                job_id=fetch.job_id, segment_id=fetch.segment_id, code="ib_unavailable",
-                message="the test's stand-in connector has no IB"))  # fmt: skip
+            await publish_event(
+                js,
+                SegmentFailed(
+                    job_id=fetch.job_id,
+                    segment_id=fetch.segment_id,
+                    code="ib_unavailable",
+                    message="the test's stand-in connector has no IB",
+                ),
+            )
             await msg.ack()
     await sub.unsubscribe()
 
 
 @pytest.fixture
-async def fuzzed(nats_url: str, js: JetStreamContext,
-                 data_store: ServiceApp) -> AsyncIterator[tuple[str, Tally]]:  # fmt: skip
+async def fuzzed(
+    nats_url: str, js: JetStreamContext, data_store: ServiceApp
+) -> AsyncIterator[tuple[str, Tally]]:
     """The gateway under a tally, with every service answering."""
     await streams.ensure_all(js)
     store = await js.object_store(streams.MODELS_BUCKET)
@@ -156,8 +177,11 @@ async def fuzzed(nats_url: str, js: JetStreamContext,
     tally = Tally(create_app(settings))
     stopping = asyncio.Event()
     refuser = asyncio.create_task(refuse_fetches(js, stopping))
-    async with (await ib_stand_in(nats_url), await trainer_stand_in(nats_url),
-                serve_api(settings, app=tally) as url):  # fmt: skip
+    async with (
+        await ib_stand_in(nats_url),
+        await trainer_stand_in(nats_url),
+        serve_api(settings, app=tally) as url,
+    ):
         yield url, tally
     stopping.set()
     await refuser
@@ -169,26 +193,47 @@ async def test_generated_requests_get_documented_answers(
     url, tally = fuzzed
     report = tmp_path / "report"
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "schemathesis.cli", "run", f"{url}/schema/openapi.json",
-        "--checks", "all",
+        sys.executable,
+        "-m",
+        "schemathesis.cli",
+        "run",
+        f"{url}/schema/openapi.json",
+        "--checks",
+        "all",
         # Cross-field rules (start before end) and server-issued cursors cannot be written in
         # JSON Schema, so "the schema allows it, the server refused it" is not a failure here.
-        "--exclude-checks", "positive_data_acceptance",
+        "--exclude-checks",
+        "positive_data_acceptance",
         # one worker: CPython 3.11 can fail ast.parse run by two threads at once ("AST
         # constructor recursion depth mismatch", python/cpython#106905), which hypothesis does
         # when it describes a filter; it failed a full run once, and one worker costs nothing
-        "--max-examples", "25", "--workers", "1", "--seed", "20240628",
-        "--request-timeout", "10", "--suppress-health-check", "all",
-        "--report", "junit", "--report-dir", str(report), "--no-color",
+        "--max-examples",
+        "25",
+        "--workers",
+        "1",
+        "--seed",
+        "20240628",
+        "--request-timeout",
+        "10",
+        "--suppress-health-check",
+        "all",
+        "--report",
+        "junit",
+        "--report-dir",
+        str(report),
+        "--no-color",
         cwd=tmp_path,  # schemathesis keeps a .schemathesis/ cache in its working directory
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)  # fmt: skip
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     output, _ = await asyncio.wait_for(process.communicate(), timeout=600)
     text = output.decode(errors="replace")
     answered = sum(tally.statuses.values())
     server_errors = {s: n for s, n in tally.statuses.items() if s >= 500 and s not in ALLOWED_5XX}
     slowest = sorted(tally.slowest, reverse=True)[:5]
-    summary = json.dumps({"answered": answered, "statuses": dict(tally.statuses),
-                          "slowest": slowest})  # fmt: skip
+    summary = json.dumps(
+        {"answered": answered, "statuses": dict(tally.statuses), "slowest": slowest}
+    )
     assert process.returncode == 0, f"{summary}\n{text[-6000:]}"
     assert server_errors == {}, summary
     assert answered >= MIN_REQUESTS, summary

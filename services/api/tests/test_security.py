@@ -114,8 +114,10 @@ def test_wrong_keys_lock_a_client_out_for_exponentially_longer() -> None:
 
 @pytest.mark.integration
 async def test_a_burst_of_wrong_keys_is_slowed_with_429(exposed: httpx.AsyncClient) -> None:
-    statuses = [(await exposed.get("/api/v1/jobs", headers={"X-API-Key": f"guess-{i}"}))
-                for i in range(FREE_FAILURES + 3)]  # fmt: skip
+    statuses = [
+        (await exposed.get("/api/v1/jobs", headers={"X-API-Key": f"guess-{i}"}))
+        for i in range(FREE_FAILURES + 3)
+    ]
     assert [r.status_code for r in statuses[: FREE_FAILURES + 1]] == [401] * (FREE_FAILURES + 1)
     locked = statuses[-1]
     assert locked.status_code == 429
@@ -146,14 +148,20 @@ def _env(nats_url: str, **extra: str) -> dict[str, str]:
 @pytest.mark.integration
 async def test_python_m_ktrdr_api_refuses_off_loopback_without_a_key(nats_url: str) -> None:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ktrdr_api", env=_env(nats_url, KTRDR_API_HOST="0.0.0.0"),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)  # fmt: skip
+        sys.executable,
+        "-m",
+        "ktrdr_api",
+        env=_env(nats_url, KTRDR_API_HOST="0.0.0.0"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     _, err = await asyncio.wait_for(process.communicate(), timeout=60)
     assert process.returncode == 2
     assert err.decode().strip().splitlines() == [
         "api: configuration error: KTRDR_API_HOST=0.0.0.0 is reachable from other machines: set "
         "KTRDR_API_KEY (or KTRDR_API_KEY_FILE) so that every route but /health requires it, or "
-        "bind 127.0.0.1"]  # fmt: skip
+        "bind 127.0.0.1"
+    ]
 
 
 @pytest.mark.integration
@@ -161,16 +169,26 @@ async def test_python_m_ktrdr_api_exits_naming_undeclared_streams_where_it_may_o
     nats_url: str,
 ) -> None:
     """Where NATS has users the api may not declare; before any worker starts it says so."""
-    env = _env(nats_url, KTRDR_NATS_DECLARE="false", KTRDR_NATS_DECLARE_WAIT_S="0.3",
-               KTRDR_API_PORT=str(free_port()))  # fmt: skip
+    env = _env(
+        nats_url,
+        KTRDR_NATS_DECLARE="false",
+        KTRDR_NATS_DECLARE_WAIT_S="0.3",
+        KTRDR_API_PORT=str(free_port()),
+    )
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ktrdr_api", env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)  # fmt: skip
+        sys.executable,
+        "-m",
+        "ktrdr_api",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     _, err = await asyncio.wait_for(process.communicate(), timeout=60)
     assert process.returncode == 2
     last = err.decode().strip().splitlines()[-1]
-    assert last.startswith("api: configuration error: JetStream is not as declared: "
-                           "stream KTRDR_COMMANDS is missing")  # fmt: skip
+    assert last.startswith(
+        "api: configuration error: JetStream is not as declared: stream KTRDR_COMMANDS is missing"
+    )
     assert last.endswith("Fix: python -m ktrdr_shared.declare (as the NATS admin; `just declare`)")
     assert "Traceback" not in err.decode()
 
@@ -182,9 +200,13 @@ async def test_python_m_ktrdr_api_serves_under_granian_and_stops_on_sigterm(
 ) -> None:
     port = free_port()
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ktrdr_api",
+        sys.executable,
+        "-m",
+        "ktrdr_api",
         env=_env(nats_url, KTRDR_API_PORT=str(port), KTRDR_API_KEY=KEY),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)  # fmt: skip
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
             assert set((await _when_up(http)).keys()) == {"status"}  # without the key

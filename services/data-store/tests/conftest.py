@@ -13,9 +13,13 @@ from ktrdr_shared.runtime import ServiceApp
 
 def store_settings(nats_url: str, data_dir: Path, **extra: str) -> DataStoreSettings:
     """Return data-store settings on ``data_dir`` with the gap filler off."""
-    env = {"KTRDR_NATS_URL": nats_url, "KTRDR_DATA_DIR": str(data_dir),
-           "KTRDR_GAP_FILL_INTERVAL_S": "0", "KTRDR_LOAD_PROGRESS_INTERVAL_S": "0.2",
-           **extra}  # fmt: skip
+    env = {
+        "KTRDR_NATS_URL": nats_url,
+        "KTRDR_DATA_DIR": str(data_dir),
+        "KTRDR_GAP_FILL_INTERVAL_S": "0",
+        "KTRDR_LOAD_PROGRESS_INTERVAL_S": "0.2",
+        **extra,
+    }
     return DataStoreSettings.from_env(env)
 
 

@@ -42,8 +42,14 @@ def test_instrument_book_writes_are_fsynced(tmp_path: Path, fsynced: list[int]) 
 
 
 def test_year_files_are_fsynced(tmp_path: Path, fsynced: list[int]) -> None:
-    bar = {"ts": 1_704_067_200 * 10**9, "open": 1.0, "high": 1.0, "low": 1.0, "close": 1.0,
-           "volume": 1.0}  # fmt: skip
+    bar = {
+        "ts": 1_704_067_200 * 10**9,
+        "open": 1.0,
+        "high": 1.0,
+        "low": 1.0,
+        "close": 1.0,
+        "volume": 1.0,
+    }
     bars = pa.Table.from_pylist([bar], schema=SCHEMA)
     ParquetBarStore(tmp_path).merge("AAPL", Timeframe.H1, bars)
     assert len(fsynced) == 2

@@ -19,8 +19,12 @@ from ktrdr_shared.types import InstrumentType, Timeframe, to_unix_nanos
 pytestmark = pytest.mark.unit
 
 HOUR = 3_600 * 1_000_000_000
-STK, IND, FUT, CASH = (InstrumentType.STK, InstrumentType.IND, InstrumentType.FUT,
-                       InstrumentType.CASH)  # fmt: skip
+STK, IND, FUT, CASH = (
+    InstrumentType.STK,
+    InstrumentType.IND,
+    InstrumentType.FUT,
+    InstrumentType.CASH,
+)
 
 
 def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> int:
@@ -74,9 +78,11 @@ def test_stock_sessions_follow_new_york_across_the_dst_switch(
 @pytest.mark.parametrize("exchange", ["SMART", "NYSE", "NASDAQ", "ISLAND"])
 def test_stocks_trade_04_00_to_20_00_new_york_without_rth(exchange: str) -> None:
     extended = calendar_for(STK, exchange).sessions(utc(2024, 6, 26), utc(2024, 6, 29))
-    assert extended == [(utc(2024, 6, 26, 8), utc(2024, 6, 27)),
-                        (utc(2024, 6, 27, 8), utc(2024, 6, 28)),
-                        (utc(2024, 6, 28, 8), utc(2024, 6, 29))]  # fmt: skip
+    assert extended == [
+        (utc(2024, 6, 26, 8), utc(2024, 6, 27)),
+        (utc(2024, 6, 27, 8), utc(2024, 6, 28)),
+        (utc(2024, 6, 28, 8), utc(2024, 6, 29)),
+    ]
     regular = calendar_for(STK, exchange, use_rth=True).sessions(utc(2024, 6, 28), utc(2024, 6, 29))
     assert regular == [(utc(2024, 6, 28, 13, 30), utc(2024, 6, 28, 20))]
 

@@ -49,10 +49,19 @@ def hourly(
 
 def table(stamps: list[int]) -> pa.Table:
     prices = [100.0 + i % 7 for i in range(len(stamps))]
-    return pa.table({"ts": pa.array(stamps, pa.int64()).cast(pa.timestamp("ns", tz="UTC")),
-                     "open": prices, "high": prices, "low": prices, "close": prices,
-                     "volume": [1.0] * len(stamps), "wap": prices, "count": [1] * len(stamps)},
-                    schema=SCHEMA)  # fmt: skip
+    return pa.table(
+        {
+            "ts": pa.array(stamps, pa.int64()).cast(pa.timestamp("ns", tz="UTC")),
+            "open": prices,
+            "high": prices,
+            "low": prices,
+            "close": prices,
+            "volume": [1.0] * len(stamps),
+            "wap": prices,
+            "count": [1] * len(stamps),
+        },
+        schema=SCHEMA,
+    )
 
 
 @dataclass(frozen=True)
@@ -155,17 +164,23 @@ def test_coverage(name: str, make_store: Callable[[], BarStore], tmp_path: Path)
     ledger = AnsweredLedger(tmp_path / "ledger")
     store.merge(case.symbol, case.timeframe, table(case.bars))
     ledger.add(case.symbol, case.timeframe, case.answered)
-    request = CoverageRequest(symbol=case.symbol, timeframe=case.timeframe,
-                              start=_dt(case.start), end=_dt(case.end))  # fmt: skip
-    got = coverage_of(store, ledger, request, instrument_type=case.instrument_type,
-                      now=from_unix_nanos(case.now))  # fmt: skip
+    request = CoverageRequest(
+        symbol=case.symbol, timeframe=case.timeframe, start=_dt(case.start), end=_dt(case.end)
+    )
+    got = coverage_of(
+        store, ledger, request, instrument_type=case.instrument_type, now=from_unix_nanos(case.now)
+    )
     inside = [t for t in case.bars if _within(t, case.start, case.end)]
     assert got == Coverage(
-        symbol=case.symbol.upper(), timeframe=case.timeframe, rows=case.rows,
-        first=_dt(inside[0]) if inside else None, last=_dt(inside[-1]) if inside else None,
-        stored=_ranges(case.stored), gaps=_ranges(case.gaps),
+        symbol=case.symbol.upper(),
+        timeframe=case.timeframe,
+        rows=case.rows,
+        first=_dt(inside[0]) if inside else None,
+        last=_dt(inside[-1]) if inside else None,
+        stored=_ranges(case.stored),
+        gaps=_ranges(case.gaps),
         answered_empty=_ranges(case.answered_empty),
-    )  # fmt: skip
+    )
 
 
 def test_gaps_and_stored_ranges_partition_the_bars(tmp_path: Path) -> None:

@@ -40,8 +40,12 @@ LOADS = [  # symbol, sec type, timeframe, IB bar size, whatToShow, start
 
 
 async def spawn_store(nats_url: str, data_dir: Path) -> asyncio.subprocess.Process:
-    env = {**os.environ, "KTRDR_NATS_URL": nats_url, "KTRDR_DATA_DIR": str(data_dir),
-           "KTRDR_GAP_FILL_INTERVAL_S": "0"}  # fmt: skip
+    env = {
+        **os.environ,
+        "KTRDR_NATS_URL": nats_url,
+        "KTRDR_DATA_DIR": str(data_dir),
+        "KTRDR_GAP_FILL_INTERVAL_S": "0",
+    }
     return await asyncio.create_subprocess_exec(sys.executable, "-m", "ktrdr_data_store", env=env)
 
 
@@ -58,8 +62,9 @@ async def serving(nc: NATS) -> None:
 async def ended(js: JetStreamContext, job_id: str) -> bool:
     for event in ("completed", "failed", "cancelled"):
         try:
-            await js.get_last_msg("KTRDR_EVENTS",
-                                  subjects.job_event(JobKind.DATA_LOAD, job_id, event))  # fmt: skip
+            await js.get_last_msg(
+                "KTRDR_EVENTS", subjects.job_event(JobKind.DATA_LOAD, job_id, event)
+            )
             return True
         except nats.js.errors.NotFoundError:
             pass
@@ -75,8 +80,9 @@ async def test_kill_9_mid_load_loses_nothing_and_duplicates_nothing(
     try:
         await serving(nc)
         client = KtrdrClient(nc)
-        jobs = [await client.load_data(sym, tf.value, start=start)
-                for sym, _, tf, _, _, start in LOADS]  # fmt: skip
+        jobs = [
+            await client.load_data(sym, tf.value, start=start) for sym, _, tf, _, _, start in LOADS
+        ]
         unfinished_at_kill = []
         for kill in range(4):  # the first soon after the commands: a load takes a few seconds
             await asyncio.sleep(rng.uniform(0.05, 0.3) if kill == 0 else rng.uniform(0.2, 1.0))
@@ -89,8 +95,9 @@ async def test_kill_9_mid_load_loses_nothing_and_duplicates_nothing(
             unfinished_at_kill
         )
         for job_id in jobs:
-            done = await wait_for_job_event(js, job_id, {"completed", "failed", "cancelled"},
-                                            timeout_s=120)  # fmt: skip
+            done = await wait_for_job_event(
+                js, job_id, {"completed", "failed", "cancelled"}, timeout_s=120
+            )
             assert isinstance(done, JobCompleted), done
             assert isinstance(done.result, LoadResult)
             assert not done.result.failed_segments

@@ -43,15 +43,20 @@ StartStore = Callable[..., Awaitable[ServiceApp]]
 
 def bars(first_ns: int, n: int) -> pa.Table:
     ts = [first_ns + i * HOUR for i in range(n)]
-    return pa.Table.from_pylist([{"ts": t, "open": 1.0, "high": 2.0, "low": 0.5, "close": 1.5,
-                                  "volume": 10.0} for t in ts], schema=SCHEMA)  # fmt: skip
+    return pa.Table.from_pylist(
+        [{"ts": t, "open": 1.0, "high": 2.0, "low": 0.5, "close": 1.5, "volume": 10.0} for t in ts],
+        schema=SCHEMA,
+    )
 
 
 def fill(root: Path) -> dict[Path, bytes]:
     """Store AAPL 1h (2023 and 2024), MSFT 1h and EURUSD 1d; return every file's bytes."""
     store, ledger = ParquetBarStore(root), AnsweredLedger(root)
-    for symbol, timeframe in [("AAPL", Timeframe.H1), ("MSFT", Timeframe.H1),
-                              ("EURUSD", Timeframe.D1)]:  # fmt: skip
+    for symbol, timeframe in [
+        ("AAPL", Timeframe.H1),
+        ("MSFT", Timeframe.H1),
+        ("EURUSD", Timeframe.D1),
+    ]:
         store.merge(symbol, timeframe, bars(T2023, 5))
         store.merge(symbol, timeframe, bars(T2024, 5))
         ledger.add(symbol, timeframe, [(T2023, T2023 + 5 * HOUR), (T2024, T2024 + 5 * HOUR)])
@@ -137,10 +142,11 @@ async def test_over_nats_damage_answers_a_named_error_and_the_rest_answers(
     assert damaged["MSFT", "1h"] is None and damaged["EURUSD", "1d"] is None
 
     asks = [
-        client.request(subjects.STORE_COVERAGE, CoverageRequest(symbol="AAPL", timeframe=H1),
-                       Coverage),
+        client.request(
+            subjects.STORE_COVERAGE, CoverageRequest(symbol="AAPL", timeframe=H1), Coverage
+        ),
         client.request(subjects.STORE_QUERY, QueryBars(symbol="AAPL", timeframe=H1), BarsPage),
-    ]  # fmt: skip
+    ]
     for ask in asks:
         with pytest.raises(KtrdrError) as caught:
             await ask

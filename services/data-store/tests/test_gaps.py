@@ -19,8 +19,15 @@ pytestmark = pytest.mark.unit
 NS = 1_000_000_000
 MINUTE = 60 * NS
 HOUR = 60 * MINUTE
-M1, M5, M15, H1, H4, D1, W1 = (Timeframe.M1, Timeframe.M5, Timeframe.M15, Timeframe.H1,
-                               Timeframe.H4, Timeframe.D1, Timeframe.W1)  # fmt: skip
+M1, M5, M15, H1, H4, D1, W1 = (
+    Timeframe.M1,
+    Timeframe.M5,
+    Timeframe.M15,
+    Timeframe.H1,
+    Timeframe.H4,
+    Timeframe.D1,
+    Timeframe.W1,
+)
 
 
 def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> int:
@@ -101,9 +108,15 @@ def test_small_bars_are_not_joined_across_closed_time(timeframe: Timeframe) -> N
 def test_small_bars_keep_abutting_sessions_in_one_segment() -> None:
     calendar = calendar_for(InstrumentType.CASH)
     start, end = utc(2024, 3, 6), utc(2024, 3, 12)
-    got = plan_missing_segments(timeframe=Timeframe.S5, start_ns=start, end_ns=end, stored_ts=[],
-                                answered=[], sessions=calendar.sessions(start, end),
-                                zone=calendar.zone)  # fmt: skip
+    got = plan_missing_segments(
+        timeframe=Timeframe.S5,
+        start_ns=start,
+        end_ns=end,
+        stored_ts=[],
+        answered=[],
+        sessions=calendar.sessions(start, end),
+        zone=calendar.zone,
+    )
     assert got == [(start, utc(2024, 3, 8, 22)), (utc(2024, 3, 10, 21), end)]  # the weekend
 
 
@@ -119,9 +132,15 @@ def test_a_segment_may_span_a_forex_weekend() -> None:
     calendar = calendar_for(InstrumentType.CASH)
     start, end = utc(2024, 3, 8), utc(2024, 3, 12)
     stored = every(MINUTE, start, utc(2024, 3, 8, 21)) + every(MINUTE, utc(2024, 3, 11), end)
-    got = plan_missing_segments(timeframe=M1, start_ns=start, end_ns=end, stored_ts=stored,
-                                answered=[], sessions=calendar.sessions(start, end),
-                                zone=calendar.zone)  # fmt: skip
+    got = plan_missing_segments(
+        timeframe=M1,
+        start_ns=start,
+        end_ns=end,
+        stored_ts=stored,
+        answered=[],
+        sessions=calendar.sessions(start, end),
+        zone=calendar.zone,
+    )
     assert got == [(utc(2024, 3, 8, 21), utc(2024, 3, 11))]  # Fri 16:00 EST to Sun 20:00 EDT
 
 
@@ -133,8 +152,14 @@ def test_four_hour_bars_follow_new_york_time_across_the_dst_switch() -> None:
     stored = [o + k * 4 * HOUR for o, _ in sessions for k in range(4)]
     assert stored[:2] == [utc(2024, 3, 4, 9), utc(2024, 3, 4, 13)]
     assert utc(2024, 3, 11, 8) in stored
-    args = {"timeframe": H4, "start_ns": start, "end_ns": end, "answered": [],
-            "sessions": sessions, "zone": calendar.zone}  # fmt: skip
+    args = {
+        "timeframe": H4,
+        "start_ns": start,
+        "end_ns": end,
+        "answered": [],
+        "sessions": sessions,
+        "zone": calendar.zone,
+    }
     assert plan_missing_segments(stored_ts=stored, **args) == []  # type: ignore[arg-type]
     lost = utc(2024, 3, 11, 12)
     missing = plan_missing_segments(stored_ts=[t for t in stored if t != lost], **args)  # type: ignore[arg-type]
@@ -169,8 +194,14 @@ def test_a_year_of_minute_bars_is_planned_exactly() -> None:
     start, end = utc(2023, 1, 1), utc(2024, 1, 1)
     sessions = calendar.sessions(start, end)
     stored = np.concatenate([np.arange(o, c, MINUTE) for o, c in sessions])
-    args = {"timeframe": M1, "start_ns": start, "end_ns": end, "answered": [],
-            "sessions": sessions, "zone": calendar.zone}  # fmt: skip
+    args = {
+        "timeframe": M1,
+        "start_ns": start,
+        "end_ns": end,
+        "answered": [],
+        "sessions": sessions,
+        "zone": calendar.zone,
+    }
     assert len(stored) > 200_000
     assert plan_missing_segments(stored_ts=stored, **args) == []  # type: ignore[arg-type]
     holes = stored[[1_000, 1_001, 150_000]]
@@ -188,8 +219,14 @@ def test_a_year_of_minute_bars_is_planned_exactly() -> None:
     ],
 )
 def test_bad_input_is_refused_clearly(kwargs: dict[str, object], message: str) -> None:
-    args: dict[str, object] = {"timeframe": M1, "start_ns": 0, "end_ns": 100 * MINUTE,
-                               "stored_ts": [], "answered": [], "sessions": []}  # fmt: skip
+    args: dict[str, object] = {
+        "timeframe": M1,
+        "start_ns": 0,
+        "end_ns": 100 * MINUTE,
+        "stored_ts": [],
+        "answered": [],
+        "sessions": [],
+    }
     with pytest.raises(ValueError, match=message):
         plan_missing_segments(**(args | kwargs))  # type: ignore[arg-type]
 
@@ -205,8 +242,9 @@ def scenarios(draw: st.DrawFn) -> dict[str, object]:
     """Draw windows, stored stamps, answered ranges and a range, all on whole minutes."""
     zone = draw(st.sampled_from(["UTC", "America/New_York"]))
     windows, cursor = [], draw(st.integers(0, 300))
-    for gap, length in draw(st.lists(st.tuples(st.integers(0, 400), st.integers(1, 900)),
-                                     min_size=1, max_size=6)):  # fmt: skip
+    for gap, length in draw(
+        st.lists(st.tuples(st.integers(0, 400), st.integers(1, 900)), min_size=1, max_size=6)
+    ):
         start = cursor + gap  # gap 0: windows abut, as forex sessions do
         if start + length > SPAN_MIN:
             break
@@ -214,15 +252,21 @@ def scenarios(draw: st.DrawFn) -> dict[str, object]:
         cursor = start + length
     seed, fill = draw(st.integers(0, 2**32 - 1)), draw(st.sampled_from([0.0, 0.3, 0.8, 1.0]))
     strays = draw(st.lists(st.integers(0, SPAN_MIN - 1), max_size=3))
-    answered = draw(st.lists(st.tuples(st.integers(0, SPAN_MIN), st.integers(0, 600)),
-                             max_size=3))  # fmt: skip
+    answered = draw(st.lists(st.tuples(st.integers(0, SPAN_MIN), st.integers(0, 600)), max_size=3))
     reach = min(SPAN_MIN, cursor + 200)  # mostly over the windows, sometimes past them
     # Simple draws (which hypothesis favours) give a range from a window's open to the reach.
     lo = max(0, draw(st.sampled_from([o for o, _ in windows])) - draw(st.integers(0, 200)))
     hi = reach - draw(st.integers(0, reach - lo - 1))
-    return {"zone": zone, "windows": windows, "seed": seed,
-            "fill": fill, "strays": strays, "answered": [(a, a + n) for a, n in answered],
-            "lo": lo, "hi": hi}  # fmt: skip
+    return {
+        "zone": zone,
+        "windows": windows,
+        "seed": seed,
+        "fill": fill,
+        "strays": strays,
+        "answered": [(a, a + n) for a, n in answered],
+        "lo": lo,
+        "hi": hi,
+    }
 
 
 class Model:
@@ -315,10 +359,20 @@ def test_plan_covers_every_missing_bar_and_nothing_stored_answered_or_closed(
 
 # --- The simulator's own bars: a full store plans nothing, every lost bar is found -------------
 
-SIM_SIZES = {M1: "1 min", Timeframe.M30: "30 mins", H1: "1 hour", H4: "4 hours", D1: "1 day",
-             W1: "1 week"}  # fmt: skip
-SIM_INSTRUMENTS = [("AAPL", InstrumentType.STK), ("EUR", InstrumentType.CASH),
-                   ("ES", InstrumentType.FUT), ("SPX", InstrumentType.IND)]  # fmt: skip
+SIM_SIZES = {
+    M1: "1 min",
+    Timeframe.M30: "30 mins",
+    H1: "1 hour",
+    H4: "4 hours",
+    D1: "1 day",
+    W1: "1 week",
+}
+SIM_INSTRUMENTS = [
+    ("AAPL", InstrumentType.STK),
+    ("EUR", InstrumentType.CASH),
+    ("ES", InstrumentType.FUT),
+    ("SPX", InstrumentType.IND),
+]
 
 
 def sim_stamps(symbol: str, timeframe: Timeframe, start: int, end: int) -> np.ndarray:
@@ -352,8 +406,14 @@ def test_plan_agrees_with_the_simulators_bars(
     stamps = sim_stamps(symbol, timeframe, start, end)
     calendar = calendar_for(instrument)
     windows = calendar.bar_windows(timeframe, start, end)
-    args = {"timeframe": timeframe, "start_ns": start, "end_ns": end, "answered": [],
-            "sessions": windows, "zone": calendar.zone}  # fmt: skip
+    args = {
+        "timeframe": timeframe,
+        "start_ns": start,
+        "end_ns": end,
+        "answered": [],
+        "sessions": windows,
+        "zone": calendar.zone,
+    }
     assert plan_missing_segments(stored_ts=stamps, **args) == []  # type: ignore[arg-type]
     lost = np.random.default_rng(7).random(len(stamps)) < 0.1
     lost[len(stamps) // 2] = True

@@ -43,13 +43,16 @@ def stored(data_dir: Path, symbol: str, timeframe: Timeframe) -> pa.Table:
     return ParquetBarStore(data_dir).read(symbol, timeframe)
 
 
-@pytest.mark.parametrize("header", [
-    "timestamp,open,high,low,close,volume",
-    "Date,Open,High,Low,Close,Volume",
-    "date,OPEN,HIGH,LOW,CLOSE,VOLUME",
-    ",open,high,low,close,volume",  # pandas' unnamed index column
-    "open_time,Open,High,Low,Close,Volume",  # another name, but first
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "header",
+    [
+        "timestamp,open,high,low,close,volume",
+        "Date,Open,High,Low,Close,Volume",
+        "date,OPEN,HIGH,LOW,CLOSE,VOLUME",
+        ",open,high,low,close,volume",  # pandas' unnamed index column
+        "open_time,Open,High,Low,Close,Volume",  # another name, but first
+    ],
+)
 def test_every_header_form_and_timestamp_form_imports_the_same_bars(
     header: str, tmp_path: Path
 ) -> None:
@@ -75,19 +78,29 @@ def test_bad_rows_are_rejected_with_their_reason_and_the_rest_stored(tmp_path: P
         ("2024-01-02T14:45:00Z", "1", "0.4", "0.5", "1"),
         ("2024-01-02T14:46:00Z", "1", "2", "0.5", "1"),  # a good one after the bad ones
     ]
-    path = write_csv(tmp_path / "MSFT_1m.csv", "timestamp,open,high,low,close", [
-        r[:5] for r in rows])  # fmt: skip
+    path = write_csv(
+        tmp_path / "MSFT_1m.csv", "timestamp,open,high,low,close", [r[:5] for r in rows]
+    )
     report = import_file(ParquetBarStore(tmp_path / "data"), path)
     assert report.skipped is None
     assert (report.rows_read, report.stored, report.duplicates) == (13, 5, 0)
     counts = {reason: r.count for reason, r in report.rejects.items()}
-    assert counts == {UNPARSEABLE_TIMESTAMP: 2, BAD_PRICE: 4, OUTSIDE_HIGH_LOW: 1,
-                      HIGH_BELOW_LOW: 1}  # fmt: skip
+    assert counts == {
+        UNPARSEABLE_TIMESTAMP: 2,
+        BAD_PRICE: 4,
+        OUTSIDE_HIGH_LOW: 1,
+        HIGH_BELOW_LOW: 1,
+    }
     assert report.rejects[UNPARSEABLE_TIMESTAMP].first_line == 6  # line 1 is the header
     assert "yesterday" in report.rejects[UNPARSEABLE_TIMESTAMP].example
     assert report.rejects[HIGH_BELOW_LOW].first_line == 13
-    minutes = [(t - T0) // MIN for t in stored(tmp_path / "data", "MSFT", Timeframe.M1)
-               .column("ts").cast(pa.int64()).to_pylist()]  # fmt: skip
+    minutes = [
+        (t - T0) // MIN
+        for t in stored(tmp_path / "data", "MSFT", Timeframe.M1)
+        .column("ts")
+        .cast(pa.int64())
+        .to_pylist()
+    ]
     assert minutes == [0, 1, 2, 3, 16]
     assert stored(tmp_path / "data", "MSFT", Timeframe.M1).column("volume").to_pylist() == [0.0] * 5
 
@@ -104,9 +117,11 @@ def test_negative_prices_are_imported_as_data(tmp_path: Path) -> None:
 
 
 def test_missing_or_negative_volume_is_stored_as_zero_and_counted(tmp_path: Path) -> None:
-    rows = [("2024-01-02T14:30:00Z", "1", "2", "0.5", "1", "-1"),
-            ("2024-01-02T14:31:00Z", "1", "2", "0.5", "1", ""),
-            ("2024-01-02T14:32:00Z", "1", "2", "0.5", "1", "7")]  # fmt: skip
+    rows = [
+        ("2024-01-02T14:30:00Z", "1", "2", "0.5", "1", "-1"),
+        ("2024-01-02T14:31:00Z", "1", "2", "0.5", "1", ""),
+        ("2024-01-02T14:32:00Z", "1", "2", "0.5", "1", "7"),
+    ]
     path = write_csv(tmp_path / "EURUSD_1m.csv", "timestamp,open,high,low,close,volume", rows)
     report = import_file(ParquetBarStore(tmp_path / "data"), path)
     assert (report.stored, report.volume_zeroed, report.rejected) == (3, 2, 0)
@@ -142,8 +157,9 @@ def test_bars_already_stored_are_kept_and_in_file_repeats_count_as_duplicates(
     path = write_csv(tmp_path / "AAPL_1m.csv", "timestamp,open,high,low,close,volume", GOOD_ROWS)
     first = import_file(store, path)
     assert (first.stored, first.duplicates) == (4, 0)
-    fetched = store.read("AAPL", Timeframe.M1).slice(0, 1).set_column(
-        4, "close", pa.array([555.0]))  # as if IB had delivered that bar since  # fmt: skip
+    fetched = (
+        store.read("AAPL", Timeframe.M1).slice(0, 1).set_column(4, "close", pa.array([555.0]))
+    )  # as if IB had delivered that bar since
     store.merge("AAPL", Timeframe.M1, fetched)
     repeat = ("2024-01-02T14:34:00Z", "1", "2", "0.5", "1", "1")
     changed = [(GOOD_ROWS[0][0], "9", "9", "9", "9", "9"), repeat, repeat]
@@ -167,8 +183,13 @@ def test_files_that_cannot_be_imported_are_skipped_with_the_reason(
     write_csv(tmp_path / "IBM_1d.csv", header, [("never", "1", "2", "0.5", "1", "1")])
     (tmp_path / "EMPTY_1d.csv").write_text("")
     (tmp_path / "readme.txt").write_text("not a csv: ignored")
-    report = {r.path.name: r for r in [import_file(ParquetBarStore(tmp_path / "dry"), p)
-                                       for p in sorted(tmp_path.glob("*.csv"))]}  # fmt: skip
+    report = {
+        r.path.name: r
+        for r in [
+            import_file(ParquetBarStore(tmp_path / "dry"), p)
+            for p in sorted(tmp_path.glob("*.csv"))
+        ]
+    }
     assert report["AAPL_1m.csv"].skipped is None
     assert "unknown timeframe '2h'" in str(report["AAPL_2h.csv"].skipped)
     assert "SYMBOL_TIMEFRAME.csv" in str(report["prices.csv"].skipped)
@@ -205,10 +226,17 @@ def test_the_console_script_imports_into_ktrdr_data_dir_and_lists_datasets(tmp_p
     script = Path(sys.executable).with_name("ktrdr-store")
     env = {k: v for k, v in os.environ.items() if not k.startswith("KTRDR_")}
     env["KTRDR_DATA_DIR"] = str(tmp_path / "data")
-    run = subprocess.run([script, "import-csv", tmp_path], env=env, capture_output=True,
-                         text=True, timeout=120, check=False)  # fmt: skip
+    run = subprocess.run(
+        [script, "import-csv", tmp_path],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert run.returncode == 0, run.stderr
-    listing = subprocess.run([script, "datasets"], env=env, capture_output=True, text=True,
-                             timeout=120, check=True).stdout  # fmt: skip
+    listing = subprocess.run(
+        [script, "datasets"], env=env, capture_output=True, text=True, timeout=120, check=True
+    ).stdout
     assert "BRK_B" in listing and "1m" in listing
     assert stored(tmp_path / "data", "BRK B", Timeframe.M1).num_rows == 4

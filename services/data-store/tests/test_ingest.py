@@ -29,17 +29,30 @@ JOB = "a" * 32  # the load whose one segment, [T0, T0 + 300 min), the batches an
 def batch(first: int, count: int, *, end_extra: int = 0) -> BarBatch:
     ts = [T0 + (first + i) * MIN for i in range(count)]
     prices = [100.0 + first + i for i in range(count)]
-    return BarBatch(symbol="AAPL", timeframe=Timeframe.M1, job_id=JOB, segment_id="s0000",
-                    start=T0 + first * MIN,
-                    end=T0 + (first + count + end_extra) * MIN, ts=ts, open=prices,
-                    high=[p + 1 for p in prices], low=[p - 1 for p in prices], close=prices,
-                    volume=[10.0] * count, wap=prices, count=[5] * count)  # fmt: skip
+    return BarBatch(
+        symbol="AAPL",
+        timeframe=Timeframe.M1,
+        job_id=JOB,
+        segment_id="s0000",
+        start=T0 + first * MIN,
+        end=T0 + (first + count + end_extra) * MIN,
+        ts=ts,
+        open=prices,
+        high=[p + 1 for p in prices],
+        low=[p - 1 for p in prices],
+        close=prices,
+        volume=[10.0] * count,
+        wap=prices,
+        count=[5] * count,
+    )
 
 
 async def publish(js: JetStreamContext, b: BarBatch) -> None:
-    await js.publish(subjects.bars(b.symbol, b.timeframe),
-                     codec.encode(b, content_type=codec.MSGPACK),
-                     headers=codec.headers_for(codec.MSGPACK))  # fmt: skip
+    await js.publish(
+        subjects.bars(b.symbol, b.timeframe),
+        codec.encode(b, content_type=codec.MSGPACK),
+        headers=codec.headers_for(codec.MSGPACK),
+    )
 
 
 async def drained(js: JetStreamContext) -> ConsumerInfo:
@@ -56,16 +69,18 @@ async def test_batches_become_durable_bars_once_each(
     nats_url: str, js: JetStreamContext, tmp_path: Path
 ) -> None:
     await dispatch_by_hand(js, JOB, "AAPL", Timeframe.M1, T0, T0 + 300 * MIN)
-    app = build_app(DataStoreSettings.from_env({"KTRDR_NATS_URL": nats_url,
-                                                "KTRDR_DATA_DIR": str(tmp_path)}))  # fmt: skip
+    app = build_app(
+        DataStoreSettings.from_env({"KTRDR_NATS_URL": nats_url, "KTRDR_DATA_DIR": str(tmp_path)})
+    )
     await app.start()
     try:
         await publish(js, batch(0, 30))
         await publish(js, batch(20, 30))  # overlaps the first by 10 bars
         await publish(js, batch(0, 30))  # the same again (a redelivery or re-fetch)
         await publish(js, batch(200, 0, end_extra=60))  # IB answered an empty hour
-        await js.publish(subjects.bars("AAPL", "1m"), b"\x93garbage",
-                         headers=codec.headers_for(codec.MSGPACK))  # fmt: skip
+        await js.publish(
+            subjects.bars("AAPL", "1m"), b"\x93garbage", headers=codec.headers_for(codec.MSGPACK)
+        )
         await js.publish("ktrdr.bars.AAPL.1m", b'{"symbol": "AAPL", "timeframe": "1m"}')
         await publish(js, batch(50, 10))  # and the consumer keeps going after bad input
         info = await drained(js)

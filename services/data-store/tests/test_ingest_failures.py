@@ -51,34 +51,55 @@ AAPL, MSFT = "a" * 32, "b" * 32  # the hand-written loads whose segments the bat
 def minutes(symbol: str, job: str, count: int) -> BarBatch:
     ts = [T0 + i * MIN for i in range(count)]
     prices = [100.0 + i / 100 for i in range(count)]
-    return BarBatch(symbol=symbol, timeframe=Timeframe.M1, job_id=job, segment_id="s0000",
-                    start=T0, end=T0 + count * MIN, ts=ts, open=prices,
-                    high=[p + 1 for p in prices], low=[p - 1 for p in prices], close=prices,
-                    volume=[10.0] * count)  # fmt: skip
+    return BarBatch(
+        symbol=symbol,
+        timeframe=Timeframe.M1,
+        job_id=job,
+        segment_id="s0000",
+        start=T0,
+        end=T0 + count * MIN,
+        ts=ts,
+        open=prices,
+        high=[p + 1 for p in prices],
+        low=[p - 1 for p in prices],
+        close=prices,
+        volume=[10.0] * count,
+    )
 
 
 async def publish(js: JetStreamContext, b: BarBatch) -> None:
-    await js.publish(subjects.bars(b.symbol, b.timeframe),
-                     codec.encode(b, content_type=codec.MSGPACK),
-                     headers=codec.headers_for(codec.MSGPACK))  # fmt: skip
+    await js.publish(
+        subjects.bars(b.symbol, b.timeframe),
+        codec.encode(b, content_type=codec.MSGPACK),
+        headers=codec.headers_for(codec.MSGPACK),
+    )
 
 
-async def first_event(js: JetStreamContext, subject: str, kind: type, *, match: object = None,
-                      timeout_s: float = 60.0) -> object:  # fmt: skip
+async def first_event(
+    js: JetStreamContext, subject: str, kind: type, *, match: object = None, timeout_s: float = 60.0
+) -> object:
     """Return the first event of ``kind`` on ``subject`` (history included) passing ``match``."""
     async with asyncio.timeout(timeout_s):
         while True:
-            found = [e for e in await read_all(js, subject, JobEvent if subject.startswith(
-                "ktrdr.evt.job") else StoreEvent, idle_s=0.2)
-                     if isinstance(e, kind) and (match is None or match(e))]  # type: ignore[operator]  # fmt: skip
+            found = [
+                e
+                for e in await read_all(
+                    js,
+                    subject,
+                    JobEvent if subject.startswith("ktrdr.evt.job") else StoreEvent,
+                    idle_s=0.2,
+                )
+                if isinstance(e, kind) and (match is None or match(e))
+            ]  # type: ignore[operator]
             if found:
                 return found[0]
             await asyncio.sleep(0.2)
 
 
 def app_settings(nats_url: str, data_dir: Path, **extra: str) -> DataStoreSettings:
-    return DataStoreSettings.from_env({"KTRDR_NATS_URL": nats_url,
-                                       "KTRDR_DATA_DIR": str(data_dir), **extra})  # fmt: skip
+    return DataStoreSettings.from_env(
+        {"KTRDR_NATS_URL": nats_url, "KTRDR_DATA_DIR": str(data_dir), **extra}
+    )
 
 
 async def test_a_write_that_keeps_failing_is_retried_a_few_times_then_quarantined(
@@ -88,8 +109,11 @@ async def test_a_write_that_keeps_failing_is_retried_a_few_times_then_quarantine
     await dispatch_by_hand(js, MSFT, "MSFT", Timeframe.M1, T0, T0 + 600 * MIN)
     (tmp_path / "bars" / "AAPL").mkdir(parents=True)
     (tmp_path / "bars" / "AAPL" / "1m").write_text("not a directory")  # every write fails
-    app = build_app(app_settings(nats_url, tmp_path, KTRDR_INGEST_RETRY_DELAY_S="0.05",
-                                 KTRDR_INGEST_WRITE_ATTEMPTS="4"))  # fmt: skip
+    app = build_app(
+        app_settings(
+            nats_url, tmp_path, KTRDR_INGEST_RETRY_DELAY_S="0.05", KTRDR_INGEST_WRITE_ATTEMPTS="4"
+        )
+    )
     caplog.set_level(logging.INFO, logger="ktrdr_data_store.ingest")
     await app.start()
     try:
@@ -105,8 +129,9 @@ async def test_a_write_that_keeps_failing_is_retried_a_few_times_then_quarantine
     assert [e.id for e in Quarantine.under(tmp_path).list()] == [rejected.quarantine_id]
     assert isinstance(stored, BarsStored) and stored.symbol == "MSFT"  # the others go on
     assert ParquetBarStore(tmp_path).read("MSFT", Timeframe.M1).num_rows == 30
-    failures = [r for r in caplog.records if r.levelno == logging.ERROR and "AAPL 1m" in
-                r.getMessage()]  # fmt: skip
+    failures = [
+        r for r in caplog.records if r.levelno == logging.ERROR and "AAPL 1m" in r.getMessage()
+    ]
     assert len(failures) == 4  # one line per failure, not a flood
     assert sum(r.exc_info is not None for r in failures) == 1  # the traceback once
     assert "attempt 1 of 4" in failures[0].getMessage()
@@ -118,8 +143,12 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 2 MiB tmpfs (root only; skipped where mounting is refused)."""
     where = tmp_path / "disk"
     where.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(where)],
-                             capture_output=True, text=True, check=False)  # fmt: skip
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(where)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
     try:
@@ -151,9 +180,15 @@ async def test_a_full_disk_is_storage_full_for_the_load_and_it_resumes_when_free
 ) -> None:
     data_dir = small_disk / "data"
     await dispatch_by_hand(js, AAPL, "AAPL", Timeframe.M1, T0, T0 + 6000 * MIN)
-    app = build_app(app_settings(nats_url, data_dir, KTRDR_INGEST_RETRY_DELAY_S="0.05",
-                                 KTRDR_INGEST_RETRY_MAX_DELAY_S="0.5",
-                                 KTRDR_INGEST_WRITE_ATTEMPTS="2"))  # fmt: skip
+    app = build_app(
+        app_settings(
+            nats_url,
+            data_dir,
+            KTRDR_INGEST_RETRY_DELAY_S="0.05",
+            KTRDR_INGEST_RETRY_MAX_DELAY_S="0.5",
+            KTRDR_INGEST_WRITE_ATTEMPTS="2",
+        )
+    )
     await app.start()
     try:
         filler = fill(small_disk)

@@ -34,9 +34,13 @@ class FakeMsg:
 async def test_a_quarantine_write_failure_naks_with_a_delay(tmp_path: Path) -> None:
     (tmp_path / "quarantine").write_text("not a directory")  # every put fails with an OSError
     published: list[Any] = []
-    ingestor = Ingestor(js=None, store=ParquetBarStore(tmp_path),  # type: ignore[arg-type]
-                        ledger=AnsweredLedger(tmp_path), quarantine=Quarantine.under(tmp_path),
-                        retry_delay_s=7.0)  # fmt: skip
+    ingestor = Ingestor(
+        js=None,
+        store=ParquetBarStore(tmp_path),  # type: ignore[arg-type]
+        ledger=AnsweredLedger(tmp_path),
+        quarantine=Quarantine.under(tmp_path),
+        retry_delay_s=7.0,
+    )
 
     async def publish(event: Any) -> None:
         published.append(event)

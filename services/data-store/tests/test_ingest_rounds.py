@@ -29,15 +29,26 @@ BARS = 10
 def batch(symbol: str, index: int) -> BarBatch:
     first = T0 + index * BARS * MIN
     ts = [first + i * MIN for i in range(BARS)]
-    return BarBatch(symbol=symbol, timeframe=Timeframe.M1, start=first, end=first + BARS * MIN,
-                    ts=ts, open=[1.0] * BARS, high=[2.0] * BARS, low=[0.5] * BARS,
-                    close=[1.5] * BARS, volume=[3.0] * BARS)  # fmt: skip
+    return BarBatch(
+        symbol=symbol,
+        timeframe=Timeframe.M1,
+        start=first,
+        end=first + BARS * MIN,
+        ts=ts,
+        open=[1.0] * BARS,
+        high=[2.0] * BARS,
+        low=[0.5] * BARS,
+        close=[1.5] * BARS,
+        volume=[3.0] * BARS,
+    )
 
 
 async def publish(js: JetStreamContext, b: BarBatch) -> None:
-    await js.publish(subjects.bars(b.symbol, b.timeframe),
-                     codec.encode(b, content_type=codec.MSGPACK),
-                     headers=codec.headers_for(codec.MSGPACK))  # fmt: skip
+    await js.publish(
+        subjects.bars(b.symbol, b.timeframe),
+        codec.encode(b, content_type=codec.MSGPACK),
+        headers=codec.headers_for(codec.MSGPACK),
+    )
 
 
 class Run:
@@ -81,8 +92,14 @@ async def backlog(js: JetStreamContext) -> JetStreamContext:
 
 
 def ingestor(js: JetStreamContext, tmp_path: Path, **bounds: float) -> Ingestor:
-    return Ingestor(js=js, store=ParquetBarStore(tmp_path), ledger=AnsweredLedger(tmp_path),
-                    quarantine=Quarantine.under(tmp_path), batch=5, **bounds)  # type: ignore[arg-type]  # fmt: skip
+    return Ingestor(
+        js=js,
+        store=ParquetBarStore(tmp_path),
+        ledger=AnsweredLedger(tmp_path),
+        quarantine=Quarantine.under(tmp_path),
+        batch=5,
+        **bounds,
+    )  # type: ignore[arg-type]
 
 
 async def test_a_backlog_is_written_once_it_is_drained(

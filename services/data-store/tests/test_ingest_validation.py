@@ -36,12 +36,22 @@ def load_of(symbol: str) -> str:
 def days(first: int, count: int, *, symbol: str = "AAPL") -> BarBatch:
     """Return daily bars answering the segment ``dispatch`` wrote for ``symbol``."""
     prices = [100.0 + first + i for i in range(count)]
-    return BarBatch(symbol=symbol, timeframe=Timeframe.D1, job_id=load_of(symbol),
-                    segment_id="s0000", start=D0 + first * DAY,
-                    end=D0 + (first + count) * DAY,
-                    ts=[D0 + (first + i) * DAY for i in range(count)],
-                    open=prices, high=[p + 1 for p in prices], low=[p - 1 for p in prices],
-                    close=prices, volume=[10.0] * count, wap=prices, count=[5] * count)  # fmt: skip
+    return BarBatch(
+        symbol=symbol,
+        timeframe=Timeframe.D1,
+        job_id=load_of(symbol),
+        segment_id="s0000",
+        start=D0 + first * DAY,
+        end=D0 + (first + count) * DAY,
+        ts=[D0 + (first + i) * DAY for i in range(count)],
+        open=prices,
+        high=[p + 1 for p in prices],
+        low=[p - 1 for p in prices],
+        close=prices,
+        volume=[10.0] * count,
+        wap=prices,
+        count=[5] * count,
+    )
 
 
 def with_column(b: BarBatch, name: str, index: int, value: object, **more: object) -> BarBatch:
@@ -51,9 +61,11 @@ def with_column(b: BarBatch, name: str, index: int, value: object, **more: objec
 
 
 async def publish(js: JetStreamContext, b: BarBatch, subject: str | None = None) -> None:
-    await js.publish(subject or subjects.bars(b.symbol, b.timeframe),
-                     codec.encode(b, content_type=codec.MSGPACK),
-                     headers=codec.headers_for(codec.MSGPACK))  # fmt: skip
+    await js.publish(
+        subject or subjects.bars(b.symbol, b.timeframe),
+        codec.encode(b, content_type=codec.MSGPACK),
+        headers=codec.headers_for(codec.MSGPACK),
+    )
 
 
 async def drained(js: JetStreamContext) -> ConsumerInfo:
@@ -70,14 +82,18 @@ async def drained(js: JetStreamContext) -> ConsumerInfo:
 async def dispatch(js: JetStreamContext, *symbols: str) -> None:
     """Write the events of a daily load per symbol that dispatched [D0 - 10 days, D0 + 100)."""
     for symbol in symbols:
-        await dispatch_by_hand(js, load_of(symbol), symbol, Timeframe.D1, D0 - 10 * DAY,
-                               D0 + 100 * DAY)  # fmt: skip
+        await dispatch_by_hand(
+            js, load_of(symbol), symbol, Timeframe.D1, D0 - 10 * DAY, D0 + 100 * DAY
+        )
 
 
 def digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for folder in ("bars", "answered") for p in sorted((root / folder).rglob("*"))
-            if p.is_file()}  # fmt: skip
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for folder in ("bars", "answered")
+        for p in sorted((root / folder).rglob("*"))
+        if p.is_file()
+    }
 
 
 # The batches of the issue, each aimed at the good AAPL 1d bars, and the check that stops it.
@@ -95,8 +111,9 @@ async def test_poisoned_batches_are_rejected_and_the_store_is_untouched(
     nats_url: str, js: JetStreamContext, tmp_path: Path
 ) -> None:
     await dispatch(js, "AAPL", "MSFT")
-    app = build_app(DataStoreSettings.from_env({"KTRDR_NATS_URL": nats_url,
-                                                "KTRDR_DATA_DIR": str(tmp_path)}))  # fmt: skip
+    app = build_app(
+        DataStoreSettings.from_env({"KTRDR_NATS_URL": nats_url, "KTRDR_DATA_DIR": str(tmp_path)})
+    )
     await app.start()
     try:
         await publish(js, days(0, 5))
@@ -134,8 +151,9 @@ def encoded(batch: BarBatch) -> bytes:
     return codec.encode(batch, content_type=codec.MSGPACK)
 
 
-def rejections(events: list[StoreEvent],
-               quarantine: Quarantine) -> dict[tuple[str, bytes], BatchRejected]:  # fmt: skip
+def rejections(
+    events: list[StoreEvent], quarantine: Quarantine
+) -> dict[tuple[str, bytes], BatchRejected]:
     """Return each ``batch_rejected`` by its subject and the batch it quarantined (re-encoded)."""
     found = {}
     for event in events:
@@ -168,8 +186,9 @@ async def test_bars_answering_no_dispatched_segment_are_quarantined_not_merged(
 ) -> None:
     await dispatch(js, "AAPL")
     await publish(js, days(0, 5))  # before the store is up: it waits for the log's replay
-    app = build_app(DataStoreSettings.from_env({"KTRDR_NATS_URL": nats_url,
-                                                "KTRDR_DATA_DIR": str(tmp_path)}))  # fmt: skip
+    app = build_app(
+        DataStoreSettings.from_env({"KTRDR_NATS_URL": nats_url, "KTRDR_DATA_DIR": str(tmp_path)})
+    )
     await app.start()
     try:
         await drained(js)

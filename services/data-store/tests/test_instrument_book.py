@@ -49,16 +49,18 @@ def test_an_unreadable_entry_is_unknown_and_the_others_stay(tmp_path: Path) -> N
 
 @pytest.mark.integration
 async def test_a_load_with_a_garbage_book_asks_the_connector_and_rewrites_the_book(
-    connector: ServiceApp, start_store: StartStore, js: JetStreamContext, nc: NATS,
+    connector: ServiceApp,
+    start_store: StartStore,
+    js: JetStreamContext,
+    nc: NATS,
     tmp_path: Path,
-) -> None:  # fmt: skip
+) -> None:
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     (data_dir / "instruments.json").write_bytes(b"\x00garbage")
     await start_store()
     start, end = dt.datetime(2024, 6, 17, tzinfo=dt.UTC), dt.datetime(2024, 6, 18, tzinfo=dt.UTC)
     job_id = await KtrdrClient(nc).load_data("AAPL", "1h", start=start, end=end)
-    done = await wait_for_job_event(js, job_id, {"completed", "failed", "cancelled"},
-                                    timeout_s=90)  # fmt: skip
+    done = await wait_for_job_event(js, job_id, {"completed", "failed", "cancelled"}, timeout_s=90)
     assert isinstance(done, JobCompleted), done
     assert InstrumentBook(data_dir).get("AAPL") == (InstrumentType.STK, "SMART")  # the connector's

@@ -39,8 +39,9 @@ pytestmark = pytest.mark.unit
 JOB = "ab" * 16
 T0 = dt.datetime(2024, 6, 28, 12, 0, tzinfo=dt.UTC)
 DAY = dt.timedelta(days=1)
-POLICY = Policy(segments_in_flight=2, progress_interval_s=1.0, stall_timeout_s=60.0,
-                cancel_wait_s=10.0)  # fmt: skip
+POLICY = Policy(
+    segments_in_flight=2, progress_interval_s=1.0, stall_timeout_s=60.0, cancel_wait_s=10.0
+)
 
 
 def at(seconds: float) -> dt.datetime:
@@ -62,9 +63,16 @@ def accepted(mode: str = "backfill") -> JobAccepted:
 
 
 def planned(n: int = 3) -> JobPlanned:
-    return JobPlanned(job_id=JOB, ts=at(1), gaps_analyzed=n, cached_before=5,
-                      segments=SEGMENTS[:n], instrument_type=InstrumentType.STK,
-                      exchange="NASDAQ", what_to_show=WhatToShow.TRADES)  # fmt: skip
+    return JobPlanned(
+        job_id=JOB,
+        ts=at(1),
+        gaps_analyzed=n,
+        cached_before=5,
+        segments=SEGMENTS[:n],
+        instrument_type=InstrumentType.STK,
+        exchange="NASDAQ",
+        what_to_show=WhatToShow.TRADES,
+    )
 
 
 def dispatched(*ids: int, t: float = 2) -> SegmentsDispatched:
@@ -72,14 +80,23 @@ def dispatched(*ids: int, t: float = 2) -> SegmentsDispatched:
 
 
 def fetched(i: int, bars: int = 100, requests: int = 2, t: float = 5) -> SegmentFetched:
-    return SegmentFetched(job_id=JOB, ts=at(t), segment_id=f"s{i:04d}", chunks=2, bars=bars,
-                          ib_requests=requests)  # fmt: skip
+    return SegmentFetched(
+        job_id=JOB, ts=at(t), segment_id=f"s{i:04d}", chunks=2, bars=bars, ib_requests=requests
+    )
 
 
-def seg_failed(i: int, code: str = "unknown_symbol", bars: int = 0, requests: int = 1,
-               t: float = 5) -> SegmentFailed:  # fmt: skip
-    return SegmentFailed(job_id=JOB, ts=at(t), segment_id=f"s{i:04d}", code=code,
-                         message=f"{code}!", bars=bars, ib_requests=requests)  # fmt: skip
+def seg_failed(
+    i: int, code: str = "unknown_symbol", bars: int = 0, requests: int = 1, t: float = 5
+) -> SegmentFailed:
+    return SegmentFailed(
+        job_id=JOB,
+        ts=at(t),
+        segment_id=f"s{i:04d}",
+        code=code,
+        message=f"{code}!",
+        bars=bars,
+        ib_requests=requests,
+    )
 
 
 def running(i: int, state: ProgressReason, **kw: Any) -> SegmentProgress:
@@ -99,8 +116,12 @@ def fold(*events: JobEvent, mode: str = "backfill") -> LoadState:
     return state
 
 
-def decide(state: LoadState, t: float = 6, durable: list[jobs.Range] | None = None,
-           connector: ConnectorFacts | None = None) -> list[jobs.Effect]:  # fmt: skip
+def decide(
+    state: LoadState,
+    t: float = 6,
+    durable: list[jobs.Range] | None = None,
+    connector: ConnectorFacts | None = None,
+) -> list[jobs.Effect]:
     facts = Facts(now=at(t), durable=durable or [], connector=connector or ConnectorFacts())
     return jobs.decide(state, facts, POLICY)
 
@@ -121,8 +142,11 @@ def kinds(effects: list[jobs.Effect]) -> list[str]:
 
 
 def terminal(effects: list[jobs.Effect]) -> Any:
-    ends = [e.event for e in effects if isinstance(e, Publish)
-            and isinstance(e.event, JobCompleted | JobFailed | JobCancelled)]  # fmt: skip
+    ends = [
+        e.event
+        for e in effects
+        if isinstance(e, Publish) and isinstance(e.event, JobCompleted | JobFailed | JobCancelled)
+    ]
     assert len(ends) == 1, effects
     return ends[0]
 
@@ -145,8 +169,9 @@ LIFECYCLE: list[tuple[str, list[JobEvent], list[jobs.Range], list[str]]] = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("step", "events", "durable", "want"), LIFECYCLE,
-                         ids=[c[0] for c in LIFECYCLE])  # fmt: skip
+@pytest.mark.parametrize(
+    ("step", "events", "durable", "want"), LIFECYCLE, ids=[c[0] for c in LIFECYCLE]
+)
 def test_a_restart_at_every_step_does_only_what_is_left(
     step: str, events: list[JobEvent], durable: list[jobs.Range], want: list[str]
 ) -> None:
@@ -160,17 +185,32 @@ def test_a_recorded_segment_is_never_sent_again_after_a_restart() -> None:
 
 
 def test_the_completed_result_counts_every_request_and_bar() -> None:
-    state = fold(planned(), dispatched(0, 1), fetched(0, bars=10, requests=3),
-                 seg_failed(1, code="timeout", bars=4, requests=5), dispatched(2),
-                 fetched(2, bars=20, requests=1))  # fmt: skip
+    state = fold(
+        planned(),
+        dispatched(0, 1),
+        fetched(0, bars=10, requests=3),
+        seg_failed(1, code="timeout", bars=4, requests=5),
+        dispatched(2),
+        fetched(2, bars=20, requests=1),
+    )
     end = terminal(decide(state, durable=ALL_DURABLE))
     assert isinstance(end, JobCompleted)
     assert end.result == LoadResult(
-        fetched_bars=34, cached_before=5, gaps_analyzed=3, segments_fetched=2,
-        ib_requests_made=9, failed_segments=[
-            FailedSegment(segment_id="s0001", start=SEGMENTS[1].start,
-                               end=SEGMENTS[1].end, code="timeout", message="timeout!")],
-    )  # fmt: skip
+        fetched_bars=34,
+        cached_before=5,
+        gaps_analyzed=3,
+        segments_fetched=2,
+        ib_requests_made=9,
+        failed_segments=[
+            FailedSegment(
+                segment_id="s0001",
+                start=SEGMENTS[1].start,
+                end=SEGMENTS[1].end,
+                code="timeout",
+                message="timeout!",
+            )
+        ],
+    )
 
 
 def test_every_segment_failed_fails_the_job_with_the_first_code() -> None:
@@ -201,18 +241,40 @@ def test_bars_that_never_become_durable_complete_as_not_stored_after_the_stall()
 
 def test_duplicate_and_late_events_change_nothing() -> None:
     once = fold(planned(), dispatched(0, 1), fetched(0, bars=10))
-    twice = fold(planned(), planned(), dispatched(0, 1), dispatched(0, 1), fetched(0, bars=10),
-                 fetched(0, bars=99), running(0, ProgressReason.PACING))  # fmt: skip
+    twice = fold(
+        planned(),
+        planned(),
+        dispatched(0, 1),
+        dispatched(0, 1),
+        fetched(0, bars=10),
+        fetched(0, bars=99),
+        running(0, ProgressReason.PACING),
+    )
     assert (twice.outcomes, twice.dispatched, twice.running) == (
-        once.outcomes, once.dispatched, once.running)  # fmt: skip
+        once.outcomes,
+        once.dispatched,
+        once.running,
+    )
 
 
-@pytest.mark.parametrize("end", [
-    JobCompleted(job_id=JOB, ts=at(9), result=LoadResult(fetched_bars=0, cached_before=0,
-                 gaps_analyzed=0, segments_fetched=0, ib_requests_made=0)),
-    JobFailed(job_id=JOB, ts=at(9), code="x", message="y"),
-    JobCancelled(job_id=JOB, ts=at(9)),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "end",
+    [
+        JobCompleted(
+            job_id=JOB,
+            ts=at(9),
+            result=LoadResult(
+                fetched_bars=0,
+                cached_before=0,
+                gaps_analyzed=0,
+                segments_fetched=0,
+                ib_requests_made=0,
+            ),
+        ),
+        JobFailed(job_id=JOB, ts=at(9), code="x", message="y"),
+        JobCancelled(job_id=JOB, ts=at(9)),
+    ],
+)
 def test_a_job_with_a_terminal_event_decides_nothing_ever(end: JobEvent) -> None:
     state = fold(planned(), dispatched(0, 1), end, cancel(10), fetched(0), fetched(1))
     assert decide(state, durable=ALL_DURABLE, t=10_000) == []
@@ -223,7 +285,9 @@ def test_the_terminal_effect_is_the_last_and_folding_it_closes_the_job() -> None
     effects = decide(state, durable=ALL_DURABLE)
     assert kinds(effects) == ["progress:done", "completed"]
     assert [e.msg_id for e in effects if isinstance(e, Publish)] == [
-        f"{JOB}.progress.final", f"{JOB}.completed"]  # fmt: skip
+        f"{JOB}.progress.final",
+        f"{JOB}.completed",
+    ]
     for effect in effects:
         assert isinstance(effect, Publish)
         jobs.evolve(state, effect.event)
@@ -254,8 +318,13 @@ def test_a_cancel_at_every_step_sends_nothing_more(
 
 
 def test_a_cancelled_load_reports_what_it_did() -> None:
-    state = fold(planned(), dispatched(0, 1), fetched(0, bars=40, requests=2), cancel(),
-                 seg_failed(1, "cancelled", bars=7, requests=3))  # fmt: skip
+    state = fold(
+        planned(),
+        dispatched(0, 1),
+        fetched(0, bars=40, requests=2),
+        cancel(),
+        seg_failed(1, "cancelled", bars=7, requests=3),
+    )
     end = terminal(decide(state, t=4))
     assert isinstance(end, JobCancelled)
     assert isinstance(end.result, LoadResult)
@@ -266,8 +335,9 @@ def test_a_cancelled_load_reports_what_it_did() -> None:
 
 
 def progress(effects: list[jobs.Effect]) -> JobProgress:
-    found = [e.event for e in effects if isinstance(e, Publish)
-             and isinstance(e.event, JobProgress)]  # fmt: skip
+    found = [
+        e.event for e in effects if isinstance(e, Publish) and isinstance(e.event, JobProgress)
+    ]
     assert len(found) == 1, effects
     return found[0]
 
@@ -283,8 +353,9 @@ def test_progress_says_when_ibs_pacing_window_opens() -> None:
 def test_progress_says_since_when_ib_is_lost() -> None:
     lost = at(-60)
     state = fold(planned(1), dispatched(0))
-    event = progress(decide(state, connector=ConnectorFacts(up=True, ib_connected=False,
-                                                            since=lost)))  # fmt: skip
+    event = progress(
+        decide(state, connector=ConnectorFacts(up=True, ib_connected=False, since=lost))
+    )
     assert (event.reason, event.since) == (ProgressReason.IB_DISCONNECTED, lost)
 
 
@@ -321,8 +392,9 @@ def test_tail_loads_are_sent_ahead_of_backfills() -> None:
 def test_a_load_cancelled_before_its_plan_reports_that_it_did_nothing() -> None:
     end = terminal(decide(fold(cancel()), t=4))
     assert isinstance(end, JobCancelled)
-    assert end.result == LoadResult(fetched_bars=0, cached_before=0, gaps_analyzed=0,
-                                    segments_fetched=0, ib_requests_made=0)  # fmt: skip
+    assert end.result == LoadResult(
+        fetched_bars=0, cached_before=0, gaps_analyzed=0, segments_fetched=0, ib_requests_made=0
+    )
 
 
 def test_the_eta_follows_the_stored_share_while_fetching_and_is_absent_while_waiting() -> None:

@@ -69,9 +69,13 @@ def last_seq(sim: IBGatewaySimulator) -> int:
 
 
 async def test_a_hand_published_json_load_runs_to_completed(
-    connector: ServiceApp, start_store: StartStore, nc: NATS, js: JetStreamContext,
-    tmp_path: Path, sim: IBGatewaySimulator,
-) -> None:  # fmt: skip
+    connector: ServiceApp,
+    start_store: StartStore,
+    nc: NATS,
+    js: JetStreamContext,
+    tmp_path: Path,
+    sim: IBGatewaySimulator,
+) -> None:
     await start_store()
     accepted = await nc.subscribe("ktrdr.evt.job.data_load.*.accepted")
     # what `nats pub ktrdr.cmd.data.load '{...}'` sends: JSON, no job id, a lower-case symbol
@@ -104,8 +108,11 @@ async def test_a_hand_published_json_load_runs_to_completed(
     assert repeat.result.ib_requests_made == 0
     assert repeat.result.gaps_analyzed == 0
     assert repeat.result.cached_before == 1  # the last stored bar, where a tail starts
-    [planned] = [e for e in await read_all(js, subjects.job_events(again), JobEvent)
-                 if isinstance(e, JobPlanned)]  # fmt: skip
+    [planned] = [
+        e
+        for e in await read_all(js, subjects.job_events(again), JobEvent)
+        if isinstance(e, JobPlanned)
+    ]
     first, last = (dt.datetime.fromtimestamp(int(t) / 1e9, UTC) for t in (got[0], got[-1]))
     assert planned.notes == [
         f"no start given: this tail load starts at the last stored bar, "
@@ -117,9 +124,12 @@ async def test_a_hand_published_json_load_runs_to_completed(
 
 
 async def test_a_load_fetches_only_what_is_missing(
-    connector: ServiceApp, start_store: StartStore, js: JetStreamContext, nc: NATS,
+    connector: ServiceApp,
+    start_store: StartStore,
+    js: JetStreamContext,
+    nc: NATS,
     tmp_path: Path,
-) -> None:  # fmt: skip
+) -> None:
     await start_store()
     client = KtrdrClient(nc)
     may20, may24, may31 = (dt.datetime(2024, 5, d, tzinfo=UTC) for d in (20, 24, 31))
@@ -151,9 +161,12 @@ async def test_an_unknown_symbol_fails_with_ibs_answer(
 
 
 async def test_bad_commands_fail_by_name_and_the_next_one_runs(
-    connector: ServiceApp, start_store: StartStore, js: JetStreamContext, nc: NATS,
+    connector: ServiceApp,
+    start_store: StartStore,
+    js: JetStreamContext,
+    nc: NATS,
     tmp_path: Path,
-) -> None:  # fmt: skip
+) -> None:
     await start_store()
     bad = new_job_id()
     wrong = {"job_id": bad, "symbol": "AAPL", "timeframe": "2h"}
@@ -183,9 +196,12 @@ async def test_bad_commands_fail_by_name_and_the_next_one_runs(
 
 
 async def test_a_cancelled_load_ends_cancelled_and_says_what_it_did(
-    connector: ServiceApp, start_store: StartStore, js: JetStreamContext, nc: NATS,
+    connector: ServiceApp,
+    start_store: StartStore,
+    js: JetStreamContext,
+    nc: NATS,
     sim: IBGatewaySimulator,
-) -> None:  # fmt: skip
+) -> None:
     await start_store()
     job_id = await KtrdrClient(nc).load_data(
         "AAPL", "1m", start=dt.datetime(2024, 1, 2, tzinfo=UTC)
@@ -202,9 +218,12 @@ async def test_a_cancelled_load_ends_cancelled_and_says_what_it_did(
 
 
 async def test_a_restarted_store_resumes_the_job_from_its_events(
-    connector: ServiceApp, start_store: StartStore, js: JetStreamContext, nc: NATS,
+    connector: ServiceApp,
+    start_store: StartStore,
+    js: JetStreamContext,
+    nc: NATS,
     tmp_path: Path,
-) -> None:  # fmt: skip
+) -> None:
     first = await start_store()
     start = dt.datetime(2024, 6, 3, tzinfo=UTC)
     job_id = await KtrdrClient(nc).load_data("ES", "5m", start=start)
@@ -227,14 +246,18 @@ async def test_a_restarted_store_resumes_the_job_from_its_events(
 
 
 async def test_the_gap_filler_tops_up_a_dataset_whose_market_traded(
-    connector: ServiceApp, start_store: StartStore, js: JetStreamContext, nc: NATS,
+    connector: ServiceApp,
+    start_store: StartStore,
+    js: JetStreamContext,
+    nc: NATS,
     tmp_path: Path,
-) -> None:  # fmt: skip
+) -> None:
     await start_store()
     data_dir = tmp_path / "data"
     start = dt.datetime(2024, 6, 24, tzinfo=UTC)
-    job_id = await KtrdrClient(nc).load_data("AAPL", "1h", start=start,
-                                             end=dt.datetime(2024, 6, 26, tzinfo=UTC))  # fmt: skip
+    job_id = await KtrdrClient(nc).load_data(
+        "AAPL", "1h", start=start, end=dt.datetime(2024, 6, 26, tzinfo=UTC)
+    )
     assert isinstance(await finished(js, job_id), JobCompleted)
 
     store = ParquetBarStore(data_dir)
@@ -251,9 +274,12 @@ async def test_the_gap_filler_tops_up_a_dataset_whose_market_traded(
 
 
 async def test_the_gap_filler_asks_ib_for_the_symbol_not_the_store_key(
-    connector: ServiceApp, start_store: StartStore, js: JetStreamContext, nc: NATS,
+    connector: ServiceApp,
+    start_store: StartStore,
+    js: JetStreamContext,
+    nc: NATS,
     tmp_path: Path,
-) -> None:  # fmt: skip
+) -> None:
     """Issue 17: a dataset stored under the key BRK_B was topped up as symbol BRK_B, which IB
     does not know; the load that filled it said BRK B."""
     await start_store()

@@ -35,8 +35,7 @@ START, END = dt.datetime(2024, 6, 17, tzinfo=UTC), dt.datetime(2024, 6, 22, tzin
 
 
 async def finished(js: JetStreamContext, job_id: str) -> Any:
-    return await wait_for_job_event(js, job_id, {"completed", "failed", "cancelled"},
-                                    timeout_s=90)  # fmt: skip
+    return await wait_for_job_event(js, job_id, {"completed", "failed", "cancelled"}, timeout_s=90)
 
 
 def rth_stamps(start: dt.datetime, end: dt.datetime) -> np.ndarray:
@@ -51,9 +50,13 @@ def historical(sim: IBGatewaySimulator) -> list[dict[str, Any]]:
 
 
 async def test_a_regular_hours_load_stores_those_bars_and_a_dataset_never_mixes_hours(
-    connector: ServiceApp, start_store: StartStore, nc: NATS, js: JetStreamContext,
-    tmp_path: Path, sim: IBGatewaySimulator,
-) -> None:  # fmt: skip
+    connector: ServiceApp,
+    start_store: StartStore,
+    nc: NATS,
+    js: JetStreamContext,
+    tmp_path: Path,
+    sim: IBGatewaySimulator,
+) -> None:
     await start_store()
     client = KtrdrClient(nc)
     job = await client.load_data("AAPL", "1h", mode="full", start=START, end=END, use_rth=True)
@@ -67,9 +70,9 @@ async def test_a_regular_hours_load_stores_those_bars_and_a_dataset_never_mixes_
     assert (local.hour < 16).all()  # no after-hours bar
     asked = historical(sim)
     assert asked and all(r.get("use_rth") in (True, 1, "1") for r in asked), asked[:2]
-    coverage = await client.request(subjects.STORE_COVERAGE,
-                                    CoverageRequest(symbol="AAPL", timeframe=Timeframe.H1),
-                                    Coverage)  # fmt: skip
+    coverage = await client.request(
+        subjects.STORE_COVERAGE, CoverageRequest(symbol="AAPL", timeframe=Timeframe.H1), Coverage
+    )
     assert coverage.gaps == []  # the extended hours are no gaps of a regular-hours dataset
 
     requests_before = len(historical(sim))

@@ -33,9 +33,13 @@ START, END = dt.datetime(2020, 4, 1, tzinfo=UTC), dt.datetime(2020, 4, 22, tzinf
 
 
 async def test_cl_may_2020_loads_with_its_negative_close(
-    connector: ServiceApp, start_store: Callable[..., Awaitable[ServiceApp]], nc: NATS,
-    js: JetStreamContext, tmp_path: Path, sim: IBGatewaySimulator,
-) -> None:  # fmt: skip
+    connector: ServiceApp,
+    start_store: Callable[..., Awaitable[ServiceApp]],
+    nc: NATS,
+    js: JetStreamContext,
+    tmp_path: Path,
+    sim: IBGatewaySimulator,
+) -> None:
     await start_store()
     job_id = await KtrdrClient(nc).load_data(
         "CL", "1d", instrument_type="FUT", start=START, end=END

@@ -38,40 +38,58 @@ def test_a_tail_load_ends_before_the_bar_still_forming() -> None:
     # Friday 2024-06-28 18:30 New York: extended hours run to 20:00, so the 18:00 bar is open
     now = ns(2024, 6, 28, 22, 30)
     command = LoadData(symbol="AAPL", timeframe=Timeframe.H1)
-    span = load_range(command, now_ns=now, calendar=STOCKS, first_stored=ns(2024, 6, 3),
-                      last_stored=ns(2024, 6, 28, 20))  # fmt: skip
+    span = load_range(
+        command,
+        now_ns=now,
+        calendar=STOCKS,
+        first_stored=ns(2024, 6, 3),
+        last_stored=ns(2024, 6, 28, 20),
+    )
     assert span == (ns(2024, 6, 28, 20), ns(2024, 6, 28, 22), ())
 
 
 def test_an_empty_dataset_tails_back_by_the_default_lookback() -> None:
     command = LoadData(symbol="AAPL", timeframe=Timeframe.D1)
     now = ns(2024, 6, 29, 12)
-    start, end, _ = load_range(command, now_ns=now, calendar=STOCKS, first_stored=None,
-                               last_stored=None)  # fmt: skip
+    start, end, _ = load_range(
+        command, now_ns=now, calendar=STOCKS, first_stored=None, last_stored=None
+    )
     assert now - start == 5 * 365 * 24 * HOUR
     assert end == now  # Saturday: no session open, every daily bar so far is complete
 
 
 def test_a_start_before_the_calendar_is_clamped_to_it() -> None:
-    command = LoadData(symbol="AAPL", timeframe=Timeframe.D1, mode=LoadMode.FULL,
-                       start=dt.datetime(1970, 1, 5, tzinfo=dt.UTC))  # fmt: skip
-    start, _, _ = load_range(command, now_ns=ns(2024, 6, 29), calendar=STOCKS,
-                             first_stored=None, last_stored=None)  # fmt: skip
+    command = LoadData(
+        symbol="AAPL",
+        timeframe=Timeframe.D1,
+        mode=LoadMode.FULL,
+        start=dt.datetime(1970, 1, 5, tzinfo=dt.UTC),
+    )
+    start, _, _ = load_range(
+        command, now_ns=ns(2024, 6, 29), calendar=STOCKS, first_stored=None, last_stored=None
+    )
     assert start == STOCKS.first_ns
 
 
 def test_a_future_end_is_refused_by_name() -> None:
-    command = LoadData(symbol="AAPL", timeframe=Timeframe.H1,
-                       end=dt.datetime(2030, 1, 1, tzinfo=dt.UTC))  # fmt: skip
+    command = LoadData(
+        symbol="AAPL", timeframe=Timeframe.H1, end=dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+    )
     with pytest.raises(ValueError, match=r"end .* is in the future"):
-        load_range(command, now_ns=ns(2024, 6, 29), calendar=STOCKS, first_stored=None,
-                   last_stored=None)  # fmt: skip
+        load_range(
+            command, now_ns=ns(2024, 6, 29), calendar=STOCKS, first_stored=None, last_stored=None
+        )
 
 
 def test_plan_counts_what_was_stored_inside_the_span() -> None:
     stored = np.array([ns(2024, 6, 27, 20), ns(2024, 6, 28, 8), ns(2024, 6, 28, 9)])
-    plan = plan_segments(Timeframe.H1, (ns(2024, 6, 28, 8), ns(2024, 6, 28, 12)), calendar=STOCKS,
-                         stored_ts=stored, answered=[])  # fmt: skip
+    plan = plan_segments(
+        Timeframe.H1,
+        (ns(2024, 6, 28, 8), ns(2024, 6, 28, 12)),
+        calendar=STOCKS,
+        stored_ts=stored,
+        answered=[],
+    )
     assert plan.cached_before == 2
     assert plan.segments == [(ns(2024, 6, 28, 10), ns(2024, 6, 28, 12))]
 
@@ -107,8 +125,7 @@ REGULAR = calendar_for(InstrumentType.STK, use_rth=True)
 NOTHING_STORED = np.zeros(0, dtype=np.int64)
 SMALL = [Timeframe.S1, Timeframe.S5, Timeframe.S15, Timeframe.S30]
 #: Seconds per request, as the connector cuts them (ktrdr_ib_connector.chunking.CHUNK_RULES).
-REQUEST_S = {Timeframe.S1: 1_800, Timeframe.S5: 3_600, Timeframe.S15: 14_400,
-             Timeframe.S30: 28_800}  # fmt: skip
+REQUEST_S = {Timeframe.S1: 1_800, Timeframe.S5: 3_600, Timeframe.S15: 14_400, Timeframe.S30: 28_800}
 
 
 def requests(timeframe: Timeframe, segments: list[tuple[int, int]]) -> int:
@@ -118,16 +135,21 @@ def requests(timeframe: Timeframe, segments: list[tuple[int, int]]) -> int:
 
 
 def test_a_two_day_one_second_load_asks_only_for_extended_hours() -> None:
-    command = LoadData(symbol="AAPL", timeframe=Timeframe.S1,
-                       start=dt.datetime(2024, 6, 26, tzinfo=dt.UTC),
-                       end=dt.datetime(2024, 6, 28, tzinfo=dt.UTC))  # fmt: skip
-    span = load_range(command, now_ns=ns(2024, 6, 29, 12), calendar=STOCKS, first_stored=None,
-                      last_stored=None)  # fmt: skip
-    plan = plan_segments(Timeframe.S1, span, calendar=STOCKS, stored_ts=NOTHING_STORED,
-                         answered=[])  # fmt: skip
+    command = LoadData(
+        symbol="AAPL",
+        timeframe=Timeframe.S1,
+        start=dt.datetime(2024, 6, 26, tzinfo=dt.UTC),
+        end=dt.datetime(2024, 6, 28, tzinfo=dt.UTC),
+    )
+    span = load_range(
+        command, now_ns=ns(2024, 6, 29, 12), calendar=STOCKS, first_stored=None, last_stored=None
+    )
+    plan = plan_segments(Timeframe.S1, span, calendar=STOCKS, stored_ts=NOTHING_STORED, answered=[])
     # 04:00-20:00 New York each day; the night between used to be joined: 80 requests, 16 empty
-    assert plan.segments == [(ns(2024, 6, 26, 8), ns(2024, 6, 27)),
-                             (ns(2024, 6, 27, 8), ns(2024, 6, 28))]  # fmt: skip
+    assert plan.segments == [
+        (ns(2024, 6, 26, 8), ns(2024, 6, 27)),
+        (ns(2024, 6, 27, 8), ns(2024, 6, 28)),
+    ]
     assert requests(Timeframe.S1, plan.segments) == 64
     assert plan.notes == []
 
@@ -165,16 +187,24 @@ def test_a_two_day_one_second_load_asks_only_for_extended_hours() -> None:
     ],
 )  # fmt: skip
 def test_small_bars_are_planned_per_stretch_of_open_time(
-    calendar: MarketCalendar, timeframe: Timeframe, span: tuple[int, int],
+    calendar: MarketCalendar,
+    timeframe: Timeframe,
+    span: tuple[int, int],
     segments: list[tuple[int, int]],
-) -> None:  # fmt: skip
-    plan = plan_segments(timeframe, span, calendar=calendar, stored_ts=NOTHING_STORED,
-                         answered=[])  # fmt: skip
+) -> None:
+    plan = plan_segments(timeframe, span, calendar=calendar, stored_ts=NOTHING_STORED, answered=[])
     assert plan.segments == segments
 
 
-CALENDARS = [STOCKS, NASDAQ, REGULAR, ES, calendar_for(InstrumentType.FUT, use_rth=True), FOREX,
-             calendar_for(InstrumentType.IND)]  # fmt: skip
+CALENDARS = [
+    STOCKS,
+    NASDAQ,
+    REGULAR,
+    ES,
+    calendar_for(InstrumentType.FUT, use_rth=True),
+    FOREX,
+    calendar_for(InstrumentType.IND),
+]
 # Mondays before the March and November DST switches and before the July 4th week
 WEEKS = [ns(2024, 3, 4), ns(2024, 6, 24), ns(2024, 10, 28)]
 HALF_MINUTES = st.integers(0, 3 * 2_880 - 1)  # up to three days, in the 30 s all bars align to
@@ -204,9 +234,13 @@ def small_bar_loads(draw: st.DrawFn) -> SmallBarLoad:
         return [(start + a * 30 * SECOND, start + (a + n) * 30 * SECOND) for a, n in pairs]
 
     stored = [np.arange(a, b, timeframe.nanos) for a, b in inside(runs)]
-    return SmallBarLoad(calendar=draw(st.sampled_from(CALENDARS)), timeframe=timeframe,
-                        span=(start, end), stored=np.concatenate([NOTHING_STORED, *stored]),
-                        answered=inside(answered))  # fmt: skip
+    return SmallBarLoad(
+        calendar=draw(st.sampled_from(CALENDARS)),
+        timeframe=timeframe,
+        span=(start, end),
+        stored=np.concatenate([NOTHING_STORED, *stored]),
+        answered=inside(answered),
+    )
 
 
 def seconds_in(ranges: list[tuple[int, int]], span: tuple[int, int]) -> np.ndarray:
@@ -221,8 +255,9 @@ def seconds_in(ranges: list[tuple[int, int]], span: tuple[int, int]) -> np.ndarr
 @given(load=small_bar_loads())
 def test_small_bar_segments_are_exactly_the_missing_open_time(load: SmallBarLoad) -> None:
     span, step = load.span, load.timeframe.nanos
-    plan = plan_segments(load.timeframe, span, calendar=load.calendar, stored_ts=load.stored,
-                         answered=load.answered)  # fmt: skip
+    plan = plan_segments(
+        load.timeframe, span, calendar=load.calendar, stored_ts=load.stored, answered=load.answered
+    )
 
     open_time = seconds_in(load.calendar.sessions(*span), span)
     slots = [(int(t), int(t) + step) for t in load.stored]  # bars align to the sessions
@@ -240,8 +275,10 @@ def test_small_bar_segments_are_exactly_the_missing_open_time(load: SmallBarLoad
 
 # IB's clock at 2024-06-29 00:00: 180 days back is 2024-01-01 00:00 (a leap year)
 IB_NOW = ns(2024, 6, 29)
-LIMIT_NOTE = ("{} bars before 2024-01-01T00:00:00Z are older than IB's six-month limit for bars "
-              "of 30 s or less and were not requested")  # fmt: skip
+LIMIT_NOTE = (
+    "{} bars before 2024-01-01T00:00:00Z are older than IB's six-month limit for bars "
+    "of 30 s or less and were not requested"
+)
 
 
 @pytest.mark.parametrize(
@@ -253,16 +290,29 @@ LIMIT_NOTE = ("{} bars before 2024-01-01T00:00:00Z are older than IB's six-month
     ],
 )  # fmt: skip
 def test_small_bars_older_than_six_months_are_not_requested_and_the_plan_says_so(
-    timeframe: Timeframe, mode: LoadMode, head: int | None, last_stored: int | None,
-    span: tuple[int, int], noted: bool,
-) -> None:  # fmt: skip
-    command = LoadData(symbol="AAPL", timeframe=timeframe, mode=mode,
-                       start=dt.datetime(2023, 12, 29, tzinfo=dt.UTC),
-                       end=dt.datetime(2024, 1, 3, tzinfo=dt.UTC))  # fmt: skip
-    fitted = load_range(command, now_ns=IB_NOW, calendar=STOCKS, first_stored=None,
-                        last_stored=last_stored, head_ns=head)  # fmt: skip
-    plan = plan_segments(timeframe, fitted, calendar=STOCKS, stored_ts=NOTHING_STORED,
-                         answered=[])  # fmt: skip
+    timeframe: Timeframe,
+    mode: LoadMode,
+    head: int | None,
+    last_stored: int | None,
+    span: tuple[int, int],
+    noted: bool,
+) -> None:
+    command = LoadData(
+        symbol="AAPL",
+        timeframe=timeframe,
+        mode=mode,
+        start=dt.datetime(2023, 12, 29, tzinfo=dt.UTC),
+        end=dt.datetime(2024, 1, 3, tzinfo=dt.UTC),
+    )
+    fitted = load_range(
+        command,
+        now_ns=IB_NOW,
+        calendar=STOCKS,
+        first_stored=None,
+        last_stored=last_stored,
+        head_ns=head,
+    )
+    plan = plan_segments(timeframe, fitted, calendar=STOCKS, stored_ts=NOTHING_STORED, answered=[])
     assert (plan.start_ns, plan.end_ns) == span
     assert plan.notes == ([LIMIT_NOTE.format(timeframe)] if noted else [])
     assert plan.segments[0][0] >= span[0]
@@ -276,19 +326,30 @@ def test_a_tail_or_full_load_reaching_past_six_months_starts_at_the_limit(
     mode: LoadMode, last_stored: int | None, head: int | None
 ) -> None:
     command = LoadData(symbol="AAPL", timeframe=Timeframe.S5, mode=mode)
-    fitted = load_range(command, now_ns=IB_NOW, calendar=STOCKS, first_stored=last_stored,
-                        last_stored=last_stored, head_ns=head)  # fmt: skip
+    fitted = load_range(
+        command,
+        now_ns=IB_NOW,
+        calendar=STOCKS,
+        first_stored=last_stored,
+        last_stored=last_stored,
+        head_ns=head,
+    )
     assert fitted == (ns(2024, 1, 1), IB_NOW, (LIMIT_NOTE.format("5s"),))
 
 
 def test_a_load_wholly_older_than_six_months_plans_nothing_and_says_so() -> None:
-    command = LoadData(symbol="AAPL", timeframe=Timeframe.S1,
-                       start=dt.datetime(2023, 10, 2, tzinfo=dt.UTC),
-                       end=dt.datetime(2023, 10, 4, tzinfo=dt.UTC))  # fmt: skip
-    fitted = load_range(command, now_ns=IB_NOW, calendar=STOCKS, first_stored=None,
-                        last_stored=None)  # fmt: skip
-    plan = plan_segments(Timeframe.S1, fitted, calendar=STOCKS, stored_ts=NOTHING_STORED,
-                         answered=[])  # fmt: skip
+    command = LoadData(
+        symbol="AAPL",
+        timeframe=Timeframe.S1,
+        start=dt.datetime(2023, 10, 2, tzinfo=dt.UTC),
+        end=dt.datetime(2023, 10, 4, tzinfo=dt.UTC),
+    )
+    fitted = load_range(
+        command, now_ns=IB_NOW, calendar=STOCKS, first_stored=None, last_stored=None
+    )
+    plan = plan_segments(
+        Timeframe.S1, fitted, calendar=STOCKS, stored_ts=NOTHING_STORED, answered=[]
+    )
     assert plan.segments == []
     assert plan.start_ns == plan.end_ns == ns(2023, 10, 4)
     assert plan.notes == [
@@ -315,10 +376,16 @@ def test_the_gap_filler_is_due_exactly_when_a_tail_load_would_fetch(
 ) -> None:
     now = IB_NOW + minutes_later * 60 * SECOND - 100 * 1_440 * 60 * SECOND
     last = now - bars_back * timeframe.nanos - (now % timeframe.nanos)
-    fitted = load_range(LoadData(symbol="X", timeframe=timeframe), now_ns=now, calendar=market,
-                        first_stored=last, last_stored=last)  # fmt: skip
-    plan = plan_segments(timeframe, fitted, calendar=market, stored_ts=np.array([last]),
-                         answered=[])  # fmt: skip
+    fitted = load_range(
+        LoadData(symbol="X", timeframe=timeframe),
+        now_ns=now,
+        calendar=market,
+        first_stored=last,
+        last_stored=last,
+    )
+    plan = plan_segments(
+        timeframe, fitted, calendar=market, stored_ts=np.array([last]), answered=[]
+    )
     assert traded_since(market, timeframe, last, now) is bool(plan.segments)
 
 
@@ -399,7 +466,12 @@ ASSUMED = {
 
 @pytest.mark.parametrize("case", ASSUMED.values(), ids=list(ASSUMED))
 def test_a_plan_says_what_the_load_assumed(case: Assumed) -> None:
-    notes = assumed_notes(case.command, start_ns=case.start, instrument_type=case.kind,
-                          stored_rows=case.rows, first_stored=case.first,
-                          last_stored=case.last)  # fmt: skip
+    notes = assumed_notes(
+        case.command,
+        start_ns=case.start,
+        instrument_type=case.kind,
+        stored_rows=case.rows,
+        first_stored=case.first,
+        last_stored=case.last,
+    )
     assert notes == case.notes

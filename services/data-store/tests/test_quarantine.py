@@ -14,9 +14,15 @@ T0 = datetime(2024, 1, 2, tzinfo=UTC)
 
 
 def put(q: Quarantine, payload: bytes, *, at: datetime = T0, code: str = "invalid_bars") -> str:
-    return q.put(subject="ktrdr.bars.AAPL.1d", payload=payload, code=code,
-                 message="fails non_finite", headers={"Content-Type": "application/msgpack"},
-                 job_id="job-1", received=at)  # fmt: skip
+    return q.put(
+        subject="ktrdr.bars.AAPL.1d",
+        payload=payload,
+        code=code,
+        message="fails non_finite",
+        headers={"Content-Type": "application/msgpack"},
+        job_id="job-1",
+        received=at,
+    )
 
 
 def test_put_keeps_the_bytes_and_the_reason(tmp_path: Path) -> None:
@@ -25,7 +31,10 @@ def test_put_keeps_the_bytes_and_the_reason(tmp_path: Path) -> None:
     entry = q.get(entry_id)
     assert entry is not None
     assert (entry.meta.subject, entry.meta.code, entry.meta.job_id) == (
-        "ktrdr.bars.AAPL.1d", "invalid_bars", "job-1")  # fmt: skip
+        "ktrdr.bars.AAPL.1d",
+        "invalid_bars",
+        "job-1",
+    )
     assert entry.meta.message == "fails non_finite"
     assert entry.meta.headers == {"Content-Type": "application/msgpack"}
     assert entry.meta.received == T0

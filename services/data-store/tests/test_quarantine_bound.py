@@ -15,9 +15,14 @@ T0 = datetime(2024, 1, 2, tzinfo=UTC)
 
 
 def put(q: Quarantine, payload: bytes, at: datetime, subject: str = "ktrdr.bars.AAPL.1d") -> str:
-    return q.put(subject=subject, payload=payload, code="invalid_bars", message="fails",
-                 headers={"Content-Type": "application/msgpack", "Nats-Msg-Id": "seg-1"},
-                 received=at)  # fmt: skip
+    return q.put(
+        subject=subject,
+        payload=payload,
+        code="invalid_bars",
+        message="fails",
+        headers={"Content-Type": "application/msgpack", "Nats-Msg-Id": "seg-1"},
+        received=at,
+    )
 
 
 def test_the_defaults_are_one_gib_and_thirty_days(tmp_path: Path) -> None:
@@ -48,8 +53,9 @@ def test_a_put_removes_the_oldest_entries_beyond_the_size_bound(
     tmp_path: Path, max_bytes: int, left: list[str]
 ) -> None:
     q = Quarantine.under(tmp_path, max_bytes=max_bytes)
-    ids = {name: put(q, name.encode() * 3, T0 + timedelta(minutes=i))
-           for i, name in enumerate("abcde")}  # fmt: skip
+    ids = {
+        name: put(q, name.encode() * 3, T0 + timedelta(minutes=i)) for i, name in enumerate("abcde")
+    }
     assert [e.id for e in q.list()] == [ids[name] for name in left]
 
 

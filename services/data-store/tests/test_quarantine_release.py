@@ -39,21 +39,29 @@ async def test_release_republishes_the_bytes_and_a_failing_batch_comes_back(
     start_store: StartStore, nc: NATS, tmp_path: Path
 ) -> None:
     entry = Quarantine.under(tmp_path / "data").put(
-        subject=SUBJECT, payload=PAYLOAD, code="invalid_request", message="cannot decode",
-        headers=HEADERS, received=T0)  # fmt: skip
+        subject=SUBJECT,
+        payload=PAYLOAD,
+        code="invalid_request",
+        message="cannot decode",
+        headers=HEADERS,
+        received=T0,
+    )
     bars = await nc.subscribe(subjects.BARS_ALL)
     rejected = await nc.subscribe(subjects.store_event("batch_rejected"))
     await start_store()
     client = KtrdrClient(nc)
 
-    reply = await client.request(subjects.STORE_QUARANTINE_RELEASE, ReleaseQuarantined(id=entry),
-                                 QuarantineReleased)  # fmt: skip
+    reply = await client.request(
+        subjects.STORE_QUARANTINE_RELEASE, ReleaseQuarantined(id=entry), QuarantineReleased
+    )
     assert (reply.id, reply.subject) == (entry, SUBJECT)
     msg = await bars.next_msg(timeout=10)
     assert (msg.subject, msg.data) == (SUBJECT, PAYLOAD)
     assert msg.headers is not None
     assert {k: v for k, v in msg.headers.items() if k != "Nats-Msg-Id"} == {
-        "Content-Type": "application/msgpack", "X-Trace": "t-1"}  # fmt: skip
+        "Content-Type": "application/msgpack",
+        "X-Trace": "t-1",
+    }
     assert msg.headers["Nats-Msg-Id"].startswith(f"release.{entry}.")
 
     # ingest refuses it again: the same bytes on the same subject are the same entry
@@ -64,5 +72,6 @@ async def test_release_republishes_the_bytes_and_a_failing_batch_comes_back(
     assert again.id == entry and again.received > T0  # a new entry, not the old one kept
 
     with pytest.raises(NotFound, match="no quarantined batch"):
-        await client.request(subjects.STORE_QUARANTINE_RELEASE,
-                             ReleaseQuarantined(id="0" * 24), QuarantineReleased)  # fmt: skip
+        await client.request(
+            subjects.STORE_QUARANTINE_RELEASE, ReleaseQuarantined(id="0" * 24), QuarantineReleased
+        )

@@ -29,17 +29,27 @@ ROWS = 25_000
 def minute_bars(count: int) -> pa.Table:
     ts = [T0 + i * MIN for i in range(count)]
     close = [100.0 + (i % 50) for i in range(count)]
-    return pa.table({"ts": pa.array(ts, pa.int64()).cast(pa.timestamp("ns", tz="UTC")),
-                     "open": close, "high": close, "low": close, "close": close,
-                     "volume": [1.0] * count, "wap": close, "count": [3] * count},
-                    schema=SCHEMA)  # fmt: skip
+    return pa.table(
+        {
+            "ts": pa.array(ts, pa.int64()).cast(pa.timestamp("ns", tz="UTC")),
+            "open": close,
+            "high": close,
+            "low": close,
+            "close": close,
+            "volume": [1.0] * count,
+            "wap": close,
+            "count": [3] * count,
+        },
+        schema=SCHEMA,
+    )
 
 
 @pytest.fixture
 async def data_store(nats_url: str, tmp_path: Path) -> AsyncIterator[ServiceApp]:
     ParquetBarStore(tmp_path).merge("AAPL", Timeframe.M1, minute_bars(ROWS))
-    app = build_app(DataStoreSettings.from_env({"KTRDR_NATS_URL": nats_url,
-                                                "KTRDR_DATA_DIR": str(tmp_path)}))  # fmt: skip
+    app = build_app(
+        DataStoreSettings.from_env({"KTRDR_NATS_URL": nats_url, "KTRDR_DATA_DIR": str(tmp_path)})
+    )
     await app.start()
     yield app
     await app.stop()
@@ -86,21 +96,34 @@ async def test_query_range_is_half_open_and_arrow_works(data_store: ServiceApp, 
 async def test_bad_queries_get_specific_errors(data_store: ServiceApp, nc: NATS) -> None:
     client = KtrdrClient(nc)
     with pytest.raises(InvalidRequest, match=r"'start'.*must be before 'end'"):
-        await client.request(subjects.STORE_QUERY, {"symbol": "AAPL", "timeframe": "1m",
-                             "start": "2024-02-01T00:00:00Z", "end": "2024-01-01T00:00:00Z"},
-                             BarsPage)  # fmt: skip
+        await client.request(
+            subjects.STORE_QUERY,
+            {
+                "symbol": "AAPL",
+                "timeframe": "1m",
+                "start": "2024-02-01T00:00:00Z",
+                "end": "2024-01-01T00:00:00Z",
+            },
+            BarsPage,
+        )
     with pytest.raises(InvalidRequest, match="invalid cursor"):
-        await client.request(subjects.STORE_QUERY, {"symbol": "AAPL", "timeframe": "1m",
-                             "cursor": "%%%"}, BarsPage)  # fmt: skip
+        await client.request(
+            subjects.STORE_QUERY, {"symbol": "AAPL", "timeframe": "1m", "cursor": "%%%"}, BarsPage
+        )
     # a range with nothing in it, of a dataset that holds bars: an empty page, not an error
-    empty = await client.request(subjects.STORE_QUERY, {"symbol": "AAPL", "timeframe": "1m",
-                                 "start": "2030-01-01T00:00:00Z"}, BarsPage)  # fmt: skip
+    empty = await client.request(
+        subjects.STORE_QUERY,
+        {"symbol": "AAPL", "timeframe": "1m", "start": "2030-01-01T00:00:00Z"},
+        BarsPage,
+    )
     assert empty.ts == []
     assert empty.next_cursor is None
 
 
-LOAD_HINT = ('load it: `ktrdr data load MSFT 1m` or POST /api/v1/data/load {"symbol": "MSFT", '
-             '"timeframe": "1m"} (LoadData on ktrdr.cmd.data.load)')  # fmt: skip
+LOAD_HINT = (
+    'load it: `ktrdr data load MSFT 1m` or POST /api/v1/data/load {"symbol": "MSFT", '
+    '"timeframe": "1m"} (LoadData on ktrdr.cmd.data.load)'
+)
 
 
 @pytest.mark.parametrize(
@@ -121,11 +144,13 @@ async def test_a_dataset_ib_answered_empty_is_no_error(
 ) -> None:
     AnsweredLedger(tmp_path).add("MSFT", Timeframe.M1, [(T0, T0 + 60 * MIN)])
     client = KtrdrClient(nc)
-    page = await client.request(subjects.STORE_QUERY, {"symbol": "MSFT", "timeframe": "1m"},
-                                BarsPage)  # fmt: skip
+    page = await client.request(
+        subjects.STORE_QUERY, {"symbol": "MSFT", "timeframe": "1m"}, BarsPage
+    )
     assert page.ts == []
-    coverage = await client.request(subjects.STORE_COVERAGE,
-                                    {"symbol": "MSFT", "timeframe": "1m"}, Coverage)  # fmt: skip
+    coverage = await client.request(
+        subjects.STORE_COVERAGE, {"symbol": "MSFT", "timeframe": "1m"}, Coverage
+    )
     assert coverage.rows == 0
 
 

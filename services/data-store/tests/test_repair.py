@@ -63,9 +63,20 @@ def ns(*args: int) -> int:
 
 
 def bars(first_ns: int, n: int) -> pa.Table:
-    return pa.Table.from_pylist([{"ts": first_ns + i * HOUR, "open": 1.0, "high": 2.0,
-                                  "low": 0.5, "close": 1.5, "volume": 10.0} for i in range(n)],
-                                schema=SCHEMA)  # fmt: skip
+    return pa.Table.from_pylist(
+        [
+            {
+                "ts": first_ns + i * HOUR,
+                "open": 1.0,
+                "high": 2.0,
+                "low": 0.5,
+                "close": 1.5,
+                "volume": 10.0,
+            }
+            for i in range(n)
+        ],
+        schema=SCHEMA,
+    )
 
 
 def fill(root: Path) -> None:
@@ -98,16 +109,19 @@ def files(root: Path) -> dict[str, bytes]:
     ([(2, 4)], [(0, 1), (5, 9)], [(2, 4)], []),
     ([(0, 10), (20, 30)], [(5, 25)], [(0, 5), (25, 30)], [(5, 10), (20, 25)]),
 ])  # fmt: skip
-def test_subtract_ranges(ranges: list[Pair], spans: list[Pair], kept: list[Pair],
-                         dropped: list[Pair]) -> None:  # fmt: skip
+def test_subtract_ranges(
+    ranges: list[Pair], spans: list[Pair], kept: list[Pair], dropped: list[Pair]
+) -> None:
     assert subtract_ranges(ranges, spans) == (kept, dropped)
 
 
 @pytest.mark.unit
 def test_a_year_file_spans_its_utc_calendar_year() -> None:
     assert (ns(2024, 1, 1), ns(2025, 1, 1)) == Y2024
-    assert stamp(dt.datetime(2024, 7, 1, 14, 30, 5, tzinfo=dt.timezone(dt.timedelta(hours=2)))
-                 ) == "20240701T123005Z"  # fmt: skip
+    assert (
+        stamp(dt.datetime(2024, 7, 1, 14, 30, 5, tzinfo=dt.timezone(dt.timedelta(hours=2))))
+        == "20240701T123005Z"
+    )
 
 
 @pytest.mark.unit
@@ -188,7 +202,10 @@ def test_without_answered_ranges_the_reload_is_the_year(
     truncate(tmp_path / f"bars/AAPL/1h/{torn}.parquet")
     done = repair_dataset(ParquetBarStore(tmp_path), AnsweredLedger(tmp_path), "AAPL", H1, NOW)
     assert (done.moved, done.forgotten, done.reload) == (
-        [f"bars/AAPL/1h/{torn}.parquet"], [], reload)  # fmt: skip
+        [f"bars/AAPL/1h/{torn}.parquet"],
+        [],
+        reload,
+    )
 
 
 @pytest.mark.unit
@@ -202,8 +219,10 @@ def test_a_torn_year_before_a_sound_one_reloads_its_year_only(tmp_path: Path) ->
     assert ledger.ranges("AAPL", H1) == [(Y2024[0], T2024 + 5 * HOUR)]
     command = reload_command("AAPL", H1, done, "d" * 32)
     assert command is not None
-    assert (command.start, command.end) == (dt.datetime(2023, 6, 30, 7, tzinfo=UTC),
-                                            dt.datetime(2024, 1, 1, tzinfo=UTC))  # fmt: skip
+    assert (command.start, command.end) == (
+        dt.datetime(2023, 6, 30, 7, tzinfo=UTC),
+        dt.datetime(2024, 1, 1, tzinfo=UTC),
+    )
 
 
 @pytest.mark.unit
@@ -214,8 +233,9 @@ def test_repair_of_a_garbled_ledger_forgets_everything_and_reloads_the_history(
     (tmp_path / "answered/AAPL.1h.json").write_bytes(b"[[1, ")
     store, ledger = ParquetBarStore(tmp_path), AnsweredLedger(tmp_path)
     done = repair_dataset(store, ledger, "AAPL", H1, NOW)
-    assert done == Repair(moved=["answered/AAPL.1h.json"], forgotten=[], reload=None,
-                          ledger_moved=True)  # fmt: skip
+    assert done == Repair(
+        moved=["answered/AAPL.1h.json"], forgotten=[], reload=None, ledger_moved=True
+    )
     assert (tmp_path / "damaged/20240701T123005Z/answered/AAPL.1h.json").read_bytes() == b"[[1, "
     assert ledger.ranges("AAPL", H1) == []
     command = reload_command("AAPL", H1, done, "b" * 32)
@@ -254,11 +274,13 @@ async def test_the_endpoint_moves_forgets_and_sends_the_reload(
     await start_store()
     client = KtrdrClient(nc)
 
-    reply = await client.request(subjects.STORE_REPAIR, RepairDataset(symbol="aapl", timeframe=H1),
-                                 DatasetRepaired)  # fmt: skip
+    reply = await client.request(
+        subjects.STORE_REPAIR, RepairDataset(symbol="aapl", timeframe=H1), DatasetRepaired
+    )
     assert (reply.symbol, reply.moved) == ("AAPL", ["bars/AAPL/1h/2024.parquet"])
     assert [(r.start, to_unix_nanos(r.end)) for r in reply.forgotten] == [
-        (dt.datetime(2024, 1, 1, tzinfo=UTC), T2024 + 5 * HOUR)]  # fmt: skip
+        (dt.datetime(2024, 1, 1, tzinfo=UTC), T2024 + 5 * HOUR)
+    ]
     [stamped] = (data_dir / "damaged").iterdir()
     assert (stamped / "bars/AAPL/1h/2024.parquet").is_file()
     assert json.loads((data_dir / "answered/AAPL.1h.json").read_bytes()) == [[T2023, Y2024[0]]]
@@ -271,28 +293,36 @@ async def test_the_endpoint_moves_forgets_and_sends_the_reload(
     assert command.start == dt.datetime(2024, 1, 1, tzinfo=UTC)
     assert command.end is not None and to_unix_nanos(command.end) == T2024 + 5 * HOUR
 
-    again = await client.request(subjects.STORE_REPAIR, RepairDataset(symbol="AAPL", timeframe=H1),
-                                 DatasetRepaired)  # fmt: skip
+    again = await client.request(
+        subjects.STORE_REPAIR, RepairDataset(symbol="AAPL", timeframe=H1), DatasetRepaired
+    )
     assert (again.moved, again.forgotten, again.job_id) == ([], [], None)
     with pytest.raises(NotFound):
-        await client.request(subjects.STORE_REPAIR, RepairDataset(symbol="NOPE", timeframe=H1),
-                             DatasetRepaired)  # fmt: skip
+        await client.request(
+            subjects.STORE_REPAIR, RepairDataset(symbol="NOPE", timeframe=H1), DatasetRepaired
+        )
 
 
 @pytest.mark.integration
 async def test_a_load_of_a_damaged_dataset_fails_naming_the_file_and_the_repair(
-    connector: ServiceApp, start_store: StartStore, js: JetStreamContext, nc: NATS,
+    connector: ServiceApp,
+    start_store: StartStore,
+    js: JetStreamContext,
+    nc: NATS,
     tmp_path: Path,
-) -> None:  # fmt: skip
+) -> None:
     data_dir = tmp_path / "data"
     fill(data_dir)
     truncate(data_dir / "bars/AAPL/1h/2024.parquet")
     await start_store()
-    job_id = await KtrdrClient(nc).load_data("AAPL", "1h", mode="full",
-                                             start=dt.datetime(2024, 6, 17, tzinfo=UTC),
-                                             end=dt.datetime(2024, 6, 20, tzinfo=UTC))  # fmt: skip
-    done = await wait_for_job_event(js, job_id, {"completed", "failed", "cancelled"},
-                                    timeout_s=60)  # fmt: skip
+    job_id = await KtrdrClient(nc).load_data(
+        "AAPL",
+        "1h",
+        mode="full",
+        start=dt.datetime(2024, 6, 17, tzinfo=UTC),
+        end=dt.datetime(2024, 6, 20, tzinfo=UTC),
+    )
+    done = await wait_for_job_event(js, job_id, {"completed", "failed", "cancelled"}, timeout_s=60)
     assert isinstance(done, JobFailed), done
     assert done.code == "dataset_damaged"
     assert "bars/AAPL/1h/2024.parquet" in done.message
@@ -301,9 +331,12 @@ async def test_a_load_of_a_damaged_dataset_fails_naming_the_file_and_the_repair(
 
 @pytest.mark.integration
 async def test_repair_reloads_the_lost_year_from_ib(
-    connector: ServiceApp, start_store: StartStore, js: JetStreamContext, nc: NATS,
+    connector: ServiceApp,
+    start_store: StartStore,
+    js: JetStreamContext,
+    nc: NATS,
     tmp_path: Path,
-) -> None:  # fmt: skip
+) -> None:
     data_dir = tmp_path / "data"
     client = KtrdrClient(nc)
     await start_store()
@@ -314,9 +347,9 @@ async def test_repair_reloads_the_lost_year_from_ib(
     before = ParquetBarStore(data_dir).read("AAPL", Timeframe.D1)
     truncate(data_dir / "bars/AAPL/1d/2024.parquet")
 
-    reply = await client.request(subjects.STORE_REPAIR, RepairDataset(symbol="AAPL",
-                                                                      timeframe=Timeframe.D1),
-                                 DatasetRepaired)  # fmt: skip
+    reply = await client.request(
+        subjects.STORE_REPAIR, RepairDataset(symbol="AAPL", timeframe=Timeframe.D1), DatasetRepaired
+    )
     assert reply.moved == ["bars/AAPL/1d/2024.parquet"] and reply.job_id is not None
     reloaded = await wait_for_job_event(js, reply.job_id, {"completed", "failed"}, timeout_s=90)
     assert isinstance(reloaded, JobCompleted), reloaded
@@ -325,7 +358,7 @@ async def test_repair_reloads_the_lost_year_from_ib(
     # what the torn file held, exactly IB's bars again
     np.testing.assert_array_equal(got, expected_stamps("AAPL", "STK", "1 day", june))
     assert stored.equals(before)
-    coverage = await client.request(subjects.STORE_COVERAGE,
-                                    CoverageRequest(symbol="AAPL", timeframe=Timeframe.D1),
-                                    Coverage)  # fmt: skip
+    coverage = await client.request(
+        subjects.STORE_COVERAGE, CoverageRequest(symbol="AAPL", timeframe=Timeframe.D1), Coverage
+    )
     assert coverage.rows == len(got)

@@ -16,15 +16,31 @@ JOB = "ab" * 16
 START = dt.datetime(2024, 6, 3, tzinfo=dt.UTC)
 END = START + dt.timedelta(days=5)
 COMMAND = LoadData(job_id=JOB, symbol="brk b", timeframe=Timeframe.D1)
-PLANNED = JobPlanned(job_id=JOB, gaps_analyzed=2, cached_before=0,
-                     segments=[PlannedSegment(segment_id="s0000", start=START, end=END),
-                               PlannedSegment(segment_id="s0001", start=END,
-                                              end=END + dt.timedelta(days=5))],
-                     instrument_type=InstrumentType.STK,
-                     what_to_show=WhatToShow.TRADES)  # fmt: skip
-ANSWER = BarBatch(symbol="BRK B", timeframe=Timeframe.D1, job_id=JOB, segment_id="s0000",
-                  start=to_unix_nanos(START), end=to_unix_nanos(END), ts=[], open=[], high=[],
-                  low=[], close=[], volume=[])  # fmt: skip
+PLANNED = JobPlanned(
+    job_id=JOB,
+    gaps_analyzed=2,
+    cached_before=0,
+    segments=[
+        PlannedSegment(segment_id="s0000", start=START, end=END),
+        PlannedSegment(segment_id="s0001", start=END, end=END + dt.timedelta(days=5)),
+    ],
+    instrument_type=InstrumentType.STK,
+    what_to_show=WhatToShow.TRADES,
+)
+ANSWER = BarBatch(
+    symbol="BRK B",
+    timeframe=Timeframe.D1,
+    job_id=JOB,
+    segment_id="s0000",
+    start=to_unix_nanos(START),
+    end=to_unix_nanos(END),
+    ts=[],
+    open=[],
+    high=[],
+    low=[],
+    close=[],
+    volume=[],
+)
 
 
 def book() -> SegmentBook:
@@ -43,8 +59,9 @@ def book() -> SegmentBook:
     ({"start": to_unix_nanos(START) - 1}, "lies outside segment"),
     ({"end": to_unix_nanos(END) + 1}, "lies outside segment"),
 ])  # fmt: skip
-def test_a_batch_answering_no_dispatched_segment_says_why(change: dict[str, object],
-                                                          why: str) -> None:  # fmt: skip
+def test_a_batch_answering_no_dispatched_segment_says_why(
+    change: dict[str, object], why: str
+) -> None:
     assert why in (book().problem(msgspec.structs.replace(ANSWER, **change)) or "")
 
 
@@ -54,8 +71,12 @@ def test_a_chunk_inside_its_dispatched_segment_is_an_answer() -> None:
     inner = msgspec.structs.replace(ANSWER, start=to_unix_nanos(START) + 86_400 * 10**9)
     assert segments.problem(inner) is None
     segments.record(COMMAND, PLANNED, ["s0001"])  # dispatched later
-    later = msgspec.structs.replace(ANSWER, segment_id="s0001", start=to_unix_nanos(END),
-                                    end=to_unix_nanos(END) + 86_400 * 10**9)  # fmt: skip
+    later = msgspec.structs.replace(
+        ANSWER,
+        segment_id="s0001",
+        start=to_unix_nanos(END),
+        end=to_unix_nanos(END) + 86_400 * 10**9,
+    )
     assert segments.problem(later) is None
 
 
@@ -63,6 +84,7 @@ def test_the_oldest_jobs_are_let_go_beyond_the_bound() -> None:
     segments = SegmentBook(max_jobs=2)
     for job in ("a" * 32, "b" * 32, "c" * 32):
         segments.record(COMMAND, msgspec.structs.replace(PLANNED, job_id=job), ["s0000"])
-    assert "is no load" in (segments.problem(msgspec.structs.replace(ANSWER, job_id="a" * 32))
-                            or "")  # fmt: skip
+    assert "is no load" in (
+        segments.problem(msgspec.structs.replace(ANSWER, job_id="a" * 32)) or ""
+    )
     assert segments.problem(msgspec.structs.replace(ANSWER, job_id="c" * 32)) is None

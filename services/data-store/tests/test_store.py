@@ -35,11 +35,19 @@ def bars(minutes: list[int], price: float = 100.0) -> pa.Table:
     """Return 1-minute bars at the given minute offsets from T0 (close = price + minute)."""
     ts = [T0 + m * MIN for m in minutes]
     close = [price + m for m in minutes]
-    return pa.table({"ts": pa.array(ts, pa.int64()).cast(pa.timestamp("ns", tz="UTC")),
-                     "open": close, "high": [c + 1 for c in close], "low": [c - 1 for c in close],
-                     "close": close, "volume": [10.0] * len(ts),
-                     "wap": pa.array([None] * len(ts), pa.float64()),
-                     "count": pa.array([None] * len(ts), pa.int64())}, schema=SCHEMA)  # fmt: skip
+    return pa.table(
+        {
+            "ts": pa.array(ts, pa.int64()).cast(pa.timestamp("ns", tz="UTC")),
+            "open": close,
+            "high": [c + 1 for c in close],
+            "low": [c - 1 for c in close],
+            "close": close,
+            "volume": [10.0] * len(ts),
+            "wap": pa.array([None] * len(ts), pa.float64()),
+            "count": pa.array([None] * len(ts), pa.int64()),
+        },
+        schema=SCHEMA,
+    )
 
 
 def minutes_of(table: pa.Table) -> list[int]:
@@ -91,8 +99,7 @@ def test_datasets_and_stats_span_years(store: BarStore) -> None:
 
 
 @settings(max_examples=60)
-@given(st.lists(st.lists(st.integers(0, 300), max_size=40), min_size=1, max_size=6),
-       st.randoms())  # fmt: skip
+@given(st.lists(st.lists(st.integers(0, 300), max_size=40), min_size=1, max_size=6), st.randoms())
 def test_merge_is_idempotent_commutative_sorted_unique(batches: list[list[int]], rnd) -> None:  # type: ignore[no-untyped-def]
     forward = MemoryBarStore()
     for b in batches:
@@ -113,9 +120,18 @@ def test_merge_tables_keeps_the_newer_row() -> None:
 
 
 def test_batches_convert_with_absent_wap_and_count() -> None:
-    batch = BarBatch(symbol="EURUSD", timeframe=TF, start=T0, end=T0 + 2 * MIN,
-                     ts=[T0, T0 + MIN], open=[1.1, 1.2], high=[1.2, 1.3], low=[1.0, 1.1],
-                     close=[1.15, 1.25], volume=[0.0, 0.0])  # fmt: skip
+    batch = BarBatch(
+        symbol="EURUSD",
+        timeframe=TF,
+        start=T0,
+        end=T0 + 2 * MIN,
+        ts=[T0, T0 + MIN],
+        open=[1.1, 1.2],
+        high=[1.2, 1.3],
+        low=[1.0, 1.1],
+        close=[1.15, 1.25],
+        volume=[0.0, 0.0],
+    )
     table = table_from_batch(batch)
     assert table.schema == SCHEMA
     assert table.column("wap").null_count == 2

@@ -32,9 +32,16 @@ def day(y: int, m: int, d: int) -> datetime:
 
 
 def es(last_trade: str) -> ContractDetails:
-    return ContractDetails(contract=Contract(secType="FUT", symbol="ES", conId=int(last_trade),
-                                             lastTradeDateOrContractMonth=last_trade,
-                                             exchange="CME", currency="USD"))  # fmt: skip
+    return ContractDetails(
+        contract=Contract(
+            secType="FUT",
+            symbol="ES",
+            conId=int(last_trade),
+            lastTradeDateOrContractMonth=last_trade,
+            exchange="CME",
+            currency="USD",
+        )
+    )
 
 
 ES = [es("20240315"), es("20240621"), es("20240920"), es("20241220")]
@@ -71,7 +78,7 @@ def test_a_range_over_a_roll_is_split_at_the_expiry() -> None:
     assert [(a, b, d.contract.lastTradeDateOrContractMonth) for a, b, d in spans] == [
         (day(2024, 3, 1), day(2024, 3, 16), "20240315"),
         (day(2024, 3, 16), day(2024, 4, 1), "20240621"),
-    ]  # fmt: skip
+    ]
     assert all(d.contract.includeExpired for _, _, d in spans)  # expired by "now": flagged
     with pytest.raises(InvalidRequest, match="last listed expiry is 2024-12-21"):
         contract_spans(ES, day(2024, 12, 1), day(2025, 2, 1), now=day(2026, 1, 1))
@@ -88,10 +95,14 @@ class Lookup:
         if query.secType != "FUT" or query.symbol != "ES":
             if query.secType == "STK" and query.symbol == "DUAL":
                 listings = [("NYSE", "USD"), ("TSX", "CAD")]
-                return [ContractDetails(contract=Contract(secType="STK", symbol="DUAL",
-                                                          conId=i, primaryExchange=x,
-                                                          currency=c))
-                        for i, (x, c) in enumerate(listings, 1)]  # fmt: skip
+                return [
+                    ContractDetails(
+                        contract=Contract(
+                            secType="STK", symbol="DUAL", conId=i, primaryExchange=x, currency=c
+                        )
+                    )
+                    for i, (x, c) in enumerate(listings, 1)
+                ]
             return []
         return self.live + (self.expired if query.includeExpired else [])
 
@@ -135,8 +146,11 @@ async def test_a_stock_with_several_listings_is_refused_naming_them_and_a_spec_p
 
 
 async def test_an_expired_contract_found_for_a_past_range_keeps_include_expired() -> None:
-    clk0 = ContractDetails(contract=Contract(secType="FUT", symbol="CL", conId=1,
-                                             lastTradeDateOrContractMonth="20200421"))  # fmt: skip
+    clk0 = ContractDetails(
+        contract=Contract(
+            secType="FUT", symbol="CL", conId=1, lastTradeDateOrContractMonth="20200421"
+        )
+    )
 
     async def lookup(query: Contract) -> list[ContractDetails]:
         return [clk0] if query.symbol == "CL" and query.includeExpired else []
@@ -165,9 +179,11 @@ async def test_a_long_list_of_served_symbols_is_cut_short() -> None:
     resolver = ContractResolver(Lookup(live=[], expired=[]), served=lambda: served)
     with pytest.raises(UnknownSymbol) as caught:
         await resolver.resolve("NOSUCH", STK)
-    assert caught.value.message.endswith("which serves only S00, S01, S02, S03, S04, S05, S06, "
-                                         "S07, S08, S09, S10, S11, S12, S13, S14, S15, S16, S17, "
-                                         "S18, S19, … (10 more)")  # fmt: skip
+    assert caught.value.message.endswith(
+        "which serves only S00, S01, S02, S03, S04, S05, S06, "
+        "S07, S08, S09, S10, S11, S12, S13, S14, S15, S16, S17, "
+        "S18, S19, … (10 more)"
+    )
 
 
 async def test_an_unknown_symbol_on_a_real_gateway_names_no_symbols() -> None:

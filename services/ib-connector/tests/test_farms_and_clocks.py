@@ -16,8 +16,10 @@ pytestmark = pytest.mark.unit
 MARKET_OK = (2104, "Market data farm connection is OK:usfarm")
 HMDS_OK = (2106, "HMDS data farm connection is OK:ushmds")
 HMDS_BROKEN = (2105, "HMDS data farm connection is broken:ushmds")
-HMDS_INACTIVE = (2107, "HMDS data farm connection is inactive but should be available upon "
-                       "demand.ushmds")  # fmt: skip
+HMDS_INACTIVE = (
+    2107,
+    "HMDS data farm connection is inactive but should be available upon demand.ushmds",
+)
 SECDEF_OK = (2158, "Sec-def data farm connection is OK:secdefnj")
 
 
@@ -81,8 +83,9 @@ async def test_link_codes_make_the_connection_not_ready_and_publish_events() -> 
         published.append(event)
 
     clocks = Clocks()
-    connection = IbConnection(ConnectionOptions(), publish, wall=lambda: clocks.wall,
-                              mono=lambda: clocks.mono)  # fmt: skip
+    connection = IbConnection(
+        ConnectionOptions(), publish, wall=lambda: clocks.wall, mono=lambda: clocks.mono
+    )
     connection.ready.set()  # as after a connect
     wrapper = connection.ib.wrapper
     data_lost = connection.data_lost
@@ -90,8 +93,12 @@ async def test_link_codes_make_the_connection_not_ready_and_publish_events() -> 
     assert not connection.ready.is_set()
     assert not connection.state.link_ok
     assert "1100" in connection.problem
-    wrapper.error(-1, 1101, "Connectivity between IB and Trader Workstation has been restored "
-                            "- data lost.", "")  # fmt: skip
+    wrapper.error(
+        -1,
+        1101,
+        "Connectivity between IB and Trader Workstation has been restored - data lost.",
+        "",
+    )
     assert data_lost.is_set()  # requests in flight learn that IB dropped them
     assert not connection.data_lost.is_set()  # and the next ones get a fresh signal
     assert connection.state.link_ok

@@ -32,11 +32,19 @@ Starter = Callable[..., Awaitable[ServiceApp]]
 END = dt.datetime(2024, 6, 26, tzinfo=dt.UTC)
 
 
-def _command(symbol: str = "AAPL", tf: Timeframe = Timeframe.M5,
-             span: dt.timedelta = dt.timedelta(days=3)) -> FetchBars:  # fmt: skip
-    return FetchBars(job_id=uuid.uuid4().hex, segment_id="s1", symbol=symbol, timeframe=tf,
-                     start=END - span, end=END, instrument_type=InstrumentType.STK,
-                     what_to_show=WhatToShow.TRADES)  # fmt: skip
+def _command(
+    symbol: str = "AAPL", tf: Timeframe = Timeframe.M5, span: dt.timedelta = dt.timedelta(days=3)
+) -> FetchBars:
+    return FetchBars(
+        job_id=uuid.uuid4().hex,
+        segment_id="s1",
+        symbol=symbol,
+        timeframe=tf,
+        start=END - span,
+        end=END,
+        instrument_type=InstrumentType.STK,
+        what_to_show=WhatToShow.TRADES,
+    )
 
 
 async def _send(js: JetStreamContext, command: FetchBars) -> None:
@@ -44,8 +52,9 @@ async def _send(js: JetStreamContext, command: FetchBars) -> None:
 
 
 async def _outcome(js: JetStreamContext, command: FetchBars, timeout_s: float = 60) -> object:
-    return await wait_for_job_event(js, command.job_id, {"segment_fetched", "segment_failed"},
-                                    timeout_s)  # fmt: skip
+    return await wait_for_job_event(
+        js, command.job_id, {"segment_fetched", "segment_failed"}, timeout_s
+    )
 
 
 class ConnectionLog:
@@ -61,8 +70,12 @@ class ConnectionLog:
             self.events.append((time.monotonic(), event))
             self.changed.set()
 
-        await js.subscribe(subjects.IB_CONNECTION_EVENTS, cb=on_event, ordered_consumer=True,
-                           config=ConsumerConfig(deliver_policy=DeliverPolicy.NEW))  # fmt: skip
+        await js.subscribe(
+            subjects.IB_CONNECTION_EVENTS,
+            cb=on_event,
+            ordered_consumer=True,
+            config=ConsumerConfig(deliver_policy=DeliverPolicy.NEW),
+        )
 
     def names(self) -> list[str]:
         return [type(e).__name__ for _, e in self.events]
@@ -177,9 +190,11 @@ async def test_malformed_fetch_by_hand_is_reported_and_service_keeps_serving(
     ready: ServiceApp, js: JetStreamContext
 ) -> None:
     job = uuid.uuid4().hex
-    by_hand = (f'{{"job_id": "{job}", "segment_id": "s9", "symbol": "AAPL", "timeframe": "2h",'
-               ' "start": "2024-06-20T00:00:00Z", "end": "2024-06-21T00:00:00Z",'
-               ' "instrument_type": "STK", "what_to_show": "TRADES"}')  # fmt: skip
+    by_hand = (
+        f'{{"job_id": "{job}", "segment_id": "s9", "symbol": "AAPL", "timeframe": "2h",'
+        ' "start": "2024-06-20T00:00:00Z", "end": "2024-06-21T00:00:00Z",'
+        ' "instrument_type": "STK", "what_to_show": "TRADES"}'
+    )
     await js.publish(subjects.CMD_IB_FETCH, by_hand.encode())
     await js.publish(subjects.CMD_IB_FETCH, b"\x00 not even json")
     failed = await wait_for_job_event(js, job, {"segment_failed"})

@@ -35,15 +35,26 @@ SPANS = {
     Timeframe.H1: dt.timedelta(days=400), Timeframe.H4: dt.timedelta(days=400),
     Timeframe.D1: dt.timedelta(days=1500), Timeframe.W1: dt.timedelta(days=3000),
 }  # fmt: skip
-INSTRUMENTS = [("AAPL", InstrumentType.STK), ("EURUSD", InstrumentType.CASH),
-               ("ES", InstrumentType.FUT)]  # fmt: skip
+INSTRUMENTS = [
+    ("AAPL", InstrumentType.STK),
+    ("EURUSD", InstrumentType.CASH),
+    ("ES", InstrumentType.FUT),
+]
 
 
-def _expected_ts(symbol: str, kind: InstrumentType, tf: Timeframe, start: dt.datetime,
-                 end: dt.datetime, now: dt.datetime) -> list[int]:  # fmt: skip
+def _expected_ts(
+    symbol: str,
+    kind: InstrumentType,
+    tf: Timeframe,
+    start: dt.datetime,
+    end: dt.datetime,
+    now: dt.datetime,
+) -> list[int]:
     if kind is InstrumentType.FUT:  # each side of a roll from the contract then the front month
-        ends = [dt.datetime(e.year, e.month, e.day, tzinfo=UTC) + DAY
-                for e in es_expiries(now.date(), "live")]  # fmt: skip
+        ends = [
+            dt.datetime(e.year, e.month, e.day, tzinfo=UTC) + DAY
+            for e in es_expiries(now.date(), "live")
+        ]
         stamps, at = [], start
         for stop, expiry in zip(ends, es_expiries(now.date(), "live"), strict=True):
             if stop <= at:
@@ -57,12 +68,27 @@ def _expected_ts(symbol: str, kind: InstrumentType, tf: Timeframe, start: dt.dat
     return _contract_ts(symbol, kind, tf, start, end, now, "")
 
 
-def _contract_ts(symbol: str, kind: InstrumentType, tf: Timeframe, start: dt.datetime,
-                 end: dt.datetime, now: dt.datetime, month: str) -> list[int]:  # fmt: skip
+def _contract_ts(
+    symbol: str,
+    kind: InstrumentType,
+    tf: Timeframe,
+    start: dt.datetime,
+    end: dt.datetime,
+    now: dt.datetime,
+    month: str,
+) -> list[int]:
     lead = dt.timedelta(days=10) if not tf.is_intraday else dt.timedelta(0)
-    frame = expected_bars(symbol, kind.value, BAR_SIZE[tf], default_what_to_show(kind).value,
-                          False, start - lead, end + lead, now_utc=now,
-                          contract_month=month)  # fmt: skip
+    frame = expected_bars(
+        symbol,
+        kind.value,
+        BAR_SIZE[tf],
+        default_what_to_show(kind).value,
+        False,
+        start - lead,
+        end + lead,
+        now_utc=now,
+        contract_month=month,
+    )
     if tf.is_intraday:
         stamps = pd.to_datetime(frame["start_utc"])
     else:
@@ -73,22 +99,37 @@ def _contract_ts(symbol: str, kind: InstrumentType, tf: Timeframe, start: dt.dat
 
 
 async def _fetch(
-    js: JetStreamContext, symbol: str, kind: InstrumentType, tf: Timeframe,
-    start: dt.datetime, end: dt.datetime,
-) -> SegmentFetched | SegmentFailed:  # fmt: skip
+    js: JetStreamContext,
+    symbol: str,
+    kind: InstrumentType,
+    tf: Timeframe,
+    start: dt.datetime,
+    end: dt.datetime,
+) -> SegmentFetched | SegmentFailed:
     job_id = uuid.uuid4().hex
-    command = FetchBars(job_id=job_id, segment_id="s1", symbol=symbol, timeframe=tf, start=start,
-                        end=end, instrument_type=kind,
-                        what_to_show=default_what_to_show(kind))  # fmt: skip
+    command = FetchBars(
+        job_id=job_id,
+        segment_id="s1",
+        symbol=symbol,
+        timeframe=tf,
+        start=start,
+        end=end,
+        instrument_type=kind,
+        what_to_show=default_what_to_show(kind),
+    )
     await js.publish(subjects.CMD_IB_FETCH, codec.encode(command))
     return await wait_for_job_event(js, job_id, {"segment_fetched", "segment_failed"})
 
 
 @pytest.mark.parametrize(("symbol", "kind"), INSTRUMENTS, ids=[i[0] for i in INSTRUMENTS])
 async def test_every_timeframe_stores_exactly_the_gateways_bars(
-    ready: ServiceApp, js: JetStreamContext, sim: IBGatewaySimulator, sim_now: dt.datetime,
-    symbol: str, kind: InstrumentType,
-) -> None:  # fmt: skip
+    ready: ServiceApp,
+    js: JetStreamContext,
+    sim: IBGatewaySimulator,
+    sim_now: dt.datetime,
+    symbol: str,
+    kind: InstrumentType,
+) -> None:
     end = dt.datetime(2024, 6, 26, 0, 0, tzinfo=UTC)
     for tf in Timeframe:
         start = end - SPANS[tf]

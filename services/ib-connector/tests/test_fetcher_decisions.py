@@ -39,8 +39,13 @@ class ScriptedBoundary:
         self._answers: Iterator[HistoricalAnswer] = iter(answers)
         self.asked = 0
 
-    async def historical(self, contract: Contract, key: HistoricalRequest, owner: Owner,
-                         ready_timeout_s: float | None = None) -> HistoricalAnswer:  # fmt: skip
+    async def historical(
+        self,
+        contract: Contract,
+        key: HistoricalRequest,
+        owner: Owner,
+        ready_timeout_s: float | None = None,
+    ) -> HistoricalAnswer:
         self.asked += 1
         owner.tally.sent += 1
         return next(self._answers)
@@ -50,8 +55,12 @@ async def _fetch(answers: list[HistoricalAnswer]) -> tuple[Any, ScriptedBoundary
     async def publish(_: Event) -> None:
         return None
 
-    fetcher = Fetcher(IbConnection(ConnectionOptions(), publish), PacingGate(),
-                      RetryPolicy(max_attempts=3), time_scale=0.0)  # fmt: skip
+    fetcher = Fetcher(
+        IbConnection(ConnectionOptions(), publish),
+        PacingGate(),
+        RetryPolicy(max_attempts=3),
+        time_scale=0.0,
+    )
     boundary = ScriptedBoundary(answers)
     fetcher.boundary = boundary  # type: ignore[assignment]
     start_ns = int(START.timestamp()) * 1_000_000_000
@@ -65,8 +74,18 @@ async def _fetch(answers: list[HistoricalAnswer]) -> tuple[Any, ScriptedBoundary
 
 def _bars() -> BarDataList:
     bars = BarDataList()  # type: ignore[no-untyped-call]
-    bars.append(BarData(date=START + dt.timedelta(hours=1), open=1.0, high=2.0, low=0.5,
-                        close=1.5, volume=10.0, average=1.2, barCount=3))  # fmt: skip
+    bars.append(
+        BarData(
+            date=START + dt.timedelta(hours=1),
+            open=1.0,
+            high=2.0,
+            low=0.5,
+            close=1.5,
+            volume=10.0,
+            average=1.2,
+            barCount=3,
+        )
+    )
     return bars
 
 

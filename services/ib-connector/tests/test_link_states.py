@@ -43,12 +43,23 @@ def _needs(sim: IBGatewaySimulator, *methods: str) -> None:
         pytest.skip(f"the simulator has no {', '.join(missing)} yet")
 
 
-def _command(symbol: str = "AAPL", kind: InstrumentType = InstrumentType.STK,
-             what: WhatToShow = WhatToShow.TRADES, tf: Timeframe = Timeframe.M5,
-             span: dt.timedelta = dt.timedelta(days=1)) -> FetchBars:  # fmt: skip
-    return FetchBars(job_id=uuid.uuid4().hex, segment_id="s1", symbol=symbol, timeframe=tf,
-                     start=END - span, end=END, instrument_type=kind,
-                     what_to_show=what)  # fmt: skip
+def _command(
+    symbol: str = "AAPL",
+    kind: InstrumentType = InstrumentType.STK,
+    what: WhatToShow = WhatToShow.TRADES,
+    tf: Timeframe = Timeframe.M5,
+    span: dt.timedelta = dt.timedelta(days=1),
+) -> FetchBars:
+    return FetchBars(
+        job_id=uuid.uuid4().hex,
+        segment_id="s1",
+        symbol=symbol,
+        timeframe=tf,
+        start=END - span,
+        end=END,
+        instrument_type=kind,
+        what_to_show=what,
+    )
 
 
 async def _send(js: JetStreamContext, command: FetchBars) -> None:
@@ -56,8 +67,9 @@ async def _send(js: JetStreamContext, command: FetchBars) -> None:
 
 
 async def _outcome(js: JetStreamContext, command: FetchBars, timeout_s: float = 60) -> object:
-    return await wait_for_job_event(js, command.job_id, {"segment_fetched", "segment_failed"},
-                                    timeout_s)  # fmt: skip
+    return await wait_for_job_event(
+        js, command.job_id, {"segment_fetched", "segment_failed"}, timeout_s
+    )
 
 
 async def _status(nc: NATS) -> IbStatus:
@@ -71,8 +83,12 @@ async def _link_events(js: JetStreamContext) -> asyncio.Queue[Any]:
     async def on_event(msg: Any) -> None:
         events.put_nowait(codec.decode(msg.data, IbConnectionEvent, subject=msg.subject))
 
-    await js.subscribe(subjects.IB_CONNECTION_EVENTS, cb=on_event, ordered_consumer=True,
-                       config=ConsumerConfig(deliver_policy=DeliverPolicy.NEW))  # fmt: skip
+    await js.subscribe(
+        subjects.IB_CONNECTION_EVENTS,
+        cb=on_event,
+        ordered_consumer=True,
+        config=ConsumerConfig(deliver_policy=DeliverPolicy.NEW),
+    )
     return events
 
 
@@ -87,8 +103,9 @@ def _historical(sim: IBGatewaySimulator) -> list[dict[str, Any]]:
     return [r for r in sim.records() if r["kind"] == "historical"]
 
 
-async def _in_flight_then_lose_link(sim: IBGatewaySimulator, js: JetStreamContext,
-                                    command: FetchBars) -> None:  # fmt: skip
+async def _in_flight_then_lose_link(
+    sim: IBGatewaySimulator, js: JetStreamContext, command: FetchBars
+) -> None:
     """Send ``command`` with its first answer held back, and lose IB's link while it waits."""
     sim.slow_next(1, 3.0)
     await _send(js, command)
@@ -141,8 +158,13 @@ async def test_link_restored_with_data_lost_reissues_the_request_in_flight(
     assert isinstance(outcome, SegmentFetched), outcome
     assert outcome.ib_requests == 2  # the dropped one and its re-issue
     records = _historical(sim)
-    again = [r for r in records if r["seq"] > first["seq"] and r["end"] == first["end"]
-             and r["duration"] == first["duration"]]  # fmt: skip
+    again = [
+        r
+        for r in records
+        if r["seq"] > first["seq"]
+        and r["end"] == first["end"]
+        and r["duration"] == first["duration"]
+    ]
     # Dropped by IB ("lost"); the connector's cancel, which clears ib_async's record of it,
     # can reach the gateway before it has forgotten the request ("cancelled").
     assert next(r for r in records if r["seq"] == first["seq"])["outcome"] in ("lost", "cancelled")

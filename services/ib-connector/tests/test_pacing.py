@@ -89,8 +89,9 @@ def test_thresholds_exactly() -> None:
     req = HistoricalRequest("AAPL", "SMART", "TRADES", "1 secs", "1800 S", "20240102-15:00:00")
     gate.record(req, 0.0)
     assert gate.earliest(req, 1.0) == 15.0  # identical: 15 s later
-    other_ends = [HistoricalRequest("AAPL", "SMART", "TRADES", "1 secs", "1800 S", f"e{i}")
-                  for i in range(4)]  # fmt: skip
+    other_ends = [
+        HistoricalRequest("AAPL", "SMART", "TRADES", "1 secs", "1800 S", f"e{i}") for i in range(4)
+    ]
     for i, r in enumerate(other_ends):
         assert gate.earliest(r, 0.1 * (i + 1)) == pytest.approx(0.1 * (i + 1))
         gate.record(r, 0.1 * (i + 1))
@@ -102,8 +103,10 @@ def test_thresholds_exactly() -> None:
 
 def test_sixty_in_ten_minutes_and_bid_ask_counts_twice() -> None:
     gate = PacingGate(EXACT, clock=lambda: 0.0)
-    reqs = [HistoricalRequest(f"C{i % 20}", "SMART", "TRADES", "1 secs", "1800 S", f"e{i}")
-            for i in range(59)]  # fmt: skip
+    reqs = [
+        HistoricalRequest(f"C{i % 20}", "SMART", "TRADES", "1 secs", "1800 S", f"e{i}")
+        for i in range(59)
+    ]
     times = plan(gate, [(0.0, r) for r in reqs])
     assert max(times) < 10  # 20 contracts: only the 2-second burst rule spaced them
     bid_ask = HistoricalRequest("NEW", "SMART", "BID_ASK", "1 secs", "1800 S", "z")
@@ -162,8 +165,7 @@ def test_finished_requests_count_from_their_answer() -> None:
     # The gateway stamps a request on arrival, somewhere between our send and
     # its answer; counting from the answer keeps a delayed arrival legal.
     gate = PacingGate(EXACT, clock=lambda: 0.0)
-    reqs = [HistoricalRequest(f"C{i}", "SMART", "TRADES", "1 secs", "30 S", "e")
-            for i in range(60)]  # fmt: skip
+    reqs = [HistoricalRequest(f"C{i}", "SMART", "TRADES", "1 secs", "30 S", "e") for i in range(60)]
     entries = [gate.record(r, 0.0) for r in reqs]
     late = entries[0]
     assert late is not None
@@ -251,8 +253,14 @@ class Recorder:
         self.granted: list[tuple[str, float]] = []
         self.tasks: dict[str, asyncio.Task[None]] = {}
 
-    def arrive(self, name: str, request: HistoricalRequest, job: str = "", priority: int = 5,
-               answered: asyncio.Event | None = None) -> None:  # fmt: skip
+    def arrive(
+        self,
+        name: str,
+        request: HistoricalRequest,
+        job: str = "",
+        priority: int = 5,
+        answered: asyncio.Event | None = None,
+    ) -> None:
         async def take() -> None:
             async with self.gate.slot(request, job=job, priority=priority):
                 self.granted.append((name, self.fake.now))
@@ -338,8 +346,12 @@ async def test_a_bid_ask_request_keeps_its_turn_against_single_requests() -> Non
     for i in range(3):
         rec.arrive(f"trades{i}", hard("AAPL", f"e{i}"), job="B")
     await fake.run_until()
-    assert rec.granted == [("quotes", 601.0), ("trades0", 602.0), ("trades1", 603.0),
-                           ("trades2", 604.0)]  # fmt: skip
+    assert rec.granted == [
+        ("quotes", 601.0),
+        ("trades0", 602.0),
+        ("trades1", 603.0),
+        ("trades2", 604.0),
+    ]
 
 
 async def test_the_window_reopening_lets_every_waiter_it_has_room_for_go_at_once() -> None:
@@ -542,8 +554,9 @@ async def _drive(
     sent: list[tuple[float, HistoricalRequest]] = []
     peak, open_now = {"open": 0, "soft": 0}, {"all": 0, "soft": 0}
 
-    async def one(arrival: float, job: str, priority: int, req: HistoricalRequest,
-                  answer_s: float) -> None:  # fmt: skip
+    async def one(
+        arrival: float, job: str, priority: int, req: HistoricalRequest, answer_s: float
+    ) -> None:
         await fake.sleep(arrival)
         async with gate.slot(req, job=job, priority=priority):
             sent.append((fake.now, req))

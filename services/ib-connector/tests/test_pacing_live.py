@@ -28,8 +28,11 @@ async def test_a_thousand_small_bar_requests_never_break_pacing(
 ) -> None:
     sim = IBGatewaySimulator(SimulatorConfig(port=0, time_scale=SCALE, now_utc=NOW))
     await sim.start()
-    env = {"KTRDR_NATS_URL": nats_url, "KTRDR_IB_PORT": str(sim.port),
-           "KTRDR_IB_TIME_SCALE": str(SCALE)}  # fmt: skip
+    env = {
+        "KTRDR_NATS_URL": nats_url,
+        "KTRDR_IB_PORT": str(sim.port),
+        "KTRDR_IB_TIME_SCALE": str(SCALE),
+    }
     from ktrdr_ib_connector.config import IbConnectorSettings
 
     app = build_app(IbConnectorSettings.from_env(env))
@@ -41,10 +44,15 @@ async def test_a_thousand_small_bar_requests_never_break_pacing(
         for i in range(REQUESTS):
             begin = start + dt.timedelta(seconds=30 * (i // 2))
             command = FetchBars(
-                job_id=uuid.uuid4().hex, segment_id=f"s{i}", symbol=("AAPL", "MSFT")[i % 2],
-                timeframe=Timeframe.S1, start=begin, end=begin + dt.timedelta(seconds=30),
-                instrument_type=InstrumentType.STK, what_to_show=WhatToShow.TRADES,
-            )  # fmt: skip
+                job_id=uuid.uuid4().hex,
+                segment_id=f"s{i}",
+                symbol=("AAPL", "MSFT")[i % 2],
+                timeframe=Timeframe.S1,
+                start=begin,
+                end=begin + dt.timedelta(seconds=30),
+                instrument_type=InstrumentType.STK,
+                what_to_show=WhatToShow.TRADES,
+            )
             await js.publish(subjects.CMD_IB_FETCH, codec.encode(command))
             jobs.append(command.job_id)
         outcomes = await _outcomes(js, set(jobs), timeout_s=180)
@@ -61,8 +69,11 @@ async def test_a_thousand_small_bar_requests_never_break_pacing(
 
 async def _outcomes(js: JetStreamContext, jobs: set[str], timeout_s: float) -> dict[str, object]:
     """Collect each job's segment outcome from one subscription to all job events."""
-    sub = await js.subscribe(subjects.JOB_EVENTS_ALL, ordered_consumer=True,
-                             config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL))  # fmt: skip
+    sub = await js.subscribe(
+        subjects.JOB_EVENTS_ALL,
+        ordered_consumer=True,
+        config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
+    )
     found: dict[str, object] = {}
     try:
         async with asyncio.timeout(timeout_s):

@@ -14,17 +14,31 @@ from ktrdr_shared.types import InstrumentType, Timeframe, WhatToShow
 pytestmark = pytest.mark.unit
 
 NOW = dt.datetime(2024, 6, 28, 22, 0, tzinfo=dt.UTC)
-FETCHING, PACING, LOST = (ProgressReason.FETCHING, ProgressReason.PACING,
-                          ProgressReason.IB_DISCONNECTED)  # fmt: skip
+FETCHING, PACING, LOST = (
+    ProgressReason.FETCHING,
+    ProgressReason.PACING,
+    ProgressReason.IB_DISCONNECTED,
+)
 
 
 def _run(waiting: int = 0, in_flight: int = 0, sent: int = 3) -> SegmentRun:
-    command = FetchBars(job_id="0" * 32, segment_id="s1", symbol="AAPL", timeframe=Timeframe.S1,
-                        start=NOW - dt.timedelta(hours=2), end=NOW,
-                        instrument_type=InstrumentType.STK,
-                        what_to_show=WhatToShow.TRADES)  # fmt: skip
-    return SegmentRun(command, RequestTally(sent=sent, waiting=waiting, in_flight=in_flight),
-                      chunks=4, chunks_done=1, bars=1800)  # fmt: skip
+    command = FetchBars(
+        job_id="0" * 32,
+        segment_id="s1",
+        symbol="AAPL",
+        timeframe=Timeframe.S1,
+        start=NOW - dt.timedelta(hours=2),
+        end=NOW,
+        instrument_type=InstrumentType.STK,
+        what_to_show=WhatToShow.TRADES,
+    )
+    return SegmentRun(
+        command,
+        RequestTally(sent=sent, waiting=waiting, in_flight=in_flight),
+        chunks=4,
+        chunks_done=1,
+        bars=1800,
+    )
 
 
 @pytest.mark.parametrize(
@@ -37,11 +51,13 @@ def _run(waiting: int = 0, in_flight: int = 0, sent: int = 3) -> SegmentRun:
         (2, 0, 300.0, True, LOST),  # IB is gone: nothing else matters
     ],
 )  # fmt: skip
-def test_observe_names_the_state(waiting: int, in_flight: int, next_send_in_s: float | None,
-                                 lost: bool, state: ProgressReason) -> None:  # fmt: skip
+def test_observe_names_the_state(
+    waiting: int, in_flight: int, next_send_in_s: float | None, lost: bool, state: ProgressReason
+) -> None:
     since = NOW - dt.timedelta(seconds=5) if lost else None
-    snap = observe(_run(waiting, in_flight), lost_since=since, next_send_in_s=next_send_in_s,
-                   now=NOW)  # fmt: skip
+    snap = observe(
+        _run(waiting, in_flight), lost_since=since, next_send_in_s=next_send_in_s, now=NOW
+    )
     assert snap.state is state
     assert snap.counts() == (4, 1, 1800, 3)
     assert snap.until == (NOW + dt.timedelta(seconds=300) if state is PACING else None)

@@ -51,9 +51,14 @@ async def test_status_reports_the_real_connection(
      "USD"), ("ES", InstrumentType.FUT, "CME", "USD"), ("SPX", InstrumentType.IND, "CBOE", "USD")],
 )  # fmt: skip
 async def test_validate_discovers_the_instrument_type(
-    ready: ServiceApp, nc: NATS, sim: IBGatewaySimulator, symbol: str, kind: InstrumentType,
-    exchange: str, currency: str,
-) -> None:  # fmt: skip
+    ready: ServiceApp,
+    nc: NATS,
+    sim: IBGatewaySimulator,
+    symbol: str,
+    kind: InstrumentType,
+    exchange: str,
+    currency: str,
+) -> None:
     client = KtrdrClient(nc, timeout_s=10)
     info = await client.request(subjects.IB_VALIDATE, ValidateSymbol(symbol=symbol), SymbolInfo)
     assert info.instrument_type is kind
@@ -96,10 +101,16 @@ async def test_cancel_requested_stops_a_jobs_segments(
     cancel = CancelRequested(job_id=job, reason="user")
     await publish_event(js, cancel, kind=JobKind.DATA_LOAD)
     end = dt.datetime(2024, 6, 26, tzinfo=dt.UTC)
-    command = FetchBars(job_id=job, segment_id="s1", symbol="AAPL", timeframe=Timeframe.M1,
-                        start=end - dt.timedelta(days=30), end=end,
-                        instrument_type=InstrumentType.STK,
-                        what_to_show=WhatToShow.TRADES)  # fmt: skip
+    command = FetchBars(
+        job_id=job,
+        segment_id="s1",
+        symbol="AAPL",
+        timeframe=Timeframe.M1,
+        start=end - dt.timedelta(days=30),
+        end=end,
+        instrument_type=InstrumentType.STK,
+        what_to_show=WhatToShow.TRADES,
+    )
     await js.publish(subjects.CMD_IB_FETCH, codec.encode(command))
     outcome = await wait_for_job_event(js, job, {"segment_fetched", "segment_failed"})
     assert isinstance(outcome, SegmentFailed)

@@ -52,11 +52,19 @@ SECONDS_END = dt.datetime(2024, 6, 26, 0, 0, tzinfo=UTC)
 WINDOW_MAX = 60
 
 
-def _command(symbol: str, kind: InstrumentType, tf: Timeframe, start: dt.datetime,
-             end: dt.datetime) -> FetchBars:  # fmt: skip
-    return FetchBars(job_id=uuid.uuid4().hex, segment_id="s1", symbol=symbol, timeframe=tf,
-                     start=start, end=end, instrument_type=kind,
-                     what_to_show=default_what_to_show(kind))  # fmt: skip
+def _command(
+    symbol: str, kind: InstrumentType, tf: Timeframe, start: dt.datetime, end: dt.datetime
+) -> FetchBars:
+    return FetchBars(
+        job_id=uuid.uuid4().hex,
+        segment_id="s1",
+        symbol=symbol,
+        timeframe=tf,
+        start=start,
+        end=end,
+        instrument_type=kind,
+        what_to_show=default_what_to_show(kind),
+    )
 
 
 def _seconds_command() -> FetchBars:
@@ -68,8 +76,9 @@ async def _send(js: JetStreamContext, command: FetchBars) -> None:
 
 
 async def _outcome(js: JetStreamContext, command: FetchBars, timeout_s: float = 60) -> Any:
-    return await wait_for_job_event(js, command.job_id, {"segment_fetched", "segment_failed"},
-                                    timeout_s)  # fmt: skip
+    return await wait_for_job_event(
+        js, command.job_id, {"segment_fetched", "segment_failed"}, timeout_s
+    )
 
 
 async def _cancel(js: JetStreamContext, job_id: str) -> float:
@@ -80,8 +89,7 @@ async def _cancel(js: JetStreamContext, job_id: str) -> float:
 
 
 def _historical(sim: IBGatewaySimulator, symbol: str | None = None) -> list[dict[str, Any]]:
-    return [r for r in sim.records()
-            if r["kind"] == "historical" and symbol in (None, r["symbol"])]  # fmt: skip
+    return [r for r in sim.records() if r["kind"] == "historical" and symbol in (None, r["symbol"])]
 
 
 async def _batches(js: JetStreamContext, command: FetchBars) -> list[BarBatch]:
@@ -100,9 +108,11 @@ async def _last_event(js: JetStreamContext, job_id: str, event: str) -> bool:
 
 async def _progress(js: JetStreamContext, job_id: str) -> AsyncIterator[SegmentProgress]:
     """Yield the job's ``segment_progress`` events, history first, then as they come."""
-    sub = await js.subscribe(subjects.job_event(JobKind.DATA_LOAD, job_id, "segment_progress"),
-                             ordered_consumer=True,
-                             config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL))  # fmt: skip
+    sub = await js.subscribe(
+        subjects.job_event(JobKind.DATA_LOAD, job_id, "segment_progress"),
+        ordered_consumer=True,
+        config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
+    )
     try:
         while True:
             msg = await sub.next_msg(timeout=None)
@@ -111,8 +121,9 @@ async def _progress(js: JetStreamContext, job_id: str) -> AsyncIterator[SegmentP
         await sub.unsubscribe()
 
 
-async def _wait_progress(js: JetStreamContext, job_id: str, state: ProgressReason,
-                         timeout_s: float = 30) -> SegmentProgress:  # fmt: skip
+async def _wait_progress(
+    js: JetStreamContext, job_id: str, state: ProgressReason, timeout_s: float = 30
+) -> SegmentProgress:
     async with asyncio.timeout(timeout_s):
         async for event in _progress(js, job_id):
             if event.state is state:
@@ -144,14 +155,19 @@ async def _assert_cancelled_truthfully(
 
 @pytest.mark.parametrize(
     "ended",
-    [lambda job: CancelRequested(job_id=job, reason="user"),
-     lambda job: JobFailed(job_id=job, code="timeout", message="gave up")],
+    [
+        lambda job: CancelRequested(job_id=job, reason="user"),
+        lambda job: JobFailed(job_id=job, code="timeout", message="gave up"),
+    ],
     ids=["cancel_requested", "failed"],
-)  # fmt: skip
+)
 async def test_a_restarted_connector_remembers_a_cancel_from_the_event_log(
-    start_connector: Starter, nc: NATS, js: JetStreamContext, sim: IBGatewaySimulator,
+    start_connector: Starter,
+    nc: NATS,
+    js: JetStreamContext,
+    sim: IBGatewaySimulator,
     ended: Callable[[str], Event],
-) -> None:  # fmt: skip
+) -> None:
     command = _seconds_command()
     await streams.ensure_streams(js)
     # before the connector exists: no memory of it
@@ -185,11 +201,18 @@ async def test_cancel_reaches_a_request_in_flight(
     # three yearly chunks of hourly bars go out together; IB holds the first one unanswered
     sim.stall_next_historical(1)
     end = dt.datetime(2024, 6, 26, tzinfo=UTC)
-    command = _command("AAPL", InstrumentType.STK, Timeframe.H1, end - dt.timedelta(days=3 * 364),
-                       end)  # fmt: skip
+    command = _command(
+        "AAPL", InstrumentType.STK, Timeframe.H1, end - dt.timedelta(days=3 * 364), end
+    )
     await _send(js, command)
-    await sim.wait_until(lambda c: c["bars_served"] > 0 and c["stalled_requests"] == 1
-                         and len(_historical(sim)) == 3 and c["open_requests"] == 1)  # fmt: skip
+    await sim.wait_until(
+        lambda c: (
+            c["bars_served"] > 0
+            and c["stalled_requests"] == 1
+            and len(_historical(sim)) == 3
+            and c["open_requests"] == 1
+        )
+    )
     cancel_at = await _cancel(js, command.job_id)
     outcome = await _assert_cancelled_truthfully(js, sim, command, cancel_at)
     stalled = [r for r in _historical(sim) if r["stalled"]]
@@ -213,8 +236,7 @@ async def test_a_paced_one_second_segment_does_not_hold_back_another_job(
     assert (paced.chunks, paced.ib_requests) == (80, WINDOW_MAX)
 
     end = dt.datetime(2024, 6, 26, tzinfo=UTC)
-    fast = _command("EURUSD", InstrumentType.CASH, Timeframe.H1, end - dt.timedelta(days=700),
-                    end)  # fmt: skip
+    fast = _command("EURUSD", InstrumentType.CASH, Timeframe.H1, end - dt.timedelta(days=700), end)
     await _send(js, fast)
     done = await _outcome(js, fast)
     assert isinstance(done, SegmentFetched), done
@@ -253,8 +275,9 @@ async def test_request_counts_match_the_gateway_across_a_restart(
     try:
         await wait_connected(nc)
         end = dt.datetime(2024, 6, 26, tzinfo=UTC)
-        command = _command("AAPL", InstrumentType.STK, Timeframe.M1,
-                           end - dt.timedelta(weeks=30), end)  # fmt: skip
+        command = _command(
+            "AAPL", InstrumentType.STK, Timeframe.M1, end - dt.timedelta(weeks=30), end
+        )
         await _send(js, command)
         await sim.wait_until(lambda c: c["requests_by_type"].get("historical", 0) >= 6)
         # IB holds the next four unanswered: every open slot (4 for 1-min bars) is taken, so

@@ -28,16 +28,29 @@ class OneAnswer:
     async def fetch(self, contract: Contract, chunk: Chunk, *args: Any, **kwargs: Any) -> Columns:
         ts = list(range(chunk.start, chunk.end, DAY))
         n = len(ts)
-        return Columns(ts=ts, open=[10.0] * n, high=[self.high] * n, low=[9.0] * n,
-                       close=[10.5] * n, volume=[1.0] * n, wap=None, count=None)  # fmt: skip
+        return Columns(
+            ts=ts,
+            open=[10.0] * n,
+            high=[self.high] * n,
+            low=[9.0] * n,
+            close=[10.5] * n,
+            volume=[1.0] * n,
+            wap=None,
+            count=None,
+        )
 
 
 def command() -> FetchBars:
-    return FetchBars(job_id="0" * 32, segment_id="s1", symbol="AAPL", timeframe=Timeframe.D1,
-                     start=dt.datetime(2024, 1, 2, tzinfo=dt.UTC),
-                     end=dt.datetime(2024, 1, 9, tzinfo=dt.UTC),
-                     instrument_type=InstrumentType.STK,
-                     what_to_show=WhatToShow.TRADES)  # fmt: skip
+    return FetchBars(
+        job_id="0" * 32,
+        segment_id="s1",
+        symbol="AAPL",
+        timeframe=Timeframe.D1,
+        start=dt.datetime(2024, 1, 2, tzinfo=dt.UTC),
+        end=dt.datetime(2024, 1, 9, tzinfo=dt.UTC),
+        instrument_type=InstrumentType.STK,
+        what_to_show=WhatToShow.TRADES,
+    )
 
 
 async def run(high: float) -> tuple[SegmentFetched | SegmentFailed, list[str]]:
@@ -48,8 +61,7 @@ async def run(high: float) -> tuple[SegmentFetched | SegmentFailed, list[str]]:
 
     segment = command()
     whole = [(Contract(), to_unix_nanos(segment.start), to_unix_nanos(segment.end))]
-    event = await run_segment(SegmentRun(segment), whole, cast(Fetcher, OneAnswer(high)),
-                              publish)  # fmt: skip
+    event = await run_segment(SegmentRun(segment), whole, cast(Fetcher, OneAnswer(high)), publish)
     return event, published
 
 
@@ -59,8 +71,9 @@ async def test_bad_bars_from_ib_fail_the_segment_unpublished(high: float) -> Non
     assert isinstance(event, SegmentFailed)
     assert event.code == "invalid_bars"
     assert not event.retryable
-    assert "AAPL" in event.message and ("non_finite" in event.message
-                                        or "ohlc_order" in event.message)  # fmt: skip
+    assert "AAPL" in event.message and (
+        "non_finite" in event.message or "ohlc_order" in event.message
+    )
     assert published == []
 
 

@@ -146,8 +146,9 @@ async def test_bars_that_are_not_stored_fail_with_the_reason(
     assert done.code == "not_found"
     # never loaded: the data-store's own not_found, naming the command that loads it (a range
     # with no bars of a stored dataset is the trainer's "no bars ... load them first")
-    assert done.message.startswith("nothing is stored for MSFT 1h; load it: `ktrdr data load "
-                                   "MSFT 1h`")  # fmt: skip
+    assert done.message.startswith(
+        "nothing is stored for MSFT 1h; load it: `ktrdr data load MSFT 1h`"
+    )
 
 
 @pytest.mark.parametrize(
@@ -257,8 +258,9 @@ async def test_a_stopped_trainer_puts_its_job_back_for_another(
     accepted = await nc.subscribe(subjects.job_event(JobKind.TRAINING, job_id, "accepted"))
     await start_trainer()
     await accepted.next_msg(timeout=30)  # the second trainer took it on
-    await publish_event(js, CancelRequested(job_id=job_id, reason="done testing"),
-                        kind=JobKind.TRAINING)  # fmt: skip
+    await publish_event(
+        js, CancelRequested(job_id=job_id, reason="done testing"), kind=JobKind.TRAINING
+    )
     assert isinstance(await finished(js, job_id), JobCancelled)
     kinds = [event_type(e) for e in await read_all(js, subjects.job_events(job_id), JobEvent)]
     assert kinds.count("accepted") == 2 and kinds[-1] == "cancelled"

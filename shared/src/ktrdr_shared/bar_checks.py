@@ -133,9 +133,12 @@ class BatchHeader:
 
 
 def check_arrays(
-    batch: BarBatch | Header, arrays: dict[str, np.ndarray], *, subject: str | None = None,
+    batch: BarBatch | Header,
+    arrays: dict[str, np.ndarray],
+    *,
+    subject: str | None = None,
     now_ns: int | None = None,
-) -> BarProblem | None:  # fmt: skip
+) -> BarProblem | None:
     """Return the first rule the batch breaks, given its columns from ``batch_arrays``.
 
     ``subject`` is checked only for a ``BarBatch`` (a header alone has no symbol).
@@ -152,9 +155,11 @@ def check_arrays(
 
 
 def check_many(
-    headers: Sequence[Header], arrays: Sequence[dict[str, np.ndarray]], *,
+    headers: Sequence[Header],
+    arrays: Sequence[dict[str, np.ndarray]],
+    *,
     now_ns: int | None = None,
-) -> list[BarProblem | None]:  # fmt: skip
+) -> list[BarProblem | None]:
     """Return ``check_arrays`` of each batch (subjects aside), checking all of them at once.
 
     The batches' columns are joined and checked with the same few array operations as one
@@ -169,16 +174,18 @@ def check_many(
     return [None] * len(headers)
 
 
-def _all_good_many(headers: Sequence[Header], arrays: Sequence[dict[str, np.ndarray]],
-                   now_ns: int | None) -> bool:  # fmt: skip
+def _all_good_many(
+    headers: Sequence[Header], arrays: Sequence[dict[str, np.ndarray]], now_ns: int | None
+) -> bool:
     """Return True when every batch surely passes; batches of one kind only (else False)."""
     first = headers[0]
-    if any((h.timeframe, h.what_to_show) != (first.timeframe, first.what_to_show)
-           for h in headers):  # fmt: skip
+    if any((h.timeframe, h.what_to_show) != (first.timeframe, first.what_to_show) for h in headers):
         return False
-    joined = {name: np.concatenate([a[name] for a in arrays if name in a])
-              for name in ("ts", "open", "high", "low", "close", "volume", "wap", "count")
-              if any(name in a for a in arrays)}  # fmt: skip
+    joined = {
+        name: np.concatenate([a[name] for a in arrays if name in a])
+        for name in ("ts", "open", "high", "low", "close", "volume", "wap", "count")
+        if any(name in a for a in arrays)
+    }
     ts = joined.pop("ts")
     count = joined.pop("count", None)
     if ts.size == 0:
@@ -194,9 +201,12 @@ def _all_good_many(headers: Sequence[Header], arrays: Sequence[dict[str, np.ndar
     stops = np.fromiter((h.end for h in headers), np.int64, len(headers))[some]
     firsts, lasts = ts[(ends - sizes)[some]], ts[ends[some] - 1]
     latest = np.inf if now_ns is None else now_ns + first.timeframe.nanos
-    return bool((firsts >= np.maximum(starts, EARLIEST_NS)).all() and (lasts < stops).all()
-                and lasts.max() <= latest
-                and not (ts % _grid_ns(first.timeframe)).any())  # fmt: skip
+    return bool(
+        (firsts >= np.maximum(starts, EARLIEST_NS)).all()
+        and (lasts < stops).all()
+        and lasts.max() <= latest
+        and not (ts % _grid_ns(first.timeframe)).any()
+    )
 
 
 def _values_good(what: WhatToShow, cols: dict[str, np.ndarray], count: np.ndarray | None) -> bool:
@@ -213,8 +223,13 @@ def _values_good(what: WhatToShow, cols: dict[str, np.ndarray], count: np.ndarra
     return bool((lo <= np.minimum(o, c)).all() and (h >= np.maximum(o, c)).all())
 
 
-def _first_problem(batch: Header, cols: dict[str, np.ndarray], count: np.ndarray | None,
-                   ts: np.ndarray, now_ns: int | None) -> BarProblem | None:  # fmt: skip
+def _first_problem(
+    batch: Header,
+    cols: dict[str, np.ndarray],
+    count: np.ndarray | None,
+    ts: np.ndarray,
+    now_ns: int | None,
+) -> BarProblem | None:
     """Return the first rule broken, checking each rule on its own (the slow, exact path)."""
     for check in (_check_values, _check_order):
         if (problem := check(batch.what_to_show, cols, count)) is not None:
@@ -222,8 +237,13 @@ def _first_problem(batch: Header, cols: dict[str, np.ndarray], count: np.ndarray
     return _check_stamps(batch, ts, now_ns)
 
 
-def _all_good(batch: Header, cols: dict[str, np.ndarray], count: np.ndarray | None,
-              ts: np.ndarray, now_ns: int | None) -> bool:  # fmt: skip
+def _all_good(
+    batch: Header,
+    cols: dict[str, np.ndarray],
+    count: np.ndarray | None,
+    ts: np.ndarray,
+    now_ns: int | None,
+) -> bool:
     """Return True when the batch surely passes every check, in few array operations.
 
     The common case, a good batch, costs about a third of the separate checks; False only
@@ -235,8 +255,11 @@ def _all_good(batch: Header, cols: dict[str, np.ndarray], count: np.ndarray | No
         return False  # (strictly rising stamps: sorted and unique)
     first, last = int(ts[0]), int(ts[-1])
     latest = batch.end if now_ns is None else min(batch.end, now_ns + batch.timeframe.nanos + 1)
-    return (first >= max(EARLIEST_NS, batch.start) and last < latest
-            and not bool((ts % _grid_ns(batch.timeframe)).any()))  # fmt: skip
+    return (
+        first >= max(EARLIEST_NS, batch.start)
+        and last < latest
+        and not bool((ts % _grid_ns(batch.timeframe)).any())
+    )
 
 
 def check_subject(batch: BarBatch, subject: str) -> BarProblem | None:
@@ -249,9 +272,13 @@ def check_subject(batch: BarBatch, subject: str) -> BarProblem | None:
         return BarProblem("subject_mismatch", None, None, str(e))
     body = (symbol_key(batch.symbol), batch.timeframe)
     if (parsed.symbol_key, parsed.timeframe) != body:
-        return BarProblem("subject_mismatch", None, None,
-                          f"subject '{subject}' is {parsed.symbol_key} {parsed.timeframe} but "
-                          f"the body is {body[0]} {body[1]}")  # fmt: skip
+        return BarProblem(
+            "subject_mismatch",
+            None,
+            None,
+            f"subject '{subject}' is {parsed.symbol_key} {parsed.timeframe} but "
+            f"the body is {body[0]} {body[1]}",
+        )
     return None
 
 
@@ -284,9 +311,13 @@ def _check_order(
         rules = (("low", lo > h), ("low", lo > np.minimum(o, c)), ("high", h < np.maximum(o, c)))
     for name, broken in rules:
         if (i := _first(broken)) is not None:
-            return BarProblem("ohlc_order", i, name,
-                              f"bar {i} ({what}): open {o[i]} high {h[i]} low {lo[i]} "
-                              f"close {c[i]} are not in order")  # fmt: skip
+            return BarProblem(
+                "ohlc_order",
+                i,
+                name,
+                f"bar {i} ({what}): open {o[i]} high {h[i]} low {lo[i]} "
+                f"close {c[i]} are not in order",
+            )
     return None
 
 
@@ -299,8 +330,7 @@ def _check_stamps(batch: Header, ts: np.ndarray, now_ns: int | None) -> BarProbl
     if now_ns is not None and (i := _first(ts > now_ns + batch.timeframe.nanos)) is not None:
         return problem("future", i, f"opens after now ({_show(now_ns)}) plus one bar")
     if (i := _first((ts < batch.start) | (ts >= batch.end))) is not None:
-        return problem("outside_window", i,
-                       f"outside [{_show(batch.start)}, {_show(batch.end)})")  # fmt: skip
+        return problem("outside_window", i, f"outside [{_show(batch.start)}, {_show(batch.end)})")
     if (i := _first(ts % _grid_ns(batch.timeframe) != 0)) is not None:
         return problem("off_grid", i, f"not on the {batch.timeframe} grid")
     order = np.argsort(ts, kind="stable")

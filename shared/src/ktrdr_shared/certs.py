@@ -54,8 +54,12 @@ def server_hosts(extra: Iterable[str] = ()) -> list[str]:
     return list(dict.fromkeys([*DEFAULT_HOSTS, *extra]))
 
 
-def ensure_certificates(directory: Path, users: Sequence[str], extra_hosts: Iterable[str] = (),
-                        now: dt.datetime | None = None) -> list[str]:  # fmt: skip
+def ensure_certificates(
+    directory: Path,
+    users: Sequence[str],
+    extra_hosts: Iterable[str] = (),
+    now: dt.datetime | None = None,
+) -> list[str]:
     """Create what is missing or stale of the CA, server and client files; return their names.
 
     Every file is written with mode 0600 (compose hands them to containers as
@@ -119,9 +123,14 @@ def _issue_ca(key: ec.EllipticCurvePrivateKey, now: dt.datetime) -> x509.Certifi
     )
 
 
-def _issue_leaf(ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey,
-                key: ec.EllipticCurvePrivateKey, common_name: str, now: dt.datetime,
-                server_names: Sequence[str] | None) -> x509.Certificate:  # fmt: skip
+def _issue_leaf(
+    ca_cert: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    key: ec.EllipticCurvePrivateKey,
+    common_name: str,
+    now: dt.datetime,
+    server_names: Sequence[str] | None,
+) -> x509.Certificate:
     """Issue a server certificate (``server_names`` given) or a client certificate."""
     ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     usage = ExtendedKeyUsageOID.SERVER_AUTH if server_names else ExtendedKeyUsageOID.CLIENT_AUTH
@@ -148,18 +157,25 @@ def _issue_leaf(ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey,
 
 
 def _key_usage(cert_sign: bool) -> x509.KeyUsage:
-    return x509.KeyUsage(digital_signature=True, content_commitment=False,
-                         key_encipherment=False, data_encipherment=False,
-                         key_agreement=not cert_sign, key_cert_sign=cert_sign,
-                         crl_sign=cert_sign, encipher_only=False,
-                         decipher_only=False)  # fmt: skip
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=not cert_sign,
+        key_cert_sign=cert_sign,
+        crl_sign=cert_sign,
+        encipher_only=False,
+        decipher_only=False,
+    )
 
 
 # -- checking what exists -----------------------------------------------------------------
 
 
-def _load(cert_file: Path, key_file: Path
-          ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None:  # fmt: skip
+def _load(
+    cert_file: Path, key_file: Path
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None:
     """Return the certificate and its key, or None when either is missing or unreadable."""
     try:
         cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
@@ -207,10 +223,12 @@ def _sans(cert: x509.Certificate) -> set[x509.GeneralName]:
     return set(ext.value)
 
 
-def _write(key_file: Path, cert_file: Path, cert: x509.Certificate,
-           key: ec.EllipticCurvePrivateKey) -> None:  # fmt: skip
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())  # fmt: skip
+def _write(
+    key_file: Path, cert_file: Path, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey
+) -> None:
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     _write_file(key_file, key_pem, 0o600)
     _write_file(cert_file, cert.public_bytes(serialization.Encoding.PEM), 0o600)
 

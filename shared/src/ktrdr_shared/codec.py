@@ -155,9 +155,13 @@ def _value_at(data: bytes, path: str, *, msgpack: bool) -> object:
 
 
 def _describe(
-    error: msgspec.ValidationError, message_type: Any, subject: str, data: bytes = b"",
-    *, msgpack: bool = False,
-) -> MessageDecodeError:  # fmt: skip
+    error: msgspec.ValidationError,
+    message_type: Any,
+    subject: str,
+    data: bytes = b"",
+    *,
+    msgpack: bool = False,
+) -> MessageDecodeError:
     """Turn msgspec's message into subject + field + problem (+ allowed values)."""
     text = explain_naive(str(error), data, msgpack=msgpack)
     match = _PATH.search(text)

@@ -159,8 +159,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                     f.read(1)
             except OSError as e:
                 name = variable_name(field)
-                raise ConfigError(f"{name}={path}: cannot read it: {e.strerror}",
-                                  details={"variable": name, "path": path}) from e  # fmt: skip
+                raise ConfigError(
+                    f"{name}={path}: cannot read it: {e.strerror}",
+                    details={"variable": name, "path": path},
+                ) from e
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{f}={getattr(self, f)!r}" for f in self.__struct_fields__)

@@ -92,9 +92,14 @@ class PullConsumer:
             await self._run_concurrently(stopping)
             return
         async for messages in fetch_batches(
-            self.js, self.spec, stopping, self.batch, self.fetch_timeout_s, self.heartbeat_s,
+            self.js,
+            self.spec,
+            stopping,
+            self.batch,
+            self.fetch_timeout_s,
+            self.heartbeat_s,
             declare=self.declare,
-        ):  # fmt: skip
+        ):
             for msg in messages:
                 await self.dispatch(msg)
 
@@ -103,10 +108,15 @@ class PullConsumer:
         running = _Running()
         try:
             async for messages in fetch_batches(
-                self.js, self.spec, stopping, self.batch, self.fetch_timeout_s, self.heartbeat_s,
+                self.js,
+                self.spec,
+                stopping,
+                self.batch,
+                self.fetch_timeout_s,
+                self.heartbeat_s,
                 want=lambda: min(self.batch, self.concurrency - len(running)),
                 declare=self.declare,
-            ):  # fmt: skip
+            ):
                 for msg in messages:
                     if len(running) < self.concurrency:
                         running.start(msg, self.dispatch(msg))
@@ -189,8 +199,11 @@ async def fetch_batches(
             if declare:
                 log.warning("%s: consumer or stream missing; declaring it again", spec.durable)
             else:
-                log.error("%s: consumer or stream missing; waiting for the NATS admin to run %s",
-                          spec.durable, DECLARE_COMMAND)  # fmt: skip
+                log.error(
+                    "%s: consumer or stream missing; waiting for the NATS admin to run %s",
+                    spec.durable,
+                    DECLARE_COMMAND,
+                )
             await _drop(sub)
             sub = None
             await backoff.wait(stopping)

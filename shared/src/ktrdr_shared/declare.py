@@ -31,8 +31,13 @@ async def declare(settings: Settings, *, check: bool, timeout_s: float = 10.0) -
         the exit status: 0 when the server is as declared at the end, 1 otherwise.
     """
     async with asyncio.timeout(timeout_s):
-        nc = await connect(settings, name="ktrdr-declare", max_reconnect_attempts=0,
-                           allow_reconnect=False, connect_timeout=timeout_s)  # fmt: skip
+        nc = await connect(
+            settings,
+            name="ktrdr-declare",
+            max_reconnect_attempts=0,
+            allow_reconnect=False,
+            connect_timeout=timeout_s,
+        )
     try:
         js = nc.jetstream(timeout=timeout_s)
         before = await streams.verify(js, streams.CONSUMERS, buckets=True)
@@ -45,8 +50,10 @@ async def declare(settings: Settings, *, check: bool, timeout_s: float = 10.0) -
         for problem in after:
             print(f"still differs: {problem}", file=sys.stderr)
         if not after:
-            print(f"declared: {len(streams.STREAMS)} streams, {len(streams.CONSUMERS)} "
-                  f"consumers, 2 buckets ({len(before)} fixed)")  # fmt: skip
+            print(
+                f"declared: {len(streams.STREAMS)} streams, {len(streams.CONSUMERS)} "
+                f"consumers, 2 buckets ({len(before)} fixed)"
+            )
         return 1 if after else 0
     finally:
         await nc.close()
@@ -70,8 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (nats.errors.Error, OSError, TimeoutError) as e:
         # No server answers within the timeout, or a user without the right gets a
         # permissions violation and then a timeout.
-        print(f"declare: failed: {e!r} (is NATS up, and is this its admin user?)",
-              file=sys.stderr)  # fmt: skip
+        print(f"declare: failed: {e!r} (is NATS up, and is this its admin user?)", file=sys.stderr)
         return 1
 
 

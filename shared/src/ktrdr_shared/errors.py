@@ -149,11 +149,20 @@ class ConfigError(KtrdrError):
 _BY_CODE: dict[str, type[KtrdrError]] = {
     cls.code: cls
     for cls in (
-        KtrdrError, RetryableError, PermanentError, InvalidRequest, NotFound, UnknownSymbol,
-        DatasetDamaged, StorageFull,
-        IbUnavailable, PacingViolation, ServiceTimeout, ConfigError,
+        KtrdrError,
+        RetryableError,
+        PermanentError,
+        InvalidRequest,
+        NotFound,
+        UnknownSymbol,
+        DatasetDamaged,
+        StorageFull,
+        IbUnavailable,
+        PacingViolation,
+        ServiceTimeout,
+        ConfigError,
     )
-}  # fmt: skip
+}
 
 
 def error_from_code(code: str, message: str, details: dict[str, Any] | None = None) -> KtrdrError:

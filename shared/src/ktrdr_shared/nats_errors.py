@@ -136,8 +136,10 @@ class ConnectionErrors:
 
     def denial(self, violation: Violation, subject: str | None = None) -> str:
         """Return the sentence for ``violation`` (``subject``: as the caller spelled it)."""
-        return (f"permission denied: NATS {self.who} may not {violation.action} to "
-                f"{subject or violation.subject}")  # fmt: skip
+        return (
+            f"permission denied: NATS {self.who} may not {violation.action} to "
+            f"{subject or violation.subject}"
+        )
 
     @contextlib.contextmanager
     def watching(self, subject: str) -> Iterator[asyncio.Future[PermissionDenied]]:
@@ -169,8 +171,12 @@ class ConnectionErrors:
                 )
             else:
                 continue
-            denied.set_result(PermissionDenied(message, details={
-                "user": self.user, "subject": subject, "action": violation.action}))  # fmt: skip
+            denied.set_result(
+                PermissionDenied(
+                    message,
+                    details={"user": self.user, "subject": subject, "action": violation.action},
+                )
+            )
 
     def connect_error(
         self, servers: Sequence[str], cause: BaseException | None
@@ -188,10 +194,13 @@ class ConnectionErrors:
         elif self.user or self.creds:
             fix = "check KTRDR_NATS_USER and KTRDR_NATS_PASSWORD[_FILE] (or KTRDR_NATS_CREDS)"
         else:
-            fix = ("the server requires a user: set KTRDR_NATS_USER and "
-                   "KTRDR_NATS_PASSWORD_FILE (`just up --secure` prints the admin's)")  # fmt: skip
-        return NatsRefused(f"{where} refused a connection with {self.who}: "
-                           f"{reason_of(reason)}; {fix}")  # fmt: skip
+            fix = (
+                "the server requires a user: set KTRDR_NATS_USER and "
+                "KTRDR_NATS_PASSWORD_FILE (`just up --secure` prints the admin's)"
+            )
+        return NatsRefused(
+            f"{where} refused a connection with {self.who}: {reason_of(reason)}; {fix}"
+        )
 
 
 _BY_CONNECTION: weakref.WeakKeyDictionary[NATS, ConnectionErrors] = weakref.WeakKeyDictionary()

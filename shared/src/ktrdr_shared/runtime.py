@@ -65,9 +65,13 @@ async def connect(settings: Settings, *, name: str, **options: Any) -> NATS:
             servers, the user and the last reason.
     """
     auth = auth_options(settings)
-    errors = ConnectionErrors(name, settings.nats_user, auth.get("inbox_prefix", "_INBOX"),
-                              forward=options.pop("error_cb", None),
-                              creds=settings.nats_creds)  # fmt: skip
+    errors = ConnectionErrors(
+        name,
+        settings.nats_user,
+        auth.get("inbox_prefix", "_INBOX"),
+        forward=options.pop("error_cb", None),
+        creds=settings.nats_creds,
+    )
 
     async def on_disconnected() -> None:
         log.warning("nats %s: disconnected; reconnecting", name)
@@ -129,8 +133,9 @@ def auth_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
-async def last_job_event(js: JetStreamContext, kind: JobKind, job_id: str,
-                         event: str) -> bytes | None:  # fmt: skip
+async def last_job_event(
+    js: JetStreamContext, kind: JobKind, job_id: str, event: str
+) -> bytes | None:
     """Return the payload of the job's last ``event`` event in the log (None: it has none).
 
     One direct read of ``ktrdr.evt.job.<kind>.<job_id>.<event>``: how a service learns,
@@ -147,8 +152,9 @@ async def last_job_event(js: JetStreamContext, kind: JobKind, job_id: str,
     return msg.data or b""
 
 
-async def publish_event(js: JetStreamContext, event: Event, msg_id: str | None = None, *,
-                        kind: JobKind | None = None) -> None:  # fmt: skip
+async def publish_event(
+    js: JetStreamContext, event: Event, msg_id: str | None = None, *, kind: JobKind | None = None
+) -> None:
     """Append an event to the event log, on the subject its family and tag name.
 
     A job event goes under its job's ``kind``; it may be left out only where the event

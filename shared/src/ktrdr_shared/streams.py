@@ -246,10 +246,24 @@ _STREAM_GUARDS: dict[str, Any] = {
     "sealed": False, "deny_delete": False, "deny_purge": False,
     "mirror": None, "sources": None, "republish": None, "subject_transform": None,
 }  # fmt: skip
-_STREAM_DECLARED = ("subjects", "retention", "storage", "discard", "max_age",
-                    "duplicate_window", "max_msgs_per_subject", "allow_rollup_hdrs")  # fmt: skip
-_CONSUMER_DECLARED = ("filter_subject", "ack_policy", "deliver_policy", "ack_wait",
-                      "max_deliver", "max_ack_pending")  # fmt: skip
+_STREAM_DECLARED = (
+    "subjects",
+    "retention",
+    "storage",
+    "discard",
+    "max_age",
+    "duplicate_window",
+    "max_msgs_per_subject",
+    "allow_rollup_hdrs",
+)
+_CONSUMER_DECLARED = (
+    "filter_subject",
+    "ack_policy",
+    "deliver_policy",
+    "ack_wait",
+    "max_deliver",
+    "max_ack_pending",
+)
 
 
 @dataclass(frozen=True)
@@ -323,17 +337,27 @@ async def _stream_problems(
 def _bucket_streams() -> list[tuple[str, StreamConfig]]:
     """The streams behind the two buckets, as ``ensure_buckets`` creates them."""
     kv = StreamConfig(
-        name=f"KV_{SYMBOLS_BUCKET}", subjects=[f"$KV.{SYMBOLS_BUCKET}.>"],
-        retention=RetentionPolicy.LIMITS, storage=StorageType.FILE, discard=DiscardPolicy.NEW,
-        max_age=SYMBOLS_TTL_S, max_msgs_per_subject=SYMBOLS_HISTORY, allow_rollup_hdrs=True,
-        duplicate_window=120.0, deny_delete=True,
-    )  # fmt: skip
+        name=f"KV_{SYMBOLS_BUCKET}",
+        subjects=[f"$KV.{SYMBOLS_BUCKET}.>"],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.NEW,
+        max_age=SYMBOLS_TTL_S,
+        max_msgs_per_subject=SYMBOLS_HISTORY,
+        allow_rollup_hdrs=True,
+        duplicate_window=120.0,
+        deny_delete=True,
+    )
     obj = StreamConfig(
         name=f"OBJ_{MODELS_BUCKET}",
         subjects=[f"$O.{MODELS_BUCKET}.C.>", f"$O.{MODELS_BUCKET}.M.>"],
-        retention=RetentionPolicy.LIMITS, storage=StorageType.FILE, discard=DiscardPolicy.NEW,
-        max_age=0.0, allow_rollup_hdrs=True, duplicate_window=120.0,
-    )  # fmt: skip
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.NEW,
+        max_age=0.0,
+        allow_rollup_hdrs=True,
+        duplicate_window=120.0,
+    )
     return [(f"KV bucket {SYMBOLS_BUCKET}", kv), (f"object store {MODELS_BUCKET}", obj)]
 
 
@@ -414,7 +438,10 @@ async def prepare(
         if drifted or time.monotonic() >= deadline:
             raise drift_error(problems, service)
         if not told:
-            log.warning("%s: waiting for the NATS admin to declare: %s",
-                        service, "; ".join(map(str, problems)))  # fmt: skip
+            log.warning(
+                "%s: waiting for the NATS admin to declare: %s",
+                service,
+                "; ".join(map(str, problems)),
+            )
             told = True
         await asyncio.sleep(0.5)

@@ -165,11 +165,15 @@ def job_event_kind(event: JobEventBase, kind: JobKind | str | None) -> JobKind:
     implied = implied_kind(event)
     chosen = implied if kind is None else _job_kind(kind)
     if chosen is None:
-        raise SubjectError(f"job event {event_type(event)!r} of job {event.job_id} needs its "
-                           "job's kind (data_load or training); pass kind=")  # fmt: skip
+        raise SubjectError(
+            f"job event {event_type(event)!r} of job {event.job_id} needs its "
+            "job's kind (data_load or training); pass kind="
+        )
     if implied is not None and chosen is not implied:
-        raise SubjectError(f"job event {event_type(event)!r} of job {event.job_id} belongs to "
-                           f"a {implied.value} job, not {chosen.value}")  # fmt: skip
+        raise SubjectError(
+            f"job event {event_type(event)!r} of job {event.job_id} belongs to "
+            f"a {implied.value} job, not {chosen.value}"
+        )
     return chosen
 
 
@@ -212,8 +216,9 @@ def _job_kind(kind: JobKind | str, subject: str = "") -> JobKind:
         return JobKind(kind)
     except ValueError as e:
         where = f" in subject {subject!r}" if subject else ""
-        raise SubjectError(f"unknown job kind {kind!r}{where}; use one of "
-                           f"{' '.join(k.value for k in JobKind)}") from e  # fmt: skip
+        raise SubjectError(
+            f"unknown job kind {kind!r}{where}; use one of {' '.join(k.value for k in JobKind)}"
+        ) from e
 
 
 def _check_token(value: str, what: str) -> None:

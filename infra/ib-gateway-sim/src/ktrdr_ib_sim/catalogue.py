@@ -104,8 +104,19 @@ class Instrument:
         return self.head_dates.get(what_to_show, min(self.head_dates.values()))
 
 
-_US_STOCK_EXCHANGES = ("SMART", "AMEX", "NYSE", "CBOE", "PHLX", "ISE", "CHX", "ARCA", "NASDAQ",
-                       "BATS", "IEX")  # fmt: skip
+_US_STOCK_EXCHANGES = (
+    "SMART",
+    "AMEX",
+    "NYSE",
+    "CBOE",
+    "PHLX",
+    "ISE",
+    "CHX",
+    "ARCA",
+    "NASDAQ",
+    "BATS",
+    "IEX",
+)
 
 
 def _stock(con_id: int, symbol: str, primary: str, nasdaq: bool, **model: object) -> Instrument:
@@ -200,10 +211,12 @@ def es_expiries(today: dt.date, listing: str = "live") -> list[dt.date]:
     """
     first = dt.date(today.year - 2, today.month, 1) if listing == "live" else es_front_month(today)
     last = dt.date(today.year + 3, today.month, 1)
-    return [expiry
-            for year in range(first.year, last.year + 1)
-            for month in (3, 6, 9, 12)
-            if first <= (expiry := _third_friday(year, month)) <= last]  # fmt: skip
+    return [
+        expiry
+        for year in range(first.year, last.year + 1)
+        for month in (3, 6, 9, 12)
+        if first <= (expiry := _third_friday(year, month)) <= last
+    ]
 
 
 def _es(expiry: dt.date, listed_quarters: int) -> Instrument:

@@ -50,8 +50,13 @@ def no_data(symbol: str, exchange: str, what_to_show: str) -> IBError:
 #: IB's internal name of the exchange that serves a contract's history, where it differs.
 _HMDS_EXCHANGES = {"IDEALPRO": "FXSUBPIP"}
 #: How HMDS names a whatToShow in "No historical market data for ..." (TRADES is "Last").
-_HMDS_TICK_TYPES = {"TRADES": "Last", "MIDPOINT": "Midpoint", "BID": "Bid", "ASK": "Ask",
-                    "BID_ASK": "BidAsk"}  # fmt: skip
+_HMDS_TICK_TYPES = {
+    "TRADES": "Last",
+    "MIDPOINT": "Midpoint",
+    "BID": "Bid",
+    "ASK": "Ask",
+    "BID_ASK": "BidAsk",
+}
 
 
 def no_market_data(

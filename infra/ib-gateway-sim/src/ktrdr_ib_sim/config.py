@@ -109,8 +109,14 @@ class SimulatorConfig:
             from ktrdr_ib_sim.resets import next_reset_s
 
             next_reset_s(self.daily_reset, 0.0)  # raises on an unknown region
-        for name in ("latency_ms", "per_bar_us", "soft_delay_ms", "slow_ms",
-                     "farm_activation_ms", "reset_outage_s"):  # fmt: skip
+        for name in (
+            "latency_ms",
+            "per_bar_us",
+            "soft_delay_ms",
+            "slow_ms",
+            "farm_activation_ms",
+            "reset_outage_s",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 

@@ -144,9 +144,13 @@ class ClientConnection:
         # it would misread (a v163 client crashes decoding v178 contract details).
         if not hello.min_version <= SERVER_VERSION <= hello.max_version:
             self.sim.ledger.totals.refused_versions += 1
-            logger.warning("refusing %s: it offers API versions %d..%d; this simulator speaks only "
-                           "%d", self.peer, hello.min_version, hello.max_version,
-                           SERVER_VERSION)  # fmt: skip
+            logger.warning(
+                "refusing %s: it offers API versions %d..%d; this simulator speaks only %d",
+                self.peer,
+                hello.min_version,
+                hello.max_version,
+                SERVER_VERSION,
+            )
             return False
         zone = ZoneInfo("America/New_York")
         stamp = dt.datetime.fromtimestamp(self.sim.now_s(), zone).strftime("%Y%m%d %H:%M:%S %Z")

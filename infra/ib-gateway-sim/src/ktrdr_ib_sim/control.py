@@ -92,8 +92,13 @@ async def _farm(sim: IBGatewaySimulator, query: dict[str, str]) -> Reply:
         changed = sim.set_farm(farm, "ok" if state == "up" else state, query.get("requests"))
     except ValueError as e:
         raise BadRequest(str(e)) from e
-    return HTTPStatus.OK, {"farm": farm, "state": state, "changed": changed,
-                           "farms": sim.ops.farms, "requests": sim.ops.hmds_outage}  # fmt: skip
+    return HTTPStatus.OK, {
+        "farm": farm,
+        "state": state,
+        "changed": changed,
+        "farms": sim.ops.farms,
+        "requests": sim.ops.hmds_outage,
+    }
 
 
 async def _link(sim: IBGatewaySimulator, query: dict[str, str]) -> Reply:

@@ -125,7 +125,14 @@ def live_update_fields(req_id: int, bars: Bars, style: DateStyle) -> list[str]:
     wap, volume (spec 3.3; note the field order)."""
     i = len(bars) - 1
     return [
-        "90", str(req_id), str(int(bars.count[i])), style.bar_dates(bars)[i],
-        repr(float(bars.open[i])), repr(float(bars.close[i])), repr(float(bars.high[i])),
-        repr(float(bars.low[i])), repr(float(bars.wap[i])), _volume_text(float(bars.volume[i])),
-    ]  # fmt: skip
+        "90",
+        str(req_id),
+        str(int(bars.count[i])),
+        style.bar_dates(bars)[i],
+        repr(float(bars.open[i])),
+        repr(float(bars.close[i])),
+        repr(float(bars.high[i])),
+        repr(float(bars.low[i])),
+        repr(float(bars.wap[i])),
+        _volume_text(float(bars.volume[i])),
+    ]

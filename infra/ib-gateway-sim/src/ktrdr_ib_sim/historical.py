@@ -78,11 +78,16 @@ class BarPlan:
     def cut(self, window: tuple[int, int] | None = None, now_s: int | None = None) -> Bars:
         """Return the bars of this plan's window (or another window, at another "now")."""
         return generate_bars(
-            self.instrument, self.bar, self.what_to_show, self.use_rth, window or self.window,
-            seed=self.seed, now_s=now_s or self.now_s,
+            self.instrument,
+            self.bar,
+            self.what_to_show,
+            self.use_rth,
+            window or self.window,
+            seed=self.seed,
+            now_s=now_s or self.now_s,
             data_start_s=_NEVER if self.data_start_s is None else self.data_start_s,
             forming=self.forming and window is None,
-        )  # fmt: skip
+        )
 
     def render(self) -> tuple[bytes, int]:
         """Cut the bars and frame them as one historicalData message (runs in a thread)."""
@@ -154,9 +159,20 @@ def _plan(
         raise codes.TIME_LENGTH_EXCEEDED
     style = DateStyle(inst, req.format_date, sim.config.bar_tz)
     cfg = sim.config
-    return BarPlan(req.req_id, inst, params.bar, req.what_to_show, req.use_rth, (start, end),
-                   data_start, now, cfg.seed, style, cfg.empty_as_error,
-                   forming=end >= now)  # fmt: skip
+    return BarPlan(
+        req.req_id,
+        inst,
+        params.bar,
+        req.what_to_show,
+        req.use_rth,
+        (start, end),
+        data_start,
+        now,
+        cfg.seed,
+        style,
+        cfg.empty_as_error,
+        forming=end >= now,
+    )
 
 
 def _pace(sim: IBGatewaySimulator, inst: Instrument, req: HistoricalRequest, bar: BarSize) -> float:
@@ -188,15 +204,20 @@ def begin_historical(conn: ClientConnection, msg: Fields) -> None:
         inst = resolve(sim.catalogue, req.contract, _today(sim))
         record.con_id = inst.con_id
         params = validate_historical(
-            end_text=req.end, duration_text=req.duration, bar_text=req.bar_size,
-            what_to_show=req.what_to_show, format_date=req.format_date,
-            keep_up_to_date=req.keep_up_to_date, login_tz=sim.config.login_tz,
-        )  # fmt: skip
+            end_text=req.end,
+            duration_text=req.duration,
+            bar_text=req.bar_size,
+            what_to_show=req.what_to_show,
+            format_date=req.format_date,
+            keep_up_to_date=req.keep_up_to_date,
+            login_tz=sim.config.login_tz,
+        )
         plan = _plan(sim, inst, req, params)
         soft_delay_s = _pace(sim, inst, req, params.bar)
         if req.what_to_show not in inst.what_to_show:  # forex TRADES
-            raise codes.no_market_data(inst.symbol, inst.sec_type, inst.exchange,
-                                       req.what_to_show, params.bar.hmds_label)  # fmt: skip
+            raise codes.no_market_data(
+                inst.symbol, inst.sec_type, inst.exchange, req.what_to_show, params.bar.hmds_label
+            )
         if sim.ops.refuse_while_hmds_down():
             raise codes.no_data(inst.local_symbol, inst.exchange, req.what_to_show)
     except IBError as e:
@@ -217,9 +238,12 @@ def begin_historical(conn: ClientConnection, msg: Fields) -> None:
 
 
 async def _answer_historical(
-    conn: ClientConnection, open_request: OpenRequest, plan: BarPlan, soft_delay_s: float,
+    conn: ClientConnection,
+    open_request: OpenRequest,
+    plan: BarPlan,
+    soft_delay_s: float,
     keep_up_to_date: bool,
-) -> None:  # fmt: skip
+) -> None:
     sim, record = conn.sim, open_request.record
     try:
         if record.stalled:
@@ -344,10 +368,14 @@ def serve_contract_details(conn: ClientConnection, msg: Fields) -> None:
     """Answer reqContractDetails with one contractData per match and contractDataEnd, or 200."""
     sim, req = conn.sim, ContractDetailsRequest.read(msg)
     record = sim.ledger.open(
-        conn.client_id, req.req_id, "contract_details", symbol=req.contract.symbol,
-        sec_type=req.contract.sec_type, exchange=req.contract.exchange,
+        conn.client_id,
+        req.req_id,
+        "contract_details",
+        symbol=req.contract.symbol,
+        sec_type=req.contract.sec_type,
+        exchange=req.contract.exchange,
         con_id=req.contract.con_id,
-    )  # fmt: skip
+    )
     record.link_epoch = sim.ops.data_epoch
     if sim.ops.link_lost or sim.ops.farms["secdef"] == "down":
         conn.spawn(_answer_contract_details_later(conn, record, req))  # held until both are up

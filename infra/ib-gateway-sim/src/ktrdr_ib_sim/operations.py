@@ -27,8 +27,11 @@ logger = logging.getLogger(__name__)
 
 FARMS = ("market", "hmds", "secdef")
 #: The states each farm can be put in (the sec-def farm has no "inactive" notice we could source).
-FARM_STATES = {"market": ("ok", "down", "inactive"), "hmds": ("ok", "down", "inactive"),
-               "secdef": ("ok", "down")}  # fmt: skip
+FARM_STATES = {
+    "market": ("ok", "down", "inactive"),
+    "hmds": ("ok", "down", "inactive"),
+    "secdef": ("ok", "down"),
+}
 #: What happens to a historical or head-timestamp request while the HMDS farm is down.
 HMDS_OUTAGE_MODES = ("no_data", "hold")
 
@@ -38,8 +41,11 @@ class Operations:
 
     def __init__(self, sim: IBGatewaySimulator) -> None:
         self._sim = sim
-        self.farms: dict[str, str] = {"market": "ok", "hmds": sim.config.hmds_at_connect,
-                                      "secdef": "ok"}  # fmt: skip
+        self.farms: dict[str, str] = {
+            "market": "ok",
+            "hmds": sim.config.hmds_at_connect,
+            "secdef": "ok",
+        }
         self.hmds_outage = "no_data"
         self.link_lost = False
         #: Bumped whenever the link comes back with data lost: older requests are gone.
@@ -175,5 +181,9 @@ class Operations:
 
     def state(self) -> dict[str, Any]:
         """Return the live state for the counters."""
-        return {"link_lost": self.link_lost, "farms": dict(self.farms),
-                "hmds_outage": self.hmds_outage, "slow_armed": len(self._slow_armed)}  # fmt: skip
+        return {
+            "link_lost": self.link_lost,
+            "farms": dict(self.farms),
+            "hmds_outage": self.hmds_outage,
+            "slow_armed": len(self._slow_armed),
+        }

@@ -106,12 +106,34 @@ def historical_request(
     keep_up_to_date: bool = False,
 ) -> Sequence[WireValue]:
     """Return reqHistoricalData (id 20) fields exactly as ib_async lays them out at v178."""
-    contract: list[WireValue] = [0, symbol, sec_type, "", 0.0, "", "", exchange, "", currency,
-                                 "", ""]  # fmt: skip
+    contract: list[WireValue] = [
+        0,
+        symbol,
+        sec_type,
+        "",
+        0.0,
+        "",
+        "",
+        exchange,
+        "",
+        currency,
+        "",
+        "",
+    ]
     return [
-        20, req_id, *contract, False, end, bar_size, duration, use_rth, what_to_show,
-        format_date, keep_up_to_date, "",
-    ]  # fmt: skip
+        20,
+        req_id,
+        *contract,
+        False,
+        end,
+        bar_size,
+        duration,
+        use_rth,
+        what_to_show,
+        format_date,
+        keep_up_to_date,
+        "",
+    ]
 
 
 def head_timestamp_request(
@@ -126,8 +148,20 @@ def head_timestamp_request(
     format_date: int = 1,
 ) -> Sequence[WireValue]:
     """Return reqHeadTimeStamp (id 87) fields as ib_async lays them out."""
-    contract: list[WireValue] = [0, symbol, sec_type, "", 0.0, "", "", exchange, "", currency,
-                                 "", ""]  # fmt: skip
+    contract: list[WireValue] = [
+        0,
+        symbol,
+        sec_type,
+        "",
+        0.0,
+        "",
+        "",
+        exchange,
+        "",
+        currency,
+        "",
+        "",
+    ]
     return [87, req_id, *contract, False, use_rth, what_to_show, format_date]
 
 

@@ -171,15 +171,21 @@ def generate_bars(
         grouped = period_bars(instrument, seed, use_rth, bar, (start_s, end_s), data_start_s)
     complete = grouped.take(grouped.end <= now_s)
     if forming and data_start_s is not None and (stop_s is None or now_s < stop_s):
-        complete = concat([complete, _forming_bar(instrument, bar, use_rth, window, seed, now_s,
-                                                   data_start_s)])  # fmt: skip
+        complete = concat(
+            [complete, _forming_bar(instrument, bar, use_rth, window, seed, now_s, data_start_s)]
+        )
     return to_bars(complete, instrument, bar, what_to_show)
 
 
 def _forming_bar(
-    instrument: Instrument, bar: BarSize, use_rth: bool, window: tuple[int, int], seed: int,
-    now_s: int, data_start_s: int,
-) -> Grouped:  # fmt: skip
+    instrument: Instrument,
+    bar: BarSize,
+    use_rth: bool,
+    window: tuple[int, int],
+    seed: int,
+    now_s: int,
+    data_start_s: int,
+) -> Grouped:
     """Return the bar that contains ``now_s`` (if it starts in ``window``), cut short at now.
 
     Its values aggregate the complete minutes and then the complete seconds since it opened,
@@ -202,8 +208,9 @@ def _forming_bar(
     if len(so_far) == 0:
         return empty_grouped()
     first = np.zeros(1, dtype=np.int64)
-    return Grouped(current.stamp, current.end, current.day, current.offset,
-                   aggregate(so_far.base, first))  # fmt: skip
+    return Grouped(
+        current.stamp, current.end, current.day, current.offset, aggregate(so_far.base, first)
+    )
 
 
 def find_instrument(
@@ -218,13 +225,18 @@ def find_instrument(
         KeyError: The catalogue has no such contract.
     """
     wanted = symbol.upper().replace(".", "")
-    found = [inst for inst in build_catalogue(today)
-             if inst.sec_type == sec_type.upper()
-             and wanted in {inst.symbol, inst.local_symbol.replace(".", "")}
-             and inst.contract_month.startswith(contract_month)]  # fmt: skip
+    found = [
+        inst
+        for inst in build_catalogue(today)
+        if inst.sec_type == sec_type.upper()
+        and wanted in {inst.symbol, inst.local_symbol.replace(".", "")}
+        and inst.contract_month.startswith(contract_month)
+    ]
     # A future named by its symbol is the front month: the first listed one not yet expired.
-    live = sorted((i for i in found if i.listed(today) and not i.expired(today)),
-                  key=lambda i: i.last_trade_date)  # fmt: skip
+    live = sorted(
+        (i for i in found if i.listed(today) and not i.expired(today)),
+        key=lambda i: i.last_trade_date,
+    )
     if live or found:
         return (live or found)[0]
     raise KeyError(f"no {sec_type} contract {symbol!r} in the simulator catalogue")

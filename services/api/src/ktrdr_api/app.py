@@ -75,12 +75,21 @@ def create_app(settings: ApiSettings, **nats_options: Any) -> Litestar:
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         nc = await connect(settings, name=SERVICE_NAME, **nats_options)
-        await streams.prepare(nc.jetstream(), buckets=True, declare=settings.declares,
-                              service=SERVICE_NAME,
-                              wait_s=settings.nats_declare_wait_s)  # fmt: skip
-        service = await micro.add_service(nc, ServiceConfig(
-            name=SERVICE_NAME, version=__version__,
-            description="the REST gateway: REST in, subjects out"))  # fmt: skip
+        await streams.prepare(
+            nc.jetstream(),
+            buckets=True,
+            declare=settings.declares,
+            service=SERVICE_NAME,
+            wait_s=settings.nats_declare_wait_s,
+        )
+        service = await micro.add_service(
+            nc,
+            ServiceConfig(
+                name=SERVICE_NAME,
+                version=__version__,
+                description="the REST gateway: REST in, subjects out",
+            ),
+        )
         app.state.gateway = Gateway(nc, timeout_s=settings.api_request_timeout_s)
         app.state.events = EventLog(nc, timeout_s=settings.api_request_timeout_s)
         log.info("api %s connected to NATS", __version__)

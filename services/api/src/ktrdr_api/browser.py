@@ -56,15 +56,21 @@ def refusal(method: str, headers: Any, allowed: frozenset[str]) -> ApiError | No
     """
     host = str(headers.get("host") or "")
     if ANY_HOST not in allowed and host_name(host) not in allowed:
-        return ApiError(421, "unknown_host",
-                        f"this gateway does not answer to Host {host!r}; use one of "
-                        f"{' '.join(sorted(allowed))}, or add the name to "
-                        "KTRDR_API_ALLOWED_HOSTS")  # fmt: skip
+        return ApiError(
+            421,
+            "unknown_host",
+            f"this gateway does not answer to Host {host!r}; use one of "
+            f"{' '.join(sorted(allowed))}, or add the name to "
+            "KTRDR_API_ALLOWED_HOSTS",
+        )
     origin = headers.get("origin")
     if origin is not None and urlsplit(str(origin)).netloc.lower() != host.lower():
-        return ApiError(403, "cross_origin",
-                        f"a request from the web page {origin!r} is refused: the gateway "
-                        "serves its own origin only (no CORS)")  # fmt: skip
+        return ApiError(
+            403,
+            "cross_origin",
+            f"a request from the web page {origin!r} is refused: the gateway "
+            "serves its own origin only (no CORS)",
+        )
     if method in STATE_CHANGING:
         return _body_refusal(method, headers)
     return None
@@ -73,14 +79,19 @@ def refusal(method: str, headers: Any, allowed: frozenset[str]) -> ApiError | No
 def _body_refusal(method: str, headers: Any) -> ApiError | None:
     content_type = str(headers.get("content-type") or "")
     media_type = content_type.partition(";")[0].strip().lower()
-    has_body = (headers.get("content-length") not in (None, "0")
-                or headers.get("transfer-encoding") is not None)  # fmt: skip
+    has_body = (
+        headers.get("content-length") not in (None, "0")
+        or headers.get("transfer-encoding") is not None
+    )
     if media_type == "application/json" or (not media_type and not has_body):
         return None
     shown = f"Content-Type {content_type!r}" if media_type else "a body without a Content-Type"
-    return ApiError(415, "unsupported_media_type",
-                    f"{method} takes a JSON body only; {shown} is refused: send "
-                    "'Content-Type: application/json'")  # fmt: skip
+    return ApiError(
+        415,
+        "unsupported_media_type",
+        f"{method} takes a JSON body only; {shown} is refused: send "
+        "'Content-Type: application/json'",
+    )
 
 
 class BrowserGuardMiddleware(ASGIMiddleware):

@@ -87,8 +87,10 @@ def check_exposure(settings: ApiSettings) -> None:
             details={"variable": "KTRDR_API_KEY"},
         )
     if settings.api_key is not None and not settings.api_key.reveal():
-        raise ConfigError("KTRDR_API_KEY is empty: give it a value or unset it",
-                          details={"variable": "KTRDR_API_KEY"})  # fmt: skip
+        raise ConfigError(
+            "KTRDR_API_KEY is empty: give it a value or unset it",
+            details={"variable": "KTRDR_API_KEY"},
+        )
     key = settings.api_key.reveal() if settings.api_key else ""
     if key and not is_loopback(settings.api_host) and key_bits(key) < MIN_KEY_BITS:
         raise ConfigError(

@@ -86,9 +86,17 @@ class ApiError(Exception):
         hint: what to do, where it is said apart from the detail.
     """
 
-    def __init__(self, status: int, code: str, detail: str, *, service: str | None = None,
-                 errors: list[FieldError] | None = None, retry_after_s: float | None = None,
-                 hint: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        detail: str,
+        *,
+        service: str | None = None,
+        errors: list[FieldError] | None = None,
+        retry_after_s: float | None = None,
+        hint: str | None = None,
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.code = code
@@ -101,9 +109,12 @@ class ApiError(Exception):
 
 def invalid(field: str, source: str, message: str, allowed: list[str] | None = None) -> ApiError:
     """Return a 400 naming one invalid field."""
-    return ApiError(400, "invalid_request", f"{source} field '{field}': {message}",
-                    errors=[FieldError(field=field, source=source, message=message,
-                                       allowed=allowed)])  # fmt: skip
+    return ApiError(
+        400,
+        "invalid_request",
+        f"{source} field '{field}': {message}",
+        errors=[FieldError(field=field, source=source, message=message, allowed=allowed)],
+    )
 
 
 def not_found(detail: str) -> ApiError:
@@ -113,21 +124,30 @@ def not_found(detail: str) -> ApiError:
 
 def service_unavailable(service: str, subject: str, hint: str) -> ApiError:
     """Return a 503: nobody serves ``subject``."""
-    return ApiError(503, "service_unavailable",
-                    f"no {service} is running (nobody answers {subject}); {hint}",
-                    service=service, retry_after_s=5.0)  # fmt: skip
+    return ApiError(
+        503,
+        "service_unavailable",
+        f"no {service} is running (nobody answers {subject}); {hint}",
+        service=service,
+        retry_after_s=5.0,
+    )
 
 
 def service_timeout(service: str, subject: str, timeout_s: float) -> ApiError:
     """Return a 504: the service did not answer in time."""
-    return ApiError(504, "service_timeout",
-                    f"the {service} did not answer {subject} within {timeout_s:g} s; it may be "
-                    "busy or stuck: try again, and check its log if it persists",
-                    service=service, retry_after_s=5.0)  # fmt: skip
+    return ApiError(
+        504,
+        "service_timeout",
+        f"the {service} did not answer {subject} within {timeout_s:g} s; it may be "
+        "busy or stuck: try again, and check its log if it persists",
+        service=service,
+        retry_after_s=5.0,
+    )
 
 
-def from_service(service: str, code: str, message: str,
-                 details: dict[str, Any] | None = None) -> ApiError:  # fmt: skip
+def from_service(
+    service: str, code: str, message: str, details: dict[str, Any] | None = None
+) -> ApiError:
     """Return the HTTP form of a service's own error reply.
 
     A service's message says what was wrong and what to do; where ``details["hint"]`` repeats
@@ -248,16 +268,27 @@ def handle_http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Re
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
     """Log an unexpected failure with its traceback and answer a 500 problem that says so."""
     log.error("%s %s: unexpected error", request.method, request.url.path, exc_info=exc)
-    return problem_response(request, ApiError(
-        500, "internal", f"unexpected error in the gateway ({type(exc).__name__}: {exc}); "
-        "this is a bug: please report it with the gateway's log"))  # fmt: skip
+    return problem_response(
+        request,
+        ApiError(
+            500,
+            "internal",
+            f"unexpected error in the gateway ({type(exc).__name__}: {exc}); "
+            "this is a bug: please report it with the gateway's log",
+        ),
+    )
 
 
 def handle_too_deep(request: Request[Any, Any, Any], exc: RecursionError) -> Response[Problem]:
     """Answer JSON nested deeper than Python decodes as a 400, not a 500."""
-    return problem_response(request, ApiError(
-        400, "invalid_request", "the body is nested too deeply to decode; send the "
-        "documented shape"))  # fmt: skip
+    return problem_response(
+        request,
+        ApiError(
+            400,
+            "invalid_request",
+            "the body is nested too deeply to decode; send the documented shape",
+        ),
+    )
 
 
 EXCEPTION_HANDLERS: dict[int | type[Exception], Any] = {
@@ -273,8 +304,9 @@ EXCEPTION_HANDLERS: dict[int | type[Exception], Any] = {
 def describe_decode_error(request: Request[Any, Any, Any], message: str) -> ApiError:
     """Return the 400 of a body that failed strict decoding (msgspec's message names the path)."""
     error = _field_error(request, {"message": message, "key": "data", "source": "body"})
-    return ApiError(400, "invalid_request", f"body field '{error.field}': {error.message}",
-                    errors=[error])  # fmt: skip
+    return ApiError(
+        400, "invalid_request", f"body field '{error.field}': {error.message}", errors=[error]
+    )
 
 
 # ---------------------------------------------------------------- field names and allowed values
@@ -404,8 +436,13 @@ def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
     specs = {}
     for status in statuses:
         e = _EXAMPLES[status]
-        example = {"type": f"urn:ktrdr:problem:{e.code}", "title": _title(status),
-                   "status": status, "detail": e.detail, "code": e.code}  # fmt: skip
+        example = {
+            "type": f"urn:ktrdr:problem:{e.code}",
+            "title": _title(status),
+            "status": status,
+            "detail": e.detail,
+            "code": e.code,
+        }
         if e.service:
             example["service"] = e.service
         specs[status] = ResponseSpec(

@@ -59,8 +59,9 @@ def decode_event(msg: Msg) -> LoggedEvent | None:
     except subjects.SubjectError as e:  # e.g. a data load's event under the training kind
         log.warning("skipping a job event on the wrong subject: %s", e)
         return None
-    return LoggedEvent(seq=msg.metadata.sequence.stream, job_id=event.job_id, kind=kind,
-                       event=event)  # fmt: skip
+    return LoggedEvent(
+        seq=msg.metadata.sequence.stream, job_id=event.job_id, kind=kind, event=event
+    )
 
 
 class EventLog:
@@ -97,10 +98,15 @@ class EventLog:
     async def _read(self, filter_subject: str, policy: DeliverPolicy) -> list[LoggedEvent]:
         if not self.nc.is_connected:
             raise nats_unreachable()
-        config = ConsumerConfig(filter_subject=filter_subject, deliver_policy=policy,
-                                ack_policy=AckPolicy.NONE, inactive_threshold=30.0,
-                                mem_storage=True, num_replicas=1,
-                                max_waiting=1)  # fmt: skip
+        config = ConsumerConfig(
+            filter_subject=filter_subject,
+            deliver_policy=policy,
+            ack_policy=AckPolicy.NONE,
+            inactive_threshold=30.0,
+            mem_storage=True,
+            num_replicas=1,
+            max_waiting=1,
+        )
         try:
             info = await self.js.add_consumer(EVENTS_STREAM, config, timeout=self.timeout_s)
         except nats.js.errors.NotFoundError as e:
@@ -124,8 +130,9 @@ class EventLog:
             received = 0
             while received < pending:
                 try:
-                    msgs = await sub.fetch(min(pending - received, _FETCH_BATCH),
-                                           timeout=self.timeout_s)  # fmt: skip
+                    msgs = await sub.fetch(
+                        min(pending - received, _FETCH_BATCH), timeout=self.timeout_s
+                    )
                 except nats.errors.TimeoutError as e:
                     raise _jetstream_timeout(self.timeout_s) from e
                 received += len(msgs)
@@ -146,22 +153,30 @@ class Follower:
 
     async def __aenter__(self) -> Follower:
         if self.after_seq > 0:
-            config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-                                    opt_start_seq=self.after_seq + 1)  # fmt: skip
+            config = ConsumerConfig(
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=self.after_seq + 1
+            )
         else:
             config = ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
         try:
-            self._sub = await self.js.subscribe(subjects.job_events(self.job_id),
-                                                stream=EVENTS_STREAM, ordered_consumer=True,
-                                                config=config)  # fmt: skip
+            self._sub = await self.js.subscribe(
+                subjects.job_events(self.job_id),
+                stream=EVENTS_STREAM,
+                ordered_consumer=True,
+                config=config,
+            )
         except nats.js.errors.NotFoundError as e:
             raise _no_stream() from e
         except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError) as e:
             raise nats_unreachable() from e
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:  # fmt: skip
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         if self._sub is not None:
             with contextlib.suppress(nats.errors.Error, asyncio.TimeoutError):
                 await self._sub.unsubscribe()
@@ -184,10 +199,18 @@ class Follower:
 
 
 def _no_stream() -> ApiError:
-    return ApiError(503, "stream_missing", f"the event log stream {EVENTS_STREAM} does not "
-                    "exist yet: start any ktrdr service once to declare it")  # fmt: skip
+    return ApiError(
+        503,
+        "stream_missing",
+        f"the event log stream {EVENTS_STREAM} does not "
+        "exist yet: start any ktrdr service once to declare it",
+    )
 
 
 def _jetstream_timeout(timeout_s: float) -> ApiError:
-    return ApiError(504, "nats_timeout", f"JetStream did not answer within {timeout_s:g} s; "
-                    "try again", retry_after_s=2.0)  # fmt: skip
+    return ApiError(
+        504,
+        "nats_timeout",
+        f"JetStream did not answer within {timeout_s:g} s; try again",
+        retry_after_s=2.0,
+    )

@@ -20,22 +20,52 @@ from ktrdr_api.jobs import JobStatus
 JOB = "0123456789abcdef0123456789abcdef"
 T0 = datetime(2024, 6, 17, 8, 0, tzinfo=UTC)
 T1 = datetime(2024, 6, 28, 21, 0, tzinfo=UTC)
-LINKS = s.JobLinks(self=f"/api/v1/jobs/{JOB}", events=f"/api/v1/jobs/{JOB}/events",
-                   cancel=f"/api/v1/jobs/{JOB}/cancel")  # fmt: skip
-RESULT = {"kind": "data_load", "fetched_bars": 142, "cached_before": 0, "gaps_analyzed": 1,
-          "segments_fetched": 1, "ib_requests_made": 1, "failed_segments": []}  # fmt: skip
-PROGRESS = s.Progress(done=100.0, total=100.0, unit="percent", percent=100.0,
-                      message="1 of 1 segments fetched (142 bars); 100% stored",
-                      reason=ProgressReason.DONE, bars=142, requests_done=1,
-                      requests_planned=1)  # fmt: skip
-RUNNING = s.Progress(done=40.0, total=100.0, unit="percent", percent=40.0,
-                     message="0 of 1 segments fetched (18000 bars); 40% stored",
-                     reason=ProgressReason.FETCHING, eta=datetime(2024, 6, 28, 21, 3, tzinfo=UTC),
-                     rate=1234.0, bars=18_000, requests_done=12,
-                     requests_planned=30)  # fmt: skip
-DATASET = s.DatasetOut(symbol="AAPL", timeframe=Timeframe.H1, rows=142, first=T0, last=T1,
-                       links={"bars": "/api/v1/data/AAPL/1h",
-                              "coverage": "/api/v1/data/AAPL/1h/coverage"})  # fmt: skip
+LINKS = s.JobLinks(
+    self=f"/api/v1/jobs/{JOB}",
+    events=f"/api/v1/jobs/{JOB}/events",
+    cancel=f"/api/v1/jobs/{JOB}/cancel",
+)
+RESULT = {
+    "kind": "data_load",
+    "fetched_bars": 142,
+    "cached_before": 0,
+    "gaps_analyzed": 1,
+    "segments_fetched": 1,
+    "ib_requests_made": 1,
+    "failed_segments": [],
+}
+PROGRESS = s.Progress(
+    done=100.0,
+    total=100.0,
+    unit="percent",
+    percent=100.0,
+    message="1 of 1 segments fetched (142 bars); 100% stored",
+    reason=ProgressReason.DONE,
+    bars=142,
+    requests_done=1,
+    requests_planned=1,
+)
+RUNNING = s.Progress(
+    done=40.0,
+    total=100.0,
+    unit="percent",
+    percent=40.0,
+    message="0 of 1 segments fetched (18000 bars); 40% stored",
+    reason=ProgressReason.FETCHING,
+    eta=datetime(2024, 6, 28, 21, 3, tzinfo=UTC),
+    rate=1234.0,
+    bars=18_000,
+    requests_done=12,
+    requests_planned=30,
+)
+DATASET = s.DatasetOut(
+    symbol="AAPL",
+    timeframe=Timeframe.H1,
+    rows=142,
+    first=T0,
+    last=T1,
+    links={"bars": "/api/v1/data/AAPL/1h", "coverage": "/api/v1/data/AAPL/1h/coverage"},
+)
 SUMMARY = s.JobSummary(
     job_id=JOB,
     kind="data_load",
@@ -47,11 +77,20 @@ SUMMARY = s.JobSummary(
     progress=RUNNING,
     links=LINKS,
 )
-MODEL = t.ModelOut(model_id="AAPL-1h-0123456789ab", job_id=JOB, created=T1, symbols=["AAPL"],
-                   timeframe=Timeframe.H1, device="cpu", metrics={"accuracy": 0.41},
-                   size_bytes=48_213,
-                   links={"self": "/api/v1/models/AAPL-1h-0123456789ab",
-                          "download": "/api/v1/models/AAPL-1h-0123456789ab/download"})  # fmt: skip
+MODEL = t.ModelOut(
+    model_id="AAPL-1h-0123456789ab",
+    job_id=JOB,
+    created=T1,
+    symbols=["AAPL"],
+    timeframe=Timeframe.H1,
+    device="cpu",
+    metrics={"accuracy": 0.41},
+    size_bytes=48_213,
+    links={
+        "self": "/api/v1/models/AAPL-1h-0123456789ab",
+        "download": "/api/v1/models/AAPL-1h-0123456789ab/download",
+    },
+)
 
 EXAMPLES: dict[str, Any] = {
     "Health": s.Health(status=s.OverallState.OK, version="0.1.0",

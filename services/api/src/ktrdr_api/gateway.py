@@ -60,8 +60,9 @@ class Gateway:
         self.js: JetStreamContext = nc.jetstream()
         self.timeout_s = timeout_s
 
-    async def request(self, subject: str, message: Any, reply_type: type[R], *,
-                      timeout_s: float | None = None) -> R:  # fmt: skip
+    async def request(
+        self, subject: str, message: Any, reply_type: type[R], *, timeout_s: float | None = None
+    ) -> R:
         """Send a request and decode its reply.
 
         Raises:
@@ -74,12 +75,18 @@ class Gateway:
             return codec.decode(answer.data, reply_type, subject=subject, headers=answer.headers)
         except MessageDecodeError as e:
             service, _ = service_of(subject)
-            raise ApiError(502, "bad_reply", f"the {service} answered {subject} with a reply "
-                           f"this gateway cannot read ({e.message}); are their versions in "
-                           "step?", service=service) from e  # fmt: skip
+            raise ApiError(
+                502,
+                "bad_reply",
+                f"the {service} answered {subject} with a reply "
+                f"this gateway cannot read ({e.message}); are their versions in "
+                "step?",
+                service=service,
+            ) from e
 
-    async def request_raw(self, subject: str, message: Any, *,
-                          timeout_s: float | None = None) -> RawAnswer:  # fmt: skip
+    async def request_raw(
+        self, subject: str, message: Any, *, timeout_s: float | None = None
+    ) -> RawAnswer:
         """Send a request; return the reply's bytes and headers (error replies raise)."""
         self.require_connection()
         service, hint = service_of(subject)
@@ -91,8 +98,11 @@ class Gateway:
             raise service_unavailable(service, subject, hint) from e
         except (TimeoutError, nats.errors.TimeoutError) as e:
             raise service_timeout(service, subject, timeout) from e
-        except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError,
-                nats.errors.OutboundBufferLimitError) as e:  # fmt: skip
+        except (
+            nats.errors.ConnectionClosedError,
+            nats.errors.ConnectionReconnectingError,
+            nats.errors.OutboundBufferLimitError,
+        ) as e:
             raise nats_unreachable() from e
         headers = dict(reply.headers or {})
         if ERROR_CODE_HEADER in headers:
@@ -105,15 +115,25 @@ class Gateway:
         if getattr(command, "job_id", None) is None:
             command = msgspec.structs.replace(command, job_id=new_job_id())
         try:
-            await self.js.publish(subject, codec.encode(command),
-                                  headers={"Nats-Msg-Id": command.job_id},
-                                  timeout=self.timeout_s)  # fmt: skip
+            await self.js.publish(
+                subject,
+                codec.encode(command),
+                headers={"Nats-Msg-Id": command.job_id},
+                timeout=self.timeout_s,
+            )
         except (nats.errors.NoRespondersError, nats.js.errors.NoStreamResponseError) as e:
-            raise ApiError(503, "stream_missing", f"no JetStream stream takes {subject}; start "
-                           "any ktrdr service once to declare the streams") from e  # fmt: skip
+            raise ApiError(
+                503,
+                "stream_missing",
+                f"no JetStream stream takes {subject}; start "
+                "any ktrdr service once to declare the streams",
+            ) from e
         except nats.errors.TimeoutError as e:
-            raise ApiError(504, "nats_timeout", f"JetStream did not confirm {subject} within "
-                           f"{self.timeout_s:g} s; try again") from e  # fmt: skip
+            raise ApiError(
+                504,
+                "nats_timeout",
+                f"JetStream did not confirm {subject} within {self.timeout_s:g} s; try again",
+            ) from e
         except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError) as e:
             raise nats_unreachable() from e
         return str(command.job_id)
@@ -125,8 +145,9 @@ class Gateway:
         try:
             await publish_event(self.js, event, kind=kind)
         except (nats.errors.TimeoutError, nats.js.errors.NoStreamResponseError) as e:
-            raise ApiError(504, "nats_timeout", "JetStream did not store the event in time; "
-                           "try again") from e  # fmt: skip
+            raise ApiError(
+                504, "nats_timeout", "JetStream did not store the event in time; try again"
+            ) from e
         except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError) as e:
             raise nats_unreachable() from e
 
@@ -153,8 +174,13 @@ class Gateway:
 
 def nats_unreachable() -> ApiError:
     """Return the 503 of a gateway that has lost its NATS connection."""
-    return ApiError(503, "nats_unavailable", "the gateway is not connected to NATS right now; "
-                    "it reconnects on its own: try again shortly", retry_after_s=2.0)  # fmt: skip
+    return ApiError(
+        503,
+        "nats_unavailable",
+        "the gateway is not connected to NATS right now; "
+        "it reconnects on its own: try again shortly",
+        retry_after_s=2.0,
+    )
 
 
 def _error_reply(service: str, subject: str, data: bytes, headers: dict[str, str]) -> ApiError:

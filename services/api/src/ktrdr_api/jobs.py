@@ -303,7 +303,8 @@ def _epochs_summary(state: JobState) -> str:
     if metrics.get("stopped_early"):
         best = metrics.get("best_epoch")
         return f"stopped early after {ran} of {state.epochs} epochs" + (
-            f" (best epoch {best})" if best else "")  # fmt: skip
+            f" (best epoch {best})" if best else ""
+        )
     return f"{ran} of {state.epochs} epochs"
 
 

@@ -17,7 +17,7 @@ from typing import Any, get_args
 
 import msgspec
 from ktrdr_shared.messages import JobEvent, event_type
-from litestar.openapi.spec import OpenAPI, OpenAPIMediaType, Operation, Schema
+from litestar.openapi.spec import OpenAPI, OpenAPIMediaType, OpenAPIType, Operation, Schema
 
 from ktrdr_api import schemas, training_schemas  # noqa: F401 - registers the structs
 from ktrdr_api.examples import example_of
@@ -28,7 +28,7 @@ EVENT_STREAM = "text/event-stream"
 ZIP = "application/zip"
 OCTETS = "application/octet-stream"
 
-_BINARY = Schema(type="string", format="binary")  # type: ignore[arg-type]
+_BINARY = Schema(type=OpenAPIType.STRING, format="binary")  # type: ignore[arg-type]
 
 
 # Every job event the stream can carry, from the wire's own union (it never drifts).
@@ -36,19 +36,28 @@ JOB_EVENT_TYPES = [event_type(t) for t in get_args(JobEvent)]
 
 # OpenAPI 3.1 describes an event stream by the schema of one event.
 SSE_EVENT = Schema(
-    type="object",  # type: ignore[arg-type]
+    type=OpenAPIType.OBJECT,
     required=["data"],
     description="One server-sent event of the job (the stream ends after the terminal one).",
     properties={
-        "id": Schema(type="string", pattern=r"^[0-9]+$",  # type: ignore[arg-type]
-                     description="The event's sequence in the log (send it back as "
-                     "Last-Event-ID to resume after it)."),
-        "event": Schema(type="string", enum=JOB_EVENT_TYPES,  # type: ignore[arg-type]
-                        description="The event's type (its tag)."),
-        "data": Schema(type="string", content_media_type="application/json",  # type: ignore[arg-type]
-                       description="The event as JSON, tagged by 'type'."),
+        "id": Schema(
+            type=OpenAPIType.STRING,
+            pattern=r"^[0-9]+$",
+            description="The event's sequence in the log (send it back as "
+            "Last-Event-ID to resume after it).",
+        ),
+        "event": Schema(
+            type=OpenAPIType.STRING,
+            enum=JOB_EVENT_TYPES,
+            description="The event's type (its tag).",
+        ),
+        "data": Schema(
+            type=OpenAPIType.STRING,
+            content_media_type="application/json",
+            description="The event as JSON, tagged by 'type'.",
+        ),
     },
-)  # fmt: skip
+)
 
 
 def _success(operation: Operation) -> Any:
@@ -62,7 +71,7 @@ class BarsOperation(Operation):
     def __post_init__(self) -> None:
         ok = _success(self)
         if ok is not None and ok.content is not None:
-            ok.content[CSV] = OpenAPIMediaType(schema=Schema(type="string"))  # type: ignore[arg-type]
+            ok.content[CSV] = OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING))
             ok.content[ARROW_STREAM] = OpenAPIMediaType(schema=_BINARY)
 
 
@@ -83,8 +92,10 @@ class DownloadOperation(Operation):
     def __post_init__(self) -> None:
         ok = _success(self)
         if ok is not None:
-            ok.content = {ZIP: OpenAPIMediaType(schema=_BINARY),
-                          OCTETS: OpenAPIMediaType(schema=_BINARY)}  # fmt: skip
+            ok.content = {
+                ZIP: OpenAPIMediaType(schema=_BINARY),
+                OCTETS: OpenAPIMediaType(schema=_BINARY),
+            }
 
 
 @dataclass

@@ -32,9 +32,12 @@ from ktrdr_api.jobs import JobStatus
 # RFC 3339 with an offset; the gateway always answers in UTC ("Z").
 Timestamp = Annotated[
     datetime,
-    Meta(tz=True, description="RFC 3339 timestamp with an offset (answers are UTC, 'Z').",
-         examples=["2024-01-02T14:30:00Z"]),
-]  # fmt: skip
+    Meta(
+        tz=True,
+        description="RFC 3339 timestamp with an offset (answers are UTC, 'Z').",
+        examples=["2024-01-02T14:30:00Z"],
+    ),
+]
 Count = Annotated[int, Meta(ge=0)]
 Rate = Annotated[float, Meta(ge=0)]
 
@@ -213,20 +216,31 @@ class LoadOut(Struct, frozen=True, kw_only=True):
     status: JobStatus
     links: JobLinks
     fetched_bars: Count | None = None
-    cached_before: Annotated[Count | None, Meta(description=(
-        "Bars already stored inside the planned range, not the dataset's total: a tail load "
-        "starts at the last stored bar, so it is usually 1 there. The notes give the total."
-    ))] = None  # fmt: skip
+    cached_before: Annotated[
+        Count | None,
+        Meta(
+            description=(
+                "Bars already stored inside the planned range, not the dataset's total: a tail "
+                "load starts at the last stored bar, so it is usually 1 there. The notes give the "
+                "total."
+            )
+        ),
+    ] = None
     gaps_analyzed: Count | None = None
     segments_fetched: Count | None = None
     ib_requests_made: Count | None = None
     execution_time_s: float | None = None
     failed_segments: list[FailedSegmentOut] = msgspec.field(default_factory=list)
     error: JobError | None = None
-    notes: Annotated[list[str], Meta(description=(
-        "What the plan assumed and left out, in sentences: the start taken when none was "
-        "given and why, the bars already stored, extended hours, IB's history limits."
-    ))] = msgspec.field(default_factory=list)  # fmt: skip
+    notes: Annotated[
+        list[str],
+        Meta(
+            description=(
+                "What the plan assumed and left out, in sentences: the start taken when none was "
+                "given and why, the bars already stored, extended hours, IB's history limits."
+            )
+        ),
+    ] = msgspec.field(default_factory=list)
 
 
 class RangeOut(Struct, frozen=True, kw_only=True):

@@ -30,12 +30,21 @@ FIRST_LOCKOUT_S = 0.5
 MAX_LOCKOUT_S = 60.0
 MAX_CLIENTS = 10_000  # addresses remembered; the oldest are forgotten past this
 
-COMPONENTS = Components(security_schemes={
-    "apiKey": SecurityScheme(type="apiKey", name="X-API-Key", security_scheme_in="header",
-                             description="The gateway's KTRDR_API_KEY."),
-    "bearer": SecurityScheme(type="http", scheme="bearer",
-                             description="The gateway's KTRDR_API_KEY as a bearer token."),
-})  # fmt: skip
+COMPONENTS = Components(
+    security_schemes={
+        "apiKey": SecurityScheme(
+            type="apiKey",
+            name="X-API-Key",
+            security_scheme_in="header",
+            description="The gateway's KTRDR_API_KEY.",
+        ),
+        "bearer": SecurityScheme(
+            type="http",
+            scheme="bearer",
+            description="The gateway's KTRDR_API_KEY as a bearer token.",
+        ),
+    }
+)
 REQUIREMENTS: list[SecurityRequirement] = [{"apiKey": []}, {"bearer": []}]
 
 
@@ -106,8 +115,12 @@ class ApiKeyMiddleware(ASGIMiddleware):
             await next_app(scope, receive, send)
             return
         if wait_s > 0:
-            error = ApiError(429, "too_many_failures", f"too many wrong API keys from {client}: "
-                             f"try again in {wait_s:.1f} s", retry_after_s=wait_s)  # fmt: skip
+            error = ApiError(
+                429,
+                "too_many_failures",
+                f"too many wrong API keys from {client}: try again in {wait_s:.1f} s",
+                retry_after_s=wait_s,
+            )
         else:
             self.throttle.failed(client)
             error = ApiError(401, "unauthorized", _why_unauthorized(request.headers))
@@ -117,6 +130,8 @@ class ApiKeyMiddleware(ASGIMiddleware):
 
 def _why_unauthorized(headers: Any) -> str:
     if presented_key(headers) is None:
-        return ("this gateway requires its API key on every route but /health: send "
-                "'X-API-Key: <key>' or 'Authorization: Bearer <key>'")  # fmt: skip
+        return (
+            "this gateway requires its API key on every route but /health: send "
+            "'X-API-Key: <key>' or 'Authorization: Bearer <key>'"
+        )
     return "the API key sent does not match the gateway's KTRDR_API_KEY"

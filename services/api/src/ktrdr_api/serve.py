@@ -48,9 +48,13 @@ def verify_jetstream(settings: ApiSettings) -> None:
     async def check() -> None:
         nc = await connect(settings, name=f"{SERVICE_NAME}-preflight")
         try:
-            await streams.prepare(nc.jetstream(), buckets=True, declare=False,
-                                  service=SERVICE_NAME,
-                                  wait_s=settings.nats_declare_wait_s)  # fmt: skip
+            await streams.prepare(
+                nc.jetstream(),
+                buckets=True,
+                declare=False,
+                service=SERVICE_NAME,
+                wait_s=settings.nats_declare_wait_s,
+            )
         finally:
             await nc.close()
 

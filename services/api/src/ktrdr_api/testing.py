@@ -46,8 +46,13 @@ C = TypeVar("C")
 
 def api_settings(nats_url: str, **extra: str) -> ApiSettings:
     """Return settings for a test gateway (short timeouts; overrides as KTRDR_* keywords)."""
-    env = {"KTRDR_NATS_URL": nats_url, "KTRDR_API_REQUEST_TIMEOUT_S": "2",
-           "KTRDR_API_JOB_START_WAIT_S": "1", "KTRDR_LOG_LEVEL": "WARNING", **extra}  # fmt: skip
+    env = {
+        "KTRDR_NATS_URL": nats_url,
+        "KTRDR_API_REQUEST_TIMEOUT_S": "2",
+        "KTRDR_API_JOB_START_WAIT_S": "1",
+        "KTRDR_LOG_LEVEL": "WARNING",
+        **extra,
+    }
     return ApiSettings.from_env(env)
 
 
@@ -57,9 +62,14 @@ async def serve_api(settings: ApiSettings, app: Any = None) -> AsyncIterator[str
     import uvicorn
 
     port = free_port()
-    config = uvicorn.Config(app or create_app(settings), host="127.0.0.1", port=port,
-                            log_level="warning", lifespan="on",
-                            timeout_graceful_shutdown=2)  # fmt: skip
+    config = uvicorn.Config(
+        app or create_app(settings),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=2,
+    )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server._serve())  # serve() would take over the test's signals
     while not server.started:
@@ -87,8 +97,12 @@ class Responder:
     """
 
     def __init__(self, nats_url: str, name: str) -> None:
-        self.app = ServiceApp(name=name, version="0.0.0", description=f"test {name}",
-                              settings=Settings.from_env({"KTRDR_NATS_URL": nats_url}))  # fmt: skip
+        self.app = ServiceApp(
+            name=name,
+            version="0.0.0",
+            description=f"test {name}",
+            settings=Settings.from_env({"KTRDR_NATS_URL": nats_url}),
+        )
 
     def on(self, name: str, subject: str, request_type: Any, handler: Handler) -> None:
         """Answer ``subject`` with ``handler(request)`` (register before entering)."""
@@ -102,8 +116,9 @@ class Responder:
         await self.app.stop()
 
 
-async def take_command(js: JetStreamContext, spec: ConsumerSpec, message_type: type[C],
-                       timeout_s: float = 10.0) -> C:  # fmt: skip
+async def take_command(
+    js: JetStreamContext, spec: ConsumerSpec, message_type: type[C], timeout_s: float = 10.0
+) -> C:
     """Take one command off its work queue (as the service would), ack it and return it."""
     await streams.ensure_consumer(js, spec)
     sub = await js.pull_subscribe_bind(spec.durable, stream=spec.stream)
@@ -115,33 +130,62 @@ async def take_command(js: JetStreamContext, spec: ConsumerSpec, message_type: t
         await sub.unsubscribe()
 
 
-def load_events(job_id: str, *, segments: int = 2, bars: int = 100,
-                ts: datetime | None = None) -> list[JobEvent]:  # fmt: skip
+def load_events(
+    job_id: str, *, segments: int = 2, bars: int = 100, ts: datetime | None = None
+) -> list[JobEvent]:
     """Return a data load's events from ``accepted`` to ``completed``, as the data-store emits."""
     t = ts or datetime(2024, 6, 28, 22, 0, tzinfo=UTC)
-    planned = [PlannedSegment(segment_id=f"s{i}", start=t - timedelta(days=i + 1),
-                              end=t - timedelta(days=i)) for i in range(segments)]  # fmt: skip
+    planned = [
+        PlannedSegment(
+            segment_id=f"s{i}", start=t - timedelta(days=i + 1), end=t - timedelta(days=i)
+        )
+        for i in range(segments)
+    ]
     events: list[JobEvent] = [
-        JobAccepted(job_id=job_id, ts=t, kind=JobKind.DATA_LOAD,
-                    params={"symbol": "AAPL", "timeframe": "1h"}),
-        JobPlanned(job_id=job_id, ts=t, gaps_analyzed=segments, cached_before=7,
-                   segments=planned),
-    ]  # fmt: skip
+        JobAccepted(
+            job_id=job_id,
+            ts=t,
+            kind=JobKind.DATA_LOAD,
+            params={"symbol": "AAPL", "timeframe": "1h"},
+        ),
+        JobPlanned(job_id=job_id, ts=t, gaps_analyzed=segments, cached_before=7, segments=planned),
+    ]
     for i, segment in enumerate(planned):
-        events.append(SegmentFetched(job_id=job_id, ts=t + timedelta(seconds=i + 1),
-                                     segment_id=segment.segment_id, chunks=1, bars=bars,
-                                     ib_requests=1))  # fmt: skip
-        events.append(JobProgress(job_id=job_id, ts=t + timedelta(seconds=i + 1), done=i + 1,
-                                  total=segments, unit="segments"))  # fmt: skip
-    result = LoadResult(fetched_bars=bars * segments, cached_before=7, gaps_analyzed=segments,
-                        segments_fetched=segments, ib_requests_made=segments)  # fmt: skip
-    events.append(JobCompleted(job_id=job_id, ts=t + timedelta(seconds=segments + 1),
-                               result=result))  # fmt: skip
+        events.append(
+            SegmentFetched(
+                job_id=job_id,
+                ts=t + timedelta(seconds=i + 1),
+                segment_id=segment.segment_id,
+                chunks=1,
+                bars=bars,
+                ib_requests=1,
+            )
+        )
+        events.append(
+            JobProgress(
+                job_id=job_id,
+                ts=t + timedelta(seconds=i + 1),
+                done=i + 1,
+                total=segments,
+                unit="segments",
+            )
+        )
+    result = LoadResult(
+        fetched_bars=bars * segments,
+        cached_before=7,
+        gaps_analyzed=segments,
+        segments_fetched=segments,
+        ib_requests_made=segments,
+    )
+    events.append(
+        JobCompleted(job_id=job_id, ts=t + timedelta(seconds=segments + 1), result=result)
+    )
     return events
 
 
-async def publish_all(js: JetStreamContext, events: list[JobEvent],
-                      kind: JobKind = JobKind.DATA_LOAD) -> None:  # fmt: skip
+async def publish_all(
+    js: JetStreamContext, events: list[JobEvent], kind: JobKind = JobKind.DATA_LOAD
+) -> None:
     """Append ``events``, of jobs of one ``kind``, to the event log in order."""
     for event in events:
         await publish_event(js, event, kind=kind)
@@ -166,8 +210,15 @@ async def ktrdr(api_url: str | None, *args: str, env: dict[str, str] | None = No
     """Run ``ktrdr [--url <api>] ARGS`` as a real process, to its end."""
     url = ["--url", api_url] if api_url else []
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ktrdr_api.cli", *url, *args, env=env or cli_env(),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)  # fmt: skip
+        sys.executable,
+        "-m",
+        "ktrdr_api.cli",
+        *url,
+        *args,
+        env=env or cli_env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(process.communicate(), timeout=120)
     assert process.returncode is not None
     return CliRun(process.returncode, out.decode(), err.decode())

@@ -34,8 +34,9 @@ class ZigZagLabelIn(Struct, frozen=True, kw_only=True, tag_field="kind", tag="zi
     threshold: Fraction = 0.02
 
 
-class ForwardReturnLabelIn(Struct, frozen=True, kw_only=True, tag_field="kind",
-                           tag="forward_return"):  # fmt: skip
+class ForwardReturnLabelIn(
+    Struct, frozen=True, kw_only=True, tag_field="kind", tag="forward_return"
+):
     """Buy/hold/sell from the return ``horizon`` bars ahead against two thresholds."""
 
     horizon: PositiveInt = 5
@@ -47,7 +48,8 @@ class MlpModelIn(Struct, frozen=True, kw_only=True, tag_field="kind", tag="mlp")
     """A multilayer perceptron."""
 
     hidden_sizes: Annotated[list[LayerSize], Meta(max_length=16)] = msgspec.field(
-        default_factory=lambda: [64, 32])  # fmt: skip
+        default_factory=lambda: [64, 32]
+    )
     dropout: Annotated[float, Meta(ge=0, lt=1)] = 0.1
 
 
@@ -78,7 +80,8 @@ class TrainingRunIn(Struct, frozen=True, kw_only=True):
     end: Timestamp | None = None
     features: list[FeatureIn] | None = None
     label: ZigZagLabelIn | ForwardReturnLabelIn = msgspec.field(
-        default_factory=ForwardReturnLabelIn)  # fmt: skip
+        default_factory=ForwardReturnLabelIn
+    )
     model: MlpModelIn | LstmModelIn = msgspec.field(default_factory=MlpModelIn)
     epochs: Annotated[int, Meta(ge=1, le=10_000)] = 20
     batch_size: Annotated[int, Meta(ge=1, le=1_000_000)] = 256

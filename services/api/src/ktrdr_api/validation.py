@@ -81,8 +81,12 @@ def check_span(moment: datetime, field: str, source: str) -> None:
     """
     aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
     if not EARLIEST <= aware < LATEST:
-        raise invalid(field, source, f"{moment.isoformat()} is outside the timestamps ktrdr "
-                      f"stores ({SPAN}, int64 nanoseconds)")  # fmt: skip
+        raise invalid(
+            field,
+            source,
+            f"{moment.isoformat()} is outside the timestamps ktrdr "
+            f"stores ({SPAN}, int64 nanoseconds)",
+        )
 
 
 def query_cursor(cursor: str | None) -> str | None:
@@ -101,8 +105,12 @@ def query_cursor(cursor: str | None) -> str | None:
     except (ValueError, UnicodeError, binascii.Error):
         return cursor
     if not -INT64 < nanos < INT64:
-        raise invalid("cursor", "query", f"resumes outside the timestamps ktrdr stores ({SPAN}): "
-                      "pass back the next_cursor of the previous page")  # fmt: skip
+        raise invalid(
+            "cursor",
+            "query",
+            f"resumes outside the timestamps ktrdr stores ({SPAN}): "
+            "pass back the next_cursor of the previous page",
+        )
     return cursor
 
 
@@ -118,8 +126,11 @@ def query_timestamp(request: Request[Any, Any, Any], name: str) -> datetime | No
     try:
         moment = msgspec.convert(raw, datetime)
     except msgspec.ValidationError as e:
-        raise invalid(name, "query", f"{raw!r} is not an RFC 3339 timestamp; write it like "
-                      f"{EXAMPLE_TIMESTAMP}") from e  # fmt: skip
+        raise invalid(
+            name,
+            "query",
+            f"{raw!r} is not an RFC 3339 timestamp; write it like {EXAMPLE_TIMESTAMP}",
+        ) from e
     if moment.tzinfo is None:
         raise invalid(name, "query", naive_timestamp(raw))
     check_span(moment, name, "query")
@@ -134,6 +145,9 @@ def query_range(request: Request[Any, Any, Any]) -> tuple[datetime | None, datet
     """
     first, last = query_timestamp(request, "start"), query_timestamp(request, "end")
     if first is not None and last is not None and not first < last:
-        raise invalid("end", "query", f"'end' ({last.isoformat()}) must be after 'start' "
-                      f"({first.isoformat()})")  # fmt: skip
+        raise invalid(
+            "end",
+            "query",
+            f"'end' ({last.isoformat()}) must be after 'start' ({first.isoformat()})",
+        )
     return first, last

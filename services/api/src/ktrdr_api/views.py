@@ -59,13 +59,21 @@ def job_links(job_id: str) -> JobLinks:
 
 def progress(state: JobState) -> Progress:
     """Return a job's progress: how far, why it is there, and when it should end."""
-    return Progress(done=state.progress_done, total=state.progress_total,
-                    unit=state.progress_unit, percent=state.percent,
-                    message=state.progress_message, reason=state.progress_reason,
-                    since=utc(state.progress_since), until=utc(state.progress_until),
-                    eta=utc(state.progress_eta), rate=state.progress_rate, bars=state.bars,
-                    requests_done=state.requests,
-                    requests_planned=state.requests_planned)  # fmt: skip
+    return Progress(
+        done=state.progress_done,
+        total=state.progress_total,
+        unit=state.progress_unit,
+        percent=state.percent,
+        message=state.progress_message,
+        reason=state.progress_reason,
+        since=utc(state.progress_since),
+        until=utc(state.progress_until),
+        eta=utc(state.progress_eta),
+        rate=state.progress_rate,
+        bars=state.bars,
+        requests_done=state.requests,
+        requests_planned=state.requests_planned,
+    )
 
 
 def job_out(state: JobState) -> JobOut:
@@ -77,15 +85,27 @@ def job_out(state: JobState) -> JobOut:
     if state.result is not None:
         result = msgspec.to_builtins(state.result)
     return JobOut(
-        job_id=state.job_id, kind=state.kind, status=state.status, params=state.params,
-        created=utc(state.created), updated=utc(state.updated), events=state.events,
-        progress=progress(state), links=job_links(state.job_id),
-        execution_time_s=state.execution_time_s, segments_planned=state.segments_planned,
-        segments_fetched=state.segments_fetched, segments_failed=state.segments_failed,
-        bars_fetched=state.bars_fetched, ib_requests=state.ib_requests,
+        job_id=state.job_id,
+        kind=state.kind,
+        status=state.status,
+        params=state.params,
+        created=utc(state.created),
+        updated=utc(state.updated),
+        events=state.events,
+        progress=progress(state),
+        links=job_links(state.job_id),
+        execution_time_s=state.execution_time_s,
+        segments_planned=state.segments_planned,
+        segments_fetched=state.segments_fetched,
+        segments_failed=state.segments_failed,
+        bars_fetched=state.bars_fetched,
+        ib_requests=state.ib_requests,
         last_epoch=msgspec.to_builtins(state.last_epoch) if state.last_epoch else None,
-        result=result, error=error, cancel_reason=state.cancel_reason, notes=list(state.notes),
-    )  # fmt: skip
+        result=result,
+        error=error,
+        cancel_reason=state.cancel_reason,
+        notes=list(state.notes),
+    )
 
 
 def job_summary(state: JobState) -> JobSummary:
@@ -96,12 +116,16 @@ def job_summary(state: JobState) -> JobSummary:
         symbol = ",".join(str(s) for s in symbols)
     timeframe = state.params.get("timeframe")
     return JobSummary(
-        job_id=state.job_id, kind=state.kind, status=state.status,
+        job_id=state.job_id,
+        kind=state.kind,
+        status=state.status,
         symbol=None if symbol is None else str(symbol),
         timeframe=None if timeframe is None else str(timeframe),
-        created=utc(state.created), updated=utc(state.updated), progress=progress(state),
+        created=utc(state.created),
+        updated=utc(state.updated),
+        progress=progress(state),
         links=job_links(state.job_id),
-    )  # fmt: skip
+    )
 
 
 def load_out(state: JobState) -> LoadOut:
@@ -112,41 +136,66 @@ def load_out(state: JobState) -> LoadOut:
         error = JobError(code=state.error_code, message=state.error_message or "")
     started = state.status.value != "queued"
     return LoadOut(
-        job_id=state.job_id, status=state.status, links=job_links(state.job_id),
+        job_id=state.job_id,
+        status=state.status,
+        links=job_links(state.job_id),
         fetched_bars=result.fetched_bars if result else (state.bars_fetched if started else None),
         cached_before=result.cached_before if result else state.cached_before,
         gaps_analyzed=result.gaps_analyzed if result else state.gaps_analyzed,
-        segments_fetched=(result.segments_fetched if result
-                          else (state.segments_fetched if started else None)),
-        ib_requests_made=result.ib_requests_made if result else (
-            state.ib_requests if started else None),
+        segments_fetched=(
+            result.segments_fetched if result else (state.segments_fetched if started else None)
+        ),
+        ib_requests_made=result.ib_requests_made
+        if result
+        else (state.ib_requests if started else None),
         execution_time_s=state.execution_time_s,
-        failed_segments=[FailedSegmentOut(segment_id=f.segment_id, start=_utc(f.start),
-                                          end=_utc(f.end), code=f.code, message=f.message)
-                         for f in (result.failed_segments if result else [])],
-        error=error, notes=list(state.notes),
-    )  # fmt: skip
+        failed_segments=[
+            FailedSegmentOut(
+                segment_id=f.segment_id,
+                start=_utc(f.start),
+                end=_utc(f.end),
+                code=f.code,
+                message=f.message,
+            )
+            for f in (result.failed_segments if result else [])
+        ],
+        error=error,
+        notes=list(state.notes),
+    )
 
 
 def ib_status_out(status: IbStatus) -> IbStatusOut:
     """Return the REST view of the connector's status."""
     return IbStatusOut(
-        connected=status.connected, host=status.host, port=status.port,
-        client_id=status.client_id, server_version=status.server_version,
-        since=utc(status.since), server_time=utc(getattr(status, "server_time", None)),
-        requests_made=status.requests_made, pacing=dict(status.pacing),
-        last_error=status.last_error, link_ok=status.link_ok, farms=dict(status.farms),
-    )  # fmt: skip
+        connected=status.connected,
+        host=status.host,
+        port=status.port,
+        client_id=status.client_id,
+        server_version=status.server_version,
+        since=utc(status.since),
+        server_time=utc(getattr(status, "server_time", None)),
+        requests_made=status.requests_made,
+        pacing=dict(status.pacing),
+        last_error=status.last_error,
+        link_ok=status.link_ok,
+        farms=dict(status.farms),
+    )
 
 
 def symbol_out(info: SymbolInfo) -> SymbolOut:
     """Return the REST view of what IB knows of a symbol."""
     return SymbolOut(
-        symbol=info.symbol, instrument_type=info.instrument_type, exchange=info.exchange,
-        currency=info.currency, time_zone=info.time_zone, trading_hours=info.trading_hours,
-        liquid_hours=info.liquid_hours, con_id=info.con_id, description=info.description,
+        symbol=info.symbol,
+        instrument_type=info.instrument_type,
+        exchange=info.exchange,
+        currency=info.currency,
+        time_zone=info.time_zone,
+        trading_hours=info.trading_hours,
+        liquid_hours=info.liquid_hours,
+        con_id=info.con_id,
+        description=info.description,
         head_timestamp=utc(info.head_timestamp),
-    )  # fmt: skip
+    )
 
 
 def ranges(items: list[TimeRange]) -> list[RangeOut]:
@@ -156,37 +205,69 @@ def ranges(items: list[TimeRange]) -> list[RangeOut]:
 
 def coverage_out(c: Coverage) -> CoverageOut:
     """Return the REST view of a dataset's coverage."""
-    return CoverageOut(symbol=c.symbol, timeframe=c.timeframe, rows=c.rows, first=utc(c.first),
-                       last=utc(c.last), stored=ranges(c.stored), gaps=ranges(c.gaps),
-                       answered_empty=ranges(c.answered_empty))  # fmt: skip
+    return CoverageOut(
+        symbol=c.symbol,
+        timeframe=c.timeframe,
+        rows=c.rows,
+        first=utc(c.first),
+        last=utc(c.last),
+        stored=ranges(c.stored),
+        gaps=ranges(c.gaps),
+        answered_empty=ranges(c.answered_empty),
+    )
 
 
 def dataset_out(d: DatasetInfo, coverage: Coverage | None = None) -> DatasetOut:
     """Return the REST view of one stored dataset."""
     base = f"{API}/data/{d.symbol}/{d.timeframe.value}"
-    return DatasetOut(symbol=d.symbol, timeframe=d.timeframe, rows=d.rows, first=utc(d.first),
-                      last=utc(d.last), damaged=d.damaged,
-                      links={"bars": base, "coverage": f"{base}/coverage"},
-                      coverage=coverage_out(coverage) if coverage else None)  # fmt: skip
+    return DatasetOut(
+        symbol=d.symbol,
+        timeframe=d.timeframe,
+        rows=d.rows,
+        first=utc(d.first),
+        last=utc(d.last),
+        damaged=d.damaged,
+        links={"bars": base, "coverage": f"{base}/coverage"},
+        coverage=coverage_out(coverage) if coverage else None,
+    )
 
 
 def bars_from_columns(page: Any) -> list[Bar]:
     """Return a columnar page (``BarsPage``) as rows stamped in RFC 3339."""
     wap = page.wap or [None] * len(page.ts)
     count = page.count or [None] * len(page.ts)
-    return [Bar(ts=from_unix_nanos(ts), open=o, high=h, low=lo, close=c, volume=v, wap=w, count=n)
-            for ts, o, h, lo, c, v, w, n in zip(page.ts, page.open, page.high, page.low,
-                                                page.close, page.volume, wap, count,
-                                                strict=True)]  # fmt: skip
+    return [
+        Bar(ts=from_unix_nanos(ts), open=o, high=h, low=lo, close=c, volume=v, wap=w, count=n)
+        for ts, o, h, lo, c, v, w, n in zip(
+            page.ts,
+            page.open,
+            page.high,
+            page.low,
+            page.close,
+            page.volume,
+            wap,
+            count,
+            strict=True,
+        )
+    ]
 
 
 def model_out(m: ModelInfo) -> ModelOut:
     """Return the REST view of a stored model."""
-    return ModelOut(model_id=m.model_id, job_id=m.job_id, created=_utc(m.created),
-                    symbols=list(m.symbols), timeframe=m.timeframe, device=m.device,
-                    metrics=dict(m.metrics), size_bytes=m.size_bytes,
-                    links={"self": f"{API}/models/{m.model_id}",
-                           "download": f"{API}/models/{m.model_id}/download"})  # fmt: skip
+    return ModelOut(
+        model_id=m.model_id,
+        job_id=m.job_id,
+        created=_utc(m.created),
+        symbols=list(m.symbols),
+        timeframe=m.timeframe,
+        device=m.device,
+        metrics=dict(m.metrics),
+        size_bytes=m.size_bytes,
+        links={
+            "self": f"{API}/models/{m.model_id}",
+            "download": f"{API}/models/{m.model_id}/download",
+        },
+    )
 
 
 def _utc(moment: datetime) -> datetime:
@@ -195,13 +276,25 @@ def _utc(moment: datetime) -> datetime:
 
 def repair_out(r: DatasetRepaired) -> RepairOut:
     """Return the REST view of a repair (with the reload job's links when there is one)."""
-    return RepairOut(symbol=r.symbol, timeframe=r.timeframe, moved=r.moved,
-                     forgotten=ranges(r.forgotten), job_id=r.job_id,
-                     links=job_links(r.job_id) if r.job_id else None)  # fmt: skip
+    return RepairOut(
+        symbol=r.symbol,
+        timeframe=r.timeframe,
+        moved=r.moved,
+        forgotten=ranges(r.forgotten),
+        job_id=r.job_id,
+        links=job_links(r.job_id) if r.job_id else None,
+    )
 
 
 def quarantined_out(q: QuarantinedBatch) -> QuarantinedOut:
     """Return the REST view of one quarantined batch."""
-    return QuarantinedOut(id=q.id, subject=q.subject, code=q.code, message=q.message,
-                          job_id=q.job_id, received=q.received.astimezone(UTC),
-                          bytes=q.bytes, links={"self": f"{API}/quarantine/{q.id}"})  # fmt: skip
+    return QuarantinedOut(
+        id=q.id,
+        subject=q.subject,
+        code=q.code,
+        message=q.message,
+        job_id=q.job_id,
+        received=q.received.astimezone(UTC),
+        bytes=q.bytes,
+        links={"self": f"{API}/quarantine/{q.id}"},
+    )

@@ -53,101 +53,158 @@ SERVICE_NAME = "data-store"
 def build_app(settings: DataStoreSettings) -> ServiceApp:
     """Return the data-store service, ready to start."""
     app = ServiceApp(
-        name=SERVICE_NAME, version=__version__, settings=settings,
+        name=SERVICE_NAME,
+        version=__version__,
+        settings=settings,
         description="the Parquet bar store: ingest, gap planning, load jobs, queries",
-    )  # fmt: skip
+    )
 
     async def setup(nc: NATS, js: JetStreamContext) -> None:
-        await streams.prepare(js, streams.DATA_COMMANDS, streams.STORE_BARS,
-                              declare=settings.declares, service=SERVICE_NAME,
-                              wait_s=settings.nats_declare_wait_s)  # fmt: skip
+        await streams.prepare(
+            js,
+            streams.DATA_COMMANDS,
+            streams.STORE_BARS,
+            declare=settings.declares,
+            service=SERVICE_NAME,
+            wait_s=settings.nats_declare_wait_s,
+        )
         store = ParquetBarStore(settings.data_dir)
         ledger = AnsweredLedger(settings.data_dir)
-        quarantine = Quarantine.under(settings.data_dir, max_bytes=settings.quarantine_max_bytes,
-                                      max_age_days=settings.quarantine_max_age_days)  # fmt: skip
+        quarantine = Quarantine.under(
+            settings.data_dir,
+            max_bytes=settings.quarantine_max_bytes,
+            max_age_days=settings.quarantine_max_age_days,
+        )
         runner = LoadRunner(nc, store, ledger, settings)
-        app.background(Ingestor(js=js, store=store, ledger=ledger, quarantine=quarantine,
-                                on_durable=runner.on_durable, segments=runner.segments,
-                                on_storage=runner.on_storage,
-                                retry_delay_s=settings.ingest_retry_delay_s,
-                                retry_delay_max_s=settings.ingest_retry_max_delay_s,
-                                write_attempts=settings.ingest_write_attempts,
-                                declare=settings.declares).run)  # fmt: skip
+        app.background(
+            Ingestor(
+                js=js,
+                store=store,
+                ledger=ledger,
+                quarantine=quarantine,
+                on_durable=runner.on_durable,
+                segments=runner.segments,
+                on_storage=runner.on_storage,
+                retry_delay_s=settings.ingest_retry_delay_s,
+                retry_delay_max_s=settings.ingest_retry_max_delay_s,
+                write_attempts=settings.ingest_write_attempts,
+                declare=settings.declares,
+            ).run
+        )
         app.background(runner.follow)
-        app.background(functools.partial(run_gap_filler, runner, store,
-                                         settings.gap_fill_interval_s))  # fmt: skip
-        app.background(PullConsumer(js=js, spec=streams.DATA_COMMANDS,
-                                    handler=runner.handle_command,
-                                    on_permanent=runner.on_rejected,
-                                    declare=settings.declares).run)  # fmt: skip
+        app.background(
+            functools.partial(run_gap_filler, runner, store, settings.gap_fill_interval_s)
+        )
+        app.background(
+            PullConsumer(
+                js=js,
+                spec=streams.DATA_COMMANDS,
+                handler=runner.handle_command,
+                on_permanent=runner.on_rejected,
+                declare=settings.declares,
+            ).run
+        )
 
         @app.endpoint("query", subjects.STORE_QUERY, QueryBars, "a page of stored bars")
         async def query(request: QueryBars) -> BarsPage | RawReply:
-            table, cursor = await asyncio.to_thread(queries.query_page, store, request,
-                                                    nc.max_payload, ledger)  # fmt: skip
+            table, cursor = await asyncio.to_thread(
+                queries.query_page, store, request, nc.max_payload, ledger
+            )
             if request.format is QueryFormat.ARROW:
                 return RawReply(queries.arrow_page(table, cursor), queries.ARROW_STREAM)
             return queries.json_page(request, table, cursor)
 
-        @app.endpoint("coverage", subjects.STORE_COVERAGE, CoverageRequest,
-                      "stored ranges, gaps and answered-empty ranges of one dataset")  # fmt: skip
+        @app.endpoint(
+            "coverage",
+            subjects.STORE_COVERAGE,
+            CoverageRequest,
+            "stored ranges, gaps and answered-empty ranges of one dataset",
+        )
         async def coverage(request: CoverageRequest) -> Coverage:
-            await asyncio.to_thread(queries.require_loaded, store, ledger, request.symbol,
-                                    request.timeframe)  # fmt: skip
+            await asyncio.to_thread(
+                queries.require_loaded, store, ledger, request.symbol, request.timeframe
+            )
             known = await asyncio.to_thread(runner.instruments.get, request.symbol)
             instrument_type, exchange = known if known is not None else (None, None)
-            profile = await asyncio.to_thread(runner.profiles.get, request.symbol,
-                                              request.timeframe)  # fmt: skip
-            return await asyncio.to_thread(coverage_of, store, ledger, request,
-                                           instrument_type=instrument_type, exchange=exchange,
-                                           use_rth=profile.use_rth)  # fmt: skip
+            profile = await asyncio.to_thread(
+                runner.profiles.get, request.symbol, request.timeframe
+            )
+            return await asyncio.to_thread(
+                coverage_of,
+                store,
+                ledger,
+                request,
+                instrument_type=instrument_type,
+                exchange=exchange,
+                use_rth=profile.use_rth,
+            )
 
         @app.endpoint("datasets", subjects.STORE_DATASETS, StatusRequest, "every stored dataset")
         async def datasets(_: StatusRequest) -> DatasetList:
             return await asyncio.to_thread(queries.dataset_list, store, ledger)
 
-        @app.endpoint("quarantine", subjects.STORE_QUARANTINE, ListQuarantine,
-                      "rejected bar batches kept whole, newest first")  # fmt: skip
+        @app.endpoint(
+            "quarantine",
+            subjects.STORE_QUARANTINE,
+            ListQuarantine,
+            "rejected bar batches kept whole, newest first",
+        )
         async def list_quarantine(_: ListQuarantine) -> QuarantineList:
             return quarantine_list(await asyncio.to_thread(quarantine.list))
 
-        @app.endpoint("quarantine_delete", subjects.STORE_QUARANTINE_DELETE, DeleteQuarantined,
-                      "forget one quarantined batch")  # fmt: skip
+        @app.endpoint(
+            "quarantine_delete",
+            subjects.STORE_QUARANTINE_DELETE,
+            DeleteQuarantined,
+            "forget one quarantined batch",
+        )
         async def delete_quarantined(request: DeleteQuarantined) -> QuarantineDeleted:
             if not await asyncio.to_thread(quarantine.delete, request.id):
-                raise NotFound(f"no quarantined batch {request.id!r}; list them with "
-                               "ktrdr.store.quarantine")  # fmt: skip
+                raise NotFound(
+                    f"no quarantined batch {request.id!r}; list them with ktrdr.store.quarantine"
+                )
             return QuarantineDeleted(id=request.id)
 
-        @app.endpoint("quarantine_release", subjects.STORE_QUARANTINE_RELEASE,
-                      ReleaseQuarantined,
-                      "send one quarantined batch through ingest again")  # fmt: skip
+        @app.endpoint(
+            "quarantine_release",
+            subjects.STORE_QUARANTINE_RELEASE,
+            ReleaseQuarantined,
+            "send one quarantined batch through ingest again",
+        )
         async def release_quarantined(request: ReleaseQuarantined) -> QuarantineReleased:
             now_ns = time.time_ns()
             held = await asyncio.to_thread(quarantine.hold, request.id, now_ns)
             if held is None:
-                raise NotFound(f"no quarantined batch {request.id!r}; list them with "
-                               "ktrdr.store.quarantine")  # fmt: skip
+                raise NotFound(
+                    f"no quarantined batch {request.id!r}; list them with ktrdr.store.quarantine"
+                )
             try:
                 if not held.meta.subject.startswith(subjects.BARS_ALL.removesuffix(">")):
-                    raise InvalidRequest(f"quarantined message {held.id} came on "
-                                         f"{held.meta.subject!r}, not a bar subject; it cannot "
-                                         "be released (delete it instead)")  # fmt: skip
-                await _publish(js, held.meta.subject, held.payload,
-                               release_headers(held, now_ns // 10**6))  # fmt: skip
+                    raise InvalidRequest(
+                        f"quarantined message {held.id} came on "
+                        f"{held.meta.subject!r}, not a bar subject; it cannot "
+                        "be released (delete it instead)"
+                    )
+                await _publish(
+                    js, held.meta.subject, held.payload, release_headers(held, now_ns // 10**6)
+                )
             except BaseException:
                 await asyncio.to_thread(quarantine.restore, held)
                 raise
             await asyncio.to_thread(quarantine.discard, held)
             return QuarantineReleased(id=held.id, subject=held.meta.subject)
 
-        @app.endpoint("repair", subjects.STORE_REPAIR, RepairDataset,
-                      "move a dataset's unreadable files aside, forget their range, "
-                      "reload it")  # fmt: skip
+        @app.endpoint(
+            "repair",
+            subjects.STORE_REPAIR,
+            RepairDataset,
+            "move a dataset's unreadable files aside, forget their range, reload it",
+        )
         async def repair(request: RepairDataset) -> DatasetRepaired:
             try:
-                done = await asyncio.to_thread(repair_dataset, store, ledger, request.symbol,
-                                               request.timeframe, utc_now())  # fmt: skip
+                done = await asyncio.to_thread(
+                    repair_dataset, store, ledger, request.symbol, request.timeframe, utc_now()
+                )
             except OSError as e:
                 if is_full(e):  # the ledger's rewrite: say so, naming the data directory
                     raise storage_full(settings.data_dir, e) from e
@@ -157,28 +214,39 @@ def build_app(settings: DataStoreSettings) -> ServiceApp:
             if command is None:
                 return repaired(request.symbol, request.timeframe, done, None)
             try:
-                await _publish(js, subjects.CMD_DATA_LOAD, codec.encode(command),
-                               {"Nats-Msg-Id": str(command.job_id)})  # fmt: skip
+                await _publish(
+                    js,
+                    subjects.CMD_DATA_LOAD,
+                    codec.encode(command),
+                    {"Nats-Msg-Id": str(command.job_id)},
+                )
             except RetryableError as e:
-                raise RetryableError(f"moved {', '.join(done.moved)} aside but could not start "
-                                     f"the reload ({e.message}); run `ktrdr data load "
-                                     f"{request.symbol} {request.timeframe.value} --mode full"
-                                     f"{_range_options(command)}`") from e  # fmt: skip
+                raise RetryableError(
+                    f"moved {', '.join(done.moved)} aside but could not start "
+                    f"the reload ({e.message}); run `ktrdr data load "
+                    f"{request.symbol} {request.timeframe.value} --mode full"
+                    f"{_range_options(command)}`"
+                ) from e
             return repaired(request.symbol, request.timeframe, done, command.job_id)
 
     app.setup = setup
     return app
 
 
-async def _publish(js: JetStreamContext, subject: str, payload: bytes,
-                   headers: dict[str, str]) -> None:  # fmt: skip
+async def _publish(
+    js: JetStreamContext, subject: str, payload: bytes, headers: dict[str, str]
+) -> None:
     """Publish to JetStream and wait for its ack; no ack is a retryable ``unavailable``."""
     try:
         await js.publish(subject, payload, headers=headers)
-    except (nats.errors.TimeoutError, nats.errors.NoRespondersError,
-            nats.js.errors.NoStreamResponseError) as e:  # fmt: skip
-        raise RetryableError(f"JetStream did not confirm the publish on {subject}; try "
-                             "again") from e  # fmt: skip
+    except (
+        nats.errors.TimeoutError,
+        nats.errors.NoRespondersError,
+        nats.js.errors.NoStreamResponseError,
+    ) as e:
+        raise RetryableError(
+            f"JetStream did not confirm the publish on {subject}; try again"
+        ) from e
 
 
 def _range_options(command: LoadData) -> str:

@@ -85,8 +85,10 @@ def _describe(report: FileReport, verb: str) -> str:
         return f"{report.path.name}: skipped: {report.skipped}"
     lines = [f"{report.path.name} -> {report.symbol} {report.timeframe}: {_counts([report], verb)}"]
     for reason, rejects in report.rejects.items():
-        lines.append(f"    rejected {rejects.count:,}: {reason} "
-                     f"(first at line {rejects.first_line}: {rejects.example})")  # fmt: skip
+        lines.append(
+            f"    rejected {rejects.count:,}: {reason} "
+            f"(first at line {rejects.first_line}: {rejects.example})"
+        )
     if report.volume_zeroed:
         lines.append(
             f"    volume missing or negative in {report.volume_zeroed:,} rows: stored as 0"
@@ -99,8 +101,10 @@ def _counts(reports: list[FileReport], verb: str) -> str:
     stored = sum(r.stored for r in reports)
     duplicates = sum(r.duplicates for r in reports)
     rejected = sum(r.rejected for r in reports)
-    return (f"{read:,} rows read, {stored:,} {verb} (new), {duplicates:,} duplicates, "
-            f"{rejected:,} rejected")  # fmt: skip
+    return (
+        f"{read:,} rows read, {stored:,} {verb} (new), {duplicates:,} duplicates, "
+        f"{rejected:,} rejected"
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -109,17 +113,23 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     imports = commands.add_parser(
-        "import-csv", help="import the old system's SYMBOL_TIMEFRAME.csv files",
+        "import-csv",
+        help="import the old system's SYMBOL_TIMEFRAME.csv files",
         description="Import SYMBOL_TIMEFRAME.csv files (UTC ISO timestamps, OHLCV); naive "
-                    "timestamps are read as UTC. Bars already stored are kept as they are.",
-    )  # fmt: skip
-    imports.add_argument("source", type=Path, metavar="DIR", help="a directory of .csv files "
-                         "(or one file)")  # fmt: skip
+        "timestamps are read as UTC. Bars already stored are kept as they are.",
+    )
+    imports.add_argument(
+        "source", type=Path, metavar="DIR", help="a directory of .csv files (or one file)"
+    )
     imports.add_argument("--dry-run", action="store_true", help="report, write nothing")
     listing = commands.add_parser("datasets", help="list the stored datasets")
     for sub in (imports, listing):
-        sub.add_argument("--data-dir", type=Path, default=None,
-                         help="the store's root (default: KTRDR_DATA_DIR or ./data)")  # fmt: skip
+        sub.add_argument(
+            "--data-dir",
+            type=Path,
+            default=None,
+            help="the store's root (default: KTRDR_DATA_DIR or ./data)",
+        )
     return parser
 
 

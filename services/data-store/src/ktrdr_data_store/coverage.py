@@ -88,8 +88,9 @@ def coverage_of(
         InvalidRequest: naming the field, for a naive ``start``, ``end`` or ``now``.
     """
     timeframe = Timeframe(request.timeframe)
-    calendar = market_calendar(instrument_type or default_instrument_type(request.symbol),
-                               exchange, use_rth=use_rth)  # fmt: skip
+    calendar = market_calendar(
+        instrument_type or default_instrument_type(request.symbol), exchange, use_rth=use_rth
+    )
     start, end = _instant(request.start, "start"), _instant(request.end, "end")
     now_ns = _instant(now, "now") or to_unix_nanos(utc_now())
     answered = _clip_all(ledger.ranges(request.symbol, timeframe), start, end)
@@ -109,12 +110,15 @@ def coverage_of(
         unanswered = _plan(calendar, timeframe, lo, hi, stamps, [])
         empty = _intersect(unanswered, answered)
     return Coverage(
-        symbol=request.symbol, timeframe=timeframe, rows=len(stamps),
+        symbol=request.symbol,
+        timeframe=timeframe,
+        rows=len(stamps),
         first=from_unix_nanos(int(stamps[0])) if len(stamps) else None,
         last=from_unix_nanos(int(stamps[-1])) if len(stamps) else None,
         stored=_time_ranges(stored_ranges(stamps, ends, gaps)),
-        gaps=_time_ranges(gaps), answered_empty=_time_ranges(empty),
-    )  # fmt: skip
+        gaps=_time_ranges(gaps),
+        answered_empty=_time_ranges(empty),
+    )
 
 
 def stored_ranges(stamps: np.ndarray, ends: np.ndarray, gaps: list[Range]) -> list[Range]:
@@ -159,15 +163,26 @@ def bar_ends(calendar: MarketCalendar, timeframe: Timeframe, stamps: np.ndarray)
     return ends
 
 
-def _plan(calendar: MarketCalendar, timeframe: Timeframe, lo: int, hi: int, stamps: np.ndarray,
-          answered: list[Range]) -> list[Range]:  # fmt: skip
+def _plan(
+    calendar: MarketCalendar,
+    timeframe: Timeframe,
+    lo: int,
+    hi: int,
+    stamps: np.ndarray,
+    answered: list[Range],
+) -> list[Range]:
     lo, hi = max(lo, calendar.first_ns), min(hi, calendar.last_ns)
     if lo >= hi:
         return []
     return plan_missing_segments(
-        timeframe=timeframe, start_ns=lo, end_ns=hi, stored_ts=stamps, answered=answered,
-        sessions=calendar.bar_windows(timeframe, lo, hi), zone=calendar.zone,
-    )  # fmt: skip
+        timeframe=timeframe,
+        start_ns=lo,
+        end_ns=hi,
+        stored_ts=stamps,
+        answered=answered,
+        sessions=calendar.bar_windows(timeframe, lo, hi),
+        zone=calendar.zone,
+    )
 
 
 def _not_after_now(calendar: MarketCalendar, timeframe: Timeframe, end: int, now_ns: int) -> int:
@@ -177,8 +192,9 @@ def _not_after_now(calendar: MarketCalendar, timeframe: Timeframe, end: int, now
     return min(end, calendar.complete_until(timeframe, now_ns))
 
 
-def _stored_stamps(store: BarStore, symbol: str, timeframe: Timeframe, start: int | None,
-                   end: int | None) -> np.ndarray:  # fmt: skip
+def _stored_stamps(
+    store: BarStore, symbol: str, timeframe: Timeframe, start: int | None, end: int | None
+) -> np.ndarray:
     """Return the stamps of the bars in ``[start, end)``, read a year at a time.
 
     Only ``ts`` is kept, so ten million one-minute bars cost 80 MB here, not all their columns.

@@ -56,8 +56,10 @@ def describe(root: Path, path: Path, problem: object) -> str:
 def damaged_error(root: Path, path: Path, problem: object) -> DatasetDamaged:
     """Return the error that reports ``path`` (under ``root``) unreadable because of ``problem``."""
     damage = describe(root, path, problem)
-    return DatasetDamaged(f"{damage}; {remedy(file_name(root, path))}",
-                          details={"file": file_name(root, path), "damaged": damage})  # fmt: skip
+    return DatasetDamaged(
+        f"{damage}; {remedy(file_name(root, path))}",
+        details={"file": file_name(root, path), "damaged": damage},
+    )
 
 
 def file_name(root: Path, path: Path) -> str:

@@ -40,21 +40,28 @@ async def fill_once(runner: LoadRunner, store: BarStore) -> list[LoadData]:
         symbol = named or dataset.symbol_key
         profile = await asyncio.to_thread(runner.profiles.get, symbol, dataset.timeframe)
         try:  # known from earlier loads; asked of the connector once for imported data
-            instrument_type, exchange = await runner.instrument(LoadData(
-                symbol=symbol, timeframe=dataset.timeframe, contract=profile.contract))  # fmt: skip
+            instrument_type, exchange = await runner.instrument(
+                LoadData(symbol=symbol, timeframe=dataset.timeframe, contract=profile.contract)
+            )
         except KtrdrError as e:
             log.warning("gap filler: skipping %s %s: %s", symbol, dataset.timeframe, e.message)
             continue
         calendar = market_calendar(instrument_type, exchange, use_rth=profile.use_rth)
         if not traded_since(calendar, dataset.timeframe, dataset.last_ns, now_ns):
             continue
-        command = LoadData(symbol=symbol, timeframe=dataset.timeframe, mode=LoadMode.TAIL,
-                           instrument_type=instrument_type, contract=profile.contract,
-                           use_rth=profile.use_rth)  # fmt: skip
+        command = LoadData(
+            symbol=symbol,
+            timeframe=dataset.timeframe,
+            mode=LoadMode.TAIL,
+            instrument_type=instrument_type,
+            contract=profile.contract,
+            use_rth=profile.use_rth,
+        )
         due = calendar.complete_until(dataset.timeframe, now_ns)
         msg_id = f"gap-fill.{symbol}.{dataset.timeframe.value}.{due}"
-        await runner.js.publish(subjects.CMD_DATA_LOAD, codec.encode(command),
-                                headers={"Nats-Msg-Id": msg_id})  # fmt: skip
+        await runner.js.publish(
+            subjects.CMD_DATA_LOAD, codec.encode(command), headers={"Nats-Msg-Id": msg_id}
+        )
         sent.append(command)
     if sent:
         log.info("gap filler: %d tail loads sent", len(sent))

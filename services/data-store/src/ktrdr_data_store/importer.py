@@ -142,8 +142,9 @@ def _read(path: Path) -> pd.DataFrame:
         **{by_name[c]: c for c in (*PRICE_COLUMNS, "volume") if c in by_name},
     }
     try:
-        frame = pd.read_csv(path, usecols=list(wanted), dtype={ts_column: str},
-                            keep_default_na=False)  # fmt: skip
+        frame = pd.read_csv(
+            path, usecols=list(wanted), dtype={ts_column: str}, keep_default_na=False
+        )
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
         raise SkipFile(f"not a readable CSV file: {e}") from e
     return frame.rename(columns=wanted)
@@ -183,20 +184,25 @@ def _valid_bars(frame: pd.DataFrame, report: FileReport) -> pa.Table:
     keep = ~bad
     ts = stamps[keep].dt.as_unit("ns").dt.tz_convert(None).to_numpy("datetime64[ns]")
     n = int(keep.sum())
-    return pa.table({
-        "ts": pa.array(ts.astype(np.int64), pa.int64()).cast(pa.timestamp("ns", tz="UTC")),
-        **{c: pa.array(prices[c][keep], pa.float64()) for c in PRICE_COLUMNS},
-        "volume": pa.array(volume[keep], pa.float64()),
-        "wap": pa.nulls(n, pa.float64()), "count": pa.nulls(n, pa.int64()),
-    }, schema=SCHEMA)  # fmt: skip
+    return pa.table(
+        {
+            "ts": pa.array(ts.astype(np.int64), pa.int64()).cast(pa.timestamp("ns", tz="UTC")),
+            **{c: pa.array(prices[c][keep], pa.float64()) for c in PRICE_COLUMNS},
+            "volume": pa.array(volume[keep], pa.float64()),
+            "wap": pa.nulls(n, pa.float64()),
+            "count": pa.nulls(n, pa.int64()),
+        },
+        schema=SCHEMA,
+    )
 
 
 def _example(frame: pd.DataFrame, rows: np.ndarray, column: str | None) -> Rejects:
     """Return the count and the first of ``rows``, with its line number in the file."""
     first = int(np.flatnonzero(rows)[0])
     row = frame.iloc[first]
-    shown = repr(str(row[column])) if column else ", ".join(
-        f"{c}={row[c]!s}" for c in PRICE_COLUMNS)  # fmt: skip
+    shown = (
+        repr(str(row[column])) if column else ", ".join(f"{c}={row[c]!s}" for c in PRICE_COLUMNS)
+    )
     return Rejects(count=int(rows.sum()), first_line=first + 2, example=shown)  # 1 is the header
 
 

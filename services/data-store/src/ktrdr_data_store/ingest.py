@@ -167,9 +167,15 @@ class Ingestor:
         # of an earlier fetch are still queued, and the server refuses a heartbeat on such a
         # pull ("heartbeat value too large"), dropping the queued messages until ack_wait.
         # With a 0.25 s expiry the heartbeat adds nothing anyway.
-        fetches = fetch_batches(self.js, streams.STORE_BARS, stopping, self.batch,
-                                self.fetch_timeout_s, heartbeat_s=0,
-                                declare=self.declare)  # fmt: skip
+        fetches = fetch_batches(
+            self.js,
+            streams.STORE_BARS,
+            stopping,
+            self.batch,
+            self.fetch_timeout_s,
+            heartbeat_s=0,
+            declare=self.declare,
+        )
         hand = _Hand()
         fetching = asyncio.ensure_future(anext(fetches))
         try:
@@ -217,26 +223,39 @@ class Ingestor:
             await msg.nak(delay=1.0)  # the job log is still being replayed: ask again soon
             return None
         segment = None if self.segments is None else self.segments.problem(batch)
-        return _Held(msg, batch.symbol, batch.job_id, bar_checks.BatchHeader.of(batch), arrays,
-                     segment)  # fmt: skip
+        return _Held(
+            msg, batch.symbol, batch.job_id, bar_checks.BatchHeader.of(batch), arrays, segment
+        )
 
-    async def _reject(self, msg: Msg, code: str, message: str, *,
-                      job_id: str | None = None) -> None:  # fmt: skip
+    async def _reject(
+        self, msg: Msg, code: str, message: str, *, job_id: str | None = None
+    ) -> None:
         """Quarantine a batch that can never be stored, then terminate and report it."""
         try:
             entry_id = await asyncio.to_thread(
-                self.quarantine.put, subject=msg.subject, payload=msg.data, code=code,
-                message=message, headers=dict(msg.headers or {}), job_id=job_id,
-            )  # fmt: skip
+                self.quarantine.put,
+                subject=msg.subject,
+                payload=msg.data,
+                code=code,
+                message=message,
+                headers=dict(msg.headers or {}),
+                job_id=job_id,
+            )
         except OSError as e:  # not kept yet: keep it on the bus instead, and try again later
-            log.error("could not quarantine a rejected batch on %s: %s; will retry",
-                      msg.subject, e)  # fmt: skip
+            log.error("could not quarantine a rejected batch on %s: %s; will retry", msg.subject, e)
             await msg.nak(delay=self.retry_delay_s)
             return
         await msg.term()
         log.warning("rejected a bar batch (quarantine %s): %s", entry_id, message)
-        await self._publish(BatchRejected(subject=msg.subject, code=code, message=message,
-                                          job_id=job_id, quarantine_id=entry_id))  # fmt: skip
+        await self._publish(
+            BatchRejected(
+                subject=msg.subject,
+                code=code,
+                message=message,
+                job_id=job_id,
+                quarantine_id=entry_id,
+            )
+        )
 
     async def _write(self, items: list[_Held]) -> None:
         """Write every dataset in ``items``, ``writers`` at a time."""
@@ -265,11 +284,15 @@ class Ingestor:
         """
         problems: list[tuple[str, str] | None] = [None] * len(items)
         if self.validate:  # in the loop, not a thread: ~10 µs a batch, less than a thread hop
-            checked = bar_checks.check_many([item.header for item in items],
-                                            [item.arrays for item in items],
-                                            now_ns=time.time_ns())  # fmt: skip
-            problems = [None if p is None else (bar_checks.CODE, _fails(item.msg, p))
-                        for item, p in zip(items, checked, strict=True)]  # fmt: skip
+            checked = bar_checks.check_many(
+                [item.header for item in items],
+                [item.arrays for item in items],
+                now_ns=time.time_ns(),
+            )
+            problems = [
+                None if p is None else (bar_checks.CODE, _fails(item.msg, p))
+                for item, p in zip(items, checked, strict=True)
+            ]
         kept = []
         for item, problem in zip(items, problems, strict=True):
             if problem is None and item.unknown_segment is not None:
@@ -284,8 +307,7 @@ class Ingestor:
     async def _store_group(self, key: str, timeframe: Timeframe, items: list[_Held]) -> None:
         table = await asyncio.to_thread(_table_of, items)
         result = await asyncio.to_thread(self.store.merge, key, timeframe, table)
-        await asyncio.to_thread(self.ledger.add, key, timeframe,
-                                [item.answered for item in items])  # fmt: skip
+        await asyncio.to_thread(self.ledger.add, key, timeframe, [item.answered for item in items])
         if self._full:
             self._full = False
             log.info("the data directory %s has space again: ingest goes on", self._data_dir)
@@ -299,18 +321,24 @@ class Ingestor:
                 self._failures.pop(_sequence(item.msg), None)
         if result.first_ns is not None and result.last_ns is not None:
             jobs = {item.job_id for item in items}
-            await self._publish(BarsStored(
-                symbol=items[0].symbol, timeframe=timeframe,
-                first=from_unix_nanos(result.first_ns), last=from_unix_nanos(result.last_ns),
-                bars_written=result.new_rows, job_id=jobs.pop() if len(jobs) == 1 else None,
-            ))  # fmt: skip
+            await self._publish(
+                BarsStored(
+                    symbol=items[0].symbol,
+                    timeframe=timeframe,
+                    first=from_unix_nanos(result.first_ns),
+                    last=from_unix_nanos(result.last_ns),
+                    bars_written=result.new_rows,
+                    job_id=jobs.pop() if len(jobs) == 1 else None,
+                )
+            )
 
     @property
     def _data_dir(self) -> str:
         return str(self.ledger.root.parent)
 
-    async def _failed(self, key: str, timeframe: Timeframe, items: list[_Held],
-                      error: Exception) -> None:  # fmt: skip
+    async def _failed(
+        self, key: str, timeframe: Timeframe, items: list[_Held], error: Exception
+    ) -> None:
         """Retry a failed write later, or quarantine the messages that failed often enough."""
         if is_full(error):
             assert isinstance(error, OSError)
@@ -318,8 +346,14 @@ class Ingestor:
             self._full = True
             if self.on_storage is not None:
                 self.on_storage(problem)
-            log.error("storage_full: could not store %d %s %s messages: %s; retrying in %gs",
-                      len(items), key, timeframe, problem, self.retry_delay_max_s)  # fmt: skip
+            log.error(
+                "storage_full: could not store %d %s %s messages: %s; retrying in %gs",
+                len(items),
+                key,
+                timeframe,
+                problem,
+                self.retry_delay_max_s,
+            )
             for item in items:
                 with contextlib.suppress(nats.errors.Error):
                     await item.msg.nak(delay=self.retry_delay_max_s)
@@ -333,18 +367,32 @@ class Ingestor:
         attempt = max(self._failures[_sequence(item.msg)] for item in items)
         delay = min(self.retry_delay_max_s, self.retry_delay_s * 2 ** max(0, attempt - 1))
         text = (error.message if isinstance(error, DatasetDamaged) else str(error)) or kind
-        log.error("could not store %d %s %s messages (attempt %d of %d): %s: %s; %s",
-                  len(items), key, timeframe, attempt, self.write_attempts, kind, text,
-                  "quarantining those out of attempts" if attempt >= self.write_attempts
-                  else f"retrying in {delay:g}s", exc_info=error if trace else None)  # fmt: skip
+        log.error(
+            "could not store %d %s %s messages (attempt %d of %d): %s: %s; %s",
+            len(items),
+            key,
+            timeframe,
+            attempt,
+            self.write_attempts,
+            kind,
+            text,
+            "quarantining those out of attempts"
+            if attempt >= self.write_attempts
+            else f"retrying in {delay:g}s",
+            exc_info=error if trace else None,
+        )
         code = DatasetDamaged.code if isinstance(error, DatasetDamaged) else "write_failed"
         for item in items:
             tries = self._failures[_sequence(item.msg)]
             if tries >= self.write_attempts:
                 self._failures.pop(_sequence(item.msg), None)
-                await self._reject(item.msg, code, f"BarBatch on '{item.msg.subject}' could "
-                                   f"not be stored in {tries} attempts: {kind}: {text}",
-                                   job_id=item.job_id)  # fmt: skip
+                await self._reject(
+                    item.msg,
+                    code,
+                    f"BarBatch on '{item.msg.subject}' could "
+                    f"not be stored in {tries} attempts: {kind}: {text}",
+                    job_id=item.job_id,
+                )
             else:
                 with contextlib.suppress(nats.errors.Error):
                     await item.msg.nak(
@@ -364,8 +412,9 @@ def _table_of(items: list[_Held]) -> pa.Table:
     names = {frozenset(item.arrays) for item in items}
     if len(names) > 1:  # some with wap/count, some without: each its own table, then joined
         return pa.concat_tables([table_from_arrays(item.arrays) for item in items])
-    return table_from_arrays({name: np.concatenate([item.arrays[name] for item in items])
-                              for name in names.pop()})  # fmt: skip
+    return table_from_arrays(
+        {name: np.concatenate([item.arrays[name] for item in items]) for name in names.pop()}
+    )
 
 
 def _sequence(msg: Msg) -> int:

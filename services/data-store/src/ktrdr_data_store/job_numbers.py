@@ -72,8 +72,11 @@ def unstored(state: LoadState, answered: list[Range]) -> list[PlannedSegment]:
     The connector's chunks tile a segment and the ingest ledger records each chunk's window
     once its bars are durable, so a segment is stored exactly when the ledger covers it.
     """
-    return [s for s, _ in state.fetched()
-            if covered(answered, span := segment_range(s)) < span[1] - span[0]]  # fmt: skip
+    return [
+        s
+        for s, _ in state.fetched()
+        if covered(answered, span := segment_range(s)) < span[1] - span[0]
+    ]
 
 
 def load_result(state: LoadState, not_stored: list[PlannedSegment]) -> LoadResult:
@@ -84,17 +87,28 @@ def load_result(state: LoadState, not_stored: list[PlannedSegment]) -> LoadResul
     """
     missing = {s.segment_id for s in not_stored}
     fetched = [(s, o) for s, o in state.fetched() if s.segment_id not in missing]
-    failed = [FailedSegment(segment_id=s.segment_id, start=s.start, end=s.end, code=o.code,
-                            message=o.message) for s, o in state.failed()]  # fmt: skip
-    failed += [FailedSegment(segment_id=s.segment_id, start=s.start, end=s.end, code="not_stored",
-                             message="the connector sent the bars but not all became durable; "
-                             "run the load again") for s in not_stored]  # fmt: skip
+    failed = [
+        FailedSegment(
+            segment_id=s.segment_id, start=s.start, end=s.end, code=o.code, message=o.message
+        )
+        for s, o in state.failed()
+    ]
+    failed += [
+        FailedSegment(
+            segment_id=s.segment_id,
+            start=s.start,
+            end=s.end,
+            code="not_stored",
+            message="the connector sent the bars but not all became durable; run the load again",
+        )
+        for s in not_stored
+    ]
     return LoadResult(
-        fetched_bars=total_bars(state) - sum(o.bars for s, o in state.fetched()
-                                             if s.segment_id in missing),
+        fetched_bars=total_bars(state)
+        - sum(o.bars for s, o in state.fetched() if s.segment_id in missing),
         cached_before=state.planned.cached_before if state.planned else 0,
         gaps_analyzed=state.planned.gaps_analyzed if state.planned else 0,
         segments_fetched=len(fetched),
         ib_requests_made=total_requests(state),
         failed_segments=failed,
-    )  # fmt: skip
+    )

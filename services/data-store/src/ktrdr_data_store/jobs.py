@@ -96,13 +96,19 @@ class LoadState:
 
     def fetched(self) -> list[tuple[PlannedSegment, SegmentFetched]]:
         """Return the fetched segments with their reports."""
-        return [(s, o) for s in self.segments
-                if isinstance(o := self.outcomes.get(s.segment_id), SegmentFetched)]  # fmt: skip
+        return [
+            (s, o)
+            for s in self.segments
+            if isinstance(o := self.outcomes.get(s.segment_id), SegmentFetched)
+        ]
 
     def failed(self) -> list[tuple[PlannedSegment, SegmentFailed]]:
         """Return the failed segments with their reports."""
-        return [(s, o) for s in self.segments
-                if isinstance(o := self.outcomes.get(s.segment_id), SegmentFailed)]  # fmt: skip
+        return [
+            (s, o)
+            for s in self.segments
+            if isinstance(o := self.outcomes.get(s.segment_id), SegmentFailed)
+        ]
 
 
 @dataclass(frozen=True)
@@ -235,9 +241,12 @@ def _decide_end(state: LoadState, facts: Facts, policy: Policy) -> list[Effect]:
     if result.segments_fetched == 0 and result.failed_segments:
         first = result.failed_segments[0]
         end: Terminal = JobFailed(
-            job_id=state.job_id, ts=facts.now, code=first.code, message=first.message,
+            job_id=state.job_id,
+            ts=facts.now,
+            code=first.code,
+            message=first.message,
             details={"failed_segments": msgspec.to_builtins(result.failed_segments)},
-        )  # fmt: skip
+        )
     else:
         end = JobCompleted(job_id=state.job_id, ts=facts.now, result=result)
     return _close(state, facts, end)
@@ -257,12 +266,20 @@ def _decide_cancel(state: LoadState, facts: Facts, policy: Policy) -> list[Effec
 def _close(state: LoadState, facts: Facts, end: Terminal) -> list[Effect]:
     """Return the last progress (done) and the terminal event, each with its step's id."""
     final = JobProgress(
-        job_id=state.job_id, ts=facts.now, done=100.0, total=100.0, unit="percent",
-        message=f"{event_type(end)}: {_counts_text(state)}", reason=ProgressReason.DONE,
-        bars=total_bars(state), requests_done=total_requests(state),
-    )  # fmt: skip
-    return [Publish(final, f"{state.job_id}.progress.final"),
-            Publish(end, f"{state.job_id}.{event_type(end)}")]  # fmt: skip
+        job_id=state.job_id,
+        ts=facts.now,
+        done=100.0,
+        total=100.0,
+        unit="percent",
+        message=f"{event_type(end)}: {_counts_text(state)}",
+        reason=ProgressReason.DONE,
+        bars=total_bars(state),
+        requests_done=total_requests(state),
+    )
+    return [
+        Publish(final, f"{state.job_id}.progress.final"),
+        Publish(end, f"{state.job_id}.{event_type(end)}"),
+    ]
 
 
 def _dispatch(state: LoadState, segments: list[PlannedSegment], facts: Facts) -> Dispatch:
@@ -271,15 +288,25 @@ def _dispatch(state: LoadState, segments: list[PlannedSegment], facts: Facts) ->
     what = planned.what_to_show or default_what_to_show(planned.instrument_type)
     priority = 1 if command.mode is LoadMode.TAIL else 5  # tail loads go ahead of backfills
     commands = [
-        FetchBars(job_id=state.job_id, segment_id=s.segment_id, symbol=command.symbol,
-                  timeframe=command.timeframe, start=s.start, end=s.end,
-                  instrument_type=planned.instrument_type, what_to_show=what, priority=priority,
-                  use_rth=command.use_rth, contract=command.contract)
+        FetchBars(
+            job_id=state.job_id,
+            segment_id=s.segment_id,
+            symbol=command.symbol,
+            timeframe=command.timeframe,
+            start=s.start,
+            end=s.end,
+            instrument_type=planned.instrument_type,
+            what_to_show=what,
+            priority=priority,
+            use_rth=command.use_rth,
+            contract=command.contract,
+        )
         for s in segments
-    ]  # fmt: skip
+    ]
     ids = [s.segment_id for s in segments]
-    return Dispatch(commands, SegmentsDispatched(job_id=state.job_id, ts=facts.now,
-                                                 segment_ids=ids))  # fmt: skip
+    return Dispatch(
+        commands, SegmentsDispatched(job_id=state.job_id, ts=facts.now, segment_ids=ids)
+    )
 
 
 # -- progress ----------------------------------------------------------------------------
@@ -299,8 +326,11 @@ def _progress(state: LoadState, facts: Facts, policy: Policy) -> list[Effect]:
     done = round(100 * stored_fraction(state, facts.durable), 2) if state.planned else 0.0
     bars, requests = total_bars(state), total_requests(state)
     last = state.last_progress
-    if last is not None and (last.reason, last.until, last.since) == (why.reason, why.until,
-                                                                     why.since):  # fmt: skip
+    if last is not None and (last.reason, last.until, last.since) == (
+        why.reason,
+        why.until,
+        why.since,
+    ):
         moved = (last.done, last.bars, last.requests_done) != (done, bars, requests)
         elapsed = (facts.now - last.ts).total_seconds()
         if not moved or elapsed < policy.progress_interval_s:
@@ -309,11 +339,21 @@ def _progress(state: LoadState, facts: Facts, policy: Policy) -> list[Effect]:
     if why.reason not in (ProgressReason.FETCHING, ProgressReason.STORING):
         eta = None  # the pace so far says nothing while the job waits (for IB, a connector)
     event = JobProgress(
-        job_id=state.job_id, ts=facts.now, done=done, total=100.0, unit="percent",
-        message=f"{why.text}; {_counts_text(state)}; {done:g}% stored", reason=why.reason,
-        since=why.since, until=why.until, eta=eta, rate=rate, bars=bars,
-        requests_done=requests, requests_planned=planned_requests(state),
-    )  # fmt: skip
+        job_id=state.job_id,
+        ts=facts.now,
+        done=done,
+        total=100.0,
+        unit="percent",
+        message=f"{why.text}; {_counts_text(state)}; {done:g}% stored",
+        reason=why.reason,
+        since=why.since,
+        until=why.until,
+        eta=eta,
+        rate=rate,
+        bars=bars,
+        requests_done=requests,
+        requests_planned=planned_requests(state),
+    )
     return [Publish(event)]
 
 
@@ -352,16 +392,18 @@ def _idle_why(state: LoadState, conn: ConnectorFacts) -> _Why:
     """Return the reason when no running segment says anything."""
     if state.in_flight():
         if conn.ib_connected is False:
-            return _Why(ProgressReason.IB_DISCONNECTED, "the ib-connector lost IB",
-                        since=conn.since)  # fmt: skip
+            return _Why(
+                ProgressReason.IB_DISCONNECTED, "the ib-connector lost IB", since=conn.since
+            )
         return _Why(ProgressReason.QUEUED, "queued: the ib-connector has other work first")
     if state.undispatched():
         return _Why(ProgressReason.QUEUED, "queued")
     return _Why(ProgressReason.STORING, "every segment is in; writing the bars")
 
 
-def _rates(last: JobProgress | None, now: datetime, done: float,
-           bars: int) -> tuple[float | None, datetime | None]:  # fmt: skip
+def _rates(
+    last: JobProgress | None, now: datetime, done: float, bars: int
+) -> tuple[float | None, datetime | None]:
     """Return bars/s since the last progress and the end estimated from the stored share."""
     if last is None or last.bars is None:
         return None, None
@@ -376,5 +418,7 @@ def _rates(last: JobProgress | None, now: datetime, done: float,
 
 def _counts_text(state: LoadState) -> str:
     reported, total = len(state.outcomes), len(state.segments)
-    return (f"{reported} of {total} segments done, {total_bars(state):,} bars, "
-            f"{total_requests(state)} IB requests")  # fmt: skip
+    return (
+        f"{reported} of {total} segments done, {total_bars(state):,} bars, "
+        f"{total_requests(state)} IB requests"
+    )

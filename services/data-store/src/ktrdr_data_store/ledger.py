@@ -181,5 +181,9 @@ class InstrumentBook:
     def _report(self, problem: str) -> None:
         if problem not in self._reported:
             self._reported.add(problem)
-            log.warning("%s is unreadable (%s): taken as unknown; loads resolve the symbols "
-                        "again and rewrite it", self.path, problem)  # fmt: skip
+            log.warning(
+                "%s is unreadable (%s): taken as unknown; loads resolve the symbols "
+                "again and rewrite it",
+                self.path,
+                problem,
+            )

@@ -93,8 +93,9 @@ Dataset = tuple[str, Timeframe]
 class LoadRunner:
     """Run data loads from their events (see the module docstring)."""
 
-    def __init__(self, nc: NATS, store: BarStore, ledger: AnsweredLedger,
-                 settings: DataStoreSettings) -> None:  # fmt: skip
+    def __init__(
+        self, nc: NATS, store: BarStore, ledger: AnsweredLedger, settings: DataStoreSettings
+    ) -> None:
         self.nc, self.js = nc, nc.jetstream()
         self.store, self.ledger, self.settings = store, ledger, settings
         self.client = KtrdrClient(nc, timeout_s=10.0)
@@ -136,11 +137,17 @@ class LoadRunner:
     async def on_rejected(self, msg: Msg, error: KtrdrError) -> None:
         """Report a command that can never run as a failed job, naming the problem."""
         job_id = salvage_job_id(msg.data) or derived_job_id(msg)
-        await publish_event(self.js, JobFailed(job_id=job_id, code=error.code,
-                                               message=error.message,
-                                               details={"subject": msg.subject,
-                                                        **error.details}),
-                            msg_id=f"{job_id}.failed", kind=LOAD)  # fmt: skip
+        await publish_event(
+            self.js,
+            JobFailed(
+                job_id=job_id,
+                code=error.code,
+                message=error.message,
+                details={"subject": msg.subject, **error.details},
+            ),
+            msg_id=f"{job_id}.failed",
+            kind=LOAD,
+        )
 
     # -- inputs: events, durable bars, the connector -----------------------------------
 
@@ -171,8 +178,9 @@ class LoadRunner:
                 try:
                     state = jobs.accept(event)
                 except msgspec.ValidationError as e:
-                    log.warning("job %s: accepted with params that are no load: %s",
-                                event.job_id, e)  # fmt: skip
+                    log.warning(
+                        "job %s: accepted with params that are no load: %s", event.job_id, e
+                    )
                     return
                 if state is not None:
                     self.jobs[event.job_id] = state
@@ -203,9 +211,13 @@ class LoadRunner:
         if last is None:
             self._caught_up()
         config = ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
-        sub = await self.js.subscribe(LOAD_EVENTS, stream=streams.EVENTS.name,
-                                      ordered_consumer=True, idle_heartbeat=2.0,
-                                      config=config)  # fmt: skip
+        sub = await self.js.subscribe(
+            LOAD_EVENTS,
+            stream=streams.EVENTS.name,
+            ordered_consumer=True,
+            idle_heartbeat=2.0,
+            config=config,
+        )
         deciding = asyncio.create_task(self._decide_loop(stopping))
         watching = asyncio.create_task(self._watch_connector(stopping))
         try:
@@ -297,9 +309,13 @@ class LoadRunner:
     async def _move_on(self, state: LoadState) -> None:
         """Decide for one job and carry the effects out (a failure is logged, retried later)."""
         try:
-            facts = Facts(now=utc_now(), durable=await self._durable_of(state),
-                          connector=self.connector, storage_full=self.storage_full,
-                          storage_back=self.storage_back)  # fmt: skip
+            facts = Facts(
+                now=utc_now(),
+                durable=await self._durable_of(state),
+                connector=self.connector,
+                storage_full=self.storage_full,
+                storage_back=self.storage_back,
+            )
             for effect in jobs.decide(state, facts, self.policy):
                 await self._carry_out(state, effect)
                 if state.terminal is not None:
@@ -323,9 +339,11 @@ class LoadRunner:
             if state.planned is not None:  # known before the connector can answer them
                 self.segments.record(state.command, state.planned, effect.recorded.segment_ids)
             for command in effect.commands:
-                await self.js.publish(subjects.CMD_IB_FETCH, codec.encode(command),
-                                      headers={"Nats-Msg-Id": f"{command.job_id}."
-                                               f"{command.segment_id}"})  # fmt: skip
+                await self.js.publish(
+                    subjects.CMD_IB_FETCH,
+                    codec.encode(command),
+                    headers={"Nats-Msg-Id": f"{command.job_id}.{command.segment_id}"},
+                )
             first = effect.recorded.segment_ids[0]
             await self._publish(state, effect.recorded, f"{state.job_id}.dispatched.{first}")
         else:
@@ -360,16 +378,18 @@ class LoadRunner:
         except asyncio.CancelledError:
             raise
         except KtrdrError as e:
-            planned = JobFailed(job_id=state.job_id, code=e.code, message=e.message,
-                                details=e.details)  # fmt: skip
+            planned = JobFailed(
+                job_id=state.job_id, code=e.code, message=e.message, details=e.details
+            )
             msg_id = f"{state.job_id}.failed"
         except ValueError as e:  # a range the calendar or the mode refuses, named in e
             planned = JobFailed(job_id=state.job_id, code="invalid_request", message=str(e))
             msg_id = f"{state.job_id}.failed"
         except Exception as e:
             log.exception("job %s: planning failed", state.job_id)
-            planned = JobFailed(job_id=state.job_id, code="internal",
-                                message=f"planning the load failed: {e!r}")  # fmt: skip
+            planned = JobFailed(
+                job_id=state.job_id, code="internal", message=f"planning the load failed: {e!r}"
+            )
             msg_id = f"{state.job_id}.failed"
         try:
             if state.terminal is None and state.cancel is None:
@@ -385,8 +405,9 @@ class LoadRunner:
         stats = await asyncio.to_thread(self.store.stats, key, timeframe)
         profile = DatasetProfile(contract=command.contract, use_rth=command.use_rth)
         try:
-            await asyncio.to_thread(self.profiles.claim, key, timeframe, profile,
-                                    has_bars=stats.rows > 0)  # fmt: skip
+            await asyncio.to_thread(
+                self.profiles.claim, key, timeframe, profile, has_bars=stats.rows > 0
+            )
         except OSError as e:  # not recorded (a full disk): the check still ran; go on
             problem = storage_full(self.settings.data_dir, e).message if is_full(e) else str(e)
             log.warning("could not record the profile of %s %s: %s", key, timeframe, problem)
@@ -396,32 +417,55 @@ class LoadRunner:
         now_ns = await self.ib_now()
         head_ns = None
         if command.mode is not LoadMode.TAIL and command.start is None:
-            request = HeadTimestampRequest(symbol=command.symbol, instrument_type=instrument_type,
-                                           what_to_show=what, use_rth=command.use_rth,
-                                           contract=command.contract)  # fmt: skip
+            request = HeadTimestampRequest(
+                symbol=command.symbol,
+                instrument_type=instrument_type,
+                what_to_show=what,
+                use_rth=command.use_rth,
+                contract=command.contract,
+            )
             head = await self.ask(subjects.IB_HEAD_TIMESTAMP, request, HeadTimestamp)
             head_ns = to_unix_nanos(head.head_timestamp)
-        span = load_range(command, now_ns=now_ns, calendar=calendar, head_ns=head_ns,
-                          first_stored=stats.first_ns, last_stored=stats.last_ns)  # fmt: skip
+        span = load_range(
+            command,
+            now_ns=now_ns,
+            calendar=calendar,
+            head_ns=head_ns,
+            first_stored=stats.first_ns,
+            last_stored=stats.last_ns,
+        )
         margin = read_margin_ns(timeframe)
-        table = await asyncio.to_thread(self.store.read, key, timeframe, span[0] - margin,
-                                        span[1])  # fmt: skip
+        table = await asyncio.to_thread(self.store.read, key, timeframe, span[0] - margin, span[1])
         stored_ts = table.column("ts").cast("int64").to_numpy()
         answered = await asyncio.to_thread(self.ledger.ranges, key, timeframe)
-        plan = plan_segments(timeframe, span, calendar=calendar, stored_ts=stored_ts,
-                             answered=answered)  # fmt: skip
+        plan = plan_segments(
+            timeframe, span, calendar=calendar, stored_ts=stored_ts, answered=answered
+        )
         return JobPlanned(
-            job_id=state.job_id, gaps_analyzed=len(plan.segments),
+            job_id=state.job_id,
+            gaps_analyzed=len(plan.segments),
             cached_before=plan.cached_before,
-            segments=[PlannedSegment(segment_id=f"s{i:04d}", start=from_unix_nanos(a),
-                                     end=from_unix_nanos(b))
-                      for i, (a, b) in enumerate(plan.segments)],
-            start=from_unix_nanos(plan.start_ns), end=from_unix_nanos(plan.end_ns),
-            instrument_type=instrument_type, exchange=exchange, what_to_show=what,
-            notes=assumed_notes(command, start_ns=plan.start_ns, instrument_type=instrument_type,
-                                stored_rows=stats.rows, first_stored=stats.first_ns,
-                                last_stored=stats.last_ns) + list(plan.notes),
-        )  # fmt: skip
+            segments=[
+                PlannedSegment(
+                    segment_id=f"s{i:04d}", start=from_unix_nanos(a), end=from_unix_nanos(b)
+                )
+                for i, (a, b) in enumerate(plan.segments)
+            ],
+            start=from_unix_nanos(plan.start_ns),
+            end=from_unix_nanos(plan.end_ns),
+            instrument_type=instrument_type,
+            exchange=exchange,
+            what_to_show=what,
+            notes=assumed_notes(
+                command,
+                start_ns=plan.start_ns,
+                instrument_type=instrument_type,
+                stored_rows=stats.rows,
+                first_stored=stats.first_ns,
+                last_stored=stats.last_ns,
+            )
+            + list(plan.notes),
+        )
 
     async def instrument(self, command: LoadData) -> tuple[InstrumentType, str]:
         """Return the instrument a load fetches: the book's, else the connector's answer."""
@@ -432,8 +476,11 @@ class LoadRunner:
         if command.instrument_type is not None and command.contract is None:
             await self._remember(command.symbol, command.instrument_type, "")
             return command.instrument_type, ""
-        request = ValidateSymbol(symbol=command.symbol, instrument_type=command.instrument_type,
-                                 contract=command.contract)  # fmt: skip
+        request = ValidateSymbol(
+            symbol=command.symbol,
+            instrument_type=command.instrument_type,
+            contract=command.contract,
+        )
         info = await self.ask(subjects.IB_VALIDATE, request, SymbolInfo)
         await self._remember(command.symbol, info.instrument_type, info.exchange)
         return info.instrument_type, info.exchange

@@ -93,8 +93,12 @@ def market_calendar(
     try:
         return calendar_for(instrument_type, exchange, use_rth=use_rth)
     except ValueError:
-        log.info("no calendar for %s on %s; using the %s default", instrument_type, exchange,
-                 instrument_type)  # fmt: skip
+        log.info(
+            "no calendar for %s on %s; using the %s default",
+            instrument_type,
+            exchange,
+            instrument_type,
+        )
         return calendar_for(instrument_type, None, use_rth=use_rth)
 
 
@@ -118,11 +122,16 @@ def load_range(
     """
     timeframe = command.timeframe
     start, end = resolve_range(
-        command.mode, now=now_ns, default_lookback=DEFAULT_LOOKBACK[timeframe],
-        requested_start=command.start, requested_end=command.end,
-        first_stored=first_stored, last_stored=last_stored, head_timestamp=head_ns,
+        command.mode,
+        now=now_ns,
+        default_lookback=DEFAULT_LOOKBACK[timeframe],
+        requested_start=command.start,
+        requested_end=command.end,
+        first_stored=first_stored,
+        last_stored=last_stored,
+        head_timestamp=head_ns,
         timeframe=timeframe,
-    )  # fmt: skip
+    )
     return _fit_to_market(timeframe, start, end, calendar=calendar, now_ns=now_ns)
 
 
@@ -155,8 +164,10 @@ def _within_ib_history(timeframe: Timeframe, span: Range, now_ns: int) -> LoadSp
         return LoadSpan(start, end)
     limit = "IB's six-month limit for bars of 30 s or less"
     if end <= oldest:
-        note = (f"{timeframe} bars from {_iso(start)} to {_iso(end)} are all older than {limit} "
-                f"(it keeps them from {_iso(oldest)}); nothing was requested")  # fmt: skip
+        note = (
+            f"{timeframe} bars from {_iso(start)} to {_iso(end)} are all older than {limit} "
+            f"(it keeps them from {_iso(oldest)}); nothing was requested"
+        )
         return LoadSpan(end, end, (note,))
     note = f"{timeframe} bars before {_iso(oldest)} are older than {limit} and were not requested"
     return LoadSpan(oldest, end, (note,))
@@ -188,10 +199,14 @@ def plan_segments(
     if start >= end:
         return LoadPlan(start, end, [], int(inside.size), notes)
     segments = plan_missing_segments(
-        timeframe=timeframe, start_ns=start, end_ns=end, stored_ts=stored_ts,
-        answered=answered, sessions=calendar.bar_windows(timeframe, start, end),
+        timeframe=timeframe,
+        start_ns=start,
+        end_ns=end,
+        stored_ts=stored_ts,
+        answered=answered,
+        sessions=calendar.bar_windows(timeframe, start, end),
         zone=calendar.zone,
-    )  # fmt: skip
+    )
     return LoadPlan(start, end, segments, int(inside.size), notes)
 
 
@@ -223,14 +238,17 @@ def assumed_notes(
         notes.append(_start_note(command, start_ns, stored_rows, first_stored, last_stored))
     extended = _EXTENDED_HOURS.get(instrument_type)
     if extended and command.timeframe.is_intraday and not command.use_rth:
-        notes.append(f"use_rth not set: {command.timeframe} bars include extended hours "
-                     f"({extended}); set use_rth (ktrdr data load --rth) for regular trading "
-                     "hours only")  # fmt: skip
+        notes.append(
+            f"use_rth not set: {command.timeframe} bars include extended hours "
+            f"({extended}); set use_rth (ktrdr data load --rth) for regular trading "
+            "hours only"
+        )
     return notes
 
 
-def _start_note(command: LoadData, start_ns: int, rows: int, first: int | None,
-                last: int | None) -> str:  # fmt: skip
+def _start_note(
+    command: LoadData, start_ns: int, rows: int, first: int | None, last: int | None
+) -> str:
     timeframe, begin = command.timeframe, _iso(start_ns)
     if command.mode is LoadMode.TAIL and last is not None and first is not None:
         held = f"{command.symbol} {timeframe} holds {rows:,} bars from {_iso(first)}"
@@ -239,14 +257,20 @@ def _start_note(command: LoadData, start_ns: int, rows: int, first: int | None,
         )
     if command.mode is LoadMode.TAIL:
         reach = f"reaches back {_span(DEFAULT_LOOKBACK[timeframe])} for {timeframe} bars"
-        return (f"no start given: loading from {begin} (a tail load of an empty dataset {reach}; "
-                "give a start to reach further, or use mode full for all IB has)")  # fmt: skip
+        return (
+            f"no start given: loading from {begin} (a tail load of an empty dataset {reach}; "
+            "give a start to reach further, or use mode full for all IB has)"
+        )
     if command.mode is LoadMode.BACKFILL and first is not None and command.end is None:
         until = f"up to the first stored bar, {_iso(first)}"
-        return (f"no start given: loading from {begin}, IB's earliest bar, {until} (mode "
-                "backfill loads what IB has before it)")  # fmt: skip
-    return (f"no start given: loading from {begin}, IB's earliest bar (mode {command.mode} "
-            "loads all IB has)")  # fmt: skip
+        return (
+            f"no start given: loading from {begin}, IB's earliest bar, {until} (mode "
+            "backfill loads what IB has before it)"
+        )
+    return (
+        f"no start given: loading from {begin}, IB's earliest bar (mode {command.mode} "
+        "loads all IB has)"
+    )
 
 
 def _span(length: timedelta) -> str:
@@ -272,14 +296,20 @@ def traded_since(calendar: MarketCalendar, timeframe: Timeframe, last_ns: int, n
     bounds, complete bars, IB's history for bars of 30 s or less), so the filler is due exactly
     when that load would plan a segment.
     """
-    after, until, _ = _fit_to_market(timeframe, last_ns + 1, now_ns, calendar=calendar,
-                                     now_ns=now_ns)  # fmt: skip
+    after, until, _ = _fit_to_market(
+        timeframe, last_ns + 1, now_ns, calendar=calendar, now_ns=now_ns
+    )
     if until <= after:
         return False
     segments = plan_missing_segments(
-        timeframe=timeframe, start_ns=after, end_ns=until, stored_ts=np.zeros(0, np.int64),
-        answered=[], sessions=calendar.bar_windows(timeframe, after, until), zone=calendar.zone,
-    )  # fmt: skip
+        timeframe=timeframe,
+        start_ns=after,
+        end_ns=until,
+        stored_ts=np.zeros(0, np.int64),
+        answered=[],
+        sessions=calendar.bar_windows(timeframe, after, until),
+        zone=calendar.zone,
+    )
     return bool(segments)
 
 

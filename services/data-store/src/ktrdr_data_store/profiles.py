@@ -56,8 +56,9 @@ class ProfileBook:
         """Return the dataset's profile (the defaults when none was recorded)."""
         return self._all().get(_key(symbol, timeframe), DEFAULT)
 
-    def claim(self, symbol: str, timeframe: Timeframe, profile: DatasetProfile, *,
-              has_bars: bool) -> None:  # fmt: skip
+    def claim(
+        self, symbol: str, timeframe: Timeframe, profile: DatasetProfile, *, has_bars: bool
+    ) -> None:
         """Record ``profile`` for the dataset, or refuse it when the dataset holds other bars.
 
         Raises:
@@ -74,10 +75,13 @@ class ProfileBook:
                     f"for {profile.describe()}, which would mix two kinds of bars in one "
                     "dataset; load it with the same contract and hours, or as another "
                     "timeframe",
-                    details={"symbol": symbol, "timeframe": Timeframe(timeframe).value,
-                             "held": msgspec.to_builtins(held),
-                             "asked": msgspec.to_builtins(profile)},
-                )  # fmt: skip
+                    details={
+                        "symbol": symbol,
+                        "timeframe": Timeframe(timeframe).value,
+                        "held": msgspec.to_builtins(held),
+                        "asked": msgspec.to_builtins(profile),
+                    },
+                )
             if known.get(key) != profile:
                 known[key] = profile
                 data = {k: msgspec.to_builtins(v) for k, v in sorted(known.items())}
@@ -93,8 +97,11 @@ class ProfileBook:
         except (msgspec.DecodeError, msgspec.ValidationError) as e:
             if not self._reported:
                 self._reported = True
-                log.warning("%s is unreadable (%s): taken as empty; loads record their "
-                            "profiles again", self.path, e)  # fmt: skip
+                log.warning(
+                    "%s is unreadable (%s): taken as empty; loads record their profiles again",
+                    self.path,
+                    e,
+                )
             return {}
 
 

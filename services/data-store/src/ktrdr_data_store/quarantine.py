@@ -87,14 +87,23 @@ class Quarantine:
     max_age_days: float = MAX_AGE_DAYS
 
     @classmethod
-    def under(cls, data_dir: str | Path, *, max_bytes: int = MAX_BYTES,
-              max_age_days: float = MAX_AGE_DAYS) -> Quarantine:  # fmt: skip
+    def under(
+        cls, data_dir: str | Path, *, max_bytes: int = MAX_BYTES, max_age_days: float = MAX_AGE_DAYS
+    ) -> Quarantine:
         """Return the quarantine of the store rooted at ``data_dir``."""
         return cls(Path(data_dir) / "quarantine", max_bytes, max_age_days)
 
-    def put(self, *, subject: str, payload: bytes, code: str, message: str,
-            headers: dict[str, str] | None = None, job_id: str | None = None,
-            received: datetime | None = None) -> str:  # fmt: skip
+    def put(
+        self,
+        *,
+        subject: str,
+        payload: bytes,
+        code: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+        job_id: str | None = None,
+        received: datetime | None = None,
+    ) -> str:
         """Keep a rejected message and return its id (an existing entry is kept as it is).
 
         Raises:
@@ -108,9 +117,14 @@ class Quarantine:
         entry.mkdir(parents=True, exist_ok=True)
         if new_dir:
             fsync_dir(entry.parent)
-        meta = QuarantineMeta(subject=subject, code=code, message=message,
-                              headers=dict(headers or {}), job_id=job_id,
-                              received=received or utc_now())  # fmt: skip
+        meta = QuarantineMeta(
+            subject=subject,
+            code=code,
+            message=message,
+            headers=dict(headers or {}),
+            job_id=job_id,
+            received=received or utc_now(),
+        )
         write_bytes_atomically(entry / PAYLOAD, payload)
         write_bytes_atomically(entry / META, msgspec.json.encode(meta))
         try:  # the put's own time is the clock: an entry given an old ``received`` stays
@@ -144,9 +158,14 @@ class Quarantine:
             if self.delete(e.id):
                 removed.append(e.id)
                 total -= e.bytes
-                log.warning("quarantine: removed %s (subject %s, code %s, received %s): %s",
-                            e.id, e.meta.subject, e.meta.code, e.meta.received.isoformat(),
-                            reason)  # fmt: skip
+                log.warning(
+                    "quarantine: removed %s (subject %s, code %s, received %s): %s",
+                    e.id,
+                    e.meta.subject,
+                    e.meta.code,
+                    e.meta.received.isoformat(),
+                    reason,
+                )
         return removed
 
     def list(self) -> builtins.list[QuarantinedEntry]:
@@ -230,9 +249,17 @@ def release_headers(held: HeldEntry, now_ms: int) -> dict[str, str]:
 
 def quarantine_list(entries: list[QuarantinedEntry]) -> QuarantineList:
     """Return the wire reply listing ``entries`` (in the order given)."""
-    return QuarantineList(entries=[
-        QuarantinedBatch(id=e.id, subject=e.meta.subject, code=e.meta.code,
-                         message=e.meta.message, job_id=e.meta.job_id,
-                         received=e.meta.received, bytes=e.bytes)
-        for e in entries
-    ])  # fmt: skip
+    return QuarantineList(
+        entries=[
+            QuarantinedBatch(
+                id=e.id,
+                subject=e.meta.subject,
+                code=e.meta.code,
+                message=e.meta.message,
+                job_id=e.meta.job_id,
+                received=e.meta.received,
+                bytes=e.bytes,
+            )
+            for e in entries
+        ]
+    )

@@ -45,8 +45,10 @@ def decode_cursor(cursor: str) -> int:
     try:
         return int(base64.urlsafe_b64decode(cursor.encode()).decode())
     except (ValueError, UnicodeDecodeError) as e:
-        raise InvalidRequest(f"invalid cursor {cursor!r}: pass back the next_cursor of a page",
-                             details={"field": "cursor"}) from e  # fmt: skip
+        raise InvalidRequest(
+            f"invalid cursor {cursor!r}: pass back the next_cursor of a page",
+            details={"field": "cursor"},
+        ) from e
 
 
 def page_rows(query: QueryBars, max_payload: int) -> int:
@@ -62,14 +64,19 @@ def never_loaded(symbol: str, timeframe: Timeframe) -> NotFound:
     """
     tf = Timeframe(timeframe).value
     body = json.dumps({"symbol": symbol, "timeframe": tf})
-    hint = (f"load it: `ktrdr data load {shlex.quote(symbol)} {tf}` or POST /api/v1/data/load "
-            f"{body} (LoadData on ktrdr.cmd.data.load)")  # fmt: skip
-    return NotFound(f"nothing is stored for {symbol} {tf}; {hint}",
-                    details={"symbol": symbol, "timeframe": tf, "hint": hint})  # fmt: skip
+    hint = (
+        f"load it: `ktrdr data load {shlex.quote(symbol)} {tf}` or POST /api/v1/data/load "
+        f"{body} (LoadData on ktrdr.cmd.data.load)"
+    )
+    return NotFound(
+        f"nothing is stored for {symbol} {tf}; {hint}",
+        details={"symbol": symbol, "timeframe": tf, "hint": hint},
+    )
 
 
-def require_loaded(store: BarStore, ledger: AnsweredLedger, symbol: str,
-                   timeframe: Timeframe) -> None:  # fmt: skip
+def require_loaded(
+    store: BarStore, ledger: AnsweredLedger, symbol: str, timeframe: Timeframe
+) -> None:
     """Refuse a dataset that was never loaded: no bar stored and no range IB answered.
 
     A dataset IB answered empty (a symbol with no history there yet) was loaded: it is no
@@ -83,16 +90,20 @@ def require_loaded(store: BarStore, ledger: AnsweredLedger, symbol: str,
         raise never_loaded(symbol, timeframe)
 
 
-def query_page(store: BarStore, query: QueryBars, max_payload: int,
-               ledger: AnsweredLedger | None = None) -> tuple[pa.Table, str | None]:  # fmt: skip
+def query_page(
+    store: BarStore, query: QueryBars, max_payload: int, ledger: AnsweredLedger | None = None
+) -> tuple[pa.Table, str | None]:
     """Return one page of bars and the cursor of the next page (None at the end).
 
     Raises:
         NotFound: the first page is empty and the dataset was never loaded (checked when
             ``ledger`` is given; see ``require_loaded``).
     """
-    start = decode_cursor(query.cursor) if query.cursor else (
-        to_unix_nanos(query.start) if query.start else None)  # fmt: skip
+    start = (
+        decode_cursor(query.cursor)
+        if query.cursor
+        else (to_unix_nanos(query.start) if query.start else None)
+    )
     end = to_unix_nanos(query.end) if query.end else None
     rows = page_rows(query, max_payload)
     table = store.read(query.symbol, query.timeframe, start, end, limit=rows + 1)
@@ -108,15 +119,18 @@ def json_page(query: QueryBars, table: pa.Table, cursor: str | None) -> BarsPage
     """Return a page as the JSON reply."""
     has_trades = table.column("wap").null_count < table.num_rows
     return BarsPage(
-        symbol=query.symbol, timeframe=query.timeframe,
+        symbol=query.symbol,
+        timeframe=query.timeframe,
         ts=table.column("ts").cast(pa.int64()).to_pylist(),
-        open=table.column("open").to_pylist(), high=table.column("high").to_pylist(),
-        low=table.column("low").to_pylist(), close=table.column("close").to_pylist(),
+        open=table.column("open").to_pylist(),
+        high=table.column("high").to_pylist(),
+        low=table.column("low").to_pylist(),
+        close=table.column("close").to_pylist(),
         volume=table.column("volume").to_pylist(),
         wap=table.column("wap").to_pylist() if has_trades else None,
         count=table.column("count").to_pylist() if has_trades else None,
         next_cursor=cursor,
-    )  # fmt: skip
+    )
 
 
 def arrow_page(table: pa.Table, cursor: str | None) -> bytes:
@@ -140,10 +154,16 @@ def dataset_list(store: BarStore, ledger: AnsweredLedger | None = None) -> Datas
     for key, damage in ledger_damage.items():
         known = listed.get(key) or DatasetStats(key[0], key[1], 0, None, None)
         listed[key] = replace(known, damaged=known.damaged or damage)
-    return DatasetList(datasets=[
-        DatasetInfo(symbol=d.symbol_key, timeframe=d.timeframe, rows=d.rows,
-                    first=from_unix_nanos(d.first_ns) if d.first_ns is not None else None,
-                    last=from_unix_nanos(d.last_ns) if d.last_ns is not None else None,
-                    damaged=d.damaged)
-        for _, d in sorted(listed.items())
-    ])  # fmt: skip
+    return DatasetList(
+        datasets=[
+            DatasetInfo(
+                symbol=d.symbol_key,
+                timeframe=d.timeframe,
+                rows=d.rows,
+                first=from_unix_nanos(d.first_ns) if d.first_ns is not None else None,
+                last=from_unix_nanos(d.last_ns) if d.last_ns is not None else None,
+                damaged=d.damaged,
+            )
+            for _, d in sorted(listed.items())
+        ]
+    )

@@ -76,8 +76,9 @@ def move_aside(root: Path, path: Path, now: datetime) -> str:
     return name
 
 
-def repair_dataset(store: ParquetBarStore, ledger: AnsweredLedger, symbol: str,
-                   timeframe: Timeframe, now: datetime) -> Repair:  # fmt: skip
+def repair_dataset(
+    store: ParquetBarStore, ledger: AnsweredLedger, symbol: str, timeframe: Timeframe, now: datetime
+) -> Repair:
     """Move the dataset's unreadable files aside and forget the answered ranges they held.
 
     Raises:
@@ -85,8 +86,10 @@ def repair_dataset(store: ParquetBarStore, ledger: AnsweredLedger, symbol: str,
     """
     ledger_file = ledger.path_of(symbol, timeframe)
     if not store.dataset_dir(symbol, timeframe).is_dir() and not ledger_file.exists():
-        raise NotFound(f"no dataset {symbol} {Timeframe(timeframe).value} in the store; list "
-                       "them with `ktrdr data ls` (GET /api/v1/data)")  # fmt: skip
+        raise NotFound(
+            f"no dataset {symbol} {Timeframe(timeframe).value} in the store; list "
+            "them with `ktrdr data ls` (GET /api/v1/data)"
+        )
     bad_years = store.unreadable_files(symbol, timeframe)
     spans = merge_ranges([year_span(path) for path in bad_years])
     # The ledger first: a repair cut short (a full disk fails the ledger's rewrite) has moved
@@ -100,12 +103,18 @@ def repair_dataset(store: ParquetBarStore, ledger: AnsweredLedger, symbol: str,
     moved = [move_aside(store.root, path, now) for path in bad_years]
     if ledger_moved:
         moved.append(move_aside(store.root, ledger_file, now))
-    return Repair(moved, forgotten, _reload(store, symbol, timeframe, bad_years, forgotten),
-                  ledger_moved)  # fmt: skip
+    return Repair(
+        moved, forgotten, _reload(store, symbol, timeframe, bad_years, forgotten), ledger_moved
+    )
 
 
-def _reload(store: ParquetBarStore, symbol: str, timeframe: Timeframe, bad_years: list[Path],
-            forgotten: list[Range]) -> tuple[int, int | None] | None:  # fmt: skip
+def _reload(
+    store: ParquetBarStore,
+    symbol: str,
+    timeframe: Timeframe,
+    bad_years: list[Path],
+    forgotten: list[Range],
+) -> tuple[int, int | None] | None:
     """Return the range to load again: what the ledger knew was answered in the moved years.
 
     That brings back exactly what the files held. Bars without answered ranges (a CSV import)
@@ -121,26 +130,38 @@ def _reload(store: ParquetBarStore, symbol: str, timeframe: Timeframe, bad_years
     return spans[0][0], spans[-1][1] if later else None
 
 
-def reload_command(symbol: str, timeframe: Timeframe, repair: Repair,
-                   job_id: str) -> LoadData | None:  # fmt: skip
+def reload_command(
+    symbol: str, timeframe: Timeframe, repair: Repair, job_id: str
+) -> LoadData | None:
     """Return the ``LoadData`` (mode ``full``) that fetches what the repair lost, if anything."""
     if repair.ledger_moved:  # nothing is known to be answered: the whole history
         return LoadData(job_id=job_id, symbol=symbol, timeframe=timeframe, mode=LoadMode.FULL)
     if repair.reload is None:
         return None
     start, end = repair.reload
-    return LoadData(job_id=job_id, symbol=symbol, timeframe=timeframe, mode=LoadMode.FULL,
-                    start=from_unix_nanos(start),
-                    end=None if end is None else from_unix_nanos(end))  # fmt: skip
+    return LoadData(
+        job_id=job_id,
+        symbol=symbol,
+        timeframe=timeframe,
+        mode=LoadMode.FULL,
+        start=from_unix_nanos(start),
+        end=None if end is None else from_unix_nanos(end),
+    )
 
 
-def repaired(symbol: str, timeframe: Timeframe, repair: Repair,
-             job_id: str | None) -> DatasetRepaired:  # fmt: skip
+def repaired(
+    symbol: str, timeframe: Timeframe, repair: Repair, job_id: str | None
+) -> DatasetRepaired:
     """Return the wire reply of a repair."""
-    return DatasetRepaired(symbol=symbol, timeframe=timeframe, moved=repair.moved,
-                           forgotten=[TimeRange(start=from_unix_nanos(a), end=from_unix_nanos(b))
-                                      for a, b in repair.forgotten],
-                           job_id=job_id)  # fmt: skip
+    return DatasetRepaired(
+        symbol=symbol,
+        timeframe=timeframe,
+        moved=repair.moved,
+        forgotten=[
+            TimeRange(start=from_unix_nanos(a), end=from_unix_nanos(b)) for a, b in repair.forgotten
+        ],
+        job_id=job_id,
+    )
 
 
 def _last(year_files: list[Path]) -> int:

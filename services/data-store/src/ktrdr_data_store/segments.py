@@ -50,36 +50,48 @@ class SegmentBook:
             segment = windows.get(segment_id)
             if segment is not None:
                 book[segment_id] = SegmentWindow(
-                    key=symbol_key(command.symbol), timeframe=command.timeframe,
+                    key=symbol_key(command.symbol),
+                    timeframe=command.timeframe,
                     what_to_show=planned.what_to_show or command.what_to_show,
-                    start_ns=to_unix_nanos(segment.start), end_ns=to_unix_nanos(segment.end),
-                )  # fmt: skip
+                    start_ns=to_unix_nanos(segment.start),
+                    end_ns=to_unix_nanos(segment.end),
+                )
         while len(self._jobs) > self.max_jobs:
             self._jobs.popitem(last=False)
 
     def problem(self, batch: BarBatch) -> str | None:
         """Return why ``batch`` answers no dispatched segment (None: it answers one)."""
         if batch.job_id is None or batch.segment_id is None:
-            return ("it names no job and segment: bars are stored only as the answer to a "
-                    "segment the data-store dispatched (load them with LoadData, or import "
-                    "a CSV with ktrdr-store import-csv)")  # fmt: skip
+            return (
+                "it names no job and segment: bars are stored only as the answer to a "
+                "segment the data-store dispatched (load them with LoadData, or import "
+                "a CSV with ktrdr-store import-csv)"
+            )
         book = self._jobs.get(batch.job_id)
         if book is None:
             return f"job {batch.job_id!r} is no load this data-store dispatched segments for"
         window = book.get(batch.segment_id)
         if window is None:
-            return (f"job {batch.job_id!r} dispatched no segment {batch.segment_id!r} "
-                    f"(it dispatched {len(book)})")  # fmt: skip
+            return (
+                f"job {batch.job_id!r} dispatched no segment {batch.segment_id!r} "
+                f"(it dispatched {len(book)})"
+            )
         dataset = (symbol_key(batch.symbol), batch.timeframe)
         if dataset != (window.key, window.timeframe):
-            return (f"segment {batch.segment_id!r} of job {batch.job_id!r} is for "
-                    f"{window.key} {window.timeframe.value}, not {dataset[0]} "
-                    f"{dataset[1].value}")  # fmt: skip
+            return (
+                f"segment {batch.segment_id!r} of job {batch.job_id!r} is for "
+                f"{window.key} {window.timeframe.value}, not {dataset[0]} "
+                f"{dataset[1].value}"
+            )
         if window.what_to_show is not None and batch.what_to_show is not window.what_to_show:
-            return (f"segment {batch.segment_id!r} of job {batch.job_id!r} shows "
-                    f"{window.what_to_show.value}, not {batch.what_to_show.value}")  # fmt: skip
+            return (
+                f"segment {batch.segment_id!r} of job {batch.job_id!r} shows "
+                f"{window.what_to_show.value}, not {batch.what_to_show.value}"
+            )
         if not window.start_ns <= batch.start < batch.end <= window.end_ns:
-            return (f"window [{batch.start}, {batch.end}) lies outside segment "
-                    f"{batch.segment_id!r} of job {batch.job_id!r} "
-                    f"[{window.start_ns}, {window.end_ns})")  # fmt: skip
+            return (
+                f"window [{batch.start}, {batch.end}) lies outside segment "
+                f"{batch.segment_id!r} of job {batch.job_id!r} "
+                f"[{window.start_ns}, {window.end_ns})"
+            )
         return None

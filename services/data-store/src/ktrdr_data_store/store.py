@@ -102,12 +102,15 @@ def table_from_arrays(arrays: dict[str, np.ndarray]) -> pa.Table:
     def column(name: str, kind: pa.DataType) -> pa.Array:
         return pa.array(arrays[name], kind) if name in arrays else pa.nulls(n, kind)
 
-    return pa.Table.from_arrays([
-        pa.array(arrays["ts"], pa.int64()).view(SCHEMA.field("ts").type),  # same bits
-        *(column(name, pa.float64()) for name in ("open", "high", "low", "close", "volume")),
-        column("wap", pa.float64()),
-        column("count", pa.int64()),
-    ], schema=SCHEMA)  # fmt: skip
+    return pa.Table.from_arrays(
+        [
+            pa.array(arrays["ts"], pa.int64()).view(SCHEMA.field("ts").type),  # same bits
+            *(column(name, pa.float64()) for name in ("open", "high", "low", "close", "volume")),
+            column("wap", pa.float64()),
+            column("count", pa.int64()),
+        ],
+        schema=SCHEMA,
+    )
 
 
 def merge_tables(old: pa.Table | None, new: pa.Table) -> pa.Table:
@@ -133,8 +136,14 @@ class BarStore(Protocol):
         """Merge bars in (idempotent); return what was new."""
         ...
 
-    def read(self, symbol: str, timeframe: Timeframe, start_ns: int | None = None,
-             end_ns: int | None = None, limit: int | None = None) -> pa.Table:  # fmt: skip
+    def read(
+        self,
+        symbol: str,
+        timeframe: Timeframe,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+        limit: int | None = None,
+    ) -> pa.Table:
         """Return bars with ``start_ns <= ts < end_ns``, oldest first, at most ``limit``."""
         ...
 
@@ -178,8 +187,14 @@ class ParquetBarStore:
         ts = bars.column("ts").cast(pa.int64())
         return MergeResult(new_rows, int(pc.min(ts).as_py()), int(pc.max(ts).as_py()))
 
-    def read(self, symbol: str, timeframe: Timeframe, start_ns: int | None = None,
-             end_ns: int | None = None, limit: int | None = None) -> pa.Table:  # fmt: skip
+    def read(
+        self,
+        symbol: str,
+        timeframe: Timeframe,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+        limit: int | None = None,
+    ) -> pa.Table:
         """Read only the year files that overlap the range, filtered by row group stats.
 
         Raises:
@@ -249,12 +264,19 @@ class ParquetBarStore:
             if bounds is not None:
                 first = bounds[0] if first is None else min(first, bounds[0])
                 last = bounds[1] if last is None else max(last, bounds[1])
-        stats = DatasetStats(symbol_key(symbol), Timeframe(timeframe), rows, first, last,
-                             damage.details["damaged"] if damage else None)  # fmt: skip
+        stats = DatasetStats(
+            symbol_key(symbol),
+            Timeframe(timeframe),
+            rows,
+            first,
+            last,
+            damage.details["damaged"] if damage else None,
+        )
         return stats, damage
 
-    def _read_year(self, path: Path, filters: list[tuple[str, str, object]] | None = None
-                   ) -> pa.Table:  # fmt: skip
+    def _read_year(
+        self, path: Path, filters: list[tuple[str, str, object]] | None = None
+    ) -> pa.Table:
         """Return one year file's bars (``filters`` as pyarrow's).
 
         Raises:
@@ -265,8 +287,9 @@ class ParquetBarStore:
         except (pa.ArrowException, OSError, ValueError) as e:
             raise damaged_error(self.root, path, e) from e
 
-    def _year_files(self, symbol: str, timeframe: Timeframe, start_ns: int | None,
-                    end_ns: int | None) -> list[Path]:  # fmt: skip
+    def _year_files(
+        self, symbol: str, timeframe: Timeframe, start_ns: int | None, end_ns: int | None
+    ) -> list[Path]:
         directory = self.dataset_dir(symbol, timeframe)
         if not directory.exists():
             return []
@@ -294,8 +317,14 @@ class MemoryBarStore:
         new = merged.num_rows - (old.num_rows if old is not None else 0)
         return MergeResult(new, int(pc.min(ts).as_py()), int(pc.max(ts).as_py()))
 
-    def read(self, symbol: str, timeframe: Timeframe, start_ns: int | None = None,
-             end_ns: int | None = None, limit: int | None = None) -> pa.Table:  # fmt: skip
+    def read(
+        self,
+        symbol: str,
+        timeframe: Timeframe,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+        limit: int | None = None,
+    ) -> pa.Table:
         """Return a slice of the in-memory table."""
         table = self._tables.get((symbol_key(symbol), Timeframe(timeframe)))
         if table is None:
@@ -314,8 +343,7 @@ class MemoryBarStore:
         if table is None or table.num_rows == 0:
             return DatasetStats(key[0], key[1], 0, None, None)
         ts = table.column("ts").cast(pa.int64())
-        return DatasetStats(key[0], key[1], table.num_rows, int(ts[0].as_py()),
-                            int(ts[-1].as_py()))  # fmt: skip
+        return DatasetStats(key[0], key[1], table.num_rows, int(ts[0].as_py()), int(ts[-1].as_py()))
 
     def datasets(self) -> list[DatasetStats]:
         """Return every non-empty dataset."""

@@ -42,31 +42,47 @@ def build_connector(settings: IbConnectorSettings, js: JetStreamContext) -> Conn
         await publish_event(js, event)
 
     connection = IbConnection(
-        ConnectionOptions(host=settings.ib_host, port=settings.ib_port,
-                          client_id=settings.ib_client_id,
-                          connect_timeout_s=settings.ib_connect_timeout_s),
+        ConnectionOptions(
+            host=settings.ib_host,
+            port=settings.ib_port,
+            client_id=settings.ib_client_id,
+            connect_timeout_s=settings.ib_connect_timeout_s,
+        ),
         publish,
-    )  # fmt: skip
+    )
     gate = PacingGate(PacingRules(time_scale=scale, soft_max_open=settings.ib_soft_concurrency))
-    fetcher = Fetcher(connection, gate, RetryPolicy(),
-                      request_timeout_s=settings.ib_request_timeout_s, time_scale=scale,
-                      reconnect_wait_s=settings.ib_retry_delay_s)  # fmt: skip
+    fetcher = Fetcher(
+        connection,
+        gate,
+        RetryPolicy(),
+        request_timeout_s=settings.ib_request_timeout_s,
+        time_scale=scale,
+        reconnect_wait_s=settings.ib_retry_delay_s,
+    )
     ack_wait_s = streams.IB_COMMANDS.config.ack_wait or 10.0
-    return Connector(connection=connection, fetcher=fetcher, js=js,
-                     keep_alive_s=max(1.0, ack_wait_s / 4))  # fmt: skip
+    return Connector(
+        connection=connection, fetcher=fetcher, js=js, keep_alive_s=max(1.0, ack_wait_s / 4)
+    )
 
 
 def build_app(settings: IbConnectorSettings) -> ServiceApp:
     """Return the ib-connector service, ready to start."""
     app = ServiceApp(
-        name=SERVICE_NAME, version=__version__, settings=settings,
+        name=SERVICE_NAME,
+        version=__version__,
+        settings=settings,
         description="the one IB connection: pacing, chunking, bar batches and connection events",
-    )  # fmt: skip
+    )
 
     async def setup(nc: NATS, js: JetStreamContext) -> None:
-        await streams.prepare(js, streams.IB_COMMANDS, buckets=True, declare=settings.declares,
-                              service=SERVICE_NAME,
-                              wait_s=settings.nats_declare_wait_s)  # fmt: skip
+        await streams.prepare(
+            js,
+            streams.IB_COMMANDS,
+            buckets=True,
+            declare=settings.declares,
+            service=SERVICE_NAME,
+            wait_s=settings.nats_declare_wait_s,
+        )
         connector = build_connector(settings, js)
         connector.symbols = await js.key_value(streams.SYMBOLS_BUCKET)
         app.endpoint("status", subjects.IB_STATUS, StatusRequest)(connector.status)
@@ -74,10 +90,15 @@ def build_app(settings: IbConnectorSettings) -> ServiceApp:
         app.endpoint("head_timestamp", subjects.IB_HEAD_TIMESTAMP, HeadTimestampRequest)(
             connector.head_timestamp
         )
-        consumer = PullConsumer(js=js, spec=streams.IB_COMMANDS, handler=connector.handle_fetch,
-                                on_permanent=connector.on_rejected, batch=1,
-                                concurrency=settings.ib_segments_in_flight,
-                                declare=settings.declares)  # fmt: skip
+        consumer = PullConsumer(
+            js=js,
+            spec=streams.IB_COMMANDS,
+            handler=connector.handle_fetch,
+            on_permanent=connector.on_rejected,
+            batch=1,
+            concurrency=settings.ib_segments_in_flight,
+            declare=settings.declares,
+        )
 
         async def follow_cancels(stopping: asyncio.Event) -> None:
             async def on_cancel(msg: Msg) -> None:

@@ -170,8 +170,13 @@ class IbBoundary:
         s = self.connection.state
         return Conditions(link_ok=s.link_ok, hmds_ok=s.hmds_ok)
 
-    async def historical(self, contract: Contract, key: HistoricalRequest, owner: Owner,
-                         ready_timeout_s: float | None = None) -> HistoricalAnswer:  # fmt: skip
+    async def historical(
+        self,
+        contract: Contract,
+        key: HistoricalRequest,
+        owner: Owner,
+        ready_timeout_s: float | None = None,
+    ) -> HistoricalAnswer:
         """Ask for one chunk of bars (``key`` says which); counted on ``owner.tally``."""
         lost = await self._not_ready(ready_timeout_s)
         if lost is not None:
@@ -186,12 +191,23 @@ class IbBoundary:
                 owner.tally.in_flight -= 1
         return self._farm_checked(answer, outages)
 
-    async def head_timestamp(self, contract: Contract, what_to_show: str, use_rth: bool,
-                             ready_timeout_s: float | None = None) -> HeadAnswer:  # fmt: skip
+    async def head_timestamp(
+        self,
+        contract: Contract,
+        what_to_show: str,
+        use_rth: bool,
+        ready_timeout_s: float | None = None,
+    ) -> HeadAnswer:
         """Ask for the earliest bar IB has (one paced request, always cancelled after)."""
-        key = HistoricalRequest(contract=str(contract.conId), exchange=contract.exchange,
-                                what_to_show=what_to_show, bar_size="", duration="",
-                                end="head", use_rth=use_rth)  # fmt: skip
+        key = HistoricalRequest(
+            contract=str(contract.conId),
+            exchange=contract.exchange,
+            what_to_show=what_to_show,
+            bar_size="",
+            duration="",
+            end="head",
+            use_rth=use_rth,
+        )
         lost = await self._not_ready(ready_timeout_s)
         if lost is not None:
             return lost
@@ -201,8 +217,9 @@ class IbBoundary:
             client.reqHeadTimeStamp(req_id, contract, what_to_show, use_rth, FORMAT_UTC_EPOCH)
             self.requests_made += 1
             # IB counts a head-timestamp request as open until it is cancelled.
-            answer = await self._await(answered, lambda: client.cancelHeadTimeStamp(req_id),
-                                       cancel_after_answer=True)  # fmt: skip
+            answer = await self._await(
+                answered, lambda: client.cancelHeadTimeStamp(req_id), cancel_after_answer=True
+            )
         if not isinstance(answer, _Answered):
             return answer
         value = answered.result()
@@ -210,8 +227,9 @@ class IbBoundary:
             return Empty(f"IB has no head timestamp for {contract.symbol}", at=answer.at)
         return Head(value if value.tzinfo else value.replace(tzinfo=UTC), answer.at)
 
-    async def contract_details(self, query: Contract,
-                               ready_timeout_s: float | None = None) -> DetailsAnswer:  # fmt: skip
+    async def contract_details(
+        self, query: Contract, ready_timeout_s: float | None = None
+    ) -> DetailsAnswer:
         """Ask which contracts match ``query`` (not paced: not a historical request)."""
         lost = await self._not_ready(ready_timeout_s)
         if lost is not None:
@@ -234,8 +252,9 @@ class IbBoundary:
             return None
         return LinkLost(f"not connected to IB: {self.connection.problem}", at=self.conditions())
 
-    async def _take_slot(self, held: contextlib.AsyncExitStack, key: HistoricalRequest,
-                         owner: Owner) -> None:  # fmt: skip
+    async def _take_slot(
+        self, held: contextlib.AsyncExitStack, key: HistoricalRequest, owner: Owner
+    ) -> None:
         """Wait at the gate for a legal slot, held until ``held`` closes.
 
         Cancelled while it waits, the request leaves the gate without spending a slot.
@@ -258,21 +277,35 @@ class IbBoundary:
         answered.add_done_callback(_consume)
         return req_id, answered
 
-    async def _send_historical(self, contract: Contract, key: HistoricalRequest,
-                               tally: RequestTally) -> HistoricalAnswer:  # fmt: skip
+    async def _send_historical(
+        self, contract: Contract, key: HistoricalRequest, tally: RequestTally
+    ) -> HistoricalAnswer:
         client: Any = self.connection.ib.client
         bars = BarDataList()  # type: ignore[no-untyped-call]  # ib_async leaves it untyped
         req_id, answered = self._start(contract, bars)
-        client.reqHistoricalData(req_id, contract, key.end, key.duration, key.bar_size,
-                                 key.what_to_show, key.use_rth, FORMAT_UTC_EPOCH, False,
-                                 [])  # fmt: skip
+        client.reqHistoricalData(
+            req_id,
+            contract,
+            key.end,
+            key.duration,
+            key.bar_size,
+            key.what_to_show,
+            key.use_rth,
+            FORMAT_UTC_EPOCH,
+            False,
+            [],
+        )
         self.requests_made += 1
         tally.sent += 1
         answer = await self._await(answered, lambda: client.cancelHistoricalData(req_id))
         return Bars(bars, answer.at) if isinstance(answer, _Answered) else answer
 
-    async def _await(self, answered: asyncio.Future[Any], cancel: Callable[[], None] | None,
-                     cancel_after_answer: bool = False) -> _Outcome:  # fmt: skip
+    async def _await(
+        self,
+        answered: asyncio.Future[Any],
+        cancel: Callable[[], None] | None,
+        cancel_after_answer: bool = False,
+    ) -> _Outcome:
         """Wait for ``answered``, a 1101, or the timeout (then ``cancel``); classify.
 
         Cancelled itself (the job was cancelled), it cancels the request at IB too.
@@ -281,8 +314,11 @@ class IbBoundary:
         data_lost = asyncio.ensure_future(connection.data_lost.wait())
         link_was_lost = not connection.state.link_ok
         try:
-            done, _ = await asyncio.wait({answered, data_lost}, timeout=self.request_timeout_s,
-                                         return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+            done, _ = await asyncio.wait(
+                {answered, data_lost},
+                timeout=self.request_timeout_s,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
         except asyncio.CancelledError:
             if cancel is not None and connection.ib.isConnected():
                 cancel()
@@ -297,11 +333,15 @@ class IbBoundary:
         if cancel is not None and connection.ib.isConnected():
             cancel()  # also ends ib_async's record of it (IB answers 162 cancelled or 366)
         if data_lost in done:
-            return LinkLost("IB dropped the request (1101: restored, data lost)", reissue=True,
-                            at=self.conditions())  # fmt: skip
+            return LinkLost(
+                "IB dropped the request (1101: restored, data lost)",
+                reissue=True,
+                at=self.conditions(),
+            )
         if link_was_lost:
-            return LinkLost("no answer while IB's link was lost", reissue=True,
-                            at=self.conditions())  # fmt: skip
+            return LinkLost(
+                "no answer while IB's link was lost", reissue=True, at=self.conditions()
+            )
         return TimedOut(self.request_timeout_s, self.conditions())
 
     def _answered(self, answered: asyncio.Future[Any]) -> _Outcome:
@@ -328,8 +368,9 @@ class IbBoundary:
             return answer
         if answer.at.hmds_ok and self.connection.state.hmds_outages == outages:
             return answer
-        return Failed(Classified(Failure.FARM_DOWN, True, 30.0, answer.ib_code, answer.message),
-                      answer.at)  # fmt: skip
+        return Failed(
+            Classified(Failure.FARM_DOWN, True, 30.0, answer.ib_code, answer.message), answer.at
+        )
 
 
 def _consume(future: asyncio.Future[Any]) -> None:

@@ -135,8 +135,14 @@ class ConnectionState:
 class IbConnection:
     """Own one ``ib_async.IB`` and keep it connected for as long as ``run`` runs."""
 
-    def __init__(self, options: ConnectionOptions, publish: EventSink, *,
-                 wall: Clock = time.time, mono: Clock = time.monotonic) -> None:  # fmt: skip
+    def __init__(
+        self,
+        options: ConnectionOptions,
+        publish: EventSink,
+        *,
+        wall: Clock = time.time,
+        mono: Clock = time.monotonic,
+    ) -> None:
         self.options = options
         self.publish = publish
         self.ib = IB()
@@ -165,8 +171,9 @@ class IbConnection:
             delay = min(
                 self.options.backoff_cap_s, self.options.backoff_first_s * 2 ** (attempt - 1)
             )
-            await self._emit(IbReconnecting, attempt=attempt, delay_s=delay,
-                             reason=self.state.last_error or "")  # fmt: skip
+            await self._emit(
+                IbReconnecting, attempt=attempt, delay_s=delay, reason=self.state.last_error or ""
+            )
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stopping.wait(), delay)
         self.ready.clear()
@@ -207,9 +214,14 @@ class IbConnection:
         s.farms.reset()
         s.simulator_symbols = None  # until this gateway says it is the simulator
         try:
-            await self.ib.connectAsync(o.host, o.port, clientId=s.client_id,
-                                       timeout=o.connect_timeout_s, readonly=True,
-                                       fetchFields=StartupFetchNONE)  # fmt: skip
+            await self.ib.connectAsync(
+                o.host,
+                o.port,
+                clientId=s.client_id,
+                timeout=o.connect_timeout_s,
+                readonly=True,
+                fetchFields=StartupFetchNONE,
+            )
             asked = self._wall()
             ib_now = await asyncio.wait_for(self.ib.reqCurrentTimeAsync(), o.probe_timeout_s)
         except (TimeoutError, OSError, ConnectionError) as e:
@@ -320,8 +332,13 @@ class IbConnection:
 
     async def _emit(self, event_type: type[Any], **fields: Any) -> None:
         o, s = self.options, self.state
-        event = event_type(host=o.host, port=o.port, client_id=s.client_id,
-                           server_version=s.server_version, **fields)  # fmt: skip
+        event = event_type(
+            host=o.host,
+            port=o.port,
+            client_id=s.client_id,
+            server_version=s.server_version,
+            **fields,
+        )
         log.info("IB connection: %s %s", type(event).__name__, fields.get("reason", ""))
         try:
             await self.publish(event)

@@ -47,36 +47,51 @@ _PAIR = re.compile(r"^([A-Z]{3})[._/ ]?([A-Z]{3})$")
 _NO_SPEC = ContractSpec()
 
 
-def query_contract(symbol: str, instrument_type: InstrumentType,
-                   spec: ContractSpec | None = None) -> Contract | None:  # fmt: skip
+def query_contract(
+    symbol: str, instrument_type: InstrumentType, spec: ContractSpec | None = None
+) -> Contract | None:
     """Return the contract to ask IB's details for, or None when the symbol cannot be that type."""
     spec = spec or _NO_SPEC
     currency = spec.currency or ""
     if spec.con_id is not None:
-        return Contract(conId=spec.con_id, secType=instrument_type.value,
-                        exchange=spec.exchange or "")  # fmt: skip
+        return Contract(
+            conId=spec.con_id, secType=instrument_type.value, exchange=spec.exchange or ""
+        )
     if instrument_type is InstrumentType.CASH:
         match = _PAIR.match(symbol)
         if match is None or (spec.currency and spec.currency != match[2]):
             return None
         return Contract(secType="CASH", symbol=match[1], currency=match[2], exchange="IDEALPRO")
     if instrument_type is InstrumentType.STK:
-        return Contract(secType="STK", symbol=symbol, exchange=spec.exchange or "SMART",
-                        primaryExchange=spec.primary_exchange or "", currency=currency)  # fmt: skip
+        return Contract(
+            secType="STK",
+            symbol=symbol,
+            exchange=spec.exchange or "SMART",
+            primaryExchange=spec.primary_exchange or "",
+            currency=currency,
+        )
     if instrument_type is InstrumentType.FUT:
-        return Contract(secType="FUT", symbol=symbol, exchange=spec.exchange or "",
-                        currency=currency,
-                        lastTradeDateOrContractMonth=spec.contract_month or "",
-                        includeExpired=False)  # fmt: skip
+        return Contract(
+            secType="FUT",
+            symbol=symbol,
+            exchange=spec.exchange or "",
+            currency=currency,
+            lastTradeDateOrContractMonth=spec.contract_month or "",
+            includeExpired=False,
+        )
     return Contract(secType="IND", symbol=symbol, exchange=spec.exchange or "", currency=currency)
 
 
 def with_expired(query: Contract) -> Contract:
     """Return the same futures lookup with IB's expired contracts included."""
-    return Contract(secType=query.secType, symbol=query.symbol, exchange=query.exchange,
-                    currency=query.currency,
-                    lastTradeDateOrContractMonth=query.lastTradeDateOrContractMonth,
-                    includeExpired=True)  # fmt: skip
+    return Contract(
+        secType=query.secType,
+        symbol=query.symbol,
+        exchange=query.exchange,
+        currency=query.currency,
+        lastTradeDateOrContractMonth=query.lastTradeDateOrContractMonth,
+        includeExpired=True,
+    )
 
 
 def expiry(details: ContractDetails) -> datetime | None:
@@ -128,8 +143,9 @@ def pick_latest_expired(details: list[ContractDetails]) -> ContractDetails:
     return found
 
 
-def contract_spans(details: list[ContractDetails], start: datetime, end: datetime,
-                   now: datetime) -> list[tuple[datetime, datetime, ContractDetails]]:  # fmt: skip
+def contract_spans(
+    details: list[ContractDetails], start: datetime, end: datetime, now: datetime
+) -> list[tuple[datetime, datetime, ContractDetails]]:
     """Split ``[start, end)`` at the contracts' expiries: each piece with the contract that was
     the front month in it (the nearest expiry at or after the piece's end).
 
@@ -181,8 +197,9 @@ def _ambiguous(symbol: str, details: list[ContractDetails]) -> InvalidRequest:
     """Return the problem of a stock lookup that matched several listings, naming them."""
     listings = ", ".join(
         f"{c.primaryExchange or c.exchange} {c.currency} (conId {c.conId})"
-        for d in details[:6] if (c := d.contract) is not None
-    )  # fmt: skip
+        for d in details[:6]
+        if (c := d.contract) is not None
+    )
     return InvalidRequest(
         f"{symbol!r} matches {len(details)} contracts: {listings}; say which with "
         "currency, primary_exchange or con_id",
@@ -201,19 +218,27 @@ class _Cached:
     until: datetime | None  # None: until the process ends
 
 
-def _unknown(symbol: str, instrument_type: InstrumentType | None, spec: ContractSpec | None,
-             served: Sequence[str] | None) -> UnknownSymbol:  # fmt: skip
+def _unknown(
+    symbol: str,
+    instrument_type: InstrumentType | None,
+    spec: ContractSpec | None,
+    served: Sequence[str] | None,
+) -> UnknownSymbol:
     """Return the error of a symbol IB has no contract for; on the simulator, name what it has."""
     tried = instrument_type.value if instrument_type else " / ".join(DISCOVERY_ORDER)
     described = "" if spec is None else f" with {spec.describe()}"
-    message = (f"IB has no contract for {symbol!r}{described} (tried {tried}); check the symbol, "
-               "its type or what was said of the contract")  # fmt: skip
+    message = (
+        f"IB has no contract for {symbol!r}{described} (tried {tried}); check the symbol, "
+        "its type or what was said of the contract"
+    )
     details: dict[str, object] = {"symbol": symbol, "tried": tried, "ib_code": 200}
     if served:
         shown = ", ".join(served[:SERVED_SHOWN])
         more = len(served) - SERVED_SHOWN
-        hint = ("this gateway is the ktrdr simulator, which serves only "
-                f"{shown}{f', … ({more} more)' if more > 0 else ''}")  # fmt: skip
+        hint = (
+            "this gateway is the ktrdr simulator, which serves only "
+            f"{shown}{f', … ({more} more)' if more > 0 else ''}"
+        )
         message += f"; {hint}"
         details |= {"hint": hint, "served": list(served)}
     return UnknownSymbol(message, details=details)
@@ -222,17 +247,22 @@ def _unknown(symbol: str, instrument_type: InstrumentType | None, spec: Contract
 class ContractResolver:
     """Resolve symbols through IB; remember each answer until it can change (an expiry)."""
 
-    def __init__(self, ib_details: DetailsLookup, clock: Clock | None = None,
-                 served: Served | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, ib_details: DetailsLookup, clock: Clock | None = None, served: Served | None = None
+    ) -> None:
         self._lookup = ib_details
         self._now = clock or (lambda: datetime.now(UTC))
         self._served = served or (lambda: None)
         self._cache: dict[tuple[object, ...], _Cached] = {}
 
     async def resolve(
-        self, symbol: str, instrument_type: InstrumentType | None,
-        spec: ContractSpec | None = None, *, covering: tuple[datetime, datetime] | None = None,
-    ) -> ContractDetails:  # fmt: skip
+        self,
+        symbol: str,
+        instrument_type: InstrumentType | None,
+        spec: ContractSpec | None = None,
+        *,
+        covering: tuple[datetime, datetime] | None = None,
+    ) -> ContractDetails:
         """Return IB's details for ``symbol`` (trying each type in turn when untyped).
 
         ``covering`` picks a future's contract for a range (the nearest expiry at or after
@@ -242,8 +272,9 @@ class ContractResolver:
             UnknownSymbol: IB knows no such contract (error 200 / no match).
             InvalidRequest: a stock lookup matched several listings.
         """
-        kind, details = await self._matches(symbol, instrument_type, spec,
-                                            None if covering is None else covering[1])  # fmt: skip
+        kind, details = await self._matches(
+            symbol, instrument_type, spec, None if covering is None else covering[1]
+        )
         if kind is InstrumentType.FUT and len(details) > 1:
             end = covering[1] if covering else self._now()
             found = pick_covering(details, end)
@@ -254,20 +285,31 @@ class ContractResolver:
             raise _ambiguous(symbol, details)
         return details[0]
 
-    async def spans(self, symbol: str, instrument_type: InstrumentType | None,
-                    spec: ContractSpec | None, start: datetime,
-                    end: datetime) -> list[tuple[datetime, datetime, ContractDetails]]:  # fmt: skip
+    async def spans(
+        self,
+        symbol: str,
+        instrument_type: InstrumentType | None,
+        spec: ContractSpec | None,
+        start: datetime,
+        end: datetime,
+    ) -> list[tuple[datetime, datetime, ContractDetails]]:
         """Return ``[start, end)`` split by contract: one piece unless a future rolls in it."""
         kind, details = await self._matches(symbol, instrument_type, spec, end, since=start)
         if kind is InstrumentType.FUT and len(details) > 1:
             return contract_spans(details, start, end, self._now())
-        return [(start, end, await self.resolve(symbol, instrument_type, spec,
-                                                covering=(start, end)))]  # fmt: skip
+        return [
+            (start, end, await self.resolve(symbol, instrument_type, spec, covering=(start, end)))
+        ]
 
-    async def _matches(self, symbol: str, instrument_type: InstrumentType | None,
-                       spec: ContractSpec | None, end: datetime | None, *,
-                       since: datetime | None = None,
-                       ) -> tuple[InstrumentType, list[ContractDetails]]:  # fmt: skip
+    async def _matches(
+        self,
+        symbol: str,
+        instrument_type: InstrumentType | None,
+        spec: ContractSpec | None,
+        end: datetime | None,
+        *,
+        since: datetime | None = None,
+    ) -> tuple[InstrumentType, list[ContractDetails]]:
         """Return the type that matched and IB's contracts for the lookup (cached)."""
         now = self._now()
         earliest = since or end
@@ -281,8 +323,10 @@ class ContractResolver:
             if query is None:
                 continue
             if query.secType == "FUT" and past:
-                details = [_flagged(d, expiry(d) or now, now)
-                           for d in await self._lookup(with_expired(query))]  # fmt: skip
+                details = [
+                    _flagged(d, expiry(d) or now, now)
+                    for d in await self._lookup(with_expired(query))
+                ]
             else:
                 details = await self._lookup(query)
                 if not details and query.secType == "FUT":  # nothing live: the latest expired

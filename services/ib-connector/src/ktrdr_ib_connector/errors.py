@@ -105,10 +105,14 @@ def _no_such_data(message: str) -> str | None:
     what, kind = found["what"], found["kind"].upper()
     label = _LABELS.get(found["label"].lower(), found["label"])
     if kind == "CASH" and label == "TRADES":
-        return (f"no TRADES data for forex ({what}): IB has no trades for currency pairs; "
-                f"use MIDPOINT (or BID, ASK). IB said: {message}")  # fmt: skip
-    return (f"IB has no {label} data for {what} ({kind} at {found['where']}); "
-            f"ask for another whatToShow. IB said: {message}")  # fmt: skip
+        return (
+            f"no TRADES data for forex ({what}): IB has no trades for currency pairs; "
+            f"use MIDPOINT (or BID, ASK). IB said: {message}"
+        )
+    return (
+        f"IB has no {label} data for {what} ({kind} at {found['where']}); "
+        f"ask for another whatToShow. IB said: {message}"
+    )
 
 
 def classify(code: int, message: str) -> Classified:

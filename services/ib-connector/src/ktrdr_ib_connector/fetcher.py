@@ -107,16 +107,24 @@ class Fetcher:
     reconnect_wait_s: float = 5.0
 
     def __post_init__(self) -> None:
-        self.boundary = IbBoundary(self.connection, self.gate, self.request_timeout_s,
-                                   self.ready_timeout_s)  # fmt: skip
+        self.boundary = IbBoundary(
+            self.connection, self.gate, self.request_timeout_s, self.ready_timeout_s
+        )
 
     @property
     def requests_made(self) -> int:
         """Return the data requests sent to IB so far (all kinds)."""
         return self.boundary.requests_made
 
-    async def fetch(self, contract: Contract, chunk: Chunk, what_to_show: str, use_rth: bool,
-                    hard: bool, owner: Owner | None = None) -> Columns:  # fmt: skip
+    async def fetch(
+        self,
+        contract: Contract,
+        chunk: Chunk,
+        what_to_show: str,
+        use_rth: bool,
+        hard: bool,
+        owner: Owner | None = None,
+    ) -> Columns:
         """Return the chunk's bars; each request sent is counted on ``owner.tally``.
 
         Raises:
@@ -125,10 +133,15 @@ class Fetcher:
         """
         owner = owner or Owner()
         key = HistoricalRequest(
-            contract=str(contract.conId or contract.symbol), exchange=contract.exchange,
-            what_to_show=what_to_show, bar_size=chunk.bar_size, duration=chunk.duration,
-            end=chunk.end_text, use_rth=use_rth, hard=hard,
-        )  # fmt: skip
+            contract=str(contract.conId or contract.symbol),
+            exchange=contract.exchange,
+            what_to_show=what_to_show,
+            bar_size=chunk.bar_size,
+            duration=chunk.duration,
+            end=chunk.end_text,
+            use_rth=use_rth,
+            hard=hard,
+        )
         attempt = 0
         while True:
             answer = await self.boundary.historical(contract, key, owner)
@@ -140,16 +153,18 @@ class Fetcher:
                 return to_columns(BarDataList(), chunk)  # type: ignore[no-untyped-call]
             if isinstance(answer, LinkLost):
                 if answer.reissue:  # IB dropped it: ask again once the link is back
-                    log.info("chunk %s %s: %s; re-issued", contract.symbol, chunk.end_text,
-                             answer.reason)  # fmt: skip
+                    log.info(
+                        "chunk %s %s: %s; re-issued", contract.symbol, chunk.end_text, answer.reason
+                    )
                     continue
                 # Not this chunk's fault: the whole segment goes back to the queue.
                 raise IbUnavailable(answer.failure.message, delay_s=self.reconnect_wait_s)
             attempt += 1
             await self._before_retry(contract, chunk, answer, attempt)
 
-    async def _before_retry(self, contract: Contract, chunk: Chunk, answer: Failed | TimedOut,
-                            attempt: int) -> None:  # fmt: skip
+    async def _before_retry(
+        self, contract: Contract, chunk: Chunk, answer: Failed | TimedOut, attempt: int
+    ) -> None:
         """Wait before the next try, or raise ``ChunkFailed`` when there is none."""
         failure = answer.failure
         if isinstance(answer, TimedOut) or failure.failure is Failure.PACING:
@@ -157,32 +172,50 @@ class Fetcher:
         delay = self.policy.next_delay(failure, attempt)
         if delay is None:
             raise ChunkFailed(failure, attempt)
-        log.info("chunk %s %s: %s; retry %d in %.1fs", contract.symbol, chunk.end_text,
-                 failure.message, attempt, delay)  # fmt: skip
+        log.info(
+            "chunk %s %s: %s; retry %d in %.1fs",
+            contract.symbol,
+            chunk.end_text,
+            failure.message,
+            attempt,
+            delay,
+        )
         await asyncio.sleep(delay * self.time_scale)
 
-    async def head_timestamp(self, contract: Contract, what_to_show: str,
-                             use_rth: bool) -> datetime:  # fmt: skip
+    async def head_timestamp(
+        self, contract: Contract, what_to_show: str, use_rth: bool
+    ) -> datetime:
         """Return the earliest bar IB has for ``contract`` (one paced request).
 
         Raises:
             UnknownSymbol: IB has none for this contract and whatToShow.
             IbUnavailable: not connected, or no answer in time.
         """
-        answer = await self.boundary.head_timestamp(contract, what_to_show, use_rth,
-                                                    ready_timeout_s=0)  # fmt: skip
+        answer = await self.boundary.head_timestamp(
+            contract, what_to_show, use_rth, ready_timeout_s=0
+        )
         if isinstance(answer, Head):
             return answer.head
         if isinstance(answer, Empty):
-            raise UnknownSymbol(f"IB has no head timestamp for {contract.symbol}: "
-                                f"{answer.message}",
-                                details={"ib_code": answer.ib_code})  # fmt: skip
+            raise UnknownSymbol(
+                f"IB has no head timestamp for {contract.symbol}: {answer.message}",
+                details={"ib_code": answer.ib_code},
+            )
         if isinstance(answer, Failed) and not answer.failure.retryable:
-            raise UnknownSymbol(f"IB has no head timestamp for {contract.symbol}: "
-                                f"{answer.failure.message}",
-                                details={"ib_code": answer.failure.ib_code})  # fmt: skip
+            raise UnknownSymbol(
+                f"IB has no head timestamp for {contract.symbol}: {answer.failure.message}",
+                details={"ib_code": answer.failure.ib_code},
+            )
         raise IbUnavailable(f"no head timestamp from IB: {answer.failure.message}")
 
 
-__all__ = ["ChunkFailed", "Classified", "Columns", "Fetcher", "Owner", "RequestTally",
-           "bar_time_ns", "to_columns"]  # fmt: skip
+__all__ = [
+    "ChunkFailed",
+    "Classified",
+    "Columns",
+    "Fetcher",
+    "Owner",
+    "RequestTally",
+    "bar_time_ns",
+    "to_columns",
+]

@@ -65,8 +65,12 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 # Events after which a job's segments must not run: asked to stop, or already over.
-ENDING_EVENTS = {"cancel_requested": "was cancelled", "cancelled": "was cancelled",
-                 "completed": "has completed", "failed": "has failed"}  # fmt: skip
+ENDING_EVENTS = {
+    "cancel_requested": "was cancelled",
+    "cancelled": "was cancelled",
+    "completed": "has completed",
+    "failed": "has failed",
+}
 REMEMBERED = 1000  # cancelled jobs and unfinished request counts kept in memory
 
 
@@ -98,8 +102,9 @@ class Connector:
             clock=self.connection.ib_now,
             served=lambda: self.connection.state.simulator_symbols,
         )
-        self.progress = ProgressReporter(self.publish_event, self.fetcher.gate,
-                                         self.connection.ready.is_set)  # fmt: skip
+        self.progress = ProgressReporter(
+            self.publish_event, self.fetcher.gate, self.connection.ready.is_set
+        )
 
     async def _details(self, query: Contract) -> list[ContractDetails]:
         answer = await self.fetcher.boundary.contract_details(query, ready_timeout_s=0)
@@ -120,8 +125,10 @@ class Connector:
             IbUnavailable: not ready, saying why.
         """
         if not await self.connection.wait_ready(self.ib_wait_s):
-            raise IbUnavailable(f"IB is not available: {self.connection.problem}; "
-                                "the connector reconnects on its own, ask again later")  # fmt: skip
+            raise IbUnavailable(
+                f"IB is not available: {self.connection.problem}; "
+                "the connector reconnects on its own, ask again later"
+            )
 
     async def publish_event(self, event: Event) -> None:
         """Append a load job's segment event to the event log (under the data-load kind)."""
@@ -182,8 +189,11 @@ class Connector:
             return run.failed(e.code, e.message, ib_code=200)
         except InvalidRequest as e:  # ambiguous, or no contract covers the range
             return run.failed(e.code, e.message)
-        pieces = [(d.contract, to_unix_nanos(a), to_unix_nanos(b)) for a, b, d in spans
-                  if d.contract is not None]  # fmt: skip
+        pieces = [
+            (d.contract, to_unix_nanos(a), to_unix_nanos(b))
+            for a, b, d in spans
+            if d.contract is not None
+        ]
         beat = await keep_alive(msg, self.keep_alive_s)
         self.progress.track(run)
         try:
@@ -225,8 +235,11 @@ class Connector:
             log.warning("rejected %s with no job to report to: %s", msg.subject, error.message)
             return
         job_id, segment_id = ids
-        await self.publish_event(SegmentFailed(job_id=job_id, segment_id=segment_id,
-                                               code=error.code, message=error.message))  # fmt: skip
+        await self.publish_event(
+            SegmentFailed(
+                job_id=job_id, segment_id=segment_id, code=error.code, message=error.message
+            )
+        )
 
     def note_cancel(self, job_id: str) -> None:
         """Remember a cancelled job and cancel its running segments now."""
@@ -240,13 +253,20 @@ class Connector:
         """Answer ``ktrdr.ib.status`` with the real state of the connection."""
         s, o = self.connection.state, self.connection.options
         connected = self.connection.ready.is_set()
-        return IbStatus(connected=connected, host=o.host, port=o.port,
-                        client_id=s.client_id, server_version=s.server_version,
-                        since=s.since if connected else None,
-                        requests_made=self.fetcher.requests_made,
-                        pacing=self.fetcher.gate.state(), last_error=_now_wrong(self.connection),
-                        server_time=await self._server_time() if connected else None,
-                        link_ok=s.link_ok, farms=dict(s.farms.states))  # fmt: skip
+        return IbStatus(
+            connected=connected,
+            host=o.host,
+            port=o.port,
+            client_id=s.client_id,
+            server_version=s.server_version,
+            since=s.since if connected else None,
+            requests_made=self.fetcher.requests_made,
+            pacing=self.fetcher.gate.state(),
+            last_error=_now_wrong(self.connection),
+            server_time=await self._server_time() if connected else None,
+            link_ok=s.link_ok,
+            farms=dict(s.farms.states),
+        )
 
     async def _server_time(self) -> datetime | None:
         """Return IB's clock (reqCurrentTime is not a historical request: no pacing)."""
@@ -266,8 +286,9 @@ class Connector:
         if cached is not None:
             return cached
         await self._needs_ib()
-        details = await self.resolver.resolve(request.symbol, request.instrument_type,
-                                              request.contract)  # fmt: skip
+        details = await self.resolver.resolve(
+            request.symbol, request.instrument_type, request.contract
+        )
         info = symbol_info(request.symbol, details)
         await self._kv_put(key, info)
         return info
@@ -280,8 +301,9 @@ class Connector:
         under the contract's id, whatToShow and hours; errors are never kept.
         """
         await self._needs_ib()
-        details = await self.resolver.resolve(request.symbol, request.instrument_type,
-                                              request.contract)  # fmt: skip
+        details = await self.resolver.resolve(
+            request.symbol, request.instrument_type, request.contract
+        )
         contract = details.contract
         assert contract is not None
         what = request.what_to_show or default_what_to_show(InstrumentType(contract.secType))
@@ -289,8 +311,9 @@ class Connector:
         key = f"head.{contract.conId}.{what}.{hours}"
         cached = await self._kv_get(key, HeadTimestamp)
         if cached is not None:
-            return HeadTimestamp(symbol=request.symbol, what_to_show=what,
-                                 head_timestamp=cached.head_timestamp)  # fmt: skip
+            return HeadTimestamp(
+                symbol=request.symbol, what_to_show=what, head_timestamp=cached.head_timestamp
+            )
         head = await self.fetcher.head_timestamp(contract, what, request.use_rth)
         answer = HeadTimestamp(symbol=request.symbol, what_to_show=what, head_timestamp=head)
         await self._kv_put(key, answer)

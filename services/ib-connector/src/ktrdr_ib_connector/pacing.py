@@ -146,8 +146,12 @@ class PacingGate:
     check against a brute-force model of the rules.
     """
 
-    def __init__(self, rules: PacingRules | None = None, clock: Clock | None = None,
-                 sleep: Sleeper | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        rules: PacingRules | None = None,
+        clock: Clock | None = None,
+        sleep: Sleeper | None = None,
+    ) -> None:
         self.rules = rules or PacingRules()
         self._clock = clock or time.monotonic
         self._sleep = sleep or asyncio.sleep
@@ -380,10 +384,15 @@ class PacingGate:
         now = self._clock() if now is None else now
         window = self.rules.scaled(self.rules.window_s)
         in_window = sum(e.weight for e in self._history.sent if e.at > now - window)
-        return {"open_requests": float(self._open), "hard_requests_in_window": float(in_window),
-                "window_max": float(self.rules.window_max), "soft_delay_s": self.soft_delay_s,
-                "requests_sent": float(self.requests_sent), "waited_s": self.waited_s,
-                "waiting_requests": float(len(self._queue))}  # fmt: skip
+        return {
+            "open_requests": float(self._open),
+            "hard_requests_in_window": float(in_window),
+            "window_max": float(self.rules.window_max),
+            "soft_delay_s": self.soft_delay_s,
+            "requests_sent": float(self.requests_sent),
+            "waited_s": self.waited_s,
+            "waiting_requests": float(len(self._queue)),
+        }
 
 
 class _Waiter:
@@ -396,8 +405,9 @@ class _Waiter:
 
 
 class _Slot:
-    def __init__(self, gate: PacingGate, request: HistoricalRequest, job: str,
-                 priority: int) -> None:  # fmt: skip
+    def __init__(
+        self, gate: PacingGate, request: HistoricalRequest, job: str, priority: int
+    ) -> None:
         self.gate, self.request, self.job, self.priority = gate, request, job, priority
         self.entry: _Sent | None = None
 

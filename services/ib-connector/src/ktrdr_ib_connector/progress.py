@@ -55,8 +55,9 @@ class Snapshot:
         return (self.chunks, self.chunks_done, self.bars, self.ib_requests)
 
 
-def observe(run: SegmentRun, *, lost_since: datetime | None, next_send_in_s: float | None,
-            now: datetime) -> Snapshot:  # fmt: skip
+def observe(
+    run: SegmentRun, *, lost_since: datetime | None, next_send_in_s: float | None, now: datetime
+) -> Snapshot:
     """Return the segment's snapshot.
 
     Args:
@@ -76,8 +77,14 @@ def observe(run: SegmentRun, *, lost_since: datetime | None, next_send_in_s: flo
     return Snapshot(ProgressReason.FETCHING, *counts)
 
 
-def due(last: Snapshot | None, now: Snapshot, *, since_last_s: float, age_s: float,
-        interval_s: float = 1.0) -> bool:  # fmt: skip
+def due(
+    last: Snapshot | None,
+    now: Snapshot,
+    *,
+    since_last_s: float,
+    age_s: float,
+    interval_s: float = 1.0,
+) -> bool:
     """Return whether ``now`` is worth a report after ``last`` (None: nothing sent yet).
 
     Args:
@@ -105,9 +112,15 @@ class _Tracked:
 class ProgressReporter:
     """Sample the running segments a few times a second; publish the reports due."""
 
-    def __init__(self, publish: Callable[[Event], Awaitable[None]], gate: PacingGate,
-                 connected: Callable[[], bool], *, interval_s: float = 1.0,
-                 tick_s: float = 0.2) -> None:  # fmt: skip
+    def __init__(
+        self,
+        publish: Callable[[Event], Awaitable[None]],
+        gate: PacingGate,
+        connected: Callable[[], bool],
+        *,
+        interval_s: float = 1.0,
+        tick_s: float = 0.2,
+    ) -> None:
         self._publish, self._gate, self._connected = publish, gate, connected
         self.interval_s, self.tick_s = interval_s, tick_s
         self._tracked: dict[int, _Tracked] = {}
@@ -129,8 +142,10 @@ class ProgressReporter:
             last = tracked.last if tracked is not None else None
             if lost and (last is None or last.state is not ProgressReason.IB_DISCONNECTED):
                 self.lost_since = self.lost_since or utc_now()
-                await self._send(run, observe(run, lost_since=self.lost_since,
-                                              next_send_in_s=None, now=utc_now()))  # fmt: skip
+                await self._send(
+                    run,
+                    observe(run, lost_since=self.lost_since, next_send_in_s=None, now=utc_now()),
+                )
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Report until ``stopping`` is set."""
@@ -144,11 +159,19 @@ class ProgressReporter:
         self.lost_since = None if self._connected() else self.lost_since or utc_now()
         now_wall, now_mono = utc_now(), time.monotonic()
         for tracked in list(self._tracked.values()):
-            snapshot = observe(tracked.run, lost_since=self.lost_since,
-                               next_send_in_s=self._next_send_in_s(tracked.run, now_mono),
-                               now=now_wall)  # fmt: skip
-            if due(tracked.last, snapshot, since_last_s=now_mono - tracked.last_at,
-                   age_s=now_mono - tracked.started, interval_s=self.interval_s):  # fmt: skip
+            snapshot = observe(
+                tracked.run,
+                lost_since=self.lost_since,
+                next_send_in_s=self._next_send_in_s(tracked.run, now_mono),
+                now=now_wall,
+            )
+            if due(
+                tracked.last,
+                snapshot,
+                since_last_s=now_mono - tracked.last_at,
+                age_s=now_mono - tracked.started,
+                interval_s=self.interval_s,
+            ):
                 tracked.last, tracked.last_at = snapshot, now_mono
                 await self._send(tracked.run, snapshot)
 
@@ -161,10 +184,16 @@ class ProgressReporter:
     async def _send(self, run: SegmentRun, snapshot: Snapshot) -> None:
         c = run.command
         event = SegmentProgress(
-            job_id=c.job_id, segment_id=c.segment_id, state=snapshot.state,
-            chunks=snapshot.chunks, chunks_done=snapshot.chunks_done, bars=snapshot.bars,
-            ib_requests=snapshot.ib_requests, until=snapshot.until, since=snapshot.since,
-        )  # fmt: skip
+            job_id=c.job_id,
+            segment_id=c.segment_id,
+            state=snapshot.state,
+            chunks=snapshot.chunks,
+            chunks_done=snapshot.chunks_done,
+            bars=snapshot.bars,
+            ib_requests=snapshot.ib_requests,
+            until=snapshot.until,
+            since=snapshot.since,
+        )
         try:
             await self._publish(event)
         except Exception:  # a report lost to a NATS hiccup must not stop the segment

@@ -65,8 +65,10 @@ class FairQueue(Generic[W]):
         order: list[W] = []
         for priority in sorted(self._lanes):
             jobs = self._lanes[priority]
-            turns = sorted(jobs, key=lambda job: (self._stamps.get(job, _NEVER),
-                                                  next(iter(jobs[job].values()))))  # fmt: skip
+            turns = sorted(
+                jobs,
+                key=lambda job: (self._stamps.get(job, _NEVER), next(iter(jobs[job].values()))),
+            )
             lanes = [list(jobs[job]) for job in turns]
             for round_ in itertools.zip_longest(*lanes):
                 order.extend(w for w in round_ if w is not None)
@@ -85,8 +87,11 @@ class FairQueue(Generic[W]):
         """
         waiting = {job for jobs in self._lanes.values() for job in jobs}
         oldest = min((self._stamps.get(job, _NEVER) for job in waiting), default=None)
-        for job in [j for j, s in self._stamps.items() if j not in waiting
-                    and (oldest is None or s < oldest)]:  # fmt: skip
+        for job in [
+            j
+            for j, s in self._stamps.items()
+            if j not in waiting and (oldest is None or s < oldest)
+        ]:
             del self._stamps[job]
 
 

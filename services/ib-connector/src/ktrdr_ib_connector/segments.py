@@ -56,42 +56,70 @@ class SegmentRun:
     def fetched(self) -> SegmentFetched:
         """Return the event of a segment whose every chunk was published."""
         c = self.command
-        return SegmentFetched(job_id=c.job_id, segment_id=c.segment_id, chunks=self.chunks,
-                              bars=self.bars, ib_requests=self.tally.sent)  # fmt: skip
+        return SegmentFetched(
+            job_id=c.job_id,
+            segment_id=c.segment_id,
+            chunks=self.chunks,
+            bars=self.bars,
+            ib_requests=self.tally.sent,
+        )
 
-    def failed(self, code: str, message: str, *, retryable: bool = False,
-               ib_code: int | None = None) -> SegmentFailed:  # fmt: skip
+    def failed(
+        self, code: str, message: str, *, retryable: bool = False, ib_code: int | None = None
+    ) -> SegmentFailed:
         """Return the event of a segment that stopped, with what it did before."""
         c = self.command
-        return SegmentFailed(job_id=c.job_id, segment_id=c.segment_id, code=code,
-                             message=message, retryable=retryable, ib_code=ib_code,
-                             chunks_done=self.chunks_done, bars=self.bars,
-                             ib_requests=self.tally.sent)  # fmt: skip
+        return SegmentFailed(
+            job_id=c.job_id,
+            segment_id=c.segment_id,
+            code=code,
+            message=message,
+            retryable=retryable,
+            ib_code=ib_code,
+            chunks_done=self.chunks_done,
+            bars=self.bars,
+            ib_requests=self.tally.sent,
+        )
 
 
 class InvalidBars(Exception):
     """IB answered a chunk with bars that fail ``bar_checks``; the chunk is not published."""
 
     def __init__(self, chunk: Chunk, problem: bar_checks.BarProblem) -> None:
-        super().__init__(f"IB answered chunk [{chunk.start}, {chunk.end}) with bars that fail "
-                         f"{problem.check}: {problem.message}")  # fmt: skip
+        super().__init__(
+            f"IB answered chunk [{chunk.start}, {chunk.end}) with bars that fail "
+            f"{problem.check}: {problem.message}"
+        )
         self.problem = problem
 
 
-def encode_batch(command: FetchBars, chunk: Chunk, index: int, count: int,
-                 columns: Columns) -> tuple[bytes, dict[str, str]]:  # fmt: skip
+def encode_batch(
+    command: FetchBars, chunk: Chunk, index: int, count: int, columns: Columns
+) -> tuple[bytes, dict[str, str]]:
     """Return a chunk's ``BarBatch`` as msgpack with its headers (content-derived msg id).
 
     Raises:
         InvalidBars: the bars fail ``bar_checks.check_batch`` (checked here, at the door).
     """
     batch = BarBatch(
-        symbol=command.symbol, timeframe=command.timeframe, what_to_show=command.what_to_show,
-        job_id=command.job_id, segment_id=command.segment_id, chunk_index=index,
-        chunk_count=count, start=chunk.start, end=chunk.end, ts=columns.ts, open=columns.open,
-        high=columns.high, low=columns.low, close=columns.close, volume=columns.volume,
-        wap=columns.wap, count=columns.count,
-    )  # fmt: skip
+        symbol=command.symbol,
+        timeframe=command.timeframe,
+        what_to_show=command.what_to_show,
+        job_id=command.job_id,
+        segment_id=command.segment_id,
+        chunk_index=index,
+        chunk_count=count,
+        start=chunk.start,
+        end=chunk.end,
+        ts=columns.ts,
+        open=columns.open,
+        high=columns.high,
+        low=columns.low,
+        close=columns.close,
+        volume=columns.volume,
+        wap=columns.wap,
+        count=columns.count,
+    )
     problem = bar_checks.check_batch(batch, now_ns=time.time_ns())
     if problem is not None:
         raise InvalidBars(chunk, problem)
@@ -100,8 +128,12 @@ def encode_batch(command: FetchBars, chunk: Chunk, index: int, count: int,
     return payload, {codec.CONTENT_TYPE: codec.MSGPACK, "Nats-Msg-Id": msg_id}
 
 
-async def run_segment(run: SegmentRun, pieces: list[tuple[Contract, int, int]], fetcher: Fetcher,
-                      publish_batch: BatchSink) -> SegmentFetched | SegmentFailed:  # fmt: skip
+async def run_segment(
+    run: SegmentRun,
+    pieces: list[tuple[Contract, int, int]],
+    fetcher: Fetcher,
+    publish_batch: BatchSink,
+) -> SegmentFetched | SegmentFailed:
     """Fetch and publish every chunk of a segment; return the event that reports it.
 
     ``pieces`` split the segment by contract (``[start, end)`` in ns): one piece, or a
@@ -111,15 +143,19 @@ async def run_segment(run: SegmentRun, pieces: list[tuple[Contract, int, int]], 
         IbUnavailable: the connection dropped; the caller naks the command.
     """
     command = run.command
-    chunks = [(contract, chunk) for contract, start, end in pieces
-              for chunk in plan_chunks(command.timeframe, start, end)]  # fmt: skip
+    chunks = [
+        (contract, chunk)
+        for contract, start, end in pieces
+        for chunk in plan_chunks(command.timeframe, start, end)
+    ]
     run.chunks = len(chunks)
     hard = is_hard_paced(command.timeframe)
     subject = subjects.bars(command.symbol, command.timeframe)
 
     async def one(index: int, contract: Contract, chunk: Chunk) -> None:
-        columns = await fetcher.fetch(contract, chunk, command.what_to_show, command.use_rth,
-                                      hard, run.owner)  # fmt: skip
+        columns = await fetcher.fetch(
+            contract, chunk, command.what_to_show, command.use_rth, hard, run.owner
+        )
         payload, headers = encode_batch(command, chunk, index, len(chunks), columns)
         cancelled = await _publish_whole(publish_batch(subject, payload, headers))
         run.chunks_done += 1

@@ -28,17 +28,27 @@ TIME_SCALE = 0.01  # IB's 10-minute pacing window lasts 6 s
 
 def sim_config(**overrides: object) -> SimulatorConfig:
     """Return a simulator configuration on a free port, frozen at ``NOW``, in compressed time."""
-    options: dict[str, object] = {"port": 0, "time_scale": TIME_SCALE, "now_utc": NOW,
-                                  "soft_delay_ms": 0, **overrides}  # fmt: skip
+    options: dict[str, object] = {
+        "port": 0,
+        "time_scale": TIME_SCALE,
+        "now_utc": NOW,
+        "soft_delay_ms": 0,
+        **overrides,
+    }
     return SimulatorConfig(**options)  # type: ignore[arg-type]
 
 
 def connector_env(nats_url: str, port: int, **extra: str) -> dict[str, str]:
     """Return the environment pointing a connector at the simulator, in compressed time."""
-    return {"KTRDR_NATS_URL": nats_url, "KTRDR_IB_PORT": str(port),
-            "KTRDR_IB_TIME_SCALE": str(TIME_SCALE), "KTRDR_IB_REQUEST_TIMEOUT_S": "5",
-            "KTRDR_IB_RETRY_DELAY_S": "0.2", "KTRDR_IB_CONNECT_TIMEOUT_S": "3",
-            **extra}  # fmt: skip
+    return {
+        "KTRDR_NATS_URL": nats_url,
+        "KTRDR_IB_PORT": str(port),
+        "KTRDR_IB_TIME_SCALE": str(TIME_SCALE),
+        "KTRDR_IB_REQUEST_TIMEOUT_S": "5",
+        "KTRDR_IB_RETRY_DELAY_S": "0.2",
+        "KTRDR_IB_CONNECT_TIMEOUT_S": "3",
+        **extra,
+    }
 
 
 def connector_settings(nats_url: str, port: int, **extra: str) -> IbConnectorSettings:
@@ -46,15 +56,23 @@ def connector_settings(nats_url: str, port: int, **extra: str) -> IbConnectorSet
     return IbConnectorSettings.from_env(connector_env(nats_url, port, **extra))
 
 
-def expected_stamps(symbol: str, sec_type: str, bar_size: str, start: dt.datetime,
-                    end: dt.datetime = NOW, *, what: str = "TRADES") -> np.ndarray:  # fmt: skip
+def expected_stamps(
+    symbol: str,
+    sec_type: str,
+    bar_size: str,
+    start: dt.datetime,
+    end: dt.datetime = NOW,
+    *,
+    what: str = "TRADES",
+) -> np.ndarray:
     """Return the stamps (ns) of the simulator's bars that the store keeps in ``[start, end)``.
 
     The store stamps a daily bar 00:00 UTC of its session date, which for forex and futures
     is after the session opened (the evening before), so the simulator is asked from earlier on.
     """
-    frame = expected_bars(symbol, sec_type, bar_size, what, False,
-                          start - dt.timedelta(days=3), end, now_utc=NOW)  # fmt: skip
+    frame = expected_bars(
+        symbol, sec_type, bar_size, what, False, start - dt.timedelta(days=3), end, now_utc=NOW
+    )
     if not len(frame):
         return np.zeros(0, np.int64)
     dates = pd.to_datetime(frame["date"], utc=True).dt.as_unit("ns")

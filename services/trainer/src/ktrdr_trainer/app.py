@@ -36,9 +36,14 @@ def build_app(settings: TrainerSettings) -> ServiceApp:
     )
 
     async def setup(nc: NATS, js: JetStreamContext) -> None:
-        await streams.prepare(js, streams.TRAIN_COMMANDS, buckets=True, declare=settings.declares,
-                              service=SERVICE_NAME,
-                              wait_s=settings.nats_declare_wait_s)  # fmt: skip
+        await streams.prepare(
+            js,
+            streams.TRAIN_COMMANDS,
+            buckets=True,
+            declare=settings.declares,
+            service=SERVICE_NAME,
+            wait_s=settings.nats_declare_wait_s,
+        )
         if settings.trainer_threads:
             torch.set_num_threads(settings.trainer_threads)
         trainer = Trainer(

@@ -108,8 +108,11 @@ class Trainer:
     async def _plan(self, msg: Msg, job_id: str, command: StartTraining) -> JobPlan | None:
         """Return the checked plan, or publish why there is none (None)."""
         try:
-            return plan_job(command, None if command.device != "auto" else self.device,
-                            max_bytes=self.settings.trainer_max_training_bytes)  # fmt: skip
+            return plan_job(
+                command,
+                None if command.device != "auto" else self.device,
+                max_bytes=self.settings.trainer_max_training_bytes,
+            )
         except DeviceUnavailable as e:
             if deliveries(msg) < DEVICE_RETRIES:
                 raise RetryableError(f"{e.message} (left for another trainer)", delay_s=2.0) from e

@@ -40,10 +40,13 @@ class ContractSpec(Message, frozen=True, kw_only=True, omit_defaults=True):
         """Return the spec as a user would write it (``"currency USD, month 202403"``)."""
         parts = [
             f"{name.replace('_', ' ')} {value}"
-            for name, value in (("con_id", self.con_id), ("currency", self.currency),
-                                ("exchange", self.exchange),
-                                ("primary_exchange", self.primary_exchange),
-                                ("contract_month", self.contract_month))
+            for name, value in (
+                ("con_id", self.con_id),
+                ("currency", self.currency),
+                ("exchange", self.exchange),
+                ("primary_exchange", self.primary_exchange),
+                ("contract_month", self.contract_month),
+            )
             if value is not None
-        ]  # fmt: skip
+        ]
         return ", ".join(parts) or "the defaults"

@@ -93,9 +93,14 @@ class TestUsers:
         if not self.tls:
             return Settings(nats_url=urls, nats_user=user, nats_password=password)
         files = self.tls_files
-        return Settings(nats_url=urls, nats_user=user, nats_password=password,
-                        nats_tls_ca=str(files.ca_cert), nats_tls_cert=str(files.client_cert(user)),
-                        nats_tls_key=str(files.client_key(user)))  # fmt: skip
+        return Settings(
+            nats_url=urls,
+            nats_user=user,
+            nats_password=password,
+            nats_tls_ca=str(files.ca_cert),
+            nats_tls_cert=str(files.client_cert(user)),
+            nats_tls_key=str(files.client_key(user)),
+        )
 
     def env(self, user: str) -> dict[str, str]:
         """Return the ``KTRDR_NATS_*`` of ``user``: password and TLS files (a child's env)."""

@@ -21,11 +21,17 @@ NS1 = NS0 + 3 * 60_000_000_000
 
 def _examples() -> list[Any]:
     load_result = m.LoadResult(
-        fetched_bars=780, cached_before=10, gaps_analyzed=2, segments_fetched=1,
+        fetched_bars=780,
+        cached_before=10,
+        gaps_analyzed=2,
+        segments_fetched=1,
         ib_requests_made=3,
-        failed_segments=[m.FailedSegment(segment_id="s2", start=T0, end=T1,
-                                         code="unknown_symbol", message="IB error 200")],
-    )  # fmt: skip
+        failed_segments=[
+            m.FailedSegment(
+                segment_id="s2", start=T0, end=T1, code="unknown_symbol", message="IB error 200"
+            )
+        ],
+    )
     conn: dict[str, Any] = {
         "host": "127.0.0.1",
         "port": 4002,

@@ -88,11 +88,27 @@ class NatsServer:
         if self.port == 0:
             self.port = free_port()
         self.store_dir.mkdir(parents=True, exist_ok=True)
-        args = [nats_server_binary(), "-a", self.host, "-p", str(self.port), "-js",
-                "-sd", str(self.store_dir), *self.extra_args]  # fmt: skip
+        args = [
+            nats_server_binary(),
+            "-a",
+            self.host,
+            "-p",
+            str(self.port),
+            "-js",
+            "-sd",
+            str(self.store_dir),
+            *self.extra_args,
+        ]
         if self.tls is not None:
-            args += ["--tlsverify", "--tlscert", str(self.tls.server_cert), "--tlskey",
-                     str(self.tls.server_key), "--tlscacert", str(self.tls.ca_cert)]  # fmt: skip
+            args += [
+                "--tlsverify",
+                "--tlscert",
+                str(self.tls.server_cert),
+                "--tlskey",
+                str(self.tls.server_key),
+                "--tlscacert",
+                str(self.tls.ca_cert),
+            ]
         if self.config_file is not None:
             args[1:1] = ["-c", str(self.config_file)]
         log = self.log_file.open("ab")
@@ -125,8 +141,9 @@ class NatsServer:
         self.start()
 
 
-def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout_s: float,
-                   host: str = "127.0.0.1") -> None:  # fmt: skip
+def _wait_for_port(
+    port: int, process: subprocess.Popen[bytes], timeout_s: float, host: str = "127.0.0.1"
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:

@@ -50,9 +50,13 @@ class ChildProcess:
         with self.log_path.open("ab") as log:
             log.write(f"--- start {self.starts + 1}: {' '.join(self.argv)}\n".encode())
             # its own process group: a kill reaches the workers it forks (the api's granian)
-            self.proc = subprocess.Popen(self.argv, env=self.env, stdout=log,
-                                         stderr=subprocess.STDOUT,
-                                         start_new_session=True)  # fmt: skip
+            self.proc = subprocess.Popen(
+                self.argv,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.starts += 1
 
     @property
@@ -130,16 +134,26 @@ class Stack:
         """Return the environment of the services."""
         base = {k: v for k, v in os.environ.items() if not k.startswith("KTRDR_")}
         if self.gateway is None:
-            ib = {"KTRDR_IB_HOST": "127.0.0.1", "KTRDR_IB_PORT": str(self.sim_port),
-                  "KTRDR_IB_TIME_SCALE": str(SIM_TIME_SCALE), "KTRDR_IB_RETRY_DELAY_S": "0.2",
-                  "KTRDR_IB_CONNECT_TIMEOUT_S": "3",
-                  "KTRDR_IB_REQUEST_TIMEOUT_S": "10"}  # fmt: skip
+            ib = {
+                "KTRDR_IB_HOST": "127.0.0.1",
+                "KTRDR_IB_PORT": str(self.sim_port),
+                "KTRDR_IB_TIME_SCALE": str(SIM_TIME_SCALE),
+                "KTRDR_IB_RETRY_DELAY_S": "0.2",
+                "KTRDR_IB_CONNECT_TIMEOUT_S": "3",
+                "KTRDR_IB_REQUEST_TIMEOUT_S": "10",
+            }
         else:
             ib = {"KTRDR_IB_HOST": self.gateway[0], "KTRDR_IB_PORT": str(self.gateway[1])}
-        return {**base, **ib, "KTRDR_NATS_URL": self.nats_url,
-                "KTRDR_DATA_DIR": str(self.data_dir), "KTRDR_GAP_FILL_INTERVAL_S": "0",
-                "KTRDR_API_PORT": str(self.api_port), "PYTHONUNBUFFERED": "1",
-                **self.extra_env}  # fmt: skip
+        return {
+            **base,
+            **ib,
+            "KTRDR_NATS_URL": self.nats_url,
+            "KTRDR_DATA_DIR": str(self.data_dir),
+            "KTRDR_GAP_FILL_INTERVAL_S": "0",
+            "KTRDR_API_PORT": str(self.api_port),
+            "PYTHONUNBUFFERED": "1",
+            **self.extra_env,
+        }
 
     def _child(self, name: str, argv: list[str]) -> ChildProcess:
         child = ChildProcess(name, argv, self.env(), self.root / "logs" / f"{name}.log")
@@ -148,9 +162,19 @@ class Stack:
 
     def start_sim(self) -> ChildProcess:
         """Start the simulator with its clock frozen at ``SIM_NOW``."""
-        argv = [sys.executable, "-m", "ktrdr_ib_sim", "--port", str(self.sim_port),
-                "--control-port", str(self.sim_control_port),
-                "--time-scale", str(SIM_TIME_SCALE), "--soft-delay-ms", "0"]  # fmt: skip
+        argv = [
+            sys.executable,
+            "-m",
+            "ktrdr_ib_sim",
+            "--port",
+            str(self.sim_port),
+            "--control-port",
+            str(self.sim_control_port),
+            "--time-scale",
+            str(SIM_TIME_SCALE),
+            "--soft-delay-ms",
+            "0",
+        ]
         if self.sim_now is not None:
             argv += ["--now", self.sim_now]
         child = self._child("sim", argv)
@@ -171,16 +195,18 @@ class Stack:
             self.start_service(name)
         await self.wait_ready(nc, self.services, timeout_s)
 
-    async def wait_ready(self, nc: NATS, names: tuple[str, ...] | list[str],
-                         timeout_s: float = 60.0) -> None:  # fmt: skip
+    async def wait_ready(
+        self, nc: NATS, names: tuple[str, ...] | list[str], timeout_s: float = 60.0
+    ) -> None:
         """Wait until each named service answers ``$SRV.PING`` (the api: ``GET /health``)."""
         try:
             async with asyncio.timeout(timeout_s):
                 for name in names:
                     await self._ready(nc, name)
         except TimeoutError:
-            tails = "\n".join(f"== {n}\n{self.children[n].log_tail()}" for n in names
-                              if n in self.children)  # fmt: skip
+            tails = "\n".join(
+                f"== {n}\n{self.children[n].log_tail()}" for n in names if n in self.children
+            )
             raise AssertionError(f"not ready within {timeout_s}s:\n{tails}") from None
 
     async def _ready(self, nc: NATS, name: str) -> None:
@@ -212,8 +238,9 @@ async def _http_ok(url: str) -> bool:
     except (OSError, TimeoutError):
         return False
     try:
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: {host_port}\r\nConnection: close\r\n\r\n"
-                     .encode())  # fmt: skip
+        writer.write(
+            f"GET {path} HTTP/1.1\r\nHost: {host_port}\r\nConnection: close\r\n\r\n".encode()
+        )
         await writer.drain()
         line = await asyncio.wait_for(reader.readline(), 5)
         return line.startswith(b"HTTP/1.1")

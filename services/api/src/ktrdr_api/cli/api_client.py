@@ -104,9 +104,11 @@ class ApiClient:
 
     def unreachable(self, error: Exception) -> CliError:
         """Return the error for an API that does not answer."""
-        return CliError(f"cannot reach the ktrdr API at {self.base_url} ({error}); is it running "
-                        "(python -m ktrdr_api)? Set --url or KTRDR_API_URL",
-                        ExitCode.UNAVAILABLE)  # fmt: skip
+        return CliError(
+            f"cannot reach the ktrdr API at {self.base_url} ({error}); is it running "
+            "(python -m ktrdr_api)? Set --url or KTRDR_API_URL",
+            ExitCode.UNAVAILABLE,
+        )
 
 
 def failure(response: httpx.Response) -> CliError:
@@ -118,8 +120,13 @@ def failure(response: httpx.Response) -> CliError:
     if not isinstance(problem, dict):
         problem = {"detail": str(problem)}
     status = response.status_code
-    code = (ExitCode.UNAUTHORIZED if status == 401 else
-            ExitCode.UNAVAILABLE if status >= 500 else ExitCode.REFUSED)  # fmt: skip
+    code = (
+        ExitCode.UNAUTHORIZED
+        if status == 401
+        else ExitCode.UNAVAILABLE
+        if status >= 500
+        else ExitCode.REFUSED
+    )
     return CliError(f"{status} {problem.get('detail', response.reason_phrase)}", code, problem)
 
 

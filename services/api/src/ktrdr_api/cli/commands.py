@@ -31,14 +31,16 @@ def _json_wanted(ctx: click.Context, _: click.Parameter, value: bool) -> bool:
 
 def json_option(command: F) -> F:
     """Add ``--json`` (machine-readable output on stdout) to a command."""
-    return click.option("--json", "as_json", is_flag=True, callback=_json_wanted,
-                        help=JSON_HELP)(command)  # fmt: skip
+    return click.option("--json", "as_json", is_flag=True, callback=_json_wanted, help=JSON_HELP)(
+        command
+    )
 
 
 def json_anywhere(group: F) -> F:
     """Let a group take ``--json`` for the command under it (``ktrdr --json status``)."""
-    return click.option("--json", is_flag=True, expose_value=False, callback=_json_wanted,
-                        help=JSON_HELP)(group)  # fmt: skip
+    return click.option(
+        "--json", is_flag=True, expose_value=False, callback=_json_wanted, help=JSON_HELP
+    )(group)
 
 
 def client_of(ctx: click.Context) -> ApiClient:
@@ -79,7 +81,7 @@ def timestamp(value: str | None) -> str | None:
 )
 @click.pass_context
 def cli(ctx: click.Context, url: str, api_key: str | None, timeout_s: float) -> None:
-    """Drive ktrdr through its REST API (exit codes: see the api README)."""  # fmt: skip
+    """Drive ktrdr through its REST API (exit codes: see the api README)."""
     ctx.obj = {"client": ApiClient(url, api_key, timeout_s)}
     ctx.call_on_close(ctx.obj["client"].close)
 
@@ -151,8 +153,13 @@ def ib_validate(ctx: click.Context, symbol: str, instrument_type: str | None, as
 @click.option("--what-to-show", type=SHOWS)
 @json_option
 @click.pass_context
-def ib_head(ctx: click.Context, symbol: str, instrument_type: str | None,
-            what_to_show: str | None, as_json: bool) -> int:  # fmt: skip
+def ib_head(
+    ctx: click.Context,
+    symbol: str,
+    instrument_type: str | None,
+    what_to_show: str | None,
+    as_json: bool,
+) -> int:
     """The earliest bar IB has for SYMBOL."""
     value = client_of(ctx).get(
         "/api/v1/ib/head-timestamp",
@@ -175,13 +182,16 @@ def jobs() -> None:
 
 @jobs.command("ls")
 @click.option("--kind", type=click.Choice(["data_load", "training"]))
-@click.option("--status", type=click.Choice(["accepted", "running", "cancelling", "completed",
-                                             "failed", "cancelled"]))  # fmt: skip
+@click.option(
+    "--status",
+    type=click.Choice(["accepted", "running", "cancelling", "completed", "failed", "cancelled"]),
+)
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
 @json_option
 @click.pass_context
-def jobs_ls(ctx: click.Context, kind: str | None, status: str | None, limit: int,
-            as_json: bool) -> int:  # fmt: skip
+def jobs_ls(
+    ctx: click.Context, kind: str | None, status: str | None, limit: int, as_json: bool
+) -> int:
     """Jobs in the event log, newest first."""
     value = client_of(ctx).get("/api/v1/jobs", kind=kind, status=status, limit=limit)
     if as_json:
@@ -228,8 +238,9 @@ def jobs_follow(ctx: click.Context, job_id: str, as_json: bool) -> int:
 # ---------------------------------------------------------------- following a job
 
 
-def follow_or_detach(ctx: click.Context, job: dict[str, Any], *, detach: bool,
-                      as_json: bool) -> int:  # fmt: skip
+def follow_or_detach(
+    ctx: click.Context, job: dict[str, Any], *, detach: bool, as_json: bool
+) -> int:
     """Print a submitted job's id and return (``--detach``), or follow it to its end."""
     if detach:
         render.print_json(job) if as_json else render.out.print(job["job_id"])

@@ -56,11 +56,24 @@ def data() -> None:
 @click.option("--detach", is_flag=True, help="Print the job and return at once.")
 @json_option
 @click.pass_context
-def data_load(ctx: click.Context, symbol: str, timeframe: str, mode: str, start: str | None,
-              end: str | None, instrument_type: str | None, what_to_show: str | None,
-              use_rth: bool, currency: str | None, primary_exchange: str | None,
-              exchange: str | None, contract_month: str | None, con_id: int | None,
-              detach: bool, as_json: bool) -> int:  # fmt: skip
+def data_load(
+    ctx: click.Context,
+    symbol: str,
+    timeframe: str,
+    mode: str,
+    start: str | None,
+    end: str | None,
+    instrument_type: str | None,
+    what_to_show: str | None,
+    use_rth: bool,
+    currency: str | None,
+    primary_exchange: str | None,
+    exchange: str | None,
+    contract_month: str | None,
+    con_id: int | None,
+    detach: bool,
+    as_json: bool,
+) -> int:
     """Load SYMBOL's TIMEFRAME bars, with a live progress bar; Ctrl-C asks to cancel.
 
     Without --start a tail load begins at the last stored bar (nothing stored: the
@@ -68,14 +81,24 @@ def data_load(ctx: click.Context, symbol: str, timeframe: str, mode: str, start:
     Without contract options a future is the contract whose expiry covers the range, a
     range over a roll is fetched from each front month in turn.
     """
-    spec = {"currency": currency and currency.upper(),
-            "primary_exchange": primary_exchange and primary_exchange.upper(),
-            "exchange": exchange and exchange.upper(), "contract_month": contract_month,
-            "con_id": con_id}  # fmt: skip
-    body = {"symbol": symbol, "timeframe": timeframe, "mode": mode, "start": timestamp(start),
-            "end": timestamp(end), "instrument_type": instrument_type and instrument_type.upper(),
-            "what_to_show": what_to_show and what_to_show.upper(), "use_rth": use_rth,
-            "contract": {k: v for k, v in spec.items() if v} or None}  # fmt: skip
+    spec = {
+        "currency": currency and currency.upper(),
+        "primary_exchange": primary_exchange and primary_exchange.upper(),
+        "exchange": exchange and exchange.upper(),
+        "contract_month": contract_month,
+        "con_id": con_id,
+    }
+    body = {
+        "symbol": symbol,
+        "timeframe": timeframe,
+        "mode": mode,
+        "start": timestamp(start),
+        "end": timestamp(end),
+        "instrument_type": instrument_type and instrument_type.upper(),
+        "what_to_show": what_to_show and what_to_show.upper(),
+        "use_rth": use_rth,
+        "contract": {k: v for k, v in spec.items() if v} or None,
+    }
     job = client_of(ctx).post("/api/v1/data/load", {k: v for k, v in body.items() if v})
     code = follow_or_detach(ctx, job, detach=detach, as_json=as_json)
     if not (detach or as_json):
@@ -113,11 +136,18 @@ def data_ls(ctx: click.Context, coverage: bool, as_json: bool) -> int:
     columns += ["gaps"] if coverage else []
     damaged = [d for d in datasets if d.get("damaged")]
     columns += ["damaged"] if damaged else []
-    rows = [[d["symbol"], d["timeframe"], f"{d['rows']:,}", hints.when(d.get("first")),
-             hints.when(d.get("last")),
-             *([len((d.get("coverage") or {}).get("gaps", []))] if coverage else []),
-             *([d.get("damaged")] if damaged else [])]
-            for d in datasets]  # fmt: skip
+    rows = [
+        [
+            d["symbol"],
+            d["timeframe"],
+            f"{d['rows']:,}",
+            hints.when(d.get("first")),
+            hints.when(d.get("last")),
+            *([len((d.get("coverage") or {}).get("gaps", []))] if coverage else []),
+            *([d.get("damaged")] if damaged else []),
+        ]
+        for d in datasets
+    ]
     render.table(None, columns, rows, whole=["first (UTC)", "last (UTC)"])
     for dataset in damaged:
         render.hint(hints.damaged(dataset))
@@ -140,11 +170,24 @@ def data_quarantine(ctx: click.Context, as_json: bool) -> int:
     elif not value["entries"]:
         render.hint("nothing quarantined: ingest has rejected no bar batch")
     else:
-        rows = [(q["id"], hints.when(q["received"], minute=True), q["subject"], q["code"],
-                 q["bytes"], q.get("job_id"), q["message"])
-                for q in value["entries"]]  # fmt: skip
-        render.table(None, ["id", "received (UTC)", "subject", "code", "bytes", "job",
-                            "message"], rows, whole=["id"])  # fmt: skip
+        rows = [
+            (
+                q["id"],
+                hints.when(q["received"], minute=True),
+                q["subject"],
+                q["code"],
+                q["bytes"],
+                q.get("job_id"),
+                q["message"],
+            )
+            for q in value["entries"]
+        ]
+        render.table(
+            None,
+            ["id", "received (UTC)", "subject", "code", "bytes", "job", "message"],
+            rows,
+            whole=["id"],
+        )
     return ExitCode.OK
 
 
@@ -158,8 +201,10 @@ def data_quarantine_release(ctx: click.Context, entry_id: str, as_json: bool) ->
     if as_json:
         render.print_json(value)
     else:
-        render.out.print(f"released {value['id']} on {value['subject']}; if it still fails, "
-                         "it is quarantined again")  # fmt: skip
+        render.out.print(
+            f"released {value['id']} on {value['subject']}; if it still fails, "
+            "it is quarantined again"
+        )
     return ExitCode.OK
 
 
@@ -180,8 +225,9 @@ def data_quarantine_delete(ctx: click.Context, entry_id: str, as_json: bool) -> 
 @click.option("--detach", is_flag=True, help="Print what was done and the job; do not follow.")
 @json_option
 @click.pass_context
-def data_repair(ctx: click.Context, symbol: str, timeframe: str, detach: bool,
-                as_json: bool) -> int:  # fmt: skip
+def data_repair(
+    ctx: click.Context, symbol: str, timeframe: str, detach: bool, as_json: bool
+) -> int:
     """Move SYMBOL TIMEFRAME's unreadable files aside, forget their range and reload it."""
     value = client_of(ctx).post(f"/api/v1/data/{symbol}/{timeframe}/repair")
     if as_json and (detach or not value.get("job_id")):
@@ -223,8 +269,16 @@ def data_repair(ctx: click.Context, symbol: str, timeframe: str, detach: bool,
 )
 @json_option
 @click.pass_context
-def data_show(ctx: click.Context, symbol: str, timeframe: str, start: str | None,
-              end: str | None, limit: int, fmt: str, as_json: bool) -> int:  # fmt: skip
+def data_show(
+    ctx: click.Context,
+    symbol: str,
+    timeframe: str,
+    start: str | None,
+    end: str | None,
+    limit: int,
+    fmt: str,
+    as_json: bool,
+) -> int:
     """Stored bars of SYMBOL and TIMEFRAME as a table, CSV or JSON.
 
     When stored bars begin after --start (or none answer), stderr says where they begin
@@ -244,20 +298,31 @@ def data_show(ctx: click.Context, symbol: str, timeframe: str, start: str | None
             render.print_json({"symbol": symbol, "timeframe": timeframe, "bars": bars})
         elif bars:
             columns = ["open", "high", "low", "close", "volume"]
-            render.table(f"{symbol} {timeframe}", ["ts (UTC)", *columns],
-                         [[hints.when(b["ts"]), *(b.get(c) for c in columns)] for b in bars],
-                         whole=["ts (UTC)"])  # fmt: skip
+            render.table(
+                f"{symbol} {timeframe}",
+                ["ts (UTC)", *columns],
+                [[hints.when(b["ts"]), *(b.get(c) for c in columns)] for b in bars],
+                whole=["ts (UTC)"],
+            )
     if not as_json:
         _say_what_was_left_out(client, symbol, timeframe, start, end, first_bar, said)
         if more and ctx.get_parameter_source("limit") is click.core.ParameterSource.DEFAULT:
-            render.hint(f"the first {hints.count(limit, 'bar')} shown (--limit {limit}); "
-                        "--limit or --start shows more")  # fmt: skip
+            render.hint(
+                f"the first {hints.count(limit, 'bar')} shown (--limit {limit}); "
+                "--limit or --start shows more"
+            )
     return ExitCode.OK
 
 
-def _say_what_was_left_out(client: ApiClient, symbol: str, timeframe: str, start: str | None,
-                           end: str | None, first_bar: str | None,
-                           said: str | None) -> None:  # fmt: skip
+def _say_what_was_left_out(
+    client: ApiClient,
+    symbol: str,
+    timeframe: str,
+    start: str | None,
+    end: str | None,
+    first_bar: str | None,
+    said: str | None,
+) -> None:
     """Say where stored bars begin when they begin after ``start`` or none answered."""
     if said:  # the API's own words
         render.hint(said)
@@ -266,14 +331,22 @@ def _say_what_was_left_out(client: ApiClient, symbol: str, timeframe: str, start
     if first_bar is not None and (asked is None or hints.moment(first_bar) <= asked):
         return
     coverage = client.get(f"/api/v1/data/{symbol}/{timeframe}/coverage")
-    words = hints.show_hint(symbol, timeframe, start=start, end=end, asked_start=asked,
-                            first_bar=first_bar, coverage=coverage)  # fmt: skip
+    words = hints.show_hint(
+        symbol,
+        timeframe,
+        start=start,
+        end=end,
+        asked_start=asked,
+        first_bar=first_bar,
+        coverage=coverage,
+    )
     if words:
         render.hint(words)
 
 
-def _bars(client: ApiClient, path: str, params: dict[str, Any],
-          limit: int) -> tuple[list[dict[str, Any]], str | None, bool]:  # fmt: skip
+def _bars(
+    client: ApiClient, path: str, params: dict[str, Any], limit: int
+) -> tuple[list[dict[str, Any]], str | None, bool]:
     """Return up to ``limit`` bars (cursors followed), the API's hint, and whether more are."""
     bars: list[dict[str, Any]] = []
     cursor, said = None, None
@@ -287,13 +360,18 @@ def _bars(client: ApiClient, path: str, params: dict[str, Any],
     return bars, said, bool(cursor)
 
 
-def _print_csv(client: ApiClient, path: str, params: dict[str, Any],
-               limit: int) -> tuple[str | None, bool]:  # fmt: skip
+def _print_csv(
+    client: ApiClient, path: str, params: dict[str, Any], limit: int
+) -> tuple[str | None, bool]:
     """Print up to ``limit`` bars as CSV (cursors followed); return the first stamp, more?"""
     printed, cursor, header, first_bar = 0, None, True, None
     while printed < limit:
-        response = client.call("GET", path, accept="text/csv", params={
-            **params, "limit": min(10_000, limit - printed), "cursor": cursor})  # fmt: skip
+        response = client.call(
+            "GET",
+            path,
+            accept="text/csv",
+            params={**params, "limit": min(10_000, limit - printed), "cursor": cursor},
+        )
         lines = response.text.splitlines()
         rows = lines[1:]
         click.echo("\n".join(lines if header else rows), nl=bool(lines if header else rows))
@@ -323,6 +401,8 @@ def data_coverage(ctx: click.Context, symbol: str, timeframe: str, as_json: bool
     if value.get("hint"):
         render.hint(value["hint"])
     elif not value.get("rows"):
-        render.hint(f"nothing stored for {symbol} {timeframe}: load it with "
-                    f"`{hints.load_command(symbol, timeframe)}`")  # fmt: skip
+        render.hint(
+            f"nothing stored for {symbol} {timeframe}: load it with "
+            f"`{hints.load_command(symbol, timeframe)}`"
+        )
     return ExitCode.OK

@@ -57,17 +57,24 @@ class JobFollower:
 
     def run(self) -> dict[str, Any]:
         """Follow until the job ends; return its final state (``GET /jobs/{id}``)."""
-        progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                            MofNCompleteColumn(), TextColumn("{task.fields[unit]}"),
-                            TimeElapsedColumn(), TextColumn("{task.fields[why]}", markup=False),
-                            console=self.console, disable=not self.show,
-                            transient=False)  # fmt: skip
+        progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[unit]}"),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[why]}", markup=False),
+            console=self.console,
+            disable=not self.show,
+            transient=False,
+        )
         task = progress.add_task(self.job_id[:8], total=None, unit="", why="")
         with progress:
             while self.ended is None:
                 try:
-                    for event in self.client.events(f"/api/v1/jobs/{self.job_id}/events",
-                                                    self.last_id):  # fmt: skip
+                    for event in self.client.events(
+                        f"/api/v1/jobs/{self.job_id}/events", self.last_id
+                    ):
                         self.last_id = event.id if event.id is not None else self.last_id
                         self._show(progress, task, event)
                         if event.event in TERMINAL:
@@ -81,13 +88,17 @@ class JobFollower:
 
     def _interrupted(self) -> None:
         if self.cancel_sent:
-            raise CliError(f"stopped following job {self.job_id}; it may still be cancelling "
-                           f"(ktrdr jobs show {self.job_id})", ExitCode.INTERRUPTED)  # fmt: skip
+            raise CliError(
+                f"stopped following job {self.job_id}; it may still be cancelling "
+                f"(ktrdr jobs show {self.job_id})",
+                ExitCode.INTERRUPTED,
+            )
         self.cancel_sent = True
         self.console.print(f"cancelling job {self.job_id} (Ctrl-C again to stop waiting)")
         try:
-            self.client.post(f"/api/v1/jobs/{self.job_id}/cancel",
-                             {"reason": "interrupted from the ktrdr CLI"})  # fmt: skip
+            self.client.post(
+                f"/api/v1/jobs/{self.job_id}/cancel", {"reason": "interrupted from the ktrdr CLI"}
+            )
         except CliError as e:
             if e.problem is None or e.problem.get("code") != "conflict":  # already ended: fine
                 raise
@@ -98,16 +109,22 @@ class JobFollower:
             self._progress(progress, task, data)
         elif kind == "planned":
             segments = len(data.get("segments", []))
-            progress.update(task, total=max(segments, 1) if segments else 1,
-                            completed=0 if segments else 1, unit="segments")  # fmt: skip
+            progress.update(
+                task,
+                total=max(segments, 1) if segments else 1,
+                completed=0 if segments else 1,
+                unit="segments",
+            )
             for line in plan_lines(data, self.asked):
                 self._note(line)
         elif kind in ("segment_fetched", "segment_failed"):
             if progress.tasks[0].fields.get("unit") == "segments":
                 progress.advance(task)
             if kind == "segment_failed":
-                self._note(f"segment {data.get('segment_id')} failed: {data.get('code')} "
-                           f"{data.get('message', '')}{_did(data)}")  # fmt: skip
+                self._note(
+                    f"segment {data.get('segment_id')} failed: {data.get('code')} "
+                    f"{data.get('message', '')}{_did(data)}"
+                )
         elif kind == "epoch_completed":
             progress.update(task, total=data["epochs"], completed=data["epoch"], unit="epochs")
         elif kind == "accepted":
@@ -122,8 +139,9 @@ class JobFollower:
         words = explain(data)
         progress.update(task, why=words or data.get("message", ""))
         if data.get("total"):
-            progress.update(task, total=data["total"], completed=data["done"],
-                            unit=data.get("unit", ""))  # fmt: skip
+            progress.update(
+                task, total=data["total"], completed=data["done"], unit=data.get("unit", "")
+            )
         reason = data.get("reason")
         if reason != self.reason and reason not in (None, "done") and not self.console.is_terminal:
             self._note(words)  # no live line to read it from: say each change once
@@ -143,8 +161,10 @@ class JobFollower:
         if kind == "cancelled":
             text += f": {data['reason']}" if data.get("reason") else ""
             if result.get("kind") == "data_load":
-                text += (f" (after {result.get('ib_requests_made', 0):,} IB requests, "
-                         f"{result.get('fetched_bars', 0):,} bars fetched)")  # fmt: skip
+                text += (
+                    f" (after {result.get('ib_requests_made', 0):,} IB requests, "
+                    f"{result.get('fetched_bars', 0):,} bars fetched)"
+                )
         self._note(text)
 
     def _note(self, text: str) -> None:

@@ -40,8 +40,9 @@ def count(n: int, noun: str) -> str:
     return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
 
 
-def load_command(symbol: str, timeframe: str, start: str | None = None,
-                 end: str | None = None) -> str:  # fmt: skip
+def load_command(
+    symbol: str, timeframe: str, start: str | None = None, end: str | None = None
+) -> str:
     """Return the ``ktrdr data load`` command that loads what was asked for."""
     words = ["ktrdr data load", symbol, timeframe]
     words += [f"--start {start}"] if start else []
@@ -87,8 +88,9 @@ def _plan_head(planned: Mapping[str, Any]) -> str:
     )
 
 
-def assumed(planned: Mapping[str, Any], asked: Mapping[str, Any],
-            notes: Sequence[str]) -> list[str]:  # fmt: skip
+def assumed(
+    planned: Mapping[str, Any], asked: Mapping[str, Any], notes: Sequence[str]
+) -> list[str]:
     """Return what a load took without being told, unless the plan's notes say it already."""
     if not asked:
         return []
@@ -100,8 +102,10 @@ def assumed(planned: Mapping[str, Any], asked: Mapping[str, Any],
     kind = planned.get("instrument_type") or asked.get("instrument_type")
     extended = kind in WITH_EXTENDED_HOURS and timeframe in INTRADAY
     if extended and not asked.get("use_rth") and "extended hours" not in said:
-        lines.append(f"{timeframe} bars include extended hours (outside regular trading "
-                     "hours); --rth loads regular trading hours only")  # fmt: skip
+        lines.append(
+            f"{timeframe} bars include extended hours (outside regular trading "
+            "hours); --rth loads regular trading hours only"
+        )
     return lines
 
 
@@ -112,8 +116,10 @@ def _no_start(planned: Mapping[str, Any], asked: Mapping[str, Any], timeframe: s
     if planned.get("cached_before"):
         return "no --start: a tail load begins at the last stored bar; --start loads earlier bars"
     begins = f", from {when(planned['start'])} UTC" if planned.get("start") else ""
-    return (f"no --start and nothing stored: the data-store's default range for "
-            f"{timeframe}{begins}; --start loads earlier bars")  # fmt: skip
+    return (
+        f"no --start and nothing stored: the data-store's default range for "
+        f"{timeframe}{begins}; --start loads earlier bars"
+    )
 
 
 def stored_line(dataset: Mapping[str, Any]) -> str:
@@ -121,16 +127,25 @@ def stored_line(dataset: Mapping[str, Any]) -> str:
     name = f"{dataset['symbol']} {dataset['timeframe']}"
     if not dataset.get("rows"):
         return f"{name}: nothing stored"
-    return (f"{name}: {count(int(dataset['rows']), 'bar')} stored, from "
-            f"{when(dataset.get('first'))} to {when(dataset.get('last'))} UTC")  # fmt: skip
+    return (
+        f"{name}: {count(int(dataset['rows']), 'bar')} stored, from "
+        f"{when(dataset.get('first'))} to {when(dataset.get('last'))} UTC"
+    )
 
 
 # ---------------------------------------------------------------- empty and short answers
 
 
-def show_hint(symbol: str, timeframe: str, *, start: str | None, end: str | None,
-              asked_start: datetime | None, first_bar: str | None,
-              coverage: Mapping[str, Any]) -> str | None:  # fmt: skip
+def show_hint(
+    symbol: str,
+    timeframe: str,
+    *,
+    start: str | None,
+    end: str | None,
+    asked_start: datetime | None,
+    first_bar: str | None,
+    coverage: Mapping[str, Any],
+) -> str | None:
     """Return what to say when stored bars do not reach back to what was asked (else None).
 
     Args:
@@ -148,21 +163,29 @@ def show_hint(symbol: str, timeframe: str, *, start: str | None, end: str | None
         return f"nothing stored for {name}: load it with `{load}`"
     first, last = moment(coverage["first"]), moment(coverage["last"])
     if asked_start and asked_start < first and not _answered(coverage, asked_start, first):
-        return (f"stored data of {name} begins {when(first)} UTC; nothing stored from "
-                f"{start}: load it with `{load}`")  # fmt: skip
+        return (
+            f"stored data of {name} begins {when(first)} UTC; nothing stored from "
+            f"{start}: load it with `{load}`"
+        )
     if first_bar is not None:
         return None
     if asked_start and asked_start > last:  # a tail load fetches from the last bar on
-        return (f"stored data of {name} ends {when(last)} UTC; nothing stored from {start}: "
-                f"load what is newer with `{load_command(symbol, timeframe)}`")  # fmt: skip
-    return (f"nothing stored in that range ({name} holds {when(first)} to {when(last)} UTC): "
-            f"load it with `{load}`")  # fmt: skip
+        return (
+            f"stored data of {name} ends {when(last)} UTC; nothing stored from {start}: "
+            f"load what is newer with `{load_command(symbol, timeframe)}`"
+        )
+    return (
+        f"nothing stored in that range ({name} holds {when(first)} to {when(last)} UTC): "
+        f"load it with `{load}`"
+    )
 
 
 def _answered(coverage: Mapping[str, Any], start: datetime, end: datetime) -> bool:
     """Return whether IB already answered ``[start, end)`` empty (loading it again adds none)."""
-    return any(moment(r["start"]) <= start and moment(r["end"]) >= end
-               for r in coverage.get("answered_empty") or [])  # fmt: skip
+    return any(
+        moment(r["start"]) <= start and moment(r["end"]) >= end
+        for r in coverage.get("answered_empty") or []
+    )
 
 
 def no_datasets() -> str:
@@ -186,5 +209,7 @@ def no_models() -> str:
 def damaged(dataset: Mapping[str, Any]) -> str:
     """Return what to do about a damaged dataset."""
     name = f"{dataset['symbol']} {dataset['timeframe']}"
-    return (f"{name} is damaged: `ktrdr data repair {name}` moves the unreadable file aside "
-            "and loads its range again")  # fmt: skip
+    return (
+        f"{name} is damaged: `ktrdr data repair {name}` moves the unreadable file aside "
+        "and loads its range again"
+    )

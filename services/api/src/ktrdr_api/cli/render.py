@@ -29,8 +29,12 @@ def hint(text: str) -> None:
     err.print(text, markup=False)
 
 
-def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]],
-          whole: Sequence[str] = ()) -> None:  # fmt: skip
+def table(
+    title: str | None,
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    whole: Sequence[str] = (),
+) -> None:
     """Print rows as a table on stdout, as wide as the terminal and no wider.
 
     Args:
@@ -39,8 +43,9 @@ def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any
         rows: the cells (None prints empty).
         whole: columns never wrapped nor cut (ids, times); the others wrap to fit.
     """
-    t = Table(title=title, box=box.SIMPLE, pad_edge=False, collapse_padding=True,
-              header_style="bold")  # fmt: skip
+    t = Table(
+        title=title, box=box.SIMPLE, pad_edge=False, collapse_padding=True, header_style="bold"
+    )
     for column in columns:
         t.add_column(column, no_wrap=column in whole, overflow="fold")
     for row in rows:
@@ -48,8 +53,9 @@ def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any
     out.print(t)
 
 
-def fields(value: dict[str, Any], keys: Sequence[str] | None = None,
-           unknown: dict[str, str] | None = None) -> None:  # fmt: skip
+def fields(
+    value: dict[str, Any], keys: Sequence[str] | None = None, unknown: dict[str, str] | None = None
+) -> None:
     """Print a resource's fields, one per line (wrapped to the terminal); an empty one is left out.
 
     Args:
@@ -72,8 +78,9 @@ def fields(value: dict[str, Any], keys: Sequence[str] | None = None,
 
 def field(key: str, text: str) -> None:
     """Print ``key: text``, wrapped to the terminal's width, continued lines indented."""
-    lines = textwrap.wrap(f"{key}: {text}", width=max(out.width, 40), subsequent_indent="  ",
-                          break_on_hyphens=False)  # fmt: skip
+    lines = textwrap.wrap(
+        f"{key}: {text}", width=max(out.width, 40), subsequent_indent="  ", break_on_hyphens=False
+    )
     first, *rest = lines or [f"{key}:"]
     out.print(f"[bold]{escape(key)}[/bold]:{escape(first[len(key) + 1 :])}")
     for line in rest:
@@ -82,8 +89,10 @@ def field(key: str, text: str) -> None:
 
 def health(report: dict[str, Any]) -> None:
     """Print the ``/health`` report."""
-    out.print(f"[bold]overall[/bold]: {report['status']}   gateway {report['version']}   "
-              f"NATS {report['nats']['status']} {report['nats'].get('server') or ''}")  # fmt: skip
+    out.print(
+        f"[bold]overall[/bold]: {report['status']}   gateway {report['version']}   "
+        f"NATS {report['nats']['status']} {report['nats'].get('server') or ''}"
+    )
     table(
         None,
         ["service", "status", "version", "detail"],
@@ -111,10 +120,23 @@ def coverage(value: dict[str, Any]) -> None:
 def job(value: dict[str, Any]) -> None:
     """Print a job's state."""
     progress = value.get("progress") or {}
-    shown = {k: value.get(k) for k in ("job_id", "kind", "status", "created", "updated",
-                                       "execution_time_s", "segments_planned",
-                                       "segments_fetched", "segments_failed", "bars_fetched",
-                                       "ib_requests", "cancel_reason")}  # fmt: skip
+    shown = {
+        k: value.get(k)
+        for k in (
+            "job_id",
+            "kind",
+            "status",
+            "created",
+            "updated",
+            "execution_time_s",
+            "segments_planned",
+            "segments_fetched",
+            "segments_failed",
+            "bars_fetched",
+            "ib_requests",
+            "cancel_reason",
+        )
+    }
     line = progress_line(progress)
     if line:
         shown["progress"] = line
@@ -140,12 +162,22 @@ def result_lines(result: dict[str, Any]) -> list[tuple[str, str]]:
     kind = result.get("kind")
     if kind == "data_load":
         failed = result.get("failed_segments") or []
-        lines = [("fetched", f"{_count(result.get('fetched_bars'), 'bar')} in "
-                             f"{_count(result.get('ib_requests_made'), 'IB request')} "
-                             f"({_count(result.get('segments_fetched'), 'segment')})")]  # fmt: skip
+        lines = [
+            (
+                "fetched",
+                f"{_count(result.get('fetched_bars'), 'bar')} in "
+                f"{_count(result.get('ib_requests_made'), 'IB request')} "
+                f"({_count(result.get('segments_fetched'), 'segment')})",
+            )
+        ]
         for f in failed:
-            lines.append(("missed", f"{when(f.get('start'))} to {when(f.get('end'))} UTC: "
-                                    f"{f.get('code')}: {f.get('message')}"))  # fmt: skip
+            lines.append(
+                (
+                    "missed",
+                    f"{when(f.get('start'))} to {when(f.get('end'))} UTC: "
+                    f"{f.get('code')}: {f.get('message')}",
+                )
+            )
         return lines
     if kind == "training":
         return training_lines(result)
@@ -160,24 +192,37 @@ def training_lines(result: dict[str, Any]) -> list[tuple[str, str]]:
     lines = [("model", f"{result.get('model_id')} (trained on {result.get('device')})")]
     epochs = metrics.get("epochs_run")
     if epochs is not None:
-        early = (f", stopped early: best epoch {metrics.get('best_epoch')}"
-                 if metrics.get("stopped_early") else "")  # fmt: skip
+        early = (
+            f", stopped early: best epoch {metrics.get('best_epoch')}"
+            if metrics.get("stopped_early")
+            else ""
+        )
         lines.append(("epochs", f"{epochs} run{early}"))
     if isinstance(accuracy, int | float):
-        lines.append(("accuracy", f"{accuracy:.3f} on the {split.get('test', '?')} test samples; "
-                                  f"always predicting {metrics.get('majority_class', '?')} "
-                                  f"scores {_num(baseline)}"))  # fmt: skip
+        lines.append(
+            (
+                "accuracy",
+                f"{accuracy:.3f} on the {split.get('test', '?')} test samples; "
+                f"always predicting {metrics.get('majority_class', '?')} "
+                f"scores {_num(baseline)}",
+            )
+        )
         lines.append(("verdict", verdict(accuracy, baseline)))
     backtest = metrics.get("backtest") or {}
     strategy, hold = backtest.get("strategy") or {}, backtest.get("buy_and_hold") or {}
     if strategy:
-        lines.append(("backtest", f"test split only ({backtest.get('bars', '?')} bars), signals "
-                                  "only, no costs: return "
-                                  f"{_pct(strategy.get('total_return'))}, Sharpe "
-                                  f"{_num(strategy.get('sharpe'))}; buy and hold "
-                                  f"{_pct(hold.get('total_return'))}, Sharpe "
-                                  f"{_num(hold.get('sharpe'))} (Sharpe annualised from one "
-                                  "short period: it swings widely)"))  # fmt: skip
+        lines.append(
+            (
+                "backtest",
+                f"test split only ({backtest.get('bars', '?')} bars), signals "
+                "only, no costs: return "
+                f"{_pct(strategy.get('total_return'))}, Sharpe "
+                f"{_num(strategy.get('sharpe'))}; buy and hold "
+                f"{_pct(hold.get('total_return'))}, Sharpe "
+                f"{_num(hold.get('sharpe'))} (Sharpe annualised from one "
+                "short period: it swings widely)",
+            )
+        )
     return lines
 
 
@@ -186,11 +231,12 @@ def verdict(accuracy: float, baseline: Any) -> str:
     if not isinstance(baseline, int | float):
         return "no majority-class baseline to compare with: treat the backtest as unverified"
     if accuracy <= baseline:
-        return (f"does not beat always predicting the most common class ({accuracy:.3f} "
-                f"{'<' if accuracy < baseline else '='} {baseline:.3f}): treat its backtest "
-                "as noise")  # fmt: skip
-    return (f"beats always predicting the most common class ({accuracy:.3f} > "
-            f"{baseline:.3f})")  # fmt: skip
+        return (
+            f"does not beat always predicting the most common class ({accuracy:.3f} "
+            f"{'<' if accuracy < baseline else '='} {baseline:.3f}): treat its backtest "
+            "as noise"
+        )
+    return f"beats always predicting the most common class ({accuracy:.3f} > {baseline:.3f})"
 
 
 def _count(n: Any, noun: str) -> str:
@@ -211,8 +257,10 @@ def progress_line(progress: dict[str, Any]) -> str:
     """Return a job's progress as one line: how far, then why and when (``explain``)."""
     parts = []
     if progress.get("total"):
-        parts.append(f"{progress.get('done') or 0:g}/{progress['total']:g} "
-                     f"{progress.get('unit') or ''}".rstrip())  # fmt: skip
+        parts.append(
+            f"{progress.get('done') or 0:g}/{progress['total']:g} "
+            f"{progress.get('unit') or ''}".rstrip()
+        )
     words = explain(progress)
     if words:
         parts.append(words)
@@ -223,10 +271,20 @@ def progress_line(progress: dict[str, Any]) -> str:
 
 def jobs(items: list[dict[str, Any]]) -> None:
     """Print a list of jobs: id, what, created (UTC, to the minute), status and progress."""
-    table(None, ["job", "what", "created (UTC)", "status"],
-          [(j["job_id"], _what(j), when(j.get("created"), minute=True),
-            f"{j['status']} {_percent(j.get('progress') or {})}".strip())
-           for j in items], whole=["job", "created (UTC)"])  # fmt: skip
+    table(
+        None,
+        ["job", "what", "created (UTC)", "status"],
+        [
+            (
+                j["job_id"],
+                _what(j),
+                when(j.get("created"), minute=True),
+                f"{j['status']} {_percent(j.get('progress') or {})}".strip(),
+            )
+            for j in items
+        ],
+        whole=["job", "created (UTC)"],
+    )
 
 
 def _what(job: dict[str, Any]) -> str:

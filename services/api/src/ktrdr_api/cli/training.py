@@ -46,13 +46,32 @@ def train() -> None:
 @click.option("--detach", is_flag=True, help="Print the run and return at once.")
 @json_option
 @click.pass_context
-def train_start(ctx: click.Context, symbols: tuple[str, ...], timeframe: str, start: str | None,
-                end: str | None, model: str, label: str, epochs: int, device: str, seed: int,
-                detach: bool, as_json: bool) -> int:  # fmt: skip
+def train_start(
+    ctx: click.Context,
+    symbols: tuple[str, ...],
+    timeframe: str,
+    start: str | None,
+    end: str | None,
+    model: str,
+    label: str,
+    epochs: int,
+    device: str,
+    seed: int,
+    detach: bool,
+    as_json: bool,
+) -> int:
     """Train a model on SYMBOLS' stored bars (follows the run; Ctrl-C asks to cancel)."""
-    body = {"symbols": list(symbols), "timeframe": timeframe, "start": timestamp(start),
-            "end": timestamp(end), "model": {"kind": model}, "label": {"kind": label},
-            "epochs": epochs, "device": device, "seed": seed}  # fmt: skip
+    body = {
+        "symbols": list(symbols),
+        "timeframe": timeframe,
+        "start": timestamp(start),
+        "end": timestamp(end),
+        "model": {"kind": model},
+        "label": {"kind": label},
+        "epochs": epochs,
+        "device": device,
+        "seed": seed,
+    }
     run = client_of(ctx).post("/api/v1/training/runs", {k: v for k, v in body.items() if v})
     return follow_or_detach(ctx, run, detach=detach, as_json=as_json)
 
@@ -95,8 +114,12 @@ def models_ls(ctx: click.Context, as_json: bool) -> int:
             )
             for m in value["models"]
         ]
-        render.table(None, ["model", "symbols", "timeframe", "created (UTC)", "device"], rows,
-                     whole=["model", "created (UTC)"])  # fmt: skip
+        render.table(
+            None,
+            ["model", "symbols", "timeframe", "created (UTC)", "device"],
+            rows,
+            whole=["model", "created (UTC)"],
+        )
     return ExitCode.OK
 
 
@@ -117,11 +140,13 @@ def models_show(ctx: click.Context, model_id: str, as_json: bool) -> int:
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path))
 @json_option
 @click.pass_context
-def models_download(ctx: click.Context, model_id: str, part: str | None, output: Path | None,
-                    as_json: bool) -> int:  # fmt: skip
+def models_download(
+    ctx: click.Context, model_id: str, part: str | None, output: Path | None, as_json: bool
+) -> int:
     """Save a model's artifact (default: <model_id>.zip)."""
-    response = client_of(ctx).call("GET", f"/api/v1/models/{model_id}/download",
-                                   params={"part": part})  # fmt: skip
+    response = client_of(ctx).call(
+        "GET", f"/api/v1/models/{model_id}/download", params={"part": part}
+    )
     target = output or Path(f"{model_id}-{part}" if part else f"{model_id}.zip")
     target.write_bytes(response.content)
     summary = {"model_id": model_id, "path": str(target), "bytes": len(response.content)}

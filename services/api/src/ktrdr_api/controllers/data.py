@@ -48,17 +48,22 @@ from ktrdr_api.views import (
 JSON = "application/json"
 CSV_COLUMNS = ("ts", "open", "high", "low", "close", "volume", "wap", "count")
 
-PathSymbol = Annotated[str, Parameter(
-    description="Symbol as stored (AAPL, EURUSD; a space may be written %20, or _ as the "
-    "store's key writes it: BRK_B).",
-    min_length=1, max_length=32,
-    pattern=r"^[A-Za-z0-9](?:[A-Za-z0-9 _.&-]*[A-Za-z0-9_.&-])?$(?!\n)",
-    examples=[Example(value="AAPL")])]  # fmt: skip
+PathSymbol = Annotated[
+    str,
+    Parameter(
+        description="Symbol as stored (AAPL, EURUSD; a space may be written %20, or _ as the "
+        "store's key writes it: BRK_B).",
+        min_length=1,
+        max_length=32,
+        pattern=r"^[A-Za-z0-9](?:[A-Za-z0-9 _.&-]*[A-Za-z0-9_.&-])?$(?!\n)",
+        examples=[Example(value="AAPL")],
+    ),
+]
 PathTimeframe = Annotated[Timeframe, Parameter(description="Bar size.")]
-Start = Annotated[datetime | None, Parameter(
-    description="First bar (inclusive), RFC 3339 with an offset.")]  # fmt: skip
-End = Annotated[datetime | None, Parameter(
-    description="End (exclusive), RFC 3339 with an offset.")]  # fmt: skip
+Start = Annotated[
+    datetime | None, Parameter(description="First bar (inclusive), RFC 3339 with an offset.")
+]
+End = Annotated[datetime | None, Parameter(description="End (exclusive), RFC 3339 with an offset.")]
 
 
 DAMAGED_DETAIL = (
@@ -104,45 +109,82 @@ class DataController(Controller):
     path = "/api/v1/data"
     tags = ["data"]
 
-    @post("/load", status_code=202, operation_id="loadData",
-          summary="Load bars into the store (a job); ?wait=true waits for its end",
-          description="Answers 202 with the job's id and links at once. With ``wait=true`` it "
-          "waits up to ``timeout_s`` (bounded by the server) and answers 200 with the old "
-          "response shape (status, fetched_bars, cached_before, gaps_analyzed, "
-          "segments_fetched, ib_requests_made, execution_time_s) once the job has ended, or "
-          "202 with the counts so far when the wait ran out.",
-          responses={200: ResponseSpec(LoadOut, description="waited: the job ended",
-                                       generate_examples=False),
-                     **problem_responses(400, 401, 503, 504)})  # fmt: skip
+    @post(
+        "/load",
+        status_code=202,
+        operation_id="loadData",
+        summary="Load bars into the store (a job); ?wait=true waits for its end",
+        description="Answers 202 with the job's id and links at once. With ``wait=true`` it "
+        "waits up to ``timeout_s`` (bounded by the server) and answers 200 with the old "
+        "response shape (status, fetched_bars, cached_before, gaps_analyzed, "
+        "segments_fetched, ib_requests_made, execution_time_s) once the job has ended, or "
+        "202 with the counts so far when the wait ran out.",
+        responses={
+            200: ResponseSpec(
+                LoadOut, description="waited: the job ended", generate_examples=False
+            ),
+            **problem_responses(400, 401, 503, 504),
+        },
+    )
     async def load(
         self,
         request: Request[Any, Any, Any],
         gateway: GatewayDep,
         events: EventsDep,
         settings: SettingsDep,
-        data: Annotated[LoadIn, Body(examples=[
-            Example(summary="the tail of AAPL hourly bars", value={"symbol": "AAPL",
-                                                                  "timeframe": "1h"}),
-            Example(summary="a range", value={"symbol": "EURUSD", "timeframe": "5m",
-                                              "mode": "full", "start": "2024-01-02T00:00:00Z",
-                                              "end": "2024-02-01T00:00:00Z"}),
-            Example(summary="one futures month, regular trading hours only",
-                    value={"symbol": "ES", "timeframe": "1h", "mode": "full",
-                           "instrument_type": "FUT", "use_rth": True,
-                           "contract": {"contract_month": "202403", "exchange": "CME"}}),
-        ])],
+        data: Annotated[
+            LoadIn,
+            Body(
+                examples=[
+                    Example(
+                        summary="the tail of AAPL hourly bars",
+                        value={"symbol": "AAPL", "timeframe": "1h"},
+                    ),
+                    Example(
+                        summary="a range",
+                        value={
+                            "symbol": "EURUSD",
+                            "timeframe": "5m",
+                            "mode": "full",
+                            "start": "2024-01-02T00:00:00Z",
+                            "end": "2024-02-01T00:00:00Z",
+                        },
+                    ),
+                    Example(
+                        summary="one futures month, regular trading hours only",
+                        value={
+                            "symbol": "ES",
+                            "timeframe": "1h",
+                            "mode": "full",
+                            "instrument_type": "FUT",
+                            "use_rth": True,
+                            "contract": {"contract_month": "202403", "exchange": "CME"},
+                        },
+                    ),
+                ]
+            ),
+        ],
         wait: Annotated[bool, Parameter(description="Wait for the job to end.")] = False,
-        timeout_s: Annotated[float | None, Parameter(
-            gt=0, le=3600, description="Seconds to wait (at most KTRDR_API_WAIT_MAX_S).")] = None,
-    ) -> Response[LoadOut]:  # fmt: skip
+        timeout_s: Annotated[
+            float | None,
+            Parameter(gt=0, le=3600, description="Seconds to wait (at most KTRDR_API_WAIT_MAX_S)."),
+        ] = None,
+    ) -> Response[LoadOut]:
         """Publish ``LoadData``; answer the job's links, or wait for its result."""
         data = await strict_body(request, LoadIn) or data
         job_id = new_job_id()
-        command = LoadData(job_id=job_id, symbol=data.symbol.upper(), timeframe=data.timeframe,
-                           mode=data.mode, start=_utc(data.start), end=_utc(data.end),
-                           instrument_type=data.instrument_type,
-                           what_to_show=data.what_to_show, contract=data.contract,
-                           use_rth=data.use_rth)  # fmt: skip
+        command = LoadData(
+            job_id=job_id,
+            symbol=data.symbol.upper(),
+            timeframe=data.timeframe,
+            mode=data.mode,
+            start=_utc(data.start),
+            end=_utc(data.end),
+            instrument_type=data.instrument_type,
+            what_to_show=data.what_to_show,
+            contract=data.contract,
+            use_rth=data.use_rth,
+        )
         headers = {"Location": job_links(job_id).self}
         if not wait:
             await gateway.send_command(subjects.CMD_DATA_LOAD, command)
@@ -161,14 +203,21 @@ class DataController(Controller):
         status = 200 if state.status.is_terminal else 202
         return Response(load_out(state), status_code=status, headers=headers)
 
-    @get(operation_id="listDatasets", summary="Every stored dataset (with coverage on request)",
-         responses=problem_responses(400, 401, 502, 503, 504))  # fmt: skip
+    @get(
+        operation_id="listDatasets",
+        summary="Every stored dataset (with coverage on request)",
+        responses=problem_responses(400, 401, 502, 503, 504),
+    )
     async def datasets(
         self,
         gateway: GatewayDep,
-        coverage: Annotated[bool, Parameter(
-            description="Add stored ranges and gaps per dataset (one more request each).")] = False,
-    ) -> DatasetsOut:  # fmt: skip
+        coverage: Annotated[
+            bool,
+            Parameter(
+                description="Add stored ranges and gaps per dataset (one more request each)."
+            ),
+        ] = False,
+    ) -> DatasetsOut:
         """Ask the data-store for its datasets (and each one's coverage)."""
         found = await gateway.request(subjects.STORE_DATASETS, StatusRequest(), DatasetList)
         if not coverage:
@@ -180,38 +229,48 @@ class DataController(Controller):
                 return dataset_out(d)
             async with limit:
                 request = CoverageRequest(symbol=d.symbol, timeframe=d.timeframe)
-                return dataset_out(d, await gateway.request(subjects.STORE_COVERAGE, request,
-                                                            Coverage))  # fmt: skip
+                return dataset_out(
+                    d, await gateway.request(subjects.STORE_COVERAGE, request, Coverage)
+                )
 
-        return DatasetsOut(datasets=list(await asyncio.gather(*map(with_coverage,
-                                                                   found.datasets))))  # fmt: skip
+        return DatasetsOut(datasets=list(await asyncio.gather(*map(with_coverage, found.datasets))))
 
-    @get("/{symbol:str}/{timeframe:str}/coverage", operation_id="getCoverage",
-         summary="What is stored, what is missing, and what IB already answered empty",
-         description="A dataset never loaded (no bar stored, no range IB answered) is a 404 "
-         "whose ``hint`` says how to load it.",
-         responses={**problem_responses(400, 401, 502, 503, 504), **DAMAGED,
-                    **NOT_LOADED})  # fmt: skip
-    async def coverage(self, request: Request[Any, Any, Any], gateway: GatewayDep,
-                       symbol: PathSymbol, timeframe: PathTimeframe, start: Start = None,
-                       end: End = None) -> CoverageOut:  # fmt: skip
+    @get(
+        "/{symbol:str}/{timeframe:str}/coverage",
+        operation_id="getCoverage",
+        summary="What is stored, what is missing, and what IB already answered empty",
+        description="A dataset never loaded (no bar stored, no range IB answered) is a 404 "
+        "whose ``hint`` says how to load it.",
+        responses={**problem_responses(400, 401, 502, 503, 504), **DAMAGED, **NOT_LOADED},
+    )
+    async def coverage(
+        self,
+        request: Request[Any, Any, Any],
+        gateway: GatewayDep,
+        symbol: PathSymbol,
+        timeframe: PathTimeframe,
+        start: Start = None,
+        end: End = None,
+    ) -> CoverageOut:
         """Ask the data-store for one dataset's coverage."""
         first, last = query_range(request)
         message = CoverageRequest(symbol=symbol.upper(), timeframe=timeframe, start=first, end=last)
         return coverage_out(await gateway.request(subjects.STORE_COVERAGE, message, Coverage))
 
-    @get("/{symbol:str}/{timeframe:str}", operation_id="getBars",
-         summary="One page of stored bars: JSON, CSV or an Arrow IPC stream (by Accept)",
-         description="``Accept: text/csv`` answers CSV and ``Accept: "
-         "application/vnd.apache.arrow.stream`` an Arrow IPC stream (``format`` overrides "
-         "Accept). A page holds at most ``limit`` bars and fewer when the page would not fit "
-         "one NATS message; the next page is at ``links.next`` (JSON) or in the ``Link`` "
-         "header (``rel=next``) and ``X-Next-Cursor``. A dataset never loaded is a 404 whose "
-         "``hint`` says how to load it; a range with no bars of a stored dataset is an empty "
-         "page.",
-         operation_class=BarsOperation,
-         responses={**problem_responses(400, 401, 502, 503, 504), **DAMAGED,
-                    **NOT_LOADED})  # fmt: skip
+    @get(
+        "/{symbol:str}/{timeframe:str}",
+        operation_id="getBars",
+        summary="One page of stored bars: JSON, CSV or an Arrow IPC stream (by Accept)",
+        description="``Accept: text/csv`` answers CSV and ``Accept: "
+        "application/vnd.apache.arrow.stream`` an Arrow IPC stream (``format`` overrides "
+        "Accept). A page holds at most ``limit`` bars and fewer when the page would not fit "
+        "one NATS message; the next page is at ``links.next`` (JSON) or in the ``Link`` "
+        "header (``rel=next``) and ``X-Next-Cursor``. A dataset never loaded is a 404 whose "
+        "``hint`` says how to load it; a range with no bars of a stored dataset is an empty "
+        "page.",
+        operation_class=BarsOperation,
+        responses={**problem_responses(400, 401, 502, 503, 504), **DAMAGED, **NOT_LOADED},
+    )
     async def bars(
         self,
         request: Request[Any, Any, Any],
@@ -221,11 +280,14 @@ class DataController(Controller):
         start: Start = None,
         end: End = None,
         limit: Annotated[int, Parameter(ge=1, le=100_000, description="Bars per page.")] = 10_000,
-        cursor: Annotated[str | None, Parameter(
-            max_length=256, description="``next_cursor`` of the previous page.")] = None,
-        format: Annotated[BarFormat | None, Parameter(
-            description="json, csv or arrow (overrides Accept).")] = None,
-    ) -> Response[BarsOut]:  # fmt: skip
+        cursor: Annotated[
+            str | None,
+            Parameter(max_length=256, description="``next_cursor`` of the previous page."),
+        ] = None,
+        format: Annotated[
+            BarFormat | None, Parameter(description="json, csv or arrow (overrides Accept).")
+        ] = None,
+    ) -> Response[BarsOut]:
         """Ask the data-store for one page and answer it in the representation asked for."""
         media = _media_type(request, format)
         first, last = query_range(request)
@@ -241,29 +303,42 @@ class DataController(Controller):
         if media == ARROW_STREAM:
             answer = await gateway.request_raw(subjects.STORE_QUERY, query)
             next_cursor = _arrow_cursor(answer.data)
-            return Response(answer.data, media_type=ARROW_STREAM,  # type: ignore[arg-type]
-                            headers=_next_headers(request, next_cursor))  # fmt: skip
+            return Response(
+                answer.data,  # type: ignore[arg-type]
+                media_type=ARROW_STREAM,
+                headers=_next_headers(request, next_cursor),
+            )
         page = await gateway.request(subjects.STORE_QUERY, query, BarsPage)
         rows = bars_from_columns(page)
         headers = _next_headers(request, page.next_cursor)
         if media == CSV:
             return Response(_csv(rows), media_type=CSV, headers=headers)  # type: ignore[arg-type]
         links = {"next": _next_url(request, page.next_cursor)} if page.next_cursor else {}
-        body = BarsOut(symbol=page.symbol, timeframe=page.timeframe, bars=rows,
-                       next_cursor=page.next_cursor, links=links)  # fmt: skip
+        body = BarsOut(
+            symbol=page.symbol,
+            timeframe=page.timeframe,
+            bars=rows,
+            next_cursor=page.next_cursor,
+            links=links,
+        )
         return Response(body, headers=headers)
 
-    @post("/{symbol:str}/{timeframe:str}/repair", status_code=202, operation_id="repairDataset",
-          summary="Move a damaged dataset's unreadable files aside, forget their range, reload it",
-          description="Each year file of the dataset that cannot be read, and its answered "
-          "ledger if that cannot be read, is moved (never deleted) to "
-          "``<data dir>/damaged/<UTC stamp>/<same path>``; the answered ranges in the moved "
-          "years are forgotten (all of them when the ledger was moved) and a ``full`` load of "
-          "that range is started: follow it at ``links``. A dataset with nothing unreadable "
-          "answers with nothing moved and no job.",
-          responses=problem_responses(400, 401, 404, 502, 503, 504))  # fmt: skip
-    async def repair(self, gateway: GatewayDep, symbol: PathSymbol,
-                     timeframe: PathTimeframe) -> Response[RepairOut]:  # fmt: skip
+    @post(
+        "/{symbol:str}/{timeframe:str}/repair",
+        status_code=202,
+        operation_id="repairDataset",
+        summary="Move a damaged dataset's unreadable files aside, forget their range, reload it",
+        description="Each year file of the dataset that cannot be read, and its answered "
+        "ledger if that cannot be read, is moved (never deleted) to "
+        "``<data dir>/damaged/<UTC stamp>/<same path>``; the answered ranges in the moved "
+        "years are forgotten (all of them when the ledger was moved) and a ``full`` load of "
+        "that range is started: follow it at ``links``. A dataset with nothing unreadable "
+        "answers with nothing moved and no job.",
+        responses=problem_responses(400, 401, 404, 502, 503, 504),
+    )
+    async def repair(
+        self, gateway: GatewayDep, symbol: PathSymbol, timeframe: PathTimeframe
+    ) -> Response[RepairOut]:
         """Ask the data-store to repair one dataset; 404 when it has no such dataset."""
         request = RepairDataset(symbol=symbol.upper(), timeframe=timeframe)
         done = await gateway.request(subjects.STORE_REPAIR, request, DatasetRepaired)
@@ -282,9 +357,13 @@ def _media_type(request: Request[Any, Any, Any], format: BarFormat | None) -> st
         return JSON
     best = request.accept.best_match([JSON, CSV, ARROW_STREAM])
     if best is None:
-        raise ApiError(406, "not_acceptable", f"cannot answer Accept: "
-                       f"{request.headers.get('accept')}; use {JSON}, {CSV} or {ARROW_STREAM} "
-                       "(or ?format=json|csv|arrow)")  # fmt: skip
+        raise ApiError(
+            406,
+            "not_acceptable",
+            f"cannot answer Accept: "
+            f"{request.headers.get('accept')}; use {JSON}, {CSV} or {ARROW_STREAM} "
+            "(or ?format=json|csv|arrow)",
+        )
     return best
 
 
@@ -313,7 +392,16 @@ def _csv(rows: list[Any]) -> str:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for bar in rows:
-        writer.writerow([bar.ts.isoformat().replace("+00:00", "Z"), bar.open, bar.high, bar.low,
-                         bar.close, bar.volume, "" if bar.wap is None else bar.wap,
-                         "" if bar.count is None else bar.count])  # fmt: skip
+        writer.writerow(
+            [
+                bar.ts.isoformat().replace("+00:00", "Z"),
+                bar.open,
+                bar.high,
+                bar.low,
+                bar.close,
+                bar.volume,
+                "" if bar.wap is None else bar.wap,
+                "" if bar.count is None else bar.count,
+            ]
+        )
     return out.getvalue()

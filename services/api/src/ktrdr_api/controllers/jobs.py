@@ -25,10 +25,16 @@ from ktrdr_api.views import job_out, job_summary
 
 HEARTBEAT_S = 15.0
 
-JobIdPath = Annotated[str, Parameter(
-    description="The job's id (32 hex characters).", pattern=r"^[0-9a-f]{32}$(?!\n)",
-    min_length=32, max_length=32,
-    examples=[Example(value="0123456789abcdef0123456789abcdef")])]  # fmt: skip
+JobIdPath = Annotated[
+    str,
+    Parameter(
+        description="The job's id (32 hex characters).",
+        pattern=r"^[0-9a-f]{32}$(?!\n)",
+        min_length=32,
+        max_length=32,
+        examples=[Example(value="0123456789abcdef0123456789abcdef")],
+    ),
+]
 
 
 async def job_state(events: EventLog, job_id: str) -> tuple[JobState, list[LoggedEvent]]:
@@ -39,8 +45,10 @@ async def job_state(events: EventLog, job_id: str) -> tuple[JobState, list[Logge
     """
     history = await events.history(job_id)
     if not history:
-        raise not_found(f"no job {job_id}: the event log holds none of its events (a job just "
-                        "submitted appears once its service accepts it)")  # fmt: skip
+        raise not_found(
+            f"no job {job_id}: the event log holds none of its events (a job just "
+            "submitted appears once its service accepts it)"
+        )
     return fold(job_id, (e.event for e in history)), history
 
 
@@ -50,15 +58,18 @@ class JobsController(Controller):
     path = "/api/v1/jobs"
     tags = ["jobs"]
 
-    @get(operation_id="listJobs", summary="Jobs in the event log, newest first",
-         responses=problem_responses(400, 401, 503, 504))  # fmt: skip
+    @get(
+        operation_id="listJobs",
+        summary="Jobs in the event log, newest first",
+        responses=problem_responses(400, 401, 503, 504),
+    )
     async def list_jobs(
         self,
         events: EventsDep,
         kind: Annotated[JobKind | None, Parameter(description="Only this kind.")] = None,
         status: Annotated[JobStatus | None, Parameter(description="Only this status.")] = None,
         limit: Annotated[int, Parameter(ge=1, le=10_000, description="At most this many.")] = 100,
-    ) -> JobsOut:  # fmt: skip
+    ) -> JobsOut:
         """Fold the latest event of each kind per job (counters need the job itself)."""
         latest = await events.latest_per_subject(kind)
         by_job: dict[str, JobState] = {}
@@ -70,24 +81,31 @@ class JobsController(Controller):
             for s in by_job.values()
             if (kind is None or s.kind == kind.value) and (status is None or s.status is status)
         ]
-        jobs.sort(key=lambda s: (s.created is not None, s.created), reverse=True)  # fmt: skip
+        jobs.sort(key=lambda s: (s.created is not None, s.created), reverse=True)
         return JobsOut(jobs=[job_summary(s) for s in jobs[:limit]])
 
-    @get("/{job_id:str}", operation_id="getJob", summary="A job's status, folded from its events",
-         responses=problem_responses(400, 401, 404, 503, 504))  # fmt: skip
+    @get(
+        "/{job_id:str}",
+        operation_id="getJob",
+        summary="A job's status, folded from its events",
+        responses=problem_responses(400, 401, 404, 503, 504),
+    )
     async def get_job(self, events: EventsDep, job_id: JobIdPath) -> JobOut:
         """Replay the job's events and fold them."""
         state, _ = await job_state(events, job_id)
         return job_out(state)
 
-    @get("/{job_id:str}/events", operation_id="streamJobEvents",
-         summary="A job's events as server-sent events: history first, then live",
-         description="Replays every event of the job, then follows it live, and ends after "
-         "its terminal event (completed, failed, cancelled). Each event's ``id`` is its "
-         "sequence in the log: reconnect with ``Last-Event-ID`` to resume after it. A job "
-         "without any event yet is waited for (KTRDR_API_JOB_START_WAIT_S) before a 404.",
-         operation_class=EventsOperation,
-         responses=problem_responses(400, 401, 404, 503, 504))  # fmt: skip
+    @get(
+        "/{job_id:str}/events",
+        operation_id="streamJobEvents",
+        summary="A job's events as server-sent events: history first, then live",
+        description="Replays every event of the job, then follows it live, and ends after "
+        "its terminal event (completed, failed, cancelled). Each event's ``id`` is its "
+        "sequence in the log: reconnect with ``Last-Event-ID`` to resume after it. A job "
+        "without any event yet is waited for (KTRDR_API_JOB_START_WAIT_S) before a 404.",
+        operation_class=EventsOperation,
+        responses=problem_responses(400, 401, 404, 503, 504),
+    )
     async def stream_events(
         self,
         request: Request[Any, Any, Any],
@@ -106,9 +124,11 @@ class JobsController(Controller):
             if not history:  # a job just submitted: wait a little for its first event
                 first = await follower.next(settings.api_job_start_wait_s)
                 if first is None:
-                    raise not_found(f"no job {job_id}: no event of it arrived within "
-                                    f"{settings.api_job_start_wait_s:g} s (is the service that "
-                                    "runs it started?)")  # fmt: skip
+                    raise not_found(
+                        f"no job {job_id}: no event of it arrived within "
+                        f"{settings.api_job_start_wait_s:g} s (is the service that "
+                        "runs it started?)"
+                    )
                 replay = [first]
                 apply(state, first.event)
         except BaseException:
@@ -116,25 +136,37 @@ class JobsController(Controller):
             raise
         return ServerSentEvent(_stream(state, replay, follower))
 
-    @post("/{job_id:str}/cancel", status_code=202, operation_id="cancelJob",
-          operation_class=OptionalBodyOperation,
-          summary="Ask a job to stop (publishes cancel_requested)",
-          responses=problem_responses(400, 401, 404, 409, 503, 504))  # fmt: skip
+    @post(
+        "/{job_id:str}/cancel",
+        status_code=202,
+        operation_id="cancelJob",
+        operation_class=OptionalBodyOperation,
+        summary="Ask a job to stop (publishes cancel_requested)",
+        responses=problem_responses(400, 401, 404, 409, 503, 504),
+    )
     async def cancel(
         self,
         request: Request[Any, Any, Any],
         events: EventsDep,
         job_id: JobIdPath,
         gateway: GatewayDep,
-        data: Annotated[CancelIn | None, Body(description="Why (optional).", examples=[
-            Example(summary="with a reason", value={"reason": "wrong symbol"})])] = None,
-    ) -> Response[JobOut]:  # fmt: skip
+        data: Annotated[
+            CancelIn | None,
+            Body(
+                description="Why (optional).",
+                examples=[Example(summary="with a reason", value={"reason": "wrong symbol"})],
+            ),
+        ] = None,
+    ) -> Response[JobOut]:
         """Publish ``CancelRequested`` for a job that has not ended."""
         data = await strict_body(request, CancelIn) or data
         state, history = await job_state(events, job_id)
         if state.status.is_terminal:
-            raise ApiError(409, "conflict", f"job {job_id} already {state.status.value}; "
-                           "there is nothing to cancel")  # fmt: skip
+            raise ApiError(
+                409,
+                "conflict",
+                f"job {job_id} already {state.status.value}; there is nothing to cancel",
+            )
         reason = (data or CancelIn()).reason
         event = CancelRequested(job_id=job_id, reason=reason)
         await gateway.publish_event(event, kind=history[0].kind)  # the job's kind, from its log
@@ -142,8 +174,9 @@ class JobsController(Controller):
         return Response(job_out(state), status_code=202)
 
 
-async def _stream(state: JobState, replay: list[LoggedEvent],
-                  follower: Any) -> AsyncIterator[ServerSentEventMessage]:  # fmt: skip
+async def _stream(
+    state: JobState, replay: list[LoggedEvent], follower: Any
+) -> AsyncIterator[ServerSentEventMessage]:
     """Yield the replayed events, then live ones, until the job ends (heartbeats meanwhile)."""
     try:
         for logged in replay:
@@ -170,5 +203,9 @@ def _last_event_id(value: str | None) -> int:
     try:
         return max(0, int(value))
     except ValueError as e:
-        raise ApiError(400, "invalid_request", f"header 'Last-Event-ID' must be the id of an "
-                       f"event this stream sent (an integer), got {value!r}") from e  # fmt: skip
+        raise ApiError(
+            400,
+            "invalid_request",
+            f"header 'Last-Event-ID' must be the id of an "
+            f"event this stream sent (an integer), got {value!r}",
+        ) from e

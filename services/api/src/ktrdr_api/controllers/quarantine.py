@@ -22,10 +22,16 @@ from ktrdr_api.errors import problem_responses
 from ktrdr_api.schemas import QuarantineOut, QuarantineReleasedOut
 from ktrdr_api.views import quarantined_out
 
-QuarantineIdPath = Annotated[str, Parameter(
-    description="The entry's id (the ``quarantine_id`` of its ``batch_rejected`` event).",
-    pattern=r"^[0-9a-f]{24}$(?!\n)", min_length=24, max_length=24,
-    examples=[Example(value="3f2a9c0d5e7b41a68c2d0e1f")])]  # fmt: skip
+QuarantineIdPath = Annotated[
+    str,
+    Parameter(
+        description="The entry's id (the ``quarantine_id`` of its ``batch_rejected`` event).",
+        pattern=r"^[0-9a-f]{24}$(?!\n)",
+        min_length=24,
+        max_length=24,
+        examples=[Example(value="3f2a9c0d5e7b41a68c2d0e1f")],
+    ),
+]
 
 
 class QuarantineController(Controller):
@@ -34,42 +40,55 @@ class QuarantineController(Controller):
     path = "/api/v1/quarantine"
     tags = ["data"]
 
-    @get(operation_id="listQuarantine",
-         summary="Every bar batch ingest rejected, kept whole with its reason, newest first",
-         description="A batch that fails validation (``invalid_bars``) or cannot be decoded is "
-         "kept under the data-store's ``quarantine/<id>/`` before it is terminated; its "
-         "``batch_rejected`` event carries the same id. Release an entry after a fix "
-         "(``POST .../{id}/release``) or delete it. The data-store keeps entries for "
-         "``KTRDR_QUARANTINE_MAX_AGE_DAYS`` and at most ``KTRDR_QUARANTINE_MAX_BYTES``, "
-         "dropping the oldest first.",
-         responses=problem_responses(401, 502, 503, 504))  # fmt: skip
+    @get(
+        operation_id="listQuarantine",
+        summary="Every bar batch ingest rejected, kept whole with its reason, newest first",
+        description="A batch that fails validation (``invalid_bars``) or cannot be decoded is "
+        "kept under the data-store's ``quarantine/<id>/`` before it is terminated; its "
+        "``batch_rejected`` event carries the same id. Release an entry after a fix "
+        "(``POST .../{id}/release``) or delete it. The data-store keeps entries for "
+        "``KTRDR_QUARANTINE_MAX_AGE_DAYS`` and at most ``KTRDR_QUARANTINE_MAX_BYTES``, "
+        "dropping the oldest first.",
+        responses=problem_responses(401, 502, 503, 504),
+    )
     async def list_quarantine(self, gateway: GatewayDep) -> QuarantineOut:
         """Ask the data-store for its quarantine."""
         found = await gateway.request(subjects.STORE_QUARANTINE, ListQuarantine(), QuarantineList)
         return QuarantineOut(entries=[quarantined_out(e) for e in found.entries])
 
-    @delete("/{quarantine_id:str}", operation_id="deleteQuarantined",
-            summary="Forget one quarantined batch (its bytes are deleted)",
-            responses=problem_responses(400, 401, 404, 502, 503, 504))  # fmt: skip
-    async def delete_quarantined(self, gateway: GatewayDep,
-                                 quarantine_id: QuarantineIdPath) -> None:  # fmt: skip
+    @delete(
+        "/{quarantine_id:str}",
+        operation_id="deleteQuarantined",
+        summary="Forget one quarantined batch (its bytes are deleted)",
+        responses=problem_responses(400, 401, 404, 502, 503, 504),
+    )
+    async def delete_quarantined(
+        self, gateway: GatewayDep, quarantine_id: QuarantineIdPath
+    ) -> None:
         """Ask the data-store to delete one entry; 404 when there is none."""
-        await gateway.request(subjects.STORE_QUARANTINE_DELETE,
-                              DeleteQuarantined(id=quarantine_id), QuarantineDeleted)  # fmt: skip
+        await gateway.request(
+            subjects.STORE_QUARANTINE_DELETE, DeleteQuarantined(id=quarantine_id), QuarantineDeleted
+        )
 
-    @post("/{quarantine_id:str}/release", status_code=200, operation_id="releaseQuarantined",
-          summary="Send one quarantined batch through ingest again (after a fix)",
-          description="The data-store republishes the kept payload byte for byte on its "
-          "original subject (headers kept, a fresh ``Nats-Msg-Id``), waits for JetStream's "
-          "ack and deletes the entry. Ingest checks the batch again: after a fix (a repair, a "
-          "load that dispatched its segment) it is stored; if it still fails it is "
-          "quarantined again under the same id.",
-          responses=problem_responses(400, 401, 404, 502, 503, 504))  # fmt: skip
+    @post(
+        "/{quarantine_id:str}/release",
+        status_code=200,
+        operation_id="releaseQuarantined",
+        summary="Send one quarantined batch through ingest again (after a fix)",
+        description="The data-store republishes the kept payload byte for byte on its "
+        "original subject (headers kept, a fresh ``Nats-Msg-Id``), waits for JetStream's "
+        "ack and deletes the entry. Ingest checks the batch again: after a fix (a repair, a "
+        "load that dispatched its segment) it is stored; if it still fails it is "
+        "quarantined again under the same id.",
+        responses=problem_responses(400, 401, 404, 502, 503, 504),
+    )
     async def release_quarantined(
         self, gateway: GatewayDep, quarantine_id: QuarantineIdPath
     ) -> QuarantineReleasedOut:
         """Ask the data-store to release one entry; 404 when there is none."""
-        done = await gateway.request(subjects.STORE_QUARANTINE_RELEASE,
-                                     ReleaseQuarantined(id=quarantine_id),
-                                     QuarantineReleased)  # fmt: skip
+        done = await gateway.request(
+            subjects.STORE_QUARANTINE_RELEASE,
+            ReleaseQuarantined(id=quarantine_id),
+            QuarantineReleased,
+        )
         return QuarantineReleasedOut(id=done.id, subject=done.subject)

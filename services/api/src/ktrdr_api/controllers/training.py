@@ -30,8 +30,12 @@ def start_training(job_id: str, run: TrainingRunIn) -> StartTraining:
     fields = msgspec.to_builtins(run)
     if run.features is None:
         fields["features"] = msgspec.to_builtins(default_features())
-    fields.update(job_id=job_id, symbols=[s.upper() for s in run.symbols],
-                  start=utc(run.start), end=utc(run.end))  # fmt: skip
+    fields.update(
+        job_id=job_id,
+        symbols=[s.upper() for s in run.symbols],
+        start=utc(run.start),
+        end=utc(run.end),
+    )
     return msgspec.convert(fields, StartTraining, strict=False)
 
 
@@ -41,23 +45,38 @@ class TrainingController(Controller):
     path = "/api/v1/training/runs"
     tags = ["training"]
 
-    @post(status_code=202, operation_id="startTrainingRun",
-          summary="Train a model on stored bars (a job); 503 until a trainer runs",
-          responses=problem_responses(400, 401, 502, 503, 504))  # fmt: skip
+    @post(
+        status_code=202,
+        operation_id="startTrainingRun",
+        summary="Train a model on stored bars (a job); 503 until a trainer runs",
+        responses=problem_responses(400, 401, 502, 503, 504),
+    )
     async def start(
         self,
         request: Request[Any, Any, Any],
         gateway: GatewayDep,
         settings: SettingsDep,
-        data: Annotated[TrainingRunIn, Body(examples=[
-            Example(summary="an MLP on AAPL hourly bars",
-                    value={"symbols": ["AAPL"], "timeframe": "1h", "epochs": 10}),
-            Example(summary="an LSTM with a zigzag label",
-                    value={"symbols": ["EURUSD"], "timeframe": "5m",
-                           "label": {"kind": "zigzag", "threshold": 0.01},
-                           "model": {"kind": "lstm", "seq_len": 32}}),
-        ])],
-    ) -> Response[TrainingRunOut]:  # fmt: skip
+        data: Annotated[
+            TrainingRunIn,
+            Body(
+                examples=[
+                    Example(
+                        summary="an MLP on AAPL hourly bars",
+                        value={"symbols": ["AAPL"], "timeframe": "1h", "epochs": 10},
+                    ),
+                    Example(
+                        summary="an LSTM with a zigzag label",
+                        value={
+                            "symbols": ["EURUSD"],
+                            "timeframe": "5m",
+                            "label": {"kind": "zigzag", "threshold": 0.01},
+                            "model": {"kind": "lstm", "seq_len": 32},
+                        },
+                    ),
+                ]
+            ),
+        ],
+    ) -> Response[TrainingRunOut]:
         """Check that a trainer answers, then publish ``StartTraining``."""
         data = await strict_body(request, TrainingRunIn) or data
         command = start_training(new_job_id(), data)
@@ -68,16 +87,23 @@ class TrainingController(Controller):
         await gateway.request(subjects.TRAIN_STATUS, StatusRequest(), TrainerStatus)
         job_id = await gateway.send_command(subjects.CMD_TRAIN_START, command)
         links = job_links(job_id)
-        return Response(TrainingRunOut(job_id=job_id, status=JobStatus.QUEUED, links=links),
-                        status_code=202, headers={"Location": links.self})  # fmt: skip
+        return Response(
+            TrainingRunOut(job_id=job_id, status=JobStatus.QUEUED, links=links),
+            status_code=202,
+            headers={"Location": links.self},
+        )
 
-    @get("/{job_id:str}", operation_id="getTrainingRun",
-         summary="A training run's state (epochs, metrics, model id), from its events",
-         responses=problem_responses(400, 401, 404, 503, 504))  # fmt: skip
+    @get(
+        "/{job_id:str}",
+        operation_id="getTrainingRun",
+        summary="A training run's state (epochs, metrics, model id), from its events",
+        responses=problem_responses(400, 401, 404, 503, 504),
+    )
     async def get_run(self, events: EventsDep, job_id: JobIdPath) -> JobOut:
         """Fold the run's events; 404 when it is not a training job."""
         state, _ = await job_state(events, job_id)
         if state.kind not in (None, "training"):
-            raise not_found(f"job {job_id} is a {state.kind} job, not a training run; see "
-                            f"/api/v1/jobs/{job_id}")  # fmt: skip
+            raise not_found(
+                f"job {job_id} is a {state.kind} job, not a training run; see /api/v1/jobs/{job_id}"
+            )
         return job_out(state)
