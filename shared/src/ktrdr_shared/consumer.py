@@ -32,7 +32,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import nats.errors
 import nats.js.errors
@@ -220,7 +220,13 @@ async def fetch_batches(
     await _drop(sub)
 
 
-async def keep_alive(msg: Msg, every_s: float) -> asyncio.Task[None]:
+class InProgress(Protocol):
+    """A message that can be marked in progress: a JetStream ``Msg``, or a test's fake."""
+
+    def in_progress(self) -> Awaitable[None]: ...
+
+
+async def keep_alive(msg: InProgress, every_s: float) -> asyncio.Task[None]:
     """Start a task that marks ``msg`` in progress every ``every_s`` until cancelled."""
 
     async def beat() -> None:
