@@ -132,8 +132,12 @@ def _all_subclasses(cls: type[Any]) -> list[type[Any]]:
     return found
 
 
-_REQUEST_AND_RESPONSE_STRUCTS: dict[str, type[schemas.Struct]] = {
-    cls.__name__: cls for cls in _all_subclasses(schemas.Struct)
+# Every body the API declares: its own ``schemas.Struct``s and the REST forms of wire structs
+# (``training_schemas``: subclasses of ktrdr_shared messages).
+_REQUEST_AND_RESPONSE_STRUCTS: dict[str, type[msgspec.Struct]] = {
+    cls.__name__: cls
+    for cls in _all_subclasses(msgspec.Struct)
+    if cls.__module__.startswith("ktrdr_api.")
 }
 
 

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
-from ktrdr_shared.messages import ContractSpec, ProgressReason
+from ktrdr_shared.messages import ContractSpec, IbStatus, ProgressReason, SymbolInfo
 from ktrdr_shared.messages.base import check_range
 from ktrdr_shared.types import (
     InstrumentType,
@@ -100,24 +100,8 @@ class HealthSummary(Struct, frozen=True, kw_only=True):
 # ---------------------------------------------------------------- ib
 
 
-class IbStatusOut(Struct, frozen=True, kw_only=True):
-    """The IB connection as the ib-connector holds it."""
-
-    connected: bool
-    host: str
-    port: int
-    client_id: int
-    server_version: int | None = None
-    since: Timestamp | None = None
-    server_time: Timestamp | None = None
-    requests_made: Count = 0
-    pacing: dict[str, float] = msgspec.field(default_factory=dict)
-    # What is wrong now (None when nothing is); cleared when the condition ends.
-    last_error: str | None = None
-    # False while the gateway reports its link to IB lost (1100), the socket still up.
-    link_ok: bool = True
-    # IB's data farms as last reported: name -> ok | broken | inactive (inactive: on demand).
-    farms: dict[str, str] = msgspec.field(default_factory=dict)
+class IbStatusOut(IbStatus, frozen=True, kw_only=True):
+    """The IB connection as the ib-connector holds it (the fields of ``ktrdr.ib.status``)."""
 
 
 class IbHealthOut(Struct, frozen=True, kw_only=True):
@@ -136,19 +120,8 @@ class ValidateSymbolIn(Struct, frozen=True, kw_only=True):
     instrument_type: InstrumentType | None = None
 
 
-class SymbolOut(Struct, frozen=True, kw_only=True):
-    """What IB knows of an instrument."""
-
-    symbol: str
-    instrument_type: InstrumentType
-    exchange: str
-    currency: str
-    time_zone: str
-    trading_hours: str = ""
-    liquid_hours: str = ""
-    con_id: int | None = None
-    description: str = ""
-    head_timestamp: Timestamp | None = None
+class SymbolOut(SymbolInfo, frozen=True, kw_only=True):
+    """What IB knows of an instrument (the fields of ``ktrdr.ib.validate``'s answer)."""
 
 
 class HeadTimestampOut(Struct, frozen=True, kw_only=True):

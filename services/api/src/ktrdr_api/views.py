@@ -44,6 +44,13 @@ from ktrdr_api.training_schemas import ModelOut
 
 API = "/api/v1"
 T = TypeVar("T")
+V = TypeVar("V", bound=msgspec.Struct)
+
+
+def rest_view(view: type[V], message: msgspec.Struct, **overrides: Any) -> V:
+    """Return ``message`` as its REST ``view`` (a subclass with the same fields), ``overrides``
+    replacing or adding fields (timestamps made UTC, links)."""
+    return view(**(msgspec.structs.asdict(message) | overrides))
 
 
 def utc(moment: datetime | None) -> datetime | None:
@@ -166,36 +173,14 @@ def load_out(state: JobState) -> LoadOut:
 
 def ib_status_out(status: IbStatus) -> IbStatusOut:
     """Return the REST view of the connector's status."""
-    return IbStatusOut(
-        connected=status.connected,
-        host=status.host,
-        port=status.port,
-        client_id=status.client_id,
-        server_version=status.server_version,
-        since=utc(status.since),
-        server_time=utc(getattr(status, "server_time", None)),
-        requests_made=status.requests_made,
-        pacing=dict(status.pacing),
-        last_error=status.last_error,
-        link_ok=status.link_ok,
-        farms=dict(status.farms),
+    return rest_view(
+        IbStatusOut, status, since=utc(status.since), server_time=utc(status.server_time)
     )
 
 
 def symbol_out(info: SymbolInfo) -> SymbolOut:
     """Return the REST view of what IB knows of a symbol."""
-    return SymbolOut(
-        symbol=info.symbol,
-        instrument_type=info.instrument_type,
-        exchange=info.exchange,
-        currency=info.currency,
-        time_zone=info.time_zone,
-        trading_hours=info.trading_hours,
-        liquid_hours=info.liquid_hours,
-        con_id=info.con_id,
-        description=info.description,
-        head_timestamp=utc(info.head_timestamp),
-    )
+    return rest_view(SymbolOut, info, head_timestamp=utc(info.head_timestamp))
 
 
 def ranges(items: list[TimeRange]) -> list[RangeOut]:
@@ -254,20 +239,11 @@ def bars_from_columns(page: Any) -> list[Bar]:
 
 def model_out(m: ModelInfo) -> ModelOut:
     """Return the REST view of a stored model."""
-    return ModelOut(
-        model_id=m.model_id,
-        job_id=m.job_id,
-        created=_utc(m.created),
-        symbols=list(m.symbols),
-        timeframe=m.timeframe,
-        device=m.device,
-        metrics=dict(m.metrics),
-        size_bytes=m.size_bytes,
-        links={
-            "self": f"{API}/models/{m.model_id}",
-            "download": f"{API}/models/{m.model_id}/download",
-        },
-    )
+    links = {
+        "self": f"{API}/models/{m.model_id}",
+        "download": f"{API}/models/{m.model_id}/download",
+    }
+    return rest_view(ModelOut, m, created=_utc(m.created), links=links)
 
 
 def _utc(moment: datetime) -> datetime:

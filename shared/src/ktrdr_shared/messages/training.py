@@ -74,7 +74,9 @@ class ForwardReturnLabel(
 class MlpModel(Message, frozen=True, kw_only=True, tag_field="kind", tag="mlp"):
     """A multilayer perceptron."""
 
-    hidden_sizes: list[LayerSize] = msgspec.field(default_factory=lambda: [64, 32])
+    hidden_sizes: Annotated[list[LayerSize], Meta(max_length=16)] = msgspec.field(
+        default_factory=lambda: [64, 32]
+    )
     dropout: Annotated[float, Meta(ge=0, lt=1)] = 0.1
 
 
@@ -96,17 +98,16 @@ class Device(enum.StrEnum):
     CPU = "cpu"
 
 
-class StartTraining(Message, frozen=True, kw_only=True):
-    """Command on ``ktrdr.cmd.train.start``."""
+Symbols = Annotated[list[Symbol], Meta(min_length=1, max_length=64)]
 
-    job_id: JobId | None = None
-    symbols: Annotated[list[Symbol], Meta(min_length=1, max_length=64)]
-    timeframe: Timeframe
-    start: UtcDatetime | None = None
-    end: UtcDatetime | None = None
-    features: list[Feature] = msgspec.field(default_factory=default_features)
-    label: ZigZagLabel | ForwardReturnLabel = msgspec.field(default_factory=ForwardReturnLabel)
-    model: MlpModel | LstmModel = msgspec.field(default_factory=MlpModel)
+
+class TrainingKnobs(Message, frozen=True, kw_only=True):
+    """How a run trains: length, batch, rate, splits, seed and device.
+
+    The command below and the REST body (``ktrdr_api.training_schemas.TrainingRunIn``) both
+    build on it, so a run published by hand and one posted to the API keep the same limits.
+    """
+
     epochs: Annotated[int, Meta(ge=1, le=10_000)] = 20
     batch_size: Annotated[int, Meta(ge=1, le=1_000_000)] = 256
     learning_rate: PositiveFloat = 1e-3
@@ -117,12 +118,28 @@ class StartTraining(Message, frozen=True, kw_only=True):
     device: Device = Device.AUTO
 
     def __post_init__(self) -> None:
-        upper_symbols(self, "symbols")
-        check_range(self.start, self.end)
         if self.train_fraction + self.validation_fraction >= 1:
             raise ValueError(
                 "'train_fraction' + 'validation_fraction' must leave room for a test split"
             )
+
+
+class StartTraining(TrainingKnobs, frozen=True, kw_only=True):
+    """Command on ``ktrdr.cmd.train.start``."""
+
+    job_id: JobId | None = None
+    symbols: Symbols
+    timeframe: Timeframe
+    start: UtcDatetime | None = None
+    end: UtcDatetime | None = None
+    features: list[Feature] = msgspec.field(default_factory=default_features)
+    label: ZigZagLabel | ForwardReturnLabel = msgspec.field(default_factory=ForwardReturnLabel)
+    model: MlpModel | LstmModel = msgspec.field(default_factory=MlpModel)
+
+    def __post_init__(self) -> None:
+        upper_symbols(self, "symbols")
+        check_range(self.start, self.end)
+        super().__post_init__()
 
 
 class TrainerStatus(Message, frozen=True, kw_only=True):
