@@ -137,3 +137,32 @@ def test_every_event_subject_falls_inside_the_events_stream() -> None:
         assert subject.startswith("ktrdr.evt.")
         if kind is not None:
             assert subjects.parse_job_event(subject).kind is kind
+
+
+def test_bar_filters_take_wildcards() -> None:
+    assert subjects.bars_filter() == "ktrdr.bars.*.*"
+    assert subjects.bars_filter("BRK_B") == "ktrdr.bars.BRK_B.*"
+
+
+def test_micro_subjects_name_the_verb_and_the_service() -> None:
+    assert subjects.micro(subjects.PING, "trainer") == "$SRV.PING.trainer"
+    assert subjects.micro(subjects.STATS, "data-store") == "$SRV.STATS.data-store"
+    with pytest.raises(subjects.SubjectError):
+        subjects.micro(subjects.PING, "a.b")
+
+
+@pytest.mark.parametrize(
+    ("subject", "service"),
+    [
+        (subjects.IB_VALIDATE, "ib-connector"),
+        (subjects.STORE_QUERY, "data-store"),
+        (subjects.TRAIN_MODELS, "trainer"),
+        ("$SRV.PING.trainer", "trainer"),
+        ("ktrdr.silent", None),
+        ("$SRV.PING", None),
+    ],
+)
+def test_answered_by_names_the_service_of_a_request_subject(
+    subject: str, service: str | None
+) -> None:
+    assert subjects.answered_by(subject) == service

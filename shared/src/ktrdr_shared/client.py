@@ -7,10 +7,14 @@
 
 Requests raise the same ``KtrdrError`` subclasses the service raised, rebuilt
 from the micro error reply; "nobody is serving this subject" and "too slow"
-become ``ServiceUnavailable``-style ``RetryableError`` and ``ServiceTimeout``.
-A request or command the connection's NATS user may not send fails at once
-with ``PermissionDenied`` naming the user and the subject (NATS reports it
-out of band; without this it would wait for the timeout).
+become ``NoResponders`` (a ``RetryableError``) and ``NoReply`` (a
+``ServiceTimeout``). A request or command the connection's NATS user may not
+send fails at once with ``PermissionDenied`` naming the user and the subject
+(NATS reports it out of band; without this it would wait for the timeout).
+
+``request_raw`` is the one place a request's failures are named: the typed
+``KtrdrClient.request``, the api's gateway and the trainer's store queries all
+send through it and only reword what it raises.
 """
 
 from __future__ import annotations
@@ -22,11 +26,20 @@ from typing import Any, TypeVar
 import msgspec
 import nats.errors
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from ktrdr_shared import codec, streams, subjects
 from ktrdr_shared.config import Settings
-from ktrdr_shared.errors import RetryableError, ServiceTimeout, error_from_code
+from ktrdr_shared.errors import (
+    InvalidRequest,
+    KtrdrError,
+    MessageDecodeError,
+    NoReply,
+    NoResponders,
+    NotFound,
+    error_from_code,
+)
 from ktrdr_shared.messages import (
     TERMINAL_JOB_EVENTS,
     BarBatch,
@@ -41,11 +54,51 @@ from ktrdr_shared.runtime import connect
 R = TypeVar("R")
 
 ERROR_CODE_HEADER = "Nats-Service-Error-Code"
+ERROR_HEADER = "Nats-Service-Error"
 
 
 def new_job_id() -> str:
     """Return a fresh job id: 32 hex characters of a uuid4."""
     return uuid.uuid4().hex
+
+
+async def request_raw(nc: NATS, subject: str, message: Any, *, timeout_s: float) -> Msg:
+    """Send a request (bytes as they are, anything else encoded); return the reply as it came.
+
+    Raises:
+        KtrdrError: the subclass the service reported in its error reply (``UnknownSymbol``, ...).
+        NoResponders: no service is subscribed to ``subject``.
+        NoReply: the service did not answer within ``timeout_s``.
+        PermissionDenied: this connection's NATS user may not publish to ``subject``.
+    """
+    payload = message if isinstance(message, bytes) else codec.encode(message)
+    try:
+        reply = await unless_denied(nc, subject, nc.request(subject, payload, timeout=timeout_s))
+    except nats.errors.NoRespondersError as e:
+        raise NoResponders(
+            f"no service is answering {subject}; is it running?", details={"subject": subject}
+        ) from e
+    except TimeoutError as e:  # nats.errors.TimeoutError is one
+        raise NoReply(
+            f"no reply on {subject} within {timeout_s}s",
+            details={"subject": subject, "timeout_s": timeout_s},
+        ) from e
+    if reply.headers and ERROR_CODE_HEADER in reply.headers:
+        raise error_of_reply(subject, reply.data, reply.headers)
+    return reply
+
+
+def error_of_reply(subject: str, data: bytes, headers: dict[str, str]) -> KtrdrError:
+    """Rebuild the error a service replied with (a body that is no ``ErrorReply``: from the
+    micro headers' status and description)."""
+    try:
+        body = codec.decode(data, ErrorReply, subject=subject)
+    except MessageDecodeError:
+        status = headers.get(ERROR_CODE_HEADER, "500")
+        text = headers.get(ERROR_HEADER, "") or data.decode(errors="replace")
+        code = {"400": InvalidRequest.code, "404": NotFound.code}.get(status, KtrdrError.code)
+        return error_from_code(code, text)
+    return error_from_code(body.code, body.message, body.details)
 
 
 class KtrdrClient:
@@ -78,27 +131,19 @@ class KtrdrClient:
 
         Raises:
             KtrdrError: the subclass the service reported (``UnknownSymbol``, ...).
-            RetryableError: no service is subscribed to ``subject``.
-            ServiceTimeout: the service did not answer in time.
+            NoResponders: no service is subscribed to ``subject`` (a ``RetryableError``).
+            NoReply: the service did not answer in time (a ``ServiceTimeout``).
             PermissionDenied: this connection's NATS user may not publish to ``subject``.
+            MessageDecodeError: the reply is not a ``reply_type``.
         """
-        timeout = timeout_s or self.timeout_s
-        try:
-            reply = await unless_denied(
-                self.nc, subject, self.nc.request(subject, codec.encode(message), timeout=timeout)
-            )
-        except nats.errors.NoRespondersError as e:
-            raise RetryableError(
-                f"no service is answering {subject}; is it running?", details={"subject": subject}
-            ) from e
-        except nats.errors.TimeoutError as e:
-            raise ServiceTimeout(
-                f"no reply on {subject} within {timeout}s", details={"subject": subject}
-            ) from e
-        if reply.headers and ERROR_CODE_HEADER in reply.headers:
-            body = codec.decode(reply.data, ErrorReply, subject=subject)
-            raise error_from_code(body.code, body.message, body.details)
+        reply = await self.request_raw(subject, message, timeout_s=timeout_s)
         return codec.decode(reply.data, reply_type, subject=subject, headers=reply.headers)
+
+    async def request_raw(
+        self, subject: str, message: Any, *, timeout_s: float | None = None
+    ) -> Msg:
+        """Send a request (bytes as they are); return the reply undecoded (see ``request_raw``)."""
+        return await request_raw(self.nc, subject, message, timeout_s=timeout_s or self.timeout_s)
 
     async def send_command(self, subject: str, command: Any) -> str:
         """Publish a command to JetStream with its job id as ``Nats-Msg-Id``.
@@ -159,7 +204,7 @@ class KtrdrClient:
         self, symbol_key: str = "*", timeframe: str = "*"
     ) -> AsyncIterator[BarBatch]:
         """Yield bar batches as they are published (a plain, live subscription)."""
-        sub = await self.nc.subscribe(f"ktrdr.bars.{symbol_key}.{timeframe}")
+        sub = await self.nc.subscribe(subjects.bars_filter(symbol_key, timeframe))
         try:
             async for msg in sub.messages:
                 yield codec.decode(msg.data, BarBatch, subject=msg.subject, headers=msg.headers)

@@ -13,7 +13,7 @@ import functools
 import re
 import typing
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import msgspec
 
@@ -30,7 +30,7 @@ _msgpack_encoder = msgspec.msgpack.Encoder()
 _PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
 # msgspec's words for a timestamp without an offset (``UtcDatetime`` is ``Meta(tz=True)``).
 _NAIVE = "Expected `datetime` with a timezone component"
-_PATH_PART = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
+_PATH_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 
 
 def encode(message: Any, *, content_type: str = JSON) -> bytes:
@@ -123,6 +123,31 @@ def naive_timestamp(value: object) -> str:
     return f"{value} has no timezone; add Z (UTC) or an offset such as +02:00"
 
 
+class ValidationText(NamedTuple):
+    """msgspec's validation message split into what is wrong and where.
+
+    Attributes:
+        problem: what is wrong (``Expected `int`, got `str```).
+        path: where, as a dotted path (``epochs``, ``items[2].ts``, ``[0]``); "" for the
+            value as a whole.
+    """
+
+    problem: str
+    path: str
+
+
+def split_validation(message: str) -> ValidationText:
+    """Split msgspec's ``Expected `int`, got `str` - at `$.epochs``` into problem and path.
+
+    The one reader of msgspec's error text: the codec, the settings and the api's 400s
+    all name the field through it.
+    """
+    match = _PATH.search(message)
+    if match is None:
+        return ValidationText(message, "")
+    return ValidationText(message[: match.start()], match.group("path").lstrip("."))
+
+
 def explain_naive(message: str, data: bytes, *, msgpack: bool = False) -> str:
     """Return msgspec's validation ``message`` with a naive timestamp's problem made plain.
 
@@ -132,14 +157,13 @@ def explain_naive(message: str, data: bytes, *, msgpack: bool = False) -> str:
     """
     if not message.startswith(_NAIVE):
         return message
-    match = _PATH.search(message)
-    value = _value_at(data, match.group("path") if match else "", msgpack=msgpack)
+    value = _value_at(data, split_validation(message).path, msgpack=msgpack)
     shown = value if isinstance(value, str) else "the timestamp"
     return naive_timestamp(shown) + message[len(_NAIVE) :]
 
 
 def _value_at(data: bytes, path: str, *, msgpack: bool) -> object:
-    """Return the value at msgspec's ``path`` (``.start``, ``.items[2].ts``) in raw ``data``."""
+    """Return the value at ``path`` (``start``, ``items[2].ts``) in raw ``data``."""
     try:
         value: object = msgspec.msgpack.decode(data) if msgpack else msgspec.json.decode(data)
     except msgspec.DecodeError:
@@ -163,10 +187,7 @@ def _describe(
     msgpack: bool = False,
 ) -> MessageDecodeError:
     """Turn msgspec's message into subject + field + problem (+ allowed values)."""
-    text = explain_naive(str(error), data, msgpack=msgpack)
-    match = _PATH.search(text)
-    path = match.group("path").lstrip(".") if match else ""
-    problem = text[: match.start()] if match else text
+    problem, path = split_validation(explain_naive(str(error), data, msgpack=msgpack))
     allowed = _allowed_values(message_type, path)
     if allowed and problem.startswith(("Invalid enum value", "Invalid value")):
         problem = f"{problem}; use one of {' '.join(allowed)}"

@@ -19,6 +19,7 @@ from typing import Any, Self
 
 import msgspec
 
+from ktrdr_shared.codec import split_validation
 from ktrdr_shared.errors import ConfigError
 
 PREFIX = "KTRDR_"
@@ -221,10 +222,10 @@ def _decode_secret(kind: type, value: Any) -> Any:
 
 def _explain(error: str, raw: Mapping[str, Any], fields: Mapping[str, Any]) -> str:
     """Rewrite msgspec's ``- at `$.field``` into the variable's name and value."""
-    head, _, path = error.partition(" - at `$.")
+    head, path = split_validation(error)
     if not path:
         return f"invalid settings: {error}"
-    field = path.rstrip("`").split("[")[0].split(".")[0]
+    field = path.split("[")[0].split(".")[0]
     secret = Secret in (fields.get(field), *typing.get_args(fields.get(field)))
     shown = "'********'" if secret else repr(raw.get(field))
     return f"{variable_name(field)}={shown}: {head}"

@@ -139,6 +139,19 @@ class ServiceTimeout(RetryableError):
     status: ClassVar[int] = 504
 
 
+class NoResponders(RetryableError):
+    """Nobody is subscribed to the subject a request went to: no such service is running.
+
+    Raised by the requester itself, never rebuilt from a reply, so a caller can tell it
+    from a service that answered ``unavailable``.
+    """
+
+
+class NoReply(ServiceTimeout):
+    """A request got no answer in time (raised by the requester, never rebuilt from a reply,
+    so a caller can tell it from a service that answered ``timeout`` of its own)."""
+
+
 class ConfigError(KtrdrError):
     """A setting is unknown, malformed or missing; the process cannot start."""
 

@@ -27,7 +27,7 @@ from nats import micro
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.micro.request import Request
-from nats.micro.service import EndpointConfig, Service, ServiceConfig
+from nats.micro.service import EndpointConfig, EndpointStats, Service, ServiceConfig
 
 from ktrdr_shared import codec, streams, subjects, tls
 from ktrdr_shared.config import Settings
@@ -196,8 +196,12 @@ async def respond_error(request: Request, error: KtrdrError) -> None:
     await request.respond_error(str(error.status), error.message, data=_error_encoder.encode(body))
 
 
-async def serve_request(endpoint: Endpoint, request: Request) -> None:
-    """Decode, call the handler, reply; every failure becomes an error reply."""
+async def serve_request(endpoint: Endpoint, request: Request) -> KtrdrError | None:
+    """Decode, call the handler, reply; every failure becomes an error reply.
+
+    Returns the error replied with (None: the request was answered), for the endpoint's
+    error count in ``$SRV.STATS``.
+    """
     try:
         message = codec.decode(
             request.data, endpoint.request_type, subject=request.subject, headers=request.headers
@@ -210,11 +214,38 @@ async def serve_request(endpoint: Endpoint, request: Request) -> None:
     except KtrdrError as e:
         log.info("%s: %s error: %s", endpoint.subject, e.code, e.message)
         await respond_error(request, e)
+        return e
     except Exception as e:
         # An unexpected failure is a bug: log it with its traceback, answer
         # 500 with what happened, and keep serving.
         log.exception("%s: unexpected error", endpoint.subject)
-        await respond_error(request, KtrdrError(f"internal error in {endpoint.name}: {e!r}"))
+        error = KtrdrError(f"internal error in {endpoint.name}: {e!r}")
+        await respond_error(request, error)
+        return error
+    return None
+
+
+@dataclass
+class ErrorTally:
+    """The error replies of each endpoint, for ``$SRV.STATS``.
+
+    nats.micro counts an error only when a handler raises; ours answer every failure with
+    an error reply instead, so the tally is kept here and added to the stats it reports
+    (its ``stats_handler`` sees each endpoint's stats before they are sent).
+    """
+
+    counts: dict[str, int] = field(default_factory=dict)
+    last: dict[str, str] = field(default_factory=dict)
+
+    def record(self, endpoint: str, error: KtrdrError) -> None:
+        """Count one error reply of ``endpoint``."""
+        self.counts[endpoint] = self.counts.get(endpoint, 0) + 1
+        self.last[endpoint] = f"{error.status} {error.code}: {error.message}"
+
+    def add_to(self, stats: EndpointStats) -> None:
+        """Add the tally of ``stats``' endpoint to what nats.micro counted (a ``stats_handler``)."""
+        stats.num_errors += self.counts.get(stats.name, 0)
+        stats.last_error = self.last.get(stats.name, stats.last_error)
 
 
 BackgroundTask = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
@@ -242,6 +273,7 @@ class ServiceApp:
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     nc: NATS | None = None
     _service: Service | None = None
+    _errors: ErrorTally = field(default_factory=ErrorTally)
     _running: list[asyncio.Task[None]] = field(default_factory=list)
 
     def endpoint(
@@ -268,20 +300,33 @@ class ServiceApp:
             await self.setup(self.nc, js)
         self._service = await micro.add_service(
             self.nc,
-            ServiceConfig(name=self.name, version=self.version, description=self.description),
+            ServiceConfig(
+                name=self.name,
+                version=self.version,
+                description=self.description,
+                stats_handler=self._errors.add_to,
+            ),
         )
         for ep in self.endpoints:
             await self._service.add_endpoint(
                 EndpointConfig(
                     name=ep.name,
                     subject=ep.subject,
-                    handler=_bind(ep),
+                    handler=self._bind(ep),
                     metadata={"description": ep.description} if ep.description else None,
                 )
             )
         await self.nc.flush()  # endpoints are subscribed at the server before start returns
         self._running = [asyncio.create_task(t(self.stopping)) for t in self.tasks]
         log.info("%s %s serving %d endpoints", self.name, self.version, len(self.endpoints))
+
+    def _bind(self, endpoint: Endpoint) -> Callable[[Request], Awaitable[None]]:
+        async def handle(request: Request) -> None:
+            error = await serve_request(endpoint, request)
+            if error is not None:
+                self._errors.record(endpoint.name, error)
+
+        return handle
 
     async def stop(self) -> None:
         """Stop taking requests, let background tasks finish, drain the connection."""
@@ -324,13 +369,6 @@ class ServiceApp:
             await self.stopping.wait()
         finally:
             await self.stop()
-
-
-def _bind(endpoint: Endpoint) -> Callable[[Request], Awaitable[None]]:
-    async def handle(request: Request) -> None:
-        await serve_request(endpoint, request)
-
-    return handle
 
 
 def configure_logging(level: str, service: str) -> None:

@@ -16,6 +16,7 @@ Layout::
     ktrdr.store.quarantine[.delete|.release] request/reply
     ktrdr.store.repair                      request/reply
     ktrdr.train.status|models               request/reply
+    $SRV.PING|INFO|STATS.<service>          nats.micro's own (every service)
 
 A job event's ``<kind>`` is its job's ``JobKind`` (``data_load`` or ``training``), so a
 NATS permission can name one kind: the data-store publishes ``ktrdr.evt.job.data_load.*.…``
@@ -68,6 +69,19 @@ STORE_REPAIR = "ktrdr.store.repair"
 TRAIN_STATUS = "ktrdr.train.status"
 TRAIN_MODELS = "ktrdr.train.models"
 
+# The service that answers each family of request/reply subjects.
+ANSWERED_BY: dict[str, str] = {
+    "ktrdr.ib.": "ib-connector",
+    "ktrdr.store.": "data-store",
+    "ktrdr.train.": "trainer",
+}
+
+# nats.micro's own subjects: ``$SRV.<verb>.<service>``.
+MICRO_PREFIX = "$SRV"
+PING = "PING"
+INFO = "INFO"
+STATS = "STATS"
+
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
@@ -77,7 +91,32 @@ class SubjectError(ValueError):
 
 def bars(symbol: str, timeframe: Timeframe | str) -> str:
     """Return the subject of a symbol's bar batches: ``ktrdr.bars.BRK_B.1m``."""
-    return f"ktrdr.bars.{symbol_key(symbol)}.{Timeframe(timeframe).value}"
+    return bars_filter(symbol_key(symbol), Timeframe(timeframe).value)
+
+
+def bars_filter(symbol_key: str = "*", timeframe: str = "*") -> str:
+    """Return a filter of bar batches: ``ktrdr.bars.<symbol_key>.<timeframe>``, ``*`` for any."""
+    return f"ktrdr.bars.{symbol_key}.{timeframe}"
+
+
+def micro(verb: str, service: str) -> str:
+    """Return nats.micro's subject ``$SRV.<verb>.<service>``: ``micro(PING, "trainer")``."""
+    _check_token(service, "service name")
+    return f"{MICRO_PREFIX}.{verb}.{service}"
+
+
+def answered_by(subject: str) -> str | None:
+    """Return the service that answers the request ``subject`` (None: no ktrdr service).
+
+    ``ktrdr.store.query`` is the data-store's; ``$SRV.PING.trainer`` the trainer's.
+    """
+    for prefix, service in ANSWERED_BY.items():
+        if subject.startswith(prefix):
+            return service
+    parts = subject.split(".")
+    if len(parts) == 3 and parts[0] == MICRO_PREFIX and _TOKEN.match(parts[2]):
+        return parts[2]
+    return None
 
 
 class BarsSubject(NamedTuple):

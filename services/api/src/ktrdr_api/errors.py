@@ -21,7 +21,7 @@ from http import HTTPStatus
 from typing import Any
 
 import msgspec
-from ktrdr_shared.codec import explain_naive
+from ktrdr_shared.codec import explain_naive, split_validation
 from ktrdr_shared.errors import KtrdrError
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
@@ -330,7 +330,6 @@ def _received_body(request: Request[Any, Any, Any]) -> bytes:
 
 _BACKTICKED = re.compile(r"`([^`]+)`")
 _MISSING = re.compile(r"Missing required (\w+) parameter '([^']+)'")
-_PATH = re.compile(r" - at `\$\.?([^`]*)`$")
 
 
 def _field_error(request: Request[Any, Any, Any], item: dict[str, Any]) -> FieldError:
@@ -342,11 +341,10 @@ def _field_error(request: Request[Any, Any, Any], item: dict[str, Any]) -> Field
     if source == "body":  # a naive timestamp: name its value and the fix
         at = "" if key in ("", "data") or " - at `$" in raw else f" - at `$.{key}`"
         raw = explain_naive(raw + at, _received_body(request)).removesuffix(at)
-    message = _clean(raw)
-    match = _PATH.search(message)
-    if match:  # a nested field: msgspec's path says where
-        message = message[: match.start()]
-        key = f"{key}.{match.group(1)}" if key and key != "data" else match.group(1)
+    problem, path = split_validation(raw)
+    message = _clean(problem)
+    if path:  # a nested field: msgspec's path says where
+        key = f"{key}.{path}" if key and key != "data" else path
     if key in ("", "data"):  # a whole-body error: the field is named inside the message
         named = _BACKTICKED.search(raw)
         key = named.group(1) if named else "body"

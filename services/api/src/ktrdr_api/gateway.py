@@ -14,11 +14,12 @@ from typing import Any, TypeVar
 import msgspec
 import nats.errors
 import nats.js.errors
-from ktrdr_shared import codec
-from ktrdr_shared.client import ERROR_CODE_HEADER, new_job_id
-from ktrdr_shared.errors import MessageDecodeError
-from ktrdr_shared.messages import ErrorReply, JobKind
+from ktrdr_shared import codec, subjects
+from ktrdr_shared.client import new_job_id, request_raw
+from ktrdr_shared.errors import KtrdrError, MessageDecodeError, NoReply, NoResponders
+from ktrdr_shared.messages import JobKind
 from ktrdr_shared.messages.base import Event
+from ktrdr_shared.nats_errors import PermissionDenied
 from ktrdr_shared.runtime import publish_event
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
@@ -27,21 +28,20 @@ from ktrdr_api.errors import ApiError, from_service, service_timeout, service_un
 
 R = TypeVar("R")
 
-# The service that owns each request/reply subject prefix, and how to start it.
-SERVICES: dict[str, tuple[str, str]] = {
-    "ktrdr.ib.": ("ib-connector", "start it with `python -m ktrdr_ib_connector`"),
-    "ktrdr.store.": ("data-store", "start it with `python -m ktrdr_data_store`"),
-    "ktrdr.train.": ("trainer", "start it on the GPU host with `python -m ktrdr_trainer`"),
-    "$SRV.PING.": ("service", "start it"),
+# How to start each service that answers requests (``subjects.answered_by`` names it).
+HOW_TO_START: dict[str, str] = {
+    "ib-connector": "start it with `python -m ktrdr_ib_connector`",
+    "data-store": "start it with `python -m ktrdr_data_store`",
+    "trainer": "start it on the GPU host with `python -m ktrdr_trainer`",
 }
 
 
 def service_of(subject: str) -> tuple[str, str]:
     """Return the name of the service that answers ``subject`` and how to start it."""
-    for prefix, owner in SERVICES.items():
-        if subject.startswith(prefix):
-            return owner
-    return ("service", "start the service that serves it")
+    service = subjects.answered_by(subject)
+    if service is None:
+        return ("service", "start the service that serves it")
+    return (service, HOW_TO_START.get(service, "start it"))
 
 
 @dataclass(frozen=True)
@@ -91,23 +91,25 @@ class Gateway:
         self.require_connection()
         service, hint = service_of(subject)
         timeout = timeout_s or self.timeout_s
-        payload = message if isinstance(message, bytes) else codec.encode(message)
         try:
-            reply = await self.nc.request(subject, payload, timeout=timeout)
-        except nats.errors.NoRespondersError as e:
+            reply = await request_raw(self.nc, subject, message, timeout_s=timeout)
+        except NoResponders as e:
             raise service_unavailable(service, subject, hint) from e
-        except (TimeoutError, nats.errors.TimeoutError) as e:
+        except NoReply as e:
             raise service_timeout(service, subject, timeout) from e
+        except PermissionDenied as e:
+            raise ApiError(
+                500, e.code, f"{e.message}; the api's NATS user needs that permission"
+            ) from e
+        except KtrdrError as e:  # the service's own error reply
+            raise from_service(service, e.code, e.message, e.details) from e
         except (
             nats.errors.ConnectionClosedError,
             nats.errors.ConnectionReconnectingError,
             nats.errors.OutboundBufferLimitError,
         ) as e:
             raise nats_unreachable() from e
-        headers = dict(reply.headers or {})
-        if ERROR_CODE_HEADER in headers:
-            raise _error_reply(service, subject, reply.data, headers)
-        return RawAnswer(reply.data, headers)
+        return RawAnswer(reply.data, dict(reply.headers or {}))
 
     async def send_command(self, subject: str, command: Any) -> str:
         """Publish a command to JetStream with its job id as ``Nats-Msg-Id``; return the id."""
@@ -163,7 +165,9 @@ class Gateway:
     async def ping(self, service: str, *, timeout_s: float = 1.0) -> dict[str, Any] | None:
         """Return a ``$SRV.PING`` answer of one instance of ``service``, or None if none answers."""
         try:
-            reply = await self.nc.request(f"$SRV.PING.{service}", b"", timeout=timeout_s)
+            reply = await self.nc.request(
+                subjects.micro(subjects.PING, service), b"", timeout=timeout_s
+            )
         except (TimeoutError, nats.errors.NoRespondersError, nats.errors.TimeoutError):
             return None
         try:
@@ -181,14 +185,3 @@ def nats_unreachable() -> ApiError:
         "it reconnects on its own: try again shortly",
         retry_after_s=2.0,
     )
-
-
-def _error_reply(service: str, subject: str, data: bytes, headers: dict[str, str]) -> ApiError:
-    try:
-        body = codec.decode(data, ErrorReply, subject=subject)
-    except MessageDecodeError:
-        status = headers.get(ERROR_CODE_HEADER, "500")
-        message = headers.get("Nats-Service-Error", "") or data.decode(errors="replace")
-        code = {"400": "invalid_request", "404": "not_found"}.get(status, "internal")
-        return from_service(service, code, message)
-    return from_service(service, body.code, body.message, body.details)

@@ -14,12 +14,11 @@ import msgspec
 import nats.errors
 import torch
 from ktrdr_shared import codec, subjects
-from ktrdr_shared.client import ERROR_CODE_HEADER
+from ktrdr_shared.client import request_raw
 from ktrdr_shared.consumer import deliveries, derived_job_id, keep_alive, salvage_job_id
-from ktrdr_shared.errors import KtrdrError, RetryableError, ServiceTimeout, error_from_code
+from ktrdr_shared.errors import KtrdrError, NoReply, NoResponders, RetryableError, ServiceTimeout
 from ktrdr_shared.messages import (
     EpochCompleted,
-    ErrorReply,
     JobAccepted,
     JobCancelled,
     JobCompleted,
@@ -286,22 +285,17 @@ class Trainer:
         """Send one ``QueryBars`` to the data-store; return the Arrow reply's bytes."""
         timeout = self.settings.trainer_query_timeout_s
         try:
-            reply = await self.nc.request(
-                subjects.STORE_QUERY, codec.encode(request), timeout=timeout
-            )
-        except nats.errors.NoRespondersError as e:
+            reply = await request_raw(self.nc, subjects.STORE_QUERY, request, timeout_s=timeout)
+        except NoResponders as e:
             raise RetryableError(
                 "the data-store is not answering ktrdr.store.query; the job waits in the queue",
                 delay_s=5.0,
             ) from e
-        except nats.errors.TimeoutError as e:
+        except NoReply as e:
             raise ServiceTimeout(
                 f"the data-store did not answer a page within {timeout}s",
                 details={"symbol": request.symbol},
             ) from e
-        if reply.headers and ERROR_CODE_HEADER in reply.headers:
-            body = codec.decode(reply.data, ErrorReply, subject=subjects.STORE_QUERY)
-            raise error_from_code(body.code, body.message, body.details)
         return bytes(reply.data)
 
     async def _load_bars(self, spec: StartTraining) -> list[Bars]:
