@@ -1,4 +1,5 @@
-"""Every file the store writes is replaced atomically and durably (fsync of file and directory)."""
+"""Every file the store writes goes through the shared atomic writer (fsync of file and
+directory); the writer itself is tested in shared/tests/test_store_atomic.py."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from ktrdr_data_store import atomic
 from ktrdr_data_store.ledger import AnsweredLedger, InstrumentBook
 from ktrdr_data_store.store import SCHEMA, ParquetBarStore
 from ktrdr_shared.types import InstrumentType, Timeframe
@@ -53,17 +53,3 @@ def test_year_files_are_fsynced(tmp_path: Path, fsynced: list[int]) -> None:
     bars = pa.Table.from_pylist([bar], schema=SCHEMA)
     ParquetBarStore(tmp_path).merge("AAPL", Timeframe.H1, bars)
     assert len(fsynced) == 2
-
-
-def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> None:
-    path = tmp_path / "f.json"
-    atomic.write_bytes_atomically(path, b"old")
-
-    def fail(tmp: Path) -> None:
-        tmp.write_bytes(b"half")
-        raise OSError("disk full")
-
-    with pytest.raises(OSError, match="disk full"):
-        atomic.replace_atomically(path, fail)
-    assert [p.name for p in tmp_path.iterdir()] == ["f.json"]
-    assert path.read_bytes() == b"old"

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from ktrdr_shared.store.atomic import write_bytes_atomically
 from ktrdr_shared.tls import TlsFiles
 
 DEFAULT_HOSTS = ("127.0.0.1", "::1", "localhost", "nats")  # nats: compose's service name
@@ -229,12 +229,5 @@ def _write(
     key_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    _write_file(key_file, key_pem, 0o600)
-    _write_file(cert_file, cert.public_bytes(serialization.Encoding.PEM), 0o600)
-
-
-def _write_file(path: Path, data: bytes, mode: int) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    path.chmod(mode)
+    write_bytes_atomically(key_file, key_pem, 0o600)
+    write_bytes_atomically(cert_file, cert.public_bytes(serialization.Encoding.PEM), 0o600)

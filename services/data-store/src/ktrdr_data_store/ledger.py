@@ -13,9 +13,9 @@ import threading
 from pathlib import Path
 
 from ktrdr_shared.errors import DatasetDamaged
+from ktrdr_shared.store.atomic import write_bytes_atomically
 from ktrdr_shared.types import InstrumentType, Timeframe, is_timeframe, symbol_key
 
-from ktrdr_data_store.atomic import write_bytes_atomically
 from ktrdr_data_store.damage import damaged_error
 
 log = logging.getLogger(__name__)

@@ -22,9 +22,8 @@ from pathlib import Path
 import msgspec
 from ktrdr_shared.errors import InvalidRequest
 from ktrdr_shared.messages import ContractSpec
+from ktrdr_shared.store.atomic import write_bytes_atomically
 from ktrdr_shared.types import Timeframe, symbol_key
-
-from ktrdr_data_store.atomic import write_bytes_atomically
 
 log = logging.getLogger(__name__)
 

@@ -28,9 +28,8 @@ from pathlib import Path
 
 import msgspec
 from ktrdr_shared.messages import QuarantinedBatch, QuarantineList
+from ktrdr_shared.store.atomic import fsync_dir, write_bytes_atomically
 from ktrdr_shared.types import utc_now
-
-from ktrdr_data_store.atomic import fsync_dir, write_bytes_atomically
 
 log = logging.getLogger(__name__)
 

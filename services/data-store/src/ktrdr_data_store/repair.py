@@ -20,9 +20,9 @@ from pathlib import Path
 
 from ktrdr_shared.errors import DatasetDamaged, NotFound
 from ktrdr_shared.messages import DatasetRepaired, LoadData, TimeRange
+from ktrdr_shared.store.atomic import fsync_dir
 from ktrdr_shared.types import LoadMode, Timeframe, from_unix_nanos, to_unix_nanos
 
-from ktrdr_data_store.atomic import fsync_dir
 from ktrdr_data_store.damage import file_name
 from ktrdr_data_store.ledger import AnsweredLedger, Range, merge_ranges
 from ktrdr_data_store.store import ParquetBarStore

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from ktrdr_shared.errors import NotFound, PermanentError
 from ktrdr_shared.messages import QueryBars, QueryFormat
-from ktrdr_shared.types import Timeframe, from_unix_nanos, symbol_key, to_unix_nanos
+from ktrdr_shared.store import bars as on_disk
+from ktrdr_shared.types import Timeframe, from_unix_nanos, to_unix_nanos
 
 COLUMNS = ("open", "high", "low", "close", "volume")
 OPEN, HIGH, LOW, CLOSE, VOLUME = range(5)
@@ -109,24 +109,16 @@ def read_parquet_bars(
 ) -> Bars:
     """Read one symbol's bars straight from the data-store's Parquet files.
 
-    The layout is the store's: ``<store_dir>/bars/<SYMBOL_KEY>/<timeframe>/<year>.parquet``.
+    The layout and the reader are the store's own (``ktrdr_shared.store.bars``).
 
     Raises:
         NotFound: no file holds bars for the symbol in that range.
+        UnreadableFile: a year file in the range cannot be read.
     """
-    directory = Path(store_dir) / "bars" / symbol_key(symbol) / Timeframe(timeframe).value
+    directory = on_disk.dataset_dir(store_dir, symbol, timeframe)
     start_ns = to_unix_nanos(start) if start else None
     end_ns = to_unix_nanos(end) if end else None
-    years = sorted(int(p.stem) for p in directory.glob("*.parquet") if p.stem.isdigit())
-    lo = from_unix_nanos(start_ns).year if start_ns is not None else -1
-    hi = from_unix_nanos(end_ns).year if end_ns is not None else 10_000
-    filters = _range_filter(start_ns, end_ns)
-    tables = [
-        pq.read_table(directory / f"{year}.parquet", columns=["ts", *COLUMNS], filters=filters)
-        for year in years
-        if lo <= year <= hi
-    ]
-    table = pa.concat_tables(tables) if tables else _empty_table()
+    table = on_disk.read_range(directory, start_ns, end_ns, columns=["ts", *COLUMNS])
     return _require_bars(bars_from_table(symbol, timeframe, table), start, end)
 
 
@@ -184,18 +176,3 @@ def _require_bars(bars: Bars, start: datetime | None, end: datetime | None) -> B
             details={"symbol": bars.symbol},
         )
     return bars
-
-
-def _range_filter(start_ns: int | None, end_ns: int | None) -> list[tuple[str, str, object]] | None:
-    clauses: list[tuple[str, str, object]] = []
-    if start_ns is not None:
-        clauses.append(("ts", ">=", pa.scalar(start_ns, pa.timestamp("ns", tz="UTC"))))
-    if end_ns is not None:
-        clauses.append(("ts", "<", pa.scalar(end_ns, pa.timestamp("ns", tz="UTC"))))
-    return clauses or None
-
-
-def _empty_table() -> pa.Table:
-    fields = [pa.field("ts", pa.timestamp("ns", tz="UTC"))]
-    fields += [pa.field(name, pa.float64()) for name in COLUMNS]
-    return pa.schema(fields).empty_table()
