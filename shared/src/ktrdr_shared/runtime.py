@@ -29,7 +29,7 @@ from nats.js import JetStreamContext
 from nats.micro.request import Request
 from nats.micro.service import EndpointConfig, EndpointStats, Service, ServiceConfig
 
-from ktrdr_shared import codec, streams, subjects, tls
+from ktrdr_shared import codec, job_log, streams, subjects, tls
 from ktrdr_shared.config import Settings
 from ktrdr_shared.errors import ConfigError, KtrdrError
 from ktrdr_shared.messages.base import Event
@@ -159,13 +159,14 @@ async def publish_event(
 
     A job event goes under its job's ``kind``; it may be left out only where the event
     names it itself (``accepted``, the segment events, a result), see
-    ``subjects.job_event_kind``. With ``msg_id`` (sent as ``Nats-Msg-Id``) a repeat inside
-    the stream's duplicate window is dropped, so a service that retries after a crash
-    announces a step once.
+    ``subjects.job_event_kind``. The event goes with a ``Nats-Msg-Id``: ``msg_id``, else a
+    job event's own (``job_log.event_msg_id``), so a repeat inside the stream's duplicate
+    window is dropped and a service that retries after a crash announces a step once.
 
     Raises:
         subjects.SubjectError: a job event whose kind is missing or contradicts it.
     """
+    msg_id = msg_id or job_log.event_msg_id(event)
     headers = {"Nats-Msg-Id": msg_id} if msg_id else None
     subject = subjects.event_subject(event, kind=kind)
     await js.publish(subject, codec.encode(event), headers=headers)

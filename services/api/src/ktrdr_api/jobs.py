@@ -2,8 +2,11 @@
 
 Replaying ``ktrdr.evt.job.*.<id>.>`` in order and folding each event into a
 ``JobState`` gives the job's status, progress and result; nothing about a job
-lives in the gateway's memory. The first terminal event (completed, failed,
-cancelled) ends the job: later events cannot reopen it.
+lives in the gateway's memory. The fold itself is the shared job projection
+(``ktrdr_shared.job_log``: keyed by segment id, the first report of a segment, the
+first plan and cancel and the first terminal event stand, and later events cannot
+reopen an ended job); this module adds what only the api shows: the status word and
+the progress an owner last reported, in words once the job ends.
 
 Counts are the segments' own: a segment that ended (fetched, failed or cancelled)
 counts the bars and IB requests it reported, once; a running segment counts its
@@ -14,28 +17,24 @@ An event type this gateway does not know is counted and otherwise ignored.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import msgspec
+from ktrdr_shared.job_log import JobProjection, evolve
 from ktrdr_shared.messages import (
     CancelRequested,
     EpochCompleted,
-    JobAccepted,
     JobCancelled,
     JobCompleted,
     JobEvent,
     JobFailed,
     JobKind,
-    JobPlanned,
     JobProgress,
     LoadResult,
     ProgressReason,
-    SegmentFailed,
-    SegmentFetched,
-    SegmentProgress,
     TrainingResult,
 )
 
@@ -57,18 +56,10 @@ class JobStatus(enum.StrEnum):
         return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
 
 
-@dataclass
-class JobState:
-    """Everything the event log says about one job."""
+@dataclass(kw_only=True)
+class JobState(JobProjection):
+    """Everything the event log says about one job, as the api shows it."""
 
-    job_id: str
-    status: JobStatus = JobStatus.QUEUED
-    kind: str | None = None
-    params: dict[str, Any] = field(default_factory=dict)
-    created: datetime | None = None
-    updated: datetime | None = None
-    ended: datetime | None = None
-    events: int = 0
     progress_done: float | None = None
     progress_total: float | None = None
     progress_unit: str | None = None
@@ -81,34 +72,77 @@ class JobState:
     progress_bars: int | None = None
     requests_done: int | None = None
     requests_planned: int | None = None
-    notes: list[str] = field(default_factory=list)
-    gaps_analyzed: int | None = None
-    cached_before: int | None = None
-    segments_planned: int | None = None
-    segments_fetched: int = 0
-    segments_failed: int = 0
-    ended_segments_bars: int = 0
-    ended_segments_requests: int = 0
-    running_segments: dict[str, SegmentProgress] = field(default_factory=dict)
-    ended_segments: set[str] = field(default_factory=set)
     epoch: int | None = None
     epochs: int | None = None
     last_epoch: dict[str, Any] | None = None
-    result: LoadResult | TrainingResult | None = None
-    error_code: str | None = None
-    error_message: str | None = None
-    cancel_reason: str | None = None
 
     @property
-    def bars_fetched(self) -> int:
-        """Return the bars the job's segments published: ended ones, then running ones."""
-        return self.ended_segments_bars + sum(p.bars for p in self.running_segments.values())
+    def status(self) -> JobStatus:
+        """Return where the job stands: its end, a cancel, a sign of work, or its accept."""
+        if self.terminal is not None:
+            return _ENDED[type(self.terminal)]
+        if self.cancel is not None:
+            return JobStatus.CANCELLING
+        if self.started:
+            return JobStatus.RUNNING
+        return JobStatus.QUEUED if self.accepted is None else JobStatus.ACCEPTED
 
     @property
-    def ib_requests(self) -> int:
-        """Return the requests sent to IB for the job's segments, retries included."""
-        running = sum(p.ib_requests for p in self.running_segments.values())
-        return self.ended_segments_requests + running
+    def kind(self) -> str | None:
+        """Return the job's kind, once accepted."""
+        return None if self.accepted is None else self.accepted.kind.value
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """Return the job's parameters, once accepted."""
+        return {} if self.accepted is None else dict(self.accepted.params)
+
+    @property
+    def notes(self) -> list[str]:
+        """Return what the plan says it assumed or left out."""
+        return [] if self.planned is None else list(self.planned.notes)
+
+    @property
+    def segments_planned(self) -> int | None:
+        """Return how many segments the plan holds (None before a plan)."""
+        return None if self.planned is None else len(self.planned.segments)
+
+    @property
+    def result(self) -> LoadResult | TrainingResult | None:
+        """Return the job's result: a completed job's, or what a cancelled one did."""
+        end = self.terminal
+        return end.result if isinstance(end, JobCompleted | JobCancelled) else None
+
+    @property
+    def gaps_analyzed(self) -> int | None:
+        """Return the gaps the load analysed: its result's, else its plan's."""
+        if isinstance(self.result, LoadResult):
+            return self.result.gaps_analyzed
+        return None if self.planned is None else self.planned.gaps_analyzed
+
+    @property
+    def cached_before(self) -> int | None:
+        """Return the bars stored before the load: its result's, else its plan's."""
+        if isinstance(self.result, LoadResult):
+            return self.result.cached_before
+        return None if self.planned is None else self.planned.cached_before
+
+    @property
+    def error_code(self) -> str | None:
+        """Return a failed job's code."""
+        return self.terminal.code if isinstance(self.terminal, JobFailed) else None
+
+    @property
+    def error_message(self) -> str | None:
+        """Return a failed job's message."""
+        return self.terminal.message if isinstance(self.terminal, JobFailed) else None
+
+    @property
+    def cancel_reason(self) -> str | None:
+        """Return why the job was cancelled: the end's reason, else the request's."""
+        if isinstance(self.terminal, JobCancelled) and self.terminal.reason:
+            return self.terminal.reason
+        return None if self.cancel is None else self.cancel.reason
 
     @property
     def bars(self) -> int | None:
@@ -151,62 +185,11 @@ def fold(job_id: str, events: Iterable[JobEvent]) -> JobState:
 
 def apply(state: JobState, event: JobEvent) -> None:
     """Fold one event into ``state`` (events after the job ended are counted, not applied)."""
-    state.events += 1
-    if state.created is None or event.ts < state.created:
-        state.created = event.ts
-    if state.updated is None or event.ts > state.updated:
-        state.updated = event.ts
-    if state.status.is_terminal:
-        return
-    handler = _HANDLERS.get(type(event))
-    if handler is not None:
-        handler(state, event)
-    if state.status in (JobStatus.QUEUED, JobStatus.ACCEPTED) and not isinstance(
-        event, JobAccepted | CancelRequested
-    ):
-        state.status = JobStatus.RUNNING
-    if state.status.is_terminal:
-        state.ended = event.ts
-
-
-def _accepted(state: JobState, e: JobAccepted) -> None:
-    state.kind = e.kind.value
-    state.params = dict(e.params)
-    if state.status is JobStatus.QUEUED:
-        state.status = JobStatus.ACCEPTED
-
-
-def _planned(state: JobState, e: JobPlanned) -> None:
-    state.gaps_analyzed = e.gaps_analyzed
-    state.cached_before = e.cached_before
-    state.segments_planned = len(e.segments)
-    state.notes = list(e.notes)
-
-
-def _segment_progress(state: JobState, e: SegmentProgress) -> None:
-    if e.segment_id not in state.ended_segments:  # a late account of an ended segment
-        state.running_segments[e.segment_id] = e
-
-
-def _segment_ended(state: JobState, segment_id: str, bars: int, ib_requests: int) -> None:
-    state.running_segments.pop(segment_id, None)
-    state.ended_segments.add(segment_id)
-    state.ended_segments_bars += bars
-    state.ended_segments_requests += ib_requests
-
-
-def _segment_fetched(state: JobState, e: SegmentFetched) -> None:
-    if e.segment_id in state.ended_segments:  # reported again (a redelivered command): the
-        return  # first report counts, as in the data-store's fold
-    state.segments_fetched += 1
-    _segment_ended(state, e.segment_id, e.bars, e.ib_requests)
-
-
-def _segment_failed(state: JobState, e: SegmentFailed) -> None:
-    if e.segment_id in state.ended_segments:
-        return
-    state.segments_failed += 1  # a failed or cancelled segment still sent requests
-    _segment_ended(state, e.segment_id, e.bars, e.ib_requests)
+    ended = state.terminal is not None
+    evolve(state, event)
+    render = None if ended else _RENDER.get(type(event))
+    if render is not None:
+        render(state, event)
 
 
 def _progress(state: JobState, e: JobProgress) -> None:
@@ -230,36 +213,20 @@ def _epoch(state: JobState, e: EpochCompleted) -> None:
         state.progress_reason = ProgressReason.TRAINING
 
 
-def _cancel_requested(state: JobState, e: CancelRequested) -> None:
-    state.cancel_reason = e.reason
-    state.status = JobStatus.CANCELLING
+def _cancel_requested(state: JobState, _: CancelRequested) -> None:
     state.progress_reason = ProgressReason.CANCELLING
 
 
 def _completed(state: JobState, e: JobCompleted) -> None:
-    state.result = e.result
-    state.status = JobStatus.COMPLETED
     ran = e.result.metrics.get("epochs_run") if isinstance(e.result, TrainingResult) else None
     if isinstance(ran, int) and ran > 0 and state.progress_unit == "epochs":
         state.progress_total = ran  # stopped early: the epochs that ran are the whole run
     if state.progress_total is not None:  # the last progress event may predate the end
         state.progress_done = state.progress_total
-    if isinstance(e.result, LoadResult):
-        state.gaps_analyzed = e.result.gaps_analyzed
-        state.cached_before = e.result.cached_before
     _finish(state)
 
 
-def _failed(state: JobState, e: JobFailed) -> None:
-    state.error_code, state.error_message = e.code, e.message
-    state.status = JobStatus.FAILED
-    _finish(state)
-
-
-def _cancelled(state: JobState, e: JobCancelled) -> None:
-    state.cancel_reason = e.reason or state.cancel_reason
-    state.status = JobStatus.CANCELLED
-    state.result = e.result or state.result
+def _ended(state: JobState, _: JobFailed | JobCancelled) -> None:
     _finish(state)
 
 
@@ -312,16 +279,16 @@ def _larger(a: int | None, b: int | None) -> int | None:
     return b if a is None else a if b is None else max(a, b)
 
 
-_HANDLERS: dict[type, Any] = {
-    JobAccepted: _accepted,
-    JobPlanned: _planned,
-    SegmentProgress: _segment_progress,
-    SegmentFetched: _segment_fetched,
-    SegmentFailed: _segment_failed,
+_ENDED: dict[type, JobStatus] = {
+    JobCompleted: JobStatus.COMPLETED,
+    JobFailed: JobStatus.FAILED,
+    JobCancelled: JobStatus.CANCELLED,
+}
+_RENDER: dict[type, Callable[[JobState, Any], None]] = {
     JobProgress: _progress,
     EpochCompleted: _epoch,
     CancelRequested: _cancel_requested,
     JobCompleted: _completed,
-    JobFailed: _failed,
-    JobCancelled: _cancelled,
+    JobFailed: _ended,
+    JobCancelled: _ended,
 }

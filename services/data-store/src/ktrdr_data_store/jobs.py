@@ -1,11 +1,12 @@
 """A data load as a pure decider: ``evolve(state, event)`` and ``decide(state, facts)``.
 
 The data-store keeps nothing about a job that is not in the event log. ``evolve`` folds one
-event into the job's state (events may repeat or arrive late: folding one twice changes
-nothing, and the first report of a segment, the first plan, the first cancel and the first
-terminal event stand). ``decide`` looks at that state and at the facts of the moment (the
-clock, which ranges of the dataset are durable, whether an ib-connector answers) and returns
-the effects that move the load on:
+event into the job's state; it is the shared job projection's (``ktrdr_shared.job_log``:
+events may repeat or arrive late, folding one twice changes nothing, and the first report
+of a segment, the first plan, the first cancel and the first terminal event stand).
+``decide`` looks at that state and at the facts of the moment (the clock, which ranges of
+the dataset are durable, whether an ib-connector answers) and returns the effects that move
+the load on:
 
 * ``Plan`` — ask IB what the load needs and publish ``planned`` (or ``failed``);
 * ``Dispatch`` — send ``FetchBars`` for the next segments (at most ``segments_in_flight``
@@ -25,8 +26,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import msgspec
+from ktrdr_shared.job_log import JobProjection, Terminal, evolve
 from ktrdr_shared.messages import (
-    CancelRequested,
     FetchBars,
     JobAccepted,
     JobCancelled,
@@ -34,13 +35,10 @@ from ktrdr_shared.messages import (
     JobEvent,
     JobFailed,
     JobKind,
-    JobPlanned,
     JobProgress,
     LoadData,
     PlannedSegment,
     ProgressReason,
-    SegmentFailed,
-    SegmentFetched,
     SegmentProgress,
     SegmentsDispatched,
 )
@@ -59,30 +57,22 @@ from ktrdr_data_store.job_numbers import (
     unstored,
 )
 
-__all__ = ["Range", "covered", "load_result", "segment_range", "stored_fraction", "unstored"]
-Terminal = JobCompleted | JobFailed | JobCancelled
-Outcome = SegmentFetched | SegmentFailed
+__all__ = [
+    "Range",
+    "covered",
+    "evolve",
+    "load_result",
+    "segment_range",
+    "stored_fraction",
+    "unstored",
+]
 
 
-@dataclass
-class LoadState:
-    """Everything known of one data load, from its events."""
+@dataclass(kw_only=True)
+class LoadState(JobProjection):
+    """A data load: the job's projection (``ktrdr_shared.job_log``) and the command it runs."""
 
-    job_id: str
     command: LoadData
-    planned: JobPlanned | None = None
-    dispatched: set[str] = field(default_factory=set)
-    outcomes: dict[str, Outcome] = field(default_factory=dict)
-    running: dict[str, SegmentProgress] = field(default_factory=dict)
-    cancel: CancelRequested | None = None
-    terminal: Terminal | None = None
-    last_progress: JobProgress | None = None
-    last_outcome_at: datetime | None = None
-
-    @property
-    def segments(self) -> list[PlannedSegment]:
-        """Return the planned segments (none before planning)."""
-        return [] if self.planned is None else self.planned.segments
 
     def in_flight(self) -> list[str]:
         """Return the dispatched segments the connector has not reported on yet."""
@@ -93,22 +83,6 @@ class LoadState:
         """Return the segments never sent to the connector (and not reported either)."""
         sent, done = self.dispatched, self.outcomes
         return [s for s in self.segments if s.segment_id not in sent and s.segment_id not in done]
-
-    def fetched(self) -> list[tuple[PlannedSegment, SegmentFetched]]:
-        """Return the fetched segments with their reports."""
-        return [
-            (s, o)
-            for s in self.segments
-            if isinstance(o := self.outcomes.get(s.segment_id), SegmentFetched)
-        ]
-
-    def failed(self) -> list[tuple[PlannedSegment, SegmentFailed]]:
-        """Return the failed segments with their reports."""
-        return [
-            (s, o)
-            for s in self.segments
-            if isinstance(o := self.outcomes.get(s.segment_id), SegmentFailed)
-        ]
 
 
 @dataclass(frozen=True)
@@ -158,7 +132,7 @@ class Dispatch:
 
 @dataclass(frozen=True)
 class Publish:
-    """Append ``event`` to the log with ``msg_id`` (None: no dedup id)."""
+    """Append ``event`` to the log with ``msg_id`` (None: its own, ``event_msg_id``)."""
 
     event: JobEvent
     msg_id: str | None = None
@@ -167,7 +141,7 @@ class Publish:
 Effect = Plan | Dispatch | Publish
 
 
-# -- evolve ------------------------------------------------------------------------------
+# -- the state ---------------------------------------------------------------------------
 
 
 def accept(event: JobAccepted) -> LoadState | None:
@@ -178,32 +152,8 @@ def accept(event: JobAccepted) -> LoadState | None:
     """
     if event.kind is not JobKind.DATA_LOAD:
         return None
-    return LoadState(job_id=event.job_id, command=msgspec.convert(event.params, LoadData))
-
-
-def evolve(state: LoadState, event: JobEvent) -> LoadState:
-    """Fold one event into its job's state (in place; repeats and late events change nothing)."""
-    if state.terminal is not None:
-        return state
-    if isinstance(event, JobPlanned):
-        state.planned = state.planned or event
-    elif isinstance(event, SegmentsDispatched):
-        state.dispatched.update(event.segment_ids)
-    elif isinstance(event, SegmentProgress):
-        if event.segment_id not in state.outcomes:
-            state.running[event.segment_id] = event
-    elif isinstance(event, SegmentFetched | SegmentFailed):
-        if event.segment_id not in state.outcomes:
-            state.outcomes[event.segment_id] = event
-            state.running.pop(event.segment_id, None)
-            state.last_outcome_at = event.ts
-    elif isinstance(event, CancelRequested):
-        state.cancel = state.cancel or event
-    elif isinstance(event, JobProgress):
-        state.last_progress = event
-    elif isinstance(event, JobCompleted | JobFailed | JobCancelled):
-        state.terminal = event
-    return state
+    command = msgspec.convert(event.params, LoadData)
+    return LoadState(job_id=event.job_id, command=command, accepted=event)
 
 
 # -- decide ------------------------------------------------------------------------------
@@ -278,7 +228,7 @@ def _close(state: LoadState, facts: Facts, end: Terminal) -> list[Effect]:
     )
     return [
         Publish(final, f"{state.job_id}.progress.final"),
-        Publish(end, f"{state.job_id}.{event_type(end)}"),
+        Publish(end),  # <job>.<type>: the job's one terminal event
     ]
 
 
