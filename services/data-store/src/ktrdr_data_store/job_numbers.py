@@ -17,20 +17,6 @@ if TYPE_CHECKING:
 Range = tuple[int, int]
 
 
-def total_bars(state: LoadState) -> int:
-    """Return the bars the connector published for the job (running segments included)."""
-    return sum(o.bars for o in state.outcomes.values()) + sum(
-        p.bars for s, p in state.running.items() if s not in state.outcomes
-    )
-
-
-def total_requests(state: LoadState) -> int:
-    """Return every request sent to IB for the job, retries included."""
-    return sum(o.ib_requests for o in state.outcomes.values()) + sum(
-        p.ib_requests for s, p in state.running.items() if s not in state.outcomes
-    )
-
-
 def planned_requests(state: LoadState) -> int | None:
     """Return the requests the plan needs, once the connector has chunked every segment."""
     chunks: list[int] = []
@@ -104,11 +90,11 @@ def load_result(state: LoadState, not_stored: list[PlannedSegment]) -> LoadResul
         for s in not_stored
     ]
     return LoadResult(
-        fetched_bars=total_bars(state)
+        fetched_bars=state.bars_fetched
         - sum(o.bars for s, o in state.fetched() if s.segment_id in missing),
         cached_before=state.planned.cached_before if state.planned else 0,
         gaps_analyzed=state.planned.gaps_analyzed if state.planned else 0,
         segments_fetched=len(fetched),
-        ib_requests_made=total_requests(state),
+        ib_requests_made=state.ib_requests,
         failed_segments=failed,
     )

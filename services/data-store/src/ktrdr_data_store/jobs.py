@@ -52,8 +52,6 @@ from ktrdr_data_store.job_numbers import (
     planned_requests,
     segment_range,
     stored_fraction,
-    total_bars,
-    total_requests,
     unstored,
 )
 
@@ -223,8 +221,8 @@ def _close(state: LoadState, facts: Facts, end: Terminal) -> list[Effect]:
         unit="percent",
         message=f"{event_type(end)}: {_counts_text(state)}",
         reason=ProgressReason.DONE,
-        bars=total_bars(state),
-        requests_done=total_requests(state),
+        bars=state.bars_fetched,
+        requests_done=state.ib_requests,
     )
     return [
         Publish(final, f"{state.job_id}.progress.final"),
@@ -274,7 +272,7 @@ def _progress(state: LoadState, facts: Facts, policy: Policy) -> list[Effect]:
     """Return a progress event when the reason changed, or the numbers moved a while ago."""
     why = _why(state, facts)
     done = round(100 * stored_fraction(state, facts.durable), 2) if state.planned else 0.0
-    bars, requests = total_bars(state), total_requests(state)
+    bars, requests = state.bars_fetched, state.ib_requests
     last = state.last_progress
     if last is not None and (last.reason, last.until, last.since) == (
         why.reason,
@@ -369,6 +367,6 @@ def _rates(
 def _counts_text(state: LoadState) -> str:
     reported, total = len(state.outcomes), len(state.segments)
     return (
-        f"{reported} of {total} segments done, {total_bars(state):,} bars, "
-        f"{total_requests(state)} IB requests"
+        f"{reported} of {total} segments done, {state.bars_fetched:,} bars, "
+        f"{state.ib_requests} IB requests"
     )
