@@ -6,28 +6,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from ktrdr_shared import messages as m
 from ktrdr_shared.job_log import JobProjection, event_msg_id, evolve
-from ktrdr_shared.messages import (
-    BarsStored,
-    CancelRequested,
-    EpochCompleted,
-    JobAccepted,
-    JobCancelled,
-    JobCompleted,
-    JobEvent,
-    JobEventBase,
-    JobFailed,
-    JobKind,
-    JobPlanned,
-    JobProgress,
-    LoadResult,
-    PlannedSegment,
-    ProgressReason,
-    SegmentFailed,
-    SegmentFetched,
-    SegmentProgress,
-    SegmentsDispatched,
-)
 from ktrdr_shared.types import Timeframe
 
 pytestmark = pytest.mark.unit
@@ -40,27 +20,27 @@ def at(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
 
 
-def accepted(t: float = 0, symbol: str = "AAPL") -> JobAccepted:
-    return JobAccepted(job_id=JOB, ts=at(t), kind=JobKind.DATA_LOAD, params={"symbol": symbol})
+def accepted(t: float = 0, symbol: str = "AAPL") -> m.JobAccepted:
+    return m.JobAccepted(job_id=JOB, ts=at(t), kind=m.JobKind.DATA_LOAD, params={"symbol": symbol})
 
 
-def planned(*ids: str, t: float = 1) -> JobPlanned:
-    segments = [PlannedSegment(segment_id=s, start=at(-7200), end=at(-3600)) for s in ids]
-    return JobPlanned(
+def planned(*ids: str, t: float = 1) -> m.JobPlanned:
+    segments = [m.PlannedSegment(segment_id=s, start=at(-7200), end=at(-3600)) for s in ids]
+    return m.JobPlanned(
         job_id=JOB, ts=at(t), gaps_analyzed=len(ids), cached_before=0, segments=segments
     )
 
 
-def dispatched(*ids: str, t: float = 2) -> SegmentsDispatched:
-    return SegmentsDispatched(job_id=JOB, ts=at(t), segment_ids=list(ids))
+def dispatched(*ids: str, t: float = 2) -> m.SegmentsDispatched:
+    return m.SegmentsDispatched(job_id=JOB, ts=at(t), segment_ids=list(ids))
 
 
-def running(segment: str, bars: int, requests: int = 1, t: float = 3) -> SegmentProgress:
-    return SegmentProgress(
+def running(segment: str, bars: int, requests: int = 1, t: float = 3) -> m.SegmentProgress:
+    return m.SegmentProgress(
         job_id=JOB,
         ts=at(t),
         segment_id=segment,
-        state=ProgressReason.FETCHING,
+        state=m.ProgressReason.FETCHING,
         chunks=4,
         chunks_done=1,
         bars=bars,
@@ -68,14 +48,14 @@ def running(segment: str, bars: int, requests: int = 1, t: float = 3) -> Segment
     )
 
 
-def fetched(segment: str, bars: int, requests: int = 2, t: float = 4) -> SegmentFetched:
-    return SegmentFetched(
+def fetched(segment: str, bars: int, requests: int = 2, t: float = 4) -> m.SegmentFetched:
+    return m.SegmentFetched(
         job_id=JOB, ts=at(t), segment_id=segment, chunks=4, bars=bars, ib_requests=requests
     )
 
 
-def failed(segment: str, bars: int = 0, requests: int = 1, t: float = 4) -> SegmentFailed:
-    return SegmentFailed(
+def failed(segment: str, bars: int = 0, requests: int = 1, t: float = 4) -> m.SegmentFailed:
+    return m.SegmentFailed(
         job_id=JOB,
         ts=at(t),
         segment_id=segment,
@@ -86,19 +66,19 @@ def failed(segment: str, bars: int = 0, requests: int = 1, t: float = 4) -> Segm
     )
 
 
-def progress(done: float, t: float = 5) -> JobProgress:
-    return JobProgress(job_id=JOB, ts=at(t), done=done, total=100, unit="percent")
+def progress(done: float, t: float = 5) -> m.JobProgress:
+    return m.JobProgress(job_id=JOB, ts=at(t), done=done, total=100, unit="percent")
 
 
-def cancel(reason: str, t: float = 6) -> CancelRequested:
-    return CancelRequested(job_id=JOB, ts=at(t), reason=reason)
+def cancel(reason: str, t: float = 6) -> m.CancelRequested:
+    return m.CancelRequested(job_id=JOB, ts=at(t), reason=reason)
 
 
-def completed(t: float = 9) -> JobCompleted:
-    result = LoadResult(
+def completed(t: float = 9) -> m.JobCompleted:
+    result = m.LoadResult(
         fetched_bars=0, cached_before=0, gaps_analyzed=0, segments_fetched=0, ib_requests_made=0
     )
-    return JobCompleted(job_id=JOB, ts=at(t), result=result)
+    return m.JobCompleted(job_id=JOB, ts=at(t), result=result)
 
 
 def fold(*events: Any) -> JobProjection:
@@ -135,7 +115,7 @@ def counts(
 
 F, X = "SegmentFetched", "SegmentFailed"
 
-SEGMENTS: list[tuple[str, list[JobEvent], dict[str, Any]]] = [
+SEGMENTS: list[tuple[str, list[m.JobEvent], dict[str, Any]]] = [
     ("nothing yet", [accepted(), planned("s0", "s1")], counts({}, [], 0, 0, 0, 0)),
     ("a running segment counts live",
      [planned("s0"), running("s0", 50)], counts({}, ["s0"], 50, 1, 0, 0)),
@@ -168,7 +148,7 @@ SEGMENTS: list[tuple[str, list[JobEvent], dict[str, Any]]] = [
 
 
 @pytest.mark.parametrize(("case", "events", "want"), SEGMENTS, ids=[c[0] for c in SEGMENTS])
-def test_segments_fold_by_segment_id(case: str, events: list[JobEvent], want: Any) -> None:
+def test_segments_fold_by_segment_id(case: str, events: list[m.JobEvent], want: Any) -> None:
     assert view(fold(*events)) == want
 
 
@@ -179,12 +159,13 @@ def test_fetched_and_failed_pair_the_planned_segments_with_their_first_reports()
     assert state.last_outcome_at == at(4)
 
 
-FIRSTS: list[tuple[str, list[JobEvent], str, Any]] = [
+FIRSTS: list[tuple[str, list[m.JobEvent], str, Any]] = [
     ("the first accept stands", [accepted(symbol="A"), accepted(t=1, symbol="B")],
      "accepted", accepted(symbol="A")),
     ("the first plan stands", [planned("s0"), planned("s1", t=2)], "planned", planned("s0")),
     ("the first cancel stands", [cancel("user"), cancel("again", t=7)], "cancel", cancel("user")),
-    ("the first end stands", [completed(), JobFailed(job_id=JOB, ts=at(10), code="c", message="m")],
+    ("the first end stands",
+     [completed(), m.JobFailed(job_id=JOB, ts=at(10), code="c", message="m")],
      "terminal", completed()),
     ("a cancel after the end is ignored", [completed(), cancel("late", t=10)], "cancel", None),
     ("the latest progress is the one", [progress(10), progress(20, t=6)], "last_progress",
@@ -197,11 +178,11 @@ FIRSTS: list[tuple[str, list[JobEvent], str, Any]] = [
 
 
 @pytest.mark.parametrize(("case", "events", "attr", "want"), FIRSTS, ids=[c[0] for c in FIRSTS])
-def test_what_stands(case: str, events: list[JobEvent], attr: str, want: Any) -> None:
+def test_what_stands(case: str, events: list[m.JobEvent], attr: str, want: Any) -> None:
     assert getattr(fold(*events), attr) == want
 
 
-STARTED: list[tuple[list[JobEvent], bool]] = [
+STARTED: list[tuple[list[m.JobEvent], bool]] = [
     ([], False),
     ([accepted()], False),
     ([accepted(), cancel("user")], False),
@@ -212,7 +193,7 @@ STARTED: list[tuple[list[JobEvent], bool]] = [
 
 
 @pytest.mark.parametrize(("events", "started"), STARTED)
-def test_started_means_a_sign_of_work(events: list[JobEvent], started: bool) -> None:
+def test_started_means_a_sign_of_work(events: list[m.JobEvent], started: bool) -> None:
     assert fold(*events).started is started
 
 
@@ -222,7 +203,7 @@ def test_every_event_counts_and_moves_the_clock_even_after_the_end() -> None:
 
 
 def test_an_unknown_event_type_is_a_sign_of_life_and_nothing_else() -> None:
-    class FutureEvent(JobEventBase, frozen=True, kw_only=True, tag="something_new"):
+    class FutureEvent(m.JobEventBase, frozen=True, kw_only=True, tag="something_new"):
         detail: str = ""
 
     state = fold(accepted(), FutureEvent(job_id=JOB, ts=at(3)))
@@ -231,7 +212,7 @@ def test_an_unknown_event_type_is_a_sign_of_life_and_nothing_else() -> None:
 
 
 def test_folding_a_log_twice_over_changes_nothing_a_reader_sees() -> None:
-    log: list[JobEvent] = [
+    log: list[m.JobEvent] = [
         accepted(),
         planned("s0", "s1"),
         dispatched("s0", "s1"),
@@ -253,27 +234,22 @@ def test_folding_a_log_twice_over_changes_nothing_a_reader_sees() -> None:
 # -- message ids -------------------------------------------------------------------------
 
 
-def epoch(n: int, t: float) -> EpochCompleted:
-    return EpochCompleted(
-        job_id=JOB,
-        ts=at(t),
-        epoch=n,
-        epochs=4,
-        train_loss=1.0,
-        val_loss=1.0,
-        val_accuracy=0.5,
-        samples_per_s=1e4,
-        device="cpu",
+METRICS: dict[str, Any] = {"train_loss": 1.0, "val_loss": 1.0, "val_accuracy": 0.5}
+
+
+def epoch(n: int, t: float) -> m.EpochCompleted:
+    return m.EpochCompleted(
+        job_id=JOB, ts=at(t), epoch=n, epochs=4, samples_per_s=1e4, device="cpu", **METRICS
     )
 
 
-IDS: list[tuple[JobEvent, str]] = [
+IDS: list[tuple[m.JobEvent, str]] = [
     (accepted(), f"{JOB}.accepted"),
     (planned("s0"), f"{JOB}.planned"),
     (cancel("user"), f"{JOB}.cancel_requested"),
     (completed(), f"{JOB}.completed"),
-    (JobFailed(job_id=JOB, ts=at(1), code="c", message="m"), f"{JOB}.failed"),
-    (JobCancelled(job_id=JOB, ts=at(1)), f"{JOB}.cancelled"),
+    (m.JobFailed(job_id=JOB, ts=at(1), code="c", message="m"), f"{JOB}.failed"),
+    (m.JobCancelled(job_id=JOB, ts=at(1)), f"{JOB}.cancelled"),
     (fetched("s0007", 10), f"{JOB}.s0007.segment_fetched"),
     (failed("s0007"), f"{JOB}.s0007.segment_failed"),
     (dispatched("s0003", "s0004"), f"{JOB}.s0003.segments_dispatched"),
@@ -281,7 +257,7 @@ IDS: list[tuple[JobEvent, str]] = [
 
 
 @pytest.mark.parametrize(("event", "msg_id"), IDS, ids=[i for _, i in IDS])
-def test_a_step_has_one_id_whatever_its_content(event: JobEvent, msg_id: str) -> None:
+def test_a_step_has_one_id_whatever_its_content(event: m.JobEvent, msg_id: str) -> None:
     assert event_msg_id(event) == msg_id
 
 
@@ -293,12 +269,12 @@ def test_a_step_has_one_id_whatever_its_content(event: JobEvent, msg_id: str) ->
     ],
 )
 def test_a_repeated_step_made_afresh_has_the_same_id(
-    first: JobEvent, again: JobEvent, prefix: str
+    first: m.JobEvent, again: m.JobEvent, prefix: str
 ) -> None:
     assert event_msg_id(first) == event_msg_id(again) == prefix
 
 
-REPEATED: list[tuple[JobEvent, JobEvent, str]] = [
+REPEATED: list[tuple[m.JobEvent, m.JobEvent, str]] = [
     (progress(10, t=5), progress(10, t=6), f"{JOB}.progress."),
     (running("s0", 50, t=3), running("s0", 50, t=4), f"{JOB}.s0.segment_progress."),
     (epoch(1, t=3), epoch(2, t=4), f"{JOB}.epoch_completed."),
@@ -307,7 +283,7 @@ REPEATED: list[tuple[JobEvent, JobEvent, str]] = [
 
 @pytest.mark.parametrize(("one", "next_one", "prefix"), REPEATED, ids=[p for *_, p in REPEATED])
 def test_a_report_that_repeats_is_one_id_per_emission(
-    one: JobEvent, next_one: JobEvent, prefix: str
+    one: m.JobEvent, next_one: m.JobEvent, prefix: str
 ) -> None:
     first = event_msg_id(one)
     assert first is not None and first.startswith(prefix)
@@ -317,7 +293,7 @@ def test_a_report_that_repeats_is_one_id_per_emission(
 
 
 def test_events_that_are_not_a_jobs_get_no_id() -> None:
-    event = BarsStored(
+    event = m.BarsStored(
         symbol="AAPL", timeframe=Timeframe.H1, first=at(0), last=at(1), bars_written=2
     )
     assert event_msg_id(event) is None

@@ -46,6 +46,13 @@ def accepted(kind: JobKind = JobKind.DATA_LOAD) -> JobAccepted:
     return JobAccepted(job_id=JOB, ts=at(0), kind=kind, params={"symbol": "AAPL"})
 
 
+def epoch(e: int, epochs: int, train_loss: float = 1.0) -> EpochCompleted:
+    scores = {"val_loss": 1.0, "val_accuracy": 0.5, "samples_per_s": 1e4}
+    return EpochCompleted(
+        job_id=JOB, ts=at(e), epoch=e, epochs=epochs, train_loss=train_loss, device="cpu", **scores
+    )
+
+
 def test_a_full_load_folds_to_its_result_and_the_old_counts() -> None:
     state = fold(JOB, load_events(JOB, segments=3, bars=50))
     assert state.status is JobStatus.COMPLETED
@@ -86,20 +93,7 @@ def test_status_after_each_sequence(events: list[JobEvent], status: JobStatus) -
 
 
 def test_training_epochs_become_progress_and_the_model_id_the_result() -> None:
-    epochs = [
-        EpochCompleted(
-            job_id=JOB,
-            ts=at(e),
-            epoch=e,
-            epochs=4,
-            train_loss=1.0 / e,
-            val_loss=1.0,
-            val_accuracy=0.5,
-            samples_per_s=1e4,
-            device="cpu",
-        )
-        for e in (1, 2)
-    ]
+    epochs = [epoch(e, 4, train_loss=1.0 / e) for e in (1, 2)]
     state = fold(JOB, [accepted(JobKind.TRAINING), *epochs])
     assert (state.progress_done, state.progress_total, state.progress_unit) == (2, 4, "epochs")
     assert state.percent == 50.0
@@ -300,9 +294,7 @@ def test_progress_carries_its_reason_and_estimate() -> None:
           JobProgress(job_id=JOB, ts=at(2), done=1, total=4, unit="segments")],
          ProgressReason.CANCELLING),
         ([accepted(), JobProgress(job_id=JOB, ts=at(2), done=1, total=4, unit="segments")], None),
-        ([accepted(JobKind.TRAINING), EpochCompleted(
-            job_id=JOB, ts=at(1), epoch=1, epochs=4, train_loss=1.0, val_loss=1.0,
-            val_accuracy=0.5, samples_per_s=1e4, device="cpu")], ProgressReason.TRAINING),
+        ([accepted(JobKind.TRAINING), epoch(1, 4)], ProgressReason.TRAINING),
         ([accepted(), JobFailed(job_id=JOB, ts=at(1), code="c", message="m")],
          ProgressReason.DONE),
         ([accepted(), JobCancelled(job_id=JOB, ts=at(1))], ProgressReason.DONE),
@@ -397,20 +389,7 @@ def test_dispatched_segments_and_unknown_event_types_do_not_break_the_fold() -> 
 
 
 def test_an_early_stopped_run_ends_at_the_epochs_it_ran() -> None:
-    epochs = [
-        EpochCompleted(
-            job_id=JOB,
-            ts=at(e),
-            epoch=e,
-            epochs=20,
-            train_loss=1.0,
-            val_loss=1.0,
-            val_accuracy=0.5,
-            samples_per_s=1e4,
-            device="cpu",
-        )
-        for e in range(1, 8)
-    ]
+    epochs = [epoch(e, 20) for e in range(1, 8)]
     result = TrainingResult(
         model_id="m",
         device="cpu",

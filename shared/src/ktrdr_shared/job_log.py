@@ -39,28 +39,20 @@ from datetime import datetime
 from typing import TypeVar
 
 from ktrdr_shared import codec
-from ktrdr_shared.messages import (
-    CancelRequested,
-    JobAccepted,
-    JobCancelled,
-    JobCompleted,
-    JobEvent,
-    JobEventBase,
-    JobFailed,
-    JobPlanned,
-    JobProgress,
-    PlannedSegment,
-    SegmentFailed,
-    SegmentFetched,
-    SegmentProgress,
-    SegmentsDispatched,
-)
+from ktrdr_shared.messages import jobs as ev
 from ktrdr_shared.messages.base import Event, event_type
 
-Terminal = JobCompleted | JobFailed | JobCancelled
-Outcome = SegmentFetched | SegmentFailed
+Terminal = ev.JobCompleted | ev.JobFailed | ev.JobCancelled
+Outcome = ev.SegmentFetched | ev.SegmentFailed
 
-ONE_PER_JOB = (JobAccepted, JobPlanned, CancelRequested, JobCompleted, JobFailed, JobCancelled)
+ONE_PER_JOB = (
+    ev.JobAccepted,
+    ev.JobPlanned,
+    ev.CancelRequested,
+    ev.JobCompleted,
+    ev.JobFailed,
+    ev.JobCancelled,
+)
 DIGEST_HEX = 16
 
 
@@ -69,17 +61,17 @@ DIGEST_HEX = 16
 
 def event_msg_id(event: Event) -> str | None:
     """Return the ``Nats-Msg-Id`` of ``event`` by the rule above (None: not a job's event)."""
-    if not isinstance(event, JobEventBase):
+    if not isinstance(event, ev.JobEventBase):
         return None
     job, kind = event.job_id, event_type(event)
     if isinstance(event, ONE_PER_JOB):
         return f"{job}.{kind}"
-    if isinstance(event, SegmentFetched | SegmentFailed):
+    if isinstance(event, ev.SegmentFetched | ev.SegmentFailed):
         return f"{job}.{event.segment_id}.{kind}"
-    if isinstance(event, SegmentsDispatched) and event.segment_ids:
+    if isinstance(event, ev.SegmentsDispatched) and event.segment_ids:
         return f"{job}.{event.segment_ids[0]}.{kind}"
     digest = hashlib.sha256(codec.encode(event)).hexdigest()[:DIGEST_HEX]
-    if isinstance(event, SegmentProgress):
+    if isinstance(event, ev.SegmentProgress):
         return f"{job}.{event.segment_id}.{kind}.{digest}"
     return f"{job}.{kind}.{digest}"
 
@@ -95,15 +87,15 @@ class JobProjection:
     events: int = 0  # every event folded, those after the end too
     created: datetime | None = None  # the earliest event's ts
     updated: datetime | None = None  # the latest event's ts
-    accepted: JobAccepted | None = None
-    planned: JobPlanned | None = None
+    accepted: ev.JobAccepted | None = None
+    planned: ev.JobPlanned | None = None
     started: bool = False  # an event other than accepted or a cancel came before the end
     dispatched: set[str] = field(default_factory=set)
     outcomes: dict[str, Outcome] = field(default_factory=dict)  # segment -> its first report
-    running: dict[str, SegmentProgress] = field(default_factory=dict)  # unreported segments
+    running: dict[str, ev.SegmentProgress] = field(default_factory=dict)  # unreported segments
     last_outcome_at: datetime | None = None
-    last_progress: JobProgress | None = None
-    cancel: CancelRequested | None = None
+    last_progress: ev.JobProgress | None = None
+    cancel: ev.CancelRequested | None = None
     terminal: Terminal | None = None
 
     @property
@@ -112,19 +104,19 @@ class JobProjection:
         return None if self.terminal is None else self.terminal.ts
 
     @property
-    def segments(self) -> list[PlannedSegment]:
+    def segments(self) -> list[ev.PlannedSegment]:
         """Return the planned segments (none before planning)."""
         return [] if self.planned is None else self.planned.segments
 
     @property
     def segments_fetched(self) -> int:
         """Return how many segments reported ``segment_fetched`` (first reports only)."""
-        return sum(isinstance(o, SegmentFetched) for o in self.outcomes.values())
+        return sum(isinstance(o, ev.SegmentFetched) for o in self.outcomes.values())
 
     @property
     def segments_failed(self) -> int:
         """Return how many segments reported ``segment_failed`` (cancelled ones included)."""
-        return sum(isinstance(o, SegmentFailed) for o in self.outcomes.values())
+        return sum(isinstance(o, ev.SegmentFailed) for o in self.outcomes.values())
 
     @property
     def bars_fetched(self) -> int:
@@ -138,27 +130,27 @@ class JobProjection:
         reported = sum(o.ib_requests for o in self.outcomes.values())
         return reported + sum(p.ib_requests for p in self.running.values())
 
-    def fetched(self) -> list[tuple[PlannedSegment, SegmentFetched]]:
+    def fetched(self) -> list[tuple[ev.PlannedSegment, ev.SegmentFetched]]:
         """Return the planned segments that were fetched, with their reports."""
         return [
             (s, o)
             for s in self.segments
-            if isinstance(o := self.outcomes.get(s.segment_id), SegmentFetched)
+            if isinstance(o := self.outcomes.get(s.segment_id), ev.SegmentFetched)
         ]
 
-    def failed(self) -> list[tuple[PlannedSegment, SegmentFailed]]:
+    def failed(self) -> list[tuple[ev.PlannedSegment, ev.SegmentFailed]]:
         """Return the planned segments that failed, with their reports."""
         return [
             (s, o)
             for s in self.segments
-            if isinstance(o := self.outcomes.get(s.segment_id), SegmentFailed)
+            if isinstance(o := self.outcomes.get(s.segment_id), ev.SegmentFailed)
         ]
 
 
 S = TypeVar("S", bound=JobProjection)
 
 
-def evolve(state: S, event: JobEvent) -> S:
+def evolve(state: S, event: ev.JobEvent) -> S:
     """Fold one event into its job's state, in place; return the state.
 
     Repeats and late events change nothing; an event type this code does not know counts
@@ -171,26 +163,26 @@ def evolve(state: S, event: JobEvent) -> S:
         state.updated = event.ts
     if state.terminal is not None:
         return state
-    if not isinstance(event, JobAccepted | CancelRequested):
+    if not isinstance(event, ev.JobAccepted | ev.CancelRequested):
         state.started = True
-    if isinstance(event, JobAccepted):
+    if isinstance(event, ev.JobAccepted):
         state.accepted = state.accepted or event
-    elif isinstance(event, JobPlanned):
+    elif isinstance(event, ev.JobPlanned):
         state.planned = state.planned or event
-    elif isinstance(event, SegmentsDispatched):
+    elif isinstance(event, ev.SegmentsDispatched):
         state.dispatched.update(event.segment_ids)
-    elif isinstance(event, SegmentProgress):
+    elif isinstance(event, ev.SegmentProgress):
         if event.segment_id not in state.outcomes:
             state.running[event.segment_id] = event
-    elif isinstance(event, SegmentFetched | SegmentFailed):
+    elif isinstance(event, ev.SegmentFetched | ev.SegmentFailed):
         if event.segment_id not in state.outcomes:
             state.outcomes[event.segment_id] = event
             state.running.pop(event.segment_id, None)
             state.last_outcome_at = event.ts
-    elif isinstance(event, CancelRequested):
+    elif isinstance(event, ev.CancelRequested):
         state.cancel = state.cancel or event
-    elif isinstance(event, JobProgress):
+    elif isinstance(event, ev.JobProgress):
         state.last_progress = event
-    elif isinstance(event, JobCompleted | JobFailed | JobCancelled):
+    elif isinstance(event, ev.JobCompleted | ev.JobFailed | ev.JobCancelled):
         state.terminal = event
     return state

@@ -27,8 +27,9 @@ from datetime import datetime, timedelta
 
 import msgspec
 from ktrdr_shared.job_log import JobProjection, Terminal, evolve
-from ktrdr_shared.messages import (
-    FetchBars,
+from ktrdr_shared.messages import FetchBars, LoadData  # the commands
+from ktrdr_shared.messages.base import event_type
+from ktrdr_shared.messages.jobs import (
     JobAccepted,
     JobCancelled,
     JobCompleted,
@@ -36,13 +37,11 @@ from ktrdr_shared.messages import (
     JobFailed,
     JobKind,
     JobProgress,
-    LoadData,
     PlannedSegment,
     ProgressReason,
     SegmentProgress,
     SegmentsDispatched,
 )
-from ktrdr_shared.messages.base import event_type
 from ktrdr_shared.types import LoadMode, default_what_to_show
 
 from ktrdr_data_store.job_numbers import (
