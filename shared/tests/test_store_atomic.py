@@ -9,22 +9,14 @@ from pathlib import Path
 
 import pytest
 from ktrdr_shared.store import atomic
+from ktrdr_shared.testing.disk import count_fsyncs
 
 pytestmark = pytest.mark.unit
 
 
 @pytest.fixture
 def fsynced(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Count the fsyncs the writer makes."""
-    calls: list[int] = []
-    real = os.fsync
-
-    def fsync(fd: int) -> None:
-        calls.append(fd)
-        real(fd)
-
-    monkeypatch.setattr(os, "fsync", fsync)
-    return calls
+    return count_fsyncs(monkeypatch)
 
 
 def test_a_write_fsyncs_the_file_then_its_directory(tmp_path: Path, fsynced: list[int]) -> None:

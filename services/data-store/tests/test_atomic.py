@@ -3,13 +3,13 @@ directory); the writer itself is tested in shared/tests/test_store_atomic.py."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
 from ktrdr_data_store.ledger import AnsweredLedger, InstrumentBook
 from ktrdr_data_store.store import SCHEMA, ParquetBarStore
+from ktrdr_shared.testing.disk import count_fsyncs
 from ktrdr_shared.types import InstrumentType, Timeframe
 
 pytestmark = pytest.mark.unit
@@ -17,16 +17,7 @@ pytestmark = pytest.mark.unit
 
 @pytest.fixture
 def fsynced(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Count the fsyncs the shared writer makes."""
-    calls: list[int] = []
-    real = os.fsync
-
-    def fsync(fd: int) -> None:
-        calls.append(fd)
-        real(fd)
-
-    monkeypatch.setattr(os, "fsync", fsync)
-    return calls
+    return count_fsyncs(monkeypatch)
 
 
 def test_ledger_writes_are_fsynced(tmp_path: Path, fsynced: list[int]) -> None:

@@ -75,7 +75,7 @@ def build_app(settings: DataStoreSettings) -> ServiceApp:
             max_bytes=settings.quarantine_max_bytes,
             max_age_days=settings.quarantine_max_age_days,
         )
-        runner = LoadRunner(nc, store, ledger, settings)
+        runner = LoadRunner.on_nats(nc, store, ledger, settings)
         app.background(
             Ingestor(
                 js=js,

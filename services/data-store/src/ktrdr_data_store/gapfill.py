@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 
-from ktrdr_shared import codec, subjects
+from ktrdr_shared import subjects
 from ktrdr_shared.errors import KtrdrError
 from ktrdr_shared.messages import LoadData
 from ktrdr_shared.types import LoadMode
@@ -59,9 +59,7 @@ async def fill_once(runner: LoadRunner, store: BarStore) -> list[LoadData]:
         )
         due = calendar.complete_until(dataset.timeframe, now_ns)
         msg_id = f"gap-fill.{symbol}.{dataset.timeframe.value}.{due}"
-        await runner.js.publish(
-            subjects.CMD_DATA_LOAD, codec.encode(command), headers={"Nats-Msg-Id": msg_id}
-        )
+        await runner.queue.send(subjects.CMD_DATA_LOAD, command, msg_id)
         sent.append(command)
     if sent:
         log.info("gap filler: %d tail loads sent", len(sent))

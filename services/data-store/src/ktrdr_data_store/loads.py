@@ -14,6 +14,10 @@
 - Effects are carried out idempotently: each published step has a ``Nats-Msg-Id`` of job
   and step, each event published is folded straight back into the state, and a terminal
   event is never published when the log already has one for the job.
+
+The runner talks to the event log, the command queue and the connector through the ports of
+``ports.py``: ``LoadRunner.on_nats`` wires the JetStream ones, and the in-memory ones run the
+same orchestration in tests that take milliseconds.
 """
 
 from __future__ import annotations
@@ -29,9 +33,7 @@ from typing import Any, TypeVar
 
 import msgspec
 import nats.errors
-import nats.js.errors
-from ktrdr_shared import codec, streams, subjects
-from ktrdr_shared.client import KtrdrClient
+from ktrdr_shared import codec, subjects
 from ktrdr_shared.consumer import derived_job_id, salvage_job_id
 from ktrdr_shared.errors import IbUnavailable, KtrdrError, RetryableError
 from ktrdr_shared.messages import (
@@ -51,7 +53,6 @@ from ktrdr_shared.messages import (
     SymbolInfo,
     ValidateSymbol,
 )
-from ktrdr_shared.runtime import last_job_event, publish_event
 from ktrdr_shared.types import (
     InstrumentType,
     LoadMode,
@@ -64,7 +65,6 @@ from ktrdr_shared.types import (
 )
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from ktrdr_data_store import jobs
 from ktrdr_data_store.config import DataStoreSettings
@@ -77,6 +77,14 @@ from ktrdr_data_store.planning import (
     plan_segments,
     read_margin_ns,
 )
+from ktrdr_data_store.ports import (
+    CommandQueue,
+    Connector,
+    EventLog,
+    JetStreamEventLog,
+    JetStreamQueue,
+    NatsConnector,
+)
 from ktrdr_data_store.profiles import DatasetProfile, ProfileBook
 from ktrdr_data_store.segments import SegmentBook
 from ktrdr_data_store.storage import is_full, storage_full
@@ -85,8 +93,6 @@ from ktrdr_data_store.store import BarStore
 log = logging.getLogger(__name__)
 
 R = TypeVar("R")
-LOAD = JobKind.DATA_LOAD  # the only kind of job the data-store runs or publishes events of
-LOAD_EVENTS = subjects.job_kind_events(LOAD)
 Dataset = tuple[str, Timeframe]
 
 
@@ -94,11 +100,17 @@ class LoadRunner:
     """Run data loads from their events (see the module docstring)."""
 
     def __init__(
-        self, nc: NATS, store: BarStore, ledger: AnsweredLedger, settings: DataStoreSettings
+        self,
+        events: EventLog,
+        queue: CommandQueue,
+        ib: Connector,
+        store: BarStore,
+        ledger: AnsweredLedger,
+        settings: DataStoreSettings,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
-        self.nc, self.js = nc, nc.jetstream()
+        self.events, self.queue, self.ib, self.clock = events, queue, ib, clock
         self.store, self.ledger, self.settings = store, ledger, settings
-        self.client = KtrdrClient(nc, timeout_s=10.0)
         self.instruments = InstrumentBook(settings.data_dir)
         self.profiles = ProfileBook(settings.data_dir)
         self.policy = Policy(
@@ -119,17 +131,29 @@ class LoadRunner:
         self.caught_up = asyncio.Event()
         self.wake = asyncio.Event()
 
+    @classmethod
+    def on_nats(
+        cls, nc: NATS, store: BarStore, ledger: AnsweredLedger, settings: DataStoreSettings
+    ) -> LoadRunner:
+        """Return the runner the service runs: JetStream's log and queues, the connector over
+        request/reply."""
+        return cls(
+            JetStreamEventLog(nc), JetStreamQueue(nc), NatsConnector(nc), store, ledger, settings
+        )
+
     # -- commands ---------------------------------------------------------------------
 
     async def handle_command(self, msg: Msg) -> None:
         """Accept a ``LoadData``: announce the job (once), then the message may be acked."""
         command = codec.decode(msg.data, LoadData, subject=msg.subject, headers=msg.headers)
-        job_id = command.job_id or derived_job_id(msg)
-        if await last_job_event(self.js, LOAD, job_id, "accepted") is not None:
+        await self.accept(command, command.job_id or derived_job_id(msg))
+
+    async def accept(self, command: LoadData, job_id: str) -> None:
+        """Announce the load as job ``job_id`` unless the log already has it."""
+        if await self.events.last(job_id, "accepted") is not None:
             return  # a resend of a job already under way or done
         params = msgspec.to_builtins(msgspec.structs.replace(command, job_id=job_id))
-        await publish_event(
-            self.js,
+        await self.events.publish(
             JobAccepted(job_id=job_id, kind=JobKind.DATA_LOAD, params=params),
             msg_id=f"{job_id}.accepted",
         )
@@ -137,8 +161,7 @@ class LoadRunner:
     async def on_rejected(self, msg: Msg, error: KtrdrError) -> None:
         """Report a command that can never run as a failed job, naming the problem."""
         job_id = salvage_job_id(msg.data) or derived_job_id(msg)
-        await publish_event(
-            self.js,
+        await self.events.publish(
             JobFailed(
                 job_id=job_id,
                 code=error.code,
@@ -146,7 +169,6 @@ class LoadRunner:
                 details={"subject": msg.subject, **error.details},
             ),
             msg_id=f"{job_id}.failed",
-            kind=LOAD,
         )
 
     # -- inputs: events, durable bars, the connector -----------------------------------
@@ -167,7 +189,7 @@ class LoadRunner:
         """Note that the disk is full (``problem``) or takes writes again (None): the ingestor
         calls this in-process; loads wait meanwhile instead of stalling."""
         if problem is None and self.storage_full is not None:
-            self.storage_back = utc_now()
+            self.storage_back = self.clock()
         self.storage_full = problem
         self.wake.set()
 
@@ -207,32 +229,20 @@ class LoadRunner:
 
     async def follow(self, stopping: asyncio.Event) -> None:
         """Fold job events from the start of the log; decide once the replay is complete."""
-        last = await self._last_job_seq()
+        last = await self.events.last_seq()
         if last is None:
             self._caught_up()
-        config = ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
-        sub = await self.js.subscribe(
-            LOAD_EVENTS,
-            stream=streams.EVENTS.name,
-            ordered_consumer=True,
-            idle_heartbeat=2.0,
-            config=config,
-        )
         deciding = asyncio.create_task(self._decide_loop(stopping))
         watching = asyncio.create_task(self._watch_connector(stopping))
         try:
-            while not stopping.is_set():
-                msg = await self._next(sub)
-                if msg is None:
-                    continue
-                self._fold_msg(msg)
-                if last is not None and msg.metadata.sequence.stream >= last:
+            async for seq, event in self.events.follow(stopping):
+                if event is not None:
+                    self.fold(event)
+                if last is not None and seq >= last:
                     self._caught_up()
         finally:
             for task in (deciding, watching, *self.planning.values()):
                 task.cancel()
-            with contextlib.suppress(nats.errors.Error):
-                await sub.unsubscribe()
 
     def _caught_up(self) -> None:
         """The replay is complete: jobs may be decided, dispatched segments' bars merged."""
@@ -240,60 +250,16 @@ class LoadRunner:
         self.segments.ready = True
         self.wake.set()
 
-    async def _last_job_seq(self) -> int | None:
-        """Return the stream sequence of the last load-job event now (None: there is none)."""
-        try:
-            msg = await self.js.get_last_msg(streams.EVENTS.name or "", LOAD_EVENTS)
-        except nats.js.errors.NotFoundError:
-            return None
-        return int(msg.seq or 0)
-
-    async def _next(self, sub: Any) -> Msg | None:
-        try:
-            msg: Msg = await sub.next_msg(timeout=1.0)
-        except nats.errors.TimeoutError:
-            return None
-        except nats.errors.Error as e:  # a reconnect in progress: the consumer resets itself
-            log.warning("job events: %s; retrying", e)
-            await asyncio.sleep(0.5)
-            return None
-        return msg
-
-    def _fold_msg(self, msg: Msg) -> None:
-        try:
-            event = codec.decode(msg.data, JobEvent, subject=msg.subject, headers=msg.headers)
-            subjects.job_event_kind(event, subjects.parse_job_event(msg.subject).kind)
-        except KtrdrError as e:
-            log.warning("skipping a malformed job event: %s", e.message)
-            return
-        except subjects.SubjectError as e:  # e.g. a training job's event published by hand
-            log.warning("skipping a job event on the wrong subject: %s", e)
-            return
-        self.fold(event)
-
     async def _watch_connector(self, stopping: asyncio.Event) -> None:
         """Keep ``connector`` current while loads run (is it there, has it IB, since when)."""
         while not stopping.is_set():
             if self.jobs and self.caught_up.is_set():
-                facts = await self._ask_connector()
+                facts = await self.ib.facts(self.connector)
                 if facts != self.connector:
                     self.connector = facts
                     self.wake.set()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), timeout=2.0)
-
-    async def _ask_connector(self) -> ConnectorFacts:
-        try:
-            reply = await self.nc.request(subjects.IB_STATUS, b"", timeout=2.0)
-            status = codec.decode(reply.data, IbStatus, subject=subjects.IB_STATUS)
-        except nats.errors.NoRespondersError:
-            return ConnectorFacts(up=False)
-        except (nats.errors.Error, KtrdrError):
-            return self.connector  # slow or erring: no news
-        if status.connected:
-            return ConnectorFacts(up=True, ib_connected=True)
-        lost = self.connector.since if self.connector.ib_connected is False else utc_now()
-        return ConnectorFacts(up=True, ib_connected=False, since=status.since or lost)
 
     # -- deciding and carrying effects out ----------------------------------------------
 
@@ -310,7 +276,7 @@ class LoadRunner:
         """Decide for one job and carry the effects out (a failure is logged, retried later)."""
         try:
             facts = Facts(
-                now=utc_now(),
+                now=self.clock(),
                 durable=await self._durable_of(state),
                 connector=self.connector,
                 storage_full=self.storage_full,
@@ -339,11 +305,8 @@ class LoadRunner:
             if state.planned is not None:  # known before the connector can answer them
                 self.segments.record(state.command, state.planned, effect.recorded.segment_ids)
             for command in effect.commands:
-                await self.js.publish(
-                    subjects.CMD_IB_FETCH,
-                    codec.encode(command),
-                    headers={"Nats-Msg-Id": f"{command.job_id}.{command.segment_id}"},
-                )
+                msg_id = f"{command.job_id}.{command.segment_id}"
+                await self.queue.send(subjects.CMD_IB_FETCH, command, msg_id)
             first = effect.recorded.segment_ids[0]
             await self._publish(state, effect.recorded, f"{state.job_id}.dispatched.{first}")
         else:
@@ -356,15 +319,13 @@ class LoadRunner:
             if earlier is not None:
                 self.fold(earlier)
                 return
-        await publish_event(self.js, event, msg_id=msg_id, kind=LOAD)
+        await self.events.publish(event, msg_id)
         self.fold(event)
 
     async def _terminal_in_log(self, job_id: str) -> JobEvent | None:
         for kind in ("completed", "failed", "cancelled"):
-            data = await last_job_event(self.js, LOAD, job_id, kind)
-            if data is not None:
-                subject = subjects.job_event(LOAD, job_id, kind)
-                event: JobEvent = codec.decode(data, JobEvent, subject=subject)
+            event = await self.events.last(job_id, kind)
+            if event is not None:
                 return event
         return None
 
@@ -498,7 +459,7 @@ class LoadRunner:
         """Return IB's clock in ns: which bars are complete is the gateway's call, not ours."""
 
         async def ask() -> int:
-            status = await self.client.request(subjects.IB_STATUS, StatusRequest(), IbStatus)
+            status = await self.ib.request(subjects.IB_STATUS, StatusRequest(), IbStatus)
             if status.server_time is None:
                 raise IbUnavailable("the ib-connector is not connected to IB yet")
             return to_unix_nanos(status.server_time)
@@ -507,9 +468,7 @@ class LoadRunner:
 
     async def ask(self, subject: str, request: Any, reply_type: type[R]) -> R:
         """Request from the connector, retrying while it is away (see ``_retrying``)."""
-        return await self._retrying(
-            lambda: self.client.request(subject, request, reply_type), subject
-        )
+        return await self._retrying(lambda: self.ib.request(subject, request, reply_type), subject)
 
     async def _retrying(self, call: Callable[[], Awaitable[R]], what: str) -> R:
         """Call until it answers; retry what may pass (no connector yet, IB down) a while."""
