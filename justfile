@@ -66,9 +66,10 @@ sim *ARGS: _ensure-venv
 connector: _ensure-venv
     {{py}} -m ktrdr_ib_connector
 
-# `just up` runs infra/Procfile under honcho: nats-server, the IB Gateway simulator (unless
-# KTRDR_IB_HOST names a real gateway) and the four services, then waits until each answers
-# $SRV.PING. Logs: data/logs/<process>.log. See docs/deploy.md.
+# `just up` starts a background supervisor (the launcher ktrdr_shared.stack, as `just demo`
+# and the tests use it): nats-server, the IB Gateway simulator (unless KTRDR_IB_HOST names a
+# real gateway) and the four services, then waits until each answers $SRV.PING.
+# Logs: data/logs/<process>.log. See docs/deploy.md.
 #
 # `just --list` shows only the one comment line right above a recipe: keep each such line a
 # whole sentence, and put longer explanations in a block like this one, a blank line above.

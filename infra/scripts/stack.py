@@ -5,25 +5,29 @@
     python infra/scripts/stack.py status
     python infra/scripts/stack.py secrets
 
-``up`` starts honcho in the background on ``infra/Procfile`` (nats-server, the
-IB Gateway simulator unless ``KTRDR_IB_HOST`` names a real gateway, the four
-services), waits until NATS and every service answer ``$SRV.PING``, and
-prints where everything is; if one does not come up it names it, shows the
-end of its log and stops the rest. ``down`` stops the services first (SIGTERM,
-then waits: they finish and acknowledge what they hold), then the simulator
-and NATS, then honcho. ``--secure`` runs NATS with ``infra/nats/auth.conf``:
-one user per service with least-privilege permissions, TLS with a client
-certificate per user, and no monitoring port unless ``--monitor-port`` asks
-for one; passwords, a private CA and the certificates are generated into
-``data/secrets/`` on first use (``KTRDR_NATS_TLS_HOSTS`` adds names and
-addresses to the server certificate) and passwords are never printed.
+The background front end of the launcher, ``ktrdr_shared.stack`` (the tests and
+``just demo`` are its foreground one). ``up`` starts a supervisor in the
+background (this script's ``_serve``, in a session of its own) that starts
+nats-server, the IB Gateway simulator unless ``KTRDR_IB_HOST`` names a real
+gateway, and the four services; ``up`` waits until NATS and every service
+answer ``$SRV.PING``, and prints where everything is; if one does not come up
+it names it, shows the end of its log and stops the rest. ``down`` asks the
+supervisor to stop: the services first (SIGTERM, then waits: they finish and
+acknowledge what they hold), then the simulator, then NATS. ``--secure`` runs
+NATS with ``infra/nats/auth.conf``: one user per service with least-privilege
+permissions, TLS with a client certificate per user, and no monitoring port
+unless ``--monitor-port`` asks for one; passwords, a private CA and the
+certificates are generated into ``data/secrets/`` on first use
+(``KTRDR_NATS_TLS_HOSTS`` adds names and addresses to the server certificate)
+and passwords are never printed.
 
 Everything the stack writes lives under ``KTRDR_DATA_DIR`` (default
 ``./data``): ``bars/`` (Parquet), ``nats/``, ``logs/<process>.log``, ``run/``
-(pid files, exit statuses, ``stack.json``) and ``secrets/``. Ports come from
-the usual settings: ``KTRDR_NATS_URL`` (default 4222; NATS monitoring on its
-port + 4000, 8222), ``KTRDR_IB_PORT`` (4002; the simulator's control port is
-the next, 4003), ``KTRDR_API_PORT`` (8000).
+(pid files, exit statuses, ``stack.json``) and ``secrets/``; the supervisor's
+own log is ``logs/stack.log``. Ports come from the usual settings:
+``KTRDR_NATS_URL`` (default 4222; NATS monitoring on its port + 4000, 8222),
+``KTRDR_IB_PORT`` (4002; the simulator's control port is the next, 4003),
+``KTRDR_API_PORT`` (8000).
 
 ``up`` also records the running stack's data directory in this checkout's
 registry (``.run/stacks/``, or ``STACK_REGISTRY_DIR``), so that ``down`` and
@@ -40,35 +44,48 @@ import datetime as dt
 import hashlib
 import json
 import os
-import secrets
 import signal
-import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
-import bcrypt
 import nats.errors
-from ktrdr_shared.certs import ensure_certificates, parse_hosts
-from ktrdr_shared.config import Secret, Settings
+from ktrdr_shared.certs import parse_hosts
+from ktrdr_shared.config import Settings
 from ktrdr_shared.declare import declare
 from ktrdr_shared.nats_errors import NatsRefused
-from ktrdr_shared.tls import TlsFiles
-from wait_ready import SERVICES, Readiness, wait_ready
+from ktrdr_shared.stack import (
+    SERVICES,
+    STOP_ORDER,
+    ChildProcess,
+    Readiness,
+    ensure_secrets,
+    log_tail,
+    nats_command,
+    nats_server_env,
+    port_busy,
+    service_command,
+    sim_command,
+    stop_in_order,
+    user_env,
+    user_settings,
+    wait_ready,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
-PROCFILE = "infra/Procfile"
-NATS_CONF = {False: "infra/nats/nats.conf", True: "infra/nats/nats-secure.conf"}
-USERS = (*SERVICES, "admin")  # one NATS user per service, and the operator
-BCRYPT_ROUNDS = 11
+NATS_CONF = {False: ROOT / "infra/nats/nats.conf", True: ROOT / "infra/nats/nats-secure.conf"}
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-STOP_ORDER = (SERVICES, ("sim",), ("nats",))  # services drain while NATS is still there
 LOG_TAIL_LINES = 20
 REGISTRY = ROOT / ".run" / "stacks"  # ignored by git: one entry per running stack
+SUPERVISOR = "stack"  # the supervisor's name: logs/stack.log
+STOP_TIMEOUT = "stop-timeout"  # in run/: how long `down` gives each group to stop, seconds
+STOPPED = "stopped.json"  # in run/: what stopping had to force, written by the supervisor
 
 
 class StackError(Exception):
@@ -106,9 +123,9 @@ class Layout:
         return _read_int(self.run / f"{name}.exit")
 
     def running(self) -> bool:
-        """Return True while honcho or any process of the stack recorded here is alive."""
+        """Return True while the supervisor or any process of the stack recorded here is alive."""
         names = [n for group in STOP_ORDER for n in group]
-        return _alive(_honcho_pid(self)) or any(_alive(self.pid(n)) for n in names)
+        return _alive(_supervisor_pid(self)) or any(_alive(self.pid(n)) for n in names)
 
 
 @dataclass(frozen=True)
@@ -124,10 +141,10 @@ class Registry:
     def _entry(self, data_dir: Path) -> Path:
         return self.directory / (hashlib.sha256(str(data_dir).encode()).hexdigest()[:16] + ".json")
 
-    def record(self, layout: Layout, honcho_pid: int) -> None:
+    def record(self, layout: Layout, supervisor_pid: int) -> None:
         """Note that a stack runs from ``layout``."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        entry = {"data_dir": str(layout.root), "pid": honcho_pid}
+        entry = {"data_dir": str(layout.root), "pid": supervisor_pid}
         self._entry(layout.root).write_text(json.dumps(entry) + "\n", encoding="utf-8")
 
     def forget(self, layout: Layout) -> None:
@@ -194,7 +211,7 @@ class StackConfig:
 
     @property
     def processes(self) -> list[str]:
-        """Return the Procfile lines to run."""
+        """Return the names of the processes to run, in the order they start."""
         return ["nats", *([] if self.ib_host else ["sim"]), *SERVICES]
 
     @property
@@ -245,11 +262,6 @@ def _port(env: Mapping[str, str], name: str, default: int) -> int:
 # -- secrets ------------------------------------------------------------------------------
 
 
-def hash_variable(user: str) -> str:
-    """Return the nats-server variable holding ``user``'s bcrypt hash: ``NATS_HASH_DATA_STORE``."""
-    return "NATS_HASH_" + user.upper().replace("-", "_")
-
-
 def tls_hosts(env: Mapping[str, str]) -> list[str]:
     """Return the server certificate's extra names and addresses (``KTRDR_NATS_TLS_HOSTS``).
 
@@ -262,59 +274,17 @@ def tls_hosts(env: Mapping[str, str]) -> list[str]:
         raise StackError(f"KTRDR_NATS_TLS_HOSTS: {e}") from e
 
 
-def ensure_secrets(directory: Path, extra_hosts: Iterable[str] = ()) -> None:
-    """Create each user's password file once, and write nats-server's hashes of them.
-
-    ``<user>.password`` (mode 0600) is what the service reads through
-    ``KTRDR_NATS_PASSWORD_FILE``; ``nats.env`` holds ``NATS_HASH_<USER>`` for
-    nats-server (auth.conf), each value quoted for the NATS config parser;
-    ``api-key`` is the REST key for an api exposed beyond loopback (compose).
-    The TLS files (``ktrdr_shared.tls``: a CA, nats-server's certificate for
-    loopback and ``extra_hosts``, one client certificate per user) are made when
-    missing, and the server's again when its names no longer match.
-    """
-    directory.mkdir(parents=True, exist_ok=True)
-    directory.chmod(0o700)
-    lines = [
-        "# bcrypt hashes of the NATS users' passwords, for nats-server (infra/nats/auth.conf).",
-        "# Written by `stack.py secrets` from the <user>.password files beside it.",
-    ]
-    for user in USERS:
-        password = _private_token(directory / f"{user}.password")
-        digest = bcrypt.hashpw(password.encode(), bcrypt.gensalt(BCRYPT_ROUNDS)).decode()
-        lines.append(f"{hash_variable(user)}='\"{digest}\"'")
-    _private_token(directory / "api-key")
-    _write_private(directory / "nats.env", "\n".join(lines) + "\n")
-    ensure_certificates(directory, USERS, extra_hosts)
-
-
-def _private_token(path: Path) -> str:
-    if not path.exists():
-        _write_private(path, secrets.token_urlsafe(32) + "\n")
-    return path.read_text(encoding="utf-8").strip()
-
-
-def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    path.chmod(0o600)
-
-
 def admin_settings(config: StackConfig, layout: Layout) -> Settings:
     """Return the settings ``up`` uses to check readiness (admin in secure mode)."""
-    if not config.secure:
-        return Settings(nats_url=(config.nats_url,))
-    password = (layout.secrets / "admin.password").read_text(encoding="utf-8").strip()
-    files = TlsFiles(layout.secrets)
-    return Settings(
-        nats_url=(config.nats_url,),
-        nats_user="admin",
-        nats_password=Secret(password),
-        nats_tls_ca=str(files.ca_cert),
-        nats_tls_cert=str(files.client_cert("admin")),
-        nats_tls_key=str(files.client_key("admin")),
-    )
+    return user_settings(config.nats_url, layout.secrets if config.secure else None)
+
+
+def config_from_json(text: str) -> StackConfig:
+    """Return the configuration ``up`` hands its supervisor (``json.dumps(asdict(...))``)."""
+    fields: dict[str, Any] = json.loads(text)
+    fields["data_dir"] = Path(fields["data_dir"])
+    fields["tls_hosts"] = tuple(fields["tls_hosts"])
+    return StackConfig(**fields)
 
 
 # -- up -----------------------------------------------------------------------------------
@@ -323,7 +293,7 @@ def admin_settings(config: StackConfig, layout: Layout) -> Settings:
 def up(config: StackConfig, timeout_s: float, registry: Registry) -> int:
     """Start the stack in the background and wait until it serves; return the exit status."""
     layout = Layout(config.data_dir)
-    if _alive(_honcho_pid(layout)):
+    if _alive(_supervisor_pid(layout)):
         print(f"ktrdr: the stack is already running ({layout.state_file}); `just down` stops it")
         return 0
     _check_ports_free(config, registry.running())
@@ -332,11 +302,11 @@ def up(config: StackConfig, timeout_s: float, registry: Registry) -> int:
     if config.secure:
         ensure_secrets(layout.secrets, config.tls_hosts)
     _clear_run_files(layout, config.processes)
-    _rotate_logs(layout, ["honcho", *config.processes])
+    _rotate_logs(layout, [SUPERVISOR, *config.processes])
     started = time.monotonic()
-    honcho = _start_honcho(config, layout)
-    _write_state(layout, config, honcho.pid)
-    registry.record(layout, honcho.pid)
+    supervisor = _start_supervisor(config, layout)
+    _write_state(layout, config, supervisor.pid)
+    registry.record(layout, supervisor.pid)
     if config.secure and not _declared(admin_settings(config, layout), timeout_s):
         down(layout, timeout_s=15.0, registry=registry, quiet=True)
         return 1
@@ -345,7 +315,7 @@ def up(config: StackConfig, timeout_s: float, registry: Registry) -> int:
             admin_settings(config, layout),
             SERVICES,
             timeout_s,
-            lambda name: _gone(layout, honcho, name),
+            lambda name: _gone(layout, supervisor, name),
         )
     )
     if not result.ok:
@@ -392,7 +362,7 @@ def _check_ports_free(config: StackConfig, running: Sequence[Layout] = ()) -> No
             ("127.0.0.1", config.ib_port, "the IB Gateway simulator (KTRDR_IB_PORT)"),
             ("127.0.0.1", config.sim_control_port, "the simulator's control port"),
         ]
-    busy = [f"{host}:{port} ({what})" for host, port, what in wanted if _port_busy(host, port)]
+    busy = [f"{host}:{port} ({what})" for host, port, what in wanted if port_busy(host, port)]
     if busy:
         hint = (
             f"a stack started from {running[0].root} runs: `just down` stops it"
@@ -406,19 +376,12 @@ def _check_ports_free(config: StackConfig, running: Sequence[Layout] = ()) -> No
         )
 
 
-def _port_busy(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        try:
-            s.bind((host, port))
-        except OSError:
-            return True
-    return False
-
-
 def _clear_run_files(layout: Layout, names: Iterable[str]) -> None:
     for name in names:
         for suffix in (".pid", ".exit"):
             (layout.run / f"{name}{suffix}").unlink(missing_ok=True)
+    for name in (STOP_TIMEOUT, STOPPED):
+        (layout.run / name).unlink(missing_ok=True)
 
 
 def _rotate_logs(layout: Layout, names: Iterable[str]) -> None:
@@ -429,42 +392,14 @@ def _rotate_logs(layout: Layout, names: Iterable[str]) -> None:
             log.replace(log.with_suffix(".log.1"))
 
 
-def _start_honcho(config: StackConfig, layout: Layout) -> subprocess.Popen[bytes]:
-    env = dict(os.environ)
-    env.update(
-        {
-            "STACK_DIR": str(layout.root),
-            "STACK_SECURE": "1" if config.secure else "0",
-            "STACK_NATS_CONF": NATS_CONF[config.secure],
-            "STACK_NATS_PORT": str(config.nats_port),
-            "STACK_NATS_MONITOR_PORT": str(config.monitor_port or 0),  # -m 0: no monitoring
-            "STACK_SIM_CONTROL_PORT": str(config.sim_control_port),
-            "STACK_SIM_TIME_SCALE": config.sim_time_scale,
-            "KTRDR_NATS_URL": config.nats_url,
-            "KTRDR_IB_PORT": str(config.ib_port),
-            "KTRDR_DATA_DIR": str(config.data_dir),
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    honcho = Path(sys.executable).with_name("honcho")
-    command = [
-        str(honcho),
-        "-f",
-        PROCFILE,
-        "-d",
-        str(ROOT),
-        "-e",
-        os.devnull,
-        "start",
-        "--no-colour",
-        *config.processes,
-    ]
-    with (layout.logs / "honcho.log").open("ab") as log:
+def _start_supervisor(config: StackConfig, layout: Layout) -> subprocess.Popen[bytes]:
+    """Start ``stack.py _serve`` in the background: it starts and holds the processes."""
+    command = [sys.executable, str(Path(__file__).resolve()), "_serve", config_json(config)]
+    with (layout.logs / f"{SUPERVISOR}.log").open("ab") as log:
         # A session of its own: Ctrl-C in the terminal that ran `just up` does not reach it.
         return subprocess.Popen(
             command,
             cwd=ROOT,
-            env=env,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -472,9 +407,91 @@ def _start_honcho(config: StackConfig, layout: Layout) -> subprocess.Popen[bytes
         )
 
 
-def _write_state(layout: Layout, config: StackConfig, honcho_pid: int) -> None:
+def config_json(config: StackConfig) -> str:
+    """Return ``config`` as JSON (``config_from_json`` reads it back)."""
+    fields = asdict(config)
+    fields["data_dir"] = str(config.data_dir)
+    return json.dumps(fields)
+
+
+# -- the supervisor ---------------------------------------------------------------------------
+
+
+def serve(config: StackConfig) -> int:
+    """Start every process of the stack, hold them, and stop them in order on SIGTERM.
+
+    Each process gets its log (``logs/<name>.log``), its pid file and, once it ends,
+    its exit status (``run/<name>.pid``, ``run/<name>.exit``); one that exits on its
+    own is left exited, so that ``up`` can name it and ``down`` stops the rest. On
+    SIGTERM (``down``) it stops the services, then the simulator, then NATS, each
+    group within the timeout ``down`` wrote to ``run/stop-timeout``, and writes what it
+    had to force to ``run/stopped.json``.
+    """
+    layout = Layout(config.data_dir)
+    stopping = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda *_: stopping.set())
+    children = {
+        name: ChildProcess(name, argv, env, layout.logs / f"{name}.log", run_dir=layout.run)
+        for name, (argv, env) in processes(config, layout, os.environ).items()
+    }
+    for child in children.values():
+        child.start()
+    print(f"ktrdr: started {', '.join(children)}", flush=True)
+    while not stopping.wait(1.0):
+        pass
+    timeout_s = _read_float(layout.run / STOP_TIMEOUT) or 60.0
+    print(f"ktrdr: stopping (services, then the simulator, then NATS; {timeout_s:.0f} s each)")
+    stop_in_order(children, timeout_s)
+    problems = [problem for child in children.values() for problem in child.problems]
+    (layout.run / STOPPED).write_text(json.dumps(problems) + "\n", encoding="utf-8")
+    print("ktrdr: stopped", flush=True)
+    return 0
+
+
+def processes(
+    config: StackConfig, layout: Layout, environ: Mapping[str, str]
+) -> dict[str, tuple[list[str], dict[str, str]]]:
+    """Return each process's command line and environment, in the order they start.
+
+    The services read the usual ``KTRDR_*`` settings of ``environ``, with this stack's
+    NATS URL, gateway port and data directory; in secure mode each connects as its own
+    NATS user, and nats-server gets the users' hashes and its TLS files.
+    """
+    base = {
+        **environ,
+        "KTRDR_NATS_URL": config.nats_url,
+        "KTRDR_IB_PORT": str(config.ib_port),
+        "KTRDR_DATA_DIR": str(config.data_dir),
+        "PYTHONUNBUFFERED": "1",
+    }
+    nats = nats_command(
+        config.nats_port,
+        config.data_dir / "nats",
+        config=NATS_CONF[config.secure],
+        monitor_port=config.monitor_port or 0,  # -m 0: no monitoring
+    )
+    found = {"nats": (nats, {**base, **_secure(config, layout, "nats")})}
+    if not config.ib_host:
+        sim = sim_command(config.ib_port, config.sim_control_port, config.sim_time_scale)
+        found["sim"] = (sim, base)
+    for name in SERVICES:
+        found[name] = (service_command(name), {**base, **_secure(config, layout, name)})
+    return found
+
+
+def _secure(config: StackConfig, layout: Layout, name: str) -> dict[str, str]:
+    """Return what secure mode adds to ``name``'s environment (nothing in open mode)."""
+    if not config.secure:
+        return {}
+    if name == "nats":
+        return nats_server_env(layout.secrets)
+    return user_env(layout.secrets, name)
+
+
+def _write_state(layout: Layout, config: StackConfig, supervisor_pid: int) -> None:
     state = {
-        "pid": honcho_pid,
+        "pid": supervisor_pid,
         "processes": config.processes,
         "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "nats_url": config.nats_url,
@@ -484,12 +501,15 @@ def _write_state(layout: Layout, config: StackConfig, honcho_pid: int) -> None:
     layout.state_file.write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
 
 
-def _gone(layout: Layout, honcho: subprocess.Popen[bytes], name: str) -> str | None:
+def _gone(layout: Layout, supervisor: subprocess.Popen[bytes], name: str) -> str | None:
     status = layout.exit_status(name)
     if status is not None:
         return f"{name} exited with status {status}"
-    if honcho.poll() is not None:
-        return f"honcho exited with status {honcho.returncode} (see {layout.logs}/honcho.log)"
+    if supervisor.poll() is not None:
+        return (
+            f"the stack's supervisor exited with status {supervisor.returncode} "
+            f"(see {layout.logs}/{SUPERVISOR}.log)"
+        )
     return None
 
 
@@ -497,17 +517,9 @@ def _report_failure(layout: Layout, result: Readiness) -> None:
     for name, why in result.missing.items():
         print(f"ktrdr: {name} is NOT UP: {why}", file=sys.stderr)
         log = layout.logs / f"{name}.log"
-        tail = _tail(log, LOG_TAIL_LINES)
+        tail = log_tail(log, LOG_TAIL_LINES) or "(no log)"
         print(f"---- last lines of {log} ----\n{tail}\n----", file=sys.stderr)
     print("ktrdr: stopping what did start; the logs stay in " + str(layout.logs), file=sys.stderr)
-
-
-def _tail(path: Path, lines: int) -> str:
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return "(no log)"
-    return "\n".join(text.splitlines()[-lines:]) or "(empty)"
 
 
 def _print_summary(
@@ -557,28 +569,33 @@ def _print_summary(
 
 
 def down(layout: Layout, timeout_s: float, registry: Registry, quiet: bool = False) -> int:
-    """Stop services, then the simulator and NATS, then honcho; return the exit status.
+    """Stop services, then the simulator and NATS, then the supervisor; return the exit status.
 
-    Each group gets SIGTERM and ``timeout_s`` to exit; what is still there then
-    is killed and reported. The status is 1 when anything had to be killed or
-    a service exited with an error.
+    The supervisor gives each group SIGTERM and ``timeout_s`` to exit; what is still
+    there then is killed and reported, and so is what a process left behind in its
+    process group. The status is 1 when anything had to be killed or a service exited
+    with an error.
     """
-    honcho_pid = _honcho_pid(layout)
-    recorded = [n for group in STOP_ORDER for n in group if layout.pid(n) is not None]
     if not layout.running():
         registry.forget(layout)
         if not quiet:
             print(f"ktrdr: the stack is not running (KTRDR_DATA_DIR={layout.root})")
         return 0
-    # Each Procfile line runs in a process group of its own (honcho starts a session per
-    # line); what a service spawned (the api's server workers) lives in it too.
-    groups = {n: pgid for n in recorded if (pgid := _pgid(layout.pid(n))) is not None}
     problems: list[str] = []
-    for group in STOP_ORDER:
-        problems += _stop_group(layout, group, timeout_s)
-    if honcho_pid is not None:
-        problems += _stop_pids({"honcho": honcho_pid}, 10.0)
-    problems += _kill_leftovers(groups)
+    supervisor = _supervisor_pid(layout)
+    if _alive(supervisor):
+        assert supervisor is not None
+        (layout.run / STOP_TIMEOUT).write_text(f"{timeout_s}\n", encoding="utf-8")
+        _signal(supervisor, signal.SIGTERM)
+        budget = timeout_s * len(STOP_ORDER) + 30.0
+        deadline = time.monotonic() + budget
+        while time.monotonic() < deadline and _alive(supervisor):
+            time.sleep(0.05)  # not our child (unless `up` failed): all we can do is look
+        if _alive(supervisor):
+            _signal(supervisor, signal.SIGKILL)
+            problems.append(f"the supervisor (pid {supervisor}) did not stop in {budget:.0f} s")
+        problems += _read_problems(layout)
+    problems += _kill_orphans(layout)
     statuses = {n: layout.exit_status(n) for group in STOP_ORDER for n in group}
     problems += [f"{n} exited with status {s}" for n, s in statuses.items() if s not in (None, 0)]
     layout.state_file.unlink(missing_ok=True)
@@ -591,51 +608,25 @@ def down(layout: Layout, timeout_s: float, registry: Registry, quiet: bool = Fal
     return 1 if problems else 0
 
 
-def _stop_group(layout: Layout, names: Sequence[str], timeout_s: float) -> list[str]:
-    pids = {n: pid for n in names if _alive(pid := layout.pid(n))}
-    problems = _stop_pids({n: p for n, p in pids.items() if p is not None}, timeout_s)
-    # The wrapper records the exit status right after its child ends.
-    deadline = time.monotonic() + 5.0
-    while time.monotonic() < deadline and any(layout.exit_status(n) is None for n in pids):
-        time.sleep(0.05)
-    return problems
-
-
-def _kill_leftovers(groups: Mapping[str, int]) -> list[str]:
-    """SIGKILL what is left in the process groups of the stack's lines (orphaned workers)."""
-    problems = []
-    for name, pgid in groups.items():
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            continue  # the group is empty: everything in it has exited
-        problems.append(f"{name} left processes behind (process group {pgid}): killed")
-    return problems
-
-
-def _pgid(pid: int | None) -> int | None:
-    """Return the process group of ``pid``, unless it is gone or shares ours."""
-    if pid is None or not _alive(pid):
-        return None
+def _read_problems(layout: Layout) -> list[str]:
     try:
-        pgid = os.getpgid(pid)
-    except ProcessLookupError:
-        return None
-    return None if pgid == os.getpgrp() else pgid
+        found = json.loads((layout.run / STOPPED).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return [str(problem) for problem in found] if isinstance(found, list) else []
 
 
-def _stop_pids(pids: Mapping[str, int], timeout_s: float) -> list[str]:
-    """SIGTERM each process, wait up to ``timeout_s`` for all, SIGKILL the rest."""
-    for pid in pids.values():
-        _signal(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and any(_alive(p) for p in pids.values()):
-        time.sleep(0.05)  # not our children: all we can do is look
+def _kill_orphans(layout: Layout) -> list[str]:
+    """SIGKILL the process group of each process still running without its supervisor."""
     problems = []
-    for name, pid in pids.items():
-        if _alive(pid):
-            _signal(pid, signal.SIGKILL)
-            problems.append(f"{name} (pid {pid}) ignored SIGTERM for {timeout_s:.0f} s: killed")
+    for name in (n for group in STOP_ORDER for n in group):
+        pid = layout.pid(name)
+        if not _alive(pid):
+            continue
+        assert pid is not None
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(os.getpgid(pid), signal.SIGKILL)
+        problems.append(f"{name} (pid {pid}) ran without its supervisor: killed")
     return problems
 
 
@@ -651,7 +642,7 @@ def status(layout: Layout) -> int:
         return 1
     healthy = _alive(state.get("pid"))
     print(
-        f"ktrdr: honcho pid {state.get('pid')} {'running' if healthy else 'GONE'}, "
+        f"ktrdr: supervisor pid {state.get('pid')} {'running' if healthy else 'GONE'}, "
         f"started {state.get('started')}, secure={state.get('secure')}"
     )
     for name in state.get("processes", []):
@@ -669,7 +660,7 @@ def status(layout: Layout) -> int:
 # -- helpers ------------------------------------------------------------------------------
 
 
-def _honcho_pid(layout: Layout) -> int | None:
+def _supervisor_pid(layout: Layout) -> int | None:
     try:
         pid = json.loads(layout.state_file.read_text(encoding="utf-8")).get("pid")
     except (OSError, ValueError):
@@ -684,10 +675,17 @@ def _read_int(path: Path) -> int | None:
         return None
 
 
+def _read_float(path: Path) -> float | None:
+    try:
+        return float(path.read_text(encoding="utf-8").strip())
+    except (OSError, ValueError):
+        return None
+
+
 def _alive(pid: int | None) -> bool:
     if not pid:
         return False
-    try:  # honcho is our child when `up` stops what it started: reap it, or it looks alive
+    try:  # the supervisor is our child when `up` stops what it started: reap it
         if os.waitpid(pid, os.WNOHANG)[0] == pid:
             return False
     except ChildProcessError:
@@ -724,7 +722,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     down_cmd.add_argument("--timeout", type=float, default=60.0, help="per group, seconds")
     commands.add_parser("status", help="show each process")
     commands.add_parser("secrets", help="create data/secrets (passwords, nats.env)")
+    serve_cmd = commands.add_parser("_serve", help="(up's background supervisor)")
+    serve_cmd.add_argument("config", help="the stack's configuration, as JSON")
     args = parser.parse_args(argv)
+    if args.command == "_serve":
+        return serve(config_from_json(args.config))
     env = os.environ
     layout = Layout(Path(env.get("KTRDR_DATA_DIR", "data")).resolve())
     registry = Registry(Path(env.get("STACK_REGISTRY_DIR") or REGISTRY))

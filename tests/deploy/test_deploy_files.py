@@ -5,7 +5,7 @@ be checked without them: compose.yaml's structure (services, builds, ports
 bound where intended, environment, secrets, volumes, health checks and
 dependencies, every referenced file present), the units and plists (they
 parse and start a module that exists, with settings the services know), the
-Procfile, and every NATS configuration (nats-server itself validates them
+processes `just up` runs, and every NATS configuration (nats-server itself validates them
 with the users' hashes that `stack.py secrets` writes).
 """
 
@@ -286,7 +286,7 @@ def test_cluster_nodes_form_one_cluster_of_three_with_the_users() -> None:
     assert len(names) == 3
 
 
-# -- host services: systemd, launchd, Procfile -------------------------------------------
+# -- host services: systemd, launchd, `just up` -------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -327,21 +327,23 @@ def test_launchd_agents_start_a_module_with_known_settings(plist: Path) -> None:
 
 
 @pytest.mark.unit
-def test_the_procfile_runs_nats_the_simulator_and_the_four_services() -> None:
-    lines = [
-        line
-        for line in (INFRA / "Procfile").read_text().splitlines()
-        if line.strip() and not line.startswith("#")
-    ]
-    commands = dict(line.split(": ", 1) for line in lines)
+def test_just_up_runs_nats_the_simulator_and_the_four_services() -> None:
+    spec = importlib.util.spec_from_file_location("ktrdr_script_stack", INFRA / "scripts/stack.py")
+    assert spec is not None and spec.loader is not None
+    stack = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = stack  # dataclasses look their module up there
+    spec.loader.exec_module(stack)
+    config = stack.load_config({}, False, None, None)
+    found = stack.processes(config, stack.Layout(config.data_dir), {})
+    commands = {name: argv for name, (argv, _) in found.items()}
     assert list(commands) == ["nats", "sim", *SERVICE_DIRS]
-    for name, command in commands.items():
-        argv = shlex.split(command)
-        assert argv[:2] == ["infra/scripts/run-in-stack.sh", name]
-        assert (ROOT / argv[2]).name in ("nats-server", "ktrdr-ib-sim", "python")
+    assert Path(commands["nats"][0]).name == "nats-server"
+    assert commands["sim"][1:3] == ["-m", "ktrdr_ib_sim"]
+    assert importlib.util.find_spec("ktrdr_ib_sim") is not None
     for name, module in SERVICE_DIRS.items():
-        assert shlex.split(commands[name])[3:] == ["-m", module]
-    assert os.access(INFRA / "scripts/run-in-stack.sh", os.X_OK)
+        assert commands[name][1:] == ["-m", module]
+    real_gateway = stack.load_config({"KTRDR_IB_HOST": "10.0.0.5"}, False, None, None)
+    assert "sim" not in stack.processes(real_gateway, stack.Layout(config.data_dir), {})
 
 
 @pytest.mark.unit

@@ -154,7 +154,7 @@ def test_down_finds_the_one_stack_running_from_another_data_dir(tmp_path: Path) 
     registry = stack.Registry(tmp_path / "registry")
     running = stack.Layout(tmp_path / "started-here")
     running.run.mkdir(parents=True)
-    # This test's own process stands in for honcho: alive while the test runs.
+    # This test's own process stands in for the supervisor: alive while the test runs.
     running.state_file.write_text(json.dumps({"pid": os.getpid()}))
     registry.record(running, os.getpid())
     elsewhere = stack.Layout(tmp_path / "data")
@@ -168,7 +168,7 @@ def test_down_finds_the_one_stack_running_from_another_data_dir(tmp_path: Path) 
     registry.record(stopped, 2**22 + 1)
     assert [layout.root for layout in registry.running()] == [running.root]
 
-    registry.record(elsewhere, os.getpid())  # the same "honcho" from two data dirs
+    registry.record(elsewhere, os.getpid())  # the same "supervisor" from two data dirs
     elsewhere.run.mkdir(parents=True)
     elsewhere.state_file.write_text(json.dumps({"pid": os.getpid()}))
     with pytest.raises(stack.StackError, match="KTRDR_DATA_DIR"):

@@ -1,4 +1,4 @@
-"""`just up` / `just down` for real: infra/scripts/stack.py runs infra/Procfile under honcho.
+"""`just up` / `just down` for real: infra/scripts/stack.py over the launcher ktrdr_shared.stack.
 
 Each test brings the whole stack up on free loopback ports with its state in a
 temporary KTRDR_DATA_DIR, uses it the way a person does (ping, REST, NATS),
@@ -204,11 +204,11 @@ def test_down_leaves_nothing_behind_after_a_service_was_killed(stack: Stack) -> 
     assert up.returncode == 0, up.stdout + up.stderr
     api = stack.pid("api")
     assert api is not None
-    group = os.getpgid(api)  # its Procfile line's process group: the api and its workers
+    group = os.getpgid(api)  # its own process group: the api and its workers
     os.kill(api, signal.SIGKILL)  # a crash: workers it spawned are orphaned
     deadline = time.monotonic() + 30
     while stack.exit_status("api") is None and time.monotonic() < deadline:
-        time.sleep(0.05)  # the wrapper records the exit as soon as it sees it
+        time.sleep(0.05)  # the supervisor records the exit as soon as it sees it
     assert stack.exit_status("api") == 128 + signal.SIGKILL
 
     down = stack.run("down")

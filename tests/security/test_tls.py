@@ -45,7 +45,7 @@ def users(tmp_path: Path) -> TestUsers:
 
 
 def secure_server(tmp_path: Path, users: TestUsers, *extra_args: str) -> NatsServer:
-    # -m 0 is what the Procfile passes in secure mode when no --monitor-port was given.
+    # -m 0 is what `just up` passes in secure mode when no --monitor-port was given.
     return NatsServer(
         store_dir=tmp_path / "jetstream",
         config_file=SECURE_CONF,

@@ -25,13 +25,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import bcrypt
 from nats.aio.client import Client as NATS
 
 from ktrdr_shared.config import Secret, Settings
+from ktrdr_shared.stack import USERS, hash_env, hash_variable
 from ktrdr_shared.tls import TlsFiles
 
-USERS = ("ib-connector", "data-store", "trainer", "api", "admin")
+__all__ = ["USERS", "ConnectAs", "TestUsers", "Violations", "hash_variable"]
 
 
 @functools.cache
@@ -44,11 +44,6 @@ def _process_tls_dir() -> Path:
     directory = Path(tempfile.mkdtemp(prefix="ktrdr-tls-"))
     atexit.register(shutil.rmtree, directory, ignore_errors=True)
     return directory
-
-
-def hash_variable(user: str) -> str:
-    """Return the nats-server variable of ``user``'s hash: ``NATS_HASH_DATA_STORE``."""
-    return "NATS_HASH_" + user.upper().replace("-", "_")
 
 
 @dataclass
@@ -79,10 +74,7 @@ class TestUsers:
 
     def server_env(self, rounds: int = 4) -> dict[str, str]:
         """Return ``NATS_HASH_<USER>`` for every user, ready for nats-server's environment."""
-        env = {}
-        for user, password in self.passwords.items():
-            digest = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds)).decode()
-            env[hash_variable(user)] = f'"{digest}"'
+        env = hash_env(self.passwords, rounds)
         if self.tls:
             env.update(self.tls_files.server_env())
         return env

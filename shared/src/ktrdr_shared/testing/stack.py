@@ -1,101 +1,36 @@
-"""The whole ktrdr stack as real processes, for system and fault tests.
+"""The whole ktrdr stack as real processes, for system and fault tests and ``just demo``.
 
-A nats-server (``NatsServer``), the IB Gateway simulator and each service run as child
-processes on loopback ports, each with its own log file, so a test can ``kill -9`` any of
-them, restart it, and read what it said. Nothing here imports a service: they are started
-with ``python -m <package>`` exactly as an operator starts them.
+The foreground front end of the launcher (``ktrdr_shared.stack``): the IB Gateway
+simulator and each service run as child processes on free loopback ports, each with its
+own log file, so a test can ``kill -9`` any of them, restart it, and read what it said.
+The nats-server is the test's own (``NatsServer``, the ``nats_server`` fixture), so a test
+can restart it under the stack.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import signal
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import nats.errors
 from nats.aio.client import Client as NATS
 
-from ktrdr_shared.testing.nats_server import free_port
+from ktrdr_shared.stack import (
+    MODULES,
+    SERVICES,
+    ChildProcess,
+    free_port,
+    ping_services,
+    service_command,
+    sim_command,
+    stop_in_order,
+)
+
+__all__ = ["MODULES", "SERVICES", "SIM_NOW", "SIM_TIME_SCALE", "ChildProcess", "Stack"]
 
 SIM_NOW = "2024-06-28T22:00:00+00:00"  # a Friday after the US close, inside the calendars
 SIM_TIME_SCALE = 0.01  # IB's 10-minute pacing window lasts 6 s
-
-MODULES = {
-    "ib-connector": "ktrdr_ib_connector",
-    "data-store": "ktrdr_data_store",
-    "trainer": "ktrdr_trainer",
-    "api": "ktrdr_api",
-}
-
-
-@dataclass
-class ChildProcess:
-    """One child process with a log file; start, kill -9, stop (SIGTERM) and restart it."""
-
-    name: str
-    argv: list[str]
-    env: dict[str, str]
-    log_path: Path
-    proc: subprocess.Popen[bytes] | None = None
-    starts: int = 0
-
-    def start(self) -> None:
-        """Start the process (appending to its log)."""
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
-            log.write(f"--- start {self.starts + 1}: {' '.join(self.argv)}\n".encode())
-            # its own process group: a kill reaches the workers it forks (the api's granian)
-            self.proc = subprocess.Popen(
-                self.argv,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self.starts += 1
-
-    @property
-    def running(self) -> bool:
-        """Return whether the process is alive."""
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill(self) -> None:
-        """SIGKILL the process and everything in its group, and reap it."""
-        if self.proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
-
-    def stop(self, timeout_s: float = 15.0) -> int | None:
-        """SIGTERM the process, wait, SIGKILL it if it will not go; return its exit code."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        with contextlib.suppress(ProcessLookupError):  # anything it left behind
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        return self.proc.returncode
-
-    def restart(self) -> None:
-        """Kill the process if it runs, then start it again."""
-        self.kill()
-        self.start()
-
-    def log_tail(self, lines: int = 30) -> str:
-        """Return the end of the process's log."""
-        if not self.log_path.exists():
-            return ""
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
 @dataclass
@@ -161,29 +96,17 @@ class Stack:
         return child
 
     def start_sim(self) -> ChildProcess:
-        """Start the simulator with its clock frozen at ``SIM_NOW``."""
-        argv = [
-            sys.executable,
-            "-m",
-            "ktrdr_ib_sim",
-            "--port",
-            str(self.sim_port),
-            "--control-port",
-            str(self.sim_control_port),
-            "--time-scale",
-            str(SIM_TIME_SCALE),
-            "--soft-delay-ms",
-            "0",
-        ]
-        if self.sim_now is not None:
-            argv += ["--now", self.sim_now]
+        """Start the simulator with its clock frozen at ``sim_now`` (IB's windows scaled)."""
+        argv = sim_command(
+            self.sim_port, self.sim_control_port, SIM_TIME_SCALE, now=self.sim_now, soft_delay_ms=0
+        )
         child = self._child("sim", argv)
         child.start()
         return child
 
     def start_service(self, name: str) -> ChildProcess:
         """Start one service (``ib-connector``, ``data-store``, ``trainer``, ``api``)."""
-        child = self._child(name, [sys.executable, "-m", MODULES[name]])
+        child = self._child(name, service_command(name))
         child.start()
         return child
 
@@ -198,34 +121,36 @@ class Stack:
     async def wait_ready(
         self, nc: NATS, names: tuple[str, ...] | list[str], timeout_s: float = 60.0
     ) -> None:
-        """Wait until each named service answers ``$SRV.PING`` (the api: ``GET /health``)."""
-        try:
-            async with asyncio.timeout(timeout_s):
-                for name in names:
-                    await self._ready(nc, name)
-        except TimeoutError:
-            tails = "\n".join(
-                f"== {n}\n{self.children[n].log_tail()}" for n in names if n in self.children
-            )
-            raise AssertionError(f"not ready within {timeout_s}s:\n{tails}") from None
+        """Wait until each named service answers ``$SRV.PING`` (the api also ``GET /health``).
 
-    async def _ready(self, nc: NATS, name: str) -> None:
-        while True:
-            if name == "api":
-                if await _http_ok(f"{self.api_url}/health"):
-                    return
+        Raises:
+            AssertionError: one did not in time, or its process exited; with the end of
+                each one's log.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+
+        def gone(name: str) -> str | None:
+            child = self.children.get(name)
+            return None if child is None else child.gone()
+
+        _, missing = await ping_services(nc, list(names), deadline, gone)
+        while not missing and "api" in names and not await _http_ok(f"{self.api_url}/health"):
+            if loop.time() >= deadline or gone("api"):
+                missing = {"api": gone("api") or "GET /health did not answer"}
             else:
-                with contextlib.suppress(nats.errors.Error):
-                    await nc.request(f"$SRV.PING.{name}", b"", timeout=1)
-                    return
-            await asyncio.sleep(0.1)
+                await asyncio.sleep(0.1)
+        if missing:
+            tails = "\n".join(
+                f"== {n}: {why}\n{self.children[n].log_tail() if n in self.children else ''}"
+                for n, why in missing.items()
+            )
+            raise AssertionError(f"not ready within {timeout_s}s:\n{tails}")
 
     def down(self) -> dict[str, int | None]:
-        """Stop the services (SIGTERM), then the simulator; return each exit code."""
-        codes = {name: child.stop() for name, child in self.children.items() if name != "sim"}
-        if "sim" in self.children:
-            self.children["sim"].stop()
-        return codes
+        """Stop the services (SIGTERM), then the simulator; return each service's exit code."""
+        codes = stop_in_order(self.children)
+        return {name: code for name, code in codes.items() if name != "sim"}
 
 
 async def _http_ok(url: str) -> bool:
