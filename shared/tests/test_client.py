@@ -6,9 +6,16 @@ import asyncio
 
 import pytest
 from ktrdr_shared import codec, streams, subjects
-from ktrdr_shared.client import KtrdrClient
+from ktrdr_shared.client import ERROR_CODE_HEADER, ERROR_HEADER, KtrdrClient, request_raw
 from ktrdr_shared.config import Settings
-from ktrdr_shared.errors import RetryableError, ServiceTimeout, UnknownSymbol
+from ktrdr_shared.errors import (
+    NoReply,
+    NoResponders,
+    NotFound,
+    RetryableError,
+    ServiceTimeout,
+    UnknownSymbol,
+)
 from ktrdr_shared.messages import (
     JobAccepted,
     JobCompleted,
@@ -21,6 +28,7 @@ from ktrdr_shared.messages import (
 )
 from ktrdr_shared.runtime import ServiceApp, publish_event
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 pytestmark = pytest.mark.integration
@@ -75,12 +83,33 @@ async def test_request_rebuilds_the_services_error(nc: NATS, nats_url: str) -> N
 
 async def test_no_responders_and_timeouts_are_retryable(nc: NATS) -> None:
     client = KtrdrClient(nc, timeout_s=0.3)
-    with pytest.raises(RetryableError, match=r"no service is answering ktrdr\.ib\.status"):
+    with pytest.raises(NoResponders, match=r"no service is answering ktrdr\.ib\.status"):
         await client.request(subjects.IB_STATUS, {}, SymbolInfo)
     silent = await nc.subscribe("ktrdr.silent")  # subscribed, never answers
-    with pytest.raises(ServiceTimeout):
+    with pytest.raises(NoReply) as caught:
         await client.request("ktrdr.silent", {}, SymbolInfo)
+    assert isinstance(caught.value, ServiceTimeout) and caught.value.retryable
+    assert issubclass(NoResponders, RetryableError)
     await silent.unsubscribe()
+
+
+async def test_request_raw_answers_bytes_and_reads_a_bare_error_reply(nc: NATS) -> None:
+    async def answer(msg: Msg) -> None:
+        if msg.data == b"missing":  # a micro error reply without an ErrorReply body
+            headers = {ERROR_CODE_HEADER: "404", ERROR_HEADER: "no such thing"}
+            await nc.publish(msg.reply, b"", headers=headers)
+        else:
+            await msg.respond(b"\x00raw " + msg.data)
+
+    sub = await nc.subscribe("ktrdr.test.raw", cb=answer)
+    client = KtrdrClient(nc, timeout_s=2)
+    reply = await client.request_raw("ktrdr.test.raw", b"bytes")
+    assert reply.data == b"\x00raw bytes"
+    encoded = await request_raw(nc, "ktrdr.test.raw", {"a": 1}, timeout_s=2)
+    assert encoded.data == b'\x00raw {"a":1}'
+    with pytest.raises(NotFound, match="no such thing"):
+        await client.request_raw("ktrdr.test.raw", b"missing")
+    await sub.unsubscribe()
 
 
 async def test_job_events_replays_history_then_follows_to_the_end(
@@ -93,13 +122,16 @@ async def test_job_events_replays_history_then_follows_to_the_end(
     await publish_event(js, accepted)
 
     seen: list[str] = []
+    past_history = asyncio.Event()
 
     async def follow() -> None:
         async for event in client.job_events(job):
             seen.append(type(event).__name__)
+            past_history.set()
 
     follower = asyncio.create_task(follow())
-    await asyncio.sleep(0.2)  # the follower is now live, past the history
+    await asyncio.wait_for(past_history.wait(), timeout=10)  # what follows arrives live
+    assert seen == ["JobAccepted"]
     later = [
         JobProgress(job_id=job, done=1, total=2, unit="segments"),
         JobCompleted(

@@ -172,6 +172,18 @@ async def publish_event(
     await js.publish(subject, codec.encode(event), headers=headers)
 
 
+async def flush_subscriptions(nc: NATS) -> None:
+    """Return once the server holds every subscription made so far on ``nc``.
+
+    nats-py's ``flush`` writes its PING straight to the socket, ahead of the commands still
+    buffered for its flusher task (the SUBs just made), so one PONG can come back before the
+    server has read them: a request from another connection then finds no responders. The
+    first round trip lets the flusher write them; the second PING follows them on the wire.
+    """
+    await nc.flush()
+    await nc.flush()
+
+
 @dataclass(frozen=True)
 class RawReply:
     """A reply that is already bytes (e.g. an Arrow IPC stream), with its content type."""
@@ -317,7 +329,7 @@ class ServiceApp:
                     metadata={"description": ep.description} if ep.description else None,
                 )
             )
-        await self.nc.flush()  # endpoints are subscribed at the server before start returns
+        await flush_subscriptions(self.nc)  # the server has the endpoints before start returns
         self._running = [asyncio.create_task(t(self.stopping)) for t in self.tasks]
         log.info("%s %s serving %d endpoints", self.name, self.version, len(self.endpoints))
 
