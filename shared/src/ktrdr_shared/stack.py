@@ -44,6 +44,7 @@ import nats.errors
 from ktrdr_shared.config import Secret, Settings
 from ktrdr_shared.nats_errors import NatsRefused
 from ktrdr_shared.runtime import connect
+from ktrdr_shared.subjects import PING, micro
 from ktrdr_shared.tls import TlsFiles
 
 SERVICES = ("ib-connector", "data-store", "trainer", "api")
@@ -57,7 +58,6 @@ USERS = (*SERVICES, "admin")  # one NATS user per service, and the operator
 STOP_ORDER = (SERVICES, ("sim",), ("nats",))  # services drain while NATS is still there
 BCRYPT_ROUNDS = 11  # `just up --secure`'s cost; tests hash with the cheapest (4)
 RETRY_S = 0.2  # between attempts to reach a process that is still starting
-PING_SUBJECT = "$SRV.PING.{service}"  # nats.micro's discovery, per service name
 
 
 # -- ports and command lines --------------------------------------------------------------
@@ -174,7 +174,9 @@ def hash_env(passwords: Mapping[str, str], rounds: int = BCRYPT_ROUNDS) -> dict[
     }
 
 
-def ensure_secrets(directory: Path, extra_hosts: Iterable[str] = ()) -> None:
+def ensure_secrets(
+    directory: Path, extra_hosts: Iterable[str] = (), rounds: int = BCRYPT_ROUNDS
+) -> None:
     """Create each user's password file once, and write nats-server's hashes of them.
 
     ``<user>.password`` (mode 0600) is what the service reads through
@@ -183,7 +185,8 @@ def ensure_secrets(directory: Path, extra_hosts: Iterable[str] = ()) -> None:
     ``api-key`` is the REST key for an api exposed beyond loopback (compose).
     The TLS files (``ktrdr_shared.tls``: a CA, nats-server's certificate for
     loopback and ``extra_hosts``, one client certificate per user) are made when
-    missing, and the server's again when its names no longer match.
+    missing, and the server's again when its names no longer match. ``rounds`` is
+    bcrypt's cost (tests use the cheapest: the server checks any cost the same way).
     """
     from ktrdr_shared.certs import ensure_certificates  # needs `cryptography`
 
@@ -193,7 +196,7 @@ def ensure_secrets(directory: Path, extra_hosts: Iterable[str] = ()) -> None:
     lines = [
         "# bcrypt hashes of the NATS users' passwords, for nats-server (infra/nats/auth.conf).",
         "# Written by `stack.py secrets` from the <user>.password files beside it.",
-        *(f"{name}='{value}'" for name, value in hash_env(passwords).items()),
+        *(f"{name}='{value}'" for name, value in hash_env(passwords, rounds).items()),
     ]
     _private_token(directory / "api-key")
     _write_private(directory / "nats.env", "\n".join(lines) + "\n")
@@ -465,7 +468,7 @@ async def ping_until(
         RuntimeError: ``gone`` reported that the service's process ended.
     """
     loop = asyncio.get_running_loop()
-    subject = PING_SUBJECT.format(service=service)
+    subject = micro(PING, service)
     while True:
         reason = gone(service)
         if reason:
