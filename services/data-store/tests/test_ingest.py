@@ -99,7 +99,3 @@ async def test_batches_become_durable_bars_once_each(
     assert answered == merge_ranges([(T0, T0 + 60 * MIN), (T0 + 200 * MIN, T0 + 260 * MIN)])
     assert info.num_ack_pending == 0
     assert info.num_pending == 0
-
-
-def test_merge_ranges() -> None:
-    assert merge_ranges([(5, 7), (1, 3), (3, 4), (10, 10), (6, 9)]) == [(1, 4), (5, 9)]

@@ -19,10 +19,10 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 from ktrdr_data_store.config import DataStoreSettings
-from ktrdr_data_store.ledger import AnsweredLedger
+from ktrdr_data_store.ledger import AnsweredLedger, InstrumentBook
 from ktrdr_data_store.loads import LoadRunner
 from ktrdr_data_store.ports import MemoryConnector, MemoryEventLog, MemoryQueue
-from ktrdr_data_store.store import SCHEMA, MemoryBarStore
+from ktrdr_data_store.store import SCHEMA, BarStore, MemoryBarStore, ParquetBarStore
 from ktrdr_shared import subjects
 from ktrdr_shared.client import new_job_id
 from ktrdr_shared.errors import UnknownSymbol
@@ -67,7 +67,7 @@ class World:
     settings: DataStoreSettings
     log: MemoryEventLog = field(default_factory=MemoryEventLog)
     queue: MemoryQueue = field(default_factory=MemoryQueue)
-    store: MemoryBarStore = field(default_factory=MemoryBarStore)
+    store: BarStore = field(default_factory=MemoryBarStore)
     connector: MemoryConnector = field(
         default_factory=lambda: MemoryConnector(
             server_time=NOW, instrument=AAPL, head=dt.datetime(2024, 6, 3, 8, tzinfo=UTC)
@@ -407,4 +407,32 @@ async def test_a_load_ending_in_the_future_is_refused_by_name(world: World) -> N
     assert isinstance(refused, JobFailed)
     assert refused.code == "invalid_request"
     assert "end" in refused.message and "future" in refused.message
+    assert world.fetches() == []
+
+
+async def test_a_garbage_instrument_book_is_asked_of_the_connector_and_rewritten(
+    world: World,
+) -> None:
+    (world.data_dir / "instruments.json").write_bytes(b"\x00garbage")
+    job = await world.load(mode=LoadMode.FULL, start=MAY1, end=JUNE1)
+    await world.planned(job)
+    assert subjects.IB_VALIDATE in world.connector.asked
+    assert InstrumentBook(world.data_dir).get("AAPL") == (InstrumentType.STK, "NASDAQ")
+
+
+async def test_a_load_of_a_damaged_dataset_fails_naming_the_file_and_its_repair(
+    world: World,
+) -> None:
+    await world.stop()
+    world.store = ParquetBarStore(world.data_dir)
+    world.store.merge("AAPL", Timeframe.H1, stored_bars(dt.datetime(2024, 5, 8, tzinfo=UTC), 24))
+    year = world.data_dir / "bars/AAPL/1h/2024.parquet"
+    year.write_bytes(year.read_bytes()[:100])  # torn by something outside the store
+    world.start()
+    job = await world.load(mode=LoadMode.FULL, start=MAY1, end=JUNE1)
+    failed = await world.ended(job)
+    assert isinstance(failed, JobFailed)
+    assert failed.code == "dataset_damaged"
+    assert "bars/AAPL/1h/2024.parquet" in failed.message
+    assert "ktrdr data repair AAPL 1h" in failed.message
     assert world.fetches() == []

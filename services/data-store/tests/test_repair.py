@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from ktrdr_data_store.damage import dataset_of, remedy
-from ktrdr_data_store.ledger import AnsweredLedger, subtract_ranges
+from ktrdr_data_store.ledger import AnsweredLedger, merge_ranges, subtract_ranges
 from ktrdr_data_store.repair import (
     Repair,
     move_aside,
@@ -36,7 +36,6 @@ from ktrdr_shared.messages import (
     CoverageRequest,
     DatasetRepaired,
     JobCompleted,
-    JobFailed,
     LoadData,
     RepairDataset,
 )
@@ -113,6 +112,11 @@ def test_subtract_ranges(
     ranges: list[Pair], spans: list[Pair], kept: list[Pair], dropped: list[Pair]
 ) -> None:
     assert subtract_ranges(ranges, spans) == (kept, dropped)
+
+
+@pytest.mark.unit
+def test_merge_ranges() -> None:
+    assert merge_ranges([(5, 7), (1, 3), (3, 4), (10, 10), (6, 9)]) == [(1, 4), (5, 9)]
 
 
 @pytest.mark.unit
@@ -301,32 +305,6 @@ async def test_the_endpoint_moves_forgets_and_sends_the_reload(
         await client.request(
             subjects.STORE_REPAIR, RepairDataset(symbol="NOPE", timeframe=H1), DatasetRepaired
         )
-
-
-@pytest.mark.integration
-async def test_a_load_of_a_damaged_dataset_fails_naming_the_file_and_the_repair(
-    connector: ServiceApp,
-    start_store: StartStore,
-    js: JetStreamContext,
-    nc: NATS,
-    tmp_path: Path,
-) -> None:
-    data_dir = tmp_path / "data"
-    fill(data_dir)
-    truncate(data_dir / "bars/AAPL/1h/2024.parquet")
-    await start_store()
-    job_id = await KtrdrClient(nc).load_data(
-        "AAPL",
-        "1h",
-        mode="full",
-        start=dt.datetime(2024, 6, 17, tzinfo=UTC),
-        end=dt.datetime(2024, 6, 20, tzinfo=UTC),
-    )
-    done = await wait_for_job_event(js, job_id, {"completed", "failed", "cancelled"}, timeout_s=60)
-    assert isinstance(done, JobFailed), done
-    assert done.code == "dataset_damaged"
-    assert "bars/AAPL/1h/2024.parquet" in done.message
-    assert "ktrdr data repair AAPL 1h" in done.message
 
 
 @pytest.mark.integration
