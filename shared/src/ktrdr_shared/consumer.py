@@ -226,6 +226,23 @@ class InProgress(Protocol):
     def in_progress(self) -> Awaitable[None]: ...
 
 
+class CommandMessage(InProgress, Protocol):
+    """A command off a work queue, as its handler sees it: a JetStream ``Msg``, or an
+    in-memory one (``ktrdr_shared.testing.queue.MemoryCommand``) in a fast test."""
+
+    @property
+    def subject(self) -> str: ...
+    @property
+    def data(self) -> bytes: ...
+    @property
+    def headers(self) -> dict[str, str] | None: ...
+    @property
+    def metadata(self) -> Msg.Metadata: ...
+    def ack(self) -> Awaitable[None]: ...
+    def nak(self, delay: float | None = None) -> Awaitable[None]: ...
+    def term(self) -> Awaitable[None]: ...
+
+
 async def keep_alive(msg: InProgress, every_s: float) -> asyncio.Task[None]:
     """Start a task that marks ``msg`` in progress every ``every_s`` until cancelled."""
 
@@ -319,7 +336,7 @@ def _acked(msg: Msg) -> bool:
     return bool(getattr(msg, "_ackd", False))
 
 
-def deliveries(msg: Msg) -> int:
+def deliveries(msg: CommandMessage) -> int:
     """Return how often JetStream has delivered ``msg`` (1 for a core message)."""
     try:
         return int(msg.metadata.num_delivered)
@@ -327,7 +344,7 @@ def deliveries(msg: Msg) -> int:
         return 1
 
 
-def derived_job_id(msg: Msg) -> str:
+def derived_job_id(msg: CommandMessage) -> str:
     """Return the job id of a command published without one: the same on every redelivery.
 
     It is made of the message's stream position and time, so a hand-published command

@@ -5,11 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from ktrdr_shared import codec, streams, subjects
+from ktrdr_shared import streams, subjects
 from ktrdr_shared.consumer import PullConsumer
-from ktrdr_shared.errors import MessageDecodeError
 from ktrdr_shared.messages import (
-    CancelRequested,
     HeadTimestampRequest,
     JobKind,
     StatusRequest,
@@ -18,7 +16,6 @@ from ktrdr_shared.messages import (
 from ktrdr_shared.messages.base import Event
 from ktrdr_shared.runtime import ServiceApp, publish_event, run_main
 from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from ktrdr_ib_connector import __version__
@@ -26,7 +23,7 @@ from ktrdr_ib_connector.client import ConnectionOptions, IbConnection
 from ktrdr_ib_connector.config import IbConnectorSettings
 from ktrdr_ib_connector.errors import RetryPolicy
 from ktrdr_ib_connector.fetcher import Fetcher
-from ktrdr_ib_connector.handlers import Connector
+from ktrdr_ib_connector.handlers import ENDING_EVENTS, Connector
 from ktrdr_ib_connector.pacing import PacingGate, PacingRules
 
 SERVICE_NAME = "ib-connector"
@@ -101,17 +98,8 @@ def build_app(settings: IbConnectorSettings) -> ServiceApp:
         )
 
         async def follow_cancels(stopping: asyncio.Event) -> None:
-            async def on_cancel(msg: Msg) -> None:
-                try:
-                    event = codec.decode(msg.data, CancelRequested, subject=msg.subject)
-                except MessageDecodeError as e:
-                    log.warning("ignoring a malformed cancel request: %s", e.message)
-                    return
-                connector.note_cancel(event.job_id)
-
-            sub = await nc.subscribe(subjects.cancel_requests(JobKind.DATA_LOAD), cb=on_cancel)
-            await stopping.wait()
-            await sub.unsubscribe()
+            words = ENDING_EVENTS["cancel_requested"]  # a segment's message says 'was cancelled'
+            await connector.cancels.follow(nc, JobKind.DATA_LOAD, stopping, lambda _: words)
 
         app.background(connector.connection.run)
         app.background(follow_cancels)

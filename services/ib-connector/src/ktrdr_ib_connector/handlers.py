@@ -1,10 +1,11 @@
 """Thin handlers: decode, call one core function, publish or reply.
 
 Segments run side by side (the consumer's ``concurrency``); each runs in its own
-task, registered under its job, so ``cancel_requested`` cancels a job's segments
-at once (``segments.py`` says what a cancel does to their chunks). A connector
-started after a cancel has no memory of it: before a segment starts, the event
-log says whether its job was cancelled or has ended.
+task, registered under its job with the cancel watcher (``ktrdr_shared.cancel``),
+so ``cancel_requested`` cancels a job's segments at once (``segments.py`` says
+what a cancel does to their chunks). A connector started after a cancel has no
+memory of it: before a segment starts, the event log says whether its job was
+cancelled or has ended.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import nats.js.errors
 from ib_async import Contract, ContractDetails
 from ib_async.wrapper import RequestError
 from ktrdr_shared import codec, subjects
+from ktrdr_shared.cancel import CancelWatcher, remember
 from ktrdr_shared.consumer import keep_alive, salvage_fields, salvage_job_id
 from ktrdr_shared.errors import (
     IbUnavailable,
@@ -61,8 +63,6 @@ from ktrdr_ib_connector.segments import SegmentRun, run_segment
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-K = TypeVar("K")
-V = TypeVar("V")
 
 # Events after which a job's segments must not run: asked to stop, or already over.
 ENDING_EVENTS = {
@@ -71,7 +71,6 @@ ENDING_EVENTS = {
     "completed": "has completed",
     "failed": "has failed",
 }
-REMEMBERED = 1000  # cancelled jobs and unfinished request counts kept in memory
 
 
 @dataclass
@@ -87,12 +86,8 @@ class Connector:
     ib_wait_s: float = 3.0
     resolver: ContractResolver = field(init=False)
     progress: ProgressReporter = field(init=False)
-    # job id -> the event that stopped it (cancel_requested, cancelled, completed, failed)
-    stopped_jobs: OrderedDict[str, str] = field(default_factory=OrderedDict)
-    # job id -> the tasks running its segments
-    running: dict[str, set[asyncio.Task[SegmentFetched | SegmentFailed]]] = field(
-        default_factory=dict
-    )
+    # jobs stopped (why, in ENDING_EVENTS' words) and the tasks running their segments
+    cancels: CancelWatcher = field(default_factory=CancelWatcher)
     # (job, segment) -> requests sent by attempts that IB's loss sent back to the queue
     carried_requests: OrderedDict[tuple[str, str], int] = field(default_factory=OrderedDict)
 
@@ -151,22 +146,19 @@ class Connector:
         run = SegmentRun(command)
         run.tally.sent = self.carried_requests.pop(key, 0)
         work = asyncio.create_task(self._fetch_segment(run, msg))
-        self.running.setdefault(command.job_id, set()).add(work)
-        if command.job_id in self.stopped_jobs:
-            work.cancel()
         lost = False
         try:
-            outcome = await work
+            with self.cancels.running(command.job_id, lambda _: work.cancel()):
+                outcome = await work
         except asyncio.CancelledError:
             if _being_cancelled():
                 raise  # the service is stopping: the consumer gives the command back
             outcome = run.failed("cancelled", "the job was cancelled")
         except IbUnavailable:
-            _remember(self.carried_requests, key, run.tally.sent)
+            remember(self.carried_requests, key, run.tally.sent)
             lost = run.chunks > 0  # it had started: say why it stopped
             raise
         finally:
-            self._forget(command.job_id, work)
             await self.progress.finish(run, lost=lost)
         await self.publish_event(outcome)
 
@@ -174,7 +166,7 @@ class Connector:
         command = run.command
         ended = await self.job_ended(command.job_id)
         if ended is not None:
-            return run.failed("cancelled", f"the job {ENDING_EVENTS[ended]}")
+            return run.failed("cancelled", f"the job {ended}")
         if not self.connection.ready.is_set():
             raise IbUnavailable("not connected to IB; the segment stays queued", delay_s=2.0)
         try:  # a future's range over a roll: each piece from its front month
@@ -201,25 +193,21 @@ class Connector:
         finally:
             beat.cancel()
 
-    def _forget(self, job_id: str, work: asyncio.Task[SegmentFetched | SegmentFailed]) -> None:
-        tasks = self.running.get(job_id, set())
-        tasks.discard(work)
-        if not tasks:
-            self.running.pop(job_id, None)
-
     async def job_ended(self, job_id: str) -> str | None:
-        """Return which event says the job must not run on (None while it may).
+        """Return why the job must not run on, in words ('was cancelled'; None while it may).
 
         Raises:
             ServiceTimeout: the event log did not answer; the command is retried.
         """
-        if job_id in self.stopped_jobs:
-            return self.stopped_jobs[job_id]
+        known = self.cancels.reason(job_id)
+        if known is not None:
+            return known
         found = await asyncio.gather(*(self._has_event(job_id, e) for e in ENDING_EVENTS))
         ended = next((e for e, yes in zip(ENDING_EVENTS, found, strict=True) if yes), None)
-        if ended is not None:
-            _remember(self.stopped_jobs, job_id, ended)
-        return ended
+        if ended is None:
+            return None
+        self.cancels.remember(job_id, ENDING_EVENTS[ended])
+        return ENDING_EVENTS[ended]
 
     async def _has_event(self, job_id: str, event: str) -> bool:
         try:
@@ -240,12 +228,6 @@ class Connector:
                 job_id=job_id, segment_id=segment_id, code=error.code, message=error.message
             )
         )
-
-    def note_cancel(self, job_id: str) -> None:
-        """Remember a cancelled job and cancel its running segments now."""
-        _remember(self.stopped_jobs, job_id, "cancel_requested")
-        for work in self.running.get(job_id, set()):
-            work.cancel()
 
     # -- requests ---------------------------------------------------------------------
 
@@ -349,14 +331,6 @@ def _being_cancelled() -> bool:
     """Return whether the running task itself was asked to stop (not something it awaited)."""
     task = asyncio.current_task()
     return task is not None and task.cancelling() > 0
-
-
-def _remember(memory: OrderedDict[K, V], key: K, value: V) -> None:
-    """Keep ``key`` as the newest entry of a bounded memory (the oldest go first)."""
-    memory[key] = value
-    memory.move_to_end(key)
-    while len(memory) > REMEMBERED:
-        memory.popitem(last=False)
 
 
 def _salvage_ids(data: bytes) -> tuple[str, str] | None:

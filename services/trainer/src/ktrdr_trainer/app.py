@@ -6,13 +6,11 @@ import asyncio
 import logging
 
 import torch
-from ktrdr_shared import codec, streams, subjects
+from ktrdr_shared import streams, subjects
 from ktrdr_shared.consumer import PullConsumer
-from ktrdr_shared.errors import MessageDecodeError
-from ktrdr_shared.messages import CancelRequested, JobKind, StatusRequest
+from ktrdr_shared.messages import JobKind, StatusRequest
 from ktrdr_shared.runtime import ServiceApp, run_main
 from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from ktrdr_trainer import __version__
@@ -62,29 +60,20 @@ def build_app(settings: TrainerSettings) -> ServiceApp:
             trainer.list_models
         )
         # One job at a time per trainer: more trainers (GPU hosts) share the consumer.
+        jobs = trainer.jobs
         consumer = PullConsumer(
             js=js,
             spec=streams.TRAIN_COMMANDS,
-            handler=trainer.handle_start,
-            on_permanent=trainer.on_rejected,
+            handler=jobs.handle_start,
+            on_permanent=jobs.on_rejected,
             batch=1,
             fetch_timeout_s=0.5,  # commands are rare; a short fetch keeps shutdown quick
             declare=settings.declares,
         )
 
         async def follow_cancels(stopping: asyncio.Event) -> None:
-            async def on_cancel(msg: Msg) -> None:
-                try:
-                    event = codec.decode(msg.data, CancelRequested, subject=msg.subject)
-                except MessageDecodeError as e:
-                    log.warning("ignoring a malformed cancel request: %s", e.message)
-                    return
-                trainer.note_cancel(event.job_id, event.reason)
-
-            sub = await nc.subscribe(subjects.cancel_requests(JobKind.TRAINING), cb=on_cancel)
-            await stopping.wait()
-            trainer.interrupt()  # the job in hand stops at its next batch and is redelivered
-            await sub.unsubscribe()
+            await jobs.cancels.follow(nc, JobKind.TRAINING, stopping)
+            jobs.interrupt()  # the job in hand stops at its next batch and is redelivered
 
         app.background(consumer.run)
         app.background(follow_cancels)
