@@ -12,6 +12,7 @@ with its delay, the job stays queued; ``PermanentError`` -> term and ``on_reject
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Coroutine
@@ -226,18 +227,8 @@ class TrainingJobs:
             )
 
         def on_epoch(s: EpochStats) -> None:
-            emit(
-                EpochCompleted(
-                    job_id=job_id,
-                    epoch=s.epoch,
-                    epochs=epochs,
-                    train_loss=s.train_loss,
-                    val_loss=s.val_loss,
-                    val_accuracy=s.val_accuracy,
-                    samples_per_s=s.samples_per_s,
-                    device=name,
-                )
-            )
+            measured = {k: v for k, v in dataclasses.asdict(s).items() if k != "seconds"}
+            emit(EpochCompleted(job_id=job_id, epochs=epochs, device=name, **measured))
             now = self.clock()
             emit(
                 JobProgress(
