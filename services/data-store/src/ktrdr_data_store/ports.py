@@ -24,6 +24,7 @@ import nats.js.errors
 from ktrdr_shared import codec, streams, subjects
 from ktrdr_shared.client import KtrdrClient
 from ktrdr_shared.errors import KtrdrError, NotFound
+from ktrdr_shared.job_log import event_msg_id
 from ktrdr_shared.messages import (
     HeadTimestamp,
     HeadTimestampRequest,
@@ -218,7 +219,9 @@ class MemoryEventLog:
         self._changed = asyncio.Condition()
 
     async def publish(self, event: JobEvent, msg_id: str | None = None) -> None:
-        """Append ``event`` unless ``msg_id`` was seen."""
+        """Append ``event`` unless its id was seen: ``msg_id``, else the event's own
+        (``job_log.event_msg_id``), as ``runtime.publish_event`` sends it."""
+        msg_id = msg_id or event_msg_id(event)
         if msg_id is not None:
             if msg_id in self._ids:
                 return
