@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from ktrdr_ib_connector.errors import Failure, RetryPolicy, classify, timed_out
+from ktrdr_ib_connector.errors import FailureKind, RetryPolicy, classify, timed_out
 
 pytestmark = pytest.mark.unit
 
@@ -11,33 +11,33 @@ HMDS = "Historical Market Data Service error message:"
 
 
 @pytest.mark.parametrize(
-    ("code", "text", "failure", "retryable"),
+    ("code", "text", "kind", "retryable"),
     [
-        (162, HMDS + "Historical data request pacing violation", Failure.PACING, True),
-        (162, HMDS + "HMDS query returned no data: AAPL@SMART Trades", Failure.NO_DATA, False),
-        (162, HMDS + "API historical data query cancelled: 12", Failure.CANCELLED, False),
-        (162, HMDS + "Time length exceed max.", Failure.INVALID_REQUEST, False),
-        (162, HMDS + "invalid step: 3", Failure.INVALID_REQUEST, False),
-        (162, HMDS + "No market data permissions for NYSE STK", Failure.NOT_SUBSCRIBED, False),
+        (162, HMDS + "Historical data request pacing violation", FailureKind.PACING, True),
+        (162, HMDS + "HMDS query returned no data: AAPL@SMART Trades", FailureKind.NO_DATA, False),
+        (162, HMDS + "API historical data query cancelled: 12", FailureKind.CANCELLED, False),
+        (162, HMDS + "Time length exceed max.", FailureKind.INVALID_REQUEST, False),
+        (162, HMDS + "invalid step: 3", FailureKind.INVALID_REQUEST, False),
+        (162, HMDS + "No market data permissions for NYSE STK", FailureKind.NOT_SUBSCRIBED, False),
         (162, HMDS + "Trading TWS session is connected from a different IP address",
-         Failure.COMPETING_SESSION, True),
+         FailureKind.COMPETING_SESSION, True),
         (200, "No security definition has been found for the request",
-         Failure.UNKNOWN_SYMBOL, False),
-        (166, "HMDS Expired Contract Violation", Failure.EXPIRED_CONTRACT, False),
+         FailureKind.UNKNOWN_SYMBOL, False),
+        (166, "HMDS Expired Contract Violation", FailureKind.EXPIRED_CONTRACT, False),
         (322, "Error processing request:-'bS' : cause - Only 50 simultaneous API historical "
-              "data requests allowed.", Failure.TOO_MANY_OPEN, True),
+              "data requests allowed.", FailureKind.TOO_MANY_OPEN, True),
         (321, "Error validating request.-'bM' : cause - Historical data requested duration is "
-              "invalid.", Failure.INVALID_REQUEST, False),
+              "invalid.", FailureKind.INVALID_REQUEST, False),
         (10314, "End Date/Time: The date, time, or time-zone entered is invalid.",
-         Failure.INVALID_REQUEST, False),
-        (1100, "Connectivity between IB and TWS has been lost.", Failure.IB_UNAVAILABLE, True),
-        (2105, "HMDS data farm connection is broken:ushmds", Failure.FARM_DOWN, True),
-        (99999, "something new", Failure.UNKNOWN, True),
+         FailureKind.INVALID_REQUEST, False),
+        (1100, "Connectivity between IB and TWS has been lost.", FailureKind.IB_UNAVAILABLE, True),
+        (2105, "HMDS data farm connection is broken:ushmds", FailureKind.FARM_DOWN, True),
+        (99999, "something new", FailureKind.UNKNOWN, True),
     ],
 )  # fmt: skip
-def test_classify(code: int, text: str, failure: Failure, retryable: bool) -> None:
+def test_classify(code: int, text: str, kind: FailureKind, retryable: bool) -> None:
     result = classify(code, text)
-    assert result.failure is failure
+    assert result.kind is kind
     assert result.retryable is retryable
     assert result.ib_code == code
 
@@ -45,7 +45,7 @@ def test_classify(code: int, text: str, failure: Failure, retryable: bool) -> No
 def test_forex_trades_fails_fast_and_says_use_midpoint() -> None:
     # The text a real gateway sends (issue 14, from public reports).
     result = classify(162, HMDS + "No historical market data for EUR/CASH@FXSUBPIP Last 1d")
-    assert result.failure is Failure.INVALID_REQUEST
+    assert result.kind is FailureKind.INVALID_REQUEST
     assert not result.retryable
     assert RetryPolicy().next_delay(result, 1) is None
     assert "no TRADES data for forex" in result.message
@@ -55,7 +55,7 @@ def test_forex_trades_fails_fast_and_says_use_midpoint() -> None:
 
 def test_other_missing_kinds_of_data_fail_fast_too() -> None:
     result = classify(162, HMDS + "No historical market data for XYZ/STK@SMART Bid 1 min")
-    assert result.failure is Failure.INVALID_REQUEST
+    assert result.kind is FailureKind.INVALID_REQUEST
     assert not result.retryable
     assert "BID" in result.message
 
@@ -63,7 +63,7 @@ def test_other_missing_kinds_of_data_fail_fast_too() -> None:
 def test_no_data_is_an_answer_and_timeout_is_not() -> None:
     assert classify(162, HMDS + "HMDS query returned no data: x").is_empty_answer
     assert not timed_out(60).is_empty_answer
-    assert timed_out(60).failure is Failure.TIMEOUT
+    assert timed_out(60).kind is FailureKind.TIMEOUT
 
 
 def test_retry_policy_bounds_attempts_but_not_pacing_or_disconnects() -> None:

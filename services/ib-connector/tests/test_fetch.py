@@ -7,15 +7,15 @@ range: none missing at chunk edges, none twice.
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 
 import pandas as pd
 import pytest
 from ktrdr_ib_connector.chunking import BAR_SIZE
+from ktrdr_ib_connector.memory import segment_command
 from ktrdr_ib_sim import IBGatewaySimulator, expected_bars
 from ktrdr_ib_sim.catalogue import es_expiries
 from ktrdr_shared import codec, subjects
-from ktrdr_shared.messages import FetchBars, SegmentFailed, SegmentFetched
+from ktrdr_shared.messages import SegmentFailed, SegmentFetched
 from ktrdr_shared.runtime import ServiceApp
 from ktrdr_shared.testing.events import read_all, wait_for_job_event
 from ktrdr_shared.types import InstrumentType, Timeframe, default_what_to_show
@@ -106,19 +106,11 @@ async def _fetch(
     start: dt.datetime,
     end: dt.datetime,
 ) -> SegmentFetched | SegmentFailed:
-    job_id = uuid.uuid4().hex
-    command = FetchBars(
-        job_id=job_id,
-        segment_id="s1",
-        symbol=symbol,
-        timeframe=tf,
-        start=start,
-        end=end,
-        instrument_type=kind,
-        what_to_show=default_what_to_show(kind),
-    )
+    command = segment_command(symbol, tf, start, end, kind=kind)
     await js.publish(subjects.CMD_IB_FETCH, codec.encode(command))
-    return await wait_for_job_event(js, job_id, {"segment_fetched", "segment_failed"})
+    event = await wait_for_job_event(js, command.job_id, {"segment_fetched", "segment_failed"})
+    assert isinstance(event, SegmentFetched | SegmentFailed)
+    return event
 
 
 @pytest.mark.parametrize(("symbol", "kind"), INSTRUMENTS, ids=[i[0] for i in INSTRUMENTS])

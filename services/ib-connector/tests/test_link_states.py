@@ -1,16 +1,17 @@
 """The connector against a real gateway's operating life, played by the simulator over TCP with
 unmodified ib_async: link loss with the socket up (1100 -> 1101 / 1102), slow answers that time
-out, an HMDS farm inactive at connect (2107), and IB's real text for forex TRADES."""
+out and are cancelled at IB, and an HMDS farm inactive at connect (2107). What the connector
+decides from each answer (retry, re-issue, fail) is in test_orchestration.py."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from ktrdr_ib_connector.memory import segment_command
 from ktrdr_ib_connector.testing import sim_config, wait_connected
 from ktrdr_ib_sim import IBGatewaySimulator
 from ktrdr_shared import codec, subjects
@@ -20,7 +21,6 @@ from ktrdr_shared.messages import (
     IbLinkLost,
     IbLinkRestored,
     IbStatus,
-    SegmentFailed,
     SegmentFetched,
 )
 from ktrdr_shared.runtime import ServiceApp
@@ -50,16 +50,7 @@ def _command(
     tf: Timeframe = Timeframe.M5,
     span: dt.timedelta = dt.timedelta(days=1),
 ) -> FetchBars:
-    return FetchBars(
-        job_id=uuid.uuid4().hex,
-        segment_id="s1",
-        symbol=symbol,
-        timeframe=tf,
-        start=END - span,
-        end=END,
-        instrument_type=kind,
-        what_to_show=what,
-    )
+    return segment_command(symbol, tf, END - span, END, kind=kind, what=what)
 
 
 async def _send(js: JetStreamContext, command: FetchBars) -> None:
@@ -189,21 +180,6 @@ async def test_slow_answer_times_out_is_cancelled_at_ib_and_retried(
     assert first["outcome"] == "cancelled"  # the gateway saw the cancel
     assert retry["outcome"] == "ok"
     assert sim.counters()["messages_by_type"].get("cancel_historical", 0) >= 1
-
-
-async def test_forex_trades_fails_fast_saying_use_midpoint(
-    ready: ServiceApp, js: JetStreamContext, sim: IBGatewaySimulator
-) -> None:
-    command = _command(symbol="EURUSD", kind=InstrumentType.CASH, what=WhatToShow.TRADES)
-    await _send(js, command)
-    outcome = await _outcome(js, command)
-    if isinstance(outcome, SegmentFetched) and outcome.bars == 0:
-        pytest.skip("the simulator does not answer forex TRADES with IB's real 162 text yet")
-    assert isinstance(outcome, SegmentFailed), outcome
-    assert outcome.code == "invalid_request"
-    assert not outcome.retryable
-    assert "use MIDPOINT" in outcome.message
-    assert outcome.ib_requests == 1  # not retried
 
 
 @pytest.fixture

@@ -3,30 +3,21 @@
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 
 import pytest
 from ktrdr_ib_sim import IBGatewaySimulator
-from ktrdr_shared import codec, subjects
+from ktrdr_shared import subjects
 from ktrdr_shared.client import KtrdrClient
 from ktrdr_shared.errors import UnknownSymbol
 from ktrdr_shared.messages import (
-    CancelRequested,
-    FetchBars,
-    HeadTimestamp,
-    HeadTimestampRequest,
     IbStatus,
-    JobKind,
-    SegmentFailed,
     StatusRequest,
     SymbolInfo,
     ValidateSymbol,
 )
-from ktrdr_shared.runtime import ServiceApp, publish_event
-from ktrdr_shared.testing.events import wait_for_job_event
-from ktrdr_shared.types import InstrumentType, Timeframe, WhatToShow
+from ktrdr_shared.runtime import ServiceApp
+from ktrdr_shared.types import InstrumentType
 from nats.aio.client import Client as NATS
-from nats.js import JetStreamContext
 
 pytestmark = pytest.mark.integration
 
@@ -85,38 +76,6 @@ async def test_validate_unknown_symbol_is_a_404_with_what_was_tried(
     )
 
 
-async def test_head_timestamp(ready: ServiceApp, nc: NATS) -> None:
-    head = await KtrdrClient(nc, timeout_s=10).request(
-        subjects.IB_HEAD_TIMESTAMP, HeadTimestampRequest(symbol="AAPL"), HeadTimestamp
-    )
-    assert head.what_to_show is WhatToShow.TRADES
-    assert head.head_timestamp.tzinfo is not None
-    assert head.head_timestamp < dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
-
-
-async def test_cancel_requested_stops_a_jobs_segments(
-    ready: ServiceApp, js: JetStreamContext
-) -> None:
-    job = uuid.uuid4().hex
-    cancel = CancelRequested(job_id=job, reason="user")
-    await publish_event(js, cancel, kind=JobKind.DATA_LOAD)
-    end = dt.datetime(2024, 6, 26, tzinfo=dt.UTC)
-    command = FetchBars(
-        job_id=job,
-        segment_id="s1",
-        symbol="AAPL",
-        timeframe=Timeframe.M1,
-        start=end - dt.timedelta(days=30),
-        end=end,
-        instrument_type=InstrumentType.STK,
-        what_to_show=WhatToShow.TRADES,
-    )
-    await js.publish(subjects.CMD_IB_FETCH, codec.encode(command))
-    outcome = await wait_for_job_event(js, job, {"segment_fetched", "segment_failed"})
-    assert isinstance(outcome, SegmentFailed)
-    assert outcome.code == "cancelled"
-
-
 async def test_requests_needing_ib_while_ib_is_down_answer_ib_unavailable_at_once(
     nats_url: str, nc: NATS
 ) -> None:
@@ -142,12 +101,12 @@ async def test_requests_needing_ib_while_ib_is_down_answer_ib_unavailable_at_onc
                 await asyncio.sleep(0.1)
         assert not status.connected
         assert f":{port}" in status.last_error  # what is wrong now, in words
-        for subject, request, reply in (
-            (subjects.IB_VALIDATE, ValidateSymbol(symbol="AAPL"), SymbolInfo),
-            (subjects.IB_HEAD_TIMESTAMP, HeadTimestampRequest(symbol="AAPL"), HeadTimestamp),
-        ):
-            with pytest.raises(IbUnavailable, match="IB is not available"):
-                async with asyncio.timeout(6):  # refused within seconds, not after a timeout
-                    await client.request(subject, request, reply)
+        # The wiring of the refusal (a 503 over NATS); validate and head_timestamp refusing
+        # alike is decided in test_orchestration.py.
+        with pytest.raises(IbUnavailable, match="IB is not available"):
+            async with asyncio.timeout(6):  # refused within seconds, not after a timeout
+                await client.request(
+                    subjects.IB_VALIDATE, ValidateSymbol(symbol="AAPL"), SymbolInfo
+                )
     finally:
         await app.stop()

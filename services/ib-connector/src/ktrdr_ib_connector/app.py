@@ -19,9 +19,11 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from ktrdr_ib_connector import __version__
+from ktrdr_ib_connector.boundary import IbBoundary
 from ktrdr_ib_connector.client import ConnectionOptions, IbConnection
 from ktrdr_ib_connector.config import IbConnectorSettings
 from ktrdr_ib_connector.errors import RetryPolicy
+from ktrdr_ib_connector.eventlog import JetStreamLog
 from ktrdr_ib_connector.fetcher import Fetcher
 from ktrdr_ib_connector.handlers import ENDING_EVENTS, Connector
 from ktrdr_ib_connector.pacing import PacingGate, PacingRules
@@ -31,14 +33,13 @@ SERVICE_NAME = "ib-connector"
 log = logging.getLogger(__name__)
 
 
-def build_connector(settings: IbConnectorSettings, js: JetStreamContext) -> Connector:
-    """Return the connector's core (IB connection, gate, fetcher) bound to ``js``."""
-    scale = settings.ib_time_scale
+def build_connection(settings: IbConnectorSettings, js: JetStreamContext) -> IbConnection:
+    """Return the IB connection (not connected yet) that publishes its events on ``js``."""
 
     async def publish(event: Event) -> None:
         await publish_event(js, event)
 
-    connection = IbConnection(
+    return IbConnection(
         ConnectionOptions(
             host=settings.ib_host,
             port=settings.ib_port,
@@ -47,18 +48,28 @@ def build_connector(settings: IbConnectorSettings, js: JetStreamContext) -> Conn
         ),
         publish,
     )
+
+
+def build_connector(
+    settings: IbConnectorSettings, js: JetStreamContext, connection: IbConnection
+) -> Connector:
+    """Return the connector's core (IB boundary, gate, fetcher) over ``connection`` and ``js``."""
+    scale = settings.ib_time_scale
     gate = PacingGate(PacingRules(time_scale=scale, soft_max_open=settings.ib_soft_concurrency))
+    boundary = IbBoundary(connection, gate, request_timeout_s=settings.ib_request_timeout_s)
     fetcher = Fetcher(
-        connection,
+        boundary,
         gate,
         RetryPolicy(),
-        request_timeout_s=settings.ib_request_timeout_s,
         time_scale=scale,
         reconnect_wait_s=settings.ib_retry_delay_s,
     )
     ack_wait_s = streams.IB_COMMANDS.config.ack_wait or 10.0
     return Connector(
-        connection=connection, fetcher=fetcher, js=js, keep_alive_s=max(1.0, ack_wait_s / 4)
+        connection=connection,
+        fetcher=fetcher,
+        events=JetStreamLog(js),
+        keep_alive_s=max(1.0, ack_wait_s / 4),
     )
 
 
@@ -80,7 +91,8 @@ def build_app(settings: IbConnectorSettings) -> ServiceApp:
             service=SERVICE_NAME,
             wait_s=settings.nats_declare_wait_s,
         )
-        connector = build_connector(settings, js)
+        connection = build_connection(settings, js)
+        connector = build_connector(settings, js, connection)
         connector.symbols = await js.key_value(streams.SYMBOLS_BUCKET)
         app.endpoint("status", subjects.IB_STATUS, StatusRequest)(connector.status)
         app.endpoint("validate", subjects.IB_VALIDATE, ValidateSymbol)(connector.validate)
@@ -101,7 +113,7 @@ def build_app(settings: IbConnectorSettings) -> ServiceApp:
             words = ENDING_EVENTS["cancel_requested"]  # a segment's message says 'was cancelled'
             await connector.cancels.follow(nc, JobKind.DATA_LOAD, stopping, lambda _: words)
 
-        app.background(connector.connection.run)
+        app.background(connection.run)
         app.background(follow_cancels)
         app.background(consumer.run)
         app.background(connector.progress.run)

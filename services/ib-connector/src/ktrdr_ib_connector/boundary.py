@@ -25,17 +25,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ib_async import BarDataList, Contract, ContractDetails
+from ib_async import BarData, BarDataList, Contract, ContractDetails
 from ib_async.wrapper import RequestError
 
 from ktrdr_ib_connector import errors
 from ktrdr_ib_connector.client import IbConnection
-from ktrdr_ib_connector.errors import Classified, Failure
+from ktrdr_ib_connector.errors import FailureKind, IbFailure
 from ktrdr_ib_connector.pacing import HistoricalRequest, PacingGate
 
 FORMAT_UTC_EPOCH = 2  # formatDate=2: intraday dates come back as UTC instants
@@ -53,7 +53,7 @@ class Conditions:
 class Bars:
     """IB answered a historical request with bars (possibly none)."""
 
-    bars: BarDataList
+    bars: Sequence[BarData]
     at: Conditions = Conditions()
 
 
@@ -86,7 +86,7 @@ class Empty:
 class Failed:
     """IB refused the request; ``failure`` says why and whether asking again can help."""
 
-    failure: Classified
+    failure: IbFailure
     at: Conditions = Conditions()
 
 
@@ -98,7 +98,7 @@ class TimedOut:
     at: Conditions = Conditions()
 
     @property
-    def failure(self) -> Classified:
+    def failure(self) -> IbFailure:
         """Return the retryable failure a timeout counts as."""
         return errors.timed_out(self.after_s)
 
@@ -112,7 +112,7 @@ class LinkLost:
     at: Conditions = Conditions(link_ok=False)
 
     @property
-    def failure(self) -> Classified:
+    def failure(self) -> IbFailure:
         """Return the retryable failure a lost link counts as."""
         return errors.connection_lost(self.reason)
 
@@ -171,44 +171,29 @@ class IbBoundary:
         return Conditions(link_ok=s.link_ok, hmds_ok=s.hmds_ok)
 
     async def historical(
-        self,
-        contract: Contract,
-        key: HistoricalRequest,
-        owner: Owner,
-        ready_timeout_s: float | None = None,
+        self, contract: Contract, key: HistoricalRequest, owner: Owner
     ) -> HistoricalAnswer:
-        """Ask for one chunk of bars (``key`` says which); counted on ``owner.tally``."""
-        lost = await self._not_ready(ready_timeout_s)
+        """Ask for one chunk of bars (``key`` says which); counted on ``owner.tally``.
+
+        It waits up to ``ready_timeout_s`` for a connect in progress.
+        """
+        lost = await self._not_ready(self.ready_timeout_s)
         if lost is not None:
             return lost
         outages = self.connection.state.hmds_outages
-        async with contextlib.AsyncExitStack() as held:
-            await self._take_slot(held, key, owner)
-            owner.tally.in_flight += 1
-            try:
-                answer = await self._send_historical(contract, key, owner.tally)
-            finally:
-                owner.tally.in_flight -= 1
+        async with paced(self.gate, key, owner):
+            answer = await self._send_historical(contract, key, owner.tally)
         return self._farm_checked(answer, outages)
 
     async def head_timestamp(
-        self,
-        contract: Contract,
-        what_to_show: str,
-        use_rth: bool,
-        ready_timeout_s: float | None = None,
+        self, contract: Contract, what_to_show: str, use_rth: bool
     ) -> HeadAnswer:
-        """Ask for the earliest bar IB has (one paced request, always cancelled after)."""
-        key = HistoricalRequest(
-            contract=str(contract.conId),
-            exchange=contract.exchange,
-            what_to_show=what_to_show,
-            bar_size="",
-            duration="",
-            end="head",
-            use_rth=use_rth,
-        )
-        lost = await self._not_ready(ready_timeout_s)
+        """Ask for the earliest bar IB has (one paced request, always cancelled after).
+
+        Not ready is answered at once (``LinkLost``): the caller decides how long to wait.
+        """
+        key = head_request(contract, what_to_show, use_rth)
+        lost = await self._not_ready(0)
         if lost is not None:
             return lost
         client: Any = self.connection.ib.client
@@ -227,45 +212,38 @@ class IbBoundary:
             return Empty(f"IB has no head timestamp for {contract.symbol}", at=answer.at)
         return Head(value if value.tzinfo else value.replace(tzinfo=UTC), answer.at)
 
-    async def contract_details(
-        self, query: Contract, ready_timeout_s: float | None = None
-    ) -> DetailsAnswer:
-        """Ask which contracts match ``query`` (not paced: not a historical request)."""
-        lost = await self._not_ready(ready_timeout_s)
+    async def contract_details(self, query: Contract) -> DetailsAnswer:
+        """Ask which contracts match ``query`` (not paced: not a historical request).
+
+        Not ready is answered at once (``LinkLost``), as for a head timestamp.
+        """
+        lost = await self._not_ready(0)
         if lost is not None:
             return lost
         client: Any = self.connection.ib.client
         req_id, answered = self._start(query, [])
         client.reqContractDetails(req_id, query)
         answer = await self._await(answered, None)
-        if isinstance(answer, Failed) and answer.failure.failure is Failure.UNKNOWN_SYMBOL:
+        if isinstance(answer, Failed) and answer.failure.kind is FailureKind.UNKNOWN_SYMBOL:
             return Empty(answer.failure.message, answer.failure.ib_code, answer.at)
         if isinstance(answer, _Answered):
             return Details(list(answered.result()), answer.at)
         return answer
 
+    async def server_time(self, timeout_s: float = 2.0) -> datetime | None:
+        """Return IB's clock (``reqCurrentTime`` is not a historical request: no pacing)."""
+        try:
+            now = await asyncio.wait_for(self.connection.ib.reqCurrentTimeAsync(), timeout_s)
+        except (TimeoutError, ConnectionError, RequestError):
+            return None
+        return now if now.tzinfo else now.replace(tzinfo=UTC)
+
     # -- the parts every request shares -------------------------------------------------
 
-    async def _not_ready(self, ready_timeout_s: float | None) -> LinkLost | None:
-        wait = self.ready_timeout_s if ready_timeout_s is None else ready_timeout_s
-        if self.connection.ready.is_set() or await self.connection.wait_ready(wait):
+    async def _not_ready(self, wait_s: float) -> LinkLost | None:
+        if self.connection.ready.is_set() or await self.connection.wait_ready(wait_s):
             return None
         return LinkLost(f"not connected to IB: {self.connection.problem}", at=self.conditions())
-
-    async def _take_slot(
-        self, held: contextlib.AsyncExitStack, key: HistoricalRequest, owner: Owner
-    ) -> None:
-        """Wait at the gate for a legal slot, held until ``held`` closes.
-
-        Cancelled while it waits, the request leaves the gate without spending a slot.
-        """
-        owner.tally.waiting += 1
-        try:
-            await held.enter_async_context(
-                self.gate.slot(key, job=owner.job, priority=owner.priority)
-            )
-        finally:
-            owner.tally.waiting -= 1
 
     def _start(self, contract: Contract, container: Any) -> tuple[int, asyncio.Future[Any]]:
         """Take a request id and register it with ib_async's wrapper; return both."""
@@ -320,7 +298,8 @@ class IbBoundary:
                 return_when=asyncio.FIRST_COMPLETED,
             )
         except asyncio.CancelledError:
-            if cancel is not None and connection.ib.isConnected():
+            # An answer already in is not cancelled: IB would answer 366 (no such query).
+            if cancel is not None and not answered.done() and connection.ib.isConnected():
                 cancel()
             raise
         finally:
@@ -357,7 +336,7 @@ class IbBoundary:
         if isinstance(error, ConnectionError):
             return LinkLost(f"IB connection lost: {error}", at=Conditions(link_ok=False))
         if error is not None:
-            return Failed(Classified(Failure.UNKNOWN, True, 10.0, None, repr(error)), at)
+            return Failed(IbFailure(FailureKind.UNKNOWN, True, 10.0, None, repr(error)), at)
         if not self.connection.ib.isConnected():
             return LinkLost("connection dropped during the request")
         return _Answered(at)
@@ -369,8 +348,41 @@ class IbBoundary:
         if answer.at.hmds_ok and self.connection.state.hmds_outages == outages:
             return answer
         return Failed(
-            Classified(Failure.FARM_DOWN, True, 30.0, answer.ib_code, answer.message), answer.at
+            IbFailure(FailureKind.FARM_DOWN, True, 30.0, answer.ib_code, answer.message), answer.at
         )
+
+
+def head_request(contract: Contract, what_to_show: str, use_rth: bool) -> HistoricalRequest:
+    """Return a head-timestamp request as the pacing gate sees it (hard-paced)."""
+    return HistoricalRequest(
+        contract=str(contract.conId),
+        exchange=contract.exchange,
+        what_to_show=what_to_show,
+        bar_size="",
+        duration="",
+        end="head",
+        use_rth=use_rth,
+    )
+
+
+@contextlib.asynccontextmanager
+async def paced(gate: PacingGate, key: HistoricalRequest, owner: Owner) -> AsyncIterator[None]:
+    """Hold a legal slot of ``gate`` for ``key`` while the request is out.
+
+    ``owner.tally`` counts it as waiting at the gate, then in flight. Cancelled while it
+    waits, the request leaves the gate without spending a slot.
+    """
+    async with contextlib.AsyncExitStack() as held:
+        owner.tally.waiting += 1
+        try:
+            await held.enter_async_context(gate.slot(key, job=owner.job, priority=owner.priority))
+        finally:
+            owner.tally.waiting -= 1
+        owner.tally.in_flight += 1
+        try:
+            yield
+        finally:
+            owner.tally.in_flight -= 1
 
 
 def _consume(future: asyncio.Future[Any]) -> None:

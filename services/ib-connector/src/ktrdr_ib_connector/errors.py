@@ -13,8 +13,8 @@ import re
 from dataclasses import dataclass
 
 
-class Failure(enum.StrEnum):
-    """What went wrong, in the words the events carry (``SegmentFailed.code``)."""
+class FailureKind(enum.StrEnum):
+    """What kind of failure, in the words the events carry (``SegmentFailed.code``)."""
 
     PACING = "pacing"
     NO_DATA = "no_data"
@@ -32,18 +32,18 @@ class Failure(enum.StrEnum):
 
 
 @dataclass(frozen=True)
-class Classified:
-    """IB's answer, classified.
+class IbFailure:
+    """A failed IB request, classified: what kind of failure, and whether to ask again.
 
     Attributes:
-        failure: what went wrong.
+        kind: what went wrong.
         retryable: whether the same request can succeed later.
         delay_s: how long to wait before that retry (unscaled seconds).
         ib_code: IB's own error code, when IB sent one.
         message: IB's text (or ours, for timeouts and lost connections).
     """
 
-    failure: Failure
+    kind: FailureKind
     retryable: bool
     delay_s: float
     ib_code: int | None
@@ -52,38 +52,38 @@ class Classified:
     @property
     def is_empty_answer(self) -> bool:
         """Return True when IB answered, and the answer is "no bars here" (not an error)."""
-        return self.failure is Failure.NO_DATA
+        return self.kind is FailureKind.NO_DATA
 
 
-_BY_CODE: dict[int, tuple[Failure, bool, float]] = {
-    166: (Failure.EXPIRED_CONTRACT, False, 0.0),
-    200: (Failure.UNKNOWN_SYMBOL, False, 0.0),
-    321: (Failure.INVALID_REQUEST, False, 0.0),
-    322: (Failure.TOO_MANY_OPEN, True, 2.0),
-    354: (Failure.NOT_SUBSCRIBED, False, 0.0),
-    366: (Failure.CANCELLED, False, 0.0),
-    502: (Failure.IB_UNAVAILABLE, True, 5.0),
-    504: (Failure.IB_UNAVAILABLE, True, 5.0),
-    1100: (Failure.IB_UNAVAILABLE, True, 5.0),
-    2105: (Failure.FARM_DOWN, True, 30.0),
-    2107: (Failure.FARM_DOWN, True, 30.0),
-    10089: (Failure.NOT_SUBSCRIBED, False, 0.0),
-    10168: (Failure.NOT_SUBSCRIBED, False, 0.0),
-    10182: (Failure.IB_UNAVAILABLE, True, 5.0),
-    10197: (Failure.COMPETING_SESSION, True, 60.0),
-    10314: (Failure.INVALID_REQUEST, False, 0.0),
+_BY_CODE: dict[int, tuple[FailureKind, bool, float]] = {
+    166: (FailureKind.EXPIRED_CONTRACT, False, 0.0),
+    200: (FailureKind.UNKNOWN_SYMBOL, False, 0.0),
+    321: (FailureKind.INVALID_REQUEST, False, 0.0),
+    322: (FailureKind.TOO_MANY_OPEN, True, 2.0),
+    354: (FailureKind.NOT_SUBSCRIBED, False, 0.0),
+    366: (FailureKind.CANCELLED, False, 0.0),
+    502: (FailureKind.IB_UNAVAILABLE, True, 5.0),
+    504: (FailureKind.IB_UNAVAILABLE, True, 5.0),
+    1100: (FailureKind.IB_UNAVAILABLE, True, 5.0),
+    2105: (FailureKind.FARM_DOWN, True, 30.0),
+    2107: (FailureKind.FARM_DOWN, True, 30.0),
+    10089: (FailureKind.NOT_SUBSCRIBED, False, 0.0),
+    10168: (FailureKind.NOT_SUBSCRIBED, False, 0.0),
+    10182: (FailureKind.IB_UNAVAILABLE, True, 5.0),
+    10197: (FailureKind.COMPETING_SESSION, True, 60.0),
+    10314: (FailureKind.INVALID_REQUEST, False, 0.0),
 }
 
 # Code 162 carries many meanings; its text tells them apart (spec 4.5).
-_BY_162_TEXT: list[tuple[str, tuple[Failure, bool, float]]] = [
-    ("pacing violation", (Failure.PACING, True, 15.0)),
-    ("returned no data", (Failure.NO_DATA, False, 0.0)),
-    ("query cancelled", (Failure.CANCELLED, False, 0.0)),
-    ("no market data permissions", (Failure.NOT_SUBSCRIBED, False, 0.0)),
-    ("time length exceed", (Failure.INVALID_REQUEST, False, 0.0)),
-    ("invalid step", (Failure.INVALID_REQUEST, False, 0.0)),
-    ("different ip", (Failure.COMPETING_SESSION, True, 60.0)),
-    ("farm", (Failure.FARM_DOWN, True, 30.0)),
+_BY_162_TEXT: list[tuple[str, tuple[FailureKind, bool, float]]] = [
+    ("pacing violation", (FailureKind.PACING, True, 15.0)),
+    ("returned no data", (FailureKind.NO_DATA, False, 0.0)),
+    ("query cancelled", (FailureKind.CANCELLED, False, 0.0)),
+    ("no market data permissions", (FailureKind.NOT_SUBSCRIBED, False, 0.0)),
+    ("time length exceed", (FailureKind.INVALID_REQUEST, False, 0.0)),
+    ("invalid step", (FailureKind.INVALID_REQUEST, False, 0.0)),
+    ("different ip", (FailureKind.COMPETING_SESSION, True, 60.0)),
+    ("farm", (FailureKind.FARM_DOWN, True, 30.0)),
 ]
 
 
@@ -115,29 +115,29 @@ def _no_such_data(message: str) -> str | None:
     )
 
 
-def classify(code: int, message: str) -> Classified:
+def classify(code: int, message: str) -> IbFailure:
     """Return what IB error ``code`` with ``message`` means for the request that got it."""
     if code == 162:
         problem = _no_such_data(message)
         if problem is not None:
-            return Classified(Failure.INVALID_REQUEST, False, 0.0, code, problem)
+            return IbFailure(FailureKind.INVALID_REQUEST, False, 0.0, code, problem)
         lowered = message.lower()
-        for needle, (failure, retryable, delay) in _BY_162_TEXT:
+        for needle, (kind, retryable, delay) in _BY_162_TEXT:
             if needle in lowered:
-                return Classified(failure, retryable, delay, code, message)
-        return Classified(Failure.UNKNOWN, True, 10.0, code, message)
-    failure, retryable, delay = _BY_CODE.get(code, (Failure.UNKNOWN, True, 10.0))
-    return Classified(failure, retryable, delay, code, message)
+                return IbFailure(kind, retryable, delay, code, message)
+        return IbFailure(FailureKind.UNKNOWN, True, 10.0, code, message)
+    kind, retryable, delay = _BY_CODE.get(code, (FailureKind.UNKNOWN, True, 10.0))
+    return IbFailure(kind, retryable, delay, code, message)
 
 
-def timed_out(after_s: float) -> Classified:
+def timed_out(after_s: float) -> IbFailure:
     """Return the classification of a request IB never answered."""
-    return Classified(Failure.TIMEOUT, True, 5.0, None, f"no answer from IB within {after_s:g}s")
+    return IbFailure(FailureKind.TIMEOUT, True, 5.0, None, f"no answer from IB within {after_s:g}s")
 
 
-def connection_lost(reason: str) -> Classified:
+def connection_lost(reason: str) -> IbFailure:
     """Return the classification of a request cut off by a lost connection."""
-    return Classified(Failure.IB_UNAVAILABLE, True, 5.0, None, f"IB connection lost: {reason}")
+    return IbFailure(FailureKind.IB_UNAVAILABLE, True, 5.0, None, f"IB connection lost: {reason}")
 
 
 @dataclass(frozen=True)
@@ -155,11 +155,15 @@ class RetryPolicy:
     factor: float = 2.0
     cap_s: float = 60.0
 
-    def next_delay(self, failure: Classified, attempt: int) -> float | None:
+    def next_delay(self, failure: IbFailure, attempt: int) -> float | None:
         """Return the delay before the next try after ``attempt`` failures, or None to give up."""
         if not failure.retryable:
             return None
-        free = failure.failure in (Failure.PACING, Failure.IB_UNAVAILABLE, Failure.FARM_DOWN)
+        free = failure.kind in (
+            FailureKind.PACING,
+            FailureKind.IB_UNAVAILABLE,
+            FailureKind.FARM_DOWN,
+        )
         if not free and attempt >= self.max_attempts:
             return None
         backoff = min(self.cap_s, self.base_s * self.factor ** max(0, attempt - 1))

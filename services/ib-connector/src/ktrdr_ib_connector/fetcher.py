@@ -1,7 +1,8 @@
 """Fetch one chunk of bars: ask the IB boundary, and retry what is worth retrying.
 
-The fetcher turns a ``Chunk`` into a ``HistoricalRequest``, asks
-``boundary.IbBoundary`` for it, and decides from the typed answer: bars
+The fetcher turns a ``Chunk`` into a ``HistoricalRequest``, asks the IB port
+(``ports.IbPort``: ``boundary.IbBoundary``, or ``memory.ScriptedIb`` in tests) for it,
+and decides from the typed answer: bars
 clipped to the chunk's own range, a retry after the retry policy's delay, a
 re-issue as soon as IB's link is back (IB dropped the request: 1101), the
 segment back to the queue (no connection), or a ``ChunkFailed``.
@@ -11,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
-from ib_async import BarDataList, Contract
+from ib_async import BarData, Contract
 from ktrdr_shared.errors import IbUnavailable, UnknownSymbol
 
 from ktrdr_ib_connector.boundary import (
@@ -22,16 +24,16 @@ from ktrdr_ib_connector.boundary import (
     Empty,
     Failed,
     Head,
-    IbBoundary,
     LinkLost,
     Owner,
     RequestTally,
     TimedOut,
 )
 from ktrdr_ib_connector.chunking import Chunk
-from ktrdr_ib_connector.client import IbConnection
-from ktrdr_ib_connector.errors import Classified, Failure, RetryPolicy
+from ktrdr_ib_connector.errors import FailureKind, IbFailure, RetryPolicy
 from ktrdr_ib_connector.pacing import HistoricalRequest, PacingGate
+from ktrdr_ib_connector.ports import IbPort
+from ktrdr_ib_connector.scheduling import Sleeper
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +41,10 @@ NANOS = 1_000_000_000
 
 
 class ChunkFailed(Exception):
-    """A chunk could not be fetched; ``failure`` says why and whether to retry later."""
+    """A chunk could not be fetched; ``failure`` (an ``IbFailure``) says why and whether to retry
+    later."""
 
-    def __init__(self, failure: Classified, attempts: int) -> None:
+    def __init__(self, failure: IbFailure, attempts: int) -> None:
         super().__init__(failure.message)
         self.failure = failure
         self.attempts = attempts
@@ -72,7 +75,7 @@ def bar_time_ns(value: datetime | date) -> int:
     return int(datetime(value.year, value.month, value.day, tzinfo=UTC).timestamp()) * NANOS
 
 
-def to_columns(bars: BarDataList, chunk: Chunk) -> Columns:
+def to_columns(bars: Iterable[BarData], chunk: Chunk) -> Columns:
     """Return the bars whose open lies in ``[chunk.start, chunk.end)``, as columns.
 
     IB's ``-1`` for volume, WAP and count (no trades for this whatToShow) become
@@ -96,20 +99,24 @@ def to_columns(bars: BarDataList, chunk: Chunk) -> Columns:
 
 @dataclass
 class Fetcher:
-    """Fetch chunks through one IB boundary, with the retry policy."""
+    """Fetch chunks through one IB port, with the retry policy.
 
-    connection: IbConnection
+    Attributes:
+        boundary: IB (``boundary.IbBoundary``; in tests ``memory.ScriptedIb``).
+        gate: the pacing gate ``boundary`` passes requests through; the fetcher tunes
+            its soft spacing from the answers.
+        policy: when to ask again.
+        time_scale: multiplies every retry delay (a simulator in compressed time).
+        reconnect_wait_s: how long a segment cut off from IB waits in the queue.
+        sleep: waits out a retry delay (a test injects one that records the delay).
+    """
+
+    boundary: IbPort
     gate: PacingGate
     policy: RetryPolicy
-    request_timeout_s: float = 60.0
-    ready_timeout_s: float = 30.0
     time_scale: float = 1.0
     reconnect_wait_s: float = 5.0
-
-    def __post_init__(self) -> None:
-        self.boundary = IbBoundary(
-            self.connection, self.gate, self.request_timeout_s, self.ready_timeout_s
-        )
+    sleep: Sleeper = asyncio.sleep
 
     @property
     def requests_made(self) -> int:
@@ -150,7 +157,7 @@ class Fetcher:
                     self.gate.speed_up()
                 return to_columns(answer.bars, chunk)
             if isinstance(answer, Empty):
-                return to_columns(BarDataList(), chunk)  # type: ignore[no-untyped-call]
+                return to_columns([], chunk)
             if isinstance(answer, LinkLost):
                 if answer.reissue:  # IB dropped it: ask again once the link is back
                     log.info(
@@ -167,7 +174,7 @@ class Fetcher:
     ) -> None:
         """Wait before the next try, or raise ``ChunkFailed`` when there is none."""
         failure = answer.failure
-        if isinstance(answer, TimedOut) or failure.failure is Failure.PACING:
+        if isinstance(answer, TimedOut) or failure.kind is FailureKind.PACING:
             self.gate.slow_down()
         delay = self.policy.next_delay(failure, attempt)
         if delay is None:
@@ -180,7 +187,7 @@ class Fetcher:
             attempt,
             delay,
         )
-        await asyncio.sleep(delay * self.time_scale)
+        await self.sleep(delay * self.time_scale)
 
     async def head_timestamp(
         self, contract: Contract, what_to_show: str, use_rth: bool
@@ -191,9 +198,7 @@ class Fetcher:
             UnknownSymbol: IB has none for this contract and whatToShow.
             IbUnavailable: not connected, or no answer in time.
         """
-        answer = await self.boundary.head_timestamp(
-            contract, what_to_show, use_rth, ready_timeout_s=0
-        )
+        answer = await self.boundary.head_timestamp(contract, what_to_show, use_rth)
         if isinstance(answer, Head):
             return answer.head
         if isinstance(answer, Empty):
@@ -211,9 +216,9 @@ class Fetcher:
 
 __all__ = [
     "ChunkFailed",
-    "Classified",
     "Columns",
     "Fetcher",
+    "IbFailure",
     "Owner",
     "RequestTally",
     "bar_time_ns",

@@ -16,22 +16,18 @@ import hashlib
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TypeVar
 
 import msgspec
 import nats.errors
-import nats.js.errors
 from ib_async import Contract, ContractDetails
-from ib_async.wrapper import RequestError
-from ktrdr_shared import codec, subjects
+from ktrdr_shared import codec
 from ktrdr_shared.cancel import CancelWatcher, remember
-from ktrdr_shared.consumer import keep_alive, salvage_fields, salvage_job_id
+from ktrdr_shared.consumer import CommandMessage, keep_alive, salvage_fields, salvage_job_id
 from ktrdr_shared.errors import (
     IbUnavailable,
     InvalidRequest,
     KtrdrError,
-    ServiceTimeout,
     UnknownSymbol,
 )
 from ktrdr_shared.messages import (
@@ -39,7 +35,6 @@ from ktrdr_shared.messages import (
     HeadTimestamp,
     HeadTimestampRequest,
     IbStatus,
-    JobKind,
     SegmentFailed,
     SegmentFetched,
     StatusRequest,
@@ -47,16 +42,13 @@ from ktrdr_shared.messages import (
     ValidateSymbol,
 )
 from ktrdr_shared.messages.base import Event
-from ktrdr_shared.runtime import last_job_event, publish_event
 from ktrdr_shared.types import InstrumentType, default_what_to_show, symbol_key, to_unix_nanos
-from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from ktrdr_ib_connector.boundary import Details, Empty, Failed
-from ktrdr_ib_connector.client import IbConnection
 from ktrdr_ib_connector.contracts import ContractResolver, symbol_info
 from ktrdr_ib_connector.fetcher import Fetcher
+from ktrdr_ib_connector.ports import EventLog, IbLink
 from ktrdr_ib_connector.progress import ProgressReporter
 from ktrdr_ib_connector.segments import SegmentRun, run_segment
 
@@ -75,11 +67,12 @@ ENDING_EVENTS = {
 
 @dataclass
 class Connector:
-    """Everything the handlers share: the IB connection, the fetcher, JetStream."""
+    """Everything the handlers share: IB (its link and, through the fetcher, its data) and
+    the event log (``ports``: JetStream in the service, in-memory adapters in tests)."""
 
-    connection: IbConnection
+    connection: IbLink
     fetcher: Fetcher
-    js: JetStreamContext
+    events: EventLog
     symbols: KeyValue | None = None
     keep_alive_s: float = 20.0
     # How long a request needing IB waits for it (a connect in progress) before it is refused.
@@ -102,14 +95,16 @@ class Connector:
         )
 
     async def _details(self, query: Contract) -> list[ContractDetails]:
-        answer = await self.fetcher.boundary.contract_details(query, ready_timeout_s=0)
+        answer = await self.fetcher.boundary.contract_details(query)
         if isinstance(answer, Details):
             return answer.details
         if isinstance(answer, Empty):  # 200: no such contract
             return []
         if isinstance(answer, Failed):
-            f = answer.failure
-            raise IbUnavailable(f"IB error {f.ib_code} looking up {query.symbol}: {f.message}")
+            failure = answer.failure
+            raise IbUnavailable(
+                f"IB error {failure.ib_code} looking up {query.symbol}: {failure.message}"
+            )
         raise IbUnavailable(f"looking up {query.symbol}: {answer.failure.message}")
 
     async def _needs_ib(self) -> None:
@@ -127,15 +122,15 @@ class Connector:
 
     async def publish_event(self, event: Event) -> None:
         """Append a load job's segment event to the event log (under the data-load kind)."""
-        await publish_event(self.js, event, kind=JobKind.DATA_LOAD)
+        await self.events.append(event)
 
     async def publish_batch(self, subject: str, payload: bytes, headers: dict[str, str]) -> None:
         """Append a bar batch; returns once JetStream has stored it."""
-        await self.js.publish(subject, payload, headers=headers)
+        await self.events.append_batch(subject, payload, headers)
 
     # -- commands ---------------------------------------------------------------------
 
-    async def handle_fetch(self, msg: Msg) -> None:
+    async def handle_fetch(self, msg: CommandMessage) -> None:
         """Run one ``FetchBars`` segment and report it; a failed segment is not retried forever.
 
         Raises:
@@ -162,7 +157,9 @@ class Connector:
             await self.progress.finish(run, lost=lost)
         await self.publish_event(outcome)
 
-    async def _fetch_segment(self, run: SegmentRun, msg: Msg) -> SegmentFetched | SegmentFailed:
+    async def _fetch_segment(
+        self, run: SegmentRun, msg: CommandMessage
+    ) -> SegmentFetched | SegmentFailed:
         command = run.command
         ended = await self.job_ended(command.job_id)
         if ended is not None:
@@ -202,21 +199,14 @@ class Connector:
         known = self.cancels.reason(job_id)
         if known is not None:
             return known
-        found = await asyncio.gather(*(self._has_event(job_id, e) for e in ENDING_EVENTS))
+        found = await asyncio.gather(*(self.events.has_event(job_id, e) for e in ENDING_EVENTS))
         ended = next((e for e, yes in zip(ENDING_EVENTS, found, strict=True) if yes), None)
         if ended is None:
             return None
         self.cancels.remember(job_id, ENDING_EVENTS[ended])
         return ENDING_EVENTS[ended]
 
-    async def _has_event(self, job_id: str, event: str) -> bool:
-        try:
-            return await last_job_event(self.js, JobKind.DATA_LOAD, job_id, event) is not None
-        except (nats.errors.Error, TimeoutError) as e:
-            subject = subjects.job_event(JobKind.DATA_LOAD, job_id, event)
-            raise ServiceTimeout(f"could not read {subject} from the event log: {e!r}") from e
-
-    async def on_rejected(self, msg: Msg, error: KtrdrError) -> None:
+    async def on_rejected(self, msg: CommandMessage, error: KtrdrError) -> None:
         """Report a command that can never succeed (malformed, or failing every time)."""
         ids = _salvage_ids(msg.data)
         if ids is None:
@@ -245,18 +235,10 @@ class Connector:
             requests_made=self.fetcher.requests_made,
             pacing=self.fetcher.gate.state(),
             last_error=_now_wrong(self.connection),
-            server_time=await self._server_time() if connected else None,
+            server_time=await self.fetcher.boundary.server_time() if connected else None,
             link_ok=s.link_ok,
             farms=dict(s.farms.states),
         )
-
-    async def _server_time(self) -> datetime | None:
-        """Return IB's clock (reqCurrentTime is not a historical request: no pacing)."""
-        try:
-            now = await asyncio.wait_for(self.connection.ib.reqCurrentTimeAsync(), 2.0)
-        except (TimeoutError, ConnectionError, RequestError):
-            return None
-        return now if now.tzinfo else now.replace(tzinfo=UTC)
 
     async def validate(self, request: ValidateSymbol) -> SymbolInfo:
         """Answer ``ktrdr.ib.validate`` (KV cache first, then IB)."""
@@ -319,7 +301,7 @@ class Connector:
                 await self.symbols.put(key, codec.encode(value))
 
 
-def _now_wrong(connection: IbConnection) -> str | None:
+def _now_wrong(connection: IbLink) -> str | None:
     """Return what is wrong with IB now, in words (None when nothing is)."""
     s = connection.state
     problems = [] if connection.ready.is_set() else [connection.problem]

@@ -167,8 +167,13 @@ async def run_segment(
     try:
         await asyncio.gather(*tasks)
     except ChunkFailed as e:
-        f = e.failure
-        return run.failed(f.failure.value, f.message, retryable=f.retryable, ib_code=f.ib_code)
+        failure = e.failure
+        return run.failed(
+            failure.kind.value,
+            failure.message,
+            retryable=failure.retryable,
+            ib_code=failure.ib_code,
+        )
     except InvalidBars as e:  # asking again would get the same bars: permanent
         return run.failed(bar_checks.CODE, f"{command.symbol} {command.timeframe}: {e}")
     finally:
