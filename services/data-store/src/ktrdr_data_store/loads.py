@@ -153,9 +153,8 @@ class LoadRunner:
         if await self.events.last(job_id, "accepted") is not None:
             return  # a resend of a job already under way or done
         params = msgspec.to_builtins(msgspec.structs.replace(command, job_id=job_id))
-        await self.events.publish(
-            JobAccepted(job_id=job_id, kind=JobKind.DATA_LOAD, params=params),
-            msg_id=f"{job_id}.accepted",
+        await self.events.publish(  # Nats-Msg-Id <job>.accepted (job_log.event_msg_id)
+            JobAccepted(job_id=job_id, kind=JobKind.DATA_LOAD, params=params)
         )
 
     async def on_rejected(self, msg: Msg, error: KtrdrError) -> None:
@@ -167,8 +166,7 @@ class LoadRunner:
                 code=error.code,
                 message=error.message,
                 details={"subject": msg.subject, **error.details},
-            ),
-            msg_id=f"{job_id}.failed",
+            )
         )
 
     # -- inputs: events, durable bars, the connector -----------------------------------
@@ -307,13 +305,13 @@ class LoadRunner:
             for command in effect.commands:
                 msg_id = f"{command.job_id}.{command.segment_id}"
                 await self.queue.send(subjects.CMD_IB_FETCH, command, msg_id)
-            first = effect.recorded.segment_ids[0]
-            await self._publish(state, effect.recorded, f"{state.job_id}.dispatched.{first}")
+            await self._publish(state, effect.recorded)  # <job>.<first>.segments_dispatched
         else:
             await self._publish(state, effect.event, effect.msg_id)
 
-    async def _publish(self, state: LoadState, event: JobEvent, msg_id: str | None) -> None:
-        """Publish a job event and fold it in; a terminal one at most once per job, ever."""
+    async def _publish(self, state: LoadState, event: JobEvent, msg_id: str | None = None) -> None:
+        """Publish a job event (``msg_id``, else its own) and fold it in; a terminal one at
+        most once per job, ever."""
         if isinstance(event, TERMINAL_JOB_EVENTS):
             earlier = await self._terminal_in_log(state.job_id)
             if earlier is not None:
@@ -335,26 +333,22 @@ class LoadRunner:
         """Publish the load's plan, or its failure (the ``Plan`` effect)."""
         try:
             planned: JobEvent = await self.plan(state)
-            msg_id = f"{state.job_id}.planned"
         except asyncio.CancelledError:
             raise
         except KtrdrError as e:
             planned = JobFailed(
                 job_id=state.job_id, code=e.code, message=e.message, details=e.details
             )
-            msg_id = f"{state.job_id}.failed"
         except ValueError as e:  # a range the calendar or the mode refuses, named in e
             planned = JobFailed(job_id=state.job_id, code="invalid_request", message=str(e))
-            msg_id = f"{state.job_id}.failed"
         except Exception as e:
             log.exception("job %s: planning failed", state.job_id)
             planned = JobFailed(
                 job_id=state.job_id, code="internal", message=f"planning the load failed: {e!r}"
             )
-            msg_id = f"{state.job_id}.failed"
         try:
             if state.terminal is None and state.cancel is None:
-                await self._publish(state, planned, msg_id)
+                await self._publish(state, planned)  # <job>.planned or <job>.failed
         finally:
             self.planning.pop(state.job_id, None)
             self.wake.set()
