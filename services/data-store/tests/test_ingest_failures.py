@@ -21,7 +21,7 @@ from ktrdr_data_store.config import DataStoreSettings
 from ktrdr_data_store.ledger import AnsweredLedger
 from ktrdr_data_store.quarantine import Quarantine
 from ktrdr_data_store.store import ParquetBarStore, table_from_arrays
-from ktrdr_shared import codec, subjects
+from ktrdr_shared import codec, streams, subjects
 from ktrdr_shared.bar_checks import batch_arrays
 from ktrdr_shared.client import KtrdrClient
 from ktrdr_shared.errors import StorageFull
@@ -157,6 +157,16 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(where)], check=False)
 
 
+async def deliveries(js: JetStreamContext, count: int) -> None:
+    """Wait until the ingest consumer has made ``count`` deliveries (redeliveries included)."""
+    async with asyncio.timeout(30):
+        while True:
+            info = await js.consumer_info(streams.BARS.name or "", "data-store-bars")
+            if info.delivered is not None and (info.delivered.consumer_seq or 0) >= count:
+                return
+            await asyncio.sleep(0.05)  # a poll of the condition, not a guess at a duration
+
+
 def fill(disk: Path) -> Path:
     """Fill ``disk`` to the last byte with one file; return it."""
     filler = disk / "filler"
@@ -201,8 +211,9 @@ async def test_a_full_disk_is_storage_full_for_the_load_and_it_resumes_when_free
         )
         assert isinstance(waiting, JobProgress)
         assert f"the data directory {data_dir} has no space left" in waiting.message
-        # many retries later (attempts are 2): still waiting, never quarantined
-        await asyncio.sleep(1.5)
+        # delivered twice more than the 2 attempts a failing write gets: still waiting, never
+        # quarantined (a full disk is no failed write)
+        await deliveries(js, 4)
         assert Quarantine.under(data_dir).list() == []
         assert not [p for p in data_dir.rglob("*") if p.name.endswith(".tmp")]  # none half-written
         assert not list((data_dir / "bars").rglob("*.parquet"))
