@@ -9,8 +9,6 @@ import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from ktrdr_ib_sim.catalogue import build_catalogue
-from ktrdr_ib_sim.series import expected_bars
 from ktrdr_shared.bar_checks import (
     BarProblem,
     BatchHeader,
@@ -229,6 +227,8 @@ def _simulated(
     hi: dt.datetime,
 ) -> BarBatch:
     """Return the batch the connector builds from the simulator's answer (see ``to_columns``)."""
+    from ktrdr_ib_sim.series import expected_bars
+
     frame = expected_bars(
         symbol,
         sec_type,
@@ -278,6 +278,8 @@ def _window(tf: Timeframe) -> tuple[dt.datetime, dt.datetime]:
 
 @pytest.mark.parametrize("tf", list(Timeframe), ids=str)
 def test_everything_the_simulator_serves_passes(tf: Timeframe) -> None:
+    # The simulator is another package (shared's `testing` extra does not install it).
+    build_catalogue = pytest.importorskip("ktrdr_ib_sim.catalogue").build_catalogue
     lo, hi = _window(tf)
     served = 0
     for instrument in build_catalogue(dt.date(2024, 3, 1)):

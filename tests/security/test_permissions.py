@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import ssl
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import nats
@@ -25,7 +24,7 @@ from ktrdr_data_store.config import DataStoreSettings
 from ktrdr_ib_connector.app import build_app as build_connector
 from ktrdr_ib_connector.config import IbConnectorSettings
 from ktrdr_ib_connector.testing import wait_connected
-from ktrdr_ib_sim import IBGatewaySimulator, SimulatorConfig
+from ktrdr_ib_sim import IBGatewaySimulator
 from ktrdr_shared import streams, subjects
 from ktrdr_shared.client import KtrdrClient
 from ktrdr_shared.messages import (
@@ -215,18 +214,6 @@ async def test_the_connector_cannot_give_the_commands_of_others(
         await violations.wait_for(subject)
     info = await admin.jetstream().stream_info("KTRDR_COMMANDS")
     assert info.state.messages == 0
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[IBGatewaySimulator]:
-    simulator = IBGatewaySimulator(
-        SimulatorConfig(port=0, time_scale=TIME_SCALE, now_utc=NOW, soft_delay_ms=0)
-    )
-    await simulator.start()
-    try:
-        yield simulator
-    finally:
-        await simulator.stop()
 
 
 async def test_each_service_does_its_work_as_its_own_user(

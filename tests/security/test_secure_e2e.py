@@ -20,7 +20,7 @@ import shutil
 import subprocess
 import sys
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +30,7 @@ from ktrdr_data_store.config import DataStoreSettings
 from ktrdr_ib_connector.app import build_app as build_connector
 from ktrdr_ib_connector.config import IbConnectorSettings
 from ktrdr_ib_connector.testing import wait_connected
-from ktrdr_ib_sim import IBGatewaySimulator, SimulatorConfig
+from ktrdr_ib_sim import IBGatewaySimulator
 from ktrdr_shared import streams, subjects
 from ktrdr_shared.client import KtrdrClient
 from ktrdr_shared.messages import (
@@ -125,18 +125,6 @@ def netns() -> Iterator[Netns]:
 def secure_host(netns: Netns) -> str:
     """The secure server listens on the host's veth address only (its certificate names it)."""
     return netns.host_ip
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[IBGatewaySimulator]:
-    simulator = IBGatewaySimulator(
-        SimulatorConfig(port=0, time_scale=TIME_SCALE, now_utc=NOW, soft_delay_ms=0)
-    )
-    await simulator.start()
-    try:
-        yield simulator
-    finally:
-        await simulator.stop()
 
 
 @dataclass

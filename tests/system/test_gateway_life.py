@@ -27,7 +27,7 @@ import pytest
 from ktrdr_data_store.app import build_app
 from ktrdr_data_store.config import DataStoreSettings
 from ktrdr_data_store.store import ParquetBarStore
-from ktrdr_ib_connector.testing import NOW, expected_stamps, sim_config
+from ktrdr_ib_connector.testing import NOW, SIM_DEFAULTS, expected_stamps
 from ktrdr_ib_sim import IBGatewaySimulator
 from ktrdr_ib_sim.series import expected_bars
 from ktrdr_shared.client import KtrdrClient
@@ -45,13 +45,10 @@ DONE = {"completed", "failed", "cancelled"}
 
 
 @pytest.fixture
-async def sim(request: pytest.FixtureRequest) -> AsyncIterator[IBGatewaySimulator]:
-    """The simulator every test here talks to (``@pytest.mark.sim_options(...)`` configures it:
-    ES lists every live quarter and the expired ones, as a real gateway does)."""
-    marker = request.node.get_closest_marker("sim_options")
-    options = {"futures_listing": "live", **(marker.kwargs if marker else {})}
-    async with IBGatewaySimulator(sim_config(**options)) as simulator:
-        yield simulator
+def sim_defaults() -> dict[str, Any]:
+    """The simulator every test here talks to (``@pytest.mark.sim_options(...)`` adds to it):
+    ES lists every live quarter and the expired ones, as a real gateway does."""
+    return {**SIM_DEFAULTS, "futures_listing": "live"}
 
 
 @pytest.fixture

@@ -1,4 +1,8 @@
-"""Fixtures: simulators on free loopback ports with a frozen clock, and ib_async clients."""
+"""Fixtures: simulators on free loopback ports with a frozen clock, and ib_async clients.
+
+``sim`` and ``start_sim`` come from ``ktrdr_ib_sim.pytest_plugin`` (the ``testing`` extra);
+``sim_defaults`` here gives them this directory's settings.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,11 @@ from typing import Any
 
 import pytest
 from ib_async import IB
-from ktrdr_ib_sim import IBGatewaySimulator, RawTwsClient, SimulatorConfig
+from ktrdr_ib_sim import RawTwsClient
+from ktrdr_ib_sim.pytest_plugin import sim, start_sim
 from ktrdr_ib_sim.testing import ErrorRecorder
+
+__all__ = ["sim", "start_sim"]
 
 #: The frozen "now" of the simulators here: Monday 2024-07-01 16:00 UTC, mid-session in New York.
 NOW = dt.datetime(2024, 7, 1, 16, 0, tzinfo=dt.UTC)
@@ -26,32 +33,14 @@ class Client:
     errors: ErrorRecorder
 
 
-StartSim = Callable[..., Awaitable[IBGatewaySimulator]]
 ConnectIB = Callable[..., Awaitable[Client]]
 
 
 @pytest.fixture
-async def start_sim() -> AsyncIterator[StartSim]:
-    """Start simulators with test defaults (free port, frozen clock); stopped at teardown."""
-    started: list[IBGatewaySimulator] = []
-
-    async def start(**overrides: Any) -> IBGatewaySimulator:
-        # The protocol tests run without the latency model (test_latency.py covers it).
-        settings: dict[str, Any] = {"port": 0, "now_utc": NOW, **NO_LATENCY, **overrides}
-        simulator = IBGatewaySimulator(SimulatorConfig(**settings))
-        await simulator.start()
-        started.append(simulator)
-        return simulator
-
-    yield start
-    for simulator in started:
-        await simulator.stop()
-
-
-@pytest.fixture
-async def sim(start_sim: StartSim) -> IBGatewaySimulator:
-    """A running simulator with the default rules and real-time windows."""
-    return await start_sim()
+def sim_defaults() -> dict[str, Any]:
+    """The protocol tests' simulators: a free port, the frozen clock, no latency model
+    (test_latency.py covers it); ``sim``/``start_sim`` start from these."""
+    return {"port": 0, "now_utc": NOW, **NO_LATENCY}
 
 
 @pytest.fixture

@@ -8,16 +8,11 @@ import pytest
 from ib_async import IB, Stock
 from ktrdr_ib_sim.codes import SIMULATOR_NOTICE_CODE
 
-pytestmark = pytest.mark.integration
+# The simulator does not slow down the repeated identical requests these tests make.
+pytestmark = [pytest.mark.integration, pytest.mark.sim_options(soft_delay_ms=0)]
 
 END = "20240628 16:00:00 US/Eastern"
 AAPL = Stock("AAPL", "SMART", "USD")
-
-
-@pytest.fixture
-async def sim(start_sim):
-    """A simulator that does not slow down the repeated identical requests these tests make."""
-    return await start_sim(soft_delay_ms=0)
 
 
 SIM = SIMULATOR_NOTICE_CODE

@@ -8,19 +8,17 @@ import pytest
 from ib_async import Future
 from ktrdr_ib_sim import expected_bars
 
-pytestmark = pytest.mark.integration
-
 #: Friday 2024-09-20 12:00 UTC: ESU4's last day.
 EXPIRY_DAY = dt.datetime(2024, 9, 20, 12, 0, tzinfo=dt.UTC)
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.sim_options(now_utc=EXPIRY_DAY, soft_delay_ms=0, futures_listing="live"),
+]
 
 
 def months(details) -> list[str]:
     return [d.contract.lastTradeDateOrContractMonth for d in details]
-
-
-@pytest.fixture
-async def sim(start_sim):
-    return await start_sim(now_utc=EXPIRY_DAY, soft_delay_ms=0, futures_listing="live")
 
 
 async def test_a_bare_es_lists_every_live_quarter(sim, connect_ib) -> None:

@@ -2,22 +2,37 @@
 
 ``connector`` is the real ib-connector against the TWS-protocol simulator (compressed time,
 frozen "now"); ``data_store`` is the real data-store on a temporary directory (gap filler
-off). Services that do not exist in a test answer nothing, as in production.
+off). Services that do not exist in a test answer nothing, as in production. The shared,
+simulator, connector and data-store fixtures are imported from those packages' plugin modules.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
 import pytest
 from ktrdr_api.testing import api_settings, serve_api
-from ktrdr_data_store.app import build_app as build_store
-from ktrdr_data_store.config import DataStoreSettings
+from ktrdr_data_store.testing import StartStore, data_dir, start_store
+from ktrdr_ib_connector.testing import connector, sim_defaults
+from ktrdr_ib_sim.pytest_plugin import sim, start_sim
 from ktrdr_shared import streams
 from ktrdr_shared.runtime import ServiceApp
+from ktrdr_shared.testing.pytest_plugin import js, nats_server, nats_url, nc
 from nats.js import JetStreamContext
+
+__all__ = [
+    "connector",
+    "data_dir",
+    "js",
+    "nats_server",
+    "nats_url",
+    "nc",
+    "sim",
+    "sim_defaults",
+    "start_sim",
+    "start_store",
+]
 
 
 @pytest.fixture
@@ -36,34 +51,12 @@ async def http(api_url: str) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    """Return the data-store's directory for this test."""
-    return tmp_path / "data"
-
-
-@pytest.fixture
 def data_store_env() -> dict[str, str]:
     """Return extra data-store settings (a test module overrides this fixture to change them)."""
     return {}
 
 
 @pytest.fixture
-async def data_store(
-    nats_url: str, data_dir: Path, data_store_env: dict[str, str]
-) -> AsyncIterator[ServiceApp]:
+async def data_store(start_store: StartStore, data_store_env: dict[str, str]) -> ServiceApp:
     """Run the real data-store on ``data_dir`` (gap filler off)."""
-    settings = DataStoreSettings.from_env(
-        {
-            "KTRDR_NATS_URL": nats_url,
-            "KTRDR_DATA_DIR": str(data_dir),
-            "KTRDR_GAP_FILL_INTERVAL_S": "0",
-            "KTRDR_LOAD_PROGRESS_INTERVAL_S": "0.2",
-            **data_store_env,
-        }
-    )
-    app = build_store(settings)
-    await app.start()
-    try:
-        yield app
-    finally:
-        await app.stop()
+    return await start_store(**data_store_env)

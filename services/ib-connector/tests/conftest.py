@@ -1,4 +1,9 @@
-"""Fixtures: a TWS-protocol simulator, a nats-server, and the connector between them."""
+"""Fixtures: a TWS-protocol simulator, a nats-server, and the connector between them.
+
+``nats_url``/``nc``/``js`` come from ``ktrdr_shared.testing.pytest_plugin``, ``sim``/``start_sim``
+from ``ktrdr_ib_sim.pytest_plugin``, and ``connector`` (connected to IB) with the services'
+``sim_defaults`` from ``ktrdr_ib_connector.testing``.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from ktrdr_ib_connector.app import build_app
-from ktrdr_ib_connector.testing import NOW, connector_settings, wait_connected
+from ktrdr_ib_connector.testing import NOW, connector, connector_settings, sim_defaults
 from ktrdr_ib_sim import IBGatewaySimulator
+from ktrdr_ib_sim.pytest_plugin import sim, start_sim
 from ktrdr_shared.runtime import ServiceApp
-from nats.aio.client import Client as NATS
+from ktrdr_shared.testing.pytest_plugin import js, nats_server, nats_url, nc
+
+__all__ = ["connector", "js", "nats_server", "nats_url", "nc", "sim", "sim_defaults", "start_sim"]
 
 
 @pytest.fixture
@@ -38,18 +46,6 @@ async def start_connector(
 
 
 @pytest.fixture
-async def connector(nats_url: str, sim: IBGatewaySimulator) -> AsyncIterator[ServiceApp]:
-    """Run the connector in this event loop until the test ends."""
-    app = build_app(connector_settings(nats_url, sim.port))
-    await app.start()
-    try:
-        yield app
-    finally:
-        await app.stop()
-
-
-@pytest.fixture
-async def ready(connector: ServiceApp, nc: NATS) -> ServiceApp:
-    """Wait until the connector reports a ready IB connection."""
-    await wait_connected(nc)
+def ready(connector: ServiceApp) -> ServiceApp:
+    """The connector once it reports a ready IB connection (``connector``, by its old name here)."""
     return connector

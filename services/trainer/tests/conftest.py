@@ -1,4 +1,9 @@
-"""Fixtures: a data-store, trainers, the simulator and a connector, on the test's nats-server."""
+"""Fixtures: a data-store, trainers, the simulator and a connector, on the test's nats-server.
+
+``nats_url``/``nc``/``js`` come from ``ktrdr_shared.testing.pytest_plugin``, ``sim``/``start_sim``
+from ``ktrdr_ib_sim.pytest_plugin``, ``connector`` and the services' ``sim_defaults`` from
+``ktrdr_ib_connector.testing``, ``data_dir``/``start_store`` from ``ktrdr_data_store.testing``.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +12,26 @@ from pathlib import Path
 
 import pytest
 import torch
-from ktrdr_data_store.app import build_app as build_store
-from ktrdr_data_store.config import DataStoreSettings
+from ktrdr_data_store.testing import data_dir, start_store
+from ktrdr_ib_connector.testing import connector, sim_defaults
+from ktrdr_ib_sim.pytest_plugin import sim, start_sim
 from ktrdr_shared.runtime import ServiceApp
+from ktrdr_shared.testing.pytest_plugin import js, nats_server, nats_url, nc
 from ktrdr_trainer.app import build_app as build_trainer
 from ktrdr_trainer.config import TrainerSettings
+
+__all__ = [
+    "connector",
+    "data_dir",
+    "js",
+    "nats_server",
+    "nats_url",
+    "nc",
+    "sim",
+    "sim_defaults",
+    "start_sim",
+    "start_store",
+]
 
 Starter = Callable[..., Awaitable[ServiceApp]]
 
@@ -21,34 +41,6 @@ def one_torch_thread() -> None:
     """Train on one CPU thread: test machines are small and shared, and torch's
     intra-op threads stall badly when other processes hold the cores."""
     torch.set_num_threads(1)
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    """Return the data-store's data directory for this test."""
-    return tmp_path / "data"
-
-
-@pytest.fixture
-async def start_store(nats_url: str, data_dir: Path) -> AsyncIterator[Starter]:
-    """Return a starter of data-store apps on ``data_dir`` (gap filler off)."""
-    started: list[ServiceApp] = []
-
-    async def start(**extra: str) -> ServiceApp:
-        env = {
-            "KTRDR_NATS_URL": nats_url,
-            "KTRDR_DATA_DIR": str(data_dir),
-            "KTRDR_GAP_FILL_INTERVAL_S": "0",
-            **extra,
-        }
-        app = build_store(DataStoreSettings.from_env(env))
-        await app.start()
-        started.append(app)
-        return app
-
-    yield start
-    for app in started:
-        await app.stop()
 
 
 @pytest.fixture

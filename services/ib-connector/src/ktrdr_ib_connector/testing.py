@@ -1,7 +1,15 @@
-"""Test helpers: the simulator and a connector in compressed time (for every package's tests).
+"""Test helpers and fixtures: the simulator and a connector in compressed time.
 
 The connector's own tests, the data-store's load tests and the system tests all need the same
-pair: a TWS-protocol simulator with a frozen "now" and a connector pointed at it.
+pair: a TWS-protocol simulator with a frozen "now" and a connector pointed at it. A test
+directory opts in from its conftest (needs the ``testing`` extra)::
+
+    from ktrdr_ib_connector.testing import connector, sim_defaults
+    from ktrdr_ib_sim.pytest_plugin import sim, start_sim
+
+* ``sim_defaults`` - the services' simulator: a free port, frozen at ``NOW``, compressed time
+  (``sim``/``start_sim`` of ``ktrdr_ib_sim.pytest_plugin`` start from it);
+* ``connector`` - the real ib-connector on ``sim``, yielded once it reports IB connected.
 """
 
 from __future__ import annotations
@@ -9,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,16 +35,18 @@ NOW = dt.datetime(2024, 6, 28, 22, 0, tzinfo=dt.UTC)
 TIME_SCALE = 0.01  # IB's 10-minute pacing window lasts 6 s
 
 
-def sim_config(**overrides: object) -> SimulatorConfig:
+#: The services' simulator: a free port, frozen at ``NOW``, in compressed time, no soft delay.
+SIM_DEFAULTS: dict[str, Any] = {
+    "port": 0,
+    "time_scale": TIME_SCALE,
+    "now_utc": NOW,
+    "soft_delay_ms": 0,
+}
+
+
+def sim_config(**overrides: Any) -> SimulatorConfig:
     """Return a simulator configuration on a free port, frozen at ``NOW``, in compressed time."""
-    options: dict[str, object] = {
-        "port": 0,
-        "time_scale": TIME_SCALE,
-        "now_utc": NOW,
-        "soft_delay_ms": 0,
-        **overrides,
-    }
-    return SimulatorConfig(**options)  # type: ignore[arg-type]
+    return SimulatorConfig(**{**SIM_DEFAULTS, **overrides})
 
 
 def connector_env(nats_url: str, port: int, **extra: str) -> dict[str, str]:
@@ -95,18 +106,13 @@ async def wait_connected(nc: NATS, timeout_s: float = 20.0) -> IbStatus:
             await asyncio.sleep(0.05)
 
 
-# -- pytest fixtures: a conftest imports them (``from ktrdr_ib_connector.testing import sim``) --
+# -- pytest fixtures: a conftest imports them (see the module docstring) --
 
 
 @pytest.fixture
-async def sim() -> AsyncIterator[IBGatewaySimulator]:
-    """Start a simulator on a free loopback port, frozen at ``NOW``, in compressed time."""
-    server = IBGatewaySimulator(sim_config())
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
+def sim_defaults() -> dict[str, Any]:
+    """Return the services' simulator settings (``SIM_DEFAULTS``) for ``sim``/``start_sim``."""
+    return dict(SIM_DEFAULTS)
 
 
 @pytest.fixture
