@@ -1,6 +1,8 @@
 """The trainer over a real nats-server, paging bars out of a real data-store: one wiring
 test per path (the store query, the Parquet files, a rejected command, a hand-published
-command, a cancel, a shutdown). Every decision of the job handling is in ``test_jobs.py``.
+command, a shutdown and then a cancel). Every decision of the job handling is in
+``test_jobs.py`` (a store's error reply crossing the wire is ``request_raw``'s, tested in
+``shared/tests/test_client.py``).
 """
 
 from __future__ import annotations
@@ -113,40 +115,18 @@ async def test_a_job_trains_reports_each_epoch_and_stores_its_model(
     assert status == TrainerStatus(device="cpu", busy=False, job_id=None)
 
 
-async def test_bars_that_are_not_stored_fail_with_the_reason(
-    start_store: Starter, start_trainer: Starter, nc: NATS, js: JetStreamContext
-) -> None:
-    await start_store()
-    await start_trainer()
-    job_id = await KtrdrClient(nc).start_training(training("MSFT"))
-    done = await finished(js, job_id)
-    assert isinstance(done, JobFailed)
-    assert done.code == "not_found"
-    # never loaded: the data-store's own not_found, naming the command that loads it (a range
-    # with no bars of a stored dataset is the trainer's "no bars ... load them first")
-    assert done.message.startswith(
-        "nothing is stored for MSFT 1h; load it: `ktrdr data load MSFT 1h`"
-    )
-
-
-@pytest.mark.parametrize(
-    ("payload", "field"),
-    [
-        # one case: the consumer's term -> on_rejected wiring (test_jobs has every field)
-        ({"symbols": ["AAPL"], "timeframe": "2h"}, "field 'timeframe'"),
-    ],
-    ids=["timeframe"],
-)
 async def test_a_malformed_command_is_rejected_naming_the_field(
-    payload: dict[str, Any], field: str, start_trainer: Starter, nc: NATS, js: JetStreamContext
+    start_trainer: Starter, nc: NATS, js: JetStreamContext
 ) -> None:
+    """The consumer's term -> on_rejected wiring; test_jobs has every field's case."""
     await start_trainer()
     job_id = new_job_id()
-    await js.publish(subjects.CMD_TRAIN_START, json.dumps({"job_id": job_id, **payload}).encode())
+    payload = {"job_id": job_id, "symbols": ["AAPL"], "timeframe": "2h"}
+    await js.publish(subjects.CMD_TRAIN_START, json.dumps(payload).encode())
     done = await finished(js, job_id)
     assert isinstance(done, JobFailed), done
     assert done.code == "invalid_request"
-    assert field in done.message
+    assert "field 'timeframe'" in done.message
     # and the trainer goes on serving
     status = await KtrdrClient(nc).request(subjects.TRAIN_STATUS, StatusRequest(), TrainerStatus)
     assert status.busy is False
@@ -172,28 +152,6 @@ async def test_a_command_published_by_hand_gets_a_job_id_and_runs(
     assert isinstance(done, JobCompleted), done
     assert isinstance(done.result, TrainingResult)
     assert done.result.model_id.startswith("EURUSD-1h-")
-
-
-async def test_a_cancelled_job_stops_at_the_next_batch_and_ends_cancelled(
-    start_store: Starter, start_trainer: Starter, data_dir: Path, nc: NATS, js: JetStreamContext
-) -> None:
-    store_bars(data_dir)
-    await start_store()
-    await start_trainer()
-    client = KtrdrClient(nc)
-    long = training(epochs=10_000, batch_size=16, early_stopping_patience=0, device=Device.CPU)
-    job_id = await client.start_training(long)
-    await wait_for_job_event(js, job_id, {"epoch_completed"}, timeout_s=60)
-    status = await client.request(subjects.TRAIN_STATUS, StatusRequest(), TrainerStatus)
-    assert status.busy is True and status.job_id == job_id
-    await publish_event(js, CancelRequested(job_id=job_id, reason="enough"), kind=JobKind.TRAINING)
-    done = await finished(js, job_id)
-    assert isinstance(done, JobCancelled)
-    assert done.reason == "enough"
-    status = await client.request(subjects.TRAIN_STATUS, StatusRequest(), TrainerStatus)
-    assert status.busy is False
-    models = await client.request(subjects.TRAIN_MODELS, StatusRequest(), ModelList)
-    assert models.models == []
 
 
 async def test_a_trainer_beside_the_store_reads_its_parquet_files(
@@ -222,6 +180,8 @@ async def test_a_stopped_trainer_puts_its_job_back_for_another(
     accepted = await nc.subscribe(subjects.job_event(JobKind.TRAINING, job_id, "accepted"))
     await start_trainer()
     await accepted.next_msg(timeout=30)  # the second trainer took it on
+    status = await client.request(subjects.TRAIN_STATUS, StatusRequest(), TrainerStatus)
+    assert status.busy is True and status.job_id == job_id
     await publish_event(
         js, CancelRequested(job_id=job_id, reason="done testing"), kind=JobKind.TRAINING
     )
@@ -233,3 +193,5 @@ async def test_a_stopped_trainer_puts_its_job_back_for_another(
     # every event of the run is under the training kind, none under the data-load kind
     assert await read_all(js, subjects.job_events(job_id, JobKind.DATA_LOAD), JobEvent) == []
     assert "failed" not in kinds and "completed" not in kinds
+    models = await client.request(subjects.TRAIN_MODELS, StatusRequest(), ModelList)
+    assert models.models == []
