@@ -10,7 +10,7 @@ setup_inputs := "requirements-dev.txt shared/pyproject.toml services/ib-connecto
 default:
     @just --list
 
-# Create .venv and install the five packages (editable), the simulator, dev and research tools.
+# Create .venv and install the five packages and the simulator (editable, with their test extras), dev and research tools.
 setup:
     #!/usr/bin/env bash
     set -euo pipefail
@@ -18,9 +18,10 @@ setup:
     # torch first and pinned: 2.13.0 resolves to the local CPU wheel; an
     # unpinned torch would pull several GB of CUDA packages onto a CPU box.
     {{py}} -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
+    # Each package's `testing` extra installs what its fixtures and tests import.
     {{py}} -m pip install --quiet --disable-pip-version-check \
-        -e shared -e services/ib-connector -e services/data-store \
-        -e services/trainer -e services/api -e infra/ib-gateway-sim \
+        -e 'shared[testing]' -e 'services/ib-connector[testing]' -e 'services/data-store[testing]' \
+        -e 'services/trainer[testing]' -e 'services/api[testing]' -e 'infra/ib-gateway-sim[testing]' \
         -r requirements-dev.txt
     cat {{setup_inputs}} | sha256sum > {{venv}}/.ktrdr-setup
     echo "ktrdr: environment ready in {{venv}}"
@@ -34,9 +35,12 @@ _ensure-venv:
         {{just_executable()}} setup
     fi
 
-# Run the full default test suite (unit, integration, e2e, slow). Extra args go to pytest.
+# The suite runs on 4 pytest-xdist workers: most server tests wait on IO, so more workers
+# than cores pay. `--dist loadgroup` keeps the tests of one `xdist_group` on one worker.
+
+# Run the full default test suite (unit, integration, e2e, slow) on 4 workers. Extra args go to pytest.
 test *ARGS: _ensure-venv
-    {{py}} -m pytest {{ARGS}}
+    {{py}} -m pytest -n 4 --dist loadgroup {{ARGS}}
 
 # Run only the fast, process-free tests (marker `unit`). Extra args go to pytest.
 test-unit *ARGS: _ensure-venv
