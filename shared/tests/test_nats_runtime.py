@@ -19,7 +19,7 @@ from ktrdr_shared.testing.nats_server import NatsServer
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, RetentionPolicy
 
 pytestmark = pytest.mark.integration
 
@@ -213,44 +213,79 @@ async def _streams(js: JetStreamContext):  # type: ignore[no-untyped-def]
         yield info
 
 
-async def test_keep_alive_holds_a_message_past_its_ack_wait(js: JetStreamContext) -> None:
-    await streams.ensure_streams(js)
-    spec = streams.ConsumerSpec(
-        stream="KTRDR_COMMANDS",
-        config=ConsumerConfig(
-            durable_name="slow-worker",
-            name="slow-worker",
-            filter_subject="ktrdr.cmd.test.>",
-            ack_policy=AckPolicy.EXPLICIT,
-            ack_wait=1.0,
-            max_deliver=-1,
-        ),
+def _slow_consumer(name: str, subject: str) -> streams.ConsumerSpec:
+    """A work-queue consumer of ``subject`` with a short ack wait, redelivering for ever."""
+    config = ConsumerConfig(
+        durable_name=name,
+        name=name,
+        filter_subject=subject,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=ACK_WAIT_S,
+        max_deliver=-1,
     )
+    return streams.ConsumerSpec(stream="KTRDR_COMMANDS", config=config)
+
+
+ACK_WAIT_S = 1.5
+BEAT_S = 0.05  # thirty beats per ack wait: only a stall of the whole 1.45 s would miss one
+
+
+async def test_keep_alive_holds_a_message_past_its_ack_wait(js: JetStreamContext) -> None:
+    """A message kept alive is held past its ack wait while an unmarked one beside it is
+    redelivered. The test waits on the server's own clock (the control's redeliveries), not on
+    sleeps: when the control, delivered after the held message, has come back twice, the held
+    message's ack wait has passed twice too."""
+    await streams.ensure_streams(js)
+    held_spec = _slow_consumer("slow-worker", "ktrdr.cmd.test.held")
+    control_spec = _slow_consumer("unmarked", "ktrdr.cmd.test.control")
+    await streams.ensure_consumer(js, control_spec)
     calls: list[int] = []
+    holding, release = asyncio.Event(), asyncio.Event()
 
     async def slow(msg: Msg) -> None:
         calls.append(msg.metadata.num_delivered)
-        beat = await keep_alive(msg, every_s=0.2)  # (a loaded box stalled 0.15 s beats > 0.5 s)
+        beat = await keep_alive(msg, every_s=BEAT_S)
+        holding.set()
         try:
-            await asyncio.sleep(3.0)  # three times the ack wait: work, not waiting on a result
+            await release.wait()  # the work ends when the test says so
         finally:
             beat.cancel()
 
     stopping = asyncio.Event()
-    consumer = PullConsumer(js=js, spec=spec, handler=slow, fetch_timeout_s=0.5, heartbeat_s=0.1)
+    # Two slots: while one holds the message, the other keeps a pull open, so the server
+    # would hand the message out again the moment its ack wait ran out.
+    consumer = PullConsumer(
+        js=js, spec=held_spec, handler=slow, concurrency=2, fetch_timeout_s=0.5, heartbeat_s=0.1
+    )
     task = asyncio.create_task(consumer.run(stopping))
-    await js.publish("ktrdr.cmd.test.slow", b"work")
-    for _ in range(200):
-        try:
-            info = await js.consumer_info("KTRDR_COMMANDS", "slow-worker")
-        except nats.js.errors.NotFoundError:  # the consumer's task has not declared it yet
-            await asyncio.sleep(0.05)
-            continue
-        if info.ack_floor.stream_seq >= 1:
-            break
-        await asyncio.sleep(0.05)
-    stopping.set()
-    await asyncio.wait_for(task, 10)
+    control = await js.pull_subscribe_bind(control_spec.durable, stream=control_spec.stream)
+    try:
+        await js.publish("ktrdr.cmd.test.held", b"work")
+        await asyncio.wait_for(holding.wait(), 30)
+        await js.publish("ktrdr.cmd.test.control", b"never acked")
+        for delivery in (1, 2, 3):  # the first delivery, then one redelivery per ack wait
+            [msg] = await control.fetch(1, timeout=30)
+            assert msg.metadata.num_delivered == delivery
+        held = await js.consumer_info("KTRDR_COMMANDS", "slow-worker")
+        assert calls == [1]  # the held message was not redelivered meanwhile
+        assert held.delivered.consumer_seq == 1 and held.num_ack_pending == 1
+        release.set()
+    finally:
+        release.set()
+        stopping.set()
+        await asyncio.wait_for(task, 10)  # run returns once the batch in hand is settled
+        await control.unsubscribe()
+    info = await asyncio.wait_for(_acked_through(js, "slow-worker", 1), 10)  # acked when done
     assert calls == [1]  # never redelivered while in progress
-    assert info.num_redelivered == 0
+    assert info.delivered.consumer_seq == 1 and info.num_redelivered == 0
     assert info.num_ack_pending == 0
+
+
+async def _acked_through(js: JetStreamContext, durable: str, stream_seq: int) -> ConsumerInfo:
+    """Return the consumer's info once the server has applied its acks up to ``stream_seq``
+    (nats-server queues acks: an info request right after an ack may not show it yet)."""
+    while True:
+        info = await js.consumer_info("KTRDR_COMMANDS", durable)
+        if info.ack_floor.stream_seq >= stream_seq:
+            return info
+        await asyncio.sleep(0.01)

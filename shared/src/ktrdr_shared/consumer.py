@@ -2,7 +2,8 @@
 
 The handler decides each message's fate by how it returns:
 
-* returns normally         -> ``ack`` (unless it already acked the message);
+* returns normally         -> ``ack`` (a handler that acked it itself gets a second ack,
+  which the server ignores);
 * raises ``RetryableError`` -> ``nak`` with the error's delay (IB down, pacing);
 * raises ``PermanentError`` -> ``term`` and ``on_permanent`` is told (it
   publishes the ``*_failed`` event), so a malformed command is reported once
@@ -119,7 +120,8 @@ class PullConsumer:
             ):
                 for msg in messages:
                     if len(running) < self.concurrency:
-                        running.start(msg, self.dispatch(msg))
+                        delivery = _Delivery(msg)
+                        running.start(delivery, self._dispatch(delivery))
                     else:  # a late delivery of an earlier pull: give it back
                         await _settle(msg.nak())
                 await running.wait_below(self.concurrency, stopping)
@@ -129,30 +131,34 @@ class PullConsumer:
 
     async def dispatch(self, msg: Msg) -> None:
         """Run the handler on one message and settle it (ack / nak / term)."""
+        await self._dispatch(_Delivery(msg))
+
+    async def _dispatch(self, delivery: _Delivery) -> None:
+        msg = delivery.msg
         try:
             await self.handler(msg)
         except RetryableError as e:
             log.info("%s: retry in %.1fs: %s", msg.subject, e.delay_s, e.message)
-            await _settle(msg.nak(delay=e.delay_s))
+            await delivery.settle(msg.nak(delay=e.delay_s))
             return
         except PermanentError as e:
-            await self._terminate(msg, e)
+            await self._terminate(delivery, e)
             return
         except Exception as e:
             count = deliveries(msg)
             if count >= self.max_unexpected:
                 log.exception("%s: giving up after %d deliveries", msg.subject, count)
-                await self._terminate(msg, PermanentError(f"failed {count} times: {e!r}"))
+                await self._terminate(delivery, PermanentError(f"failed {count} times: {e!r}"))
             else:
                 log.exception("%s: unexpected error (delivery %d)", msg.subject, count)
-                await _settle(msg.nak(delay=self.retry_delay_s))
+                await delivery.settle(msg.nak(delay=self.retry_delay_s))
             return
-        if not _acked(msg):
-            await _settle(msg.ack())
+        await delivery.settle(msg.ack())
 
-    async def _terminate(self, msg: Msg, error: KtrdrError) -> None:
+    async def _terminate(self, delivery: _Delivery, error: KtrdrError) -> None:
+        msg = delivery.msg
         log.warning("%s: rejected (%s): %s", msg.subject, error.code, error.message)
-        await _settle(msg.term())
+        await delivery.settle(msg.term())
         if self.on_permanent is not None:
             await self.on_permanent(msg, error)
 
@@ -254,19 +260,35 @@ async def keep_alive(msg: InProgress, every_s: float) -> asyncio.Task[None]:
     return asyncio.create_task(beat())
 
 
+@dataclass
+class _Delivery:
+    """A message in ``dispatch`` and whether dispatch has settled it yet (ack, nak or term).
+
+    The consumer keeps this itself rather than reading the client library's private state.
+    """
+
+    msg: Msg
+    settled: bool = False
+
+    async def settle(self, action: Awaitable[None]) -> None:
+        """Settle the message with ``action`` (``msg.ack()``, ``msg.nak(...)``, ``msg.term()``)."""
+        self.settled = True  # once sent, a later nak would contradict it: count it as settled
+        await _settle(action)
+
+
 class _Running:
-    """The handler tasks of a concurrent consumer and the messages they hold."""
+    """The handler tasks of a concurrent consumer and the deliveries they hold."""
 
     def __init__(self) -> None:
-        self._tasks: dict[asyncio.Task[None], Msg] = {}
+        self._tasks: dict[asyncio.Task[None], _Delivery] = {}
         self._changed = asyncio.Event()
 
     def __len__(self) -> int:
         return len(self._tasks)
 
-    def start(self, msg: Msg, work: Coroutine[Any, Any, None]) -> None:
+    def start(self, delivery: _Delivery, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
-        self._tasks[task] = msg
+        self._tasks[task] = delivery
         task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
@@ -291,14 +313,14 @@ class _Running:
             await asyncio.wait(list(self._tasks), timeout=timeout_s)
 
     async def abandon(self) -> None:
-        """Cancel what still runs and nak its messages (redelivered at once)."""
+        """Cancel what still runs and nak its unsettled messages (redelivered at once)."""
         held = dict(self._tasks)
         for task in held:
             task.cancel()
         await asyncio.gather(*held, return_exceptions=True)
-        for msg in held.values():
-            if not _acked(msg):
-                await _settle(msg.nak())
+        for delivery in held.values():
+            if not delivery.settled:
+                await _settle(delivery.msg.nak())
 
 
 class _Backoff:
@@ -330,10 +352,6 @@ async def _settle(action: Awaitable[None]) -> None:
         pass
     except (nats.errors.Error, OSError) as e:
         log.warning("could not settle message (%s); the server will redeliver it", e)
-
-
-def _acked(msg: Msg) -> bool:
-    return bool(getattr(msg, "_ackd", False))
 
 
 def deliveries(msg: CommandMessage) -> int:
