@@ -101,3 +101,20 @@ def test_a_killed_process_reads_137_and_what_it_left_behind_is_killed(tmp_path: 
     while alive(orphan) and time.monotonic() < deadline:
         time.sleep(0.01)  # SIGKILLed; init reaps it
     assert not alive(orphan)
+
+
+def test_a_restart_records_the_new_pid_and_no_stale_exit(tmp_path: Path) -> None:
+    ready = tmp_path / "ready"
+    argv = [sys.executable, "-c", DRAINS, "sim", str(tmp_path / "stopped"), str(ready)]
+    child = ChildProcess("sim", argv, dict(os.environ), tmp_path / "sim.log", run_dir=tmp_path)
+    child.start()
+    wait_for(ready)
+    ready.unlink()
+    child.restart()  # SIGKILL: its status is recorded before the new start
+    wait_for(ready)
+    assert child.proc is not None and child.starts == 2
+    assert (tmp_path / "sim.pid").read_text().strip() == str(child.proc.pid)
+    assert not (tmp_path / "sim.exit").exists()
+    assert "ktrdr: sim exited with status 137" in (tmp_path / "sim.log").read_text()
+    assert child.stop(timeout_s=10) == 0
+    assert (tmp_path / "sim.exit").read_text().strip() == "0"

@@ -332,6 +332,12 @@ class ChildProcess:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
+        self._recorded()
+
+    def _recorded(self) -> None:
+        """Wait until the exit status is on disk (before a restart writes a new pid file)."""
+        if self._recorder is not None:
+            self._recorder.join()
 
     def terminate(self) -> None:
         """Send SIGTERM once, if it still runs.
@@ -359,8 +365,7 @@ class ChildProcess:
             pass
         else:
             self.problems.append(f"{self.name} left processes behind (process group): killed")
-        if self._recorder is not None:
-            self._recorder.join()  # its exit status is on disk when stop returns
+        self._recorded()
         return self.proc.returncode
 
     def restart(self) -> None:
