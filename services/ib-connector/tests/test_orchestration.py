@@ -14,11 +14,11 @@ import datetime as dt
 import math
 
 import pytest
-from ib_async import BarData
+from ib_async import BarData, Contract, ContractDetails
 from ktrdr_ib_connector.boundary import Bars, Failed, LinkLost, TimedOut
 from ktrdr_ib_connector.chunking import Chunk, plan_chunks
 from ktrdr_ib_connector.errors import IbFailure, classify
-from ktrdr_ib_connector.memory import InMemory, Stall, in_memory, segment_command
+from ktrdr_ib_connector.memory import InMemory, Stall, in_memory, segment_command, stock
 from ktrdr_shared import codec, subjects
 from ktrdr_shared.errors import IbUnavailable, PermanentError, ServiceTimeout
 from ktrdr_shared.messages import (
@@ -379,6 +379,26 @@ async def test_validate_and_head_timestamp_ask_ib_once_each() -> None:
     assert status.connected and status.last_error is None
     assert status.requests_made == 1
     assert status.server_time == world.ib.server_now
+
+
+async def test_validate_tries_forex_stock_future_then_index() -> None:
+    index = Contract(secType="IND", symbol="SPX", exchange="CBOE", currency="USD", conId=416904)
+    pair = Contract(secType="CASH", symbol="EUR", currency="USD", exchange="IDEALPRO", conId=1)
+    world = in_memory(
+        {
+            "SPX": [ContractDetails(contract=index)],
+            "EUR": [ContractDetails(contract=pair)],
+            "AAPL": [stock("AAPL", 265598)],
+        }
+    )
+    found = {}
+    for symbol in ("EURUSD", "AAPL", "SPX"):
+        found[symbol] = (await world.connector.validate(ValidateSymbol(symbol=symbol))).exchange
+    assert found == {"EURUSD": "IDEALPRO", "AAPL": "SMART", "SPX": "CBOE"}
+    # A six-letter pair is asked as forex first; a name that is no pair starts at stocks;
+    # a future is asked live, then among the expired.
+    tried = ["CASH EUR", "STK AAPL", "STK SPX", "FUT SPX", "FUT SPX", "IND SPX"]
+    assert world.ib.looked_up == tried
 
 
 async def test_requests_needing_ib_while_it_is_not_ready_are_refused_saying_why() -> None:

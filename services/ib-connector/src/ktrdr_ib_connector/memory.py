@@ -2,11 +2,10 @@
 
 ``in_memory()`` builds a ``handlers.Connector`` whose IB is a table (``ScriptedIb``), whose
 event log is a list (``EventRecorder``) and whose clock only moves when something waits
-(``VirtualClock``), so a test hands it commands (``ktrdr_shared.testing.queue.MemoryCommand``)
-and reads what it decided:
-the events and batches it appended, the requests IB got and when, the delays it waited,
-in milliseconds of real time. The pacing gate, the retry policy, the chunking and the
-contract resolver are the real ones.
+(``VirtualClock``). A test hands it commands (``ktrdr_shared.testing.queue.MemoryCommand``)
+and reads what it decided: the events and batches it appended, the requests IB got and
+when, the delays it chose to wait, all in milliseconds of real time. The pacing gate, the
+retry policy, the chunking and the contract resolver are the real ones.
 """
 
 from __future__ import annotations
@@ -135,6 +134,7 @@ class ScriptedIb:
         self.script: dict[str, list[Scripted]] = {}
         self.heads: dict[str, datetime] = {}
         self.asked: list[Asked] = []
+        self.looked_up: list[str] = []  # contract-details queries, "<secType> <symbol>"
         self.requests_made = 0
 
     def answer(self, end: str, *answers: Scripted) -> None:
@@ -170,6 +170,7 @@ class ScriptedIb:
 
     async def contract_details(self, query: Contract) -> DetailsAnswer:
         """Answer from ``contracts``: the symbol's entries of the queried type."""
+        self.looked_up.append(f"{query.secType} {query.symbol}")
         found = [
             d
             for d in self.contracts.get(query.symbol, [])
