@@ -116,10 +116,19 @@ async def test_every_subject_survives_bad_payloads(stack: Stack, nc: NATS) -> No
     await stack.wait_ready(nc, SERVICES, timeout_s=30)
     for child in stack.children.values():
         assert child.running, child.log_tail()
-    async with httpx.AsyncClient(timeout=10) as http:
-        health = await http.get(f"{stack.api_url}/health")
-    assert health.status_code in (200, 503)  # answered (503: some part reports unhealthy)
     june = dt.datetime(2024, 6, 3, tzinfo=dt.UTC)
     job_id = await KtrdrClient(nc).load_data("AAPL", "1d", start=june)
     done = await wait_for_job_event(js, job_id, {"completed", "failed"}, timeout_s=60)
     assert isinstance(done, JobCompleted), done
+    # and the gateway reports the whole system healthy: NATS up, every service up, IB connected
+    async with httpx.AsyncClient(timeout=10) as http:
+        health = await http.get(f"{stack.api_url}/health")
+    assert health.status_code == 200, health.text
+    body = health.json()
+    assert body["status"] == "ok", body
+    assert body["nats"]["status"] == "up"
+    assert {s["name"]: s["status"] for s in body["services"]} == {
+        "ib-connector": "up",
+        "data-store": "up",
+        "trainer": "up",
+    }, body["services"]
