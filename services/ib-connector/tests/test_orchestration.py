@@ -299,9 +299,7 @@ async def test_a_redelivered_fetch_command_appends_no_batch_twice() -> None:
     assert len(world.ib.asked) == 6  # IB was asked again: the queue cannot know
 
 
-async def test_ib_lost_mid_segment_goes_back_to_the_queue_and_the_retry_counts_every_request() -> (
-    None
-):
+async def test_ib_lost_mid_segment_is_requeued_and_the_retry_counts_every_request() -> None:
     world, command = in_memory(), _fetch()
     last = _chunks(command)[2].end_text
     world.ib.answer(last, LinkLost("gateway closed the connection"))
