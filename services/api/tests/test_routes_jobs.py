@@ -303,6 +303,19 @@ async def test_sse_resumes_after_last_event_id(
     assert [e.id for e in resumed] == [e.id for e in first[2:]]
 
 
+async def followed_live(js: JetStreamContext, job: str) -> None:
+    """Return once the gateway follows ``job`` live (its ordered push consumer exists)."""
+    async with asyncio.timeout(10):
+        while True:
+            consumers = await js.consumers_info(streams.EVENTS.name)
+            if any(
+                c.config.deliver_subject and c.config.filter_subject == subjects.job_events(job)
+                for c in consumers
+            ):
+                return
+            await asyncio.sleep(0.01)
+
+
 async def test_sse_waits_for_a_just_submitted_jobs_first_event(
     http: httpx.AsyncClient, js: JetStreamContext
 ) -> None:
@@ -310,7 +323,7 @@ async def test_sse_waits_for_a_just_submitted_jobs_first_event(
     events = load_events(job, segments=1)
 
     async def publish_soon() -> None:
-        await asyncio.sleep(0.2)  # the job is accepted after the client connected
+        await followed_live(js, job)  # the job is accepted after the client connected
         await publish_all(js, events)
 
     publisher = asyncio.create_task(publish_soon())

@@ -145,6 +145,12 @@ async def test_a_training_run_is_validated_before_anything_is_sent(
     )
     assert unknown.status_code == 400
     assert "model" in unknown.json()["detail"]
+    coerced = await http.post(  # a number as text is refused, not converted
+        "/api/v1/training/runs", json={"symbols": ["AAPL"], "timeframe": "1h", "epochs": "20"}
+    )
+    assert coerced.status_code == 400
+    assert [e["field"] for e in coerced.json()["errors"]] == ["epochs"]
+    assert coerced.json()["detail"] == "body field 'epochs': Expected 'int', got 'str'"
 
 
 async def test_a_load_job_is_not_a_training_run(

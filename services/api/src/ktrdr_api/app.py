@@ -1,8 +1,9 @@
 """The Litestar app: REST in, subjects out.
 
 ``create_app(settings)`` builds the app; its lifespan opens the NATS
-connection (reconnecting forever, like every ktrdr service), declares the
-streams, registers the ``api`` micro service (so ``nats micro ls`` and
+connection (reconnecting forever, like every ktrdr service), declares (or,
+under NATS users, verifies) the streams unless ``serve`` verified them
+before its workers started, registers the ``api`` micro service (so ``nats micro ls`` and
 ``$SRV.PING`` see the gateway) and drains the connection on shutdown. The
 controllers get the connection injected as a ``Gateway`` (request/reply and
 commands) and an ``EventLog`` (job events); the gateway holds no state of
@@ -60,11 +61,13 @@ TAGS = [
 ]
 
 
-def create_app(settings: ApiSettings, **nats_options: Any) -> Litestar:
+def create_app(settings: ApiSettings, *, verified: bool = False, **nats_options: Any) -> Litestar:
     """Return the gateway's Litestar app for ``settings``.
 
     Args:
         settings: where NATS is, the bind address, the key, timeouts.
+        verified: the streams and buckets were verified before this app was built (``serve``'s
+            pre-flight): its lifespan does not read them again.
         **nats_options: overrides for ``nats.connect`` (tests shorten timeouts).
 
     Raises:
@@ -75,13 +78,14 @@ def create_app(settings: ApiSettings, **nats_options: Any) -> Litestar:
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         nc = await connect(settings, name=SERVICE_NAME, **nats_options)
-        await streams.prepare(
-            nc.jetstream(),
-            buckets=True,
-            declare=settings.declares,
-            service=SERVICE_NAME,
-            wait_s=settings.nats_declare_wait_s,
-        )
+        if not verified:
+            await streams.prepare(
+                nc.jetstream(),
+                buckets=True,
+                declare=settings.declares,
+                service=SERVICE_NAME,
+                wait_s=settings.nats_declare_wait_s,
+            )
         service = await micro.add_service(
             nc,
             ServiceConfig(

@@ -328,7 +328,8 @@ def _received_body(request: Request[Any, Any, Any]) -> bytes:
     return body if isinstance(body, bytes) else b""
 
 
-_BACKTICKED = re.compile(r"`([^`]+)`")
+_NAMED_FIELD = re.compile(r"field `([^`]+)`")  # "Object missing required field `symbol`"
+NO_BODY = "missing; this route takes a JSON body (see /schema)"
 _MISSING = re.compile(r"Missing required (\w+) parameter '([^']+)'")
 
 
@@ -338,6 +339,8 @@ def _field_error(request: Request[Any, Any, Any], item: dict[str, Any]) -> Field
     raw_source = item.get("source") or "request"
     source = str(getattr(raw_source, "value", raw_source))
     raw = str(item.get("message", "invalid value"))
+    if source == "body" and key == "data" and raw == repr("data"):  # no body was sent at all
+        return FieldError(field="body", source=source, message=NO_BODY)
     if source == "body":  # a naive timestamp: name its value and the fix
         at = "" if key in ("", "data") or " - at `$" in raw else f" - at `$.{key}`"
         raw = explain_naive(raw + at, _received_body(request)).removesuffix(at)
@@ -346,7 +349,7 @@ def _field_error(request: Request[Any, Any, Any], item: dict[str, Any]) -> Field
     if path:  # a nested field: msgspec's path says where
         key = f"{key}.{path}" if key and key != "data" else path
     if key in ("", "data"):  # a whole-body error: the field is named inside the message
-        named = _BACKTICKED.search(raw)
+        named = _NAMED_FIELD.search(raw)
         key = named.group(1) if named else "body"
     allowed = _allowed_values(request, key, source) if "nvalid enum" in message else None
     if allowed:

@@ -21,10 +21,14 @@ from ktrdr_api.config import ApiSettings, check_exposure
 
 
 def app_from_env() -> Litestar:
-    """Build the app from ``KTRDR_*`` variables (granian calls this in each worker)."""
+    """Build the app from ``KTRDR_*`` variables (granian calls this in each worker).
+
+    Where the api only verifies JetStream (NATS has users), ``main`` did so once before any
+    worker started: the workers do not read it again.
+    """
     settings = ApiSettings.from_env()
     configure_logging(settings.log_level, SERVICE_NAME)
-    return create_app(settings)
+    return create_app(settings, verified=not settings.declares)
 
 
 def load_settings() -> ApiSettings:
@@ -42,7 +46,7 @@ def verify_jetstream(settings: ApiSettings) -> None:
 
     Where NATS has users the api only verifies (``streams.prepare``); drift or a
     missing stream exits 2 with one line naming it and the fix, not a worker's
-    traceback. Each worker's lifespan checks again (a quick read).
+    traceback. The workers trust it (``app_from_env``): JetStream is verified once.
     """
 
     async def check() -> None:

@@ -2,10 +2,11 @@
 
 Litestar converts request data leniently (``"end": 0`` becomes 1970-01-01,
 ``?start=0.5`` a datetime, ``"epochs": "20"`` an int). The REST contract says
-timestamps are RFC 3339 strings with an offset and numbers are numbers, so
-every body is decoded once more, strictly, from its raw bytes, and every
-timestamp in a query is parsed from its raw text. A failure is a 400 naming
-the field, like every other validation error.
+timestamps are RFC 3339 strings with an offset and numbers are numbers, so a
+route's body is decoded once, strictly, from its raw bytes by ``StrictBody``
+(``dto=StrictBody[LoadIn]`` in place of Litestar's conversion), and a query's
+timestamps are declared as text (``QueryTimestamp``) and parsed once here. A
+failure is a 400 naming the field, like every other validation error.
 
 Timestamps travel as int64 nanoseconds, so a timestamp (or a cursor) outside
 1677-09-22 .. 2262-04-11 is refused here, naming the field, rather than
@@ -17,14 +18,24 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Generator
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 from ktrdr_shared.codec import explain_naive, naive_timestamp
 from litestar import Request
+from litestar.dto import AbstractDTO, DTOFieldDefinition
+from litestar.openapi.spec import OpenAPIFormat, OpenAPIType, Schema
+from litestar.params import Parameter
+from litestar.types import Empty
+from litestar.typing import FieldDefinition
 
 from ktrdr_api.errors import ApiError, describe_decode_error, invalid
+
+if TYPE_CHECKING:
+    from litestar._openapi.schema_generation import SchemaCreator
+    from litestar.openapi.spec import Reference
 
 T = TypeVar("T")
 EXAMPLE_TIMESTAMP = "2024-01-02T14:30:00Z"
@@ -35,15 +46,57 @@ SPAN = f"{EARLIEST.date()} .. {LATEST.date()}"
 INT64 = 2**63
 
 
-async def strict_body(request: Request[Any, Any, Any], body_type: type[T]) -> T | None:
-    """Decode the request body into ``body_type`` with no type coercion (None when empty).
+class StrictBody(AbstractDTO[T]):
+    """A route's JSON body, decoded once and strictly into its declared struct.
+
+    ``@post(..., dto=StrictBody[LoadIn])`` with ``data: LoadIn``: the handler gets the body
+    as ``decode_body`` reads it, and Litestar's lenient conversion never runs. No transfer
+    model is built; OpenAPI describes the body as Litestar does without a DTO. An empty body
+    is no body (an optional ``data`` keeps its default).
+    """
+
+    @classmethod
+    def generate_field_definitions(
+        cls, model_type: type[Any]
+    ) -> Generator[DTOFieldDefinition, None, None]:
+        """Return no fields: the body is decoded into ``model_type`` itself."""
+        yield from ()
+
+    @classmethod
+    def detect_nested_field(cls, field_definition: FieldDefinition) -> bool:
+        """Return False: nothing is transferred field by field."""
+        return False
+
+    @classmethod
+    def create_for_field_definition(
+        cls,
+        field_definition: FieldDefinition,
+        handler_id: str,
+        backend_cls: Any = None,
+    ) -> None:
+        """Build nothing: ``decode_bytes`` decodes without Litestar's transfer models."""
+
+    @classmethod
+    def create_openapi_schema(
+        cls, field_definition: FieldDefinition, handler_id: str, schema_creator: SchemaCreator
+    ) -> Reference | Schema:
+        """Return the body's schema as Litestar writes it for a plain ``data`` parameter."""
+        return schema_creator.for_field_definition(field_definition)
+
+    def decode_bytes(self, value: bytes) -> Any:
+        """Return the body decoded strictly (``Empty`` for a blank one)."""
+        if not value.strip():
+            return Empty
+        request: Request[Any, Any, Any] = self.asgi_connection  # type: ignore[assignment]
+        return decode_body(request, value, self.model_type)
+
+
+def decode_body(request: Request[Any, Any, Any], raw: bytes, body_type: type[T]) -> T:
+    """Decode ``raw`` into ``body_type`` with no type coercion.
 
     Raises:
         ApiError: 400 naming the field that is of the wrong type or breaks a constraint.
     """
-    raw = await request.body()
-    if not raw.strip():
-        return None
     try:
         body = msgspec.json.decode(raw, type=body_type)
     except msgspec.ValidationError as e:
@@ -114,13 +167,25 @@ def query_cursor(cursor: str | None) -> str | None:
     return cursor
 
 
-def query_timestamp(request: Request[Any, Any, Any], name: str) -> datetime | None:
-    """Return the query parameter ``name`` as a UTC datetime (None when absent).
+# OpenAPI's word for a timestamp in a query that may be left out.
+_OPTIONAL_DATE_TIME = [
+    Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.DATE_TIME),
+    Schema(type=OpenAPIType.NULL),
+]
+
+
+def timestamp_query(description: str) -> Any:
+    """Return the ``Parameter`` of a timestamp in a query: declared as text (Litestar hands
+    it over as sent; ``query_range`` parses it once, strictly), documented as ``date-time``."""
+    return Parameter(description=description, schema_extra={"one_of": _OPTIONAL_DATE_TIME})
+
+
+def query_timestamp(raw: str | None, name: str) -> datetime | None:
+    """Return the query parameter ``name``'s text ``raw`` as a UTC datetime (None when absent).
 
     Raises:
         ApiError: 400 naming ``name`` for text that is not RFC 3339 with an offset.
     """
-    raw = request.query_params.get(name)
     if raw is None:
         return None
     try:
@@ -137,13 +202,13 @@ def query_timestamp(request: Request[Any, Any, Any], name: str) -> datetime | No
     return moment.astimezone(UTC)
 
 
-def query_range(request: Request[Any, Any, Any]) -> tuple[datetime | None, datetime | None]:
-    """Return the ``start``/``end`` query parameters, checked to form a range.
+def query_range(start: str | None, end: str | None) -> tuple[datetime | None, datetime | None]:
+    """Return the ``start``/``end`` query parameters, parsed and checked to form a range.
 
     Raises:
         ApiError: 400 naming the field that is malformed, naive, or out of order.
     """
-    first, last = query_timestamp(request, "start"), query_timestamp(request, "end")
+    first, last = query_timestamp(start, "start"), query_timestamp(end, "end")
     if first is not None and last is not None and not first < last:
         raise invalid(
             "end",

@@ -35,7 +35,7 @@ from ktrdr_api.errors import PROBLEM_JSON, ApiError, Problem, problem_responses
 from ktrdr_api.jobs import JobState, apply
 from ktrdr_api.openapi import ARROW_STREAM, CSV, BarsOperation
 from ktrdr_api.schemas import BarsOut, CoverageOut, DatasetsOut, LoadIn, LoadOut, RepairOut
-from ktrdr_api.validation import query_cursor, query_range, strict_body
+from ktrdr_api.validation import StrictBody, query_cursor, query_range, timestamp_query
 from ktrdr_api.views import (
     bars_from_columns,
     coverage_out,
@@ -60,10 +60,8 @@ PathSymbol = Annotated[
     ),
 ]
 PathTimeframe = Annotated[Timeframe, Parameter(description="Bar size.")]
-Start = Annotated[
-    datetime | None, Parameter(description="First bar (inclusive), RFC 3339 with an offset.")
-]
-End = Annotated[datetime | None, Parameter(description="End (exclusive), RFC 3339 with an offset.")]
+Start = Annotated[str | None, timestamp_query("First bar (inclusive), RFC 3339 with an offset.")]
+End = Annotated[str | None, timestamp_query("End (exclusive), RFC 3339 with an offset.")]
 
 
 DAMAGED_DETAIL = (
@@ -113,6 +111,7 @@ class DataController(Controller):
         "/load",
         status_code=202,
         operation_id="loadData",
+        dto=StrictBody[LoadIn],
         summary="Load bars into the store (a job); ?wait=true waits for its end",
         description="Answers 202 with the job's id and links at once. With ``wait=true`` it "
         "waits up to ``timeout_s`` (bounded by the server) and answers 200 with the old "
@@ -128,7 +127,6 @@ class DataController(Controller):
     )
     async def load(
         self,
-        request: Request[Any, Any, Any],
         gateway: GatewayDep,
         events: EventsDep,
         settings: SettingsDep,
@@ -171,7 +169,6 @@ class DataController(Controller):
         ] = None,
     ) -> Response[LoadOut]:
         """Publish ``LoadData``; answer the job's links, or wait for its result."""
-        data = await strict_body(request, LoadIn) or data
         job_id = new_job_id()
         command = LoadData(
             job_id=job_id,
@@ -245,7 +242,6 @@ class DataController(Controller):
     )
     async def coverage(
         self,
-        request: Request[Any, Any, Any],
         gateway: GatewayDep,
         symbol: PathSymbol,
         timeframe: PathTimeframe,
@@ -253,7 +249,7 @@ class DataController(Controller):
         end: End = None,
     ) -> CoverageOut:
         """Ask the data-store for one dataset's coverage."""
-        first, last = query_range(request)
+        first, last = query_range(start, end)
         message = CoverageRequest(symbol=symbol.upper(), timeframe=timeframe, start=first, end=last)
         return coverage_out(await gateway.request(subjects.STORE_COVERAGE, message, Coverage))
 
@@ -290,7 +286,7 @@ class DataController(Controller):
     ) -> Response[BarsOut]:
         """Ask the data-store for one page and answer it in the representation asked for."""
         media = _media_type(request, format)
-        first, last = query_range(request)
+        first, last = query_range(start, end)
         query = QueryBars(
             symbol=symbol.upper(),
             timeframe=timeframe,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC
-from typing import Annotated, Any
+from typing import Annotated
 
 from ktrdr_shared import subjects
 from ktrdr_shared.messages import (
@@ -15,7 +15,7 @@ from ktrdr_shared.messages import (
     ValidateSymbol,
 )
 from ktrdr_shared.types import InstrumentType, Timeframe, WhatToShow
-from litestar import Controller, Request, get, post
+from litestar import Controller, get, post
 from litestar.openapi.spec import Example
 from litestar.params import Body, Parameter
 
@@ -28,7 +28,7 @@ from ktrdr_api.schemas import (
     SymbolOut,
     ValidateSymbolIn,
 )
-from ktrdr_api.validation import strict_body
+from ktrdr_api.validation import StrictBody
 from ktrdr_api.views import ib_status_out, symbol_out
 
 SYMBOL_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9 ._/&-]*[A-Za-z0-9._/&-])?$(?!\n)"
@@ -88,12 +88,12 @@ class IbController(Controller):
         "/symbols/validate",
         status_code=200,
         operation_id="validateSymbol",
+        dto=StrictBody[ValidateSymbolIn],
         summary="Look a symbol up at IB: instrument type, exchange, currency, trading hours",
         responses=problem_responses(400, 401, 404, 429, 502, 503, 504),
     )
     async def validate(
         self,
-        request: Request[Any, Any, Any],
         gateway: GatewayDep,
         settings: SettingsDep,
         data: Annotated[
@@ -109,7 +109,6 @@ class IbController(Controller):
         ],
     ) -> SymbolOut:
         """Validate a symbol; 404 ``unknown_symbol`` when IB has no contract for it."""
-        data = await strict_body(request, ValidateSymbolIn) or data
         message = ValidateSymbol(symbol=data.symbol.upper(), instrument_type=data.instrument_type)
         # Without a type the connector may ask IB three times (CASH, STK, FUT).
         reply = await gateway.request(

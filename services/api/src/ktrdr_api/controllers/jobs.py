@@ -20,7 +20,7 @@ from ktrdr_api.event_log import EventLog, LoggedEvent
 from ktrdr_api.jobs import JobState, JobStatus, apply, fold
 from ktrdr_api.openapi import EventsOperation, OptionalBodyOperation
 from ktrdr_api.schemas import CancelIn, JobOut, JobsOut
-from ktrdr_api.validation import strict_body
+from ktrdr_api.validation import StrictBody
 from ktrdr_api.views import job_out, job_summary
 
 HEARTBEAT_S = 15.0
@@ -140,13 +140,13 @@ class JobsController(Controller):
         "/{job_id:str}/cancel",
         status_code=202,
         operation_id="cancelJob",
+        dto=StrictBody[CancelIn],
         operation_class=OptionalBodyOperation,
         summary="Ask a job to stop (publishes cancel_requested)",
         responses=problem_responses(400, 401, 404, 409, 503, 504),
     )
     async def cancel(
         self,
-        request: Request[Any, Any, Any],
         events: EventsDep,
         job_id: JobIdPath,
         gateway: GatewayDep,
@@ -159,7 +159,6 @@ class JobsController(Controller):
         ] = None,
     ) -> Response[JobOut]:
         """Publish ``CancelRequested`` for a job that has not ended."""
-        data = await strict_body(request, CancelIn) or data
         state, history = await job_state(events, job_id)
         if state.status.is_terminal:
             raise ApiError(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import msgspec
 from ktrdr_shared import subjects
@@ -11,7 +11,7 @@ from ktrdr_shared.errors import InvalidRequest
 from ktrdr_shared.messages import StartTraining, StatusRequest, TrainerStatus
 from ktrdr_shared.messages.training import default_features
 from ktrdr_shared.training_size import check_training_size
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Response, get, post
 from litestar.openapi.spec import Example
 from litestar.params import Body
 
@@ -21,7 +21,7 @@ from ktrdr_api.errors import invalid, not_found, problem_responses
 from ktrdr_api.jobs import JobStatus
 from ktrdr_api.schemas import JobOut
 from ktrdr_api.training_schemas import TrainingRunIn, TrainingRunOut
-from ktrdr_api.validation import strict_body
+from ktrdr_api.validation import StrictBody
 from ktrdr_api.views import job_links, job_out, utc
 
 
@@ -48,12 +48,12 @@ class TrainingController(Controller):
     @post(
         status_code=202,
         operation_id="startTrainingRun",
+        dto=StrictBody[TrainingRunIn],
         summary="Train a model on stored bars (a job); 503 until a trainer runs",
         responses=problem_responses(400, 401, 502, 503, 504),
     )
     async def start(
         self,
-        request: Request[Any, Any, Any],
         gateway: GatewayDep,
         settings: SettingsDep,
         data: Annotated[
@@ -78,7 +78,6 @@ class TrainingController(Controller):
         ],
     ) -> Response[TrainingRunOut]:
         """Check that a trainer answers, then publish ``StartTraining``."""
-        data = await strict_body(request, TrainingRunIn) or data
         command = start_training(new_job_id(), data)
         try:
             check_training_size(command, settings.api_training_max_bytes)
