@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Sequence
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pyarrow as pa
@@ -221,22 +220,19 @@ def test_a_missing_source_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixt
     assert main(["import-csv", str(tmp_path), "--data-dir", str(tmp_path)]) == 1  # no .csv
 
 
-def test_the_console_script_imports_into_ktrdr_data_dir_and_lists_datasets(tmp_path: Path) -> None:
+def test_the_console_script_imports_into_ktrdr_data_dir_and_lists_datasets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     write_csv(tmp_path / "BRK_B_1m.csv", "timestamp,open,high,low,close,volume", GOOD_ROWS)
-    script = Path(sys.executable).with_name("ktrdr-store")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KTRDR_")}
-    env["KTRDR_DATA_DIR"] = str(tmp_path / "data")
-    run = subprocess.run(
-        [script, "import-csv", tmp_path],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert run.returncode == 0, run.stderr
-    listing = subprocess.run(
-        [script, "datasets"], env=env, capture_output=True, text=True, timeout=120, check=True
-    ).stdout
+    # what `ktrdr-store` runs: the installed console script's entry point, in this process
+    [script] = entry_points(group="console_scripts", name="ktrdr-store")
+    ktrdr_store = script.load()
+    for name in [k for k in os.environ if k.startswith("KTRDR_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("KTRDR_DATA_DIR", str(tmp_path / "data"))
+    assert ktrdr_store(["import-csv", str(tmp_path)]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    assert ktrdr_store(["datasets"]) == 0
+    listing = capsys.readouterr().out
     assert "BRK_B" in listing and "1m" in listing
     assert stored(tmp_path / "data", "BRK B", Timeframe.M1).num_rows == 4
