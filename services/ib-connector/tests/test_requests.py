@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 
 import pytest
 from ktrdr_ib_sim import IBGatewaySimulator
-from ktrdr_shared import subjects
+from ktrdr_shared import codec, subjects
 from ktrdr_shared.client import KtrdrClient
 from ktrdr_shared.errors import UnknownSymbol
 from ktrdr_shared.messages import (
+    IbConnectionEvent,
+    IbReconnecting,
     IbStatus,
     StatusRequest,
     SymbolInfo,
@@ -18,6 +21,8 @@ from ktrdr_shared.messages import (
 from ktrdr_shared.runtime import ServiceApp
 from ktrdr_shared.types import InstrumentType
 from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig, DeliverPolicy
 
 pytestmark = pytest.mark.integration
 
@@ -80,9 +85,8 @@ async def test_validate_unknown_symbol_is_a_404_with_what_was_tried(
 
 
 async def test_requests_needing_ib_while_ib_is_down_answer_ib_unavailable_at_once(
-    nats_url: str, nc: NATS
+    nats_url: str, nc: NATS, js: JetStreamContext
 ) -> None:
-    import asyncio
     import socket
 
     from ktrdr_ib_connector.app import build_app
@@ -95,14 +99,12 @@ async def test_requests_needing_ib_while_ib_is_down_answer_ib_unavailable_at_onc
     app = build_app(connector_settings(nats_url, port))
     await app.start()
     try:
+        await _first_failed_connect(js, port)
         client = KtrdrClient(nc, timeout_s=10)
-        async with asyncio.timeout(20):
-            while True:  # the connector answers status even while IB is down
-                status = await client.request(subjects.IB_STATUS, StatusRequest(), IbStatus)
-                if status.last_error is not None and "failed" in status.last_error:
-                    break
-                await asyncio.sleep(0.1)
+        # the connector answers status even while IB is down
+        status = await client.request(subjects.IB_STATUS, StatusRequest(), IbStatus)
         assert not status.connected
+        assert status.last_error is not None
         assert f":{port}" in status.last_error  # what is wrong now, in words
         # The wiring of the refusal (a 503 over NATS); validate and head_timestamp refusing
         # alike is decided in test_orchestration.py.
@@ -113,3 +115,21 @@ async def test_requests_needing_ib_while_ib_is_down_answer_ib_unavailable_at_onc
                 )
     finally:
         await app.stop()
+
+
+async def _first_failed_connect(js: JetStreamContext, port: int) -> None:
+    """Wait for the connector's first reconnect announced after a refused connect to ``port``."""
+    sub = await js.subscribe(
+        subjects.IB_CONNECTION_EVENTS,
+        ordered_consumer=True,
+        config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
+    )
+    try:
+        async with asyncio.timeout(20):
+            while True:
+                msg = await sub.next_msg(timeout=None)
+                event = codec.decode(msg.data, IbConnectionEvent, subject=msg.subject)
+                if isinstance(event, IbReconnecting) and f":{port} failed" in event.reason:
+                    return
+    finally:
+        await sub.unsubscribe()
