@@ -21,8 +21,7 @@ from ktrdr_shared.messages import (
 from ktrdr_shared.runtime import ServiceApp
 from ktrdr_shared.types import InstrumentType
 from nats.aio.client import Client as NATS
-from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.aio.msg import Msg
 
 pytestmark = pytest.mark.integration
 
@@ -85,7 +84,7 @@ async def test_validate_unknown_symbol_is_a_404_with_what_was_tried(
 
 
 async def test_requests_needing_ib_while_ib_is_down_answer_ib_unavailable_at_once(
-    nats_url: str, nc: NATS, js: JetStreamContext
+    nats_url: str, nc: NATS
 ) -> None:
     import socket
 
@@ -96,10 +95,20 @@ async def test_requests_needing_ib_while_ib_is_down_answer_ib_unavailable_at_onc
     with socket.socket() as probe:  # a port nothing listens on: IB is down
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
+    refused: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def on_event(msg: Msg) -> None:  # the reconnect announced after a refused connect
+        event = codec.decode(msg.data, IbConnectionEvent, subject=msg.subject)
+        mine = isinstance(event, IbReconnecting) and f":{port} failed" in event.reason
+        if mine and not refused.done():
+            refused.set_result(None)
+
+    events = await nc.subscribe(subjects.IB_CONNECTION_EVENTS, cb=on_event)
     app = build_app(connector_settings(nats_url, port))
     await app.start()
     try:
-        await _first_failed_connect(js, port)
+        async with asyncio.timeout(20):
+            await refused
         client = KtrdrClient(nc, timeout_s=10)
         # the connector answers status even while IB is down
         status = await client.request(subjects.IB_STATUS, StatusRequest(), IbStatus)
@@ -115,21 +124,4 @@ async def test_requests_needing_ib_while_ib_is_down_answer_ib_unavailable_at_onc
                 )
     finally:
         await app.stop()
-
-
-async def _first_failed_connect(js: JetStreamContext, port: int) -> None:
-    """Wait for the connector's first reconnect announced after a refused connect to ``port``."""
-    sub = await js.subscribe(
-        subjects.IB_CONNECTION_EVENTS,
-        ordered_consumer=True,
-        config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
-    )
-    try:
-        async with asyncio.timeout(20):
-            while True:
-                msg = await sub.next_msg(timeout=None)
-                event = codec.decode(msg.data, IbConnectionEvent, subject=msg.subject)
-                if isinstance(event, IbReconnecting) and f":{port} failed" in event.reason:
-                    return
-    finally:
-        await sub.unsubscribe()
+        await events.unsubscribe()
