@@ -31,7 +31,7 @@ from ktrdr_trainer.model import build_model
 from ktrdr_trainer.pipeline import plan_job, prepare
 from ktrdr_trainer.testing import synthetic_bars
 from ktrdr_trainer.training import (
-    GRAD_CLIP_NORM,
+    Step,
     TrainingParams,
     available_device,
     class_weights,
@@ -72,7 +72,7 @@ def dataloader_epochs(
     loss_fn = nn.CrossEntropyLoss(weight=class_weights(data).to(device))
     optimiser = make_optimiser(model, lr, device)
     amp = device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    step = Step(model, loss_fn, optimiser, torch.amp.GradScaler("cuda", enabled=amp), amp)
     loader = DataLoader(
         RowSamples(data),
         batch_size=batch,
@@ -87,15 +87,7 @@ def dataloader_epochs(
         total = torch.zeros((), device=device)
         for x, y in loader:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-                loss = loss_fn(model(x), y)
-            optimiser.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimiser)
-            nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP_NORM)
-            scaler.step(optimiser)
-            scaler.update()
-            total += loss.detach().float() * len(y)
+            total += step(x, y) * len(y)
             seen += len(y)
         float(total)  # the same one sync per epoch as the resident loop
         rates.append(seen / (time.perf_counter() - started))

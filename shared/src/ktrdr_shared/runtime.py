@@ -289,6 +289,20 @@ class ServiceApp:
     _errors: ErrorTally = field(default_factory=ErrorTally)
     _running: list[asyncio.Task[None]] = field(default_factory=list)
 
+    async def prepare(
+        self, js: JetStreamContext, *consumers: streams.ConsumerSpec, buckets: bool = False
+    ) -> None:
+        """Declare this service's streams, ``consumers`` and (``buckets``) KV/object buckets,
+        or verify that the admin did, as its settings say (``streams.prepare``)."""
+        await streams.prepare(
+            js,
+            *consumers,
+            buckets=buckets,
+            declare=self.settings.declares,
+            service=self.name,
+            wait_s=self.settings.nats_declare_wait_s,
+        )
+
     def endpoint(
         self, name: str, subject: str, request_type: Any, description: str = ""
     ) -> Callable[[Callable[[Any], Awaitable[Any]]], Callable[[Any], Awaitable[Any]]]:

@@ -60,14 +60,7 @@ def build_app(settings: DataStoreSettings) -> ServiceApp:
     )
 
     async def setup(nc: NATS, js: JetStreamContext) -> None:
-        await streams.prepare(
-            js,
-            streams.DATA_COMMANDS,
-            streams.STORE_BARS,
-            declare=settings.declares,
-            service=SERVICE_NAME,
-            wait_s=settings.nats_declare_wait_s,
-        )
+        await app.prepare(js, streams.DATA_COMMANDS, streams.STORE_BARS)
         store = ParquetBarStore(settings.data_dir)
         ledger = AnsweredLedger(settings.data_dir)
         quarantine = Quarantine.under(

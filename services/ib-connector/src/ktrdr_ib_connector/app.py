@@ -87,14 +87,7 @@ def build_app(settings: IbConnectorSettings) -> ServiceApp:
     )
 
     async def setup(nc: NATS, js: JetStreamContext) -> None:
-        await streams.prepare(
-            js,
-            streams.IB_COMMANDS,
-            buckets=True,
-            declare=settings.declares,
-            service=SERVICE_NAME,
-            wait_s=settings.nats_declare_wait_s,
-        )
+        await app.prepare(js, streams.IB_COMMANDS, buckets=True)
         connection = build_connection(settings, js)
         connector = build_connector(settings, js, connection)
         connector.symbols = await js.key_value(streams.SYMBOLS_BUCKET)

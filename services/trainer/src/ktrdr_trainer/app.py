@@ -34,14 +34,7 @@ def build_app(settings: TrainerSettings) -> ServiceApp:
     )
 
     async def setup(nc: NATS, js: JetStreamContext) -> None:
-        await streams.prepare(
-            js,
-            streams.TRAIN_COMMANDS,
-            buckets=True,
-            declare=settings.declares,
-            service=SERVICE_NAME,
-            wait_s=settings.nats_declare_wait_s,
-        )
+        await app.prepare(js, streams.TRAIN_COMMANDS, buckets=True)
         if settings.trainer_threads:
             torch.set_num_threads(settings.trainer_threads)
         trainer = Trainer(

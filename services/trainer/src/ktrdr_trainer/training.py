@@ -143,6 +143,30 @@ def make_optimiser(
     )
 
 
+@dataclass(frozen=True)
+class Step:
+    """One optimiser step on a batch: mixed precision on CUDA, gradients clipped."""
+
+    model: nn.Module
+    loss_fn: nn.Module
+    optimiser: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    amp: bool
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Train on ``(x, y)``; return the batch's mean loss, detached, on the device."""
+        with torch.autocast(x.device.type, dtype=torch.float16, enabled=self.amp):
+            loss = self.loss_fn(self.model(x), y)
+        self.optimiser.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimiser)
+        nn.utils.clip_grad_norm_(self.model.parameters(), GRAD_CLIP_NORM)
+        self.scaler.step(self.optimiser)
+        self.scaler.update()
+        mean: torch.Tensor = loss.detach().float()
+        return mean
+
+
 def train_model(
     model: nn.Module,
     data: Dataset,
@@ -165,7 +189,7 @@ def train_model(
     loss_fn = nn.CrossEntropyLoss(weight=class_weights(data).to(device))
     optimiser = make_optimiser(model, params.learning_rate, device)
     amp = device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    step = Step(model, loss_fn, optimiser, torch.amp.GradScaler("cuda", enabled=amp), amp)
     shuffler = torch.Generator().manual_seed(params.seed)  # on the CPU: same order on any device
     history: list[EpochStats] = []
     best_loss, best_epoch, best_state = math.inf, 0, copy.deepcopy(model.state_dict())
@@ -177,15 +201,7 @@ def train_model(
         for start in range(0, len(order), params.batch_size):
             check_stop()
             rows = order[start : start + params.batch_size]
-            with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-                loss = loss_fn(model(gather(data.x, rows, data.window)), data.y[rows])
-            optimiser.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimiser)
-            nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP_NORM)
-            scaler.step(optimiser)
-            scaler.update()
-            total += loss.detach().float() * len(rows)
+            total += step(gather(data.x, rows, data.window), data.y[rows]) * len(rows)
         train_loss = float(total) / len(order)  # the one sync of the epoch
         seconds = time.perf_counter() - started
         val_loss, val_accuracy = evaluate(model, data, data.validation, loss_fn, device)
