@@ -1,7 +1,8 @@
 """TLS in secure mode: every NATS connection is encrypted and shows a certificate of ours.
 
 A real nats-server runs ``infra/nats/nats-secure.conf`` (what `just up --secure`
-runs) with the files ``TestUsers`` makes the way ``stack.py secrets`` does: a
+runs; the ``server`` and ``users`` fixtures of this folder's conftest) with the files
+``TestUsers`` makes the way ``stack.py secrets`` does: a
 client with the CA and its own certificate connects and works; one that speaks
 plaintext, shows no certificate, or one signed by another CA is refused; the
 server's certificate verifies for the loopback names only (and what
@@ -20,7 +21,6 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import nats
@@ -39,29 +39,15 @@ SECURE_CONF = ROOT / "infra/nats/nats-secure.conf"
 STACK = ROOT / "infra/scripts/stack.py"
 
 
-@pytest.fixture
-def users(tmp_path: Path) -> TestUsers:
-    return TestUsers(tls_dir=tmp_path / "tls")
-
-
 def secure_server(tmp_path: Path, users: TestUsers, *extra_args: str) -> NatsServer:
-    # -m 0 is what `just up` passes in secure mode when no --monitor-port was given.
+    """The secure server as `just up --secure` starts it without --monitor-port (``-m 0``);
+    the tests above use conftest's ``server`` (the same configuration, monitored)."""
     return NatsServer(
         store_dir=tmp_path / "jetstream",
         config_file=SECURE_CONF,
         extra_args=["-m", "0", *extra_args],
         env=users.server_env(),
     )
-
-
-@pytest.fixture
-def server(tmp_path: Path, users: TestUsers) -> Iterator[NatsServer]:
-    secure = secure_server(tmp_path, users)
-    secure.start()
-    try:
-        yield secure
-    finally:
-        secure.stop()
 
 
 async def _quiet(_: Exception) -> None:
