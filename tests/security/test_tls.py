@@ -27,7 +27,7 @@ import nats
 import nats.errors
 import pytest
 from ktrdr_shared.certs import ensure_certificates, subject_alternative_names
-from ktrdr_shared.runtime import connect
+from ktrdr_shared.runtime import connect, flush_subscriptions
 from ktrdr_shared.testing.auth import USERS, TestUsers
 from ktrdr_shared.testing.nats_server import NatsServer, free_port
 from ktrdr_shared.tls import TlsFiles, client_context
@@ -96,7 +96,7 @@ async def test_a_client_with_the_ca_and_its_certificate_connects_and_works(
             await msg.respond(b"pong")
 
         await admin.subscribe("ktrdr.store.query", cb=answer)
-        await admin.flush()
+        await flush_subscriptions(admin)  # flush() alone may beat the SUB to the server
         reply = await api.request("ktrdr.store.query", b"ping", timeout=5)
         assert reply.data == b"pong"  # over TLS: the server takes nothing else
         # Each user's replies come under its own inbox prefix (auth.conf can then give each
