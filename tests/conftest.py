@@ -1,25 +1,7 @@
 """Fixtures of the cross-service tests (contract, deploy, docs, faults, security, system).
 
-``nats_server``/``nats_url``/``nc``/``js`` come from ``ktrdr_shared.testing.pytest_plugin``,
-``sim``/``start_sim`` from ``ktrdr_ib_sim.pytest_plugin``, ``connector`` and the services'
-``sim_defaults`` from ``ktrdr_ib_connector.testing``, ``data_dir``/``start_store`` from
-``ktrdr_data_store.testing``.
+A nats-server and clients, the simulator, a connector and data-stores, from
+``ktrdr_data_store.testing`` (which passes on ``ktrdr_ib_connector.testing``'s).
 """
 
-from ktrdr_data_store.testing import data_dir, start_store
-from ktrdr_ib_connector.testing import connector, sim_defaults
-from ktrdr_ib_sim.pytest_plugin import sim, start_sim
-from ktrdr_shared.testing.pytest_plugin import js, nats_server, nats_url, nc
-
-__all__ = [
-    "connector",
-    "data_dir",
-    "js",
-    "nats_server",
-    "nats_url",
-    "nc",
-    "sim",
-    "sim_defaults",
-    "start_sim",
-    "start_store",
-]
+from ktrdr_data_store.testing import *  # noqa: F403 - the plugin's fixtures

@@ -14,10 +14,8 @@ from typing import Any
 import pytest
 from ib_async import IB
 from ktrdr_ib_sim import RawTwsClient
-from ktrdr_ib_sim.pytest_plugin import sim, start_sim
+from ktrdr_ib_sim.pytest_plugin import *  # noqa: F403 - the plugin's fixtures
 from ktrdr_ib_sim.testing import ErrorRecorder
-
-__all__ = ["sim", "start_sim"]
 
 #: The frozen "now" of the simulators here: Monday 2024-07-01 16:00 UTC, mid-session in New York.
 NOW = dt.datetime(2024, 7, 1, 16, 0, tzinfo=dt.UTC)

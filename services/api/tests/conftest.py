@@ -2,8 +2,8 @@
 
 ``connector`` is the real ib-connector against the TWS-protocol simulator (compressed time,
 frozen "now"); ``data_store`` is the real data-store on a temporary directory (gap filler
-off). Services that do not exist in a test answer nothing, as in production. The shared,
-simulator, connector and data-store fixtures are imported from those packages' plugin modules.
+off). Services that do not exist in a test answer nothing, as in production. The nats-server,
+simulator, connector and data-store fixtures come from ``ktrdr_data_store.testing``.
 """
 
 from __future__ import annotations
@@ -13,26 +13,11 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 from ktrdr_api.testing import api_settings, serve_api
-from ktrdr_data_store.testing import StartStore, data_dir, start_store
-from ktrdr_ib_connector.testing import connector, sim_defaults
-from ktrdr_ib_sim.pytest_plugin import sim, start_sim
+from ktrdr_data_store.testing import *  # noqa: F403 - the plugin's fixtures
+from ktrdr_data_store.testing import StartStore
 from ktrdr_shared import streams
 from ktrdr_shared.runtime import ServiceApp
-from ktrdr_shared.testing.pytest_plugin import js, nats_server, nats_url, nc
 from nats.js import JetStreamContext
-
-__all__ = [
-    "connector",
-    "data_dir",
-    "js",
-    "nats_server",
-    "nats_url",
-    "nc",
-    "sim",
-    "sim_defaults",
-    "start_sim",
-    "start_store",
-]
 
 
 @pytest.fixture

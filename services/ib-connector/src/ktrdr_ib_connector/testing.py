@@ -2,13 +2,12 @@
 
 The connector's own tests, the data-store's load tests and the system tests all need the same
 pair: a TWS-protocol simulator with a frozen "now" and a connector pointed at it. A test
-directory opts in from its conftest (needs the ``testing`` extra)::
+directory opts in from its conftest with ``from ktrdr_ib_connector.testing import *`` (the
+``testing`` extra installs what it needs), which brings ``__all__``:
 
-    from ktrdr_ib_connector.testing import connector, sim_defaults
-    from ktrdr_ib_sim.pytest_plugin import sim, start_sim
-
-* ``sim_defaults`` - the services' simulator: a free port, frozen at ``NOW``, compressed time
-  (``sim``/``start_sim`` of ``ktrdr_ib_sim.pytest_plugin`` start from it);
+* ``nats_server``/``nats_url``/``nc``/``js`` of ``ktrdr_shared.testing.pytest_plugin``;
+* ``sim``/``start_sim`` of ``ktrdr_ib_sim.pytest_plugin``, and ``sim_defaults`` here: the
+  services' simulator, on a free port, frozen at ``NOW``, in compressed time;
 * ``connector`` - the real ib-connector on ``sim``, yielded once it reports IB connected.
 """
 
@@ -23,12 +22,17 @@ import numpy as np
 import pandas as pd
 import pytest
 from ktrdr_ib_sim import IBGatewaySimulator, SimulatorConfig, expected_bars
+from ktrdr_ib_sim.pytest_plugin import sim, start_sim
 from ktrdr_shared import codec, subjects
 from ktrdr_shared.messages import IbStatus
 from ktrdr_shared.runtime import ServiceApp
+from ktrdr_shared.testing.pytest_plugin import js, nats_server, nats_url, nc
 from nats.aio.client import Client as NATS
 
 from ktrdr_ib_connector.config import IbConnectorSettings
+
+# The fixtures a services' test directory takes with ``import *`` (see the module docstring).
+__all__ = ["connector", "js", "nats_server", "nats_url", "nc", "sim", "sim_defaults", "start_sim"]
 
 # The simulator's frozen "now": a Friday after the US close, inside the calendars.
 NOW = dt.datetime(2024, 6, 28, 22, 0, tzinfo=dt.UTC)
@@ -116,11 +120,18 @@ def sim_defaults() -> dict[str, Any]:
 
 
 @pytest.fixture
-async def connector(nats_url: str, sim: IBGatewaySimulator, nc: NATS) -> AsyncIterator[ServiceApp]:
-    """Run the real ib-connector against the simulator; yield it once it is connected."""
+async def connector(
+    nats_url: str, sim: IBGatewaySimulator, nc: NATS, request: pytest.FixtureRequest
+) -> AsyncIterator[ServiceApp]:
+    """Run the real ib-connector against the simulator; yield it once it is connected.
+
+    ``@pytest.mark.connector_options(KTRDR_...="...")`` adds to its settings.
+    """
     from ktrdr_ib_connector.app import build_app  # the app imports this module's package
 
-    app = build_app(connector_settings(nats_url, sim.port))
+    marker = request.node.get_closest_marker("connector_options")
+    extra = dict(marker.kwargs) if marker else {}
+    app = build_app(connector_settings(nats_url, sim.port, **extra))
     await app.start()
     try:
         await wait_connected(nc)

@@ -5,6 +5,8 @@
 * ``nats_url`` - the URL of the server under test: the local one, or a
   testcontainers NATS when ``KTRDR_TEST_NATS=docker`` and Docker answers.
 * ``nc`` / ``js`` - a connected client and its JetStream context, closed after.
+
+A test directory opts in from its conftest: ``from ktrdr_shared.testing.pytest_plugin import *``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from ktrdr_shared.testing.nats_server import NatsServer, docker_nats, wants_docker
+
+__all__ = ["js", "nats_server", "nats_url", "nc"]  # a conftest takes them with ``import *``
 
 
 @pytest.fixture
