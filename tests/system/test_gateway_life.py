@@ -84,6 +84,9 @@ def historical(sim: IBGatewaySimulator) -> list[dict[str, Any]]:
     return [r for r in sim.records() if r["kind"] == "historical"]
 
 
+# What is in flight across the blip is held, not late: a request timeout the machine's load
+# could reach would cancel and re-ask it (the test after this one proves that path).
+@pytest.mark.connector_options(KTRDR_IB_REQUEST_TIMEOUT_S="120")
 async def test_a_year_of_minute_bars_comes_through_a_daily_reset_and_a_blip(
     connector: ServiceApp,
     store: Path,
