@@ -120,9 +120,19 @@ async def test_micro_endpoint_answers_garbage_with_400_and_keeps_serving(
 async def test_connect_retries_until_the_server_comes(nats_server: NatsServer) -> None:
     nats_server.stop()
     settings = Settings.from_env({"KTRDR_NATS_URL": nats_server.url})
-    pending = asyncio.create_task(connect(settings, name="late", reconnect_time_wait=0.05))
-    await asyncio.sleep(0.3)
-    assert not pending.done()  # still trying, not given up
+    refused: list[Exception] = []
+    tried_again = asyncio.Event()
+
+    async def on_error(e: Exception) -> None:  # told of each attempt that failed
+        refused.append(e)
+        if len(refused) >= 2:
+            tried_again.set()
+
+    pending = asyncio.create_task(
+        connect(settings, name="late", reconnect_time_wait=0.05, error_cb=on_error)
+    )
+    await asyncio.wait_for(tried_again.wait(), 10)
+    assert not pending.done()  # refused twice, still trying, not given up
     nats_server.start()
     client = await asyncio.wait_for(pending, timeout=10)
     assert client.is_connected
