@@ -19,12 +19,13 @@ import numpy as np
 import pytest
 from ktrdr_data_store.store import ParquetBarStore
 from ktrdr_ib_connector.testing import expected_stamps
-from ktrdr_shared import codec
+from ktrdr_shared import codec, subjects
 from ktrdr_shared.client import KtrdrClient
 from ktrdr_shared.messages import (
     IbConnected,
     IbConnectionEvent,
     IbReconnecting,
+    IbStatus,
     JobCompleted,
     LoadResult,
 )
@@ -126,6 +127,10 @@ async def test_gateway_restart_window_mid_load(stack: Stack, nc: NATS) -> None:
     events = await nc.subscribe("ktrdr.evt.ib.connection.>")
     jobs = await start_loads(nc)
     await first_planned(nc, jobs)
+    # The stack starts the simulator and the connector together, so the connector's first
+    # connects may have failed (their waits announced before ``events`` was taken): the
+    # restart must find it connected for its announced waits to start at the first step.
+    await ib_connected(nc)
     control(stack, "/faults/restart?down_s=3")
     seen: list[IbConnectionEvent] = []
     async with asyncio.timeout(60):  # until connected again after reconnect attempts
@@ -137,6 +142,16 @@ async def test_gateway_restart_window_mid_load(stack: Stack, nc: NATS) -> None:
     delays = reconnect_delays(seen)
     assert delays == [min(2.0, 0.5 * 2**i) for i in range(len(delays))], seen
     await all_complete(nc, stack, jobs)
+
+
+async def ib_connected(nc: NATS) -> None:
+    """Return once the connector says it is connected to IB (asked every 0.1 s)."""
+    async with asyncio.timeout(30):
+        while True:
+            reply = await nc.request(subjects.IB_STATUS, b"", timeout=5)
+            if codec.decode(reply.data, IbStatus).connected:
+                return
+            await asyncio.sleep(0.1)
 
 
 def reconnect_delays(events: list[IbConnectionEvent]) -> list[float]:
