@@ -124,13 +124,15 @@ async def test_nats_server_restarted_mid_load(
 
 
 async def test_gateway_restart_window_mid_load(stack: Stack, nc: NATS) -> None:
-    events = await nc.subscribe("ktrdr.evt.ib.connection.>")
     jobs = await start_loads(nc)
     await first_planned(nc, jobs)
     # The stack starts the simulator and the connector together, so the connector's first
-    # connects may have failed (their waits announced before ``events`` was taken): the
-    # restart must find it connected for its announced waits to start at the first step.
+    # connects may have failed and announced their growing waits: the restart must find it
+    # connected, and ``events`` must hold only what follows, for the announced waits of this
+    # outage to start at the first step.
     await ib_connected(nc)
+    events = await nc.subscribe("ktrdr.evt.ib.connection.>")
+    await nc.flush()
     control(stack, "/faults/restart?down_s=3")
     seen: list[IbConnectionEvent] = []
     async with asyncio.timeout(60):  # until connected again after reconnect attempts
