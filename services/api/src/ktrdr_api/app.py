@@ -6,8 +6,9 @@ under NATS users, verifies) the streams unless ``serve`` verified them
 before its workers started, registers the ``api`` micro service (so ``nats micro ls`` and
 ``$SRV.PING`` see the gateway) and drains the connection on shutdown. The
 controllers get the connection injected as a ``Gateway`` (request/reply and
-commands) and an ``EventLog`` (job events); the gateway holds no state of
-its own.
+commands), an ``EventLog`` (job events) and the ``OverviewHub`` (the overview's
+one poller, shared by every client of its live feed); the gateway holds no state
+of its own beyond that feed's newest snapshot.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from litestar.openapi.spec import Components, Tag
 from nats import micro
 from nats.micro.service import ServiceConfig
 
-from ktrdr_api import __version__
+from ktrdr_api import __version__, console
 from ktrdr_api.browser import BrowserGuardMiddleware, allowed_hosts
 from ktrdr_api.config import ApiSettings, check_exposure
 from ktrdr_api.controllers import CONTROLLERS
@@ -37,6 +38,9 @@ from ktrdr_api.errors import EXCEPTION_HANDLERS
 from ktrdr_api.event_log import EventLog
 from ktrdr_api.gateway import Gateway
 from ktrdr_api.openapi import tighten
+from ktrdr_api.overview import INTERVAL_S, OverviewHub
+from ktrdr_api.overview_schemas import OverviewOut
+from ktrdr_api.snapshot import NatsSnapshot
 from ktrdr_api.security import COMPONENTS, REQUIREMENTS, ApiKeyMiddleware
 
 SERVICE_NAME = "api"
@@ -61,13 +65,21 @@ TAGS = [
 ]
 
 
-def create_app(settings: ApiSettings, *, verified: bool = False, **nats_options: Any) -> Litestar:
+def create_app(
+    settings: ApiSettings,
+    *,
+    verified: bool = False,
+    overview_interval_s: float = INTERVAL_S,
+    **nats_options: Any,
+) -> Litestar:
     """Return the gateway's Litestar app for ``settings``.
 
     Args:
         settings: where NATS is, the bind address, the key, timeouts.
         verified: the streams and buckets were verified before this app was built (``serve``'s
             pre-flight): its lifespan does not read them again.
+        overview_interval_s: how often the overview's live feed gathers a snapshot when
+            nothing changes (tests lengthen it to see what a change alone sends).
         **nats_options: overrides for ``nats.connect`` (tests shorten timeouts).
 
     Raises:
@@ -94,12 +106,16 @@ def create_app(settings: ApiSettings, *, verified: bool = False, **nats_options:
                 description="the REST gateway: REST in, subjects out",
             ),
         )
-        app.state.gateway = Gateway(nc, timeout_s=settings.api_request_timeout_s)
+        gateway = Gateway(nc, timeout_s=settings.api_request_timeout_s)
+        overview = OverviewHub(NatsSnapshot(gateway), interval_s=overview_interval_s)
+        app.state.gateway = gateway
         app.state.events = EventLog(nc, timeout_s=settings.api_request_timeout_s)
+        app.state.overview = overview
         log.info("api %s connected to NATS", __version__)
         try:
             yield
         finally:
+            await overview.close()
             with contextlib.suppress(nats.errors.Error, TimeoutError):
                 await service.stop()
                 await nc.drain()
@@ -107,12 +123,13 @@ def create_app(settings: ApiSettings, *, verified: bool = False, **nats_options:
 
     key = settings.api_key.reveal() if settings.api_key else None
     app = Litestar(
-        route_handlers=CONTROLLERS,
+        route_handlers=[*CONTROLLERS, console.index, console.static_router()],
         lifespan=[lifespan],
         dependencies={
             # One of each per app: resolved once, then cached (no per-request DI work).
             "gateway": Provide(_gateway, sync_to_thread=False, use_cache=True),
             "events": Provide(_events, sync_to_thread=False, use_cache=True),
+            "overview": Provide(_overview, sync_to_thread=False, use_cache=True),
             "settings": Provide(lambda: settings, sync_to_thread=False, use_cache=True),
         },
         exception_handlers=EXCEPTION_HANDLERS,
@@ -138,6 +155,11 @@ def _events(state: State) -> EventLog:
     return events
 
 
+def _overview(state: State) -> OverviewHub[OverviewOut]:
+    overview: OverviewHub[OverviewOut] = state.overview
+    return overview
+
+
 def _openapi(*, secured: bool) -> OpenAPIConfig:
     return OpenAPIConfig(
         title="ktrdr api",
@@ -145,7 +167,13 @@ def _openapi(*, secured: bool) -> OpenAPIConfig:
         description=DESCRIPTION,
         path="/schema",
         render_plugins=[
-            SwaggerRenderPlugin(path=["/", "/swagger"]),
+            SwaggerRenderPlugin(  # served from the package: the docs work offline
+                path=["/", "/swagger"],
+                js_url=f"{console.SWAGGER}/swagger-ui-bundle.js",
+                css_url=f"{console.SWAGGER}/swagger-ui.css",
+                standalone_preset_js_url=f"{console.SWAGGER}/swagger-ui-standalone-preset.js",
+                favicon=console.FAVICON,
+            ),
             JsonRenderPlugin(),
             YamlRenderPlugin(),
         ],

@@ -1,4 +1,4 @@
-"""The API key: required on every route but ``/health`` once one is configured.
+"""The API key: required on every route but ``/health`` and the console's files once one is set.
 
 Sent as ``X-API-Key: <key>`` or ``Authorization: Bearer <key>`` and compared
 in constant time. Whether the gateway may start without one, or with a weak
@@ -22,6 +22,7 @@ from litestar.middleware import ASGIMiddleware
 from litestar.openapi.spec import Components, SecurityRequirement, SecurityScheme
 from litestar.types import ASGIApp, Receive, Scope, Send
 
+from ktrdr_api import console
 from ktrdr_api.errors import ApiError, problem_response
 
 OPEN_PATHS = ("/health",)
@@ -98,8 +99,10 @@ class ApiKeyMiddleware(ASGIMiddleware):
 
     @staticmethod
     def should_bypass_for_scope(scope: Scope) -> bool:
-        """Let ``/health`` through: monitors must see it without the key."""
-        return scope["path"] in OPEN_PATHS
+        """Let ``/health`` (monitors) and the console's page and files (it asks for the key
+        itself) through without the key."""
+        path: str = scope["path"]
+        return path in OPEN_PATHS or console.is_open(path)
 
     def __init__(self, key: str, throttle: FailedKeyThrottle | None = None) -> None:
         self.key = key
