@@ -57,6 +57,8 @@ def test_a_model_round_trips_and_replays_its_metrics() -> None:
     info = msgspec.json.decode(artifact.info, type=ModelInfo)
     assert (info.model_id, info.job_id, info.symbols) == (artifact.model_id, JOB, ["EURUSD"])
     assert info.metrics["accuracy"] == run.metrics["accuracy"]
+    assert (info.data_sha256, info.data_rows) == (manifest.data.sha256, manifest.data.rows)
+    assert len(info.metrics["equity_curve"]["ts"]) == len(info.metrics["equity_curve"]["strategy"])
 
     loaded = load_model(manifest, artifact.weights, torch.device("cpu"))
     data = loaded.dataset(bars)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from ktrdr_trainer.backtest import backtest, count_trades, performance
+from ktrdr_trainer.backtest import Curve, backtest, count_trades, equity_points, performance
 from ktrdr_trainer.labels import BUY, HOLD, SELL
 from ktrdr_trainer.metrics import classification_metrics, confusion_matrix
 
@@ -85,3 +85,26 @@ def test_sharpe_is_annualised_by_the_bars_the_period_had() -> None:
     ts = np.arange(5) * 24 * HOUR  # daily bars, every day
     sharpe = performance(returns, ts)["sharpe"]
     assert sharpe == pytest.approx(returns.mean() / returns.std() * np.sqrt(365.25))
+
+
+def test_equity_points_thin_the_curve_and_keep_its_ends() -> None:
+    n = 1_000
+    ts = np.arange(n, dtype=np.int64) * HOUR
+    strategy = np.full(n, 0.001)
+    hold = np.full(n, -0.0005)
+    curve = Curve(ts, strategy, hold, np.ones(n))
+    points = equity_points(curve, points=50)
+    assert len(points["ts"]) == len(points["strategy"]) == len(points["buy_and_hold"]) == 50
+    assert points["ts"][0] == "1970-01-01T00:00:00Z"
+    assert points["ts"][-1] == "1970-02-11T15:00:00Z"  # the last instant (999 h) is kept
+    assert points["strategy"][-1] == pytest.approx(1.001**n, rel=1e-6)
+    assert points["buy_and_hold"][-1] == pytest.approx(0.9995**n, rel=1e-6)
+
+
+def test_equity_points_of_an_empty_curve() -> None:
+    empty = np.array([], dtype=np.int64)
+    assert equity_points(Curve(empty, empty * 1.0, empty * 1.0, empty * 1.0)) == {
+        "ts": [],
+        "strategy": [],
+        "buy_and_hold": [],
+    }

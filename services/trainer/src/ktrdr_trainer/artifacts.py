@@ -180,6 +180,8 @@ def model_info(manifest: ModelManifest, size_bytes: int = 0) -> ModelInfo:
         device=manifest.device,
         metrics=manifest.metrics,
         size_bytes=size_bytes,
+        data_sha256=manifest.data.sha256,
+        data_rows=manifest.data.rows,
     )
 
 

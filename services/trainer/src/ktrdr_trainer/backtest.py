@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from ktrdr_shared.types import from_unix_nanos
 
 YEAR_NS = 365.25 * 86_400 * 10**9
 
@@ -109,3 +110,21 @@ def backtest(
         "excess_return": strategy["total_return"] - hold["total_return"],
         "costs": "none (signals only)",
     }, result
+
+
+def equity_points(result: Curve, points: int = 200) -> dict[str, list[Any]]:
+    """Return the equity curves (from 1) at no more than ``points`` evenly spaced instants.
+
+    Small enough to travel in a run's metrics (the console draws it); the last instant is
+    always kept, so the curve ends at the run's total return.
+    """
+    n = len(result.ts)
+    if n == 0:
+        return {"ts": [], "strategy": [], "buy_and_hold": []}
+    at = np.unique(np.linspace(0, n - 1, min(n, points)).round().astype(np.int64))
+    strategy, hold = result.equity("strategy")[at], result.equity("buy_and_hold")[at]
+    return {
+        "ts": [from_unix_nanos(int(t)).isoformat().replace("+00:00", "Z") for t in result.ts[at]],
+        "strategy": [round(float(v), 6) for v in strategy],
+        "buy_and_hold": [round(float(v), 6) for v in hold],
+    }

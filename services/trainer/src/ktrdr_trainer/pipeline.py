@@ -19,7 +19,7 @@ from ktrdr_shared.messages import StartTraining
 from ktrdr_shared.training_size import MAX_TRAINING_BYTES, check_training_size
 from torch import nn
 
-from ktrdr_trainer.backtest import Curve, backtest
+from ktrdr_trainer.backtest import Curve, backtest, equity_points
 from ktrdr_trainer.data import Bars
 from ktrdr_trainer.dataset import (
     Dataset,
@@ -155,4 +155,5 @@ def evaluate_run(
         rows, np.asarray(POSITIONS)[predicted], data.close, data.ts, data.symbol_of_row
     )
     metrics["backtest"] = summary
+    metrics["equity_curve"] = equity_points(result)
     return metrics, result

@@ -161,6 +161,10 @@ class ModelInfo(Message, frozen=True, kw_only=True):
     device: str
     metrics: dict[str, Any] = msgspec.field(default_factory=dict)
     size_bytes: int = 0
+    # The bars it was trained on: sha256 over every value in order, and how many rows (the
+    # manifest's ``data`` has the whole fingerprint). None for models stored before them.
+    data_sha256: str | None = None
+    data_rows: int | None = None
 
 
 class ModelList(Message, frozen=True, kw_only=True):
