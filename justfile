@@ -105,9 +105,9 @@ ktrdr *ARGS: _ensure-venv
 # The demo: set up, start the system on free loopback ports under data/demo, load a stock, a
 # forex pair and a future through the REST API, train a model, print a summary, stop it all.
 
-# Start the system under data/demo, load three instruments, train a model, summarise, stop it.
-demo: _ensure-venv
-    {{py}} infra/scripts/demo.py
+# Start the system under data/demo, load three instruments, train a model, summarise, stop it (`--keep`: stay up until Ctrl-C).
+demo *FLAGS: _ensure-venv
+    {{py}} infra/scripts/demo.py {{FLAGS}}
 
 # Run every benchmark and print machine-readable results.
 bench *ARGS: _ensure-venv

@@ -16,7 +16,9 @@ alongside is not disturbed.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -59,7 +61,7 @@ def gateway() -> tuple[str, int] | None:
     return None if not host else (host, int(os.environ.get("KTRDR_IB_PORT", "4002")))
 
 
-async def demo() -> int:
+async def demo(keep: bool = False) -> int:
     began = time.perf_counter()
     shutil.rmtree(DEMO, ignore_errors=True)
     server = NatsServer(store_dir=DEMO / "nats")
@@ -81,8 +83,8 @@ async def demo() -> int:
         print(f"ktrdr demo: nats-server {server.url}, {source}, and {', '.join(SERVICES)}")
         await stack.up(nc, timeout_s=120)
         print(
-            f"  stack ready in {time.perf_counter() - began:.1f} s; API docs at "
-            f"{stack.api_url}/schema"
+            f"  stack ready in {time.perf_counter() - began:.1f} s; web console at "
+            f"{stack.api_url}/ (API docs at {stack.api_url}/schema)"
         )
         results = {}
         for symbol, timeframe, what in LOADS:
@@ -103,6 +105,13 @@ async def demo() -> int:
         datasets = ktrdr(stack, "data", "ls", capture=True)
         model = ktrdr(stack, "models", "show", model_id, capture=True)
         _summary(stack, datasets, results, model, report)
+        if keep:
+            print(
+                f"\n== the stack stays up (--keep): web console {stack.api_url}/ , API "
+                f"{stack.api_url}/api/v1 , NATS {server.url}. Ctrl-C stops it."
+            )
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.Event().wait()  # until Ctrl-C (asyncio.run cancels this task)
     finally:
         codes = stack.down()
         await nc.close()
@@ -142,7 +151,8 @@ def _summary(
     print("\n".join(model_lines(model)))
     print(f"Parquet files: {stack.data_dir / 'bars'}  (pandas.read_parquet(...) reads them)")
     print(f"training report: {report}")
-    print(f"logs: {stack.root / 'logs'}; API docs were at {stack.api_url}/schema")
+    print(f"logs: {stack.root / 'logs'}; API docs at {stack.api_url}/schema")
+    print(f"web console: {stack.api_url}/  (Overview, Data, Jobs, Chart, Training)")
 
 
 def model_lines(model: dict[str, Any]) -> list[str]:
@@ -194,5 +204,18 @@ def _num(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, int | float) else str(value)
 
 
+def main() -> int:
+    """Run the demo; ``--keep`` leaves the stack up until Ctrl-C."""
+    parser = argparse.ArgumentParser(description="ktrdr's demo: the whole system, end to end")
+    parser.add_argument(
+        "--keep", action="store_true", help="leave the stack up after the summary until Ctrl-C"
+    )
+    args = parser.parse_args()
+    try:
+        return asyncio.run(demo(keep=args.keep))
+    except KeyboardInterrupt:  # the stack was stopped in demo's finally
+        return 0
+
+
 if __name__ == "__main__":
-    raise SystemExit(asyncio.run(demo()))
+    raise SystemExit(main())
