@@ -115,3 +115,13 @@ export function loadStyle(href) {
 export const TIMEFRAMES = ["1s", "5s", "15s", "30s", "1m", "5m", "15m", "30m", "1h", "4h", "1d", "1w"];
 
 export function setLive(state) { const dot = document.getElementById("live"); if (dot) dot.dataset.state = state; }
+
+// A job's parameters: the scalar ones in a line, everything as JSON one click away.
+export function paramsView(params) {
+  const shown = Object.entries(params || {})
+    .filter(([k, v]) => k !== "job_id" && v !== null && v !== "" && (typeof v !== "object" || Array.isArray(v) && v.every((x) => typeof x !== "object")))
+    .map(([k, v]) => `${k}=${Array.isArray(v) ? v.join(",") : v}`);
+  for (const k of ["model", "label"]) if (params?.[k]?.kind) shown.push(`${k}=${params[k].kind}`);
+  return h("details", { class: "params" }, h("summary", {}, shown.join("  ") || "none"),
+    h("pre", { class: "mono", style: { whiteSpace: "pre-wrap", margin: "4px 0 0" } }, JSON.stringify(params, null, 2)));
+}

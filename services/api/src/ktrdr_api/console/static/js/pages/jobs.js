@@ -1,6 +1,6 @@
 // Jobs: the list with live progress, and one job's page: chunk map, rates, events, cancel.
 import { get, post, stream } from "../api.js";
-import { badge, card, clear, duration, errorBox, h, jobLink, kv, num, progressBar, setLive, table, utc } from "../ui.js";
+import { badge, card, clear, duration, errorBox, h, jobLink, kv, num, paramsView, progressBar, setLive, table, utc } from "../ui.js";
 
 const ENDED = new Set(["completed", "failed", "cancelled"]);
 
@@ -145,7 +145,7 @@ async function renderJob(main, jobId, ctx) {
     cancel.hidden = ENDED.has(job.status) || job.status === "cancelling";
     clear(facts, progressCell(job), kv([
       ["kind", job.kind || "–"],
-      ["params", h("code", {}, JSON.stringify(job.params))],
+      ["params", paramsView(job.params)],
       ["created", utc(job.created, { seconds: true })],
       ["updated", utc(job.updated, { seconds: true })],
       ["bars fetched", num(job.bars_fetched)],

@@ -1,7 +1,7 @@
 // Training: start a run (the CLI's spec), live epoch curves, metrics against the majority
 // baseline and buy-and-hold, the confusion matrix, the equity curve; the stored models.
 import { get, post, request, stream } from "../api.js";
-import { TIMEFRAMES, badge, bytes, card, clear, errorBox, h, jobLink, kv, num, setLive, table, utc } from "../ui.js";
+import { TIMEFRAMES, badge, bytes, card, clear, errorBox, h, jobLink, kv, num, paramsView, setLive, table, utc } from "../ui.js";
 
 const SVG = "http://www.w3.org/2000/svg";
 const ENDED = new Set(["completed", "failed", "cancelled"]);
@@ -142,7 +142,7 @@ async function renderRun(main, jobId, ctx) {
     status.dataset.status = job.status;
     const last = epochs[epochs.length - 1];
     clear(facts, kv([
-      ["status", job.status], ["params", h("code", {}, JSON.stringify(job.params))],
+      ["status", job.status], ["params", paramsView(job.params)],
       ["epochs", last ? `${last.epoch} of ${last.epochs}` : "–"], ["device", last?.device || job.result?.device || "–"],
       ["samples/s", last ? num(Math.round(last.samples_per_s)) : "–"],
       job.result?.model_id && ["model", h("span", { class: "mono" }, job.result.model_id)],
