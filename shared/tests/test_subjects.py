@@ -147,6 +147,7 @@ def test_bar_filters_take_wildcards() -> None:
 def test_micro_subjects_name_the_verb_and_the_service() -> None:
     assert subjects.micro(subjects.PING, "trainer") == "$SRV.PING.trainer"
     assert subjects.micro(subjects.STATS, "data-store") == "$SRV.STATS.data-store"
+    assert subjects.micro(subjects.STATS) == "$SRV.STATS"  # every service answers it
     with pytest.raises(subjects.SubjectError):
         subjects.micro(subjects.PING, "a.b")
 

@@ -19,6 +19,8 @@ from pathlib import Path
 import nats
 import nats.errors
 import pytest
+from ktrdr_api.gateway import Gateway
+from ktrdr_api.snapshot import KTRDR_STREAMS, NatsSnapshot
 from ktrdr_data_store.app import build_app as build_data_store
 from ktrdr_data_store.config import DataStoreSettings
 from ktrdr_ib_connector.app import build_app as build_connector
@@ -93,6 +95,10 @@ ALLOWED = [
     ("api", "ktrdr.store.quarantine.release"),
     ("api", "ktrdr.store.repair"),
     ("api", "$SRV.PING.trainer"),
+    ("api", "$SRV.STATS"),  # the overview: every service's counts
+    ("api", "$JS.API.STREAM.LIST"),
+    ("api", "$JS.API.CONSUMER.LIST.KTRDR_COMMANDS"),
+    ("api", "$JS.API.INFO"),
     ("ib-connector", "ktrdr.bars.AAPL.1m"),
     ("ib-connector", f"ktrdr.evt.job.data_load.{JOB}.segment_fetched"),
     ("ib-connector", "ktrdr.evt.ib.connection.connected"),
@@ -202,6 +208,28 @@ async def test_the_api_cannot_write_bar_batches_into_ktrdr_bars(
     await violations.wait_for("$JS.API.STREAM.PURGE.KTRDR_BARS")
     info = await admin.jetstream().stream_info("KTRDR_BARS")
     assert info.state.messages == 1
+
+
+async def test_the_api_user_reads_the_overview_without_a_violation(
+    connect_as: ConnectAs, declared
+) -> None:
+    """The console's overview (every service's $SRV.STATS, JetStream's streams, consumers and
+    account, the IB connection events) is read as the api user, all of it allowed."""
+    api, violations = await connect_as("api")
+    source = NatsSnapshot(Gateway(api, timeout_s=5))
+    async with source.changes(lambda: None):
+        snapshot = await source.snapshot()
+        await flush_subscriptions(api)  # a refused subscription is reported by now
+    assert snapshot.jetstream.problem is None
+    assert snapshot.jetstream.account is not None
+    pending = {s.name: s.consumer_pending for s in snapshot.jetstream.streams}
+    assert set(KTRDR_STREAMS) <= set(pending)
+    assert pending["KTRDR_COMMANDS"] == {
+        "data-store-commands": 0,
+        "ib-connector-commands": 0,
+        "trainer-commands": 0,
+    }
+    assert violations.errors == []
 
 
 async def test_the_connector_cannot_give_the_commands_of_others(

@@ -30,7 +30,7 @@ def operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]
 
 def test_it_is_openapi_3_1_with_every_route(document: dict[str, Any]) -> None:
     assert document["openapi"].startswith("3.1")
-    assert len(operations(document)) == 22
+    assert len(operations(document)) == 24
     ids = [op["operationId"] for _, _, op in operations(document)]
     assert len(set(ids)) == len(ids)
     assert all(i[0].islower() and "_" not in i for i in ids)  # camelCase, chosen by hand
@@ -41,6 +41,9 @@ def test_every_route_documents_its_errors_as_problem_details(document: dict[str,
         errors = {code: r for code, r in op["responses"].items() if code[0] in "45"}
         if path == "/health":
             assert list(errors) == ["503"]  # the report itself, with status down
+            continue
+        if path.startswith("/api/v1/overview"):
+            assert list(errors) == ["401"]  # what is down is said inside the snapshot
             continue
         assert {"401", "503", "504"} <= set(errors), (method, path)
         for code, response in errors.items():
@@ -78,6 +81,19 @@ def test_the_event_stream_names_every_job_event_type(document: dict[str, Any]) -
     stream = document["paths"]["/api/v1/jobs/{job_id}/events"]["get"]["responses"]["200"]
     names = stream["content"]["text/event-stream"]["schema"]["properties"]["event"]["enum"]
     assert {"segments_dispatched", "segment_progress", "progress", "cancelled"} <= set(names)
+
+
+def test_the_overview_stream_sends_snapshots_of_the_overview(document: dict[str, Any]) -> None:
+    snapshot = document["paths"]["/api/v1/overview"]["get"]["responses"]["200"]
+    assert snapshot["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/OverviewOut"
+    }
+    stream = document["paths"]["/api/v1/overview/events"]["get"]["responses"]["200"]
+    event = stream["content"]["text/event-stream"]["schema"]["properties"]
+    assert event["event"]["enum"] == ["overview"]
+    assert event["data"]["contentSchema"] == {"$ref": "#/components/schemas/OverviewOut"}
+    pacing = document["components"]["schemas"]["PacingOut"]["properties"]
+    assert {"requests_in_window", "window_max", "window_s", "next_free_s"} <= set(pacing)
 
 
 def test_bars_and_coverage_document_the_damaged_dataset(document: dict[str, Any]) -> None:

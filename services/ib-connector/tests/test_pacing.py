@@ -522,6 +522,20 @@ async def test_next_send_at_reports_when_the_window_opens() -> None:
     assert rec.granted == [("hourly", 0.0), ("paced", pytest.approx(600.1))]
 
 
+def test_state_says_the_window_and_when_it_next_has_room() -> None:
+    gate = PacingGate(PacingRules(margin_s=0.0, time_scale=0.01), clock=lambda: 0.0)
+    assert gate.state(now=0.0)["window_s"] == pytest.approx(6.0)  # 600 s, scaled as it runs
+    assert gate.state(now=0.0)["next_free_in_s"] == 0.0
+    fill_window(gate, [0.1 * i for i in range(59)])  # 0.0 to 5.8
+    assert gate.state(now=5.9)["next_free_in_s"] == 0.0  # 59 of 60: room for one more
+    gate.record(hard("LAST"), 5.9)
+    full = gate.state(now=5.9)
+    assert full["hard_requests_in_window"] == 60
+    assert full["next_free_in_s"] == pytest.approx(0.1)  # the request at 0.0 ages out at 6.0
+    assert gate.state(now=5.95)["next_free_in_s"] == pytest.approx(0.05)
+    assert gate.state(now=6.0)["next_free_in_s"] == 0.0
+
+
 TIGHT = PacingRules(window_s=60.0, window_max=8, max_open=3, soft_max_open=2, margin_s=0.0)
 
 arrivals_of_jobs = st.tuples(

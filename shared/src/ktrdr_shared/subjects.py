@@ -99,8 +99,13 @@ def bars_filter(symbol_key: str = "*", timeframe: str = "*") -> str:
     return f"ktrdr.bars.{symbol_key}.{timeframe}"
 
 
-def micro(verb: str, service: str) -> str:
-    """Return nats.micro's subject ``$SRV.<verb>.<service>``: ``micro(PING, "trainer")``."""
+def micro(verb: str, service: str | None = None) -> str:
+    """Return nats.micro's subject ``$SRV.<verb>.<service>``: ``micro(PING, "trainer")``.
+
+    Without a service, the subject every service answers: ``micro(STATS)`` is ``$SRV.STATS``.
+    """
+    if service is None:
+        return f"{MICRO_PREFIX}.{verb}"
     _check_token(service, "service name")
     return f"{MICRO_PREFIX}.{verb}.{service}"
 

@@ -40,8 +40,8 @@ from ktrdr_api.gateway import Gateway
 from ktrdr_api.openapi import tighten
 from ktrdr_api.overview import INTERVAL_S, OverviewHub
 from ktrdr_api.overview_schemas import OverviewOut
-from ktrdr_api.snapshot import NatsSnapshot
 from ktrdr_api.security import COMPONENTS, REQUIREMENTS, ApiKeyMiddleware
+from ktrdr_api.snapshot import NatsSnapshot
 
 SERVICE_NAME = "api"
 

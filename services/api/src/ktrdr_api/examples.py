@@ -13,6 +13,7 @@ import msgspec
 from ktrdr_shared.messages import ProgressReason
 from ktrdr_shared.types import InstrumentType, Timeframe, WhatToShow
 
+from ktrdr_api import overview_schemas as o
 from ktrdr_api import schemas as s
 from ktrdr_api import training_schemas as t
 from ktrdr_api.jobs import JobStatus
@@ -92,6 +93,93 @@ MODEL = t.ModelOut(
     },
 )
 
+IB_STATUS = s.IbStatusOut(
+    connected=True,
+    host="127.0.0.1",
+    port=4002,
+    client_id=1,
+    server_version=178,
+    since=T0,
+    server_time=T1,
+    requests_made=12,
+    pacing={"open_requests": 0.0},
+    farms={"usfarm": "ok", "ushmds": "ok", "secdefnj": "ok"},
+)
+OVERVIEW = o.OverviewOut(
+    ts=T1,
+    ib=s.IbStatusOut(
+        **(
+            msgspec.structs.asdict(IB_STATUS)
+            | {
+                "pacing": {
+                    "open_requests": 1.0,
+                    "hard_requests_in_window": 60.0,
+                    "window_max": 60.0,
+                    "window_s": 600.0,
+                    "next_free_in_s": 41.5,
+                    "soft_delay_s": 0.0,
+                    "requests_sent": 75.0,
+                    "waited_s": 120.0,
+                    "waiting_requests": 3.0,
+                }
+            }
+        )
+    ),
+    pacing=o.PacingOut(
+        requests_in_window=60,
+        window_max=60,
+        window_s=600.0,
+        next_free_s=41.5,
+        waiting_requests=3,
+        open_requests=1,
+        soft_delay_s=0.0,
+    ),
+    services=[
+        o.ServiceStatsOut(
+            name="ib-connector",
+            id="dWc2nB9sZ1xq7kT4mEoR3a",
+            version="0.1.0",
+            started=T0,
+            requests=14,
+            errors=1,
+            endpoints=[
+                o.EndpointStatsOut(
+                    name="status",
+                    subject="ktrdr.ib.status",
+                    requests=12,
+                    errors=0,
+                    average_processing_ms=0.8,
+                ),
+                o.EndpointStatsOut(
+                    name="validate",
+                    subject="ktrdr.ib.validate",
+                    requests=2,
+                    errors=1,
+                    average_processing_ms=41.0,
+                    last_error="404 unknown_symbol: IB has no contract for XYZZY",
+                ),
+            ],
+        )
+    ],
+    missing_services=["trainer"],
+    jetstream=o.JetStreamOut(
+        streams=[
+            o.StreamOut(
+                name="KTRDR_COMMANDS",
+                messages=12,
+                bytes=5_380,
+                consumers=3,
+                consumer_pending={
+                    "data-store-commands": 0,
+                    "ib-connector-commands": 12,
+                    "trainer-commands": 0,
+                },
+            )
+        ],
+        account=o.AccountOut(memory_bytes=0, storage_bytes=18_402_211, streams=5, consumers=4),
+    ),
+)
+
 EXAMPLES: dict[str, Any] = {
     "Health": s.Health(status=s.OverallState.OK, version="0.1.0",
                        nats=s.NatsHealth(status=s.ComponentState.UP, server="127.0.0.1:4222",
@@ -99,10 +187,8 @@ EXAMPLES: dict[str, Any] = {
                        services=[s.ServiceHealth(name="ib-connector", status=s.ComponentState.UP,
                                                  version="0.1.0",
                                                  detail="IB connected at 127.0.0.1:4002")]),
-    "IbStatusOut": s.IbStatusOut(connected=True, host="127.0.0.1", port=4002, client_id=1,
-                                 server_version=178, since=T0, server_time=T1, requests_made=12,
-                                 pacing={"open_requests": 0.0},
-                                 farms={"usfarm": "ok", "ushmds": "ok", "secdefnj": "ok"}),
+    "IbStatusOut": IB_STATUS,
+    "OverviewOut": OVERVIEW,
     "IbHealthOut": s.IbHealthOut(healthy=True, connected=True,
                                  detail="connected to IB at 127.0.0.1:4002 as client 1"),
     "SymbolOut": s.SymbolOut(symbol="AAPL", instrument_type=InstrumentType.STK,

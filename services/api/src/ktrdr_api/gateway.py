@@ -8,6 +8,7 @@ a JSON ``ErrorReply``) becomes the fitting 4xx with the service's own message.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -174,6 +175,34 @@ class Gateway:
             return dict(msgspec.json.decode(reply.data))
         except (msgspec.DecodeError, TypeError, ValueError):
             return None
+
+    async def gather(self, subject: str, *, wait_s: float, stall_s: float) -> list[bytes]:
+        """Send one request that many may answer (``$SRV.STATS``); return every answer.
+
+        Waits at most ``wait_s``, and once an answer has come, no longer than ``stall_s``
+        for the next: every instance answers at once, so a pause means all have.
+
+        Raises:
+            ApiError: 503 while NATS is unreachable.
+        """
+        self.require_connection()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        answers: list[bytes] = []
+        try:
+            sub = await self.nc.subscribe(self.nc.new_inbox())
+            try:
+                await self.nc.publish(subject, b"", reply=sub.subject)
+                while (left := deadline - loop.time()) > 0:
+                    msg = await sub.next_msg(timeout=min(left, stall_s) if answers else left)
+                    answers.append(msg.data)
+            except nats.errors.TimeoutError:
+                pass  # the last answer came in time (or none did)
+            finally:
+                await sub.unsubscribe()
+        except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError) as e:
+            raise nats_unreachable() from e
+        return answers
 
 
 def nats_unreachable() -> ApiError:

@@ -1,7 +1,7 @@
 """Where Litestar's generated OpenAPI needs a hand to say what the routes really do.
 
-* Bars answer JSON, CSV or an Arrow IPC stream; the event stream is
-  ``text/event-stream``; a model download is a zip or raw bytes: the success
+* Bars answer JSON, CSV or an Arrow IPC stream; the job and overview event streams
+  are ``text/event-stream``; a model download is a zip or raw bytes: the success
   responses list those media types.
 * The cancel body is optional.
 * Request bodies refuse unknown fields (``additionalProperties: false``), and
@@ -17,9 +17,16 @@ from typing import Any, get_args
 
 import msgspec
 from ktrdr_shared.messages import JobEvent, event_type
-from litestar.openapi.spec import OpenAPI, OpenAPIMediaType, OpenAPIType, Operation, Schema
+from litestar.openapi.spec import (
+    OpenAPI,
+    OpenAPIMediaType,
+    OpenAPIType,
+    Operation,
+    Reference,
+    Schema,
+)
 
-from ktrdr_api import schemas, training_schemas  # noqa: F401 - registers the structs
+from ktrdr_api import overview_schemas, schemas, training_schemas  # noqa: F401 - registers them
 from ktrdr_api.examples import example_of
 
 CSV = "text/csv"
@@ -60,6 +67,24 @@ SSE_EVENT = Schema(
 )
 
 
+# The overview's live feed: one event type, whose data is an OverviewOut.
+OVERVIEW_EVENT = Schema(
+    type=OpenAPIType.OBJECT,
+    required=["event", "data"],
+    description="One snapshot of the overview (a keep-alive comment between them when "
+    "nothing is sent for a while; the stream does not end).",
+    properties={
+        "event": Schema(type=OpenAPIType.STRING, enum=["overview"]),
+        "data": Schema(
+            type=OpenAPIType.STRING,
+            content_media_type="application/json",
+            content_schema=Reference("#/components/schemas/OverviewOut"),
+            description="The snapshot as JSON (the body of GET /api/v1/overview).",
+        ),
+    },
+)
+
+
 def _success(operation: Operation) -> Any:
     return (operation.responses or {}).get("200")
 
@@ -83,6 +108,16 @@ class EventsOperation(Operation):
         ok = _success(self)
         if ok is not None:
             ok.content = {EVENT_STREAM: OpenAPIMediaType(schema=SSE_EVENT)}
+
+
+@dataclass
+class OverviewEventsOperation(Operation):
+    """The overview's server-sent events."""
+
+    def __post_init__(self) -> None:
+        ok = _success(self)
+        if ok is not None:
+            ok.content = {EVENT_STREAM: OpenAPIMediaType(schema=OVERVIEW_EVENT)}
 
 
 @dataclass

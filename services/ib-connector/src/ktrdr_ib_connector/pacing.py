@@ -380,14 +380,24 @@ class PacingGate:
             self._reschedule()
 
     def state(self, now: float | None = None) -> dict[str, float]:
-        """Return counters for ``ktrdr.ib.status``."""
+        """Return counters for ``ktrdr.ib.status``.
+
+        ``window_s`` is the 10-minute window as this gate runs it (scaled), and
+        ``next_free_in_s`` how long until it has room for one more request: 0 while it has
+        room, else until enough of its oldest requests age out (the margin and the other
+        rules aside).
+        """
         now = self._clock() if now is None else now
         window = self.rules.scaled(self.rules.window_s)
-        in_window = sum(e.weight for e in self._history.sent if e.at > now - window)
+        sent = self._history.sent
+        in_window = sum(e.weight for e in sent if e.at > now - window)
+        opens = _window_opens(sent, window, self.rules.window_max - 1)
         return {
             "open_requests": float(self._open),
             "hard_requests_in_window": float(in_window),
             "window_max": float(self.rules.window_max),
+            "window_s": window,
+            "next_free_in_s": max(0.0, opens - now),
             "soft_delay_s": self.soft_delay_s,
             "requests_sent": float(self.requests_sent),
             "waited_s": self.waited_s,
