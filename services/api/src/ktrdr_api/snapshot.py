@@ -24,6 +24,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js.api import AccountInfo, StreamInfo
 
+from ktrdr_api.controllers.health import SERVICES
 from ktrdr_api.errors import ApiError
 from ktrdr_api.gateway import Gateway
 from ktrdr_api.overview_schemas import (
@@ -39,8 +40,7 @@ from ktrdr_api.views import ib_status_out
 
 log = logging.getLogger(__name__)
 
-SERVICES = ("ib-connector", "data-store", "trainer")  # what a whole ktrdr runs
-STATUS_TIMEOUT_S = 2.0
+TIMEOUT_S = 2.0  # each question of the round
 STATS_WAIT_S = 0.5  # the longest the services are waited for
 STATS_STALL_S = 0.1  # once one has answered, the longest a pause between answers
 # ktrdr's own streams, whose consumers are read in the same round as the stream list.
@@ -75,10 +75,10 @@ class _ServiceStats(msgspec.Struct, kw_only=True):
 class NatsSnapshot:
     """Gather ``OverviewOut`` snapshots over one NATS connection."""
 
-    def __init__(self, gateway: Gateway, *, status_timeout_s: float = STATUS_TIMEOUT_S) -> None:
+    def __init__(self, gateway: Gateway, *, timeout_s: float = TIMEOUT_S) -> None:
         self.gateway = gateway
         self.nc: NATS = gateway.nc
-        self.status_timeout_s = status_timeout_s
+        self.timeout_s = timeout_s
 
     async def snapshot(self) -> OverviewOut:
         """Return the system now: IB, its pacing, every service and JetStream."""
@@ -113,7 +113,7 @@ class NatsSnapshot:
     async def _ib(self) -> tuple[IbStatus | None, str | None]:
         try:
             status = await self.gateway.request(
-                subjects.IB_STATUS, StatusRequest(), IbStatus, timeout_s=self.status_timeout_s
+                subjects.IB_STATUS, StatusRequest(), IbStatus, timeout_s=self.timeout_s
             )
         except ApiError as e:
             return None, e.detail
@@ -130,7 +130,7 @@ class NatsSnapshot:
         return sorted(found, key=lambda s: (s.name, s.id))
 
     async def _jetstream(self) -> JetStreamOut:
-        js = self.nc.jetstream(timeout=self.status_timeout_s)
+        js = self.nc.jetstream(timeout=self.timeout_s)
         listed = asyncio.gather(js.streams_info(), js.account_info(), return_exceptions=True)
         read = asyncio.gather(
             *(js.consumers_info(name) for name in KTRDR_STREAMS), return_exceptions=True
