@@ -106,3 +106,21 @@ def test_bars_and_coverage_document_the_damaged_dataset(document: dict[str, Any]
     assert repair["operationId"] == "repairDataset" and "202" in repair["responses"]
     release = document["paths"]["/api/v1/quarantine/{quarantine_id}/release"]["post"]
     assert release["operationId"] == "releaseQuarantined" and "404" in release["responses"]
+
+
+def test_the_consoles_coverage_days_dataset_details_and_quarantine_filter_are_documented(
+    document: dict[str, Any],
+) -> None:
+    schemas = document["components"]["schemas"]
+    coverage = document["paths"]["/api/v1/data/{symbol}/{timeframe}/coverage"]["get"]
+    days = next(p for p in coverage["parameters"] if p["name"] == "days")
+    assert days["in"] == "query" and days["schema"]["type"] == "boolean"
+    assert "``partial``" in coverage["description"] and "20 years" in coverage["description"]
+    assert schemas["DayState"]["enum"] == ["stored", "partial", "gap", "empty", "closed", "none"]
+    assert schemas["CoverageDayOut"]["required"] == ["date", "state"]
+    assert "days" in schemas["CoverageOut"]["properties"]
+    assert {"bytes", "use_rth", "quarantined"} <= set(schemas["DatasetOut"]["properties"])
+    assert {"symbol", "timeframe", "start", "end"} <= set(schemas["QuarantinedOut"]["properties"])
+    listing = document["paths"]["/api/v1/quarantine"]["get"]
+    assert {p["name"] for p in listing["parameters"]} == {"symbol", "timeframe"}
+    assert "400" in listing["responses"]

@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pyarrow as pa
 import pytest
+from ktrdr_data_store.quarantine import Quarantine
 from ktrdr_data_store.store import SCHEMA, ParquetBarStore
 from ktrdr_shared.runtime import ServiceApp
 from ktrdr_shared.types import Timeframe
@@ -184,6 +185,28 @@ async def test_datasets_with_coverage_and_the_coverage_route(
     coverage = (await http.get(aapl["links"]["coverage"])).json()
     assert coverage == aapl["coverage"]
     assert all(r["start"].endswith("Z") for r in coverage["stored"] + coverage["gaps"])
+
+
+async def test_coverage_by_day_and_each_datasets_size_hours_and_rejects(
+    data_dir: Path, seeded: ServiceApp, http: httpx.AsyncClient
+) -> None:
+    Quarantine.under(data_dir).put(
+        subject="ktrdr.bars.AAPL.1m", payload=b"x", code="invalid_bars", message="fails"
+    )
+    # AAPL trades 09:00-01:00 UTC in winter (extended hours); its bars start 14:30 on the 2nd.
+    two_days = {"start": "2024-01-02T00:00:00Z", "end": "2024-01-04T00:00:00Z"}
+    by_day = await http.get("/api/v1/data/AAPL/1m/coverage", params={"days": "true", **two_days})
+    assert by_day.status_code == 200, by_day.text
+    assert by_day.json()["days"] == [
+        {"date": "2024-01-02", "state": "partial"},
+        {"date": "2024-01-03", "state": "stored"},
+    ]
+    plain = await http.get("/api/v1/data/AAPL/1m/coverage", params=two_days)
+    assert plain.json() == by_day.json() | {"days": None}
+    [aapl] = (await http.get("/api/v1/data")).json()["datasets"]
+    files = (data_dir / "bars" / "AAPL" / "1m").glob("*.parquet")
+    assert aapl["bytes"] == sum(f.stat().st_size for f in files) > 0
+    assert (aapl["use_rth"], aapl["quarantined"]) == (False, 1)
 
 
 @pytest.mark.parametrize("route", ["/api/v1/data/MSFT/1m", "/api/v1/data/MSFT/1m/coverage"])

@@ -12,12 +12,16 @@ from pathlib import Path
 import httpx
 import pytest
 from ktrdr_data_store.quarantine import Quarantine
+from ktrdr_shared import codec
+from ktrdr_shared.messages import BarBatch
 from ktrdr_shared.runtime import ServiceApp
+from ktrdr_shared.types import Timeframe, to_unix_nanos
 from nats.aio.client import Client as NATS
 
 pytestmark = pytest.mark.integration
 
 T0 = datetime(2024, 1, 2, tzinfo=UTC)
+HOUR = 3_600 * 10**9
 
 
 async def ktrdr(api_url: str, *args: str) -> tuple[int, str, str]:
@@ -60,6 +64,10 @@ async def test_list_and_delete(
         "job_id": "0123456789abcdef0123456789abcdef",
         "received": "2024-01-02T00:00:00Z",
         "bytes": 4,
+        "symbol": "AAPL",
+        "timeframe": "1d",
+        "start": None,  # the payload does not decode: its window cannot be told
+        "end": None,
         "links": {"self": f"/api/v1/quarantine/{entry}"},
     }
     code, out, err = await ktrdr(api_url, "data", "quarantine", "--json")
@@ -119,3 +127,47 @@ async def test_release_republishes_and_the_cli_releases_and_deletes(
     assert quarantine.get(third) is None
     code, out, err = await ktrdr(api_url, "data", "quarantine", "delete", third)
     assert code != 0 and "no quarantined batch" in err
+
+
+async def test_each_entry_names_its_dataset_and_window_and_the_list_filters_by_them(
+    data_dir: Path, data_store: ServiceApp, http: httpx.AsyncClient
+) -> None:
+    quarantine = Quarantine.under(data_dir)
+    start = to_unix_nanos(T0)
+    batch = BarBatch(
+        symbol="BRK B", timeframe=Timeframe.H1, start=start, end=start + 2 * HOUR,
+        ts=[start], open=[1.0], high=[float("inf")], low=[1.0], close=[1.0], volume=[1.0],
+    )  # fmt: skip
+    kept = quarantine.put(
+        subject="ktrdr.bars.BRK_B.1h",
+        payload=codec.encode(batch, content_type=codec.MSGPACK),
+        headers={"Content-Type": codec.MSGPACK},
+        code="invalid_bars",
+        message="fails non_finite",
+        received=T0,
+    )
+    other = quarantine.put(
+        subject="ktrdr.bars.AAPL.1d", payload=b"{}", code="c", message="m", received=T0
+    )
+    listed = await http.get("/api/v1/quarantine")
+    assert listed.status_code == 200, listed.text
+    by_id = {e["id"]: e for e in listed.json()["entries"]}
+    assert {k: by_id[kept][k] for k in ("symbol", "timeframe", "start", "end")} == {
+        "symbol": "BRK_B",
+        "timeframe": "1h",
+        "start": "2024-01-02T00:00:00Z",
+        "end": "2024-01-02T02:00:00Z",
+    }
+    assert set(by_id) == {kept, other}
+    for params, expected in [
+        ({"symbol": "BRK B", "timeframe": "1h"}, [kept]),
+        ({"symbol": "brk_b"}, [kept]),
+        ({"timeframe": "1d"}, [other]),
+        ({"symbol": "AAPL", "timeframe": "1h"}, []),
+    ]:
+        answer = await http.get("/api/v1/quarantine", params=params)
+        assert answer.status_code == 200, answer.text
+        assert [e["id"] for e in answer.json()["entries"]] == expected, params
+    for bad in ({"timeframe": "2h"}, {"symbol": "..."}):
+        answer = await http.get("/api/v1/quarantine", params=bad)
+        assert answer.status_code == 400, answer.text

@@ -39,6 +39,11 @@ UtcDatetime = Annotated[
     Meta(tz=True, description="RFC 3339 timestamp with an offset; UTC is the convention."),
 ]
 
+# A calendar date (a session's date in coverage), as JSON writes it.
+IsoDate = Annotated[
+    str, Meta(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$(?!\n)", description="A date, YYYY-MM-DD.")
+]
+
 # Nanoseconds since the Unix epoch (UTC), the bar's *open* time.
 UnixNanos = Annotated[int, Meta(ge=0, description="Nanoseconds since 1970-01-01T00:00:00Z.")]
 

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-from ktrdr_shared.messages import ProgressReason
+from ktrdr_shared.messages import DayState, ProgressReason
 from ktrdr_shared.types import InstrumentType, Timeframe, WhatToShow
 
 from ktrdr_api import overview_schemas as o
@@ -65,7 +65,22 @@ DATASET = s.DatasetOut(
     rows=142,
     first=T0,
     last=T1,
+    bytes=18_342,
+    use_rth=False,
+    quarantined=1,
     links={"bars": "/api/v1/data/AAPL/1h", "coverage": "/api/v1/data/AAPL/1h/coverage"},
+)
+# The week of 17 June 2024: the 19th (Juneteenth) is a holiday, part of the 20th is missing.
+WEEK = [
+    ("2024-06-17", DayState.STORED), ("2024-06-18", DayState.STORED),
+    ("2024-06-19", DayState.CLOSED), ("2024-06-20", DayState.PARTIAL),
+    ("2024-06-21", DayState.STORED), ("2024-06-22", DayState.CLOSED),
+    ("2024-06-23", DayState.CLOSED), ("2024-06-24", DayState.STORED),
+    ("2024-06-25", DayState.STORED), ("2024-06-26", DayState.STORED),
+    ("2024-06-27", DayState.STORED), ("2024-06-28", DayState.STORED),
+]  # fmt: skip
+GAP = s.RangeOut(
+    start=datetime(2024, 6, 20, 14, tzinfo=UTC), end=datetime(2024, 6, 20, 16, tzinfo=UTC)
 )
 SUMMARY = s.JobSummary(
     job_id=JOB,
@@ -211,7 +226,8 @@ EXAMPLES: dict[str, Any] = {
     "QuarantineOut": s.QuarantineOut(entries=[s.QuarantinedOut(
         id="3f2a9c0d5e7b41a68c2d0e1f", subject="ktrdr.bars.AAPL.1h", code="invalid_bars",
         message="BarBatch on 'ktrdr.bars.AAPL.1h' fails non_finite: high[2] is inf",
-        job_id=JOB, received=T1, bytes=412,
+        job_id=JOB, received=T1, bytes=412, symbol="AAPL", timeframe=Timeframe.H1,
+        start=datetime(2024, 6, 20, tzinfo=UTC), end=datetime(2024, 6, 21, tzinfo=UTC),
         links={"self": "/api/v1/quarantine/3f2a9c0d5e7b41a68c2d0e1f"})]),
     "QuarantineReleasedOut": s.QuarantineReleasedOut(id="3f2a9c0d5e7b41a68c2d0e1f",
                                                      subject="ktrdr.bars.AAPL.1h"),
@@ -221,7 +237,10 @@ EXAMPLES: dict[str, Any] = {
                                                    end=T1)],
                              job_id=JOB, links=LINKS),
     "CoverageOut": s.CoverageOut(symbol="AAPL", timeframe=Timeframe.H1, rows=142, first=T0,
-                                 last=T1, stored=[s.RangeOut(start=T0, end=T1)]),
+                                 last=T1, stored=[s.RangeOut(start=T0, end=GAP.start),
+                                                  s.RangeOut(start=GAP.end, end=T1)],
+                                 gaps=[GAP],
+                                 days=[s.CoverageDayOut(date=d, state=st) for d, st in WEEK]),
     "BarsOut": s.BarsOut(symbol="AAPL", timeframe=Timeframe.H1, bars=[
         s.Bar(ts=T0, open=198.67, high=198.87, low=198.24, close=198.73, volume=441440.0,
               wap=198.5097, count=4384)],

@@ -15,13 +15,15 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
-from ktrdr_shared.messages import ContractSpec, IbStatus, ProgressReason, SymbolInfo
+from ktrdr_shared.messages import ContractSpec, DayState, IbStatus, ProgressReason, SymbolInfo
 from ktrdr_shared.messages.base import check_range
 from ktrdr_shared.types import (
     InstrumentType,
+    IsoDate,
     JobId,
     LoadMode,
     Symbol,
+    SymbolKey,
     Timeframe,
     WhatToShow,
 )
@@ -223,8 +225,26 @@ class RangeOut(Struct, frozen=True, kw_only=True):
     end: Timestamp
 
 
+class CoverageDayOut(Struct, frozen=True, kw_only=True):
+    """One calendar date: the date a session is named after, and what the store holds of it.
+
+    ``stored``: every bar of the session, or what is not IB answered empty. ``partial``: some
+    bars, and a gap a load would fill. ``gap``: no bars, and a gap. ``empty``: no bars, IB
+    answered empty. ``closed``: no session that date (a weekend or a holiday of the market's
+    calendar). ``none``: a session outside what the dataset covers or was asked.
+    """
+
+    date: IsoDate
+    state: DayState
+
+
 class CoverageOut(Struct, frozen=True, kw_only=True):
-    """What is stored, what is missing, and what IB already answered empty."""
+    """What is stored, what is missing, and what IB already answered empty.
+
+    ``days`` (with ``?days=true``, else null): every calendar date of the range asked for,
+    else of the dataset's bars, gaps and answered-empty ranges, up to now, oldest first; at
+    most 20 years of dates (a longer range keeps its latest).
+    """
 
     symbol: str
     timeframe: Timeframe
@@ -234,6 +254,7 @@ class CoverageOut(Struct, frozen=True, kw_only=True):
     stored: list[RangeOut] = msgspec.field(default_factory=list)
     gaps: list[RangeOut] = msgspec.field(default_factory=list)
     answered_empty: list[RangeOut] = msgspec.field(default_factory=list)
+    days: list[CoverageDayOut] | None = None
 
 
 class DatasetOut(Struct, frozen=True, kw_only=True):
@@ -241,6 +262,10 @@ class DatasetOut(Struct, frozen=True, kw_only=True):
 
     ``damaged`` names a file of the dataset that cannot be read and the problem; its bars and
     coverage then answer 409 ``dataset_damaged`` until the file is moved aside.
+
+    ``bytes``: the size of its bar files on disk. ``use_rth``: its bars are of regular trading
+    hours only (true) or include extended hours (false), as its loads asked. ``quarantined``:
+    how many quarantined batches came for it (``GET /api/v1/quarantine?symbol=&timeframe=``).
     """
 
     symbol: str
@@ -249,6 +274,9 @@ class DatasetOut(Struct, frozen=True, kw_only=True):
     first: Timestamp | None = None
     last: Timestamp | None = None
     damaged: str | None = None
+    bytes: Count = 0
+    use_rth: bool | None = None
+    quarantined: Count = 0
     links: dict[str, str] = msgspec.field(default_factory=dict)
     coverage: CoverageOut | None = None
 
@@ -263,7 +291,10 @@ class QuarantinedOut(Struct, frozen=True, kw_only=True):
     """One bar batch ingest rejected and kept whole, with the reason it was rejected.
 
     ``id`` is the ``quarantine_id`` of its ``batch_rejected`` event; ``bytes`` is the size of
-    the kept payload.
+    the kept payload. ``symbol`` (the store's key, as in ``GET /api/v1/data``) and
+    ``timeframe`` name the dataset of its bar subject; ``start``/``end`` the window its bar
+    batch covered, when the payload decodes as far as that. Each is null where it cannot be
+    told.
     """
 
     id: str
@@ -273,6 +304,10 @@ class QuarantinedOut(Struct, frozen=True, kw_only=True):
     job_id: str | None = None
     received: Timestamp
     bytes: Count
+    symbol: SymbolKey | None = None
+    timeframe: Timeframe | None = None
+    start: Timestamp | None = None
+    end: Timestamp | None = None
     links: dict[str, str] = msgspec.field(default_factory=dict)
 
 

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import msgspec
 from ktrdr_shared.messages import (
     Coverage,
+    CoverageDay,
     DatasetInfo,
     DatasetRepaired,
     IbStatus,
@@ -25,6 +26,7 @@ from ktrdr_shared.types import from_unix_nanos
 from ktrdr_api.jobs import JobState
 from ktrdr_api.schemas import (
     Bar,
+    CoverageDayOut,
     CoverageOut,
     DatasetOut,
     FailedSegmentOut,
@@ -199,7 +201,12 @@ def coverage_out(c: Coverage) -> CoverageOut:
         stored=ranges(c.stored),
         gaps=ranges(c.gaps),
         answered_empty=ranges(c.answered_empty),
+        days=_days(c.days),
     )
+
+
+def _days(days: list[CoverageDay] | None) -> list[CoverageDayOut] | None:
+    return None if days is None else [CoverageDayOut(date=d.date, state=d.state) for d in days]
 
 
 def dataset_out(d: DatasetInfo, coverage: Coverage | None = None) -> DatasetOut:
@@ -212,6 +219,9 @@ def dataset_out(d: DatasetInfo, coverage: Coverage | None = None) -> DatasetOut:
         first=utc(d.first),
         last=utc(d.last),
         damaged=d.damaged,
+        bytes=d.bytes,
+        use_rth=d.use_rth,
+        quarantined=d.quarantined,
         links={"bars": base, "coverage": f"{base}/coverage"},
         coverage=coverage_out(coverage) if coverage else None,
     )
@@ -272,5 +282,9 @@ def quarantined_out(q: QuarantinedBatch) -> QuarantinedOut:
         job_id=q.job_id,
         received=q.received.astimezone(UTC),
         bytes=q.bytes,
+        symbol=q.symbol,
+        timeframe=q.timeframe,
+        start=utc(q.start),
+        end=utc(q.end),
         links={"self": f"{API}/quarantine/{q.id}"},
     )

@@ -42,7 +42,12 @@ from ktrdr_data_store.gapfill import run_gap_filler
 from ktrdr_data_store.ingest import Ingestor
 from ktrdr_data_store.ledger import AnsweredLedger
 from ktrdr_data_store.loads import LoadRunner
-from ktrdr_data_store.quarantine import Quarantine, quarantine_list, release_headers
+from ktrdr_data_store.quarantine import (
+    Quarantine,
+    quarantine_list,
+    quarantined_per_dataset,
+    release_headers,
+)
 from ktrdr_data_store.repair import reload_command, repair_dataset, repaired
 from ktrdr_data_store.storage import is_full, storage_full
 from ktrdr_data_store.store import ParquetBarStore
@@ -134,7 +139,14 @@ def build_app(settings: DataStoreSettings) -> ServiceApp:
 
         @app.endpoint("datasets", subjects.STORE_DATASETS, StatusRequest, "every stored dataset")
         async def datasets(_: StatusRequest) -> DatasetList:
-            return await asyncio.to_thread(queries.dataset_list, store, ledger)
+            rejected = await asyncio.to_thread(quarantine.list)
+            return await asyncio.to_thread(
+                queries.dataset_list,
+                store,
+                ledger,
+                profiles=runner.profiles,
+                quarantined=quarantined_per_dataset(rejected),
+            )
 
         @app.endpoint(
             "quarantine",
@@ -143,7 +155,7 @@ def build_app(settings: DataStoreSettings) -> ServiceApp:
             "rejected bar batches kept whole, newest first",
         )
         async def list_quarantine(_: ListQuarantine) -> QuarantineList:
-            return quarantine_list(await asyncio.to_thread(quarantine.list))
+            return await asyncio.to_thread(quarantine_list, quarantine)
 
         @app.endpoint(
             "quarantine_delete",

@@ -17,6 +17,9 @@ load would fetch:
   gap anyway. These parts may lie inside a stored range (nothing is missing there).
 - ``rows``, ``first``, ``last``: the bars inside the requested range (the whole dataset when
   none is given).
+- ``days`` (when asked): every calendar date of the requested range, else of what the dataset
+  covers (its bars, gaps and answered-empty ranges), up to now, with its state
+  (``coverage_days``).
 
 The calendar follows the instrument type when it is known; otherwise a six-letter pair of
 currency codes (``EURUSD``, ``EUR.USD``) is forex (24x5) and anything else a US stock (XNYS
@@ -31,7 +34,7 @@ from datetime import datetime
 import numpy as np
 import pyarrow as pa
 from ktrdr_shared.errors import InvalidRequest
-from ktrdr_shared.messages import Coverage, CoverageRequest, TimeRange
+from ktrdr_shared.messages import Coverage, CoverageDay, CoverageRequest, DayState, TimeRange
 from ktrdr_shared.types import InstrumentType, Timeframe, from_unix_nanos, to_unix_nanos, utc_now
 
 from ktrdr_data_store.calendar import DAY_NS, MarketCalendar
@@ -41,6 +44,9 @@ from ktrdr_data_store.planning import market_calendar
 from ktrdr_data_store.store import BarStore, year_of
 
 Range = tuple[int, int]
+
+#: The most calendar dates ``coverage_days`` lists: 20 years (a longer range keeps its latest).
+MAX_DAYS = 20 * 366
 
 # Currencies IB trades as CASH pairs on IDEALPRO.
 CURRENCIES = frozenset({
@@ -96,19 +102,12 @@ def coverage_of(
     answered = _clip_all(ledger.ranges(request.symbol, timeframe), start, end)
     stamps = _stored_stamps(store, request.symbol, timeframe, start, end)
     ends = bar_ends(calendar, timeframe, stamps)
-    gap_lo = start if start is not None else (int(stamps[0]) if len(stamps) else None)
-    gap_hi = end if end is not None else (int(ends[-1]) if len(stamps) else None)
-    if gap_hi is None and gap_lo is not None:
-        gap_hi = now_ns  # a start on an empty dataset: everything up to now is missing
-    gaps: list[Range] = []
-    if gap_lo is not None and gap_hi is not None:
-        gap_hi = _not_after_now(calendar, timeframe, gap_hi, now_ns)
-        gaps = _plan(calendar, timeframe, gap_lo, gap_hi, stamps, answered)
-    empty: list[Range] = []
-    if answered:
-        lo, hi = answered[0][0], answered[-1][1]
-        unanswered = _plan(calendar, timeframe, lo, hi, stamps, [])
-        empty = _intersect(unanswered, answered)
+    gaps = _gaps(calendar, timeframe, start, end, stamps, ends, answered, now_ns)
+    empty = _answered_empty(calendar, timeframe, stamps, answered)
+    days = None
+    if request.days:
+        lo, hi = _days_span(start, end, stamps, ends, gaps + empty, now_ns)
+        days = coverage_days(calendar, timeframe, lo, hi, stamps, gaps, empty)
     return Coverage(
         symbol=request.symbol,
         timeframe=timeframe,
@@ -118,7 +117,151 @@ def coverage_of(
         stored=_time_ranges(stored_ranges(stamps, ends, gaps)),
         gaps=_time_ranges(gaps),
         answered_empty=_time_ranges(empty),
+        days=days,
     )
+
+
+def _gaps(
+    calendar: MarketCalendar,
+    timeframe: Timeframe,
+    start: int | None,
+    end: int | None,
+    stamps: np.ndarray,
+    ends: np.ndarray,
+    answered: list[Range],
+    now_ns: int,
+) -> list[Range]:
+    """Return what is missing from the requested range, else from the first bar to the last."""
+    gap_lo = start if start is not None else (int(stamps[0]) if len(stamps) else None)
+    gap_hi = end if end is not None else (int(ends[-1]) if len(stamps) else None)
+    if gap_hi is None and gap_lo is not None:
+        gap_hi = now_ns  # a start on an empty dataset: everything up to now is missing
+    if gap_lo is None or gap_hi is None:
+        return []
+    gap_hi = _not_after_now(calendar, timeframe, gap_hi, now_ns)
+    return _plan(calendar, timeframe, gap_lo, gap_hi, stamps, answered)
+
+
+def _answered_empty(
+    calendar: MarketCalendar, timeframe: Timeframe, stamps: np.ndarray, answered: list[Range]
+) -> list[Range]:
+    """Return the answered time where a bar could be stamped and none is stored."""
+    if not answered:
+        return []
+    unanswered = _plan(calendar, timeframe, answered[0][0], answered[-1][1], stamps, [])
+    return _intersect(unanswered, answered)
+
+
+def _days_span(
+    start: int | None,
+    end: int | None,
+    stamps: np.ndarray,
+    ends: np.ndarray,
+    covered: list[Range],
+    now_ns: int,
+) -> Range:
+    """Return the range ``days`` lists: the one asked for, else the bars' and ``covered``'s.
+
+    It ends at ``now`` at the latest; it is empty when there is nothing to list.
+    """
+    spans = covered + ([(int(stamps[0]), int(ends[-1]))] if len(stamps) else [])
+    los = [start] if start is not None else [a for a, _ in spans]
+    his = [end] if end is not None else [b for _, b in spans]
+    if not los or not his:
+        return 0, 0
+    return min(los), min(max(his), now_ns)
+
+
+def coverage_days(
+    calendar: MarketCalendar,
+    timeframe: Timeframe,
+    lo_ns: int,
+    hi_ns: int,
+    stamps: np.ndarray,
+    gaps: list[Range],
+    empty: list[Range],
+) -> list[CoverageDay]:
+    """Return the state of every calendar date of ``[lo_ns, hi_ns)``, oldest first.
+
+    A date is the one a session is named after (a forex or CME session that opens the evening
+    before belongs to the next day). The dates run from the one ``lo_ns`` falls in to the one
+    ``hi_ns - 1`` falls in (an instant inside a session: the session's date; any other: its
+    UTC date), only those the calendar covers, and at most ``MAX_DAYS`` (20 years) of them:
+    a longer range keeps its latest dates. Each session date is looked at through a window:
+    the session itself for intraday bars; for daily bars the UTC day its bar is stamped on,
+    and for weekly bars that of its week's first session date. Bars are counted from their
+    stamps rather than the stored ranges, which run across answered-empty days.
+
+    Args:
+        calendar: the dataset's market calendar.
+        timeframe: the dataset's bar size.
+        lo_ns: where the range starts.
+        hi_ns: where it ends (exclusive).
+        stamps: the stored bars' stamps, sorted.
+        gaps: the missing ranges, sorted and disjoint.
+        empty: the ranges IB answered empty, sorted and disjoint.
+
+    Returns:
+        ``closed`` where the calendar has no session; else ``partial`` (bars and a gap),
+        ``stored`` (bars, no gap), ``gap`` (a gap, no bars), ``empty`` (answered empty, no
+        bars) or ``none`` (none of these: outside what was asked or covered).
+    """
+    if lo_ns >= hi_ns:
+        return []
+    first = max(_date_of(calendar, timeframe, lo_ns), int(calendar.dates[0]))
+    last = min(_date_of(calendar, timeframe, hi_ns - 1), int(calendar.dates[-1]))
+    first = max(first, last - MAX_DAYS + 1)
+    if first > last:
+        return []
+    dates = np.arange(first, last + 1, dtype=np.int64)
+    at = np.searchsorted(calendar.dates, dates)  # each date's session, when it has one
+    closed = calendar.dates[at] != dates
+    lo, hi = _day_windows(calendar, timeframe, at)
+    has_bars = np.searchsorted(stamps, hi) > np.searchsorted(stamps, lo)
+    has_gap, has_empty = _overlaps(gaps, lo, hi), _overlaps(empty, lo, hi)
+    first_that_holds = {
+        DayState.CLOSED: closed,
+        DayState.PARTIAL: has_bars & has_gap,
+        DayState.STORED: has_bars,
+        DayState.GAP: has_gap,
+        DayState.EMPTY: has_empty,
+    }
+    states = [*first_that_holds, DayState.NONE]
+    picked = np.select(list(first_that_holds.values()), range(5), default=5).tolist()
+    names = np.datetime_as_string(dates.astype("datetime64[D]")).tolist()
+    return [CoverageDay(date=name, state=states[i]) for name, i in zip(names, picked, strict=True)]
+
+
+def _date_of(calendar: MarketCalendar, timeframe: Timeframe, instant_ns: int) -> int:
+    """Return the date (days since 1970-01-01) an instant counts for in ``coverage_days``."""
+    if timeframe.is_intraday:
+        i = int(np.searchsorted(calendar.opens, instant_ns, side="right")) - 1
+        if i >= 0 and instant_ns < int(calendar.closes[i]):
+            return int(calendar.dates[i])
+    return instant_ns // DAY_NS
+
+
+def _day_windows(
+    calendar: MarketCalendar, timeframe: Timeframe, at: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return the windows of the sessions at ``at``: where their bars are stamped."""
+    if timeframe.is_intraday:
+        return calendar.opens[at], calendar.closes[at]
+    dates = calendar.dates[at]
+    if timeframe is Timeframe.W1:
+        weeks = (calendar.dates + 3) // 7  # 1970-01-01 was a Thursday; weeks start on Monday
+        dates = calendar.dates[np.searchsorted(weeks, weeks[at])]
+    return dates * DAY_NS, (dates + 1) * DAY_NS
+
+
+def _overlaps(ranges: list[Range], lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Return whether each window ``[lo, hi)`` overlaps one of sorted, disjoint ``ranges``."""
+    if not ranges:
+        return np.zeros(len(lo), dtype=bool)
+    starts, ends = np.asarray(ranges, dtype=np.int64).T
+    j = np.searchsorted(ends, lo, side="right")  # the first range ending after the window opens
+    found: np.ndarray = (j < len(ends)) & (starts[np.minimum(j, len(ends) - 1)] < hi)
+    return found
 
 
 def stored_ranges(stamps: np.ndarray, ends: np.ndarray, gaps: list[Range]) -> list[Range]:

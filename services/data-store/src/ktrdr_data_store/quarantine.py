@@ -12,6 +12,10 @@ oldest first, those beyond ``max_bytes`` of payload (never the entry just put), 
 each. Releasing an entry first renames it out of sight (``.release.<id>``), so a batch that
 ingest rejects again while it is being republished makes a fresh entry instead of landing on
 the one about to be deleted.
+
+The listing names each entry's dataset by its bar subject (``ktrdr.bars.<symbol key>.<tf>``)
+and, where the payload decodes as far as that, the window ``[start, end)`` its ``BarBatch``
+covered; the bars themselves are not decoded, so a batch rejected for its bars still tells.
 """
 
 from __future__ import annotations
@@ -22,14 +26,18 @@ import logging
 import os
 import re
 import shutil
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import msgspec
+from ktrdr_shared import codec, subjects
+from ktrdr_shared.errors import MessageDecodeError
 from ktrdr_shared.messages import QuarantinedBatch, QuarantineList
 from ktrdr_shared.store.atomic import fsync_dir, write_bytes_atomically
-from ktrdr_shared.types import utc_now
+from ktrdr_shared.types import Timeframe, UnixNanos, from_unix_nanos, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +47,9 @@ MAX_BYTES = 1 << 30  # 1 GiB of payload (KTRDR_QUARANTINE_MAX_BYTES)
 MAX_AGE_DAYS = 30.0  # KTRDR_QUARANTINE_MAX_AGE_DAYS
 _ID = re.compile(r"^[0-9a-f]{24}$")
 _HELD = ".release."
+_INT64_END = 1 << 63
+
+Range = tuple[int, int]
 
 
 class QuarantineMeta(msgspec.Struct, frozen=True, kw_only=True):
@@ -77,6 +88,35 @@ class HeldEntry:
     path: Path
 
 
+class _BatchWindow(msgspec.Struct, frozen=True):
+    """The window of a ``BarBatch`` payload; its other fields are skipped, not checked."""
+
+    start: UnixNanos
+    end: UnixNanos
+
+
+def batch_window(subject: str, payload: bytes, headers: Mapping[str, str]) -> Range | None:
+    """Return the window ``[start, end)`` a kept ``BarBatch`` covered, None if it does not say."""
+    try:
+        window = codec.decode(payload, _BatchWindow, subject=subject, headers=headers)
+    except MessageDecodeError:
+        return None
+    return (window.start, window.end) if window.start < window.end < _INT64_END else None
+
+
+def dataset_of(subject: str) -> subjects.BarsSubject | None:
+    """Return the (symbol key, timeframe) of a bar subject, None for any other subject."""
+    try:
+        return subjects.parse_bars(subject)
+    except subjects.SubjectError:
+        return None
+
+
+def quarantined_per_dataset(entries: list[QuarantinedEntry]) -> Counter[tuple[str, Timeframe]]:
+    """Return how many entries came on each dataset's bar subject."""
+    return Counter(key for e in entries if (key := dataset_of(e.meta.subject)) is not None)
+
+
 @dataclass(frozen=True)
 class Quarantine:
     """The quarantine directory of one store (pure file I/O; safe to call from a thread)."""
@@ -84,6 +124,10 @@ class Quarantine:
     root: Path
     max_bytes: int = MAX_BYTES
     max_age_days: float = MAX_AGE_DAYS
+    # Each listed entry's batch window, by id: an id names its bytes, so it never changes.
+    _windows: dict[str, Range | None] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @classmethod
     def under(
@@ -186,6 +230,22 @@ class Quarantine:
             return None
         return QuarantinedEntry(id=entry_id, meta=meta, bytes=size)
 
+    def windows(self, entries: builtins.list[QuarantinedEntry]) -> dict[str, Range | None]:
+        """Return the batch window of each entry (``batch_window``), each payload read once."""
+        known = {
+            e.id: self._windows[e.id] if e.id in self._windows else self._window_of(e)
+            for e in entries
+        }
+        self._windows.clear()  # forget the entries gone since
+        self._windows.update(known)
+        return known
+
+    def _window_of(self, entry: QuarantinedEntry) -> Range | None:
+        payload = self.payload(entry.id)
+        if payload is None:  # deleted meanwhile
+            return None
+        return batch_window(entry.meta.subject, payload, entry.meta.headers)
+
     def payload(self, entry_id: str) -> bytes | None:
         """Return the raw bytes of one entry, or None when there is no such entry."""
         entry = self._dir(entry_id)
@@ -246,19 +306,25 @@ def release_headers(held: HeldEntry, now_ms: int) -> dict[str, str]:
     return headers | {"Nats-Msg-Id": f"release.{held.id}.{now_ms}"}
 
 
-def quarantine_list(entries: list[QuarantinedEntry]) -> QuarantineList:
-    """Return the wire reply listing ``entries`` (in the order given)."""
-    return QuarantineList(
-        entries=[
-            QuarantinedBatch(
-                id=e.id,
-                subject=e.meta.subject,
-                code=e.meta.code,
-                message=e.meta.message,
-                job_id=e.meta.job_id,
-                received=e.meta.received,
-                bytes=e.bytes,
-            )
-            for e in entries
-        ]
+def quarantine_list(quarantine: Quarantine) -> QuarantineList:
+    """Return the wire reply listing every entry, newest first, with its dataset and window."""
+    entries = quarantine.list()
+    windows = quarantine.windows(entries)
+    return QuarantineList(entries=[_listed(e, windows[e.id]) for e in entries])
+
+
+def _listed(entry: QuarantinedEntry, window: Range | None) -> QuarantinedBatch:
+    dataset = dataset_of(entry.meta.subject)
+    return QuarantinedBatch(
+        id=entry.id,
+        subject=entry.meta.subject,
+        code=entry.meta.code,
+        message=entry.meta.message,
+        job_id=entry.meta.job_id,
+        received=entry.meta.received,
+        bytes=entry.bytes,
+        symbol=dataset.symbol_key if dataset else None,
+        timeframe=dataset.timeframe if dataset else None,
+        start=from_unix_nanos(window[0]) if window else None,
+        end=from_unix_nanos(window[1]) if window else None,
     )

@@ -15,6 +15,7 @@ import base64
 import io
 import json
 import shlex
+from collections.abc import Mapping
 from dataclasses import replace
 
 import pyarrow as pa
@@ -23,6 +24,7 @@ from ktrdr_shared.messages import BarsPage, DatasetInfo, DatasetList, QueryBars,
 from ktrdr_shared.types import Timeframe, from_unix_nanos, to_unix_nanos
 
 from ktrdr_data_store.ledger import AnsweredLedger
+from ktrdr_data_store.profiles import ProfileBook
 from ktrdr_data_store.store import BarStore, DatasetStats
 
 # Encoded size of one bar with headroom: a page of 5,000 bars with wap and count
@@ -143,17 +145,30 @@ def arrow_page(table: pa.Table, cursor: str | None) -> bytes:
     return sink.getvalue()
 
 
-def dataset_list(store: BarStore, ledger: AnsweredLedger | None = None) -> DatasetList:
-    """Return every stored dataset with its first and last bar.
+def dataset_list(
+    store: BarStore,
+    ledger: AnsweredLedger | None = None,
+    *,
+    profiles: ProfileBook | None = None,
+    quarantined: Mapping[tuple[str, Timeframe], int] | None = None,
+) -> DatasetList:
+    """Return every stored dataset with its first and last bar, size, hours and rejects.
 
     A dataset with an unreadable year file or answered ledger is listed with ``damaged``
     naming the file and the problem; every other dataset is listed as usual.
+
+    Args:
+        store: where the bars are.
+        ledger: the answered ranges, whose unreadable files are listed as damage.
+        profiles: each dataset's profile, for ``use_rth`` (None: not told).
+        quarantined: how many quarantined batches each (symbol key, timeframe) has.
     """
     listed = {(d.symbol_key, d.timeframe): d for d in store.datasets()}
     ledger_damage = ledger.damaged() if ledger is not None else {}
     for key, damage in ledger_damage.items():
         known = listed.get(key) or DatasetStats(key[0], key[1], 0, None, None)
         listed[key] = replace(known, damaged=known.damaged or damage)
+    rejects = quarantined or {}
     return DatasetList(
         datasets=[
             DatasetInfo(
@@ -163,7 +178,10 @@ def dataset_list(store: BarStore, ledger: AnsweredLedger | None = None) -> Datas
                 first=from_unix_nanos(d.first_ns) if d.first_ns is not None else None,
                 last=from_unix_nanos(d.last_ns) if d.last_ns is not None else None,
                 damaged=d.damaged,
+                bytes=d.bytes,
+                use_rth=profiles.get(*key).use_rth if profiles is not None else None,
+                quarantined=rejects.get(key, 0),
             )
-            for _, d in sorted(listed.items())
+            for key, d in sorted(listed.items())
         ]
     )

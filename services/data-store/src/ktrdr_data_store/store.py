@@ -64,6 +64,7 @@ class DatasetStats:
     first_ns: int | None
     last_ns: int | None
     damaged: str | None = None  # "<file>: <problem>" of a file that cannot be read
+    bytes: int = 0  # the size of its files on disk, readable or not (0 in memory)
 
 
 @dataclass(frozen=True)
@@ -233,9 +234,10 @@ class ParquetBarStore:
         self, symbol: str, timeframe: Timeframe
     ) -> tuple[DatasetStats, DatasetDamaged | None]:
         """Return the stats of the readable year files, and the first unreadable one's error."""
-        rows, first, last, damage = 0, None, None, None
+        rows, first, last, damage, size = 0, None, None, None, 0
         for path in self._year_files(symbol, timeframe, None, None):
             try:
+                size += path.stat().st_size
                 meta = pq.ParquetFile(path).metadata
                 bounds = _ts_bounds(meta)
             except READ_ERRORS as e:
@@ -252,6 +254,7 @@ class ParquetBarStore:
             first,
             last,
             damage.details["damaged"] if damage else None,
+            size,
         )
         return stats, damage
 

@@ -11,10 +11,12 @@ from ktrdr_shared.messages.common import TimeRange
 from ktrdr_shared.messages.contract import ContractSpec
 from ktrdr_shared.types import (
     InstrumentType,
+    IsoDate,
     JobId,
     LoadMode,
     NonNegativeInt,
     Symbol,
+    SymbolKey,
     Timeframe,
     UnixNanos,
     UtcDatetime,
@@ -91,20 +93,50 @@ class BarsPage(Message, frozen=True, kw_only=True):
 
 
 class CoverageRequest(Message, frozen=True, kw_only=True):
-    """Request on ``ktrdr.store.coverage``."""
+    """Request on ``ktrdr.store.coverage``; ``days`` asks for ``Coverage.days`` as well."""
 
     symbol: Symbol
     timeframe: Timeframe
     start: UtcDatetime | None = None
     end: UtcDatetime | None = None
+    days: bool = False
 
     def __post_init__(self) -> None:
         upper_symbols(self, "symbol")
         check_range(self.start, self.end)
 
 
+class DayState(enum.StrEnum):
+    """What the store holds of a date's session (``CoverageDay`` says what each means)."""
+
+    STORED = "stored"
+    PARTIAL = "partial"
+    GAP = "gap"
+    EMPTY = "empty"
+    CLOSED = "closed"
+    NONE = "none"
+
+
+class CoverageDay(Message, frozen=True, kw_only=True):
+    """One calendar date of a dataset's coverage: the date a session is named after.
+
+    ``state``: ``stored`` (every bar of the session is stored, or what is not IB answered
+    empty), ``partial`` (some bars stored, and a gap a load would fill), ``gap`` (no bar
+    stored, and a gap), ``empty`` (no bar stored, IB answered empty), ``closed`` (no session
+    that date: a weekend or a holiday of the market's calendar) or ``none`` (a session outside
+    what the dataset covers or was asked: neither stored nor missing).
+    """
+
+    date: IsoDate
+    state: DayState
+
+
 class Coverage(Message, frozen=True, kw_only=True):
-    """What is stored, what is missing, and what IB already answered empty."""
+    """What is stored, what is missing, and what IB already answered empty.
+
+    ``days`` (only when the request asked for it) gives every calendar date of the range,
+    oldest first, with its ``DayState``.
+    """
 
     symbol: Symbol
     timeframe: Timeframe
@@ -114,6 +146,7 @@ class Coverage(Message, frozen=True, kw_only=True):
     stored: list[TimeRange] = msgspec.field(default_factory=list)
     gaps: list[TimeRange] = msgspec.field(default_factory=list)
     answered_empty: list[TimeRange] = msgspec.field(default_factory=list)
+    days: list[CoverageDay] | None = None
 
 
 class DatasetInfo(Message, frozen=True, kw_only=True):
@@ -122,6 +155,10 @@ class DatasetInfo(Message, frozen=True, kw_only=True):
     ``damaged`` names a file of the dataset that cannot be read and the problem
     (``"bars/AAPL/1h/2024.parquet: Parquet magic bytes not found ..."``); ``rows``, ``first``
     and ``last`` then count only the files that can be read.
+
+    ``bytes`` is the size of its bar files on disk; ``use_rth`` the hours its profile records
+    (regular trading hours only, or extended; None from a data-store that does not say);
+    ``quarantined`` how many quarantined batches came on its bar subject.
     """
 
     symbol: Symbol
@@ -130,6 +167,9 @@ class DatasetInfo(Message, frozen=True, kw_only=True):
     first: UtcDatetime | None = None
     last: UtcDatetime | None = None
     damaged: str | None = None
+    bytes: NonNegativeInt = 0
+    use_rth: bool | None = None
+    quarantined: NonNegativeInt = 0
 
 
 class DatasetList(Message, frozen=True, kw_only=True):
@@ -147,6 +187,11 @@ class QuarantinedBatch(Message, frozen=True, kw_only=True):
 
     ``id`` is the ``quarantine_id`` its ``BatchRejected`` carried; ``bytes`` is the size of the
     kept payload; ``received`` is when ingest first rejected it.
+
+    ``symbol`` (the store's key, as ``DatasetInfo.symbol``) and ``timeframe`` name the dataset
+    of its bar subject (``ktrdr.bars.<symbol>.<timeframe>``); ``start``/``end`` are the window
+    ``[start, end)`` the kept ``BarBatch`` covered, when its payload decodes as far as that.
+    Each is None where it cannot be told.
     """
 
     id: str
@@ -156,6 +201,10 @@ class QuarantinedBatch(Message, frozen=True, kw_only=True):
     job_id: str | None = None
     received: UtcDatetime
     bytes: NonNegativeInt
+    symbol: SymbolKey | None = None
+    timeframe: Timeframe | None = None
+    start: UtcDatetime | None = None
+    end: UtcDatetime | None = None
 
 
 class QuarantineList(Message, frozen=True, kw_only=True):

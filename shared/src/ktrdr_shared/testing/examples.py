@@ -83,7 +83,7 @@ def _examples() -> list[Any]:
             volume=[0.0],
             next_cursor="abc",
         ),
-        m.CoverageRequest(symbol="AAPL", timeframe=Timeframe.D1),
+        m.CoverageRequest(symbol="AAPL", timeframe=Timeframe.D1, days=True),
         m.Coverage(
             symbol="AAPL",
             timeframe=Timeframe.D1,
@@ -91,8 +91,22 @@ def _examples() -> list[Any]:
             first=T0,
             last=T1,
             stored=[m.TimeRange(start=T0, end=T1)],
+            days=[
+                m.CoverageDay(date="2024-01-01", state=m.DayState.CLOSED),
+                m.CoverageDay(date="2024-01-02", state=m.DayState.STORED),
+            ],
         ),
-        m.DatasetInfo(symbol="AAPL", timeframe=Timeframe.D1, rows=2, first=T0, last=T1),
+        m.CoverageDay(date="2024-01-03", state=m.DayState.PARTIAL),
+        m.DatasetInfo(
+            symbol="AAPL",
+            timeframe=Timeframe.D1,
+            rows=2,
+            first=T0,
+            last=T1,
+            bytes=4_096,
+            use_rth=False,
+            quarantined=1,
+        ),
         m.DatasetList(datasets=[m.DatasetInfo(symbol="MSFT", timeframe=Timeframe.H1, rows=0)]),
         m.ListQuarantine(),
         m.QuarantinedBatch(
@@ -103,6 +117,10 @@ def _examples() -> list[Any]:
             job_id=JOB,
             received=T0,
             bytes=412,
+            symbol="AAPL",
+            timeframe=Timeframe.D1,
+            start=T0,
+            end=T1,
         ),
         m.QuarantineList(
             entries=[

@@ -48,6 +48,8 @@ from ktrdr_api.views import (
 JSON = "application/json"
 CSV_COLUMNS = ("ts", "open", "high", "low", "close", "volume", "wap", "count")
 
+# A symbol in a path or query: at least a letter or digit, so that it always has a store key.
+SYMBOL_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9 _.&-]*[A-Za-z0-9_.&-])?$(?!\n)"
 PathSymbol = Annotated[
     str,
     Parameter(
@@ -55,7 +57,7 @@ PathSymbol = Annotated[
         "store's key writes it: BRK_B).",
         min_length=1,
         max_length=32,
-        pattern=r"^[A-Za-z0-9](?:[A-Za-z0-9 _.&-]*[A-Za-z0-9_.&-])?$(?!\n)",
+        pattern=SYMBOL_PATTERN,
         examples=[Example(value="AAPL")],
     ),
 ]
@@ -237,7 +239,16 @@ class DataController(Controller):
         operation_id="getCoverage",
         summary="What is stored, what is missing, and what IB already answered empty",
         description="A dataset never loaded (no bar stored, no range IB answered) is a 404 "
-        "whose ``hint`` says how to load it.",
+        "whose ``hint`` says how to load it. With ``days=true`` the answer also lists "
+        "``days``: each calendar date of ``start``..``end`` (else of the dataset's bars, gaps "
+        "and answered-empty ranges), up to now, oldest first, at most 20 years of them (the "
+        "latest), each dated as its session is named (a forex or futures session that opens "
+        "the evening before counts for the next day) with its ``state``: ``stored`` (every "
+        "bar of the session is stored, or what is not IB answered empty), ``partial`` (some "
+        "bars, and a gap a load would fill), ``gap`` (no bars, and a gap), ``empty`` (no "
+        "bars, IB answered empty), ``closed`` (no session: a weekend or a holiday of the "
+        "market's calendar) or ``none`` (a session outside what the dataset covers or was "
+        "asked).",
         responses={**problem_responses(400, 401, 502, 503, 504), **DAMAGED, **NOT_LOADED},
     )
     async def coverage(
@@ -247,10 +258,15 @@ class DataController(Controller):
         timeframe: PathTimeframe,
         start: Start = None,
         end: End = None,
+        days: Annotated[
+            bool, Parameter(description="Add the state of each calendar date (``days``).")
+        ] = False,
     ) -> CoverageOut:
-        """Ask the data-store for one dataset's coverage."""
+        """Ask the data-store for one dataset's coverage (and its days, when asked)."""
         first, last = query_range(start, end)
-        message = CoverageRequest(symbol=symbol.upper(), timeframe=timeframe, start=first, end=last)
+        message = CoverageRequest(
+            symbol=symbol.upper(), timeframe=timeframe, start=first, end=last, days=days
+        )
         return coverage_out(await gateway.request(subjects.STORE_COVERAGE, message, Coverage))
 
     @get(

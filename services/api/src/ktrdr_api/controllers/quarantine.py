@@ -13,10 +13,12 @@ from ktrdr_shared.messages import (
     QuarantineReleased,
     ReleaseQuarantined,
 )
+from ktrdr_shared.types import Timeframe, symbol_key
 from litestar import Controller, delete, get, post
 from litestar.openapi.spec import Example
 from litestar.params import Parameter
 
+from ktrdr_api.controllers.data import SYMBOL_PATTERN
 from ktrdr_api.deps import GatewayDep
 from ktrdr_api.errors import problem_responses
 from ktrdr_api.schemas import QuarantineOut, QuarantineReleasedOut
@@ -48,13 +50,38 @@ class QuarantineController(Controller):
         "``batch_rejected`` event carries the same id. Release an entry after a fix "
         "(``POST .../{id}/release``) or delete it. The data-store keeps entries for "
         "``KTRDR_QUARANTINE_MAX_AGE_DAYS`` and at most ``KTRDR_QUARANTINE_MAX_BYTES``, "
-        "dropping the oldest first.",
-        responses=problem_responses(401, 502, 503, 504),
+        "dropping the oldest first. Each entry names the dataset of its bar subject "
+        "(``symbol``, ``timeframe``) and the window its batch covered (``start``, ``end``) "
+        "where that can be told; ``symbol`` and ``timeframe`` keep only one dataset's "
+        "entries.",
+        responses=problem_responses(400, 401, 502, 503, 504),
     )
-    async def list_quarantine(self, gateway: GatewayDep) -> QuarantineOut:
-        """Ask the data-store for its quarantine."""
+    async def list_quarantine(
+        self,
+        gateway: GatewayDep,
+        symbol: Annotated[
+            str | None,
+            Parameter(
+                description="Only this symbol's entries (as stored: BRK_B; BRK B is the same).",
+                min_length=1,
+                max_length=32,
+                pattern=SYMBOL_PATTERN,
+            ),
+        ] = None,
+        timeframe: Annotated[
+            Timeframe | None, Parameter(description="Only entries of this bar size.")
+        ] = None,
+    ) -> QuarantineOut:
+        """Ask the data-store for its quarantine; keep the entries of one dataset when asked."""
         found = await gateway.request(subjects.STORE_QUARANTINE, ListQuarantine(), QuarantineList)
-        return QuarantineOut(entries=[quarantined_out(e) for e in found.entries])
+        key = None if symbol is None else symbol_key(symbol)
+        return QuarantineOut(
+            entries=[
+                quarantined_out(e)
+                for e in found.entries
+                if (key is None or e.symbol == key) and timeframe in (None, e.timeframe)
+            ]
+        )
 
     @delete(
         "/{quarantine_id:str}",
