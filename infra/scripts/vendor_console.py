@@ -57,7 +57,9 @@ def main() -> int:
             path = CONSOLE / target
             if args.check:
                 if not path.exists() or path.read_bytes() != published:
-                    differ.append(f"{target} is not {package['name']}@{package['version']}/{source}")
+                    differ.append(
+                        f"{target} is not {package['name']}@{package['version']}/{source}"
+                    )
             else:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(published)

@@ -83,8 +83,10 @@ async def test_the_page_and_its_files_are_open_and_the_api_is_not(
     ):
         reply = await keyed.get(path)
         assert reply.status_code == 200, path
-    assert (await keyed.get("/console/static/js/main.js")).headers["content-type"].startswith(
-        ("text/javascript", "application/javascript")
+    assert (
+        (await keyed.get("/console/static/js/main.js"))
+        .headers["content-type"]
+        .startswith(("text/javascript", "application/javascript"))
     )
     assert (await keyed.get("/api/v1/jobs")).status_code == 401
     assert (await keyed.get("/api/v1/jobs", headers={"X-API-Key": KEY})).status_code == 200

@@ -24,7 +24,7 @@ function datasetTable(datasets) {
   return h("div", { class: "scroll" }, table([
     { title: "symbol", cell: (d) => h("a", { href: `#/data/${encodeURIComponent(d.symbol)}/${d.timeframe}` }, d.symbol) },
     { title: "timeframe", cell: (d) => d.timeframe },
-    { title: "whatToShow", cell: (d) => d.what_to_show || "–" },
+    { title: "hours", cell: (d) => (d.use_rth ? "regular" : d.use_rth === false ? "extended" : "–") },
     { title: "first", cell: (d) => utc(d.first) },
     { title: "last", cell: (d) => utc(d.last) },
     { title: "rows", class: "num", cell: (d) => num(d.rows) },
@@ -128,7 +128,9 @@ async function renderDataset(main, symbol, timeframe, ctx) {
   const summary = h("div", {}, h("p", { class: "muted" }, "loading coverage…"));
   const calendarBox = h("div", { id: "coverage-calendar", class: "calendar" });
   const actions = h("div", { class: "toolbar", id: "gap-actions" });
-  main.append(head, h("div", { class: "row" }, card("Dataset", summary), card("Coverage by session day", legend(), actions, calendarBox)));
+  const narrow = card("Dataset", summary), wide = card("Coverage by session day", legend(), actions, calendarBox);
+  narrow.style.flex = "1 1 260px"; wide.style.flex = "3 1 780px";
+  main.append(head, h("div", { class: "row" }, narrow, wide));
   let watching = null;
   const refresh = async () => {
     const coverage = await get(`/api/v1/data/${encodeURIComponent(symbol)}/${timeframe}/coverage?days=true`);

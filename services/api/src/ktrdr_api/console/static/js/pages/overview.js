@@ -58,25 +58,27 @@ function servicesCard(snapshot) {
     { title: "id", cell: (s) => h("span", { class: "mono" }, (s.id || "").slice(0, 10)) },
     { title: "requests", class: "num", cell: (s) => num(s.requests ?? 0) },
     { title: "errors", class: "num", cell: (s) => (s.errors ? h("span", { class: "error" }, num(s.errors)) : "0") },
-    { title: "last error", cell: (s) => h("span", { class: "muted" }, s.last_error || "") },
-  ], services, { empty: "no service answers $SRV.PING" }))); 
+    { title: "last error", cell: (s) => h("span", { class: "muted" }, (s.endpoints || []).filter((e) => e.last_error).map((e) => `${e.name}: ${e.last_error}`).join("; ")) },
+  ], services, { empty: "no service answers $SRV.PING", rowAttrs: (s) => ({ "data-service": s.name }) })),
+  (snapshot.missing_services || []).length ? h("p", { class: "error", id: "missing-services" }, `not running: ${snapshot.missing_services.join(", ")}`) : null);
 }
 
 function jetstreamCard(snapshot) {
   const js = snapshot.jetstream || {};
   const streams = js.streams || [];
-  return card("JetStream", js.error ? h("p", { class: "error" }, js.error) : null,
+  return card("JetStream", js.problem ? h("p", { class: "error" }, js.problem) : null,
     h("div", { class: "scroll" }, table([
       { title: "stream", cell: (s) => s.name },
       { title: "messages", class: "num", cell: (s) => num(s.messages) },
       { title: "size", class: "num", cell: (s) => bytes(s.bytes) },
       { title: "consumers", class: "num", cell: (s) => num(s.consumers) },
-      { title: "pending", class: "num", cell: (s) => num(s.pending ?? (s.consumer_pending ? Object.values(s.consumer_pending).reduce((a, b) => a + b, 0) : null)) },
-    ], streams, { empty: "no streams" })));
+      { title: "pending", class: "num", cell: (s) => num(s.consumer_pending ? Object.values(s.consumer_pending).reduce((a, b) => a + b, 0) : null) },
+    ], streams, { empty: "no streams" })),
+    js.account ? h("p", { class: "muted" }, `account: ${num(js.account.streams)} streams, ${num(js.account.consumers)} consumers, ${bytes(js.account.storage_bytes)} on disk, ${bytes(js.account.memory_bytes)} in memory`) : null);
 }
 
 export async function render(main, route, ctx) {
-  const body = h("div", { class: "cards", id: "overview" });
+  const body = h("div", { class: "cards wide", id: "overview" });
   const stamp = h("span", { class: "muted", id: "overview-ts" });
   main.append(h("h1", {}, "Overview", stamp), body);
   let last = null, receivedAt = 0;
