@@ -1,5 +1,5 @@
 // The console's shell: hash routes, the key dialog, the theme, live-state dot.
-import { apiKey, forgetKey, setKeyPrompt, storeKey, get } from "./api.js";
+import { apiKey, forgetKey, setKeyPrompt, storeKey } from "./api.js";
 import { clear, errorBox, h } from "./ui.js";
 
 const PAGES = {
@@ -93,6 +93,4 @@ document.getElementById("theme").addEventListener("click", () => {
 });
 
 window.addEventListener("hashchange", route);
-route();
-// A first request up front: with a key configured it raises the dialog at once.
-get("/api/v1/jobs?limit=1").catch(() => {});
+route(); // with a key configured, the page's first request is answered 401 and asks for it
