@@ -149,7 +149,8 @@ async function renderJob(main, jobId, ctx) {
       ["created", utc(job.created, { seconds: true })],
       ["updated", utc(job.updated, { seconds: true })],
       ["bars fetched", num(job.bars_fetched)],
-      ["bars/s", p.rate != null ? num(Math.round(p.rate)) : "–"],
+      ["bars/s", !ENDED.has(job.status) && p.rate != null ? `${num(Math.round(p.rate))} (lately)`
+        : job.execution_time_s ? `${num(Math.round(job.bars_fetched / job.execution_time_s))} (average)` : "–"],
       ["IB requests", `${num(job.ib_requests)}${p.requests_planned ? ` of ≥ ${num(p.requests_planned)} planned` : ""}`],
       ["segments", `${num(job.segments_fetched)} fetched, ${num(job.segments_failed)} failed of ${num(job.segments_planned)}`],
       p.eta && ["estimated end", utc(p.eta, { seconds: true })],
