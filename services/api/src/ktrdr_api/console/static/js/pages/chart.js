@@ -14,8 +14,21 @@ function colours() {
   return { bg: v("--panel"), text: v("--text"), grid: v("--border"), up: v("--ok"), down: v("--bad"), gap: v("--gap"), warn: v("--warn"), muted: v("--muted") };
 }
 
-// Every page of bars in [start, end), as parallel arrays (the API's cursor paging).
+// Every bar in [start, end): a long range is cut into SLICES time slices fetched at once
+// (each follows its own cursor; a page holds as many bars as fit in one NATS message).
+const SLICES = 4;
 async function fetchBars(symbol, timeframe, start, end, onPage = () => {}) {
+  const from = start ? Date.parse(start) : NaN, to = end ? Date.parse(end) : NaN;
+  const bars = Number.isFinite(from) && Number.isFinite(to) ? (to - from) / 1000 / SECONDS[timeframe] : 0;
+  if (bars < 20000) return fetchSlice(symbol, timeframe, start, end, onPage);
+  const cuts = Array.from({ length: SLICES + 1 }, (_, i) => iso(Math.round((from + ((to - from) * i) / SLICES) / 1000)));
+  const counts = new Array(SLICES).fill(0);
+  const parts = await Promise.all(cuts.slice(0, -1).map((cut, i) => fetchSlice(symbol, timeframe, cut, cuts[i + 1],
+    (n) => { counts[i] = n; onPage(counts.reduce((a, b) => a + b, 0)); })));
+  return parts.reduce((all, part) => concat(all, part));
+}
+
+async function fetchSlice(symbol, timeframe, start, end, onPage = () => {}) {
   const out = { time: [], open: [], high: [], low: [], close: [], volume: [] };
   let cursor = null;
   do {
