@@ -112,3 +112,7 @@ demo *FLAGS: _ensure-venv
 # Run every benchmark and print machine-readable results.
 bench *ARGS: _ensure-venv
     {{py}} bench/run.py {{ARGS}}
+
+# The console's vendored npm files (console/vendor.json): `--check` proves they are the published bytes; without it, rewrites them.
+vendor-console *FLAGS: _ensure-venv
+    {{py}} infra/scripts/vendor_console.py {{FLAGS}}
