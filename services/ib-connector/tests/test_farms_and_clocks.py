@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 import pytest
 from ktrdr_ib_connector.client import ConnectionOptions, IbConnection, SleepWatch
@@ -47,6 +48,18 @@ def test_inactive_on_demand_is_not_an_outage_but_broken_is() -> None:
     assert farms.hmds_ok
     assert farms.broken() == []
     assert not farms.note(162, "not a farm notice")
+
+
+def test_a_farm_is_in_its_state_since_the_notice_that_changed_it() -> None:
+    farms = Farms()
+    t0, t1, t2 = (datetime(2024, 6, 3, 9, m, tzinfo=UTC) for m in (0, 1, 2))
+    farms.note(*HMDS_OK, t0)
+    farms.note(*HMDS_OK, t1)  # IB repeats "is OK": the farm was OK since t0
+    assert farms.since == {"ushmds": t0}
+    farms.note(*HMDS_BROKEN, t2)
+    assert farms.since == {"ushmds": t2}
+    farms.reset()  # a new connection reports afresh
+    assert farms.since == {}
 
 
 class Clocks:

@@ -116,6 +116,7 @@ async def test_link_lost_then_restored_with_data_kept_answers_the_request_in_fli
     status = await _status(nc)
     assert not status.connected
     assert not status.link_ok
+    assert status.link_lost_since is not None and status.link_lost_since <= lost.ts
     assert status.last_error is not None and "1100" in status.last_error
     # Nothing new goes out while IB is not ready (decided in test_orchestration.py); here
     # ib_requests == 1 below says the request in flight was not sent again either.
@@ -129,6 +130,7 @@ async def test_link_lost_then_restored_with_data_kept_answers_the_request_in_fli
     status = await _status(nc)
     assert status.connected
     assert status.link_ok
+    assert status.link_lost_since is None
     assert status.last_error is None  # the condition ended: no stale error
 
 
@@ -213,5 +215,6 @@ async def test_hmds_farm_inactive_at_connect_still_loads_and_is_shown(
         assert outcome.bars > 0
         status = await _status(nc)
         assert status.farms.get("ushmds") == "ok"  # woken on demand (2106)
+        assert status.farms_since["ushmds"] > status.farms_since["usfarm"]  # and since then
     finally:
         await app.stop()

@@ -92,6 +92,7 @@ async def test_the_overview_shows_ib_its_pacing_and_the_services_live(
 ) -> None:
     await show(page, console_stack, "overview")
     await expect(page.locator('.badge[data-state="connected"]')).to_be_visible()
+    await expect(page.locator('tr[data-farm="ushmds"]')).to_contain_text("ago")  # since when
     await expect(page.locator("#pacing-meter")).to_have_attribute("data-max", "60")
     for service in ("api", "data-store", "ib-connector", "trainer"):
         await expect(page.locator(f'tr[data-service="{service}"]')).to_be_visible()

@@ -283,7 +283,7 @@ class IbConnection:
             listed = message.removeprefix(SIMULATOR_MARKER).split(",")
             s.simulator_symbols = tuple(name.strip() for name in listed if name.strip())
         else:
-            s.farms.note(code, message)
+            s.farms.note(code, message, utc_now())
         if req_id >= 0:
             # Several messages can be handled before the requester resumes (an error,
             # then "farm OK"), so the farm's state is captured with the error itself.

@@ -12,6 +12,7 @@ full stop ("...available upon demand.ushmds").
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 LINK_LOST = 1100
 LINK_RESTORED_DATA_LOST = 1101
@@ -49,16 +50,22 @@ class Farms:
 
     states: dict[str, str] = field(default_factory=dict)
     kinds: dict[str, str] = field(default_factory=dict)
+    since: dict[str, datetime] = field(default_factory=dict)  # when each entered its state
     hmds_outages: int = 0
 
-    def note(self, code: int, message: str) -> bool:
-        """Record a farm notice; return False when ``code`` is not one."""
+    def note(self, code: int, message: str, at: datetime | None = None) -> bool:
+        """Record a farm notice (received ``at``); return False when ``code`` is not one.
+
+        A farm's ``since`` moves only when its state changes: IB repeats "is OK" notices.
+        """
         if code not in FARM_CODES:
             return False
         kind, state = FARM_CODES[code]
         name = farm_name(code, message)
         if kind == "hmds" and state == BROKEN and self.states.get(name) != BROKEN:
             self.hmds_outages += 1
+        if at is not None and self.states.get(name) != state:
+            self.since[name] = at
         self.states[name], self.kinds[name] = state, kind
         return True
 
@@ -66,6 +73,7 @@ class Farms:
         """Forget the states (a new connection reports them afresh); outages stay counted."""
         self.states.clear()
         self.kinds.clear()
+        self.since.clear()
 
     @property
     def hmds_ok(self) -> bool:

@@ -238,6 +238,8 @@ class Connector:
             server_time=await self.fetcher.boundary.server_time() if connected else None,
             link_ok=s.link_ok,
             farms=dict(s.farms.states),
+            link_lost_since=s.link_lost_since,
+            farms_since=dict(s.farms.since),
         )
 
     async def validate(self, request: ValidateSymbol) -> SymbolInfo:

@@ -117,6 +117,10 @@ class IbStatus(Message, frozen=True, kw_only=True):
     link_ok: bool = True
     # IB's data farms as last reported (2103-2108, 2157/2158): name -> ok | broken | inactive.
     farms: dict[str, str] = msgspec.field(default_factory=dict)
+    # Since when the link to IB is lost (1100; None while it is up), and since when each farm
+    # is in its reported state (the notice that changed it).
+    link_lost_since: UtcDatetime | None = None
+    farms_since: dict[str, UtcDatetime] = msgspec.field(default_factory=dict)
 
 
 class ValidateSymbol(Message, frozen=True, kw_only=True):

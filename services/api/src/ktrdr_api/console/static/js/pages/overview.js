@@ -21,7 +21,9 @@ export function ibCard(snapshot, receivedAt) {
     serverTime = utc(new Date(new Date(ib.server_time).getTime() + drift), { seconds: true });
   }
   return card("IB connection",
-    h("p", {}, badge(state, text), " ", h("span", { class: "muted", id: "ib-since" }, ib?.since ? `since ${utc(ib.since)} (${ago(ib.since)})` : "")),
+    h("p", {}, badge(state, text), " ", h("span", { class: "muted", id: "ib-since" },
+      ib?.link_lost_since ? `link lost since ${utc(ib.link_lost_since, { seconds: true })} (${ago(ib.link_lost_since)})`
+        : ib?.since ? `since ${utc(ib.since)} (${ago(ib.since)})` : "")),
     kv([
       ["gateway", ib ? `${ib.host}:${ib.port}` : "–"],
       ["client id", ib ? String(ib.client_id) : "–"],
@@ -30,8 +32,11 @@ export function ibCard(snapshot, receivedAt) {
       ["requests made", num(ib?.requests_made)],
       (ib?.last_error || snapshot.problem) && ["problem", h("span", { class: "error" }, ib?.last_error || snapshot.problem)],
     ]),
-    farms.length ? h("div", { class: "scroll" }, table(
-      [{ title: "data farm", cell: ([name]) => name }, { title: "state", cell: ([, s]) => badge(s) }], farms)) : null);
+    farms.length ? h("div", { class: "scroll" }, table([
+      { title: "data farm", cell: ([name]) => name },
+      { title: "state", cell: ([, s]) => badge(s) },
+      { title: "since", cell: ([name]) => (ib.farms_since?.[name] ? `${utc(ib.farms_since[name], { seconds: true })} (${ago(ib.farms_since[name])})` : "–") },
+    ], farms, { rowAttrs: ([name]) => ({ "data-farm": name }) })) : null);
 }
 
 export function pacingCard(snapshot, receivedAt) {
