@@ -79,3 +79,24 @@ def test_without_profiles_the_hours_are_not_told(tmp_path: Path) -> None:
     store.merge("AAPL", H1, bars(T2024, 1))
     [listed] = dataset_list(store).datasets
     assert (listed.use_rth, listed.quarantined, listed.bytes) == (None, 0, 0)
+
+
+def test_a_listing_sees_year_files_rewritten_damaged_or_removed_since_the_last(
+    tmp_path: Path,
+) -> None:
+    store = ParquetBarStore(tmp_path)
+    store.merge("AAPL", H1, bars(T2023, 5))
+    store.merge("AAPL", H1, bars(T2024, 7))
+    assert [d.rows for d in store.datasets()] == [12]
+    store.merge("AAPL", H1, bars(T2024 + 7 * HOUR, 3))  # the 2024 file replaced
+    [after_merge] = store.datasets()
+    assert (after_merge.rows, after_merge.last_ns) == (15, T2024 + 9 * HOUR)
+    year_2023 = tmp_path / "bars" / "AAPL" / "1h" / "2023.parquet"
+    year_2023.write_bytes(b"garbled in place")
+    [damaged] = store.datasets()
+    assert damaged.damaged is not None and "2023.parquet" in damaged.damaged
+    assert damaged.rows == 10 and damaged.bytes > len(b"garbled in place")
+    year_2023.unlink()
+    [after_unlink] = store.datasets()
+    assert (after_unlink.rows, after_unlink.damaged, after_unlink.first_ns) == (10, None, T2024)
+    assert store.stats("AAPL", H1) == after_unlink

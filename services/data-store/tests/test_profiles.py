@@ -59,3 +59,14 @@ def test_an_unreadable_book_is_taken_as_empty(
     book.claim("AAPL", H1, RTH, has_bars=False)
     assert book.get("AAPL", H1) == RTH
     assert "profiles.json is unreadable" in caplog.text
+
+
+def test_a_book_reads_the_file_again_once_another_writer_changed_it(tmp_path: Path) -> None:
+    reader, writer = ProfileBook(tmp_path), ProfileBook(tmp_path)
+    writer.claim("AAPL", H1, RTH, has_bars=False)
+    assert reader.get("AAPL", H1) == RTH
+    assert reader.get("MSFT", H1) == DEFAULT  # the file is decoded once, then kept
+    writer.claim("MSFT", H1, MARCH, has_bars=False)
+    assert (reader.get("AAPL", H1), reader.get("MSFT", H1)) == (RTH, MARCH)
+    (tmp_path / "profiles.json").unlink()
+    assert reader.get("AAPL", H1) == DEFAULT

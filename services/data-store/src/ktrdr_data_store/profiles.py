@@ -9,13 +9,16 @@ loaded before profiles existed count as loaded with the defaults. Coverage and t
 read the profile too, so they plan the same hours and ask for the same contract.
 
 One small JSON file, replaced atomically. Like the instrument book it is a cache of what the
-loads said: an unreadable file is logged (once) and taken as empty.
+loads said: an unreadable file is logged (once) and taken as empty. It is decoded again only
+when it changed on disk (its inode, size or modification time), so listing every dataset's
+hours reads it once, not once per dataset.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 from pathlib import Path
 
@@ -50,6 +53,7 @@ class ProfileBook:
         self.path = Path(root) / "profiles.json"
         self._lock = threading.Lock()
         self._reported = False
+        self._read: tuple[tuple[int, int, int], dict[str, DatasetProfile]] | None = None
 
     def get(self, symbol: str, timeframe: Timeframe) -> DatasetProfile:
         """Return the dataset's profile (the defaults when none was recorded)."""
@@ -66,7 +70,7 @@ class ProfileBook:
         """
         key = _key(symbol, timeframe)
         with self._lock:
-            known = self._all()
+            known = dict(self._all())  # a copy: the decoded file is shared with readers
             held = known.get(key, DEFAULT) if has_bars else None  # no bars: nothing to mix
             if held is not None and held != profile:
                 raise InvalidRequest(
@@ -87,12 +91,19 @@ class ProfileBook:
                 write_bytes_atomically(self.path, json.dumps(data).encode())
 
     def _all(self) -> dict[str, DatasetProfile]:
+        """Return every profile (not to be changed: it is kept until the file changes)."""
         try:
-            raw = self.path.read_bytes()
+            with self.path.open("rb") as f:
+                on_disk = os.fstat(f.fileno())
+                identity = (on_disk.st_ino, on_disk.st_size, on_disk.st_mtime_ns)
+                read = self._read
+                if read is not None and read[0] == identity:
+                    return read[1]
+                raw = f.read()
         except FileNotFoundError:
             return {}
         try:
-            return msgspec.json.decode(raw, type=dict[str, DatasetProfile])
+            found = msgspec.json.decode(raw, type=dict[str, DatasetProfile])
         except (msgspec.DecodeError, msgspec.ValidationError) as e:
             if not self._reported:
                 self._reported = True
@@ -102,6 +113,8 @@ class ProfileBook:
                     e,
                 )
             return {}
+        self._read = (identity, found)
+        return found
 
 
 def _key(symbol: str, timeframe: Timeframe) -> str:

@@ -21,6 +21,7 @@ implement it and share one contract test suite.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -151,6 +152,7 @@ class ParquetBarStore:
         self.root = Path(root)
         self.bars_dir = self.root / on_disk.BARS_DIR
         self.bars_dir.mkdir(parents=True, exist_ok=True)
+        self._footers: dict[Path, _Footer] = {}  # what each year file's footer said
 
     def dataset_dir(self, symbol: str, timeframe: Timeframe) -> Path:
         """Return the directory of one dataset."""
@@ -220,33 +222,47 @@ class ParquetBarStore:
         return bad
 
     def datasets(self) -> list[DatasetStats]:
-        """Return every dataset with at least one bar or an unreadable year file (``damaged``)."""
+        """Return every dataset with at least one bar or an unreadable year file (``damaged``).
+
+        Each year file's footer is read once: a later listing finds the file unchanged on
+        disk (same inode, size and modification time; the atomic writer's rename changes
+        the inode) and takes what its footer said then, so it reads only the directories.
+        """
         found = []
-        for key_dir in sorted(p for p in self.bars_dir.iterdir() if p.is_dir()):
-            for tf_dir in sorted(p for p in key_dir.iterdir() if p.is_dir()):
-                if is_timeframe(tf_dir.name):
-                    stats, _ = self._scan(key_dir.name, Timeframe(tf_dir.name))
+        listed: set[Path] = set()
+        for key in _subdirectories(self.bars_dir):
+            for timeframe in _subdirectories(self.bars_dir / key):
+                if is_timeframe(timeframe):
+                    stats, _ = self._scan(key, Timeframe(timeframe), listed)
                     if stats.rows or stats.damaged:
                         found.append(stats)
+        for path in list(self._footers):  # a copy: a stats() in another thread may add one
+            if path not in listed:  # removed since
+                self._footers.pop(path, None)
         return found
 
     def _scan(
-        self, symbol: str, timeframe: Timeframe
+        self, symbol: str, timeframe: Timeframe, listed: set[Path] | None = None
     ) -> tuple[DatasetStats, DatasetDamaged | None]:
-        """Return the stats of the readable year files, and the first unreadable one's error."""
+        """Return the stats of the readable year files, and the first unreadable one's error.
+
+        ``listed`` collects the year files looked at.
+        """
         rows, first, last, damage, size = 0, None, None, None, 0
         for path in self._year_files(symbol, timeframe, None, None):
+            if listed is not None:
+                listed.add(path)
             try:
-                size += path.stat().st_size
-                meta = pq.ParquetFile(path).metadata
-                bounds = _ts_bounds(meta)
+                on_disk_now = path.stat()
+                size += on_disk_now.st_size
+                footer = self._footer(path, on_disk_now)
             except READ_ERRORS as e:
                 damage = damage or damaged_error(self.root, path, e)
                 continue
-            rows += meta.num_rows
-            if bounds is not None:
-                first = bounds[0] if first is None else min(first, bounds[0])
-                last = bounds[1] if last is None else max(last, bounds[1])
+            rows += footer.rows
+            if footer.bounds is not None:
+                first = footer.bounds[0] if first is None else min(first, footer.bounds[0])
+                last = footer.bounds[1] if last is None else max(last, footer.bounds[1])
         stats = DatasetStats(
             symbol_key(symbol),
             Timeframe(timeframe),
@@ -273,6 +289,22 @@ class ParquetBarStore:
         self, symbol: str, timeframe: Timeframe, start_ns: int | None, end_ns: int | None
     ) -> list[Path]:
         return on_disk.year_files(self.dataset_dir(symbol, timeframe), start_ns, end_ns)
+
+    def _footer(self, path: Path, on_disk_now: os.stat_result) -> _Footer:
+        """Return what the year file's footer says, read again only when the file changed.
+
+        Raises:
+            OSError, pyarrow.ArrowException, ValueError: (``READ_ERRORS``) the footer cannot
+                be read, or has no ``ts`` statistics.
+        """
+        identity = (on_disk_now.st_ino, on_disk_now.st_size, on_disk_now.st_mtime_ns)
+        known = self._footers.get(path)
+        if known is not None and known.identity == identity:
+            return known
+        meta = pq.ParquetFile(path).metadata
+        footer = _Footer(identity, meta.num_rows, _ts_bounds(meta))
+        self._footers[path] = footer
+        return footer
 
 
 class MemoryBarStore:
@@ -324,6 +356,21 @@ class MemoryBarStore:
     def datasets(self) -> list[DatasetStats]:
         """Return every non-empty dataset."""
         return [self.stats(k, tf) for (k, tf), t in sorted(self._tables.items()) if t.num_rows]
+
+
+@dataclass(frozen=True)
+class _Footer:
+    """What a year file's footer says, and the file's identity on disk when it was read."""
+
+    identity: tuple[int, int, int]  # inode, size, modification time (ns)
+    rows: int
+    bounds: tuple[int, int] | None  # the first and last ``ts``
+
+
+def _subdirectories(directory: Path) -> list[str]:
+    """Return the names of the directories in ``directory``, sorted (no stat per entry)."""
+    with os.scandir(directory) as entries:
+        return sorted(e.name for e in entries if e.is_dir())
 
 
 def _ts_bounds(meta: pq.FileMetaData) -> tuple[int, int] | None:
