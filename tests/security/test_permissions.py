@@ -19,8 +19,10 @@ from pathlib import Path
 import nats
 import nats.errors
 import pytest
+from ktrdr_api.event_log import EventLog
 from ktrdr_api.gateway import Gateway
 from ktrdr_api.snapshot import KTRDR_STREAMS, NatsSnapshot
+from ktrdr_api.testing import load_events, publish_all
 from ktrdr_data_store.app import build_app as build_data_store
 from ktrdr_data_store.config import DataStoreSettings
 from ktrdr_ib_connector.app import build_app as build_connector
@@ -229,6 +231,26 @@ async def test_the_api_user_reads_the_overview_without_a_violation(
         "ib-connector-commands": 0,
         "trainer-commands": 0,
     }
+    assert violations.errors == []
+
+
+async def test_the_api_user_lists_jobs_through_the_job_index_without_a_violation(
+    connect_as: ConnectAs, declared
+) -> None:
+    """The job list's feed (an ordered push consumer on ``ktrdr.evt.job.>``, its flow control
+    and heartbeats) and its read of the last job event are the api user's to use."""
+    admin, _ = await connect_as("admin")
+    api, violations = await connect_as("api")
+    events = EventLog(api, timeout_s=5)
+    try:
+        await publish_all(admin.jetstream(), load_events(JOB))
+        assert [s.job_id for s in await events.list_jobs()] == [JOB]
+        later = "fedcba9876543210fedcba9876543210"
+        await publish_all(admin.jetstream(), load_events(later)[:1])  # now the live path
+        assert {s.job_id for s in await events.list_jobs()} == {JOB, later}
+        await flush_subscriptions(api)  # a refused subscription is reported by now
+    finally:
+        await events.close()
     assert violations.errors == []
 
 

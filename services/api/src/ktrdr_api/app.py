@@ -6,9 +6,10 @@ under NATS users, verifies) the streams unless ``serve`` verified them
 before its workers started, registers the ``api`` micro service (so ``nats micro ls`` and
 ``$SRV.PING`` see the gateway) and drains the connection on shutdown. The
 controllers get the connection injected as a ``Gateway`` (request/reply and
-commands), an ``EventLog`` (job events) and the ``OverviewHub`` (the overview's
-one poller, shared by every client of its live feed); the gateway holds no state
-of its own beyond that feed's newest snapshot.
+commands), an ``EventLog`` (job events, and the job index behind the job list) and the
+``OverviewHub`` (the overview's one poller, shared by every client of its live feed); the
+gateway holds no state of its own beyond that feed's newest snapshot and the job index
+(every job's folded state, fed from the event log from the first list request on).
 """
 
 from __future__ import annotations
@@ -109,13 +110,15 @@ def create_app(
         gateway = Gateway(nc, timeout_s=settings.api_request_timeout_s)
         overview = OverviewHub(NatsSnapshot(gateway), interval_s=overview_interval_s)
         app.state.gateway = gateway
-        app.state.events = EventLog(nc, timeout_s=settings.api_request_timeout_s)
+        events = EventLog(nc, timeout_s=settings.api_request_timeout_s)
+        app.state.events = events
         app.state.overview = overview
         log.info("api %s connected to NATS", __version__)
         try:
             yield
         finally:
             await overview.close()
+            await events.close()
             with contextlib.suppress(nats.errors.Error, TimeoutError):
                 await service.stop()
                 await nc.drain()

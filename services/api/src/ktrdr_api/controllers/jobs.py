@@ -70,19 +70,9 @@ class JobsController(Controller):
         status: Annotated[JobStatus | None, Parameter(description="Only this status.")] = None,
         limit: Annotated[int, Parameter(ge=1, le=10_000, description="At most this many.")] = 100,
     ) -> JobsOut:
-        """Fold the latest event of each kind per job (counters need the job itself)."""
-        latest = await events.latest_per_subject(kind)
-        by_job: dict[str, JobState] = {}
-        for logged in latest:
-            state = by_job.setdefault(logged.job_id, JobState(job_id=logged.job_id))
-            apply(state, logged.event)
-        jobs = [
-            s
-            for s in by_job.values()
-            if (kind is None or s.kind == kind.value) and (status is None or s.status is status)
-        ]
-        jobs.sort(key=lambda s: (s.created is not None, s.created), reverse=True)
-        return JobsOut(jobs=[job_summary(s) for s in jobs[:limit]])
+        """Answer from the gateway's job index, once it has read the log as of this request."""
+        jobs = await events.list_jobs(kind=kind, status=status, limit=limit)
+        return JobsOut(jobs=[job_summary(s) for s in jobs])
 
     @get(
         "/{job_id:str}",
