@@ -206,6 +206,9 @@ async def test_a_running_load_is_cancelled_from_its_page(
     await page.goto(f"{console_stack.api_url}/#/jobs/{job['job_id']}")
     status = page.locator("#job-status")
     await expect(status).to_have_attribute("data-status", "running", timeout=30_000)
+    # cancel once IB is answering: a chunk of the plan is in (a job cancelled before its
+    # plan has no chunk map to show)
+    await page.locator('#chunk-map .chunk[data-state="stored"]').first.wait_for(timeout=30_000)
     await page.click("#job-cancel")
     await expect(status).to_have_attribute("data-status", "cancelled", timeout=60_000)
     await expect(page.locator('#job-events li[data-type="cancelled"]')).to_have_count(1)

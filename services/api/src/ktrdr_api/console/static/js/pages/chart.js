@@ -76,11 +76,13 @@ export async function render(main, route, ctx) {
   const box = h("div", { id: "chart-box" });
   const marks = h("div", { id: "chart-marks" });
   main.append(h("h1", {}, "Chart"), h("div", { class: "toolbar" }, datasetSelect, h("label", { class: "muted" }, "from"), start, h("label", { class: "muted" }, "to"), end, draw, info), box, marks);
-  let datasets = [];
-  try { datasets = (await get("/api/v1/data")).datasets; } catch (e) { main.append(errorBox(e)); }
-  for (const d of datasets) datasetSelect.append(h("option", { value: `${d.symbol}/${d.timeframe}` }, `${d.symbol} ${d.timeframe} (${num(d.rows)} bars)`));
   const symbol = q.get("symbol"), timeframe = q.get("timeframe");
-  if (symbol && timeframe) datasetSelect.value = `${symbol.toUpperCase()}/${timeframe}`;
+  // the dataset list fills the picker whenever it comes: the chart does not wait for it
+  const listed = get("/api/v1/data").then(({ datasets }) => {
+    for (const d of datasets) datasetSelect.append(h("option", { value: `${d.symbol}/${d.timeframe}` }, `${d.symbol} ${d.timeframe} (${num(d.rows)} bars)`));
+    if (symbol && timeframe) datasetSelect.value = `${symbol.toUpperCase()}/${timeframe}`;
+    return datasets;
+  }).catch((e) => { main.append(errorBox(e)); return []; });
   draw.addEventListener("click", () => {
     const [s, tf] = datasetSelect.value.split("/");
     if (!s) return;
@@ -90,10 +92,13 @@ export async function render(main, route, ctx) {
     ctx.go(`#/chart?${p}`);
   });
   if (!symbol || !timeframe || !TIMEFRAMES.includes(timeframe)) {
+    const datasets = await listed;
     box.append(h("p", { class: "muted", style: { padding: "16px" } }, datasets.length ? "Choose a dataset and a range, then Draw." : "No datasets yet: load one on the Data page."));
     ctx.ready();
     return undefined;
   }
+  const coverageAsked = get(`/api/v1/data/${encodeURIComponent(symbol)}/${timeframe}/coverage`);
+  coverageAsked.catch(() => {}); // awaited below; its error is shown there
   await loadScript(LIB);
   const L = window.LightweightCharts;
   let c = colours();
@@ -128,7 +133,7 @@ export async function render(main, route, ctx) {
   const step = SECONDS[timeframe] * WINDOW_BARS;
   let rangeStart, rangeEnd;
   try {
-    const coverage = await get(`/api/v1/data/${encodeURIComponent(symbol)}/${timeframe}/coverage`);
+    const coverage = await coverageAsked;
     first = coverage.first ? Date.parse(coverage.first) / 1000 : null;
     const last = coverage.last ? Date.parse(coverage.last) / 1000 : Date.now() / 1000;
     rangeStart = q.get("start") ? `${q.get("start")}T00:00:00Z` : null;
@@ -143,6 +148,7 @@ export async function render(main, route, ctx) {
     info.textContent = `${num(bars.time.length)} bars ${bars.time.length ? `${utc(bars.time[0] * 1000)} → ${utc(bars.time[bars.time.length - 1] * 1000)}` : ""} in ${Math.round(performance.now() - began)} ms`;
     if (!explicit && bars.time.length > 300) chart.timeScale().setVisibleLogicalRange({ from: bars.time.length - 300, to: bars.time.length + 5 });
     else chart.timeScale().fitContent();
+    ctx.ready(); // the candles are drawn; the marks follow
     await markRanges(symbol, timeframe, rangeStart, rangeEnd, markers, marks, chart, () => bars, c);
     // page older bars in as the view nears the oldest loaded one
     let paging = false;
