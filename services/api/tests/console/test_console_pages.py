@@ -12,6 +12,7 @@ configured, nothing before the key. Firefox (firefox-esr over WebDriver BiDi) dr
 from __future__ import annotations
 
 import re
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +24,8 @@ from ktrdr_api.testing_console import ConsoleStack
 from ktrdr_api.testing_firefox import OpenFirefox
 from ktrdr_data_store.store import ParquetBarStore, table_from_arrays
 from ktrdr_ib_connector.testing import expected_stamps
+from ktrdr_shared.messages import JobAccepted, JobKind
+from ktrdr_shared.runtime import publish_event
 from ktrdr_shared.types import Timeframe
 from playwright.async_api import Page, expect
 
@@ -192,6 +195,21 @@ async def test_the_chart_draws_every_candle_the_api_returns_and_marks_gaps(
     assert await page.locator("#chart-box canvas").count() > 0
     await expect(page.locator("#chart-marks")).to_have_attribute("data-gaps", "1")
     await expect(page.locator('#chart-marks li[data-mark="gap"]')).to_contain_text("2024-05-15")
+
+
+async def test_a_job_page_opened_before_its_service_accepts_the_job_waits_for_it(
+    console_stack: ConsoleStack, page: Page
+) -> None:
+    # the console opens a job's page right after the POST: the job is in the event log only
+    # once its service accepted it, and until then the gateway answers 404
+    job_id = uuid.uuid4().hex
+    await page.goto(f"{console_stack.api_url}/#/jobs/{job_id}")
+    await expect(page.locator("#job-waiting")).to_be_visible()
+    accepted = JobAccepted(job_id=job_id, kind=JobKind.DATA_LOAD, params={"symbol": "IBM"})
+    await publish_event(console_stack.js, accepted, kind=JobKind.DATA_LOAD)
+    await expect(page.locator("#job-status")).to_have_attribute("data-status", "accepted")
+    await expect(page.locator("#job-waiting")).to_have_count(0)
+    await expect(page.locator(".error-box")).to_have_count(0)
 
 
 async def test_a_running_load_is_cancelled_from_its_page(

@@ -115,3 +115,18 @@ export function stream(path, onEvent, { onState = () => {} } = {}) {
   })();
   return { stop: () => control.abort() };
 }
+
+// A job just submitted is in the event log once its service accepts it (the gateway answers
+// 404 until then): ask again every half second, saying so, for up to ``patience_s``.
+export async function jobWhenAccepted(path, onWait = () => {}, patience_s = 60) {
+  const until = Date.now() + patience_s * 1000;
+  for (;;) {
+    try {
+      return await json(path);
+    } catch (e) {
+      if (!(e instanceof ApiError) || e.status !== 404 || Date.now() > until) throw e;
+      onWait(e);
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
+}

@@ -1,5 +1,5 @@
 // Jobs: the list with live progress, and one job's page: chunk map, rates, events, cancel.
-import { get, post, stream } from "../api.js";
+import { get, jobWhenAccepted, post, stream } from "../api.js";
 import { badge, card, clear, duration, errorBox, h, jobLink, kv, num, paramsView, progressBar, setLive, table, utc } from "../ui.js";
 
 const ENDED = new Set(["completed", "failed", "cancelled"]);
@@ -162,7 +162,10 @@ async function renderJob(main, jobId, ctx) {
     if (job.kind !== "training") clear(mapBox, chunkMap(foldPlan(events)));
     else clear(mapBox, h("p", {}, "a training run: ", h("a", { href: `#/training/${jobId}` }, "its curves and metrics →")));
   };
-  try { job = await get(`/api/v1/jobs/${jobId}`); } catch (e) { main.append(errorBox(e)); ctx.ready(); return; }
+  const waiting = h("p", { class: "notice", id: "job-waiting", hidden: true }, "waiting for a service to accept the job…");
+  main.append(waiting);
+  try { job = await jobWhenAccepted(`/api/v1/jobs/${jobId}`, () => { waiting.hidden = false; }); } catch (e) { main.append(errorBox(e)); ctx.ready(); return; }
+  waiting.remove();
   draw();
   let pending = false;
   const feed = stream(`/api/v1/jobs/${jobId}/events`, async (type, data) => {

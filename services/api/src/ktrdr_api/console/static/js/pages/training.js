@@ -1,6 +1,6 @@
 // Training: start a run (the CLI's spec), live epoch curves, metrics against the majority
 // baseline and buy-and-hold, the confusion matrix, the equity curve; the stored models.
-import { get, post, request, stream } from "../api.js";
+import { get, jobWhenAccepted, post, request, stream } from "../api.js";
 import { TIMEFRAMES, badge, bytes, card, clear, errorBox, h, jobLink, kv, num, paramsView, setLive, table, utc } from "../ui.js";
 
 const SVG = "http://www.w3.org/2000/svg";
@@ -151,7 +151,10 @@ async function renderRun(main, jobId, ctx) {
     const m = job.result?.metrics;
     if (m) drawMetrics(m, metrics, confusion, equity, { accent, warn });
   };
-  try { job = await get(`/api/v1/training/runs/${jobId}`); } catch (e) { main.append(errorBox(e)); ctx.ready(); return undefined; }
+  const waiting = h("p", { class: "notice", id: "run-waiting", hidden: true }, "waiting for the trainer to accept the run…");
+  main.append(waiting);
+  try { job = await jobWhenAccepted(`/api/v1/training/runs/${jobId}`, () => { waiting.hidden = false; }); } catch (e) { main.append(errorBox(e)); ctx.ready(); return undefined; }
+  waiting.remove();
   draw();
   let refetch = null;
   const feed = stream(`/api/v1/jobs/${jobId}/events`, (type, data) => {
