@@ -630,7 +630,9 @@ async def test_progress_says_no_connector_while_none_runs(tmp_path: Path) -> Non
 
 
 async def test_progress_says_pacing_until_the_window_opens(tmp_path: Path) -> None:
-    async with running(tmp_path) as system:
+    async with running(
+        tmp_path, time_scale=0.03
+    ) as system:  # an 18 s window: a slow machine still fills it
         job_id = await system.load("AAPL", "1s", start=TWO_DAYS[0], end=TWO_DAYS[1])
         end = await system.ended(job_id)
         assert isinstance(end, JobCompleted), end

@@ -16,8 +16,8 @@ Playwright's objects belong to the loop that made them, and one browser serves t
   sends no request for a blocked ``fetch``). Chromium resolves no host but loopback, so a
   request for a CDN fails at once instead of waiting on DNS.
 * ``console_stack`` / ``console_stack_with_key`` - the whole system as processes
-  (``testing_console.run_console_stack``), one per test module; put a module's browser tests
-  in one ``xdist_group`` so ``just test`` starts its stack once.
+  (``testing_console.run_console_stack``), one per session (per xdist worker); put every
+  browser test in the ``console`` ``xdist_group`` so ``just test`` starts each stack once.
 
 ``ktrdr_api.testing_firefox`` adds ``firefox_page``: Debian's firefox-esr over WebDriver BiDi.
 
@@ -284,14 +284,16 @@ def check_page(record: PageRecord) -> None:
         pytest.fail("\n".join(record.problems()), pytrace=False)
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def console_stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ConsoleStack]:
-    """Run the whole system (simulator, connector, data-store, trainer, api) for a module."""
+    """Run the whole system (simulator, connector, data-store, trainer, api) once per session
+    (per xdist worker): module scope restarted it whenever a worker interleaved another
+    module's tests, five stacks a run, and their load made timing-sensitive tests flake."""
     async with run_console_stack(tmp_path_factory.mktemp("console")) as running:
         yield running
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def console_stack_with_key(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[ConsoleStack]:

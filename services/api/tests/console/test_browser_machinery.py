@@ -17,7 +17,7 @@ from ktrdr_api.testing_console import ConsoleStack
 from ktrdr_api.testing_firefox import OpenFirefox
 from playwright.async_api import Page
 
-pytestmark = [*BROWSER_MARKS, pytest.mark.xdist_group("console-machinery")]
+pytestmark = [*BROWSER_MARKS, pytest.mark.xdist_group("console")]
 
 METHODS = {"get", "post", "put", "patch", "delete"}
 # Each operation Swagger UI drew, as (method, path).

@@ -29,7 +29,7 @@ from ktrdr_shared.runtime import publish_event
 from ktrdr_shared.types import Timeframe
 from playwright.async_api import Page, expect
 
-pytestmark = [*BROWSER_MARKS, pytest.mark.xdist_group("console-pages")]
+pytestmark = [*BROWSER_MARKS, pytest.mark.xdist_group("console")]
 
 JOB_URL = re.compile(r"#/jobs/[0-9a-f]{32}$")
 PAGES = ["overview", "data", "jobs", "chart", "training", "docs"]
