@@ -124,12 +124,16 @@ async def test_a_year_of_minute_bars_comes_through_a_daily_reset_and_a_blip(
     records = historical(sim)
     lost = [r for r in records if r["outcome"] == "lost"]
     assert lost  # the reset dropped what was in flight ...
-    for r in lost:  # ... and each of those was asked again and answered
+    # A request the connector sent as the 1100 arrived may reach the gateway after it and be
+    # held rather than dropped; at the 1101 the connector cannot tell it from a dropped one,
+    # so it cancels it and asks again (seen on a loaded machine): the one other outcome.
+    again = [r for r in records if r["outcome"] in ("lost", "cancelled")]
+    for r in again:  # ... and each of those was asked again and answered
         assert any(
             a["end"] == r["end"] and a["seq"] > r["seq"] and a["outcome"] == "ok" for a in records
         )
     assert any(r["held"] and r["outcome"] == "ok" for r in records)  # the blip's: answered
-    assert all(r["outcome"] in ("ok", "lost") for r in records)
+    assert all(r["outcome"] in ("ok", "lost", "cancelled") for r in records), records
     assert counters["link_restores_data_lost"] == counters["link_restores_data_maintained"] == 1
 
 

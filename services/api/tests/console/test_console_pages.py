@@ -27,7 +27,7 @@ from ktrdr_ib_connector.testing import expected_stamps
 from ktrdr_shared.messages import JobAccepted, JobKind
 from ktrdr_shared.runtime import publish_event
 from ktrdr_shared.types import Timeframe
-from playwright.async_api import Page, expect
+from playwright.async_api import Page, Route, expect
 
 pytestmark = [*BROWSER_MARKS, pytest.mark.xdist_group("console")]
 
@@ -209,6 +209,31 @@ async def test_a_job_page_opened_before_its_service_accepts_the_job_waits_for_it
     await publish_event(console_stack.js, accepted, kind=JobKind.DATA_LOAD)
     await expect(page.locator("#job-status")).to_have_attribute("data-status", "accepted")
     await expect(page.locator("#job-waiting")).to_have_count(0)
+    await expect(page.locator(".error-box")).to_have_count(0)
+
+
+async def test_a_read_the_gateway_answers_504_is_asked_again(
+    console_stack: ConsoleStack, page: Page
+) -> None:
+    # a busy service past the gateway's timeout answers 504 "try again": the page does
+    asked: list[str] = []
+
+    async def busy_once(route: Route) -> None:
+        asked.append(route.request.url)
+        if len(asked) > 1:
+            await route.continue_()
+            return
+        problem = '{"title": "Gateway Timeout", "detail": "busy", "code": "service_timeout"}'
+        await route.fulfill(
+            status=504,
+            body=problem,
+            headers={"Retry-After": "1"},
+            content_type="application/problem+json",
+        )
+
+    await page.route(re.compile(r"/api/v1/data$"), busy_once)
+    await show(page, console_stack, "data")
+    assert len(asked) == 2
     await expect(page.locator(".error-box")).to_have_count(0)
 
 

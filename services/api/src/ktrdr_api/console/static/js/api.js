@@ -34,9 +34,11 @@ async function needKey(rejected) {
   await new Promise((resolve) => keyWaiters.push(resolve));
 }
 
-// fetch with the key; a 401 asks for the key and tries again.
+// fetch with the key; a 401 asks for the key and tries again. A read answered 504 (a service
+// busy past the gateway's timeout: "try again") is asked again twice, after its Retry-After.
+const RETRIES = 2;
 export async function request(path, { method = "GET", body, accept = "application/json", signal } = {}) {
-  for (;;) {
+  for (let attempt = 0; ; attempt += 1) {
     const init = { method, signal, headers: headers({ Accept: accept }) };
     if (body !== undefined) {
       init.body = JSON.stringify(body);
@@ -44,6 +46,11 @@ export async function request(path, { method = "GET", body, accept = "applicatio
     }
     const reply = await fetch(path, init);
     if (reply.status === 401) { await needKey(Boolean(apiKey())); continue; }
+    if (reply.status === 504 && method === "GET" && attempt < RETRIES) {
+      const wait = Number(reply.headers.get("Retry-After")) || 1;
+      await new Promise((r) => setTimeout(r, Math.min(wait, 5) * 1000));
+      continue;
+    }
     return reply;
   }
 }
