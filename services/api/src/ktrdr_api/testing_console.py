@@ -104,7 +104,12 @@ async def run_console_stack(
     """
     server = NatsServer(store_dir=root / "jetstream")
     server.start()
-    env = {"KTRDR_LOG_LEVEL": "WARNING", **({"KTRDR_API_KEY": api_key} if api_key else {})}
+    env = {
+        "KTRDR_LOG_LEVEL": "WARNING",
+        # a test machine under load: a service may take longer than production's 5 s
+        "KTRDR_API_REQUEST_TIMEOUT_S": "30",
+        **({"KTRDR_API_KEY": api_key} if api_key else {}),
+    }
     stack = Stack(server.url, root, services=SERVICES, extra_env=env)
     nc = await nats.connect(server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.1)
     try:
