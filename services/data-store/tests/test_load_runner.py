@@ -436,3 +436,24 @@ async def test_a_load_of_a_damaged_dataset_fails_naming_the_file_and_its_repair(
     assert "bars/AAPL/1h/2024.parquet" in failed.message
     assert "ktrdr data repair AAPL 1h" in failed.message
     assert world.fetches() == []
+
+
+@pytest.mark.parametrize(("connectors", "pieces"), [(1, 2), (3, 5)])
+async def test_a_long_gap_is_cut_into_pieces_for_the_connectors_serving(
+    world: World, connectors: int, pieces: int
+) -> None:
+    world.connector.connectors = connectors
+    assert world.runner is not None
+    job = new_job_id()
+    command = LoadData(
+        symbol="AAPL", timeframe=Timeframe.M1, mode=LoadMode.FULL, start=MAY1, end=JUNE1
+    )
+    await world.runner.accept(command, job)
+    planned = await world.planned(job)
+    assert planned.gaps_analyzed == 1  # one gap: May, joined across its nights and weekends
+    # May's 1-minute bars are five weekly IB requests: about two pieces per connector
+    assert len(planned.segments) == pieces
+    assert planned.segments[0].start >= MAY1 and planned.segments[-1].end <= JUNE1
+    assert all(
+        a.end == b.start for a, b in zip(planned.segments, planned.segments[1:], strict=False)
+    )

@@ -19,6 +19,7 @@ send through it and only reword what it raises.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
@@ -86,6 +87,32 @@ async def request_raw(nc: NATS, subject: str, message: Any, *, timeout_s: float)
     if reply.headers and ERROR_CODE_HEADER in reply.headers:
         raise error_of_reply(subject, reply.data, reply.headers)
     return reply
+
+
+async def gather(nc: NATS, subject: str, *, wait_s: float, stall_s: float) -> list[bytes]:
+    """Send one request that many may answer (``$SRV.PING.<service>``); return every answer.
+
+    Waits at most ``wait_s``, and once an answer has come, no longer than ``stall_s`` for the
+    next: every instance answers at once, so a pause means all have.
+
+    Raises:
+        nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError: NATS is
+            unreachable.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    answers: list[bytes] = []
+    sub = await nc.subscribe(nc.new_inbox())
+    try:
+        await nc.publish(subject, b"", reply=sub.subject)
+        while (left := deadline - loop.time()) > 0:
+            msg = await sub.next_msg(timeout=min(left, stall_s) if answers else left)
+            answers.append(msg.data)
+    except nats.errors.TimeoutError:
+        pass  # the last answer came in time (or none did)
+    finally:
+        await sub.unsubscribe()
+    return answers
 
 
 def error_of_reply(subject: str, data: bytes, headers: dict[str, str]) -> KtrdrError:

@@ -8,7 +8,6 @@ a JSON ``ErrorReply``) becomes the fitting 4xx with the service's own message.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -16,7 +15,7 @@ import msgspec
 import nats.errors
 import nats.js.errors
 from ktrdr_shared import codec, subjects
-from ktrdr_shared.client import new_job_id, request_raw
+from ktrdr_shared.client import gather, new_job_id, request_raw
 from ktrdr_shared.errors import KtrdrError, MessageDecodeError, NoReply, NoResponders
 from ktrdr_shared.messages import JobKind
 from ktrdr_shared.messages.base import Event
@@ -186,23 +185,10 @@ class Gateway:
             ApiError: 503 while NATS is unreachable.
         """
         self.require_connection()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait_s
-        answers: list[bytes] = []
         try:
-            sub = await self.nc.subscribe(self.nc.new_inbox())
-            try:
-                await self.nc.publish(subject, b"", reply=sub.subject)
-                while (left := deadline - loop.time()) > 0:
-                    msg = await sub.next_msg(timeout=min(left, stall_s) if answers else left)
-                    answers.append(msg.data)
-            except nats.errors.TimeoutError:
-                pass  # the last answer came in time (or none did)
-            finally:
-                await sub.unsubscribe()
+            return await gather(self.nc, subject, wait_s=wait_s, stall_s=stall_s)
         except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError) as e:
             raise nats_unreachable() from e
-        return answers
 
 
 def nats_unreachable() -> ApiError:

@@ -23,6 +23,10 @@ class DataStoreSettings(Settings, frozen=True, kw_only=True):
     # Segments of one load sent to the connector and not yet reported, at most: the rest
     # wait, so other jobs' segments interleave with a long load's in the work queue.
     load_segments_in_flight: Annotated[int, Meta(ge=1, le=1000)] = 8
+    # A segment longer than this many IB requests is cut into pieces (at the connector's own
+    # request boundaries: the same requests), about two per ib-connector serving, so a pool
+    # of connectors fetches one long load together (``spread``).
+    load_piece_max_requests: Annotated[int, Meta(ge=1, le=10_000)] = 16
     # After a cancel, how long a load waits for the connector to report the segments it was
     # running (what they did goes into the cancelled event) before it closes anyway.
     load_cancel_wait_s: Annotated[float, Meta(ge=0)] = 10.0

@@ -87,6 +87,7 @@ from ktrdr_data_store.ports import (
 )
 from ktrdr_data_store.profiles import DatasetProfile, ProfileBook
 from ktrdr_data_store.segments import SegmentBook
+from ktrdr_data_store.spread import piece_requests, spread
 from ktrdr_data_store.storage import is_full, storage_full
 from ktrdr_data_store.store import BarStore
 
@@ -396,6 +397,13 @@ class LoadRunner:
         plan = plan_segments(
             timeframe, span, calendar=calendar, stored_ts=stored_ts, answered=answered
         )
+        per_piece = piece_requests(
+            timeframe,
+            plan.segments,
+            connectors=await self.ib.count(),
+            max_requests=self.settings.load_piece_max_requests,
+        )
+        pieces = spread(timeframe, plan.segments, per_piece=per_piece)
         return JobPlanned(
             job_id=state.job_id,
             gaps_analyzed=len(plan.segments),
@@ -404,7 +412,7 @@ class LoadRunner:
                 PlannedSegment(
                     segment_id=f"s{i:04d}", start=from_unix_nanos(a), end=from_unix_nanos(b)
                 )
-                for i, (a, b) in enumerate(plan.segments)
+                for i, (a, b) in enumerate(pieces)
             ],
             start=from_unix_nanos(plan.start_ns),
             end=from_unix_nanos(plan.end_ns),

@@ -22,7 +22,7 @@ import msgspec
 import nats.errors
 import nats.js.errors
 from ktrdr_shared import codec, streams, subjects
-from ktrdr_shared.client import KtrdrClient
+from ktrdr_shared.client import KtrdrClient, gather
 from ktrdr_shared.errors import KtrdrError, NotFound
 from ktrdr_shared.job_log import event_msg_id
 from ktrdr_shared.messages import (
@@ -93,6 +93,10 @@ class Connector(Protocol):
 
     async def facts(self, known: ConnectorFacts) -> ConnectorFacts:
         """Return whether a connector answers and has IB (``known`` where there is no news)."""
+        ...
+
+    async def count(self) -> int:
+        """Return how many ib-connectors serve now (the pool a load is spread across)."""
         ...
 
 
@@ -197,6 +201,20 @@ class NatsConnector:
         except (nats.errors.Error, KtrdrError):
             return known
         return _status_facts(status, known)
+
+    async def count(self) -> int:
+        """Count the ib-connectors answering ``$SRV.PING.ib-connector`` (at least one: a load
+        planned while none answers waits for one, and is then fetched whole by it)."""
+        try:
+            answers = await gather(
+                self.nc,
+                subjects.micro(subjects.PING, subjects.ANSWERED_BY["ktrdr.ib."]),
+                wait_s=1.0,
+                stall_s=0.1,
+            )
+        except nats.errors.Error:
+            return 1
+        return max(1, len(answers))
 
 
 def _status_facts(status: IbStatus, known: ConnectorFacts) -> ConnectorFacts:
@@ -305,6 +323,11 @@ class MemoryConnector:
     ib_connected: bool = True
     error: KtrdrError | None = None
     asked: list[str] = field(default_factory=list)
+    connectors: int = 1  # how many ``count`` says serve
+
+    async def count(self) -> int:
+        """Return ``connectors``."""
+        return self.connectors
 
     async def request(self, subject: str, request: Any, reply_type: type[R]) -> R:
         """Answer ``StatusRequest``, ``ValidateSymbol`` and ``HeadTimestampRequest``."""

@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from ktrdr_shared.ib_chunks import CHUNK_RULES
 from ktrdr_shared.types import Timeframe
 
 NANOS = 1_000_000_000
@@ -29,44 +30,6 @@ BAR_SIZE: dict[Timeframe, str] = {
     Timeframe.M15: "15 mins", Timeframe.M30: "30 mins", Timeframe.H1: "1 hour",
     Timeframe.H4: "4 hours", Timeframe.D1: "1 day", Timeframe.W1: "1 week",
 }  # fmt: skip
-
-
-@dataclass(frozen=True)
-class ChunkRule:
-    """How requests for one bar size are cut.
-
-    Attributes:
-        unit: IB duration unit letter (S, W or Y).
-        unit_s: the shortest clock length of one unit, in seconds.
-        max_units: most units per request.
-        min_units: fewest units IB accepts (30 for seconds).
-        lead_s: extra look-back so a bar stamped at its session date (daily,
-            weekly) but opening the evening before is not cut off at an edge.
-    """
-
-    unit: str
-    unit_s: int
-    max_units: int
-    min_units: int = 1
-    lead_s: int = 0
-
-
-_WEEK = 7 * 86_400
-_YEAR = 365 * 86_400
-CHUNK_RULES: dict[Timeframe, ChunkRule] = {
-    Timeframe.S1: ChunkRule("S", 1, 1_800, min_units=30),
-    Timeframe.S5: ChunkRule("S", 1, 3_600, min_units=30),
-    Timeframe.S15: ChunkRule("S", 1, 14_400, min_units=30),
-    Timeframe.S30: ChunkRule("S", 1, 28_800, min_units=30),
-    Timeframe.M1: ChunkRule("W", _WEEK, 1),
-    Timeframe.M5: ChunkRule("W", _WEEK, 4),
-    Timeframe.M15: ChunkRule("W", _WEEK, 13),
-    Timeframe.M30: ChunkRule("W", _WEEK, 26),
-    Timeframe.H1: ChunkRule("W", _WEEK, 52),
-    Timeframe.H4: ChunkRule("W", _WEEK, 52),
-    Timeframe.D1: ChunkRule("Y", _YEAR, 10, lead_s=3 * 86_400),
-    Timeframe.W1: ChunkRule("Y", _YEAR, 20, lead_s=10 * 86_400),
-}
 
 
 @dataclass(frozen=True)
@@ -101,7 +64,7 @@ def plan_chunks(timeframe: Timeframe, start: int, end: int) -> list[Chunk]:
     if not start < end:
         raise ValueError(f"empty range: start {start} is not before end {end}")
     rule, bar_size = CHUNK_RULES[timeframe], BAR_SIZE[timeframe]
-    max_span = rule.max_units * rule.unit_s * NANOS
+    max_span = rule.span_ns
     chunks: list[Chunk] = []
     chunk_end = end
     while chunk_end > start:
