@@ -29,7 +29,14 @@ async def test_ensure_all_twice_leaves_one_correct_set(js: JetStreamContext) -> 
     await streams.ensure_all(js)
     names = sorted([info.config.name async for info in _streams(js)])
     assert names == sorted(
-        ["KTRDR_COMMANDS", "KTRDR_BARS", "KTRDR_EVENTS", "KV_ktrdr_symbols", "OBJ_ktrdr_models"]
+        [
+            "KTRDR_COMMANDS",
+            "KTRDR_BARS",
+            "KTRDR_EVENTS",
+            "KV_ktrdr_symbols",
+            "KV_ktrdr_gateways",
+            "OBJ_ktrdr_models",
+        ]
     )
     commands = await js.stream_info("KTRDR_COMMANDS")
     assert commands.config.retention == RetentionPolicy.WORK_QUEUE

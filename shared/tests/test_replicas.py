@@ -30,7 +30,7 @@ async def test_a_single_server_declares_everything_at_one_replica(js: JetStreamC
     for config in streams.STREAMS:
         info = await js.stream_info(config.name or "")
         assert info.config.num_replicas == 1
-    for bucket in ("KV_ktrdr_symbols", "OBJ_ktrdr_models"):
+    for bucket in ("KV_ktrdr_symbols", "KV_ktrdr_gateways", "OBJ_ktrdr_models"):
         assert (await js.stream_info(bucket)).config.num_replicas == 1
 
 

@@ -117,6 +117,8 @@ ALLOWED = [
     ("trainer", f"ktrdr.evt.job.training.{JOB}.completed"),
     ("trainer", "ktrdr.store.query"),
     ("data-store", "$SRV.PING.data-store"),  # a container's health check pings itself
+    ("data-store", "$SRV.PING.ib-connector"),  # how many connectors a load is spread across
+    ("ib-connector", "$KV.ktrdr_gateways.127_0_0_1_4002"),  # its gateway lease
     ("admin", "ktrdr.bars.AAPL.1m"),
     ("admin", "ktrdr.cmd.ib.fetch"),
 ]
@@ -155,6 +157,10 @@ DENIED = [
     ("trainer", "ktrdr.cmd.data.load"),
     ("trainer", "ktrdr.evt.ib.connection.connected"),
     ("trainer", "$KV.ktrdr_symbols.AAPL"),
+    # only a connector takes a gateway's lease (a forged one would keep the real one standing by)
+    ("api", "$KV.ktrdr_gateways.127_0_0_1_4002"),
+    ("data-store", "$KV.ktrdr_gateways.127_0_0_1_4002"),
+    ("trainer", "$KV.ktrdr_gateways.127_0_0_1_4002"),
     ("trainer", "$JS.API.CONSUMER.MSG.NEXT.KTRDR_BARS.data-store-bars"),
 ]
 
@@ -331,6 +337,7 @@ ALL_STREAMS = [
     "KTRDR_BARS",
     "KTRDR_EVENTS",
     "KV_ktrdr_symbols",
+    "KV_ktrdr_gateways",
     "OBJ_ktrdr_models",
 ]
 DURABLES = [(spec.stream, spec.durable) for spec in streams.CONSUMERS]

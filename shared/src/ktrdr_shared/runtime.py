@@ -285,6 +285,9 @@ class ServiceApp:
     tasks: list[BackgroundTask] = field(default_factory=list)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     nc: NATS | None = None
+    # Set with ``stopping`` by a task that ends the service for a reason a supervisor should
+    # see (the connector's gateway lease taken by another): the process exits with it.
+    exit_status: int = 0
     _service: Service | None = None
     _errors: ErrorTally = field(default_factory=ErrorTally)
     _running: list[asyncio.Task[None]] = field(default_factory=list)
@@ -423,5 +426,7 @@ def run_main(service: str, build: Callable[[], ServiceApp]) -> None:
         app = build()
         configure_logging(app.settings.log_level, app.name)
         asyncio.run(app.run())
+        if app.exit_status:
+            raise SystemExit(app.exit_status)
     except ConfigError as e:
         exit_on_config_error(service, e)

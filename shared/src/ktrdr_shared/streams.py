@@ -140,6 +140,10 @@ SYMBOLS_BUCKET = "ktrdr_symbols"
 SYMBOLS_TTL_S = 7 * DAY_S  # a symbol's contract details and head timestamp are asked again weekly
 SYMBOLS_HISTORY = 1
 MODELS_BUCKET = "ktrdr_models"
+# One key per IB gateway: the lease of the connector active on it (ktrdr_ib_connector.lease).
+# An entry lapses this long after its holder last renewed it.
+GATEWAYS_BUCKET = "ktrdr_gateways"
+GATEWAYS_TTL_S = 3.0
 
 REPLICAS_VARIABLE = "KTRDR_NATS_REPLICAS"
 MAX_REPLICAS = 5  # JetStream's limit
@@ -205,7 +209,7 @@ async def ensure_consumers(js: JetStreamContext, *specs: ConsumerSpec) -> None:
 
 
 async def ensure_buckets(js: JetStreamContext, replicas: int | None = None) -> None:
-    """Create the symbol KV bucket and the model object store when missing.
+    """Create the symbol and gateway KV buckets and the model object store when missing.
 
     Args:
         js: the JetStream context.
@@ -220,6 +224,16 @@ async def ensure_buckets(js: JetStreamContext, replicas: int | None = None) -> N
             description="IB symbol discovery cache (contract details, head timestamps)",
             history=SYMBOLS_HISTORY,
             ttl=SYMBOLS_TTL_S,
+            replicas=copies,
+        )
+    try:
+        await js.key_value(GATEWAYS_BUCKET)
+    except BucketNotFoundError:
+        await js.create_key_value(
+            bucket=GATEWAYS_BUCKET,
+            description="IB gateway leases: the one ib-connector active on each gateway",
+            history=1,
+            ttl=GATEWAYS_TTL_S,
             replicas=copies,
         )
     try:
@@ -358,7 +372,23 @@ def _bucket_streams() -> list[tuple[str, StreamConfig]]:
         allow_rollup_hdrs=True,
         duplicate_window=120.0,
     )
-    return [(f"KV bucket {SYMBOLS_BUCKET}", kv), (f"object store {MODELS_BUCKET}", obj)]
+    gateways = StreamConfig(
+        name=f"KV_{GATEWAYS_BUCKET}",
+        subjects=[f"$KV.{GATEWAYS_BUCKET}.>"],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.NEW,
+        max_age=GATEWAYS_TTL_S,
+        max_msgs_per_subject=1,
+        allow_rollup_hdrs=True,
+        duplicate_window=GATEWAYS_TTL_S,
+        deny_delete=True,
+    )
+    return [
+        (f"KV bucket {SYMBOLS_BUCKET}", kv),
+        (f"KV bucket {GATEWAYS_BUCKET}", gateways),
+        (f"object store {MODELS_BUCKET}", obj),
+    ]
 
 
 async def verify(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from ktrdr_shared import streams, subjects
@@ -26,6 +27,7 @@ from ktrdr_ib_connector.errors import RetryPolicy
 from ktrdr_ib_connector.eventlog import JetStreamLog
 from ktrdr_ib_connector.fetcher import Fetcher
 from ktrdr_ib_connector.handlers import ENDING_EVENTS, Connector
+from ktrdr_ib_connector.lease import GatewayLease, NatsLeaseKV, gateway_key, holder_now
 from ktrdr_ib_connector.pacing import PacingGate, PacingRules
 
 SERVICE_NAME = "ib-connector"
@@ -33,6 +35,9 @@ SERVICE_NAME = "ib-connector"
 # so nothing delivered to it is lost): half a second, not the default 2 s, costs two idle
 # pulls a second and lets SIGTERM (and every test's teardown) end 1.5 s sooner.
 FETCH_EXPIRY_S = 0.5
+# The exit status of a connector whose gateway lease another connector took (a supervisor
+# restarts it, and it waits as the standby).
+LEASE_LOST_STATUS = 3
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +93,12 @@ def build_app(settings: IbConnectorSettings) -> ServiceApp:
 
     async def setup(nc: NATS, js: JetStreamContext) -> None:
         await app.prepare(js, streams.IB_COMMANDS, buckets=True)
+        lease = GatewayLease(
+            NatsLeaseKV(await js.key_value(streams.GATEWAYS_BUCKET)),
+            gateway_key(settings.ib_host, settings.ib_port, settings.ib_gateway_id),
+            holder_now(settings.ib_host, settings.ib_port, settings.ib_client_id),
+        )
+        await lease.acquire(app.stopping)  # a standby waits here, serving nothing
         connection = build_connection(settings, js)
         connector = build_connector(settings, js, connection)
         connector.symbols = await js.key_value(streams.SYMBOLS_BUCKET)
@@ -111,6 +122,23 @@ def build_app(settings: IbConnectorSettings) -> ServiceApp:
             words = ENDING_EVENTS["cancel_requested"]  # a segment's message says 'was cancelled'
             await connector.cancels.follow(nc, JobKind.DATA_LOAD, stopping, lambda _: words)
 
+        async def keep_lease(stopping: asyncio.Event) -> None:
+            def lost(holder: str) -> None:
+                connection.hold(f"gateway {lease.key} is now held by {holder}")
+                app.exit_status = LEASE_LOST_STATUS
+                app.stopping.set()
+
+            await lease.keep(
+                stopping,
+                on_unsure=lambda: connection.hold(f"lease on gateway {lease.key} in doubt"),
+                on_regained=connection.resume,
+                on_lost=lost,
+            )
+            with contextlib.suppress(TimeoutError):  # release only once off IB
+                await asyncio.wait_for(connection.closed.wait(), timeout=10.0)
+            await lease.release()
+
+        app.background(keep_lease)
         app.background(connection.run)
         app.background(follow_cancels)
         app.background(consumer.run)

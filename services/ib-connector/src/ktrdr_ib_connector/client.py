@@ -132,6 +132,16 @@ class ConnectionState:
         return self.farms.hmds_outages
 
 
+async def _first_of(*events: asyncio.Event) -> None:
+    """Return once any of ``events`` is set."""
+    waits = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
+
+
 class IbConnection:
     """Own one ``ib_async.IB`` and keep it connected for as long as ``run`` runs."""
 
@@ -154,6 +164,9 @@ class IbConnection:
         self._data_lost = asyncio.Event()
         self._conflict = False
         self._pending: set[asyncio.Task[None]] = set()
+        self._allowed = asyncio.Event()  # cleared by ``hold``: stay off IB until ``resume``
+        self._allowed.set()
+        self.closed = asyncio.Event()  # set once ``run`` has ended and left IB
         self.ib.errorEvent += self._on_error
         self.ib.disconnectedEvent += self._on_disconnected
 
@@ -161,12 +174,18 @@ class IbConnection:
         """Connect, watch and reconnect with capped backoff until ``stopping`` is set."""
         attempt = 0
         while not stopping.is_set():
+            if not self._allowed.is_set():
+                await _first_of(self._allowed, stopping)
+                attempt = 0
+                continue
             if await self._connect_once():
                 attempt = 0
                 reason = await self._watch(stopping)
                 if stopping.is_set():
                     break
                 await self._emit(IbDisconnected, reason=reason)
+                if not self._allowed.is_set():
+                    continue  # held: no reconnecting until resumed
             attempt += 1
             delay = min(
                 self.options.backoff_cap_s, self.options.backoff_first_s * 2 ** (attempt - 1)
@@ -178,6 +197,23 @@ class IbConnection:
                 await asyncio.wait_for(stopping.wait(), delay)
         self.ready.clear()
         self.ib.disconnect()
+        self.closed.set()
+
+    def hold(self, reason: str) -> None:
+        """Leave IB now and stay off it until ``resume`` (the gateway's lease is in doubt).
+
+        Closing the socket is what makes IB forget every request in flight; the fetcher sees
+        the drop as any other and its segments wait, or go back to the queue.
+        """
+        self._allowed.clear()
+        if self.ib.isConnected():
+            self.ib.disconnect()
+            self._on_disconnected()
+        self.state.last_error = reason
+
+    def resume(self) -> None:
+        """Connect to IB again after ``hold``."""
+        self._allowed.set()
 
     @property
     def data_lost(self) -> asyncio.Event:

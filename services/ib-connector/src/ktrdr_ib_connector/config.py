@@ -26,6 +26,10 @@ class IbConnectorSettings(Settings, frozen=True, kw_only=True):
         ib_segments_in_flight: segments (``FetchBars`` commands) taken off the queue and
             run at once; the pacing gate shares IB's budget between their jobs, so a
             segment waiting for IB's 10-minute window does not hold back another job's.
+        ib_gateway_id: the gateway's name in the lease bucket (``ktrdr_gateways``): connectors
+            with the same one share one lease, so only one of them talks to that gateway at
+            a time. Empty (the default): ``<ib_host>_<ib_port>``; set it when two hosts reach
+            one gateway under different names.
     """
 
     ib_host: str = "127.0.0.1"
@@ -37,3 +41,4 @@ class IbConnectorSettings(Settings, frozen=True, kw_only=True):
     ib_time_scale: Annotated[float, Meta(gt=0, le=1)] = 1.0
     ib_retry_delay_s: Annotated[float, Meta(gt=0)] = 5.0
     ib_segments_in_flight: Annotated[int, Meta(ge=1, le=1000)] = 32
+    ib_gateway_id: Annotated[str, Meta(max_length=200)] = ""

@@ -43,6 +43,7 @@ from ktrdr_ib_connector.client import ConnectionOptions, ConnectionState
 from ktrdr_ib_connector.errors import RetryPolicy
 from ktrdr_ib_connector.fetcher import Fetcher
 from ktrdr_ib_connector.handlers import Connector
+from ktrdr_ib_connector.lease import Taken, Unreachable
 from ktrdr_ib_connector.pacing import HistoricalRequest, PacingGate, PacingRules
 
 E = TypeVar("E", bound=Event)
@@ -324,6 +325,55 @@ class EventRecorder:
 
 
 @dataclass
+class MemoryLeaseKV:
+    """``lease.LeaseKV`` in memory: entries lapse ``ttl_s`` after their last write (on
+    ``clock``), as the KV bucket's do; ``down`` makes every call ``Unreachable``."""
+
+    ttl_s: float
+    clock: Callable[[], float] = time.monotonic
+    down: bool = False
+    entries: dict[str, tuple[bytes, int, float]] = field(default_factory=dict)
+    _revision: int = 0
+
+    async def create(self, key: str, value: bytes) -> int:
+        """Write ``key`` if absent (or lapsed)."""
+        if await self.get(key) is not None:
+            raise Taken(f"{key} exists")
+        return self._write(key, value)
+
+    async def update(self, key: str, value: bytes, last: int) -> int:
+        """Write ``key`` if its revision is ``last``."""
+        found = await self.get(key)
+        if found is None or found[1] != last:
+            raise Taken(f"{key} is not at revision {last}")
+        return self._write(key, value)
+
+    async def get(self, key: str) -> tuple[bytes, int] | None:
+        """Return the live entry of ``key``."""
+        self._check()
+        entry = self.entries.get(key)
+        if entry is None or self.clock() - entry[2] >= self.ttl_s:
+            return None
+        return entry[0], entry[1]
+
+    async def delete(self, key: str, last: int) -> None:
+        """Delete ``key`` if still at ``last``."""
+        found = await self.get(key)
+        if found is None or found[1] != last:
+            raise Taken(f"{key} is not at revision {last}")
+        del self.entries[key]
+
+    def _write(self, key: str, value: bytes) -> int:
+        self._revision += 1
+        self.entries[key] = (value, self._revision, self.clock())
+        return self._revision
+
+    def _check(self) -> None:
+        if self.down:
+            raise Unreachable("nats: no servers available")
+
+
+@dataclass
 class InMemory:
     """A connector on in-memory adapters, and the adapters, for a test to drive and read."""
 
@@ -359,6 +409,7 @@ __all__ = [
     "Asked",
     "EventRecorder",
     "InMemory",
+    "MemoryLeaseKV",
     "MemoryLink",
     "ScriptedIb",
     "Stall",

@@ -1,0 +1,136 @@
+"""The gateway lease: one active connector per gateway, a standby that takes over.
+
+Through the lease's port with an in-memory bucket whose entries lapse as the KV bucket's do
+(a TTL of 0.3 s here, 3 s in service); the same lease on a real bucket is in
+``tests/pool/test_gateway_pool.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import msgspec
+import pytest
+from ktrdr_ib_connector.lease import GatewayLease, Holder, gateway_key, holder_now
+from ktrdr_ib_connector.memory import MemoryLeaseKV
+
+pytestmark = pytest.mark.unit
+
+TTL_S = 0.3
+KEY = "127_0_0_1_4002"
+
+
+def lease(kv: MemoryLeaseKV, client_id: int = 1) -> GatewayLease:
+    return GatewayLease(kv, KEY, holder_now("127.0.0.1", 4002, client_id), ttl_s=TTL_S)
+
+
+def holder_of(kv: MemoryLeaseKV) -> str:
+    return msgspec.json.decode(kv.entries[KEY][0], type=Holder).holder
+
+
+def test_the_key_names_the_gateway_and_is_safe_for_the_bucket() -> None:
+    assert gateway_key("127.0.0.1", 4002) == "127_0_0_1_4002"
+    assert gateway_key("gw.example.com", 4001) == "gw_example_com_4001"
+    assert gateway_key("10.0.0.2", 4002, gateway_id="paper account") == "paper_account"
+
+
+async def test_the_second_connector_waits_until_the_first_ones_lease_lapses() -> None:
+    kv = MemoryLeaseKV(ttl_s=TTL_S)
+    first, second = lease(kv, 1), lease(kv, 2)
+    stopping = asyncio.Event()
+    assert await first.acquire(stopping)
+    standby = asyncio.create_task(second.acquire(stopping))
+    keeping = asyncio.create_task(
+        first.keep(stopping, on_unsure=lambda: None, on_regained=lambda: None, on_lost=print)
+    )
+    await asyncio.sleep(TTL_S * 3)  # the first renews: the lease never lapses
+    assert not standby.done() and holder_of(kv) == first.me.holder
+    keeping.cancel()  # the first dies (kill -9): no release, no renewal
+    died = time.monotonic()
+    assert await asyncio.wait_for(standby, timeout=TTL_S * 4)
+    took = time.monotonic() - died
+    assert holder_of(kv) == second.me.holder
+    assert TTL_S * 0.5 < took < TTL_S * 2  # after the lapse, within a poll of it
+
+
+async def test_a_release_hands_the_gateway_over_without_waiting_for_the_ttl() -> None:
+    kv = MemoryLeaseKV(ttl_s=60.0)  # a lapse would take a minute
+    first, second = lease(kv, 1), lease(kv, 2)
+    first.ttl_s = second.ttl_s = TTL_S  # but they poll and renew as with a short one
+    stopping = asyncio.Event()
+    assert await first.acquire(stopping)
+    standby = asyncio.create_task(second.acquire(stopping))
+    await asyncio.sleep(TTL_S)
+    assert not standby.done()
+    await first.release()
+    assert await asyncio.wait_for(standby, timeout=TTL_S * 2)
+    await first.release()  # released already: nothing to do, and not the second's lease
+    assert holder_of(kv) == second.me.holder
+
+
+async def test_an_unreachable_bucket_pauses_ib_until_a_renewal_succeeds() -> None:
+    kv = MemoryLeaseKV(ttl_s=TTL_S * 10)  # NATS away but the lease not lapsed
+    active = lease(kv)
+    stopping = asyncio.Event()
+    assert await active.acquire(stopping)
+    calls: list[str] = []
+    keeping = asyncio.create_task(
+        active.keep(
+            stopping,
+            on_unsure=lambda: calls.append("unsure"),
+            on_regained=lambda: calls.append("regained"),
+            on_lost=lambda h: calls.append(f"lost to {h}"),
+        )
+    )
+    kv.down = True
+    await asyncio.sleep(TTL_S * 2)
+    assert calls == ["unsure"]  # once, not at every failed renewal
+    kv.down = False
+    await asyncio.sleep(TTL_S)
+    assert calls == ["unsure", "regained"]
+    stopping.set()
+    await keeping
+
+
+async def test_a_lease_lapsed_while_nats_was_away_is_taken_again_if_nobody_took_it() -> None:
+    kv = MemoryLeaseKV(ttl_s=TTL_S)
+    active = lease(kv)
+    stopping = asyncio.Event()
+    assert await active.acquire(stopping)
+    calls: list[str] = []
+    keeping = asyncio.create_task(
+        active.keep(
+            stopping,
+            on_unsure=lambda: calls.append("unsure"),
+            on_regained=lambda: calls.append("regained"),
+            on_lost=lambda h: calls.append(f"lost to {h}"),
+        )
+    )
+    kv.down = True
+    await asyncio.sleep(TTL_S * 2)  # lapsed meanwhile
+    kv.down = False
+    await asyncio.sleep(TTL_S)
+    assert calls == ["unsure", "regained"]
+    assert holder_of(kv) == active.me.holder
+    stopping.set()
+    await keeping
+
+
+async def test_a_lease_another_connector_took_is_lost_for_good() -> None:
+    kv = MemoryLeaseKV(ttl_s=TTL_S)
+    active, other = lease(kv, 1), lease(kv, 2)
+    stopping = asyncio.Event()
+    assert await active.acquire(stopping)
+    lost: list[str] = []
+    kv.down = True
+    keeping = asyncio.create_task(
+        active.keep(stopping, on_unsure=lambda: None, on_regained=lambda: None, on_lost=lost.append)
+    )
+    await asyncio.sleep(TTL_S * 1.5)  # lapsed while this one could not reach NATS ...
+    kv.down = False
+    assert await other.acquire(stopping)  # ... and the other took it
+    await asyncio.wait_for(keeping, timeout=TTL_S * 3)
+    assert lost == [other.me.holder] and active.lost_to == other.me.holder
+    await active.release()  # not ours any more: left alone
+    assert holder_of(kv) == other.me.holder
