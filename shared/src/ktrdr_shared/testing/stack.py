@@ -49,6 +49,8 @@ class Stack:
     sim_control_port: int = field(default_factory=free_port)
     api_port: int = field(default_factory=free_port)
     children: dict[str, ChildProcess] = field(default_factory=dict)
+    # IB's windows in the simulators and the connectors' gates (0.01: 10 minutes are 6 s)
+    time_scale: float = SIM_TIME_SCALE
 
     @property
     def data_dir(self) -> Path:
@@ -72,7 +74,7 @@ class Stack:
             ib = {
                 "KTRDR_IB_HOST": "127.0.0.1",
                 "KTRDR_IB_PORT": str(self.sim_port),
-                "KTRDR_IB_TIME_SCALE": str(SIM_TIME_SCALE),
+                "KTRDR_IB_TIME_SCALE": str(self.time_scale),
                 "KTRDR_IB_RETRY_DELAY_S": "0.2",
                 "KTRDR_IB_CONNECT_TIMEOUT_S": "3",
                 "KTRDR_IB_REQUEST_TIMEOUT_S": "10",
@@ -98,7 +100,7 @@ class Stack:
     def start_sim(self) -> ChildProcess:
         """Start the simulator with its clock frozen at ``sim_now`` (IB's windows scaled)."""
         argv = sim_command(
-            self.sim_port, self.sim_control_port, SIM_TIME_SCALE, now=self.sim_now, soft_delay_ms=0
+            self.sim_port, self.sim_control_port, self.time_scale, now=self.sim_now, soft_delay_ms=0
         )
         child = self._child("sim", argv)
         child.start()
@@ -107,6 +109,23 @@ class Stack:
     def start_service(self, name: str) -> ChildProcess:
         """Start one service (``ib-connector``, ``data-store``, ``trainer``, ``api``)."""
         child = self._child(name, service_command(name))
+        child.start()
+        return child
+
+    def start_gateway(self, name: str, port: int, control_port: int) -> ChildProcess:
+        """Start one more simulator, ``name``, for a pool of gateways (as ``start_sim``)."""
+        argv = sim_command(port, control_port, self.time_scale, now=self.sim_now, soft_delay_ms=0)
+        child = self._child(name, argv)
+        child.start()
+        return child
+
+    def start_connector(self, name: str, port: int, **env: str) -> ChildProcess:
+        """Start one more ib-connector, ``name``, on the gateway at ``port``; ``env`` adds to
+        (or overrides) its ``KTRDR_*`` settings."""
+        environ = {**self.env(), "KTRDR_IB_PORT": str(port), **env}
+        argv = service_command("ib-connector")
+        child = ChildProcess(name, argv, environ, self.root / "logs" / f"{name}.log")
+        self.children[name] = child
         child.start()
         return child
 
