@@ -133,6 +133,16 @@ async def holder_pid(nc: NATS, key: str) -> int:
     return int(holder.split("-")[-2])
 
 
+async def until_held_by(nc: NATS, key: str, pid: int) -> float:
+    """Wait until the connector ``pid`` holds ``key``'s lease; return when (monotonic)."""
+    async with asyncio.timeout(JOB_TIMEOUT_S):
+        while True:
+            with contextlib.suppress(Exception):  # lapsed: no key for a moment
+                if await holder_pid(nc, key) == pid:
+                    return time.monotonic()
+            await asyncio.sleep(0.05)
+
+
 async def test_two_connectors_on_one_gateway_never_both_send_and_the_standby_finishes(
     nats_url: str, nc: NATS, tmp_path: Path
 ) -> None:
@@ -155,8 +165,10 @@ async def test_two_connectors_on_one_gateway_never_both_send_and_the_standby_fin
                 await asyncio.sleep(0.05)
         first.kill()  # kill -9: no release, its lease lapses
         killed = time.monotonic()
+        took_over = asyncio.create_task(until_held_by(nc, key, second.proc.pid))  # type: ignore[union-attr]
         result = await completed(nc.jetstream(), job_id)
         finished = time.monotonic() - killed
+        active = await took_over - killed
 
         assert await violations(stack.sim_control_port) == 0
         assert await holder_pid(nc, key) == second.proc.pid  # type: ignore[union-attr]
@@ -164,7 +176,10 @@ async def test_two_connectors_on_one_gateway_never_both_send_and_the_standby_fin
         assert "standby: gateway" in log and "active: this connector holds gateway" in log
         assert result.failed_segments == []
         assert stored(stack.data_dir, "AAPL") == want("AAPL")
-        print(f"kill -9 to completed: {finished:.1f} s (lease TTL {streams.GATEWAYS_TTL_S} s)")
+        print(
+            f"kill -9 to the standby active: {active:.1f} s, to completed: {finished:.1f} s "
+            f"(lease TTL {streams.GATEWAYS_TTL_S} s)"
+        )
 
 
 async def test_three_gateways_share_the_loads_each_within_its_own_limits(

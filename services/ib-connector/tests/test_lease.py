@@ -12,8 +12,9 @@ import time
 
 import msgspec
 import pytest
-from ktrdr_ib_connector.lease import GatewayLease, Holder, gateway_key, holder_now
+from ktrdr_ib_connector.lease import GatewayLease, Holder, gateway_key, holder_now, seed_gate
 from ktrdr_ib_connector.memory import MemoryLeaseKV
+from ktrdr_ib_connector.pacing import GateHistory, HistoricalRequest, PacingGate, PacingRules
 
 pytestmark = pytest.mark.unit
 
@@ -134,3 +135,56 @@ async def test_a_lease_another_connector_took_is_lost_for_good() -> None:
     assert lost == [other.me.holder] and active.lost_to == other.me.holder
     await active.release()  # not ours any more: left alone
     assert holder_of(kv) == other.me.holder
+
+
+def hard(end: str, contract: str = "265598") -> HistoricalRequest:
+    return HistoricalRequest(contract, "SMART", "TRADES", "1 secs", "1800 S", end)
+
+
+def test_a_successor_gate_counts_what_the_predecessor_sent() -> None:
+    now = [100.0]
+    old = PacingGate(PacingRules(), clock=lambda: now[0])
+    for i in range(5):  # five of one contract: the burst window is full for 2 s
+        old.record(hard(f"20240627-1{i}:00:00"), now[0] - 1.0 + i * 0.1)
+    history = msgspec.json.decode(msgspec.json.encode(old.history()), type=GateHistory)
+
+    new_now = [5_000.0]  # another process: its own monotonic clock
+    new = PacingGate(PacingRules(), clock=lambda: new_now[0])
+    new.seed(history, older_by_s=0.5, quiet_s=0.0, unseen=0)
+    # the same request again: IB's identical-request window (15 s) runs from its send
+    again = new.earliest(hard("20240627-10:00:00"), new_now[0])
+    assert again == pytest.approx(new_now[0] - 0.5 - 1.0 + 15.0 + 0.1)
+    # a sixth of that contract waits for the oldest of the five to leave the 2-s window
+    sixth = new.earliest(hard("20240627-20:00:00"), new_now[0])
+    assert sixth == pytest.approx(new_now[0] - 0.5 - 1.0 + 2.0 + 0.1)
+    assert new.state(new_now[0])["hard_requests_in_window"] == 5
+
+
+def test_a_takeover_holds_hard_requests_for_what_the_predecessor_may_have_sent_unseen() -> None:
+    gate = PacingGate(PacingRules())
+    predecessor = Holder(
+        holder="other", host="h", port=1, client_id=1, since="", renewed=time.time() - 3.0,
+        gate=GateHistory(),
+    )  # fmt: skip
+    said = seed_gate(gate, predecessor, ttl_s=3.0)
+    # it last wrote 3 s ago and may have sent until 1.8 s after that: 15 s + margin from then
+    assert "held 13.9 s" in said or "held 14.0 s" in said, said
+    now = time.monotonic()
+    assert gate.earliest(hard("20240627-10:00:00"), now) > now + 13.5
+    assert gate.state()["hard_requests_in_window"] == 10  # the unseen ones, counted
+    assert seed_gate(PacingGate(), None) == ""  # the first connector of a gateway: nothing
+
+
+async def test_the_lease_carries_the_gate_and_a_standby_keeps_the_last_it_saw() -> None:
+    kv = MemoryLeaseKV(ttl_s=TTL_S)
+    first, second = lease(kv, 1), lease(kv, 2)
+    gate = PacingGate(PacingRules())
+    gate.record(hard("20240627-10:00:00"), time.monotonic())
+    first.snapshot = gate.history
+    stopping = asyncio.Event()
+    assert await first.acquire(stopping)
+    standby = asyncio.create_task(second.acquire(stopping))
+    await asyncio.sleep(TTL_S * 2)  # it has read the holder at least once, then the lease lapsed
+    assert await asyncio.wait_for(standby, timeout=TTL_S * 4)
+    assert second.predecessor is not None and second.predecessor.holder == first.me.holder
+    assert second.predecessor.gate is not None and len(second.predecessor.gate.sent) == 1

@@ -114,7 +114,9 @@ def _work_consumer(durable: str, filter_subject: str, *, ack_wait_s: float) -> C
 # Ack waits bound how long a command held by a killed process waits for redelivery; long
 # work keeps its message with in_progress (the connector every ack_wait / 4).
 DATA_COMMANDS = _work_consumer("data-store-commands", subjects.CMD_DATA_FILTER, ack_wait_s=30.0)
-IB_COMMANDS = _work_consumer("ib-connector-commands", subjects.CMD_IB_FILTER, ack_wait_s=10.0)
+# 5 s for the connector: a standby that took over a dead connector's gateway (its lease lapses
+# within 3 s) gets the dead one's segments back within 5 s of the kill.
+IB_COMMANDS = _work_consumer("ib-connector-commands", subjects.CMD_IB_FILTER, ack_wait_s=5.0)
 TRAIN_COMMANDS = _work_consumer("trainer-commands", subjects.CMD_TRAIN_FILTER, ack_wait_s=300.0)
 
 STORE_BARS = ConsumerSpec(

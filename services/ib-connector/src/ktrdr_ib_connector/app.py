@@ -27,7 +27,13 @@ from ktrdr_ib_connector.errors import RetryPolicy
 from ktrdr_ib_connector.eventlog import JetStreamLog
 from ktrdr_ib_connector.fetcher import Fetcher
 from ktrdr_ib_connector.handlers import ENDING_EVENTS, Connector
-from ktrdr_ib_connector.lease import GatewayLease, NatsLeaseKV, gateway_key, holder_now
+from ktrdr_ib_connector.lease import (
+    GatewayLease,
+    NatsLeaseKV,
+    gateway_key,
+    holder_now,
+    seed_gate,
+)
 from ktrdr_ib_connector.pacing import PacingGate, PacingRules
 
 SERVICE_NAME = "ib-connector"
@@ -73,12 +79,12 @@ def build_connector(
         time_scale=scale,
         reconnect_wait_s=settings.ib_retry_delay_s,
     )
-    ack_wait_s = streams.IB_COMMANDS.config.ack_wait or 10.0
+    ack_wait_s = streams.IB_COMMANDS.config.ack_wait or 5.0
     return Connector(
         connection=connection,
         fetcher=fetcher,
         events=JetStreamLog(js),
-        keep_alive_s=max(1.0, ack_wait_s / 4),
+        keep_alive_s=max(0.5, ack_wait_s / 4),
     )
 
 
@@ -101,6 +107,11 @@ def build_app(settings: IbConnectorSettings) -> ServiceApp:
         await lease.acquire(app.stopping)  # a standby waits here, serving nothing
         connection = build_connection(settings, js)
         connector = build_connector(settings, js, connection)
+        gate = connector.fetcher.gate
+        taken = seed_gate(gate, lease.predecessor)
+        if taken:
+            log.warning("gateway %s: %s", lease.key, taken)
+        lease.snapshot = gate.history
         connector.symbols = await js.key_value(streams.SYMBOLS_BUCKET)
         app.endpoint("status", subjects.IB_STATUS, StatusRequest)(connector.status)
         app.endpoint("validate", subjects.IB_VALIDATE, ValidateSymbol)(connector.validate)

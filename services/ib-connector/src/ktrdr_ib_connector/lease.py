@@ -44,6 +44,8 @@ from ktrdr_shared.streams import GATEWAYS_TTL_S
 from ktrdr_shared.types import utc_now
 from nats.js.kv import KeyValue
 
+from ktrdr_ib_connector.pacing import GateHistory, PacingGate
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -57,13 +59,19 @@ _KEY_CHARS = re.compile(r"[^-_=A-Za-z0-9]")
 
 
 class Holder(msgspec.Struct, frozen=True):
-    """Who holds a gateway's lease: the value of its key."""
+    """Who holds a gateway's lease: the value of its key.
+
+    ``renewed`` (wall-clock seconds) and ``gate`` (its pacing gate's history) are written at
+    every renewal, so a standby that takes over counts the requests IB still remembers.
+    """
 
     holder: str
     host: str
     port: int
     client_id: int
     since: str
+    renewed: float = 0.0
+    gate: GateHistory | None = None
 
 
 class Taken(Exception):
@@ -116,11 +124,14 @@ class GatewayLease:
     ttl_s: float = GATEWAYS_TTL_S  # the bucket's; shorter only in tests of an in-memory one
     revision: int | None = None
     lost_to: str | None = None  # set once another holder took the lease from us
+    snapshot: Callable[[], GateHistory] | None = None  # the gate's history, for a successor
+    predecessor: Holder | None = None  # the last holder seen while standing by
 
     @property
     def value(self) -> bytes:
-        """Return what this connector writes under the key."""
-        return msgspec.json.encode(self.me)
+        """Return what this connector writes under the key (now: its gate as it is)."""
+        gate = self.snapshot() if self.snapshot is not None else None
+        return msgspec.json.encode(msgspec.structs.replace(self.me, renewed=time.time(), gate=gate))
 
     async def acquire(self, stopping: asyncio.Event) -> bool:
         """Wait until this connector holds the lease (False: stopping came first)."""
@@ -132,6 +143,8 @@ class GatewayLease:
                 holder = await self._holder()
                 if holder is not None and holder.holder == self.me.holder:
                     continue  # our own write whose answer was lost: take it again
+                if holder is not None:
+                    self.predecessor = holder
                 name = holder.holder if holder else "another connector"
                 if name != waiting_for:
                     waiting_for = name
@@ -236,6 +249,31 @@ class GatewayLease:
             return Holder(holder="an unreadable holder", host="", port=0, client_id=0, since="")
 
 
+UNSEEN_REQUESTS = 10  # counted in IB's 10-minute window for what a predecessor sent unseen
+
+
+def seed_gate(gate: PacingGate, predecessor: Holder | None, ttl_s: float = GATEWAYS_TTL_S) -> str:
+    """Count the requests the gateway's previous connector made as ``gate``'s own.
+
+    The predecessor wrote its gate's history at its last renewal; what it sent after that
+    (at most until it would have stopped trusting its lease, 60 % of the TTL later) is
+    unknown, so no hard request goes until IB's identical-request window has passed since
+    then, and ``UNSEEN_REQUESTS`` more are counted in the 10-minute window. Returns what was
+    done, in words (empty: there was no predecessor's history).
+    """
+    if predecessor is None or predecessor.gate is None:
+        return ""
+    rules = gate.rules
+    older = max(0.0, time.time() - predecessor.renewed)
+    unseen_until = ttl_s * UNSURE_AFTER
+    quiet = max(0.0, unseen_until + rules.scaled(rules.identical_window_s) + rules.margin_s - older)
+    gate.seed(predecessor.gate, older_by_s=older, quiet_s=quiet, unseen=UNSEEN_REQUESTS)
+    return (
+        f"took over from {predecessor.holder}: {len(predecessor.gate.sent)} requests of its "
+        f"last {older:.1f} s counted, hard requests held {quiet:.1f} s"
+    )
+
+
 def holder_now(host: str, port: int, client_id: int) -> Holder:
     """Return this process's ``Holder`` for a gateway, since now."""
     return Holder(
@@ -294,4 +332,5 @@ __all__ = [
     "Unreachable",
     "gateway_key",
     "holder_now",
+    "seed_gate",
 ]

@@ -46,6 +46,8 @@ import math
 import time
 from dataclasses import dataclass, field
 
+import msgspec
+
 from ktrdr_ib_connector.scheduling import Clock, FairQueue, Sleeper, WakeUp
 
 
@@ -136,6 +138,39 @@ class _History:
     identical: dict[HistoricalRequest, _Sent] = field(default_factory=dict)
 
 
+class SentRecord(msgspec.Struct, frozen=True, array_like=True):
+    """One hard request a gate remembers: how long ago (s), its weight and burst key."""
+
+    age_s: float
+    weight: int
+    key: tuple[str, str, str]
+
+
+class IdenticalRecord(msgspec.Struct, frozen=True, array_like=True):
+    """One request inside the identical-request window: how long ago (s), and what it was."""
+
+    age_s: float
+    contract: str
+    exchange: str
+    what_to_show: str
+    bar_size: str
+    duration: str
+    end: str
+    use_rth: bool
+
+
+class GateHistory(msgspec.Struct, frozen=True, kw_only=True):
+    """What a gate knows of IB's windows, for the connector that takes its gateway over.
+
+    The active connector writes it into its gateway lease at every renewal; a standby that
+    takes the gateway over seeds its own gate with it (``PacingGate.seed``), so the requests
+    the dead connector made still count in IB's windows.
+    """
+
+    sent: list[SentRecord] = msgspec.field(default_factory=list)
+    identical: list[IdenticalRecord] = msgspec.field(default_factory=list)
+
+
 class PacingGate:
     """Schedule requests as early as IB's rules allow.
 
@@ -165,6 +200,7 @@ class PacingGate:
         self._in_transit = 0  # hard grants whose task has not resumed to send yet
         self.soft_delay_s = 0.0
         self._last_soft_sent = float("-inf")
+        self._quiet_until = float("-inf")  # no hard request before (a takeover's unknowns)
         self.requests_sent = 0
 
     # -- the pure core -------------------------------------------------------------
@@ -173,7 +209,9 @@ class PacingGate:
         """Return the first instant >= ``now`` at which ``request`` keeps every rule."""
         if not request.hard:  # spaced from the last soft request, not from now
             return max(now, self._last_soft_sent + self.soft_delay_s)
-        return max(now, self._identical_opens(request), *self._shared_opens(request))
+        return max(
+            now, self._quiet_until, self._identical_opens(request), *self._shared_opens(request)
+        )
 
     def _identical_opens(self, request: HistoricalRequest) -> float:
         """Return when the identical-request rule lets ``request`` go."""
@@ -239,6 +277,67 @@ class PacingGate:
             del h.by_key[key]
         for req in [q for q, e in h.identical.items() if e.at < before]:
             del h.identical[req]
+
+    # -- handing a gateway over -------------------------------------------------------
+
+    def history(self, now: float | None = None) -> GateHistory:
+        """Return the hard requests IB's rules can still see, aged from ``now``."""
+        now = self._clock() if now is None else now
+        h = self._history
+        keys = {id(e): key for key, entries in h.by_key.items() for e in entries}
+        return GateHistory(
+            sent=[SentRecord(now - e.at, e.weight, keys.get(id(e), ("", "", ""))) for e in h.sent],
+            identical=[
+                IdenticalRecord(
+                    now - e.at,
+                    r.contract,
+                    r.exchange,
+                    r.what_to_show,
+                    r.bar_size,
+                    r.duration,
+                    r.end,
+                    r.use_rth,
+                )
+                for r, e in h.identical.items()
+            ],
+        )
+
+    def seed(self, history: GateHistory, *, older_by_s: float, quiet_s: float, unseen: int) -> None:
+        """Count a predecessor's requests as this gate's own (a gateway taken over).
+
+        Args:
+            history: what the predecessor last wrote, its ages as of then.
+            older_by_s: how long ago (real seconds) it was written.
+            quiet_s: send no hard request for this long: the predecessor may have sent
+                requests after it last wrote (identical ones would break the 15-s rule).
+            unseen: requests to count as sent ``older_by_s`` ago for those unknown ones
+                (the 10-minute window).
+        """
+        now, h = self._clock(), self._history
+        for record in history.sent:
+            entry = _Sent(now - older_by_s - record.age_s, record.weight)
+            h.sent.append(entry)
+            h.by_key.setdefault(record.key, []).append(entry)
+        for _ in range(unseen):
+            h.sent.append(_Sent(now - max(0.0, older_by_s - 1.0), 1))
+        for i in history.identical:
+            request = HistoricalRequest(
+                i.contract, i.exchange, i.what_to_show, i.bar_size, i.duration, i.end, i.use_rth
+            )
+            h.identical[request] = _Sent(now - older_by_s - i.age_s, request.weight)
+        h.sent.sort(key=_at)
+        for entries in h.by_key.values():
+            entries.sort(key=_at)
+        self._quiet_until = max(self._quiet_until, now + quiet_s)
+        self._opens.clear()
+        self._reschedule_if_running()
+
+    def _reschedule_if_running(self) -> None:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._rethink()
 
     # -- the async gate --------------------------------------------------------------
 
@@ -449,4 +548,11 @@ def _window_opens(sent: list[_Sent], window: float, room: int) -> float:
     return float("-inf")
 
 
-__all__ = ["HistoricalRequest", "PacingGate", "PacingRules"]
+__all__ = [
+    "GateHistory",
+    "HistoricalRequest",
+    "IdenticalRecord",
+    "PacingGate",
+    "PacingRules",
+    "SentRecord",
+]
