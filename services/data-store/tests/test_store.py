@@ -1,4 +1,8 @@
-"""One contract test suite for every BarStore, plus the Parquet store's crash safety."""
+"""One contract test suite for every BarStore, plus the Parquet store's crash safety.
+
+The contract runs on the local Parquet store, the in-memory one and the bucket store on a
+real SeaweedFS S3 server (its cases are marked integration; the rest are unit tests).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from ktrdr_data_store.ledger import InstrumentBook
+from ktrdr_data_store.objstore import ObjectBarStore
 from ktrdr_data_store.store import (
     SCHEMA,
     BarStore,
@@ -22,9 +27,9 @@ from ktrdr_data_store.store import (
     table_from_batch,
 )
 from ktrdr_shared.messages import BarBatch
+from ktrdr_shared.store.remote import open_bucket
+from ktrdr_shared.testing.seaweed import ACCESS_KEY, SECRET_KEY, SeaweedServer, store_url
 from ktrdr_shared.types import InstrumentType, Timeframe
-
-pytestmark = pytest.mark.unit
 
 MIN = 60 * 10**9
 T0 = 1_704_067_200 * 10**9  # 2024-01-01 00:00 UTC
@@ -54,8 +59,20 @@ def minutes_of(table: pa.Table) -> list[int]:
     return [(t - T0) // MIN for t in table.column("ts").cast(pa.int64()).to_pylist()]
 
 
-@pytest.fixture(params=["parquet", "memory"])
+@pytest.fixture(
+    params=[
+        pytest.param("parquet", marks=pytest.mark.unit),
+        pytest.param("memory", marks=pytest.mark.unit),
+        pytest.param("bucket", marks=pytest.mark.integration),
+    ]
+)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> BarStore:
+    if request.param == "bucket":
+        server: SeaweedServer = request.getfixturevalue("seaweed")
+        bucket = open_bucket(
+            store_url(), endpoint=server.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY
+        )
+        return ObjectBarStore(bucket)
     return ParquetBarStore(tmp_path) if request.param == "parquet" else MemoryBarStore()
 
 
@@ -98,6 +115,7 @@ def test_datasets_and_stats_span_years(store: BarStore) -> None:
     assert store.stats("NOPE", TF).rows == 0
 
 
+@pytest.mark.unit
 @settings(max_examples=60)
 @given(st.lists(st.lists(st.integers(0, 300), max_size=40), min_size=1, max_size=6), st.randoms())
 def test_merge_is_idempotent_commutative_sorted_unique(batches: list[list[int]], rnd) -> None:  # type: ignore[no-untyped-def]
@@ -114,11 +132,13 @@ def test_merge_is_idempotent_commutative_sorted_unique(batches: list[list[int]],
     assert got == minutes_of(backward.read("X", TF))
 
 
+@pytest.mark.unit
 def test_merge_tables_keeps_the_newer_row() -> None:
     merged = merge_tables(bars([1, 2], price=1), bars([2, 3], price=5))
     assert merged.column("close").to_pylist() == [2.0, 7.0, 8.0]
 
 
+@pytest.mark.unit
 def test_batches_convert_with_absent_wap_and_count() -> None:
     batch = BarBatch(
         symbol="EURUSD",
@@ -137,6 +157,7 @@ def test_batches_convert_with_absent_wap_and_count() -> None:
     assert table.column("wap").null_count == 2
 
 
+@pytest.mark.unit
 def test_files_are_plain_parquet_readable_by_pandas(tmp_path: Path) -> None:
     store = ParquetBarStore(tmp_path)
     store.merge("AAPL", TF, bars([0, 1, 2]))
@@ -147,6 +168,7 @@ def test_files_are_plain_parquet_readable_by_pandas(tmp_path: Path) -> None:
     assert pq.ParquetFile(path).metadata.row_group(0).column(0).compression == "ZSTD"
 
 
+@pytest.mark.unit
 def test_interrupted_write_leaves_the_old_file_readable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -165,6 +187,7 @@ def test_interrupted_write_leaves_the_old_file_readable(
     assert [p.name for p in directory.iterdir()] == ["2024.parquet"]  # no temp file left
 
 
+@pytest.mark.unit
 def test_a_torn_temp_file_from_a_crash_is_ignored(tmp_path: Path) -> None:
     store = ParquetBarStore(tmp_path)
     store.merge("AAPL", TF, bars([0, 1]))
@@ -175,6 +198,7 @@ def test_a_torn_temp_file_from_a_crash_is_ignored(tmp_path: Path) -> None:
     assert np.array_equal(minutes_of(store.read("AAPL", TF)), [0, 1, 2])
 
 
+@pytest.mark.unit
 def test_the_instrument_book_keeps_one_entry_per_symbol(tmp_path: Path) -> None:
     book = InstrumentBook(tmp_path)
     assert book.get("ES") is None
@@ -186,6 +210,7 @@ def test_the_instrument_book_keeps_one_entry_per_symbol(tmp_path: Path) -> None:
     assert book.get("ES") == (InstrumentType.FUT, "GLOBEX")
 
 
+@pytest.mark.unit
 def test_the_instrument_book_gives_back_the_symbol_a_store_key_stands_for(tmp_path: Path) -> None:
     """Issue 17: the gap filler sent the store's key to IB (`BRK_B` for `BRK B`)."""
     book = InstrumentBook(tmp_path)

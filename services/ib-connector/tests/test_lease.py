@@ -15,6 +15,7 @@ import pytest
 from ktrdr_ib_connector.lease import GatewayLease, Holder, gateway_key, holder_now, seed_gate
 from ktrdr_ib_connector.memory import MemoryLeaseKV
 from ktrdr_ib_connector.pacing import GateHistory, HistoricalRequest, PacingGate, PacingRules
+from ktrdr_shared.errors import IbUnavailable
 
 pytestmark = pytest.mark.unit
 
@@ -160,19 +161,50 @@ def test_a_successor_gate_counts_what_the_predecessor_sent() -> None:
     assert new.state(new_now[0])["hard_requests_in_window"] == 5
 
 
-def test_a_takeover_holds_hard_requests_for_what_the_predecessor_may_have_sent_unseen() -> None:
-    gate = PacingGate(PacingRules())
-    predecessor = Holder(
-        holder="other", host="h", port=1, client_id=1, since="", renewed=time.time() - 3.0,
-        gate=GateHistory(),
+def predecessor_of(seconds_ago: float) -> Holder:
+    return Holder(
+        holder="other", host="h", port=1, client_id=1, since="",
+        renewed=time.time() - seconds_ago, gate=GateHistory(),
     )  # fmt: skip
-    said = seed_gate(gate, predecessor, ttl_s=3.0)
-    # it last wrote 3 s ago and may have sent until 1.8 s after that: 15 s + margin from then
-    assert "held 13.9 s" in said or "held 14.0 s" in said, said
+
+
+def test_a_takeover_with_the_last_history_goes_on_at_once() -> None:
+    gate = PacingGate(PacingRules())
+    said = seed_gate(gate, predecessor_of(3.5), ttl_s=3.0)  # lapsed 3 s after its last write
+    assert said.startswith("took over from other") and "stale" not in said
     now = time.monotonic()
-    assert gate.earliest(hard("20240627-10:00:00"), now) > now + 13.5
+    assert gate.earliest(hard("20240627-10:00:00"), now) == now
+    assert gate.state()["hard_requests_in_window"] == 0
+
+
+def test_a_takeover_with_a_stale_history_holds_hard_requests_for_what_it_cannot_know() -> None:
+    gate = PacingGate(PacingRules())
+    said = seed_gate(gate, predecessor_of(8.0), ttl_s=3.0)
+    # it may have sent until 1.8 s after it last wrote: 15 s + margin from then
+    assert "hard requests held 8.9 s" in said, said
+    now = time.monotonic()
+    assert gate.earliest(hard("20240627-10:00:00"), now) > now + 8.5
     assert gate.state()["hard_requests_in_window"] == 10  # the unseen ones, counted
     assert seed_gate(PacingGate(), None) == ""  # the first connector of a gateway: nothing
+
+
+async def test_each_hard_request_is_written_to_the_lease_before_it_is_sent() -> None:
+    kv = MemoryLeaseKV(ttl_s=TTL_S * 10)
+    active = lease(kv)
+    gate = PacingGate(PacingRules())
+    active.snapshot = gate.history
+    gate.before_hard_send = active.write_ahead
+    assert await active.acquire(asyncio.Event())
+    async with gate.slot(hard("20240627-10:00:00")):
+        written = msgspec.json.decode(kv.entries[KEY][0], type=Holder)
+        assert written.gate is not None and len(written.gate.sent) == 1  # before the send
+    kv.down = True  # NATS away: the request is not sent, and waits as for a lost connection
+    with pytest.raises(IbUnavailable, match="not confirmed"):
+        async with gate.slot(hard("20240627-11:00:00")):
+            pytest.fail("sent without its write")
+    kv.down = False
+    async with gate.slot(hard("20240627-12:00:00")):  # the gate is not stuck after it
+        pass
 
 
 async def test_the_lease_carries_the_gate_and_a_standby_keeps_the_last_it_saw() -> None:

@@ -31,6 +31,7 @@ from ktrdr_shared.messages import (
     StatusRequest,
 )
 from ktrdr_shared.runtime import RawReply, ServiceApp, run_main
+from ktrdr_shared.store.remote import open_bucket
 from ktrdr_shared.types import symbol_key, utc_now
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
@@ -42,6 +43,7 @@ from ktrdr_data_store.gapfill import run_gap_filler
 from ktrdr_data_store.ingest import Ingestor
 from ktrdr_data_store.ledger import AnsweredLedger
 from ktrdr_data_store.loads import LoadRunner
+from ktrdr_data_store.objstore import ObjectBarStore
 from ktrdr_data_store.quarantine import (
     Quarantine,
     quarantine_list,
@@ -50,9 +52,27 @@ from ktrdr_data_store.quarantine import (
 )
 from ktrdr_data_store.repair import reload_command, repair_dataset, repaired
 from ktrdr_data_store.storage import is_full, storage_full
-from ktrdr_data_store.store import ParquetBarStore
+from ktrdr_data_store.store import BarStore, ParquetBarStore
 
 SERVICE_NAME = "data-store"
+
+
+def open_store(settings: DataStoreSettings) -> BarStore:
+    """Return the bar store: the local data directory, or the bucket of ``store_url``.
+
+    Raises:
+        ConfigError: ``store_url`` is not ``s3://<bucket>/<prefix>``.
+    """
+    if not settings.store_url:
+        return ParquetBarStore(settings.data_dir)
+    bucket = open_bucket(
+        settings.store_url,
+        endpoint=settings.s3_endpoint,
+        access_key=settings.s3_access_key,
+        secret_key=settings.s3_secret_key.reveal() if settings.s3_secret_key else "",
+        region=settings.s3_region,
+    )
+    return ObjectBarStore(bucket)
 
 
 def build_app(settings: DataStoreSettings) -> ServiceApp:
@@ -66,7 +86,7 @@ def build_app(settings: DataStoreSettings) -> ServiceApp:
 
     async def setup(nc: NATS, js: JetStreamContext) -> None:
         await app.prepare(js, streams.DATA_COMMANDS, streams.STORE_BARS)
-        store = ParquetBarStore(settings.data_dir)
+        store = open_store(settings)
         ledger = AnsweredLedger(settings.data_dir)
         quarantine = Quarantine.under(
             settings.data_dir,
@@ -206,6 +226,13 @@ def build_app(settings: DataStoreSettings) -> ServiceApp:
             "move a dataset's unreadable files aside, forget their range, reload it",
         )
         async def repair(request: RepairDataset) -> DatasetRepaired:
+            if not isinstance(store, ParquetBarStore):
+                raise InvalidRequest(
+                    f"repair moves damaged year files aside in the local data directory; the "
+                    f"bars of this store are in {settings.store_url}: delete the damaged "
+                    "object named by the dataset's 'damaged' field and load its range again",
+                    details={"store_url": settings.store_url},
+                )
             try:
                 done = await asyncio.to_thread(
                     repair_dataset, store, ledger, request.symbol, request.timeframe, utc_now()

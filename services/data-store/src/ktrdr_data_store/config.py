@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from ktrdr_shared.config import Settings
+from ktrdr_shared.config import Secret, Settings
 from msgspec import Meta
 
 
@@ -12,6 +12,14 @@ class DataStoreSettings(Settings, frozen=True, kw_only=True):
     """Settings of the data-store (NATS settings come from ``Settings``)."""
 
     data_dir: str = "./data"
+    # Where the Parquet year files live: empty for ``data_dir``, or ``s3://<bucket>/<prefix>``
+    # on S3-compatible storage (SeaweedFS, MinIO, AWS S3; ``ktrdr_shared.store.remote``). The
+    # answered ledger, the quarantine and the books stay in ``data_dir``.
+    store_url: str = ""
+    s3_endpoint: str = ""  # http(s)://host:port of SeaweedFS or MinIO; empty for AWS S3
+    s3_access_key: str = ""
+    s3_secret_key: Secret | None = None
+    s3_region: str = "us-east-1"
     # How long planning a load waits for the ib-connector (symbol lookup, IB's clock,
     # head timestamp) before the job fails with "no ib-connector answered".
     load_plan_timeout_s: float = 300.0

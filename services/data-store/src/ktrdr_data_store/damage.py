@@ -7,7 +7,7 @@ dataset), so every other dataset keeps answering and the operator knows how to m
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import PurePath
 
 from ktrdr_shared.errors import DatasetDamaged
 from ktrdr_shared.types import is_timeframe
@@ -44,7 +44,7 @@ def dataset_of(name: str) -> tuple[str, str] | None:
     return (key, timeframe) if key and is_timeframe(timeframe) else None
 
 
-def describe(root: Path, path: Path, problem: object) -> str:
+def describe(root: PurePath, path: PurePath, problem: object) -> str:
     """Return ``"<file relative to root>: <problem>"``, as ``DatasetInfo.damaged`` shows it."""
     name = file_name(root, path)
     text = str(problem).strip() or type(problem).__name__
@@ -53,7 +53,7 @@ def describe(root: Path, path: Path, problem: object) -> str:
     return f"{name}: {text.replace(str(path), name).rstrip('.')}"
 
 
-def damaged_error(root: Path, path: Path, problem: object) -> DatasetDamaged:
+def damaged_error(root: PurePath, path: PurePath, problem: object) -> DatasetDamaged:
     """Return the error that reports ``path`` (under ``root``) unreadable because of ``problem``."""
     damage = describe(root, path, problem)
     return DatasetDamaged(
@@ -62,7 +62,7 @@ def damaged_error(root: Path, path: Path, problem: object) -> DatasetDamaged:
     )
 
 
-def file_name(root: Path, path: Path) -> str:
+def file_name(root: PurePath, path: PurePath) -> str:
     """Return ``path`` relative to the data directory ``root`` (as is when outside it)."""
     try:
         return path.relative_to(root).as_posix()

@@ -54,7 +54,7 @@ from nats.js import JetStreamContext
 from ktrdr_data_store.ledger import AnsweredLedger
 from ktrdr_data_store.quarantine import Quarantine
 from ktrdr_data_store.segments import UNKNOWN_SEGMENT, SegmentBook
-from ktrdr_data_store.storage import is_full, storage_full
+from ktrdr_data_store.storage import is_unavailable, unavailable
 from ktrdr_data_store.store import BarStore, table_from_arrays
 
 log = logging.getLogger(__name__)
@@ -340,9 +340,9 @@ class Ingestor:
         self, key: str, timeframe: Timeframe, items: list[_Held], error: Exception
     ) -> None:
         """Retry a failed write later, or quarantine the messages that failed often enough."""
-        if is_full(error):
+        if is_unavailable(error):
             assert isinstance(error, OSError)
-            problem = storage_full(self._data_dir, error).message
+            problem = unavailable(self._data_dir, error).message
             self._full = True
             if self.on_storage is not None:
                 self.on_storage(problem)

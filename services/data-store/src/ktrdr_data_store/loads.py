@@ -53,6 +53,7 @@ from ktrdr_shared.messages import (
     SymbolInfo,
     ValidateSymbol,
 )
+from ktrdr_shared.store.remote import StoreUnreachable
 from ktrdr_shared.types import (
     InstrumentType,
     LoadMode,
@@ -358,7 +359,7 @@ class LoadRunner:
         """Return the plan of a load: ask IB what is needed, then read the store and ledger."""
         command = state.command
         key, timeframe = symbol_key(command.symbol), command.timeframe
-        stats = await asyncio.to_thread(self.store.stats, key, timeframe)
+        stats = await self._from_store(lambda: self.store.stats(key, timeframe))
         profile = DatasetProfile(contract=command.contract, use_rth=command.use_rth)
         try:
             await asyncio.to_thread(
@@ -391,7 +392,9 @@ class LoadRunner:
             last_stored=stats.last_ns,
         )
         margin = read_margin_ns(timeframe)
-        table = await asyncio.to_thread(self.store.read, key, timeframe, span[0] - margin, span[1])
+        table = await self._from_store(
+            lambda: self.store.read(key, timeframe, span[0] - margin, span[1])
+        )
         stored_ts = table.column("ts").cast("int64").to_numpy()
         answered = await asyncio.to_thread(self.ledger.ranges, key, timeframe)
         plan = plan_segments(
@@ -472,6 +475,17 @@ class LoadRunner:
         """Request from the connector, retrying while it is away (see ``_retrying``)."""
         return await self._retrying(lambda: self.ib.request(subject, request, reply_type), subject)
 
+    async def _from_store(self, read: Callable[[], R]) -> R:
+        """Read the store in a thread, waiting out an object store that does not answer."""
+
+        async def attempt() -> R:
+            try:
+                return await asyncio.to_thread(read)
+            except StoreUnreachable as e:
+                raise RetryableError(str(e)) from e
+
+        return await self._retrying(attempt, "the bar store")
+
     async def _retrying(self, call: Callable[[], Awaitable[R]], what: str) -> R:
         """Call until it answers; retry what may pass (no connector yet, IB down) a while."""
         deadline = time.monotonic() + self.settings.load_plan_timeout_s
@@ -483,7 +497,12 @@ class LoadRunner:
                 if time.monotonic() + delay > deadline:
                     raise RetryableError(
                         f"gave up waiting for {what} after {self.settings.load_plan_timeout_s:g}s"
-                        f": {e.message}; is the ib-connector running and connected?",
+                        f": {e.message}"
+                        + (
+                            ""
+                            if what == "the bar store"
+                            else "; is the ib-connector running and connected?"
+                        ),
                         details={"waited_for": what},
                     ) from e
                 log.info("waiting for %s: %s", what, e.message)

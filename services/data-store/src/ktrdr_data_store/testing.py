@@ -26,6 +26,7 @@ from ktrdr_ib_connector.testing import (
     start_sim,
 )
 from ktrdr_shared.runtime import ServiceApp
+from ktrdr_shared.testing.seaweed import seaweed
 
 from ktrdr_data_store.app import build_app
 from ktrdr_data_store.config import DataStoreSettings
@@ -37,6 +38,7 @@ __all__ = [  # the fixtures a test directory takes with ``import *``
     "nats_server",
     "nats_url",
     "nc",
+    "seaweed",
     "sim",
     "sim_defaults",
     "start_sim",

@@ -112,6 +112,7 @@ def build_app(settings: IbConnectorSettings) -> ServiceApp:
         if taken:
             log.warning("gateway %s: %s", lease.key, taken)
         lease.snapshot = gate.history
+        gate.before_hard_send = lease.write_ahead
         connector.symbols = await js.key_value(streams.SYMBOLS_BUCKET)
         app.endpoint("status", subjects.IB_STATUS, StatusRequest)(connector.status)
         app.endpoint("validate", subjects.IB_VALIDATE, ValidateSymbol)(connector.validate)

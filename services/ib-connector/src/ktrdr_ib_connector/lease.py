@@ -34,12 +34,13 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 import msgspec
 import nats.errors
 import nats.js.errors
+from ktrdr_shared.errors import IbUnavailable
 from ktrdr_shared.streams import GATEWAYS_TTL_S
 from ktrdr_shared.types import utc_now
 from nats.js.kv import KeyValue
@@ -126,6 +127,8 @@ class GatewayLease:
     lost_to: str | None = None  # set once another holder took the lease from us
     snapshot: Callable[[], GateHistory] | None = None  # the gate's history, for a successor
     predecessor: Holder | None = None  # the last holder seen while standing by
+    _writing: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _lost: Callable[[str], None] | None = None
 
     @property
     def value(self) -> bytes:
@@ -176,6 +179,7 @@ class GatewayLease:
         on_lost: Callable[[str], None],
     ) -> None:
         """Renew the lease until ``stopping`` is set or another holder has it (see module)."""
+        self._lost = on_lost
         confirmed = self.clock()
         unsure = False
         while not stopping.is_set():
@@ -196,10 +200,11 @@ class GatewayLease:
                     )
                     on_unsure()
                 continue
-            if holder is not None:
-                self.lost_to = holder
-                log.error("lease on gateway %s was taken by %s: leaving IB", self.key, holder)
-                on_lost(holder)
+            if holder is not None or self.lost_to is not None:
+                if self.lost_to is None:  # (a write-ahead may have found it first)
+                    self.lost_to = holder
+                    on_lost(holder or "another connector")
+                log.error("lease on gateway %s was taken by %s: leaving IB", self.key, self.lost_to)
                 return
             confirmed = self.clock()
             if unsure:
@@ -216,8 +221,35 @@ class GatewayLease:
             log.info("released gateway %s", self.key)
         self.revision = None
 
+    async def write_ahead(self) -> None:
+        """Write the gate's history now, before a hard request goes to IB (the gate's hook).
+
+        A successor then knows every request this connector sent. A write that fails keeps
+        the request back: it waits in the queue as for a lost connection.
+
+        Raises:
+            IbUnavailable: NATS did not answer, or another connector holds the lease.
+        """
+        if self.lost_to is not None:
+            raise IbUnavailable(f"gateway {self.key} is now held by {self.lost_to}")
+        try:
+            holder = await self._renew()
+        except Unreachable as e:
+            raise IbUnavailable(
+                f"gateway lease {self.key} not confirmed: {e}", delay_s=self.ttl_s
+            ) from e
+        if holder is not None:
+            self.lost_to = holder
+            if self._lost is not None:
+                self._lost(holder)
+            raise IbUnavailable(f"gateway {self.key} is now held by {holder}")
+
     async def _renew(self) -> str | None:
         """Renew; return None when held, or who holds it instead."""
+        async with self._writing:  # renewals and write-aheads take turns on the revision
+            return await self._renew_once()
+
+    async def _renew_once(self) -> str | None:
         assert self.revision is not None
         try:
             self.revision = await self.kv.update(self.key, self.value, self.revision)
@@ -250,27 +282,38 @@ class GatewayLease:
 
 
 UNSEEN_REQUESTS = 10  # counted in IB's 10-minute window for what a predecessor sent unseen
+STANDBY_SLACK_S = 1.0  # a standby's own delays (its poll, its start) and clock skew
 
 
 def seed_gate(gate: PacingGate, predecessor: Holder | None, ttl_s: float = GATEWAYS_TTL_S) -> str:
     """Count the requests the gateway's previous connector made as ``gate``'s own.
 
-    The predecessor wrote its gate's history at its last renewal; what it sent after that
-    (at most until it would have stopped trusting its lease, 60 % of the TTL later) is
-    unknown, so no hard request goes until IB's identical-request window has passed since
-    then, and ``UNSEEN_REQUESTS`` more are counted in the 10-minute window. Returns what was
-    done, in words (empty: there was no predecessor's history).
+    The predecessor wrote its gate's history before each hard request it sent
+    (``write_ahead``) and at every renewal, and the standby read it every poll until the
+    lease lapsed, ``ttl_s`` after that last write: so the history seen last is complete, and
+    the successor may go on at once. If that history is stale (the standby's reads failed
+    meanwhile), what the predecessor sent after it is unknown: no hard request goes until
+    IB's identical-request window has passed since it could last have sent, and
+    ``UNSEEN_REQUESTS`` more count in the 10-minute window. Returns what was done, in words
+    (empty: there was no predecessor's history).
     """
     if predecessor is None or predecessor.gate is None:
         return ""
     rules = gate.rules
     older = max(0.0, time.time() - predecessor.renewed)
-    unseen_until = ttl_s * UNSURE_AFTER
-    quiet = max(0.0, unseen_until + rules.scaled(rules.identical_window_s) + rules.margin_s - older)
-    gate.seed(predecessor.gate, older_by_s=older, quiet_s=quiet, unseen=UNSEEN_REQUESTS)
+    fresh = older <= ttl_s * (1 + 2 * POLL) + STANDBY_SLACK_S
+    if fresh:
+        quiet, unseen = 0.0, 0
+    else:
+        unseen_until = ttl_s * UNSURE_AFTER
+        identical = rules.scaled(rules.identical_window_s)
+        quiet = max(0.0, unseen_until + identical + rules.margin_s - older)
+        unseen = UNSEEN_REQUESTS
+    gate.seed(predecessor.gate, older_by_s=older, quiet_s=quiet, unseen=unseen)
     return (
         f"took over from {predecessor.holder}: {len(predecessor.gate.sent)} requests of its "
-        f"last {older:.1f} s counted, hard requests held {quiet:.1f} s"
+        f"last {older:.1f} s counted"
+        + ("" if fresh else f" (a stale history: hard requests held {quiet:.1f} s)")
     )
 
 

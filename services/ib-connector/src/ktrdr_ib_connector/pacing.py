@@ -44,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import msgspec
@@ -201,6 +202,9 @@ class PacingGate:
         self.soft_delay_s = 0.0
         self._last_soft_sent = float("-inf")
         self._quiet_until = float("-inf")  # no hard request before (a takeover's unknowns)
+        # Awaited after a hard request is granted (and recorded) and before it is sent: the
+        # gateway lease writes the history there, so a successor knows every request sent.
+        self.before_hard_send: Callable[[], Awaitable[None]] | None = None
         self.requests_sent = 0
 
     # -- the pure core -------------------------------------------------------------
@@ -375,6 +379,13 @@ class PacingGate:
             self._leave(waiter)
             raise
         if request.hard:
+            if self.before_hard_send is not None:
+                try:
+                    await self.before_hard_send()
+                except BaseException:  # not sent: counted all the same (the safe side)
+                    self._sent(entry)
+                    self._release(request, entry)
+                    raise
             self._sent(entry)
         return entry
 
