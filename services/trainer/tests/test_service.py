@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ktrdr_data_store.objstore import ObjectBarStore
 from ktrdr_data_store.store import ParquetBarStore
 from ktrdr_shared import streams, subjects
 from ktrdr_shared.client import KtrdrClient, new_job_id
@@ -36,7 +37,9 @@ from ktrdr_shared.messages import (
 )
 from ktrdr_shared.messages.base import event_type
 from ktrdr_shared.runtime import ServiceApp, publish_event
+from ktrdr_shared.store.remote import open_bucket
 from ktrdr_shared.testing.events import read_all, wait_for_job_event
+from ktrdr_shared.testing.seaweed import ACCESS_KEY, SECRET_KEY, SeaweedServer, store_url
 from ktrdr_shared.types import Timeframe
 from ktrdr_trainer.repository import ModelRepository
 from ktrdr_trainer.testing import bars_table, synthetic_bars
@@ -195,3 +198,42 @@ async def test_a_stopped_trainer_puts_its_job_back_for_another(
     assert "failed" not in kinds and "completed" not in kinds
     models = await client.request(subjects.TRAIN_MODELS, StatusRequest(), ModelList)
     assert models.models == []
+
+
+@pytest.mark.xdist_group("seaweed")
+async def test_a_trainer_that_reaches_the_bucket_trains_on_the_same_bars_as_one_paging(
+    start_store: Starter,
+    start_trainer: Starter,
+    data_dir: Path,
+    seaweed: SeaweedServer,
+    nc: NATS,
+    js: JetStreamContext,
+) -> None:
+    url = store_url()
+    bucket_env = {
+        "KTRDR_STORE_URL": url,
+        "KTRDR_S3_ENDPOINT": seaweed.endpoint,
+        "KTRDR_S3_ACCESS_KEY": ACCESS_KEY,
+        "KTRDR_S3_SECRET_KEY": SECRET_KEY,
+    }
+    bucket = open_bucket(
+        url, endpoint=seaweed.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY
+    )
+    bars = bars_table(synthetic_bars(1500, pattern=True, seed=3, symbol="AAPL"))
+    ObjectBarStore(bucket).merge("AAPL", Timeframe.H1, bars)
+    client = KtrdrClient(nc)
+
+    fingerprints = []
+    for env in (bucket_env, {}):  # straight from the bucket, then paged over NATS
+        if not env:  # no data-store until now: the first trainer could only read the bucket
+            await start_store(**bucket_env)
+        trainer = await start_trainer(**env)
+        job_id = await client.start_training(training(epochs=1))
+        done = await finished(js, job_id)
+        assert isinstance(done, JobCompleted), done
+        assert isinstance(done.result, TrainingResult)
+        models = await client.request(subjects.TRAIN_MODELS, StatusRequest(), ModelList)
+        [info] = [m for m in models.models if m.model_id == done.result.model_id]
+        fingerprints.append((info.data_sha256, info.data_rows))
+        await trainer.stop()
+    assert fingerprints[0] == fingerprints[1] and fingerprints[0][1] == 1500

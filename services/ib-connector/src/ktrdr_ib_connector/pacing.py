@@ -122,12 +122,13 @@ class HistoricalRequest:
 
 
 class _Sent:
-    """One hard-rule request: when it counts from, and its weight."""
+    """One hard-rule request: when it counts from, its weight, and whether IB has yet to
+    answer it (``open``: the gateway may stamp it any time until then)."""
 
-    __slots__ = ("at", "weight")
+    __slots__ = ("at", "open", "weight")
 
     def __init__(self, at: float, weight: int) -> None:
-        self.at, self.weight = at, weight
+        self.at, self.weight, self.open = at, weight, False
 
 
 @dataclass
@@ -269,6 +270,9 @@ class PacingGate:
             return
         entry.at = answered_at
         self._opens.clear()
+        self._resort()
+
+    def _resort(self) -> None:
         h = self._history
         h.sent.sort(key=_at)
         for entries in h.by_key.values():
@@ -276,8 +280,9 @@ class PacingGate:
 
     def _forget(self, before: float) -> None:
         h = self._history
-        h.sent = [e for e in h.sent if e.at >= before]
-        for key in [k for k, q in h.by_key.items() if not q or q[-1].at < before]:
+        h.sent = [e for e in h.sent if e.open or e.at >= before]
+        stale = [k for k, q in h.by_key.items() if not q or (not q[-1].open and q[-1].at < before)]
+        for key in stale:
             del h.by_key[key]
         for req in [q for q, e in h.identical.items() if e.at < before]:
             del h.identical[req]
@@ -367,7 +372,7 @@ class PacingGate:
         """
         now = self._clock()
         times = [self.earliest(w.request, now) for w in self._queue.of_job(job)]
-        return min(times, default=None)
+        return min((t for t in times if t != math.inf), default=None)  # inf: until an answer
 
     async def _acquire(self, request: HistoricalRequest, job: str, priority: int) -> _Sent | None:
         waiter = _Waiter(request, asyncio.get_running_loop().create_future())
@@ -453,6 +458,8 @@ class PacingGate:
 
     def _grant(self, waiter: _Waiter, now: float) -> None:
         entry = self.record(waiter.request, now)
+        if entry is not None:
+            entry.open = True  # the gateway stamps it on arrival: any time until it answers
         self._open += 1
         if waiter.request.hard:
             self._in_transit += 1
@@ -463,7 +470,10 @@ class PacingGate:
 
     def _release(self, request: HistoricalRequest, entry: _Sent | None) -> None:
         if entry is not None:
+            entry.open = False
+            self._opens.clear()
             self.settle(entry, self._clock())
+            self._resort()
         self._open -= 1
         if not request.hard:
             self._open_soft -= 1
@@ -500,7 +510,7 @@ class PacingGate:
         now = self._clock() if now is None else now
         window = self.rules.scaled(self.rules.window_s)
         sent = self._history.sent
-        in_window = sum(e.weight for e in sent if e.at > now - window)
+        in_window = sum(e.weight for e in sent if e.open or e.at > now - window)
         opens = _window_opens(sent, window, self.rules.window_max - 1)
         return {
             "open_requests": float(self._open),
@@ -538,8 +548,8 @@ class _Slot:
         self.gate._release(self.request, self.entry)
 
 
-def _at(entry: _Sent) -> float:
-    return entry.at
+def _at(entry: _Sent) -> tuple[bool, float]:
+    return (entry.open, entry.at)  # unanswered ones last: they count as the newest
 
 
 def _window_opens(sent: list[_Sent], window: float, room: int) -> float:
@@ -547,7 +557,10 @@ def _window_opens(sent: list[_Sent], window: float, room: int) -> float:
 
     A request sent at ``t`` is inside the window at instant ``x`` while
     ``x - window < t``. Walking from the newest entry back, once the weight
-    exceeds ``room`` the entry that broke it must leave the window first.
+    exceeds ``room`` the entry that broke it must leave the window first. One IB has
+    not answered yet (``open``) opens no window: the gateway stamps a request when it
+    reads it, which a busy gateway may do late, so it is counted from its answer (the
+    scheduler runs again then).
     """
     if room < 0:
         raise ValueError("a single request outweighs the whole window")
@@ -555,7 +568,7 @@ def _window_opens(sent: list[_Sent], window: float, room: int) -> float:
     for entry in reversed(sent):
         total += entry.weight
         if total > room:
-            return entry.at + window
+            return math.inf if entry.open else entry.at + window
     return float("-inf")
 
 

@@ -20,6 +20,7 @@ import torch
 from ktrdr_shared.errors import NotFound, PermanentError
 from ktrdr_shared.messages import QueryBars, QueryFormat
 from ktrdr_shared.store import bars as on_disk
+from ktrdr_shared.store import remote
 from ktrdr_shared.types import Timeframe, from_unix_nanos, to_unix_nanos
 
 COLUMNS = ("open", "high", "low", "close", "volume")
@@ -119,6 +120,29 @@ def read_parquet_bars(
     start_ns = to_unix_nanos(start) if start else None
     end_ns = to_unix_nanos(end) if end else None
     table = on_disk.read_range(directory, start_ns, end_ns, columns=["ts", *COLUMNS])
+    return _require_bars(bars_from_table(symbol, timeframe, table), start, end)
+
+
+def read_bucket_bars(
+    bucket: remote.Bucket,
+    symbol: str,
+    timeframe: Timeframe,
+    start: datetime | None,
+    end: datetime | None,
+) -> Bars:
+    """Read one symbol's bars straight from the data-store's bucket (``KTRDR_STORE_URL``).
+
+    The same year files as ``read_parquet_bars``, through ``ktrdr_shared.store.remote``.
+
+    Raises:
+        NotFound: no object holds bars for the symbol in that range.
+        UnreadableObject: a year object in the range cannot be read.
+        StoreUnreachable: the object store did not answer.
+    """
+    prefix = remote.dataset_prefix(bucket, symbol, timeframe)
+    start_ns = to_unix_nanos(start) if start else None
+    end_ns = to_unix_nanos(end) if end else None
+    table = remote.read_range(bucket.fs, prefix, start_ns, end_ns, columns=["ts", *COLUMNS])
     return _require_bars(bars_from_table(symbol, timeframe, table), start, end)
 
 

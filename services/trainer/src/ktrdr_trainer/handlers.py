@@ -23,13 +23,16 @@ from ktrdr_shared.messages import (
 )
 from ktrdr_shared.messages.base import Event
 from ktrdr_shared.runtime import publish_event
+from ktrdr_shared.store.remote import open_bucket
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from ktrdr_trainer.config import TrainerSettings
+from ktrdr_trainer.data import QueryFn
 from ktrdr_trainer.jobs import TrainingJobs
+from ktrdr_trainer.ports import BarsSource
 from ktrdr_trainer.repository import ModelRepository
-from ktrdr_trainer.sources import ParquetBars, StoreBars
+from ktrdr_trainer.sources import BucketBars, ParquetBars, StoreBars
 from ktrdr_trainer.training import describe_device
 
 
@@ -46,10 +49,9 @@ class Trainer:
     jobs: TrainingJobs = field(init=False)
 
     def __post_init__(self) -> None:
-        store_dir = self.settings.trainer_store_dir
         self.jobs = TrainingJobs(
             events=self,
-            bars=ParquetBars(store_dir) if store_dir else StoreBars(self.query_store),
+            bars=bars_source(self.settings, self.query_store),
             models=self.models,
             device=self.device,
             max_training_bytes=self.settings.trainer_max_training_bytes,
@@ -92,3 +94,20 @@ class Trainer:
                 details={"symbol": request.symbol},
             ) from e
         return bytes(reply.data)
+
+
+def bars_source(settings: TrainerSettings, query: QueryFn) -> BarsSource:
+    """Return where the trainer reads bars: the bucket, the store's directory, or pages."""
+    if settings.store_url:
+        secret = settings.s3_secret_key.reveal() if settings.s3_secret_key else ""
+        bucket = open_bucket(
+            settings.store_url,
+            endpoint=settings.s3_endpoint,
+            access_key=settings.s3_access_key,
+            secret_key=secret,
+            region=settings.s3_region,
+        )
+        return BucketBars(bucket)
+    if settings.trainer_store_dir:
+        return ParquetBars(settings.trainer_store_dir)
+    return StoreBars(query)

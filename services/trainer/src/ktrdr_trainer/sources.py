@@ -1,4 +1,5 @@
-"""The two real ``BarsSource`` adapters: pages of ``ktrdr.store.query``, or the store's files."""
+"""The real ``BarsSource`` adapters: pages of ``ktrdr.store.query``, the store's files, or its
+bucket."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ktrdr_shared.messages import StartTraining
+from ktrdr_shared.store.remote import Bucket
 
-from ktrdr_trainer.data import Bars, QueryFn, fetch_bars, read_parquet_bars
+from ktrdr_trainer.data import Bars, QueryFn, fetch_bars, read_bucket_bars, read_parquet_bars
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,23 @@ class ParquetBars:
         return [
             await asyncio.to_thread(
                 read_parquet_bars, self.store_dir, symbol, spec.timeframe, spec.start, spec.end
+            )
+            for symbol in spec.symbols
+        ]
+
+
+@dataclass(frozen=True)
+class BucketBars:
+    """Bars read from the data-store's bucket (``KTRDR_STORE_URL``): a trainer on another host
+    that can reach the bucket reads the year files there, not pages over NATS."""
+
+    bucket: Bucket
+
+    async def load(self, spec: StartTraining) -> list[Bars]:
+        """Return each symbol's bars in ``[spec.start, spec.end)`` (read off the event loop)."""
+        return [
+            await asyncio.to_thread(
+                read_bucket_bars, self.bucket, symbol, spec.timeframe, spec.start, spec.end
             )
             for symbol in spec.symbols
         ]
