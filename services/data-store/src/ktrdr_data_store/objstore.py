@@ -10,17 +10,15 @@ from __future__ import annotations
 
 from pathlib import PurePosixPath
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.fs as pafs
 from ktrdr_shared.errors import DatasetDamaged
 from ktrdr_shared.store import remote
-from ktrdr_shared.store.bars import BARS_DIR, READ_ERRORS, SCHEMA, year_of
+from ktrdr_shared.store.bars import BARS_DIR, READ_ERRORS
 from ktrdr_shared.types import Timeframe, is_timeframe, symbol_key
 
 from ktrdr_data_store.damage import damaged_error
-from ktrdr_data_store.store import DatasetStats, MergeResult, _ts_bounds, merge_tables
+from ktrdr_data_store.store import DatasetStats, MergeResult, _ts_bounds, merge_by_year
 
 
 class ObjectBarStore:
@@ -38,20 +36,17 @@ class ObjectBarStore:
         """Merge bars into their year objects, each replaced by one PUT."""
         if bars.num_rows == 0:
             return MergeResult(0, None, None)
-        bars = bars.cast(SCHEMA)
         prefix = remote.dataset_prefix(self.bucket, symbol, timeframe)
-        years = year_of(bars.column("ts").cast(pa.int64()).to_numpy())
         present = set(remote.year_keys(self.fs, prefix))
-        new_rows = 0
-        for year in np.unique(years):
-            part = bars.filter(pa.array(years == year))
-            key = remote.year_key(prefix, int(year))
-            old = self._read(key) if key in present else None
-            merged = merge_tables(old, part)
-            new_rows += merged.num_rows - (old.num_rows if old is not None else 0)
-            remote.write_year(self.fs, key, merged)
-        ts = bars.column("ts").cast(pa.int64())
-        return MergeResult(new_rows, int(pc.min(ts).as_py()), int(pc.max(ts).as_py()))
+
+        def old(year: int) -> pa.Table | None:
+            key = remote.year_key(prefix, year)
+            return self._read(key) if key in present else None
+
+        def write(year: int, merged: pa.Table) -> None:
+            remote.write_year(self.fs, remote.year_key(prefix, year), merged)
+
+        return merge_by_year(bars, old, write)
 
     def read(
         self,

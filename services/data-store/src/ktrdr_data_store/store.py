@@ -22,6 +22,7 @@ implement it and share one contract test suite.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -47,6 +48,7 @@ __all__ = [
     "MemoryBarStore",
     "MergeResult",
     "ParquetBarStore",
+    "merge_by_year",
     "merge_tables",
     "table_from_arrays",
     "table_from_batch",
@@ -118,6 +120,25 @@ def merge_tables(old: pa.Table | None, new: pa.Table) -> pa.Table:
     return both.take(pa.array(order[last_of_run]))
 
 
+def merge_by_year(
+    bars: pa.Table,
+    old: Callable[[int], pa.Table | None],
+    write: Callable[[int, pa.Table], None],
+) -> MergeResult:
+    """Merge ``bars`` into each UTC year they touch: ``old(year)`` (None: no such year yet)
+    merged with the year's new bars, then ``write(year, merged)``; return what was new."""
+    bars = bars.cast(SCHEMA)
+    years = year_of(bars.column("ts").cast(pa.int64()).to_numpy())
+    new_rows = 0
+    for year in np.unique(years):
+        before = old(int(year))
+        merged = merge_tables(before, bars.filter(pa.array(years == year)))
+        new_rows += merged.num_rows - (before.num_rows if before is not None else 0)
+        write(int(year), merged)
+    ts = bars.column("ts").cast(pa.int64())
+    return MergeResult(new_rows, int(pc.min(ts).as_py()), int(pc.max(ts).as_py()))
+
+
 class BarStore(Protocol):
     """Where bars live. Both implementations pass the same contract tests."""
 
@@ -162,20 +183,17 @@ class ParquetBarStore:
         """Merge bars into their year files, each replaced atomically."""
         if bars.num_rows == 0:
             return MergeResult(0, None, None)
-        bars = bars.cast(SCHEMA)
         directory = self.dataset_dir(symbol, timeframe)
         directory.mkdir(parents=True, exist_ok=True)
-        years = year_of(bars.column("ts").cast(pa.int64()).to_numpy())
-        new_rows = 0
-        for year in np.unique(years):
-            part = bars.filter(pa.array(years == year))
-            path = on_disk.year_path(directory, int(year))
-            old = self._read_year(path) if path.exists() else None
-            merged = merge_tables(old, part)
-            new_rows += merged.num_rows - (old.num_rows if old is not None else 0)
-            write_atomically(merged, path)
-        ts = bars.column("ts").cast(pa.int64())
-        return MergeResult(new_rows, int(pc.min(ts).as_py()), int(pc.max(ts).as_py()))
+
+        def old(year: int) -> pa.Table | None:
+            path = on_disk.year_path(directory, year)
+            return self._read_year(path) if path.exists() else None
+
+        def write(year: int, merged: pa.Table) -> None:
+            write_atomically(merged, on_disk.year_path(directory, year))
+
+        return merge_by_year(bars, old, write)
 
     def read(
         self,

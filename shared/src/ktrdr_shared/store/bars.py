@@ -12,6 +12,7 @@ The data-store writes and reads through here, and the trainer reads the same fil
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -123,10 +124,19 @@ def read_range(
     Raises:
         UnreadableFile: naming the first year file in the range that cannot be read.
     """
+    filters = range_filter(start_ns, end_ns)
+    years = (read_year(p, filters, columns) for p in year_files(directory, start_ns, end_ns))
+    return concat_limited(years, limit, columns)
+
+
+def concat_limited(
+    years: Iterator[pa.Table], limit: int | None, columns: list[str] | None = None
+) -> pa.Table:
+    """Return the year tables (read lazily, oldest first) as one, cut at ``limit`` rows: no
+    year past the limit is read."""
     tables = []
     remaining = limit
-    for path in year_files(directory, start_ns, end_ns):
-        table = read_year(path, range_filter(start_ns, end_ns), columns)
+    for table in years:
         if remaining is not None:
             table = table.slice(0, remaining)
             remaining -= table.num_rows

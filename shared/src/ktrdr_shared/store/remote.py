@@ -30,6 +30,7 @@ from ktrdr_shared.store.bars import (
     READ_ERRORS,
     SCHEMA,
     WRITE_OPTIONS,
+    concat_limited,
     range_filter,
     year_of_ns,
 )
@@ -206,20 +207,9 @@ def read_range(
         UnreadableObject: naming the first year object in the range that cannot be read.
         StoreUnreachable: the store did not answer.
     """
-    tables = []
-    remaining = limit
-    for key in year_keys(fs, prefix, start_ns, end_ns):
-        table = read_year(fs, key, range_filter(start_ns, end_ns), columns)
-        if remaining is not None:
-            table = table.slice(0, remaining)
-            remaining -= table.num_rows
-        tables.append(table)
-        if remaining is not None and remaining <= 0:
-            break
-    if tables:
-        return pa.concat_tables(tables)
-    empty = SCHEMA.empty_table()
-    return empty.select(columns) if columns is not None else empty
+    filters = range_filter(start_ns, end_ns)
+    years = (read_year(fs, k, filters, columns) for k in year_keys(fs, prefix, start_ns, end_ns))
+    return concat_limited(years, limit, columns)
 
 
 def write_year(fs: pafs.FileSystem, key: str, table: pa.Table) -> None:
