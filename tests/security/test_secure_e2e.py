@@ -49,6 +49,7 @@ from ktrdr_shared.messages import (
 )
 from ktrdr_shared.testing.auth import ConnectAs, TestUsers
 from ktrdr_shared.testing.nats_server import NatsServer
+from ktrdr_shared.testing.netns import Netns, ip
 from ktrdr_shared.types import Timeframe
 from ktrdr_trainer.repository import ModelRepository
 
@@ -70,21 +71,7 @@ except OSError as e:
 """
 
 
-@dataclass(frozen=True)
-class Netns:
-    """A network namespace joined to this host by a veth pair on a private /30."""
-
-    name: str
-    host_ip: str  # this host's end (nats-server listens here)
-    inner_ip: str  # the namespace's end
-
-    def exec(self, *command: str) -> list[str]:
-        """Return ``command`` run inside the namespace."""
-        return ["ip", "netns", "exec", self.name, *command]
-
-
-def _ip(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10, check=False)
+_ip = ip
 
 
 @pytest.fixture

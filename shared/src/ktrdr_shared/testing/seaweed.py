@@ -47,13 +47,14 @@ class SeaweedServer:
 
     data_dir: Path
     s3_port: int = 0
+    host: str = "127.0.0.1"  # the one address it listens on (a test's bridge for other hosts)
     process: subprocess.Popen[bytes] | None = None
     ports: dict[str, int] = field(default_factory=dict)
 
     @property
     def endpoint(self) -> str:
         """Return the S3 endpoint, ``http://127.0.0.1:<port>``."""
-        return f"http://127.0.0.1:{self.s3_port}"
+        return f"http://{self.host}:{self.s3_port}"
 
     @property
     def log_file(self) -> Path:
@@ -83,8 +84,8 @@ class SeaweedServer:
             )
         )
         args = [
-            weed_binary(), "mini", f"-dir={self.data_dir}", "-ip=127.0.0.1",
-            "-ip.bind=127.0.0.1", "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0",
+            weed_binary(), "mini", f"-dir={self.data_dir}", f"-ip={self.host}",
+            f"-ip.bind={self.host}", "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0",
             "-s3.port.lance=0", f"-s3.config={identities}", f"-bucket={BUCKET}",
             *(f"-{name}.port={port}" for name, port in self.ports.items() if "." not in name),
             *(f"-{name.replace('.grpc', '.port.grpc')}={port}"
@@ -108,7 +109,7 @@ class SeaweedServer:
             if self.process.poll() is not None:
                 raise RuntimeError(f"weed mini exited with {self.process.returncode}; see log")
             try:
-                with socket.create_connection(("127.0.0.1", self.s3_port), timeout=0.2):
+                with socket.create_connection((self.host, self.s3_port), timeout=0.2):
                     pass
                 with bucket.fs.open_output_stream(f"{BUCKET}/.ready") as out:
                     out.write(b"ok")
