@@ -60,11 +60,12 @@ def hosts(count: int) -> Iterator[list[Netns]]:
     bridge, host_ip = f"ktb{tag}", f"10.213.{x}.1"
     made: list[tuple[str, str]] = []  # (namespace, host end)
     try:
-        for args in (
+        setup: tuple[tuple[str, ...], ...] = (
             ("link", "add", bridge, "type", "bridge"),
             ("addr", "add", f"{host_ip}/24", "dev", bridge),
             ("link", "set", bridge, "up"),
-        ):
+        )
+        for args in setup:
             _or_skip(args)
         spaces = []
         for i in range(count):
@@ -74,7 +75,7 @@ def hosts(count: int) -> Iterator[list[Netns]]:
                 pytest.skip(f"cannot create a network namespace: {added.stderr.strip()}")
             made.append((name, host_end))
             inner_ip = f"10.213.{x}.{10 + i}"
-            for args in (
+            steps: tuple[tuple[str, ...], ...] = (
                 ("link", "add", host_end, "type", "veth", "peer", "name", inner_end),
                 ("link", "set", inner_end, "netns", name),
                 ("link", "set", host_end, "master", bridge),
@@ -82,8 +83,9 @@ def hosts(count: int) -> Iterator[list[Netns]]:
                 ("-n", name, "addr", "add", f"{inner_ip}/24", "dev", inner_end),
                 ("-n", name, "link", "set", inner_end, "up"),
                 ("-n", name, "link", "set", "lo", "up"),
-            ):
-                _or_skip(args)
+            )
+            for step in steps:
+                _or_skip(step)
             spaces.append(Netns(name=name, host_ip=host_ip, inner_ip=inner_ip))
         yield spaces
     finally:
