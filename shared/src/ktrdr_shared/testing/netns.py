@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import pytest
 
-__all__ = ["Host", "Netns", "hosts", "ip"]
+__all__ = ["Netns", "hosts", "ip"]
 
 
 @dataclass(frozen=True)
@@ -33,9 +33,6 @@ class Netns:
     def exec(self, *command: str) -> list[str]:
         """Return ``command`` run inside the namespace."""
         return ["ip", "netns", "exec", self.name, *command]
-
-
-Host = Netns
 
 
 def ip(*args: str) -> subprocess.CompletedProcess[str]:
