@@ -24,10 +24,10 @@ import pyarrow.parquet as pq
 import pytest
 from ktrdr_shared.client import KtrdrClient
 from ktrdr_shared.messages import JobCompleted, LoadResult
-from ktrdr_shared.store.remote import Bucket, open_bucket
+from ktrdr_shared.store.remote import Bucket
 from ktrdr_shared.testing.events import wait_for_job_event
 from ktrdr_shared.testing.nats_server import NatsServer
-from ktrdr_shared.testing.seaweed import ACCESS_KEY, SECRET_KEY, SeaweedServer, store_url
+from ktrdr_shared.testing.seaweed import SeaweedServer, store_url
 from ktrdr_shared.testing.stack import Stack
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
@@ -114,16 +114,8 @@ async def one_run(
     if seaweed is not None:
         seaweed.start()
         url = store_url()
-        env = {
-            "KTRDR_STORE_URL": url,
-            "KTRDR_S3_ENDPOINT": seaweed.endpoint,
-            "KTRDR_S3_ACCESS_KEY": ACCESS_KEY,
-            "KTRDR_S3_SECRET_KEY": SECRET_KEY,
-            "KTRDR_INGEST_RETRY_MAX_DELAY_S": "2",  # back soon after the server is
-        }
-        bucket = open_bucket(
-            url, endpoint=seaweed.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY
-        )
+        env = seaweed.store_env(url) | {"KTRDR_INGEST_RETRY_MAX_DELAY_S": "2"}  # back soon
+        bucket = seaweed.bucket(url)
     stack = Stack(server.url, tmp, services=SERVICES, extra_env=env)
     nc = NATS()
     await nc.connect(server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.1)

@@ -37,11 +37,10 @@ from ktrdr_shared.messages import (
     TrainingResult,
 )
 from ktrdr_shared.stack import ChildProcess, free_port, ping_services, service_command, sim_command
-from ktrdr_shared.store.remote import open_bucket
 from ktrdr_shared.testing.events import wait_for_job_event
 from ktrdr_shared.testing.nats_server import NatsServer
 from ktrdr_shared.testing.netns import Netns, hosts
-from ktrdr_shared.testing.seaweed import ACCESS_KEY, SECRET_KEY, SeaweedServer, store_url
+from ktrdr_shared.testing.seaweed import SeaweedServer, store_url
 from ktrdr_shared.testing.stack import SIM_NOW
 from ktrdr_shared.types import Timeframe
 from nats.aio.client import Client as NATS
@@ -120,12 +119,7 @@ async def test_gateway_hosts_and_a_gpu_host_on_one_core_host(tmp_path: Path) -> 
         try:
             seaweed.start()
             url = store_url()
-            bucket_env = {
-                "KTRDR_STORE_URL": url,
-                "KTRDR_S3_ENDPOINT": seaweed.endpoint,
-                "KTRDR_S3_ACCESS_KEY": ACCESS_KEY,
-                "KTRDR_S3_SECRET_KEY": SECRET_KEY,
-            }
+            bucket_env = seaweed.store_env(url)
             common = {
                 "KTRDR_NATS_URL": nats_server.url,
                 "KTRDR_DATA_DIR": str(tmp_path / "data"),
@@ -182,10 +176,7 @@ async def test_gateway_hosts_and_a_gpu_host_on_one_core_host(tmp_path: Path) -> 
             asked = [sum(r["kind"] == "historical" for r in led["records"]) for led in ledgers]
             assert all(n > 0 for n in asked), f"a gateway host got no request: {asked}"
             assert [led["counters"]["pacing_violations"] for led in ledgers] == [0, 0]
-            store = ObjectBarStore(
-                open_bucket(url, endpoint=seaweed.endpoint, access_key=ACCESS_KEY,
-                            secret_key=SECRET_KEY)
-            )  # fmt: skip
+            store = ObjectBarStore(seaweed.bucket(url))
             for symbol in ("AAPL", "MSFT"):
                 want = expected_stamps(symbol, "STK", "1 secs", *ONE_DAY)
                 assert store.stats(symbol, Timeframe.S1).rows == len(want), symbol

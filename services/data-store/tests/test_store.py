@@ -27,8 +27,7 @@ from ktrdr_data_store.store import (
     table_from_batch,
 )
 from ktrdr_shared.messages import BarBatch
-from ktrdr_shared.store.remote import open_bucket
-from ktrdr_shared.testing.seaweed import ACCESS_KEY, SECRET_KEY, SeaweedServer, store_url
+from ktrdr_shared.testing.seaweed import SeaweedServer, store_url
 from ktrdr_shared.types import InstrumentType, Timeframe
 
 MIN = 60 * 10**9
@@ -69,9 +68,7 @@ def minutes_of(table: pa.Table) -> list[int]:
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> BarStore:
     if request.param == "bucket":
         server: SeaweedServer = request.getfixturevalue("seaweed")
-        bucket = open_bucket(
-            store_url(), endpoint=server.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY
-        )
+        bucket = server.bucket(store_url())
         return ObjectBarStore(bucket)
     return ParquetBarStore(tmp_path) if request.param == "parquet" else MemoryBarStore()
 

@@ -30,9 +30,8 @@ from ktrdr_shared.messages import (
     StatusRequest,
 )
 from ktrdr_shared.runtime import ServiceApp
-from ktrdr_shared.store.remote import open_bucket
 from ktrdr_shared.testing.events import wait_for_job_event
-from ktrdr_shared.testing.seaweed import ACCESS_KEY, SECRET_KEY, SeaweedServer, store_url
+from ktrdr_shared.testing.seaweed import SeaweedServer, store_url
 from ktrdr_shared.types import Timeframe
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
@@ -43,21 +42,6 @@ StartStore = Callable[..., Awaitable[ServiceApp]]
 DONE = {"completed", "failed", "cancelled"}
 UTC = dt.UTC
 START = dt.datetime(2024, 6, 17, tzinfo=UTC)
-
-
-def bucket_env(server: SeaweedServer, url: str) -> dict[str, str]:
-    return {
-        "KTRDR_STORE_URL": url,
-        "KTRDR_S3_ENDPOINT": server.endpoint,
-        "KTRDR_S3_ACCESS_KEY": ACCESS_KEY,
-        "KTRDR_S3_SECRET_KEY": SECRET_KEY,
-    }
-
-
-def bucket_store(server: SeaweedServer, url: str) -> ObjectBarStore:
-    return ObjectBarStore(
-        open_bucket(url, endpoint=server.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY)
-    )
 
 
 def stored_ts(store: ObjectBarStore, symbol: str, timeframe: Timeframe) -> np.ndarray:
@@ -77,7 +61,7 @@ async def test_a_load_lands_in_the_bucket_and_is_answered_from_it(
     data_dir: Path,
 ) -> None:
     url = store_url()
-    await start_store(**bucket_env(seaweed, url))
+    await start_store(**seaweed.store_env(url))
     client = KtrdrClient(nc)
     job = await client.load_data("AAPL", "1h", start=START)
     done = await finished(js, job)
@@ -85,7 +69,9 @@ async def test_a_load_lands_in_the_bucket_and_is_answered_from_it(
     assert isinstance(done.result, LoadResult)
 
     want = expected_stamps("AAPL", "STK", "1 hour", START)
-    np.testing.assert_array_equal(stored_ts(bucket_store(seaweed, url), "AAPL", Timeframe.H1), want)
+    np.testing.assert_array_equal(
+        stored_ts(ObjectBarStore(seaweed.bucket(url)), "AAPL", Timeframe.H1), want
+    )
     assert not (data_dir / "bars" / "AAPL").exists()  # nothing in the local data directory
     page = await client.request(
         subjects.STORE_QUERY, QueryBars(symbol="AAPL", timeframe=Timeframe.H1), BarsPage
@@ -111,7 +97,7 @@ async def test_an_unreachable_bucket_keeps_the_bars_on_the_bus_until_it_answers(
     try:
         url = store_url()
         await start_store(
-            **bucket_env(server, url),
+            **server.store_env(url),
             KTRDR_INGEST_RETRY_DELAY_S="0.2",
             KTRDR_INGEST_RETRY_MAX_DELAY_S="1",
         )
@@ -129,7 +115,7 @@ async def test_an_unreachable_bucket_keeps_the_bars_on_the_bus_until_it_answers(
         assert isinstance(done, JobCompleted), done
         want = expected_stamps("AAPL", "STK", "1 hour", START)
         np.testing.assert_array_equal(
-            stored_ts(bucket_store(server, url), "AAPL", Timeframe.H1), want
+            stored_ts(ObjectBarStore(server.bucket(url)), "AAPL", Timeframe.H1), want
         )
         assert rejected.pending_msgs == 0  # nothing quarantined for the outage
         assert not (data_dir / "quarantine").exists() or not any(

@@ -37,9 +37,8 @@ from ktrdr_shared.messages import (
 )
 from ktrdr_shared.messages.base import event_type
 from ktrdr_shared.runtime import ServiceApp, publish_event
-from ktrdr_shared.store.remote import open_bucket
 from ktrdr_shared.testing.events import read_all, wait_for_job_event
-from ktrdr_shared.testing.seaweed import ACCESS_KEY, SECRET_KEY, SeaweedServer, store_url
+from ktrdr_shared.testing.seaweed import SeaweedServer, store_url
 from ktrdr_shared.types import Timeframe
 from ktrdr_trainer.repository import ModelRepository
 from ktrdr_trainer.testing import bars_table, synthetic_bars
@@ -210,15 +209,8 @@ async def test_a_trainer_that_reaches_the_bucket_trains_on_the_same_bars_as_one_
     js: JetStreamContext,
 ) -> None:
     url = store_url()
-    bucket_env = {
-        "KTRDR_STORE_URL": url,
-        "KTRDR_S3_ENDPOINT": seaweed.endpoint,
-        "KTRDR_S3_ACCESS_KEY": ACCESS_KEY,
-        "KTRDR_S3_SECRET_KEY": SECRET_KEY,
-    }
-    bucket = open_bucket(
-        url, endpoint=seaweed.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY
-    )
+    bucket_env = seaweed.store_env(url)
+    bucket = seaweed.bucket(url)
     bars = bars_table(synthetic_bars(1500, pattern=True, seed=3, symbol="AAPL"))
     ObjectBarStore(bucket).merge("AAPL", Timeframe.H1, bars)
     client = KtrdrClient(nc)

@@ -147,6 +147,32 @@ MODELS_BUCKET = "ktrdr_models"
 GATEWAYS_BUCKET = "ktrdr_gateways"
 GATEWAYS_TTL_S = 3.0
 
+
+@dataclass(frozen=True)
+class KvBucket:
+    """A KV bucket ktrdr declares: its name, what it is for, history and entry lifetime."""
+
+    name: str
+    description: str
+    history: int
+    ttl_s: float
+
+
+KV_BUCKETS = (
+    KvBucket(
+        SYMBOLS_BUCKET,
+        "IB symbol discovery cache (contract details, head timestamps)",
+        SYMBOLS_HISTORY,
+        SYMBOLS_TTL_S,
+    ),
+    KvBucket(
+        GATEWAYS_BUCKET,
+        "IB gateway leases: the one ib-connector active on each gateway",
+        1,
+        GATEWAYS_TTL_S,
+    ),
+)
+
 REPLICAS_VARIABLE = "KTRDR_NATS_REPLICAS"
 MAX_REPLICAS = 5  # JetStream's limit
 
@@ -218,26 +244,17 @@ async def ensure_buckets(js: JetStreamContext, replicas: int | None = None) -> N
         replicas: copies of each bucket; default ``configured_replicas()``.
     """
     copies = replicas or configured_replicas()
-    try:
-        await js.key_value(SYMBOLS_BUCKET)
-    except BucketNotFoundError:
-        await js.create_key_value(
-            bucket=SYMBOLS_BUCKET,
-            description="IB symbol discovery cache (contract details, head timestamps)",
-            history=SYMBOLS_HISTORY,
-            ttl=SYMBOLS_TTL_S,
-            replicas=copies,
-        )
-    try:
-        await js.key_value(GATEWAYS_BUCKET)
-    except BucketNotFoundError:
-        await js.create_key_value(
-            bucket=GATEWAYS_BUCKET,
-            description="IB gateway leases: the one ib-connector active on each gateway",
-            history=1,
-            ttl=GATEWAYS_TTL_S,
-            replicas=copies,
-        )
+    for kv in KV_BUCKETS:
+        try:
+            await js.key_value(kv.name)
+        except BucketNotFoundError:
+            await js.create_key_value(
+                bucket=kv.name,
+                description=kv.description,
+                history=kv.history,
+                ttl=kv.ttl_s,
+                replicas=copies,
+            )
     try:
         await js.object_store(MODELS_BUCKET)
     except (BucketNotFoundError, NotFoundError):
@@ -351,19 +368,25 @@ async def _stream_problems(
 
 
 def _bucket_streams() -> list[tuple[str, StreamConfig]]:
-    """The streams behind the two buckets, as ``ensure_buckets`` creates them."""
-    kv = StreamConfig(
-        name=f"KV_{SYMBOLS_BUCKET}",
-        subjects=[f"$KV.{SYMBOLS_BUCKET}.>"],
-        retention=RetentionPolicy.LIMITS,
-        storage=StorageType.FILE,
-        discard=DiscardPolicy.NEW,
-        max_age=SYMBOLS_TTL_S,
-        max_msgs_per_subject=SYMBOLS_HISTORY,
-        allow_rollup_hdrs=True,
-        duplicate_window=120.0,
-        deny_delete=True,
-    )
+    """The streams behind the buckets, as ``ensure_buckets`` (nats-py) creates them."""
+    kvs = [
+        (
+            f"KV bucket {kv.name}",
+            StreamConfig(
+                name=f"KV_{kv.name}",
+                subjects=[f"$KV.{kv.name}.>"],
+                retention=RetentionPolicy.LIMITS,
+                storage=StorageType.FILE,
+                discard=DiscardPolicy.NEW,
+                max_age=kv.ttl_s,
+                max_msgs_per_subject=kv.history,
+                allow_rollup_hdrs=True,
+                duplicate_window=min(kv.ttl_s, 120.0),
+                deny_delete=True,
+            ),
+        )
+        for kv in KV_BUCKETS
+    ]
     obj = StreamConfig(
         name=f"OBJ_{MODELS_BUCKET}",
         subjects=[f"$O.{MODELS_BUCKET}.C.>", f"$O.{MODELS_BUCKET}.M.>"],
@@ -374,23 +397,7 @@ def _bucket_streams() -> list[tuple[str, StreamConfig]]:
         allow_rollup_hdrs=True,
         duplicate_window=120.0,
     )
-    gateways = StreamConfig(
-        name=f"KV_{GATEWAYS_BUCKET}",
-        subjects=[f"$KV.{GATEWAYS_BUCKET}.>"],
-        retention=RetentionPolicy.LIMITS,
-        storage=StorageType.FILE,
-        discard=DiscardPolicy.NEW,
-        max_age=GATEWAYS_TTL_S,
-        max_msgs_per_subject=1,
-        allow_rollup_hdrs=True,
-        duplicate_window=GATEWAYS_TTL_S,
-        deny_delete=True,
-    )
-    return [
-        (f"KV bucket {SYMBOLS_BUCKET}", kv),
-        (f"KV bucket {GATEWAYS_BUCKET}", gateways),
-        (f"object store {MODELS_BUCKET}", obj),
-    ]
+    return [*kvs, (f"object store {MODELS_BUCKET}", obj)]
 
 
 async def verify(

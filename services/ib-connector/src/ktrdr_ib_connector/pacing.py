@@ -152,13 +152,7 @@ class IdenticalRecord(msgspec.Struct, frozen=True, array_like=True):
     """One request inside the identical-request window: how long ago (s), and what it was."""
 
     age_s: float
-    contract: str
-    exchange: str
-    what_to_show: str
-    bar_size: str
-    duration: str
-    end: str
-    use_rth: bool
+    request: HistoricalRequest
 
 
 class GateHistory(msgspec.Struct, frozen=True, kw_only=True):
@@ -296,19 +290,7 @@ class PacingGate:
         keys = {id(e): key for key, entries in h.by_key.items() for e in entries}
         return GateHistory(
             sent=[SentRecord(now - e.at, e.weight, keys.get(id(e), ("", "", ""))) for e in h.sent],
-            identical=[
-                IdenticalRecord(
-                    now - e.at,
-                    r.contract,
-                    r.exchange,
-                    r.what_to_show,
-                    r.bar_size,
-                    r.duration,
-                    r.end,
-                    r.use_rth,
-                )
-                for r, e in h.identical.items()
-            ],
+            identical=[IdenticalRecord(now - e.at, r) for r, e in h.identical.items()],
         )
 
     def seed(self, history: GateHistory, *, older_by_s: float, quiet_s: float, unseen: int) -> None:
@@ -330,10 +312,7 @@ class PacingGate:
         for _ in range(unseen):
             h.sent.append(_Sent(now - max(0.0, older_by_s - 1.0), 1))
         for i in history.identical:
-            request = HistoricalRequest(
-                i.contract, i.exchange, i.what_to_show, i.bar_size, i.duration, i.end, i.use_rth
-            )
-            h.identical[request] = _Sent(now - older_by_s - i.age_s, request.weight)
+            h.identical[i.request] = _Sent(now - older_by_s - i.age_s, i.request.weight)
         h.sent.sort(key=_at)
         for entries in h.by_key.values():
             entries.sort(key=_at)

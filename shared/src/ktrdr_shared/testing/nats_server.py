@@ -24,8 +24,42 @@ from ktrdr_shared.tls import TlsFiles
 __all__ = ["NatsServer", "docker_available", "docker_nats", "free_port", "nats_server_binary"]
 
 
+class ServerProcess:
+    """Stop, kill and restart for a test's server child process (``process``, ``start``)."""
+
+    process: subprocess.Popen[bytes] | None
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        """Start the server and wait until it serves."""
+        raise NotImplementedError
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop the server (SIGTERM, then SIGKILL if it lingers)."""
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def kill(self) -> None:
+        """Kill the server at once (SIGKILL), as a crash would."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    def restart(self) -> None:
+        """Stop and start again on the same ports and data."""
+        self.stop()
+        self.start()
+
+
 @dataclass
-class NatsServer:
+class NatsServer(ServerProcess):
     """A nats-server child process with JetStream, bound to loopback.
 
     Attributes:
@@ -73,30 +107,6 @@ class NatsServer:
         env = {**os.environ, **self.env} if self.env else None
         self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
         _wait_for_port(self.port, self.process, timeout_s, self.host)
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        """Stop the server (SIGTERM, then SIGKILL if it lingers)."""
-        if self.process is None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.process = None
-
-    def kill(self) -> None:
-        """Kill the server at once (SIGKILL), as a crash would."""
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
-            self.process = None
-
-    def restart(self) -> None:
-        """Stop and start again on the same port and store."""
-        self.stop()
-        self.start()
 
 
 def _wait_for_port(

@@ -22,6 +22,8 @@ from pathlib import Path
 import pytest
 
 from ktrdr_shared.stack import free_port
+from ktrdr_shared.store.remote import Bucket, open_bucket
+from ktrdr_shared.testing.nats_server import ServerProcess
 
 ACCESS_KEY = "ktrdr-test-access"
 SECRET_KEY = "ktrdr-test-secret-0123456789abcdef"
@@ -42,7 +44,7 @@ def weed_binary() -> str:
 
 
 @dataclass
-class SeaweedServer:
+class SeaweedServer(ServerProcess):
     """One ``weed mini`` with its S3 gateway on ``s3_port`` (see the module docstring)."""
 
     data_dir: Path
@@ -61,7 +63,7 @@ class SeaweedServer:
         """Return the file the server logs to (appended to across restarts)."""
         return self.data_dir.parent / "seaweedfs.log"
 
-    def start(self, timeout_s: float = 60.0) -> None:
+    def start(self, timeout_s: float = 60.0) -> None:  # (weed mini takes seconds)
         """Start the server and wait until its S3 gateway accepts connections."""
         if not self.ports:
             self.s3_port = self.s3_port or free_port()
@@ -95,13 +97,24 @@ class SeaweedServer:
         self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         self._wait_ready(timeout_s)
 
+    def bucket(self, url: str = f"s3://{BUCKET}") -> Bucket:
+        """Return the bucket of ``url`` on this server, with the test identity's keys."""
+        return open_bucket(
+            url, endpoint=self.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY
+        )
+
+    def store_env(self, url: str) -> dict[str, str]:
+        """Return the ``KTRDR_*`` settings that put a service's store at ``url`` here."""
+        return {
+            "KTRDR_STORE_URL": url,
+            "KTRDR_S3_ENDPOINT": self.endpoint,
+            "KTRDR_S3_ACCESS_KEY": ACCESS_KEY,
+            "KTRDR_S3_SECRET_KEY": SECRET_KEY,
+        }
+
     def _wait_ready(self, timeout_s: float) -> None:
         """Wait until a PUT to the bucket succeeds (the gateway is up and has a volume)."""
-        from ktrdr_shared.store.remote import open_bucket
-
-        bucket = open_bucket(
-            f"s3://{BUCKET}", endpoint=self.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY
-        )
+        bucket = self.bucket()
         deadline = time.monotonic() + timeout_s
         problem: BaseException | None = None
         while time.monotonic() < deadline:
@@ -118,30 +131,6 @@ class SeaweedServer:
                 problem = e
                 time.sleep(0.2)
         raise RuntimeError(f"SeaweedFS S3 not ready within {timeout_s}s: {problem}")
-
-    def stop(self, timeout_s: float = 15.0) -> None:
-        """Stop the server (SIGTERM, then SIGKILL if it lingers)."""
-        if self.process is None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.process = None
-
-    def kill(self) -> None:
-        """Kill the server at once (SIGKILL), as a crash would."""
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
-            self.process = None
-
-    def restart(self) -> None:
-        """Start again on the same ports and data."""
-        self.stop()
-        self.start()
 
 
 @pytest.fixture(scope="session")
